@@ -1,0 +1,65 @@
+//! The expected effect of each step on the cluster view.
+//!
+//! This is the contract every executor (Kubernetes, cloud, simulator) keeps,
+//! written as a pure function: applying a step twice gives the same view as
+//! applying it once.
+
+use crate::model::{CapacityType, ClusterView, Taint, INTERRUPTION_TAINT, STANDBY_TAINT};
+use crate::plan::{Plan, Step};
+
+/// Apply one step's expected effect to the view.
+pub fn apply_step(view: &mut ClusterView, step: &Step) {
+    match step {
+        Step::TaintAndCordon { node } => {
+            if let Some(n) = view.nodes.iter_mut().find(|n| &n.name == node) {
+                n.unschedulable = true;
+                if !n.has_taint(INTERRUPTION_TAINT) {
+                    n.taints.push(Taint { key: INTERRUPTION_TAINT.into(), effect: "NoSchedule".into() });
+                }
+            }
+        }
+        Step::DeregisterTargets { node } => {
+            if let Some(n) = view.nodes.iter_mut().find(|n| &n.name == node) {
+                n.in_load_balancer = false;
+            }
+        }
+        Step::ClaimHeadroom { placeholders } => {
+            view.pods.retain(|p| !(p.placeholder && placeholders.contains(&p.name)));
+        }
+        Step::WakeStandby { node, retype_to } => {
+            if let Some(n) = view.nodes.iter_mut().find(|n| &n.name == node) {
+                if let Some(t) = retype_to {
+                    n.pool.instance_type = t.clone();
+                }
+                n.capacity_type = CapacityType::OnDemand;
+                n.taints.retain(|t| t.key != STANDBY_TAINT);
+                n.ready = true;
+            }
+        }
+        Step::MoveVolume { volume_id, to_node, .. } => {
+            for v in view.pods.iter_mut().flat_map(|p| p.volumes.iter_mut()) {
+                if &v.volume_id == volume_id {
+                    v.attached_to = Some(to_node.clone());
+                }
+            }
+        }
+        Step::BridgeTraffic { workloads } | Step::UnbridgeTraffic { workloads } => {
+            let on = matches!(step, Step::BridgeTraffic { .. });
+            for w in view.workloads.iter_mut().filter(|w| workloads.contains(&w.name)) {
+                w.bridged = on;
+            }
+        }
+        Step::Evict { pods, .. } => view.pods.retain(|p| !pods.contains(&p.name)),
+        Step::RestoreCapacity { key, .. } => {
+            view.capacity_requests.insert(key.clone());
+        }
+        Step::RestoreHeadroom { placeholders } => view.headroom_target = *placeholders,
+    }
+}
+
+/// Apply every step of a plan, in order.
+pub fn apply_plan(view: &mut ClusterView, plan: &Plan) {
+    for step in &plan.steps {
+        apply_step(view, step);
+    }
+}

@@ -1,0 +1,25 @@
+//! The pure decision core of costop.
+//!
+//! Everything here is a function of (cluster view, notice, policy, now): no IO,
+//! no clock, no randomness. The same code decides in production, in tests and
+//! in the simulator. See `DESIGN.md` for where it sits in the data flow.
+
+pub mod effects;
+pub mod headroom;
+pub mod model;
+pub mod notice;
+pub mod plan;
+pub mod policy;
+pub mod pools;
+pub mod respond;
+pub mod time;
+
+pub use model::{
+    CapacityType, ClusterView, NodeView, PodView, PoolId, PoolView, Resources, Taint,
+    VolumeView, WorkloadView,
+};
+pub use notice::{Notice, NoticeKey, NoticeKind, NoticeSource};
+pub use plan::{Plan, Step};
+pub use policy::{Policy, PolicyError, StandbyMode};
+pub use respond::{respond, PlanError};
+pub use time::Millis;

@@ -1,0 +1,123 @@
+//! A response plan: ordered, idempotent steps.
+
+use crate::model::PoolId;
+use crate::notice::NoticeKey;
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+
+/// One step of a response. Every step is idempotent: running it again after
+/// it succeeded changes nothing (see [`crate::effects::apply_step`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// Add the `costop.io/interruption:NoSchedule` taint and cordon the node.
+    TaintAndCordon {
+        /// Node name.
+        node: String,
+    },
+    /// Deregister the node's targets from every load balancer target group,
+    /// so no new request reaches it; open connections drain.
+    DeregisterTargets {
+        /// Node name.
+        node: String,
+    },
+    /// Delete these placeholder pods so evicted pods land in their room at once.
+    ClaimHeadroom {
+        /// Placeholder pod names.
+        placeholders: Vec<String>,
+    },
+    /// Bring a warm standby into service: a stopped one is re-typed (if
+    /// `retype_to` is set) and started; then its standby taint is removed.
+    WakeStandby {
+        /// Standby node name.
+        node: String,
+        /// Instance type to switch a stopped standby to before it starts.
+        retype_to: Option<String>,
+    },
+    /// Move an EBS volume from the doomed node to the replacement after its
+    /// pod has stopped: detach/attach in one zone, snapshot → volume across zones.
+    MoveVolume {
+        /// EBS volume id.
+        volume_id: String,
+        /// Node it is attached to now.
+        from_node: String,
+        /// Node it goes to.
+        to_node: String,
+        /// Zone of `to_node`.
+        to_zone: String,
+        /// Whether the zone differs, so a snapshot is needed.
+        via_snapshot: bool,
+    },
+    /// Shift these workloads' load balancer traffic partly to their
+    /// serverless function while replacement pods start.
+    BridgeTraffic {
+        /// Workload names.
+        workloads: Vec<String>,
+    },
+    /// Evict pods through the eviction API (budgets are enforced by the API
+    /// server too). Wave `n > 0` starts once wave `n - 1`'s replacements are Ready.
+    Evict {
+        /// Pod names.
+        pods: Vec<String>,
+        /// Wave number, from 0.
+        wave: u32,
+    },
+    /// Launch Spot capacity in other pools to replace the lost node.
+    RestoreCapacity {
+        /// Idempotency key: the same key never launches twice.
+        key: String,
+        /// Pool → number of nodes.
+        pools: Vec<(PoolId, u32)>,
+    },
+    /// Shift traffic back from the function once the workloads are Ready.
+    UnbridgeTraffic {
+        /// Workload names.
+        workloads: Vec<String>,
+    },
+    /// Put placeholder pods back to the target count once capacity is restored.
+    RestoreHeadroom {
+        /// Placeholder pods wanted.
+        placeholders: u32,
+    },
+}
+
+impl Step {
+    /// A short stable name of the step kind, for records and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::TaintAndCordon { .. } => "taint-and-cordon",
+            Step::DeregisterTargets { .. } => "deregister-targets",
+            Step::ClaimHeadroom { .. } => "claim-headroom",
+            Step::WakeStandby { .. } => "wake-standby",
+            Step::MoveVolume { .. } => "move-volume",
+            Step::BridgeTraffic { .. } => "bridge-traffic",
+            Step::Evict { .. } => "evict",
+            Step::RestoreCapacity { .. } => "restore-capacity",
+            Step::UnbridgeTraffic { .. } => "unbridge-traffic",
+            Step::RestoreHeadroom { .. } => "restore-headroom",
+        }
+    }
+}
+
+/// The response to one notice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The notice this answers.
+    pub notice: NoticeKey,
+    /// The node the notice is about.
+    pub node: String,
+    /// When the node is lost, if known.
+    pub deadline: Option<Millis>,
+    /// Steps, in order.
+    pub steps: Vec<Step>,
+    /// Pods that no wave may evict without breaking their budget; they stay
+    /// until the node goes.
+    pub unevictable: Vec<String>,
+}
+
+impl Plan {
+    /// Steps of one kind.
+    pub fn steps_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Step> + 'a {
+        self.steps.iter().filter(move |s| s.kind() == kind)
+    }
+}

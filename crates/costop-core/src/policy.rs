@@ -1,0 +1,99 @@
+//! The policy: every knob of costop's decisions, with defaults and checks.
+
+use serde::{Deserialize, Serialize};
+
+/// How warm standbys wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StandbyMode {
+    /// Running, joined and tainted: ready at once, billed at the on-demand price.
+    Running,
+    /// Stopped: billed for volumes only; re-typed and started on demand.
+    Stopped,
+}
+
+/// costop's decision knobs. Every field has a default (see [`Policy::default`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Share of the worst single-pool loss that placeholder pods keep free on
+    /// running nodes (0–1). Default 0.15.
+    pub headroom_share_of_worst_pool: f64,
+    /// Share of the worst single-pool loss covered by warm standbys (0–1). Default 1.0.
+    pub standby_share_of_worst_pool: f64,
+    /// How standbys wait. Default `stopped`.
+    pub standby_mode: StandbyMode,
+    /// Largest share of Spot nodes in any one pool (0–1). Default 0.34.
+    pub max_pool_share: f64,
+    /// Weight of interruption risk in pool choice: a pool's score is its price
+    /// × (1 + weight × interruptions per day). Default 0.05.
+    pub risk_weight: f64,
+    /// Minutes a pool is avoided for new capacity after it reclaimed an
+    /// instance. Default 30.
+    pub pool_cooldown_minutes: u64,
+    /// Bridge a workload's traffic to a serverless function when this share
+    /// of its Ready pods is displaced (0–1). Default 0.0 (always bridge).
+    pub bridge_threshold: f64,
+    /// Whether traffic bridging to functions is used at all. Default true.
+    pub bridge_enabled: bool,
+    /// Act on rebalance recommendations: cordon and launch replacement early. Default true.
+    pub act_on_rebalance: bool,
+    /// Deregister the doomed node's targets from the load balancer at once. Default true.
+    pub deregister_on_notice: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            headroom_share_of_worst_pool: 0.15,
+            standby_share_of_worst_pool: 1.0,
+            standby_mode: StandbyMode::Stopped,
+            max_pool_share: 0.34,
+            risk_weight: 0.05,
+            pool_cooldown_minutes: 30,
+            bridge_threshold: 0.0,
+            bridge_enabled: true,
+            act_on_rebalance: true,
+            deregister_on_notice: true,
+        }
+    }
+}
+
+/// A policy value outside its range.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("policy key `{key}`: {problem}")]
+pub struct PolicyError {
+    /// The offending key.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Policy {
+    /// Check every value is in range.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let share = |key: &'static str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(PolicyError { key, problem: format!("{v} is not between 0 and 1") })
+            }
+        };
+        share("headroom_share_of_worst_pool", self.headroom_share_of_worst_pool)?;
+        share("standby_share_of_worst_pool", self.standby_share_of_worst_pool)?;
+        share("bridge_threshold", self.bridge_threshold)?;
+        if !(self.max_pool_share > 0.0 && self.max_pool_share <= 1.0) {
+            return Err(PolicyError {
+                key: "max_pool_share",
+                problem: format!("{} must be in (0, 1]", self.max_pool_share),
+            });
+        }
+        if !(self.risk_weight.is_finite() && self.risk_weight >= 0.0) {
+            return Err(PolicyError {
+                key: "risk_weight",
+                problem: format!("{} must be a non-negative number", self.risk_weight),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! Pool choice: where new Spot capacity goes.
+//!
+//! A pool (instance type × zone) is one failure domain: reclaims in a pool
+//! come together (an analysis of 2,635 interruption events found over 92 % of
+//! same-type same-zone interruptions within 3 minutes of each other; arXiv
+//! 2604.16457). So capacity is spread with a cap on any one pool's share, and
+//! the cheapest pools after a risk penalty are filled first.
+
+use crate::model::{PoolId, PoolView};
+use crate::policy::Policy;
+use crate::time::{Millis, MINUTE};
+use std::collections::BTreeMap;
+
+/// Score of a pool: lower is better. Price per hour, raised by the expected
+/// interruptions per day times the policy's risk weight.
+pub fn pool_score(pool: &PoolView, policy: &Policy) -> f64 {
+    pool.spot_price * (1.0 + policy.risk_weight * pool.interruptions_per_day.max(0.0))
+}
+
+/// Whether a pool is still cooling down after a reclaim at `now`.
+pub fn in_cooldown(pool: &PoolView, policy: &Policy, now: Millis) -> bool {
+    pool.last_interruption
+        .is_some_and(|t| now < t.saturating_add(policy.pool_cooldown_minutes * MINUTE))
+}
+
+/// Choose pools for `count` new Spot nodes.
+///
+/// `current` holds how many Spot nodes each pool has now; `exclude` lists
+/// pools not to use (the one being reclaimed). Pools that cannot launch or
+/// are cooling down are skipped; if that leaves none, cooling-down pools are
+/// used after all. The result maps pool → number of nodes, and is empty only
+/// when no pool can launch.
+pub fn choose_pools(
+    pools: &[PoolView],
+    current: &BTreeMap<PoolId, u32>,
+    count: u32,
+    exclude: &[PoolId],
+    policy: &Policy,
+    now: Millis,
+) -> BTreeMap<PoolId, u32> {
+    let usable = |p: &&PoolView| p.launchable && !exclude.contains(&p.id);
+    let mut candidates: Vec<&PoolView> =
+        pools.iter().filter(usable).filter(|p| !in_cooldown(p, policy, now)).collect();
+    if candidates.is_empty() {
+        candidates = pools.iter().filter(usable).collect();
+    }
+    let mut chosen = BTreeMap::new();
+    if candidates.is_empty() || count == 0 {
+        return chosen;
+    }
+    candidates.sort_by(|a, b| {
+        pool_score(a, policy).total_cmp(&pool_score(b, policy)).then_with(|| a.id.cmp(&b.id))
+    });
+    let total_after: u32 = current.values().sum::<u32>() + count;
+    let cap = ((policy.max_pool_share * f64::from(total_after)).floor() as u32).max(1);
+    let mut counts = current.clone();
+    for _ in 0..count {
+        let under_cap = candidates
+            .iter()
+            .find(|p| counts.get(&p.id).copied().unwrap_or(0) < cap)
+            .copied();
+        // All full: put it where the fewest nodes are, cheapest first on ties.
+        let pick = under_cap.unwrap_or_else(|| {
+            candidates
+                .iter()
+                .min_by_key(|p| counts.get(&p.id).copied().unwrap_or(0))
+                .copied()
+                .unwrap_or(candidates[0])
+        });
+        *counts.entry(pick.id.clone()).or_insert(0) += 1;
+        *chosen.entry(pick.id.clone()).or_insert(0) += 1;
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(t: &str, z: &str, price: f64, rate: f64) -> PoolView {
+        PoolView {
+            id: PoolId::new(t, z),
+            spot_price: price,
+            on_demand_price: 1.0,
+            interruptions_per_day: rate,
+            launchable: true,
+            last_interruption: None,
+        }
+    }
+
+    #[test]
+    fn cheapest_pool_first_within_the_cap() {
+        let pools = vec![pool("a", "1", 0.3, 0.0), pool("b", "1", 0.4, 0.0), pool("c", "1", 0.5, 0.0)];
+        let policy = Policy { max_pool_share: 0.5, ..Policy::default() };
+        let got = choose_pools(&pools, &BTreeMap::new(), 10, &[], &policy, 0);
+        assert_eq!(got.get(&PoolId::new("a", "1")), Some(&5));
+        assert_eq!(got.get(&PoolId::new("b", "1")), Some(&5));
+        assert_eq!(got.get(&PoolId::new("c", "1")), None);
+    }
+
+    #[test]
+    fn risk_penalty_reorders_pools() {
+        let pools = vec![pool("risky", "1", 0.30, 20.0), pool("calm", "1", 0.35, 0.1)];
+        let policy = Policy { max_pool_share: 1.0, ..Policy::default() };
+        let got = choose_pools(&pools, &BTreeMap::new(), 3, &[], &policy, 0);
+        assert_eq!(got.get(&PoolId::new("calm", "1")), Some(&3));
+    }
+
+    #[test]
+    fn excluded_and_cooling_pools_are_skipped_unless_nothing_else() {
+        let mut hot = pool("hot", "1", 0.1, 0.0);
+        hot.last_interruption = Some(0);
+        let pools = vec![hot, pool("ok", "1", 0.2, 0.0), pool("gone", "1", 0.05, 0.0)];
+        let policy = Policy { max_pool_share: 1.0, ..Policy::default() };
+        let got = choose_pools(&pools, &BTreeMap::new(), 2, &[PoolId::new("gone", "1")], &policy, MINUTE);
+        assert_eq!(got.keys().collect::<Vec<_>>(), vec![&PoolId::new("ok", "1")]);
+        // Only the cooling pool left: used after all.
+        let got = choose_pools(&pools[..1], &BTreeMap::new(), 1, &[], &policy, MINUTE);
+        assert_eq!(got.get(&PoolId::new("hot", "1")), Some(&1));
+    }
+
+    #[test]
+    fn no_launchable_pool_gives_nothing() {
+        let mut p = pool("a", "1", 0.1, 0.0);
+        p.launchable = false;
+        assert!(choose_pools(&[p], &BTreeMap::new(), 3, &[], &Policy::default(), 0).is_empty());
+    }
+}

@@ -1,0 +1,252 @@
+//! `respond`: from a notice to a plan.
+
+use crate::model::{CapacityType, ClusterView, NodeView, PodView, PoolId, Resources};
+use crate::notice::{Notice, NoticeKind};
+use crate::plan::{Plan, Step};
+use crate::policy::Policy;
+use crate::pools::choose_pools;
+use crate::time::Millis;
+use std::collections::BTreeMap;
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    /// The notice names an instance the cluster does not know.
+    #[error("notice for instance {0}, which is not a node of this cluster")]
+    UnknownInstance(String),
+}
+
+/// Plan the response to `notice`.
+///
+/// An interruption or scheduled event gets the full response: taint and
+/// cordon; deregister from load balancers; claim placeholder room; wake warm
+/// standbys for what the room cannot hold; bridge traffic; move volumes;
+/// evict in waves that keep every disruption budget; restore capacity in
+/// other pools; shift traffic back; restore headroom. A rebalance
+/// recommendation, if the policy acts on it, only cordons the node and
+/// launches its replacement early.
+pub fn respond(
+    view: &ClusterView,
+    notice: &Notice,
+    policy: &Policy,
+    now: Millis,
+) -> Result<Plan, PlanError> {
+    let node = view
+        .node_by_instance(&notice.instance_id)
+        .ok_or_else(|| PlanError::UnknownInstance(notice.instance_id.clone()))?;
+    let mut plan = Plan {
+        notice: notice.key(),
+        node: node.name.clone(),
+        deadline: notice.deadline(),
+        steps: Vec::new(),
+        unevictable: Vec::new(),
+    };
+    match notice.kind {
+        NoticeKind::RebalanceRecommendation { .. } => {
+            if policy.act_on_rebalance {
+                plan.steps.push(Step::TaintAndCordon { node: node.name.clone() });
+                push_restore_capacity(&mut plan, view, node, policy, now);
+            }
+        }
+        NoticeKind::SpotInterruption { .. } | NoticeKind::ScheduledEvent { .. } => {
+            plan_full_response(&mut plan, view, node, policy, now);
+        }
+    }
+    Ok(plan)
+}
+
+fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, policy: &Policy, now: Millis) {
+    plan.steps.push(Step::TaintAndCordon { node: node.name.clone() });
+    if policy.deregister_on_notice && node.in_load_balancer {
+        plan.steps.push(Step::DeregisterTargets { node: node.name.clone() });
+    }
+    let displaced: Vec<&PodView> = view.pods_on(&node.name).filter(|p| !p.placeholder).collect();
+    let need = displaced.iter().fold(Resources::default(), |acc, p| acc.plus(&p.requests));
+
+    // Room elsewhere: free space plus placeholders, on nodes outside the
+    // doomed pool (a reclaim takes the whole pool).
+    let safe_nodes: Vec<&NodeView> = view
+        .nodes
+        .iter()
+        .filter(|n| n.name != node.name && n.pool != node.pool && n.accepts_pods())
+        .collect();
+    let mut room = safe_nodes.iter().fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
+    let mut placeholders: Vec<&PodView> = view
+        .pods
+        .iter()
+        .filter(|p| p.placeholder && safe_nodes.iter().any(|n| Some(&n.name) == p.node.as_ref()))
+        .collect();
+    placeholders.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
+    let mut claimed = Vec::new();
+    for p in placeholders {
+        if room.fits(&need) {
+            break;
+        }
+        room = room.plus(&p.requests);
+        claimed.push(p.name.clone());
+    }
+    if !claimed.is_empty() {
+        plan.steps.push(Step::ClaimHeadroom { placeholders: claimed });
+    }
+
+    let woken = plan_standbys(plan, view, node, need.minus(&room));
+    plan_bridge(plan, view, &displaced, policy);
+    plan_volumes(plan, node, &displaced, &woken, &safe_nodes);
+    plan_evictions(plan, view, &displaced);
+    if node.capacity_type == CapacityType::Spot {
+        push_restore_capacity(plan, view, node, policy, now);
+    }
+    let bridged: Vec<String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::BridgeTraffic { workloads } => Some(workloads.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if !bridged.is_empty() {
+        plan.steps.push(Step::UnbridgeTraffic { workloads: bridged });
+    }
+    if view.headroom_target > 0 {
+        plan.steps.push(Step::RestoreHeadroom { placeholders: view.headroom_target });
+    }
+}
+
+/// Wake standbys until `deficit` is covered: running ones first (ready at
+/// once), the doomed node's zone first (volumes can follow). Returns the woken nodes.
+fn plan_standbys<'a>(plan: &mut Plan, view: &'a ClusterView, node: &NodeView, deficit: Resources) -> Vec<&'a NodeView> {
+    let mut standbys: Vec<&NodeView> =
+        view.nodes.iter().filter(|n| n.capacity_type.is_standby() && n.name != node.name).collect();
+    standbys.sort_by_key(|n| {
+        (n.capacity_type != CapacityType::StandbyRunning, n.pool.zone != node.pool.zone, n.name.clone())
+    });
+    let mut left = deficit;
+    let mut woken = Vec::new();
+    for standby in standbys {
+        if left.is_zero() {
+            break;
+        }
+        let retype = standby.capacity_type == CapacityType::StandbyStopped
+            && standby.pool.instance_type != node.pool.instance_type;
+        // A re-typed standby becomes the lost node's twin.
+        let gives = if retype { node.allocatable } else { standby.allocatable };
+        left = left.minus(&gives);
+        plan.steps.push(Step::WakeStandby {
+            node: standby.name.clone(),
+            retype_to: retype.then(|| node.pool.instance_type.clone()),
+        });
+        woken.push(standby);
+    }
+    woken
+}
+
+fn plan_bridge(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView], policy: &Policy) {
+    if !policy.bridge_enabled {
+        return;
+    }
+    let mut per_workload: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in displaced {
+        if let Some(w) = p.workload.as_deref() {
+            *per_workload.entry(w).or_default() += 1;
+        }
+    }
+    let workloads: Vec<String> = per_workload
+        .into_iter()
+        .filter(|(w, n)| {
+            let ready = view.ready_pods_of(w).max(1);
+            *n as f64 / ready as f64 > policy.bridge_threshold || policy.bridge_threshold == 0.0
+        })
+        .map(|(w, _)| w.to_string())
+        .collect();
+    if !workloads.is_empty() {
+        plan.steps.push(Step::BridgeTraffic { workloads });
+    }
+}
+
+fn plan_volumes(
+    plan: &mut Plan,
+    node: &NodeView,
+    displaced: &[&PodView],
+    woken: &[&NodeView],
+    safe_nodes: &[&NodeView],
+) {
+    let same_zone = woken
+        .iter()
+        .chain(safe_nodes.iter())
+        .find(|n| n.pool.zone == node.pool.zone)
+        .or_else(|| woken.first())
+        .or_else(|| safe_nodes.first());
+    let Some(target) = same_zone else { return };
+    for pod in displaced {
+        for v in &pod.volumes {
+            plan.steps.push(Step::MoveVolume {
+                volume_id: v.volume_id.clone(),
+                from_node: node.name.clone(),
+                to_node: target.name.clone(),
+                to_zone: target.pool.zone.clone(),
+                via_snapshot: target.pool.zone != v.zone,
+            });
+        }
+    }
+}
+
+/// Evict in waves that keep every budget: wave 0 takes what each budget
+/// allows now; later waves at most `replicas - min_available` each, once the
+/// previous wave's replacements are Ready. Pods whose budget allows no
+/// disruption at all are left unevicted.
+fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView]) {
+    let mut waves: Vec<Vec<String>> = Vec::new();
+    let mut by_workload: BTreeMap<Option<&str>, Vec<&PodView>> = BTreeMap::new();
+    for p in displaced {
+        by_workload.entry(p.workload.as_deref()).or_default().push(p);
+    }
+    for (workload, pods) in by_workload {
+        let budget = workload.and_then(|w| view.workload(w)).filter(|w| w.min_available > 0);
+        let Some(w) = budget else {
+            waves.resize_with(waves.len().max(1), Vec::new);
+            waves[0].extend(pods.iter().map(|p| p.name.clone()));
+            continue;
+        };
+        let per_wave = w.replicas.saturating_sub(w.min_available) as usize;
+        let now_allowed = view.ready_pods_of(&w.name).saturating_sub(w.min_available as usize);
+        if per_wave == 0 {
+            plan.unevictable.extend(pods.iter().map(|p| p.name.clone()));
+            continue;
+        }
+        let mut rest = pods.as_slice();
+        let first = now_allowed.min(rest.len());
+        let mut wave = 0usize;
+        if first > 0 {
+            waves.resize_with(waves.len().max(1), Vec::new);
+            waves[0].extend(rest[..first].iter().map(|p| p.name.clone()));
+            rest = &rest[first..];
+        }
+        while !rest.is_empty() {
+            wave += 1;
+            let take = per_wave.min(rest.len());
+            waves.resize_with(waves.len().max(wave + 1), Vec::new);
+            waves[wave].extend(rest[..take].iter().map(|p| p.name.clone()));
+            rest = &rest[take..];
+        }
+    }
+    for (i, pods) in waves.into_iter().enumerate() {
+        if !pods.is_empty() {
+            plan.steps.push(Step::Evict { pods, wave: i as u32 });
+        }
+    }
+}
+
+fn push_restore_capacity(plan: &mut Plan, view: &ClusterView, node: &NodeView, policy: &Policy, now: Millis) {
+    let mut layout: BTreeMap<PoolId, u32> = BTreeMap::new();
+    for n in view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot && !n.unschedulable) {
+        *layout.entry(n.pool.clone()).or_default() += 1;
+    }
+    let chosen = choose_pools(&view.pools, &layout, 1, std::slice::from_ref(&node.pool), policy, now);
+    if !chosen.is_empty() {
+        plan.steps.push(Step::RestoreCapacity {
+            key: format!("restore:{}", plan.notice),
+            pools: chosen.into_iter().collect(),
+        });
+    }
+}

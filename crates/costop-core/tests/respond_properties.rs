@@ -1,0 +1,199 @@
+//! Properties of `respond` over random clusters.
+
+use costop_core::effects::apply_plan;
+use costop_core::*;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use std::collections::{BTreeMap, BTreeSet};
+
+const POOLS: [(&str, &str); 4] =
+    [("m5.xlarge", "us-east-1a"), ("m5.xlarge", "us-east-1b"), ("c5.xlarge", "us-east-1a"), ("r5.xlarge", "us-east-1c")];
+
+/// A random cluster: spot nodes over four pools, a few standbys, workloads
+/// with budgets, pods spread over nodes, placeholders.
+fn cluster() -> impl Strategy<Value = ClusterView> {
+    (
+        2usize..12,
+        0usize..3,
+        prop::collection::vec((1u32..8, 0u32..8), 1..6),
+        prop::collection::vec((0usize..64, 0usize..64, any::<bool>(), any::<bool>()), 0..60),
+        0usize..12,
+    )
+        .prop_map(|(nodes, standbys, workloads, pods, placeholders)| {
+            let mut view = ClusterView::default();
+            for (i, (t, z)) in POOLS.iter().enumerate() {
+                view.pools.push(PoolView {
+                    id: PoolId::new(*t, *z),
+                    spot_price: 0.05 + i as f64 * 0.01,
+                    on_demand_price: 0.19,
+                    interruptions_per_day: i as f64 * 0.3,
+                    launchable: true,
+                    last_interruption: None,
+                });
+            }
+            for i in 0..nodes + standbys {
+                let (t, z) = POOLS[i % POOLS.len()];
+                let standby = i >= nodes;
+                view.nodes.push(NodeView {
+                    name: format!("node-{i}"),
+                    instance_id: format!("i-{i:04}"),
+                    pool: PoolId::new(t, z),
+                    capacity_type: if standby { CapacityType::StandbyStopped } else { CapacityType::Spot },
+                    allocatable: Resources::new(4000, 15000),
+                    price_per_hour: 0.07,
+                    unschedulable: false,
+                    taints: if standby {
+                        vec![Taint { key: "costop.io/standby".into(), effect: "NoSchedule".into() }]
+                    } else {
+                        vec![]
+                    },
+                    ready: !standby,
+                    in_load_balancer: !standby,
+                });
+            }
+            for (i, (replicas, min_available)) in workloads.iter().enumerate() {
+                view.workloads.push(WorkloadView {
+                    name: format!("w{i}"),
+                    replicas: *replicas,
+                    min_available: (*min_available).min(*replicas),
+                    bridged: false,
+                });
+            }
+            for (i, (w, n, ready, volume)) in pods.iter().enumerate() {
+                let workload = &view.workloads[w % view.workloads.len()].name;
+                let node = format!("node-{}", n % nodes);
+                view.pods.push(PodView {
+                    name: format!("pod-{i}"),
+                    workload: Some(workload.clone()),
+                    node: Some(node),
+                    requests: Resources::new(500, 1024),
+                    priority: 0,
+                    ready: *ready,
+                    placeholder: false,
+                    volumes: if *volume {
+                        vec![VolumeView { volume_id: format!("vol-{i}"), zone: "us-east-1a".into(), attached_to: None }]
+                    } else {
+                        vec![]
+                    },
+                });
+            }
+            for i in 0..placeholders {
+                view.pods.push(PodView {
+                    name: format!("placeholder-{i}"),
+                    workload: None,
+                    node: Some(format!("node-{}", i % nodes)),
+                    requests: Resources::new(1000, 2048),
+                    priority: -10,
+                    ready: true,
+                    placeholder: true,
+                    volumes: vec![],
+                });
+            }
+            view.headroom_target = placeholders as u32;
+            view
+        })
+}
+
+fn interruption(instance: &str) -> Notice {
+    Notice {
+        instance_id: instance.into(),
+        kind: NoticeKind::SpotInterruption { action: notice::InstanceAction::Terminate, effective_at: 120_000 },
+        received_at: 1_000,
+        source: NoticeSource::Simulator,
+    }
+}
+
+proptest! {
+    #[test]
+    fn no_plan_breaks_a_disruption_budget(view in cluster(), pick in 0usize..64) {
+        let spot: Vec<_> = view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot).collect();
+        let node = spot[pick % spot.len()];
+        let plan = respond(&view, &interruption(&node.instance_id), &Policy::default(), 1_000).unwrap();
+        let mut seen = BTreeSet::new();
+        for step in &plan.steps {
+            if let Step::Evict { pods, wave } = step {
+                let mut per_workload: BTreeMap<String, usize> = BTreeMap::new();
+                for name in pods {
+                    prop_assert!(seen.insert(name.clone()), "pod {} evicted twice", name);
+                    let pod = view.pods.iter().find(|p| &p.name == name).unwrap();
+                    prop_assert_eq!(pod.node.as_deref(), Some(node.name.as_str()));
+                    *per_workload.entry(pod.workload.clone().unwrap()).or_default() += 1;
+                }
+                for (w, count) in per_workload {
+                    let wl = view.workload(&w).unwrap();
+                    if wl.min_available == 0 { continue; }
+                    let limit = if *wave == 0 {
+                        view.ready_pods_of(&w).saturating_sub(wl.min_available as usize)
+                    } else {
+                        (wl.replicas - wl.min_available) as usize
+                    };
+                    prop_assert!(count <= limit, "wave {} evicts {} of {} (limit {})", wave, count, w, limit);
+                }
+            }
+        }
+        // Every displaced pod is either evicted in some wave or named unevictable.
+        for p in view.pods_on(&node.name).filter(|p| !p.placeholder) {
+            prop_assert!(seen.contains(&p.name) ^ plan.unevictable.contains(&p.name));
+        }
+    }
+
+    #[test]
+    fn a_plan_applied_twice_equals_once(view in cluster(), pick in 0usize..64) {
+        let node = &view.nodes[pick % view.nodes.len()];
+        if let Ok(plan) = respond(&view, &interruption(&node.instance_id), &Policy::default(), 1_000) {
+            let mut once = view.clone();
+            apply_plan(&mut once, &plan);
+            let mut twice = once.clone();
+            apply_plan(&mut twice, &plan);
+            prop_assert_eq!(once, twice);
+        }
+    }
+
+    #[test]
+    fn plans_start_with_cordon_and_never_restore_into_the_lost_pool(view in cluster(), pick in 0usize..64) {
+        let spot: Vec<_> = view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot).collect();
+        let node = spot[pick % spot.len()];
+        let plan = respond(&view, &interruption(&node.instance_id), &Policy::default(), 1_000).unwrap();
+        prop_assert_eq!(&plan.steps[0], &Step::TaintAndCordon { node: node.name.clone() });
+        for step in &plan.steps {
+            if let Step::RestoreCapacity { pools, .. } = step {
+                prop_assert!(pools.iter().all(|(p, _)| p != &node.pool));
+                prop_assert_eq!(pools.iter().map(|(_, n)| n).sum::<u32>(), 1);
+            }
+            if let Step::ClaimHeadroom { placeholders } = step {
+                for name in placeholders {
+                    let p = view.pods.iter().find(|p| &p.name == name).unwrap();
+                    prop_assert!(p.placeholder);
+                    let host = view.node(p.node.as_deref().unwrap()).unwrap();
+                    prop_assert!(host.pool != node.pool, "claimed room in the doomed pool");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_instance_is_an_error_not_a_panic() {
+    let err = respond(&ClusterView::default(), &interruption("i-nope"), &Policy::default(), 0).unwrap_err();
+    assert_eq!(err.to_string(), "notice for instance i-nope, which is not a node of this cluster");
+}
+
+#[test]
+fn rebalance_cordons_and_prelaunches_but_evicts_nothing() {
+    let view = {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        cluster().new_tree(&mut runner).unwrap().current()
+    };
+    let node = view.nodes.iter().find(|n| n.capacity_type == CapacityType::Spot).unwrap();
+    let notice = Notice {
+        instance_id: node.instance_id.clone(),
+        kind: NoticeKind::RebalanceRecommendation { notice_time: 5 },
+        received_at: 5,
+        source: NoticeSource::Agent,
+    };
+    let plan = respond(&view, &notice, &Policy::default(), 5).unwrap();
+    let kinds: Vec<_> = plan.steps.iter().map(|s| s.kind()).collect();
+    assert_eq!(kinds, vec!["taint-and-cordon", "restore-capacity"]);
+    let off = Policy { act_on_rebalance: false, ..Policy::default() };
+    assert!(respond(&view, &notice, &off, 5).unwrap().steps.is_empty());
+}
