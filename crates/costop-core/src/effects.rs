@@ -36,6 +36,14 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
                 n.ready = true;
             }
         }
+        Step::ReturnStandby { node } => {
+            if let Some(n) = view.nodes.iter_mut().find(|n| &n.name == node) {
+                n.capacity_type = CapacityType::StandbyStopped;
+                if !n.has_taint(STANDBY_TAINT) {
+                    n.taints.push(Taint { key: STANDBY_TAINT.into(), effect: "NoSchedule".into() });
+                }
+            }
+        }
         Step::MoveVolume { volume_id, to_node, .. } => {
             for v in view.pods.iter_mut().flat_map(|p| p.volumes.iter_mut()) {
                 if &v.volume_id == volume_id {

@@ -69,6 +69,12 @@ pub enum Step {
         /// Pool → number of nodes.
         pools: Vec<(PoolId, u32)>,
     },
+    /// Once the restored capacity is Ready, move the standby's pods off it
+    /// (keeping budgets) and put it back on standby.
+    ReturnStandby {
+        /// Standby node name.
+        node: String,
+    },
     /// Shift traffic back from the function once the workloads are Ready.
     UnbridgeTraffic {
         /// Workload names.
@@ -93,6 +99,7 @@ impl Step {
             Step::BridgeTraffic { .. } => "bridge-traffic",
             Step::Evict { .. } => "evict",
             Step::RestoreCapacity { .. } => "restore-capacity",
+            Step::ReturnStandby { .. } => "return-standby",
             Step::UnbridgeTraffic { .. } => "unbridge-traffic",
             Step::RestoreHeadroom { .. } => "restore-headroom",
         }

@@ -96,6 +96,9 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
     if node.capacity_type == CapacityType::Spot {
         push_restore_capacity(plan, view, node, policy, now);
     }
+    for standby in &woken {
+        plan.steps.push(Step::ReturnStandby { node: standby.name.clone() });
+    }
     let bridged: Vec<String> = plan
         .steps
         .iter()
@@ -237,7 +240,18 @@ fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView]) {
     }
 }
 
+/// Idempotency key of the capacity that replaces a node: the same for the
+/// rebalance recommendation and the interruption of one instance, so the
+/// replacement is launched once.
+pub fn restore_key(instance_id: &str) -> String {
+    format!("restore:{instance_id}")
+}
+
 fn push_restore_capacity(plan: &mut Plan, view: &ClusterView, node: &NodeView, policy: &Policy, now: Millis) {
+    let key = restore_key(&node.instance_id);
+    if view.capacity_requests.contains(&key) {
+        return;
+    }
     let mut layout: BTreeMap<PoolId, u32> = BTreeMap::new();
     for n in view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot && !n.unschedulable) {
         *layout.entry(n.pool.clone()).or_default() += 1;
@@ -245,7 +259,7 @@ fn push_restore_capacity(plan: &mut Plan, view: &ClusterView, node: &NodeView, p
     let chosen = choose_pools(&view.pools, &layout, 1, std::slice::from_ref(&node.pool), policy, now);
     if !chosen.is_empty() {
         plan.steps.push(Step::RestoreCapacity {
-            key: format!("restore:{}", plan.notice),
+            key,
             pools: chosen.into_iter().collect(),
         });
     }

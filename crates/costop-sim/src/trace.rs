@@ -1,0 +1,342 @@
+//! Reading the public Spot traces (SkyPilot `spot-traces` JSON) and the Spot
+//! Advisor snapshot into a [`Market`].
+//!
+//! Trace format: `{"metadata": {"gap_seconds": G}, "data": [v0, …]}`, with an
+//! optional `"prices": [USD/h, …]` of the same length. File names start with
+//! the zone (`us-east-1b_intel_64.json`). Value meaning (the data README):
+//! in *preemption* traces the number of the collector's instances running; a
+//! drop is a reclaim and a value below the maximum means the relaunch has not
+//! succeeded yet (the pool cannot launch). In *availability* traces 1 means a
+//! launch succeeded in that tick and 0 that it failed; there, as a model
+//! choice, a 1 → 0 step is taken as a reclaim of the pool's running instances.
+
+use crate::catalog;
+use crate::market::{Market, PoolMarket};
+use costop_core::time::{Millis, DAY, SECOND};
+use costop_core::PoolId;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// What went wrong reading a trace; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// File or directory missing or unreadable.
+    #[error("trace {path}: cannot read: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not the expected JSON.
+    #[error("trace {path}: not a spot trace (expected {{\"metadata\": {{\"gap_seconds\": N}}, \"data\": [...]}}): {message}")]
+    Format {
+        /// The path.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// JSON fine but the values make no sense.
+    #[error("trace {path}: {message}")]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Which kind of trace a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceKind {
+    /// Count of running instances; drops are reclaims.
+    Preemption,
+    /// Launch success per tick.
+    Availability,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrace {
+    metadata: RawMetadata,
+    data: Vec<f64>,
+    #[serde(default)]
+    prices: Option<Vec<Option<f64>>>,
+}
+
+#[derive(Deserialize)]
+struct RawMetadata {
+    gap_seconds: f64,
+}
+
+/// Instance type the SkyPilot collector used for each file-name tag (from
+/// the data README and the collector's script).
+fn instance_type_for_tag(tag: &str) -> Option<&'static str> {
+    match tag {
+        "intel_64" => Some("r5.16xlarge"),
+        "v100_1" => Some("p3.2xlarge"),
+        "v100_8" => Some("p3.16xlarge"),
+        "k80_1" => Some("p2.xlarge"),
+        "k80_8" => Some("p2.8xlarge"),
+        _ => None,
+    }
+}
+
+/// Savings and interruption bands from the Spot Advisor snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct SpotAdvisor {
+    raw: serde_json::Value,
+}
+
+impl SpotAdvisor {
+    /// Read `spot-advisor-data.json`.
+    pub fn load(path: &Path) -> Result<Self, TraceError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io { path: path.into(), source })?;
+        let raw: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| TraceError::Format { path: path.into(), message: e.to_string() })?;
+        if !raw.get("spot_advisor").is_some_and(|v| v.is_object()) {
+            return Err(TraceError::Invalid { path: path.into(), message: "no `spot_advisor` object".into() });
+        }
+        Ok(Self { raw })
+    }
+
+    fn entry(&self, region: &str, instance_type: &str) -> Option<&serde_json::Value> {
+        self.raw.get("spot_advisor")?.get(region)?.get("Linux")?.get(instance_type)
+    }
+
+    /// Savings off on-demand, as a fraction (`s` / 100).
+    pub fn savings(&self, region: &str, instance_type: &str) -> Option<f64> {
+        Some(self.entry(region, instance_type)?.get("s")?.as_f64()? / 100.0)
+    }
+
+    /// Interruptions per instance per day implied by the band (`r`): the
+    /// band's upper bound of monthly frequency, over 30 days (`>20%` is taken as 30 %).
+    pub fn interruptions_per_day(&self, region: &str, instance_type: &str) -> Option<f64> {
+        let band = self.entry(region, instance_type)?.get("r")?.as_u64()?;
+        let monthly = [0.05, 0.10, 0.15, 0.20, 0.30].get(band as usize)?;
+        Some(monthly / 30.0)
+    }
+}
+
+/// Region of a zone: `us-east-1b` → `us-east-1`.
+pub fn region_of(zone: &str) -> &str {
+    zone.trim_end_matches(|c: char| c.is_ascii_lowercase())
+}
+
+/// Files of a trace path: the file itself, or the `.json` files of a directory, sorted.
+fn trace_files(path: &Path) -> Result<Vec<PathBuf>, TraceError> {
+    let meta = std::fs::metadata(path).map_err(|source| TraceError::Io { path: path.into(), source })?;
+    if meta.is_file() {
+        return Ok(vec![path.into()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|source| TraceError::Io { path: path.into(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(TraceError::Invalid { path: path.into(), message: "directory holds no .json trace files".into() });
+    }
+    Ok(files)
+}
+
+/// Load a trace file or directory into a market. `instance_type` overrides
+/// the type inferred from file names; `advisor` supplies prices where the
+/// trace has none, and the prior interruption rate.
+pub fn load_market(
+    path: &Path,
+    instance_type: Option<&str>,
+    advisor: Option<&SpotAdvisor>,
+) -> Result<Market, TraceError> {
+    let kind = if path.to_string_lossy().contains("availability") {
+        TraceKind::Availability
+    } else {
+        TraceKind::Preemption
+    };
+    let mut pools = Vec::new();
+    let mut duration = 0;
+    for file in trace_files(path)? {
+        let pool = load_pool(&file, kind, instance_type, advisor)?;
+        duration = duration.max(pool.1);
+        pools.push(pool.0);
+    }
+    let kind_name = match kind {
+        TraceKind::Preemption => "preemption",
+        TraceKind::Availability => "availability",
+    };
+    Ok(Market { pools, duration, source: format!("{kind_name} trace {}", path.display()) })
+}
+
+fn load_pool(
+    file: &Path,
+    kind: TraceKind,
+    instance_type: Option<&str>,
+    advisor: Option<&SpotAdvisor>,
+) -> Result<(PoolMarket, Millis), TraceError> {
+    let invalid = |message: String| TraceError::Invalid { path: file.into(), message };
+    let text = std::fs::read_to_string(file).map_err(|source| TraceError::Io { path: file.into(), source })?;
+    let raw: RawTrace =
+        serde_json::from_str(&text).map_err(|e| TraceError::Format { path: file.into(), message: e.to_string() })?;
+    let gap = raw.metadata.gap_seconds;
+    if !(gap.is_finite() && gap >= 1.0) {
+        return Err(invalid(format!("gap_seconds must be at least 1, got {gap}")));
+    }
+    if raw.data.is_empty() {
+        return Err(invalid("`data` is empty".into()));
+    }
+    if let Some(bad) = raw.data.iter().find(|v| !v.is_finite() || **v < 0.0) {
+        return Err(invalid(format!("`data` holds {bad}, not a count")));
+    }
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let (zone, tag) = stem
+        .split_once('_')
+        .ok_or_else(|| invalid(format!("file name `{stem}` is not ZONE_TAG.json")))?;
+    if !zone.contains('-') || !zone.ends_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(invalid(format!("file name does not start with a zone: `{zone}`")));
+    }
+    let ty = match instance_type {
+        Some(t) => t,
+        None => instance_type_for_tag(tag)
+            .ok_or_else(|| invalid(format!("unknown instance tag `{tag}`; pass --instance-type")))?,
+    };
+    let catalog = catalog::instance_type(ty)
+        .ok_or_else(|| invalid(format!("no on-demand price known for instance type `{ty}`")))?;
+    let region = region_of(zone);
+    let gap_ms = (gap * SECOND as f64) as Millis;
+    let duration = gap_ms * raw.data.len() as Millis;
+
+    let prices = match &raw.prices {
+        Some(p) if p.len() != raw.data.len() => {
+            return Err(invalid(format!("`prices` has {} values but `data` has {}", p.len(), raw.data.len())))
+        }
+        Some(p) if p.iter().any(|v| v.is_some_and(|x| !(x.is_finite() && x > 0.0))) => {
+            return Err(invalid("`prices` holds a value that is not a positive price".into()))
+        }
+        Some(p) if p.iter().any(Option::is_some) => {
+            let mut series: Vec<(Millis, f64)> = Vec::new();
+            let mut last = p.iter().flatten().next().copied().unwrap_or(0.0);
+            for (i, v) in p.iter().enumerate() {
+                let price = v.unwrap_or(last);
+                last = price;
+                if series.last().is_none_or(|(_, prev)| *prev != price) {
+                    series.push((if series.is_empty() { 0 } else { i as Millis * gap_ms }, price));
+                }
+            }
+            series
+        }
+        _ => {
+            let savings = advisor.and_then(|a| a.savings(region, ty)).unwrap_or(DEFAULT_SAVINGS);
+            vec![(0, catalog.on_demand_usd_hr * (1.0 - savings))]
+        }
+    };
+
+    let max = raw.data.iter().copied().fold(0.0, f64::max);
+    let first_full = raw.data.iter().position(|v| *v >= max).unwrap_or(0);
+    let mut reclaims = Vec::new();
+    let mut unavailable: Vec<(Millis, Millis)> = Vec::new();
+    for i in 1..raw.data.len() {
+        let (prev, now) = (raw.data[i - 1], raw.data[i]);
+        let t = i as Millis * gap_ms;
+        if i > first_full && now < prev {
+            reclaims.push(t);
+        }
+        let blocked = match kind {
+            TraceKind::Preemption => i >= first_full && now < max,
+            TraceKind::Availability => now < 1.0,
+        };
+        if blocked {
+            match unavailable.last_mut() {
+                Some((_, end)) if *end == t => *end = t + gap_ms,
+                _ => unavailable.push((t, t + gap_ms)),
+            }
+        }
+    }
+    let prior = advisor.and_then(|a| a.interruptions_per_day(region, ty)).unwrap_or(DEFAULT_PRIOR_PER_DAY);
+    let _ = DAY;
+    Ok((
+        PoolMarket {
+            id: PoolId::new(ty, zone),
+            on_demand_usd_hr: catalog.on_demand_usd_hr,
+            prices,
+            reclaims,
+            unavailable,
+            prior_interruptions_per_day: prior,
+        },
+        duration,
+    ))
+}
+
+/// Savings used when neither the trace nor the Spot Advisor gives a price:
+/// the median saving over Linux pools in the Advisor snapshot (65 %, data README).
+pub const DEFAULT_SAVINGS: f64 = 0.65;
+/// Prior interruptions per day without an Advisor band: the `10-15%` band.
+pub const DEFAULT_PRIOR_PER_DAY: f64 = 0.15 / 30.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("costop-trace-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn preemption_drops_become_reclaims_and_gaps_unavailability() {
+        let d = tmp("ok").join("preemption");
+        std::fs::create_dir_all(&d).unwrap();
+        let f = write(
+            &d,
+            "us-east-1b_intel_64.json",
+            r#"{"metadata": {"gap_seconds": 10}, "data": [0, 1, 1, 0, 0, 1, 1], "prices": [1.0, 1.0, 1.5, 1.5, 2.0, 2.0, 2.0]}"#,
+        );
+        let m = load_market(&f, None, None).unwrap();
+        let p = &m.pools[0];
+        assert_eq!(p.id, PoolId::new("r5.16xlarge", "us-east-1b"));
+        assert_eq!(p.reclaims, vec![30_000]);
+        assert_eq!(p.unavailable, vec![(30_000, 50_000)]);
+        assert_eq!(p.prices, vec![(0, 1.0), (20_000, 1.5), (40_000, 2.0)]);
+        assert_eq!(m.duration, 70_000);
+    }
+
+    #[test]
+    fn junk_is_refused_with_the_file_named() {
+        let d = tmp("junk");
+        let cases = [
+            ("us-east-1a_intel_64.json", "not json", "not a spot trace"),
+            ("us-east-1a_intel_64.json", r#"{"metadata": {}, "data": [1]}"#, "gap_seconds"),
+            ("us-east-1a_intel_64.json", r#"{"metadata": {"gap_seconds": 0}, "data": [1]}"#, "at least 1"),
+            ("us-east-1a_intel_64.json", r#"{"metadata": {"gap_seconds": 5}, "data": []}"#, "empty"),
+            ("us-east-1a_intel_64.json", r#"{"metadata": {"gap_seconds": 5}, "data": [1, "x"]}"#, "not a spot trace"),
+            ("us-east-1a_intel_64.json", r#"{"metadata": {"gap_seconds": 5}, "data": [1, 1], "prices": [1]}"#, "`prices` has 1"),
+            ("us-east-1a_mystery.json", r#"{"metadata": {"gap_seconds": 5}, "data": [1]}"#, "unknown instance tag"),
+            ("nozone.json", r#"{"metadata": {"gap_seconds": 5}, "data": [1]}"#, "ZONE_TAG"),
+        ];
+        for (name, body, expect) in cases {
+            let f = write(&d, name, body);
+            let err = load_market(&f, None, None).unwrap_err().to_string();
+            assert!(err.contains(expect), "{name}: {err}");
+            assert!(err.contains(name), "error does not name the file: {err}");
+            std::fs::remove_file(f).unwrap();
+        }
+        let err = load_market(&d.join("missing"), None, None).unwrap_err().to_string();
+        assert!(err.contains("missing") && err.contains("cannot read"), "{err}");
+        let err = load_market(&d, None, None).unwrap_err().to_string();
+        assert!(err.contains("no .json"), "{err}");
+    }
+
+    #[test]
+    fn region_of_zone() {
+        assert_eq!(region_of("us-east-1b"), "us-east-1");
+        assert_eq!(region_of("eu-west-3c"), "eu-west-3");
+    }
+}
