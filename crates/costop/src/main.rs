@@ -1,1 +1,175 @@
-fn main(){}
+//! `costop`: run Kubernetes on Spot and keep serving through every reclaim.
+
+mod config;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use config::Config;
+use costop_sim::market::BuiltinMarket;
+use costop_sim::summary::{summarize, table, Summary};
+use costop_sim::trace::{load_market, SpotAdvisor};
+use costop_sim::{PoolHit, SimConfig, Strategy};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "costop", version, about = "Run Kubernetes on Spot and keep serving through every reclaim")]
+struct Cli {
+    /// Configuration file (TOML); environment COSTOP_<SECTION>_<KEY> overrides it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a Spot market and compare interruption-handling strategies.
+    Sim(SimArgs),
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    /// A SkyPilot spot trace: one JSON file or a directory of them (one per zone).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Instance type of the trace's pools (default: from the file names).
+    #[arg(long)]
+    instance_type: Option<String>,
+    /// Days to simulate (default: the whole trace, or 7 on the built-in market).
+    #[arg(long)]
+    days: Option<f64>,
+    /// Worker nodes.
+    #[arg(long)]
+    nodes: Option<u32>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Comma-separated strategies (default: all five).
+    #[arg(long, value_delimiter = ',')]
+    strategies: Option<Vec<String>>,
+    /// Nodes of a pool one reclaim hits: `all`, `one`, or a share in (0, 1].
+    #[arg(long)]
+    pool_hit: Option<String>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write an HTML report with cost and failed-request charts.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Print wall time and peak memory to stderr as JSON.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COSTOP_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("costop: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    match cli.command {
+        Command::Sim(args) => sim(&config, args),
+    }
+}
+
+fn sim(config: &Config, args: SimArgs) -> Result<()> {
+    let started = Instant::now();
+    let s = &config.sim;
+    let strategy_names = args.strategies.clone().unwrap_or_else(|| s.strategies.clone());
+    let strategies = strategy_names
+        .iter()
+        .map(|n| n.parse::<Strategy>().map_err(|e| anyhow!(e)))
+        .collect::<Result<Vec<_>>>()?;
+    if strategies.is_empty() {
+        return Err(anyhow!("no strategy to run"));
+    }
+    let pool_hit: PoolHit = args
+        .pool_hit
+        .as_deref()
+        .unwrap_or(&s.pool_hit)
+        .parse()
+        .map_err(|e: String| anyhow!(e))?;
+    let seed = args.seed.unwrap_or(s.seed);
+    let nodes = args.nodes.unwrap_or(s.nodes);
+    if nodes == 0 || s.pods_per_node == 0 {
+        return Err(anyhow!("nodes and sim.pods_per_node must be at least 1"));
+    }
+    let requested_days = args.days.unwrap_or(s.days);
+    if !(requested_days.is_finite() && requested_days >= 0.0) {
+        return Err(anyhow!("days must be a non-negative number, got {requested_days}"));
+    }
+
+    let market = match &args.trace {
+        Some(path) => {
+            let advisor_path = config.data_dir().join("aws-spot-advisor/spot-advisor-data.json");
+            let advisor = advisor_path.exists().then(|| SpotAdvisor::load(&advisor_path)).transpose()?;
+            load_market(path, args.instance_type.as_deref(), advisor.as_ref())?
+        }
+        None => {
+            let days = if requested_days > 0.0 { requested_days } else { 7.0 };
+            BuiltinMarket::default().generate(seed, days)
+        }
+    };
+    let market_days = market.duration as f64 / costop_core::time::DAY as f64;
+    let days = if requested_days > 0.0 { requested_days.min(market_days) } else { market_days };
+
+    let cfg = SimConfig {
+        seed,
+        days,
+        nodes,
+        pods_per_node: s.pods_per_node,
+        requests_per_pod_s: s.requests_per_pod_s,
+        pod_capacity_factor: s.pod_capacity_factor,
+        pool_hit,
+        rebalance_probability: s.rebalance_probability,
+        rebalance_lead_s: s.rebalance_lead_s,
+        timings: config.timings.clone(),
+        policy: config.policy.clone(),
+        strategies,
+    };
+    let results = costop_sim::run_all(&cfg, &market);
+    let summary = Summary {
+        strategies: summarize(&results),
+        sim_days: (days * 1000.0).round() / 1000.0,
+        nodes,
+        seed,
+        market: market.source.clone(),
+        pool_hit_model: pool_hit.describe(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", table(&summary));
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, costop_sim::report::html(&summary, &results))
+            .with_context(|| format!("report {}: cannot write", path.display()))?;
+    }
+    if args.stats {
+        let stats = serde_json::json!({
+            "wall_s": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            "peak_rss_mib": peak_rss_mib(),
+        });
+        eprintln!("{stats}");
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
+}

@@ -1,0 +1,75 @@
+//! The interruption-handling strategies compared in one world.
+//!
+//! The baselines follow their projects' documented behaviour:
+//! - `on-demand`: every node on-demand; never reclaimed. The cost baseline.
+//! - `spot-naive`: Spot nodes, no handling. A reclaimed node's pods die with
+//!   it; the load balancer routes to it until health checks fail; an Auto
+//!   Scaling group launches a replacement after the termination.
+//! - `drain-on-notice`: modeled on aws-node-termination-handler in IMDS mode:
+//!   it polls instance metadata every 2 s (hard-coded in
+//!   `cmd/node-termination-handler.go`), then cordons and drains through the
+//!   eviction API (budgets respected, the pod's own grace period). It never
+//!   launches capacity; the Auto Scaling group replaces the node after it is
+//!   gone; load balancer exclusion is off by default.
+//! - `replace-on-notice`: modeled on Karpenter's interruption handling: the
+//!   warning arrives through EventBridge → SQS; Karpenter taints and drains
+//!   the node and, in parallel, launches a replacement, marking the
+//!   interrupted offering (type × zone) unavailable for 3 minutes
+//!   (`UnavailableOfferingsTTL`). It does not act on rebalance recommendations.
+//! - `costop`: the plan from `costop_core::respond`, run step by step.
+
+use serde::Serialize;
+
+/// A strategy's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// All on-demand.
+    OnDemand,
+    /// Spot without handling.
+    SpotNaive,
+    /// Cordon and drain on notice (NTH-like).
+    DrainOnNotice,
+    /// Drain and launch a replacement on notice (Karpenter-like).
+    ReplaceOnNotice,
+    /// costop's full response.
+    Costop,
+}
+
+impl Strategy {
+    /// All strategies, in output order.
+    pub const ALL: [Strategy; 5] = [
+        Strategy::OnDemand,
+        Strategy::SpotNaive,
+        Strategy::DrainOnNotice,
+        Strategy::ReplaceOnNotice,
+        Strategy::Costop,
+    ];
+
+    /// The name used on the command line and in output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::OnDemand => "on-demand",
+            Strategy::SpotNaive => "spot-naive",
+            Strategy::DrainOnNotice => "drain-on-notice",
+            Strategy::ReplaceOnNotice => "replace-on-notice",
+            Strategy::Costop => "costop",
+        }
+    }
+
+    /// Whether its nodes run on Spot.
+    pub fn uses_spot(self) -> bool {
+        self != Strategy::OnDemand
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Strategy::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Strategy::ALL.iter().map(|x| x.name()).collect();
+            format!("unknown strategy `{s}` (known: {})", names.join(", "))
+        })
+    }
+}

@@ -1,0 +1,202 @@
+//! Configuration: one TOML file plus `COSTOP_<SECTION>_<KEY>` environment
+//! overrides. Every key, its default and meaning: `costop.example.toml`.
+
+use anyhow::{anyhow, bail, Context, Result};
+use costop_core::Policy;
+use costop_sim::timings::Timings;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The `[sim]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimSection {
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Days to simulate; 0 = the whole trace (or 7 days on the built-in market).
+    pub days: f64,
+    /// Worker nodes.
+    pub nodes: u32,
+    /// Pods per worker node.
+    pub pods_per_node: u32,
+    /// Requests per second each pod serves.
+    pub requests_per_pod_s: f64,
+    /// How much more than its design load a pod takes before failing requests.
+    pub pod_capacity_factor: f64,
+    /// `all`, `one` or a share in (0, 1]: nodes of a pool one reclaim hits.
+    pub pool_hit: String,
+    /// Chance a rebalance recommendation precedes a reclaim.
+    pub rebalance_probability: f64,
+    /// Seconds between a rebalance recommendation and the reclaim.
+    pub rebalance_lead_s: f64,
+    /// Strategies to compare.
+    pub strategies: Vec<String>,
+    /// Where the public data lives (for the Spot Advisor snapshot); empty =
+    /// `$COSTOP_DATA_DIR` or `../shared/data`.
+    pub data_dir: String,
+}
+
+impl Default for SimSection {
+    fn default() -> Self {
+        let d = costop_sim::SimConfig::default();
+        Self {
+            seed: d.seed,
+            days: 0.0,
+            nodes: d.nodes,
+            pods_per_node: d.pods_per_node,
+            requests_per_pod_s: d.requests_per_pod_s,
+            pod_capacity_factor: d.pod_capacity_factor,
+            pool_hit: "all".into(),
+            rebalance_probability: d.rebalance_probability,
+            rebalance_lead_s: d.rebalance_lead_s,
+            strategies: d.strategies.iter().map(|s| s.name().to_string()).collect(),
+            data_dir: String::new(),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Simulation run.
+    pub sim: SimSection,
+    /// World durations.
+    pub timings: Timings,
+    /// costop's decision policy.
+    pub policy: Policy,
+}
+
+/// Prefix of environment overrides.
+const ENV_PREFIX: &str = "COSTOP_";
+/// Environment variables with the prefix that are not config keys.
+const ENV_NOT_KEYS: &[&str] = &["COSTOP_DATA_DIR", "COSTOP_LOG", "COSTOP_BIN"];
+
+impl Config {
+    /// Load defaults, then the file (if any), then environment overrides.
+    pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Self> {
+        let mut table = toml::Table::try_from(Config::default()).context("default configuration")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("config {}: cannot read", path.display()))?;
+            let from_file: toml::Table =
+                text.parse().map_err(|e| anyhow!("config {}: {}", path.display(), one_line(&e)))?;
+            merge(&mut table, from_file, path)?;
+        }
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
+            if ENV_NOT_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            let (section, field) = rest
+                .split_once('_')
+                .map(|(s, f)| (s.to_ascii_lowercase(), f.to_ascii_lowercase()))
+                .ok_or_else(|| anyhow!("environment {key}: not COSTOP_<SECTION>_<KEY>"))?;
+            let slot = table
+                .get_mut(&section)
+                .and_then(|s| s.as_table_mut())
+                .ok_or_else(|| anyhow!("environment {key}: unknown config section `{section}`"))?;
+            let old = slot
+                .get(&field)
+                .ok_or_else(|| anyhow!("environment {key}: unknown config key `{section}.{field}`"))?;
+            let new = env_value(old, &value).with_context(|| format!("environment {key}"))?;
+            slot.insert(field, new);
+        }
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow!("config: {}", one_line(&e)))?;
+        config.policy.validate().map_err(|e| anyhow!("config: {e}"))?;
+        Ok(config)
+    }
+
+    /// Where the public data lives.
+    pub fn data_dir(&self) -> PathBuf {
+        if !self.sim.data_dir.is_empty() {
+            return PathBuf::from(&self.sim.data_dir);
+        }
+        std::env::var_os("COSTOP_DATA_DIR").map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
+    }
+}
+
+/// Overlay the file's table on the defaults, refusing unknown sections and
+/// keys with their names.
+fn merge(base: &mut toml::Table, file: toml::Table, path: &Path) -> Result<()> {
+    for (section, value) in file {
+        let Some(base_section) = base.get_mut(&section).and_then(|v| v.as_table_mut()) else {
+            bail!("config {}: unknown section `{section}` (known: sim, timings, policy)", path.display());
+        };
+        let toml::Value::Table(entries) = value else {
+            bail!("config {}: `{section}` must be a table", path.display());
+        };
+        for (key, v) in entries {
+            if !base_section.contains_key(&key) {
+                bail!("config {}: unknown key `{section}.{key}`", path.display());
+            }
+            base_section.insert(key, v);
+        }
+    }
+    Ok(())
+}
+
+/// Parse an environment value to the type of the default it replaces.
+fn env_value(old: &toml::Value, raw: &str) -> Result<toml::Value> {
+    Ok(match old {
+        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| anyhow!("`{raw}` is not an integer"))?),
+        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| anyhow!("`{raw}` is not a number"))?),
+        toml::Value::Boolean(_) => toml::Value::Boolean(raw.trim().parse().map_err(|_| anyhow!("`{raw}` is not true or false"))?),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',').map(|s| toml::Value::String(s.trim().to_string())).filter(|v| v.as_str() != Some("")).collect(),
+        ),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(body: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("costop-config-{}-{}.toml", std::process::id(), body.len()));
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_file_then_environment() {
+        let f = file("[sim]\nnodes = 50\nseed = 9\n[policy]\nmax_pool_share = 0.5\n");
+        let env = vec![("COSTOP_SIM_NODES".to_string(), "70".to_string()), ("HOME".into(), "/".into())];
+        let c = Config::load(Some(&f), env.into_iter()).unwrap();
+        assert_eq!(c.sim.nodes, 70);
+        assert_eq!(c.sim.seed, 9);
+        assert_eq!(c.policy.max_pool_share, 0.5);
+        assert_eq!(c.timings, Timings::default());
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let cases = [
+            ("[sim]\nnodez = 5\n", "unknown key `sim.nodez`"),
+            ("[simm]\nnodes = 5\n", "unknown section `simm`"),
+            ("[sim]\nnodes = \"many\"\n", "nodes"),
+            ("[policy]\nmax_pool_share = 3.0\n", "max_pool_share"),
+            ("[sim\n", "config"),
+        ];
+        for (body, expect) in cases {
+            let f = file(body);
+            let err = format!("{:#}", Config::load(Some(&f), std::iter::empty()).unwrap_err());
+            assert!(err.contains(expect), "{body:?}: {err}");
+        }
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())].into_iter();
+        let err = format!("{:#}", Config::load(None, env("COSTOP_SIM_NODEZ", "1")).unwrap_err());
+        assert!(err.contains("COSTOP_SIM_NODEZ") && err.contains("sim.nodez"), "{err}");
+        let err = format!("{:#}", Config::load(None, env("COSTOP_SIM_NODES", "lots")).unwrap_err());
+        assert!(err.contains("COSTOP_SIM_NODES") && err.contains("not an integer"), "{err}");
+        let err = format!("{:#}", Config::load(None, env("COSTOP_NOPE", "1")).unwrap_err());
+        assert!(err.contains("COSTOP_NOPE"), "{err}");
+        assert!(Config::load(None, env("COSTOP_DATA_DIR", "/x")).is_ok());
+    }
+}
