@@ -6,6 +6,7 @@
 
 use crate::model::{CapacityType, ClusterView, Taint, INTERRUPTION_TAINT, STANDBY_TAINT};
 use crate::plan::{Plan, Step};
+use std::collections::HashSet;
 
 /// Apply one step's expected effect to the view.
 pub fn apply_step(view: &mut ClusterView, step: &Step) {
@@ -24,7 +25,8 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
             }
         }
         Step::ClaimHeadroom { placeholders } => {
-            view.pods.retain(|p| !(p.placeholder && placeholders.contains(&p.name)));
+            let names: HashSet<&str> = placeholders.iter().map(String::as_str).collect();
+            view.pods.retain(|p| !(p.placeholder && names.contains(p.name.as_str())));
         }
         Step::WakeStandby { node, retype_to } => {
             if let Some(n) = view.nodes.iter_mut().find(|n| &n.name == node) {
@@ -57,7 +59,10 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
                 w.bridged = on;
             }
         }
-        Step::Evict { pods, .. } => view.pods.retain(|p| !pods.contains(&p.name)),
+        Step::Evict { pods, .. } => {
+            let names: HashSet<&str> = pods.iter().map(String::as_str).collect();
+            view.pods.retain(|p| !names.contains(p.name.as_str()));
+        }
         Step::RestoreCapacity { key, .. } => {
             view.capacity_requests.insert(key.clone());
         }

@@ -15,8 +15,8 @@ pub mod respond;
 pub mod time;
 
 pub use model::{
-    CapacityType, ClusterView, NodeView, PodView, PoolId, PoolView, Resources, Taint,
-    VolumeView, WorkloadView,
+    CapacityType, ClusterView, NodeView, PodView, PoolId, PoolView, Resources, Taint, VolumeView,
+    WorkloadView,
 };
 pub use notice::{Notice, NoticeKey, NoticeKind, NoticeSource};
 pub use plan::{Plan, Step};

@@ -244,10 +244,7 @@ impl ClusterView {
 
     /// Ready pods of a workload.
     pub fn ready_pods_of(&self, workload: &str) -> usize {
-        self.pods
-            .iter()
-            .filter(|p| p.ready && p.workload.as_deref() == Some(workload))
-            .count()
+        self.pods.iter().filter(|p| p.ready && p.workload.as_deref() == Some(workload)).count()
     }
 
     /// Free resources on a node: allocatable minus the requests of its pods.

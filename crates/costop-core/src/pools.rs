@@ -19,8 +19,7 @@ pub fn pool_score(pool: &PoolView, policy: &Policy) -> f64 {
 
 /// Whether a pool is still cooling down after a reclaim at `now`.
 pub fn in_cooldown(pool: &PoolView, policy: &Policy, now: Millis) -> bool {
-    pool.last_interruption
-        .is_some_and(|t| now < t.saturating_add(policy.pool_cooldown_minutes * MINUTE))
+    pool.last_interruption.is_some_and(|t| now < t.saturating_add(policy.pool_cooldown_minutes * MINUTE))
 }
 
 /// Choose pools for `count` new Spot nodes.
@@ -53,11 +52,23 @@ pub fn choose_pools(
     });
     let total_after: u32 = current.values().sum::<u32>() + count;
     let cap = ((policy.max_pool_share * f64::from(total_after)).floor() as u32).max(1);
+    // Zones are kept even too: volumes and zone-pinned pods need room in
+    // every zone they live in.
+    let zones: std::collections::BTreeSet<&str> = pools.iter().map(|p| p.id.zone.as_str()).collect();
+    let zone_cap = total_after.div_ceil(zones.len().max(1) as u32);
     let mut counts = current.clone();
+    let mut zone_counts: BTreeMap<String, u32> = BTreeMap::new();
+    for (id, n) in current {
+        *zone_counts.entry(id.zone.clone()).or_insert(0) += n;
+    }
     for _ in 0..count {
         let under_cap = candidates
             .iter()
-            .find(|p| counts.get(&p.id).copied().unwrap_or(0) < cap)
+            .find(|p| {
+                counts.get(&p.id).copied().unwrap_or(0) < cap
+                    && zone_counts.get(&p.id.zone).copied().unwrap_or(0) < zone_cap
+            })
+            .or_else(|| candidates.iter().find(|p| counts.get(&p.id).copied().unwrap_or(0) < cap))
             .copied();
         // All full: put it where the fewest nodes are, cheapest first on ties.
         let pick = under_cap.unwrap_or_else(|| {
@@ -68,6 +79,7 @@ pub fn choose_pools(
                 .unwrap_or(candidates[0])
         });
         *counts.entry(pick.id.clone()).or_insert(0) += 1;
+        *zone_counts.entry(pick.id.zone.clone()).or_insert(0) += 1;
         *chosen.entry(pick.id.clone()).or_insert(0) += 1;
     }
     chosen
@@ -96,6 +108,21 @@ mod tests {
         assert_eq!(got.get(&PoolId::new("a", "1")), Some(&5));
         assert_eq!(got.get(&PoolId::new("b", "1")), Some(&5));
         assert_eq!(got.get(&PoolId::new("c", "1")), None);
+    }
+
+    #[test]
+    fn zones_are_kept_even() {
+        let pools = vec![
+            pool("a", "z1", 0.1, 0.0),
+            pool("b", "z1", 0.2, 0.0),
+            pool("a", "z2", 0.3, 0.0),
+            pool("a", "z3", 0.4, 0.0),
+        ];
+        let policy = Policy { max_pool_share: 1.0, ..Policy::default() };
+        let got = choose_pools(&pools, &BTreeMap::new(), 9, &[], &policy, 0);
+        let in_zone = |z: &str| got.iter().filter(|(p, _)| p.zone == z).map(|(_, n)| n).sum::<u32>();
+        assert_eq!((in_zone("z1"), in_zone("z2"), in_zone("z3")), (3, 3, 3));
+        assert_eq!(got.get(&PoolId::new("a", "z1")), Some(&3), "cheapest pool of the zone first");
     }
 
     #[test]

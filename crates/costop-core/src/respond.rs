@@ -6,7 +6,7 @@ use crate::plan::{Plan, Step};
 use crate::policy::Policy;
 use crate::pools::choose_pools;
 use crate::time::Millis;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Why no plan could be made.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -25,12 +25,7 @@ pub enum PlanError {
 /// other pools; shift traffic back; restore headroom. A rebalance
 /// recommendation, if the policy acts on it, only cordons the node and
 /// launches its replacement early.
-pub fn respond(
-    view: &ClusterView,
-    notice: &Notice,
-    policy: &Policy,
-    now: Millis,
-) -> Result<Plan, PlanError> {
+pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis) -> Result<Plan, PlanError> {
     let node = view
         .node_by_instance(&notice.instance_id)
         .ok_or_else(|| PlanError::UnknownInstance(notice.instance_id.clone()))?;
@@ -70,11 +65,15 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         .iter()
         .filter(|n| n.name != node.name && n.pool != node.pool && n.accepts_pods())
         .collect();
-    let mut room = safe_nodes.iter().fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
+    let safe_names: HashSet<&str> = safe_nodes.iter().map(|n| n.name.as_str()).collect();
+    let used = used_per_node(view);
+    let mut room = safe_nodes.iter().fold(Resources::default(), |acc, n| {
+        acc.plus(&n.allocatable.minus(used.get(n.name.as_str()).unwrap_or(&Resources::default())))
+    });
     let mut placeholders: Vec<&PodView> = view
         .pods
         .iter()
-        .filter(|p| p.placeholder && safe_nodes.iter().any(|n| Some(&n.name) == p.node.as_ref()))
+        .filter(|p| p.placeholder && p.node.as_deref().is_some_and(|n| safe_names.contains(n)))
         .collect();
     placeholders.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
     let mut claimed = Vec::new();
@@ -116,9 +115,26 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
     }
 }
 
+/// Requests of the pods bound to each node, in one pass over the pods.
+fn used_per_node(view: &ClusterView) -> HashMap<&str, Resources> {
+    let mut used: HashMap<&str, Resources> = HashMap::new();
+    for p in &view.pods {
+        if let Some(n) = p.node.as_deref() {
+            let e = used.entry(n).or_default();
+            *e = e.plus(&p.requests);
+        }
+    }
+    used
+}
+
 /// Wake standbys until `deficit` is covered: running ones first (ready at
 /// once), the doomed node's zone first (volumes can follow). Returns the woken nodes.
-fn plan_standbys<'a>(plan: &mut Plan, view: &'a ClusterView, node: &NodeView, deficit: Resources) -> Vec<&'a NodeView> {
+fn plan_standbys<'a>(
+    plan: &mut Plan,
+    view: &'a ClusterView,
+    node: &NodeView,
+    deficit: Resources,
+) -> Vec<&'a NodeView> {
     let mut standbys: Vec<&NodeView> =
         view.nodes.iter().filter(|n| n.capacity_type.is_standby() && n.name != node.name).collect();
     standbys.sort_by_key(|n| {
@@ -144,6 +160,17 @@ fn plan_standbys<'a>(plan: &mut Plan, view: &'a ClusterView, node: &NodeView, de
     woken
 }
 
+/// Ready pods per workload, in one pass over the pods.
+fn ready_per_workload(view: &ClusterView) -> HashMap<&str, usize> {
+    let mut ready: HashMap<&str, usize> = HashMap::new();
+    for p in view.pods.iter().filter(|p| p.ready) {
+        if let Some(w) = p.workload.as_deref() {
+            *ready.entry(w).or_default() += 1;
+        }
+    }
+    ready
+}
+
 fn plan_bridge(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView], policy: &Policy) {
     if !policy.bridge_enabled {
         return;
@@ -154,10 +181,11 @@ fn plan_bridge(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView], poli
             *per_workload.entry(w).or_default() += 1;
         }
     }
+    let ready_of = ready_per_workload(view);
     let workloads: Vec<String> = per_workload
         .into_iter()
         .filter(|(w, n)| {
-            let ready = view.ready_pods_of(w).max(1);
+            let ready = ready_of.get(w).copied().unwrap_or(0).max(1);
             *n as f64 / ready as f64 > policy.bridge_threshold || policy.bridge_threshold == 0.0
         })
         .map(|(w, _)| w.to_string())
@@ -200,6 +228,7 @@ fn plan_volumes(
 /// disruption at all are left unevicted.
 fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView]) {
     let mut waves: Vec<Vec<String>> = Vec::new();
+    let ready_of = ready_per_workload(view);
     let mut by_workload: BTreeMap<Option<&str>, Vec<&PodView>> = BTreeMap::new();
     for p in displaced {
         by_workload.entry(p.workload.as_deref()).or_default().push(p);
@@ -212,7 +241,8 @@ fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView]) {
             continue;
         };
         let per_wave = w.replicas.saturating_sub(w.min_available) as usize;
-        let now_allowed = view.ready_pods_of(&w.name).saturating_sub(w.min_available as usize);
+        let ready = ready_of.get(w.name.as_str()).copied().unwrap_or(0);
+        let now_allowed = ready.saturating_sub(w.min_available as usize);
         if per_wave == 0 {
             plan.unevictable.extend(pods.iter().map(|p| p.name.clone()));
             continue;
@@ -258,9 +288,6 @@ fn push_restore_capacity(plan: &mut Plan, view: &ClusterView, node: &NodeView, p
     }
     let chosen = choose_pools(&view.pools, &layout, 1, std::slice::from_ref(&node.pool), policy, now);
     if !chosen.is_empty() {
-        plan.steps.push(Step::RestoreCapacity {
-            key,
-            pools: chosen.into_iter().collect(),
-        });
+        plan.steps.push(Step::RestoreCapacity { key, pools: chosen.into_iter().collect() });
     }
 }

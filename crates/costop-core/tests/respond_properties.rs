@@ -6,8 +6,12 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use std::collections::{BTreeMap, BTreeSet};
 
-const POOLS: [(&str, &str); 4] =
-    [("m5.xlarge", "us-east-1a"), ("m5.xlarge", "us-east-1b"), ("c5.xlarge", "us-east-1a"), ("r5.xlarge", "us-east-1c")];
+const POOLS: [(&str, &str); 4] = [
+    ("m5.xlarge", "us-east-1a"),
+    ("m5.xlarge", "us-east-1b"),
+    ("c5.xlarge", "us-east-1a"),
+    ("r5.xlarge", "us-east-1c"),
+];
 
 /// A random cluster: spot nodes over four pools, a few standbys, workloads
 /// with budgets, pods spread over nodes, placeholders.
@@ -71,7 +75,11 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
                     ready: *ready,
                     placeholder: false,
                     volumes: if *volume {
-                        vec![VolumeView { volume_id: format!("vol-{i}"), zone: "us-east-1a".into(), attached_to: None }]
+                        vec![VolumeView {
+                            volume_id: format!("vol-{i}"),
+                            zone: "us-east-1a".into(),
+                            attached_to: None,
+                        }]
                     } else {
                         vec![]
                     },
@@ -97,7 +105,10 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
 fn interruption(instance: &str) -> Notice {
     Notice {
         instance_id: instance.into(),
-        kind: NoticeKind::SpotInterruption { action: notice::InstanceAction::Terminate, effective_at: 120_000 },
+        kind: NoticeKind::SpotInterruption {
+            action: notice::InstanceAction::Terminate,
+            effective_at: 120_000,
+        },
         received_at: 1_000,
         source: NoticeSource::Simulator,
     }

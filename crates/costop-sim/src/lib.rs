@@ -1,12 +1,12 @@
 //! The simulated world: a cluster, its cloud and a Spot market, in virtual time.
 
 pub mod catalog;
+pub mod config;
 pub mod market;
 pub mod rng;
-pub mod trace;
-pub mod config;
 pub mod strategy;
 pub mod timings;
+pub mod trace;
 pub mod world;
 
 pub use config::{PoolHit, SimConfig};

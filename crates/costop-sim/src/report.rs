@@ -56,10 +56,14 @@ fn chart(title: &str, y_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Stri
 
 /// The report page.
 pub fn html(summary: &Summary, results: &[StrategyResult]) -> String {
-    let cost: Vec<(&str, Vec<(f64, f64)>)> =
-        results.iter().map(|r| (r.name.as_str(), r.series.iter().map(|(t, c, _)| (*t, *c)).collect())).collect();
-    let failed: Vec<(&str, Vec<(f64, f64)>)> =
-        results.iter().map(|r| (r.name.as_str(), r.series.iter().map(|(t, _, f)| (*t, *f)).collect())).collect();
+    let cost: Vec<(&str, Vec<(f64, f64)>)> = results
+        .iter()
+        .map(|r| (r.name.as_str(), r.series.iter().map(|(t, c, _)| (*t, *c)).collect()))
+        .collect();
+    let failed: Vec<(&str, Vec<(f64, f64)>)> = results
+        .iter()
+        .map(|r| (r.name.as_str(), r.series.iter().map(|(t, _, f)| (*t, *f)).collect()))
+        .collect();
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>costop sim report</title></head>\
          <body style=\"font-family:sans-serif\"><h1>costop sim</h1><pre>{}</pre>{}<br>{}</body></html>\n",

@@ -93,7 +93,15 @@ pub fn table(summary: &Summary) -> String {
     );
     out.push_str(&format!(
         "{:<18} {:>11} {:>7} {:>15} {:>12} {:>10} {:>7} {:>9} {:>9}\n",
-        "strategy", "cost USD", "vs OD", "requests", "failed", "served %", "reclaims", "p99 rec s", "max rec s"
+        "strategy",
+        "cost USD",
+        "vs OD",
+        "requests",
+        "failed",
+        "served %",
+        "reclaims",
+        "p99 rec s",
+        "max rec s"
     ));
     for s in &summary.strategies {
         let vs = s.cost_vs_on_demand.map_or("-".to_string(), |v| format!("{v:.3}"));

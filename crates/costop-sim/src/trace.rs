@@ -12,7 +12,7 @@
 
 use crate::catalog;
 use crate::market::{Market, PoolMarket};
-use costop_core::time::{Millis, DAY, SECOND};
+use costop_core::time::{Millis, SECOND};
 use costop_core::PoolId;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -91,11 +91,15 @@ pub struct SpotAdvisor {
 impl SpotAdvisor {
     /// Read `spot-advisor-data.json`.
     pub fn load(path: &Path) -> Result<Self, TraceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io { path: path.into(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| TraceError::Io { path: path.into(), source })?;
         let raw: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| TraceError::Format { path: path.into(), message: e.to_string() })?;
         if !raw.get("spot_advisor").is_some_and(|v| v.is_object()) {
-            return Err(TraceError::Invalid { path: path.into(), message: "no `spot_advisor` object".into() });
+            return Err(TraceError::Invalid {
+                path: path.into(),
+                message: "no `spot_advisor` object".into(),
+            });
         }
         Ok(Self { raw })
     }
@@ -136,7 +140,10 @@ fn trace_files(path: &Path) -> Result<Vec<PathBuf>, TraceError> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(TraceError::Invalid { path: path.into(), message: "directory holds no .json trace files".into() });
+        return Err(TraceError::Invalid {
+            path: path.into(),
+            message: "directory holds no .json trace files".into(),
+        });
     }
     Ok(files)
 }
@@ -175,9 +182,10 @@ fn load_pool(
     advisor: Option<&SpotAdvisor>,
 ) -> Result<(PoolMarket, Millis), TraceError> {
     let invalid = |message: String| TraceError::Invalid { path: file.into(), message };
-    let text = std::fs::read_to_string(file).map_err(|source| TraceError::Io { path: file.into(), source })?;
-    let raw: RawTrace =
-        serde_json::from_str(&text).map_err(|e| TraceError::Format { path: file.into(), message: e.to_string() })?;
+    let text =
+        std::fs::read_to_string(file).map_err(|source| TraceError::Io { path: file.into(), source })?;
+    let raw: RawTrace = serde_json::from_str(&text)
+        .map_err(|e| TraceError::Format { path: file.into(), message: e.to_string() })?;
     let gap = raw.metadata.gap_seconds;
     if !(gap.is_finite() && gap >= 1.0) {
         return Err(invalid(format!("gap_seconds must be at least 1, got {gap}")));
@@ -189,9 +197,8 @@ fn load_pool(
         return Err(invalid(format!("`data` holds {bad}, not a count")));
     }
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-    let (zone, tag) = stem
-        .split_once('_')
-        .ok_or_else(|| invalid(format!("file name `{stem}` is not ZONE_TAG.json")))?;
+    let (zone, tag) =
+        stem.split_once('_').ok_or_else(|| invalid(format!("file name `{stem}` is not ZONE_TAG.json")))?;
     if !zone.contains('-') || !zone.ends_with(|c: char| c.is_ascii_lowercase()) {
         return Err(invalid(format!("file name does not start with a zone: `{zone}`")));
     }
@@ -253,7 +260,6 @@ fn load_pool(
         }
     }
     let prior = advisor.and_then(|a| a.interruptions_per_day(region, ty)).unwrap_or(DEFAULT_PRIOR_PER_DAY);
-    let _ = DAY;
     Ok((
         PoolMarket {
             id: PoolId::new(ty, zone),
@@ -316,9 +322,21 @@ mod tests {
             ("us-east-1a_intel_64.json", r#"{"metadata": {}, "data": [1]}"#, "gap_seconds"),
             ("us-east-1a_intel_64.json", r#"{"metadata": {"gap_seconds": 0}, "data": [1]}"#, "at least 1"),
             ("us-east-1a_intel_64.json", r#"{"metadata": {"gap_seconds": 5}, "data": []}"#, "empty"),
-            ("us-east-1a_intel_64.json", r#"{"metadata": {"gap_seconds": 5}, "data": [1, "x"]}"#, "not a spot trace"),
-            ("us-east-1a_intel_64.json", r#"{"metadata": {"gap_seconds": 5}, "data": [1, 1], "prices": [1]}"#, "`prices` has 1"),
-            ("us-east-1a_mystery.json", r#"{"metadata": {"gap_seconds": 5}, "data": [1]}"#, "unknown instance tag"),
+            (
+                "us-east-1a_intel_64.json",
+                r#"{"metadata": {"gap_seconds": 5}, "data": [1, "x"]}"#,
+                "not a spot trace",
+            ),
+            (
+                "us-east-1a_intel_64.json",
+                r#"{"metadata": {"gap_seconds": 5}, "data": [1, 1], "prices": [1]}"#,
+                "`prices` has 1",
+            ),
+            (
+                "us-east-1a_mystery.json",
+                r#"{"metadata": {"gap_seconds": 5}, "data": [1]}"#,
+                "unknown instance tag",
+            ),
             ("nozone.json", r#"{"metadata": {"gap_seconds": 5}, "data": [1]}"#, "ZONE_TAG"),
         ];
         for (name, body, expect) in cases {

@@ -28,6 +28,9 @@ const KARPENTER_UNAVAILABLE_TTL: Millis = 3 * MINUTE;
 const COSTOP_POLL: Millis = 500;
 /// aws-node-termination-handler polls instance metadata every 2 s.
 const NTH_POLL: Millis = 2 * SECOND;
+/// How often Karpenter (consolidation) and costop look for on-demand
+/// fallback nodes to move back to Spot. Estimate of Karpenter's cadence.
+const CONSOLIDATE_EVERY: Millis = 5 * MINUTE;
 /// Priority of costop's placeholder pods.
 const PLACEHOLDER_PRIORITY: i32 = -10;
 /// Memory of the bridge function (GB) and its run time per request (s). Estimates.
@@ -58,6 +61,8 @@ struct Node {
     standby_taint: bool,
     in_lb: bool,
     doomed: bool,
+    /// On-demand capacity launched because no Spot pool could launch.
+    fallback: bool,
     pods: Vec<u32>,
     images: Vec<bool>,
 }
@@ -133,9 +138,10 @@ enum Ev {
     PodGone(u32, u32),
     LostRecreate(u32, u32),
     LbDetect(u32),
-    Provision { zone: usize, exclude: Option<usize> },
+    Provision { zone: Option<usize>, exclude: Option<usize> },
     Wake,
     Sample,
+    Consolidate,
 }
 
 struct Response {
@@ -148,7 +154,7 @@ struct Response {
     evicted_workloads: Vec<u32>,
     retry: Vec<(u32, u32)>,
     stage: u8,
-    claims: Vec<Step>,
+    claims: Vec<(usize, Step)>,
 }
 
 struct Incident {
@@ -193,10 +199,12 @@ pub struct World<'m> {
     pods: Vec<Pod>,
     free_pods: Vec<u32>,
     pending: Vec<u32>,
+    new_pending: Vec<u32>,
     workloads: Vec<Workload>,
     volumes: Vec<Volume>,
     responses: Vec<Response>,
     incidents: Vec<Incident>,
+    open_incidents: Vec<usize>,
     schedule_dirty: bool,
     doomed_batches: Vec<Vec<u32>>,
     pool_reclaims_seen: Vec<u32>,
@@ -239,10 +247,12 @@ impl<'m> World<'m> {
             pods: Vec::new(),
             free_pods: Vec::new(),
             pending: Vec::new(),
+            new_pending: Vec::new(),
             workloads: Vec::new(),
             volumes: Vec::new(),
             responses: Vec::new(),
             incidents: Vec::new(),
+            open_incidents: Vec::new(),
             schedule_dirty: true,
             doomed_batches: Vec::new(),
             pool_reclaims_seen: vec![0; market.pools.len()],
@@ -372,6 +382,7 @@ impl<'m> World<'m> {
             standby_taint: capacity.is_standby(),
             in_lb: state == NodeState::Ready && !capacity.is_standby(),
             doomed: false,
+            fallback: false,
             pods: Vec::new(),
             images: vec![state == NodeState::Ready; self.workloads.len()],
         };
@@ -387,8 +398,11 @@ impl<'m> World<'m> {
             Strategy::Costop => {
                 let view_pools = self.pool_views();
                 let policy = &self.cfg.policy;
-                let layout = costop_core::pools::choose_pools(&view_pools, &BTreeMap::new(), n, &[], policy, 0);
-                let rate = |id: &PoolId| view_pools.iter().find(|p| &p.id == id).map_or(0.0, |p| p.interruptions_per_day);
+                let layout =
+                    costop_core::pools::choose_pools(&view_pools, &BTreeMap::new(), n, &[], policy, 0);
+                let rate = |id: &PoolId| {
+                    view_pools.iter().find(|p| &p.id == id).map_or(0.0, |p| p.interruptions_per_day)
+                };
                 let spare = costop_core::headroom::size_spare_capacity(&layout, rate, policy);
                 let full = costop_core::pools::choose_pools(
                     &view_pools,
@@ -424,7 +438,8 @@ impl<'m> World<'m> {
                 self.workloads[ph].replicas = self.headroom_target;
             }
             _ => {
-                let capacity = if self.strategy.uses_spot() { CapacityType::Spot } else { CapacityType::OnDemand };
+                let capacity =
+                    if self.strategy.uses_spot() { CapacityType::Spot } else { CapacityType::OnDemand };
                 for i in 0..n as usize {
                     self.add_node(i % pools, capacity, NodeState::Ready);
                 }
@@ -459,6 +474,9 @@ impl<'m> World<'m> {
         }
         if !self.strategy.uses_spot() {
             return;
+        }
+        if matches!(self.strategy, Strategy::Costop | Strategy::ReplaceOnNotice) {
+            self.push(CONSOLIDATE_EVERY, Ev::Consolidate);
         }
         let mut rng = Rng::new(self.cfg.seed).fork(0x7EBA1);
         for (i, pool) in self.market.pools.iter().enumerate() {
@@ -505,11 +523,8 @@ impl<'m> World<'m> {
         }
         self.advance_to(self.end);
         let end = self.end;
-        let recoveries_s = self
-            .incidents
-            .iter()
-            .map(|i| (i.done_at.unwrap_or(end) - i.start) as f64 / 1000.0)
-            .collect();
+        let recoveries_s =
+            self.incidents.iter().map(|i| (i.done_at.unwrap_or(end) - i.start) as f64 / 1000.0).collect();
         StrategyResult {
             name: self.strategy.name().into(),
             cost_usd: self.cost,
@@ -525,9 +540,8 @@ impl<'m> World<'m> {
     fn settle(&mut self) {
         for _ in 0..8 {
             self.schedule();
-            let before = self.schedule_dirty;
             self.advance_responses();
-            if !self.schedule_dirty && !before {
+            if !self.schedule_dirty && self.new_pending.is_empty() {
                 break;
             }
         }
@@ -608,6 +622,7 @@ impl<'m> World<'m> {
             }
             Ev::Provision { zone, exclude } => self.provision(zone, exclude),
             Ev::Wake => self.refresh_bridges(),
+            Ev::Consolidate => self.consolidate(),
         }
     }
 
@@ -661,6 +676,7 @@ impl<'m> World<'m> {
             self.react_to_notice(n, deadline);
         }
         if !affected.is_empty() {
+            self.open_incidents.push(self.incidents.len());
             self.incidents.push(Incident { start: self.now, workloads: affected, done_at: None });
         }
         self.doomed_batches.push(hit);
@@ -705,7 +721,10 @@ impl<'m> World<'m> {
             if matches!(self.strategy, Strategy::SpotNaive | Strategy::DrainOnNotice) {
                 let zone = self.nodes[n as usize].zone;
                 let exclude = self.nodes[n as usize].pool;
-                self.push(self.now + ms(self.cfg.timings.asg_replace_delay_s), Ev::Provision { zone, exclude });
+                self.push(
+                    self.now + ms(self.cfg.timings.asg_replace_delay_s),
+                    Ev::Provision { zone: Some(zone), exclude },
+                );
             }
         }
     }
@@ -738,19 +757,70 @@ impl<'m> World<'m> {
             }
         }
         self.push(self.now + detect, Ev::LbDetect(n));
-        self.schedule_dirty = true;
     }
 
-    fn provision(&mut self, zone: usize, exclude: Option<usize>) {
-        match self.pick_pool(Some(zone), exclude) {
-            Some(pool) => {
-                self.launch(pool);
-            }
-            None => {
-                let at = self.now + ms(self.cfg.timings.launch_retry_s);
-                self.push(at, Ev::Provision { zone, exclude });
+    /// Move on-demand fallback nodes back to Spot: launch a Spot node, and
+    /// once it is Ready drain the fallback node (budgets kept) and end it.
+    fn consolidate(&mut self) {
+        self.push(self.now + CONSOLIDATE_EVERY, Ev::Consolidate);
+        let busy: Vec<u32> = self.responses.iter().map(|r| r.node).collect();
+        let fallbacks: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|n| {
+                let node = &self.nodes[*n as usize];
+                node.fallback && node.state == NodeState::Ready && !busy.contains(n)
+            })
+            .collect();
+        for n in fallbacks {
+            let pool = match self.strategy {
+                Strategy::Costop => self.costop_pick_pool(None),
+                _ => self.pick_pool(Some(self.nodes[n as usize].zone), None),
+            };
+            let Some(launched) = pool.and_then(|p| self.launch(p)) else { return };
+            let mut r = empty_response();
+            r.steps = vec![Step::ReturnStandby { node: node_name(n) }];
+            r.node = n;
+            r.launched = vec![launched];
+            r.wait_until = self.now;
+            self.responses.push(r);
+        }
+    }
+
+    /// Replace one lost node, the strategy's way, retrying until it works.
+    /// Auto Scaling groups (naive, drain-on-notice) stay on Spot and retry;
+    /// Karpenter and costop fall back to on-demand when no Spot pool can
+    /// launch (Karpenter does so when a NodePool allows both capacity types).
+    fn provision(&mut self, zone: Option<usize>, exclude: Option<usize>) {
+        let pool = match self.strategy {
+            Strategy::Costop => self.costop_pick_pool(exclude),
+            _ => self.pick_pool(zone, exclude),
+        };
+        if let Some(pool) = pool {
+            if self.launch(pool).is_some() {
+                return;
             }
         }
+        if matches!(self.strategy, Strategy::Costop | Strategy::ReplaceOnNotice) {
+            let pool = exclude
+                .or_else(|| self.market.pools.iter().position(|p| Some(self.zone_index(&p.id.zone)) == zone));
+            let n = self.add_node(pool.unwrap_or(0), CapacityType::OnDemand, NodeState::Booting);
+            self.nodes[n as usize].fallback = true;
+            self.push(self.now + ms(self.cfg.timings.node_ready_s), Ev::NodeReady(n));
+            return;
+        }
+        let at = self.now + ms(self.cfg.timings.launch_retry_s);
+        self.push(at, Ev::Provision { zone, exclude });
+    }
+
+    fn costop_pick_pool(&self, exclude: Option<usize>) -> Option<usize> {
+        let view = self.cluster_view();
+        let mut layout = BTreeMap::new();
+        for n in view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot && !n.unschedulable) {
+            *layout.entry(n.pool.clone()).or_insert(0u32) += 1;
+        }
+        let excluded: Vec<PoolId> = exclude.map(|p| self.market.pools[p].id.clone()).into_iter().collect();
+        let chosen =
+            costop_core::pools::choose_pools(&view.pools, &layout, 1, &excluded, &self.cfg.policy, self.now);
+        chosen.keys().next().map(|id| self.pool_index(id))
     }
 
     /// Cheapest launchable pool, the given zone first (an Auto Scaling
@@ -823,7 +893,7 @@ impl<'m> World<'m> {
             self.pods[idx as usize].volume = Some(v);
         }
         self.pending.push(idx);
-        self.schedule_dirty = true;
+        self.new_pending.push(idx);
         idx
     }
 
@@ -843,7 +913,9 @@ impl<'m> World<'m> {
                 .pending
                 .iter()
                 .copied()
-                .find(|&p| self.pods[p as usize].workload == w)
+                .find(|&p| {
+                    self.pods[p as usize].workload == w && self.pods[p as usize].state == PodState::Pending
+                })
                 .or_else(|| {
                     (0..self.pods.len() as u32).find(|&p| {
                         let pod = &self.pods[p as usize];
@@ -872,9 +944,6 @@ impl<'m> World<'m> {
 
     fn release_pod(&mut self, p: u32) {
         let pod = self.pods[p as usize].clone();
-        if pod.state == PodState::Pending {
-            self.pending.retain(|&x| x != p);
-        }
         if let Some(n) = pod.node {
             let node = &mut self.nodes[n as usize];
             node.pods.retain(|&x| x != p);
@@ -988,7 +1057,8 @@ impl<'m> World<'m> {
 
     fn check_incidents(&mut self, w: u32) {
         let now = self.now;
-        for inc in self.incidents.iter_mut().rev().take(64) {
+        for &i in &self.open_incidents {
+            let inc = &mut self.incidents[i];
             if inc.done_at.is_none()
                 && inc.workloads.contains(&w)
                 && inc
@@ -999,6 +1069,8 @@ impl<'m> World<'m> {
                 inc.done_at = Some(now);
             }
         }
+        let incidents = &self.incidents;
+        self.open_incidents.retain(|&i| incidents[i].done_at.is_none());
     }
 
     // ----- scheduler ----------------------------------------------------
@@ -1007,12 +1079,24 @@ impl<'m> World<'m> {
         n.state == NodeState::Ready && !n.unschedulable && !n.standby_taint
     }
 
+    /// A scheduling pass: every pending pod after capacity appeared, else
+    /// only the pods created since the last pass.
     fn schedule(&mut self) {
-        if !self.schedule_dirty {
+        let full = self.schedule_dirty;
+        if !full && self.new_pending.is_empty() {
             return;
         }
         self.schedule_dirty = false;
-        let mut order = self.pending.clone();
+        let mut order = if full {
+            // Compact the pending list: bound or deleted pods leave it here.
+            let pods = &self.pods;
+            let mut seen = HashSet::new();
+            self.pending.retain(|&p| pods[p as usize].state == PodState::Pending && seen.insert(p));
+            self.new_pending.clear();
+            self.pending.clone()
+        } else {
+            std::mem::take(&mut self.new_pending)
+        };
         order.sort_by_key(|&p| {
             let pod = &self.pods[p as usize];
             (Reverse(self.workloads[pod.workload as usize].priority), pod.seq)
@@ -1044,7 +1128,7 @@ impl<'m> World<'m> {
                 },
             }
         }
-        // Binding and preemption re-dirty the flag; nothing more can fit now.
+        // Deleting victims freed room only for the pod that took it.
         self.schedule_dirty = false;
     }
 
@@ -1098,7 +1182,6 @@ impl<'m> World<'m> {
         let t = &self.cfg.timings;
         let pod = self.pods[p as usize].clone();
         let w = pod.workload as usize;
-        self.pending.retain(|&x| x != p);
         let node = &mut self.nodes[n as usize];
         node.used = node.used.plus(&self.workloads[w].requests);
         node.pods.push(p);
@@ -1128,27 +1211,37 @@ impl<'m> World<'m> {
         }
         let name = node_name(node);
         let steps = match self.strategy {
-            Strategy::DrainOnNotice => vec![Step::TaintAndCordon { node: name.clone() }, self.evict_all(node)],
+            Strategy::DrainOnNotice => {
+                vec![Step::TaintAndCordon { node: name.clone() }, self.evict_all(node)]
+            }
             Strategy::ReplaceOnNotice => {
                 let pool = self.nodes[node as usize].pool;
                 if let Some(p) = pool {
                     self.karpenter_unavailable[p] = self.now + KARPENTER_UNAVAILABLE_TTL;
                 }
                 let mut steps = vec![Step::TaintAndCordon { node: name.clone() }];
-                if let Some(p) = self.pick_pool(None, pool) {
-                    steps.push(Step::RestoreCapacity {
+                // Karpenter provisions for the pending pods' constraints, so
+                // the zone of their volumes first; then the cheapest offering.
+                let zone = Some(self.nodes[node as usize].zone);
+                match self.pick_pool(zone, pool) {
+                    Some(p) => steps.push(Step::RestoreCapacity {
                         key: format!("karpenter:{name}"),
                         pools: vec![(self.market.pools[p].id.clone(), 1)],
-                    });
+                    }),
+                    None => self.push(self.now, Ev::Provision { zone, exclude: pool }),
                 }
                 steps.push(self.evict_all(node));
                 steps
             }
             Strategy::Costop => {
                 let mut view = self.cluster_view();
+                // Steps other responses have planned but not yet run are
+                // claims on the same room and standbys: count them as done.
                 for r in &self.responses {
-                    for s in &r.claims {
-                        apply_step(&mut view, s);
+                    for (i, s) in &r.claims {
+                        if *i >= r.next {
+                            apply_step(&mut view, s);
+                        }
                     }
                 }
                 let kind = if interruption {
@@ -1163,7 +1256,18 @@ impl<'m> World<'m> {
                     source: NoticeSource::Simulator,
                 };
                 match respond(&view, &notice, &self.cfg.policy, self.now) {
-                    Ok(plan) => plan.steps,
+                    Ok(plan) => {
+                        let restores = plan.steps.iter().any(|s| matches!(s, Step::RestoreCapacity { .. }));
+                        let key = costop_core::respond::restore_key(&notice.instance_id);
+                        let spot = self.nodes[node as usize].capacity == CapacityType::Spot;
+                        if interruption && spot && !restores && !view.capacity_requests.contains(&key) {
+                            // No Spot pool can launch now: the capacity loop retries (and falls back).
+                            self.capacity_requests.insert(key);
+                            let pool = self.nodes[node as usize].pool;
+                            self.push(self.now, Ev::Provision { zone: None, exclude: pool });
+                        }
+                        plan.steps
+                    }
                     Err(_) => return,
                 }
             }
@@ -1171,7 +1275,9 @@ impl<'m> World<'m> {
         };
         let claims = steps
             .iter()
-            .filter(|s| {
+            .cloned()
+            .enumerate()
+            .filter(|(_, s)| {
                 matches!(
                     s,
                     Step::TaintAndCordon { .. }
@@ -1182,7 +1288,6 @@ impl<'m> World<'m> {
                         | Step::RestoreCapacity { .. }
                 )
             })
-            .cloned()
             .collect();
         self.responses.push(Response {
             steps,
@@ -1267,7 +1372,8 @@ impl<'m> World<'m> {
                         if let Some(vol) = self.volumes.get_mut(v) {
                             vol.move_requested = true;
                             if vol.holder.is_none() {
-                                vol.available_at = vol.available_at.min(self.now + ms(self.cfg.timings.volume_move_s));
+                                vol.available_at =
+                                    vol.available_at.min(self.now + ms(self.cfg.timings.volume_move_s));
                             }
                         }
                     }
@@ -1289,11 +1395,13 @@ impl<'m> World<'m> {
                         for (pool, count) in pools {
                             let idx = self.pool_index(pool);
                             for _ in 0..*count {
-                                let launched = self.launch(idx).or_else(|| {
-                                    let alt = self.pick_pool(None, Some(idx))?;
-                                    self.launch(alt)
-                                });
-                                r.launched.extend(launched);
+                                match self.launch(idx) {
+                                    Some(n) => r.launched.push(n),
+                                    None => {
+                                        let zone = Some(self.zone_index(&pool.zone));
+                                        self.push(self.now, Ev::Provision { zone, exclude: Some(idx) });
+                                    }
+                                }
                             }
                         }
                     }
@@ -1302,7 +1410,8 @@ impl<'m> World<'m> {
                 Step::ReturnStandby { node } => self.return_standby(r, node),
                 Step::UnbridgeTraffic { workloads } => {
                     let ws = self.workload_indices(workloads);
-                    let ready = ws.iter().all(|&w| self.workloads[w].ready_safe >= self.workloads[w].replicas);
+                    let ready =
+                        ws.iter().all(|&w| self.workloads[w].ready_safe >= self.workloads[w].replicas);
                     if ready || self.now > r.deadline + 30 * MINUTE {
                         for w in ws {
                             self.workloads[w].bridged = false;
@@ -1342,6 +1451,16 @@ impl<'m> World<'m> {
         names.iter().filter_map(|n| self.workloads.iter().position(|w| &w.name == n)).collect()
     }
 
+    fn fits_elsewhere(&self, n: u32) -> bool {
+        let room = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, x)| *i != n as usize && self.schedulable(x))
+            .fold(Resources::default(), |acc, (_, x)| acc.plus(&x.alloc.minus(&x.used)));
+        room.fits(&self.nodes[n as usize].used)
+    }
+
     fn capacity_ready(&self, r: &Response) -> bool {
         r.launched.iter().all(|&n| self.nodes[n as usize].state != NodeState::Booting)
     }
@@ -1360,9 +1479,10 @@ impl<'m> World<'m> {
             // Later waves wait until the earlier waves' replacements are Ready.
             if wave > 0
                 && self.now < r.deadline
-                && !r.evicted_workloads.iter().all(|&w| {
-                    self.workloads[w as usize].ready >= self.workloads[w as usize].replicas
-                })
+                && !r
+                    .evicted_workloads
+                    .iter()
+                    .all(|&w| self.workloads[w as usize].ready >= self.workloads[w as usize].replicas)
             {
                 return false;
             }
@@ -1372,7 +1492,9 @@ impl<'m> World<'m> {
         let mut refused = Vec::new();
         for (p, gen) in std::mem::take(&mut r.retry) {
             let pod = &self.pods[p as usize];
-            if pod.gen != gen || !matches!(pod.state, PodState::Starting | PodState::Ready | PodState::Pending) {
+            if pod.gen != gen
+                || !matches!(pod.state, PodState::Starting | PodState::Ready | PodState::Pending)
+            {
                 continue;
             }
             let w = pod.workload;
@@ -1424,11 +1546,13 @@ impl<'m> World<'m> {
     fn return_standby(&mut self, r: &mut Response, name: &str) -> bool {
         let Some(n) = parse_node_name(name) else { return true };
         if r.stage == 0 {
-            if !self.capacity_ready(r) {
-                return false;
-            }
             if self.nodes[n as usize].state != NodeState::Ready {
                 return true;
+            }
+            // Only once the new capacity is up and the standby's pods fit elsewhere.
+            if !self.capacity_ready(r) || !self.fits_elsewhere(n) {
+                r.wait_until = self.now + 30 * SECOND;
+                return false;
             }
             self.nodes[n as usize].unschedulable = true;
             self.schedule_dirty = true;
@@ -1461,6 +1585,11 @@ impl<'m> World<'m> {
             // Wait for the evicted pods to finish shutting down.
             r.wait_until = self.now + SECOND;
             return false;
+        }
+        if self.nodes[n as usize].fallback {
+            self.nodes[n as usize].state = NodeState::Gone;
+            self.cost_rate_dirty = true;
+            return true;
         }
         let running = self.cfg.policy.standby_mode == costop_core::StandbyMode::Running;
         let node = &mut self.nodes[n as usize];
@@ -1597,7 +1726,8 @@ fn empty_response() -> Response {
 
 /// Used only if a pool names a type missing from the catalog (the trace
 /// loader refuses those, so this is a guard, not a default).
-static FALLBACK_TYPE: InstanceType = InstanceType { name: "m5.xlarge", vcpu: 4, memory_gib: 16, on_demand_usd_hr: 0.192 };
+static FALLBACK_TYPE: InstanceType =
+    InstanceType { name: "m5.xlarge", vcpu: 4, memory_gib: 16, on_demand_usd_hr: 0.192 };
 
 fn node_name(n: u32) -> String {
     format!("node-{n}")

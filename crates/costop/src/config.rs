@@ -102,9 +102,8 @@ impl Config {
             let new = env_value(old, &value).with_context(|| format!("environment {key}"))?;
             slot.insert(field, new);
         }
-        let config: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow!("config: {}", one_line(&e)))?;
+        let config: Config =
+            table.try_into().map_err(|e: toml::de::Error| anyhow!("config: {}", one_line(&e)))?;
         config.policy.validate().map_err(|e| anyhow!("config: {e}"))?;
         Ok(config)
     }
@@ -141,11 +140,20 @@ fn merge(base: &mut toml::Table, file: toml::Table, path: &Path) -> Result<()> {
 /// Parse an environment value to the type of the default it replaces.
 fn env_value(old: &toml::Value, raw: &str) -> Result<toml::Value> {
     Ok(match old {
-        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| anyhow!("`{raw}` is not an integer"))?),
-        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| anyhow!("`{raw}` is not a number"))?),
-        toml::Value::Boolean(_) => toml::Value::Boolean(raw.trim().parse().map_err(|_| anyhow!("`{raw}` is not true or false"))?),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| anyhow!("`{raw}` is not an integer"))?)
+        }
+        toml::Value::Float(_) => {
+            toml::Value::Float(raw.trim().parse().map_err(|_| anyhow!("`{raw}` is not a number"))?)
+        }
+        toml::Value::Boolean(_) => {
+            toml::Value::Boolean(raw.trim().parse().map_err(|_| anyhow!("`{raw}` is not true or false"))?)
+        }
         toml::Value::Array(_) => toml::Value::Array(
-            raw.split(',').map(|s| toml::Value::String(s.trim().to_string())).filter(|v| v.as_str() != Some("")).collect(),
+            raw.split(',')
+                .map(|s| toml::Value::String(s.trim().to_string()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
         ),
         _ => toml::Value::String(raw.to_string()),
     })
@@ -160,7 +168,8 @@ mod tests {
     use super::*;
 
     fn file(body: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("costop-config-{}-{}.toml", std::process::id(), body.len()));
+        let p =
+            std::env::temp_dir().join(format!("costop-config-{}-{}.toml", std::process::id(), body.len()));
         std::fs::write(&p, body).unwrap();
         p
     }

@@ -94,12 +94,8 @@ fn sim(config: &Config, args: SimArgs) -> Result<()> {
     if strategies.is_empty() {
         return Err(anyhow!("no strategy to run"));
     }
-    let pool_hit: PoolHit = args
-        .pool_hit
-        .as_deref()
-        .unwrap_or(&s.pool_hit)
-        .parse()
-        .map_err(|e: String| anyhow!(e))?;
+    let pool_hit: PoolHit =
+        args.pool_hit.as_deref().unwrap_or(&s.pool_hit).parse().map_err(|e: String| anyhow!(e))?;
     let seed = args.seed.unwrap_or(s.seed);
     let nodes = args.nodes.unwrap_or(s.nodes);
     if nodes == 0 || s.pods_per_node == 0 {

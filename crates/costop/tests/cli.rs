@@ -1,0 +1,129 @@
+//! The `costop` binary as a user runs it.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn costop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_costop"))
+        .args(args)
+        .env_remove("COSTOP_LOG")
+        .output()
+        .expect("run costop")
+}
+
+/// The public data, from `COSTOP_DATA_DIR` or `../shared/data` beside the repository.
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("COSTOP_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    if dir.exists() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: no public data at {} (set COSTOP_DATA_DIR)", dir.display());
+        None
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "costop failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).expect("one JSON object")
+}
+
+fn strategy<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["strategies"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()
+}
+
+#[test]
+fn trace_run_keeps_the_invariants_and_is_repeatable() {
+    let Some(data) = data_dir() else { return };
+    let trace = data.join("skypilot-spot-traces/raw/preemption/1-node/aws-04-19-2023");
+    let trace = trace.to_str().unwrap();
+    let args = ["sim", "--trace", trace, "--json"];
+    let first = costop(&args);
+    let v = json(&first);
+    let names: Vec<&str> =
+        v["strategies"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["on-demand", "spot-naive", "drain-on-notice", "replace-on-notice", "costop"]);
+    let od = strategy(&v, "on-demand");
+    assert_eq!(od["interruptions"], 0);
+    assert_eq!(od["cost_vs_on_demand"], 1.0);
+    assert_eq!(od["requests_failed"], 0);
+    let naive = strategy(&v, "spot-naive");
+    assert!(naive["interruptions"].as_u64().unwrap() > 0);
+    assert!(naive["requests_failed"].as_u64().unwrap() > 0, "naive Spot must lose requests on reclaims");
+    for s in v["strategies"].as_array().unwrap() {
+        for key in [
+            "cost_usd",
+            "cost_vs_on_demand",
+            "requests_total",
+            "requests_failed",
+            "success_rate",
+            "interruptions",
+            "p99_recovery_s",
+            "max_recovery_s",
+        ] {
+            assert!(s[key].is_number(), "{key} missing in {s}");
+        }
+        assert!(s["requests_failed"].as_u64() <= s["requests_total"].as_u64());
+        assert!(s["p99_recovery_s"].as_f64() <= s["max_recovery_s"].as_f64());
+    }
+    for key in ["sim_days", "nodes", "seed"] {
+        assert!(v[key].is_number(), "{key}");
+    }
+    assert!(v["pool_hit_model"].as_str().unwrap().contains("every node"));
+    let again = costop(&args);
+    assert_eq!(first.stdout, again.stdout, "same seed must give the same JSON");
+}
+
+#[test]
+fn builtin_run_needs_no_data_and_writes_a_report() {
+    let report = std::env::temp_dir().join(format!("costop-report-{}.html", std::process::id()));
+    let o = costop(&["sim", "--days", "1", "--nodes", "12", "--report", report.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("costop") && table.contains("on-demand"), "{table}");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("<svg") && html.contains("Cumulative cost") && html.contains("polyline"));
+    let seeds: Vec<Value> = ["1", "2"]
+        .iter()
+        .map(|s| json(&costop(&["sim", "--days", "1", "--nodes", "12", "--seed", s, "--json"])))
+        .collect();
+    assert_ne!(seeds[0], seeds[1], "the seed must matter");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_failing_exit() {
+    let dir = std::env::temp_dir().join(format!("costop-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad_trace = dir.join("us-east-1a_intel_64.json");
+    std::fs::write(&bad_trace, "{\"metadata\": {\"gap_seconds\": 10}, \"data\": [1, 0, }").unwrap();
+    let bad_config = dir.join("costop.toml");
+    std::fs::write(&bad_config, "[sim]\nnodez = 3\n").unwrap();
+    let missing = dir.join("nope.json");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["sim", "--trace", missing.to_str().unwrap()], "nope.json"),
+        (vec!["sim", "--trace", bad_trace.to_str().unwrap()], "us-east-1a_intel_64.json"),
+        (vec!["sim", "--strategies", "on-demand,yolo"], "unknown strategy `yolo`"),
+        (vec!["--config", bad_config.to_str().unwrap(), "sim"], "sim.nodez"),
+        (vec!["sim", "--pool-hit", "7"], "pool hit `7`"),
+    ];
+    for (args, expect) in cases {
+        let o = costop(&args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line expected: {err}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_costop"))
+        .args(["sim", "--days", "1"])
+        .env("COSTOP_SIM_NODEZ", "3")
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && stderr(&o).contains("COSTOP_SIM_NODEZ"), "{}", stderr(&o));
+}
