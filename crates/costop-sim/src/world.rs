@@ -812,14 +812,17 @@ impl<'m> World<'m> {
     }
 
     fn costop_pick_pool(&self, exclude: Option<usize>) -> Option<usize> {
-        let view = self.cluster_view();
         let mut layout = BTreeMap::new();
-        for n in view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot && !n.unschedulable) {
-            *layout.entry(n.pool.clone()).or_insert(0u32) += 1;
+        for n in &self.nodes {
+            let live = matches!(n.state, NodeState::Booting | NodeState::Ready);
+            if let (true, CapacityType::Spot, false, Some(p)) = (live, n.capacity, n.unschedulable, n.pool) {
+                *layout.entry(self.market.pools[p].id.clone()).or_insert(0u32) += 1;
+            }
         }
         let excluded: Vec<PoolId> = exclude.map(|p| self.market.pools[p].id.clone()).into_iter().collect();
+        let pools = self.pool_views();
         let chosen =
-            costop_core::pools::choose_pools(&view.pools, &layout, 1, &excluded, &self.cfg.policy, self.now);
+            costop_core::pools::choose_pools(&pools, &layout, 1, &excluded, &self.cfg.policy, self.now);
         chosen.keys().next().map(|id| self.pool_index(id))
     }
 

@@ -186,6 +186,24 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_lists_exactly_the_defaults() {
+        let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../costop.example.toml");
+        let text = std::fs::read_to_string(&example).unwrap();
+        let listed: toml::Table = text.parse().unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().unwrap();
+            let got = listed[section].as_table().unwrap();
+            let mut a: Vec<_> = keys.keys().collect();
+            let mut b: Vec<_> = got.keys().collect();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "keys of [{section}] in costop.example.toml");
+        }
+        assert_eq!(Config::load(Some(&example), std::iter::empty()).unwrap(), Config::default());
+    }
+
+    #[test]
     fn bad_keys_and_values_are_named() {
         let cases = [
             ("[sim]\nnodez = 5\n", "unknown key `sim.nodez`"),
