@@ -6,7 +6,7 @@
 
 use crate::model::{CapacityType, ClusterView, Taint, INTERRUPTION_TAINT, STANDBY_TAINT};
 use crate::plan::{Plan, Step};
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 
 /// Apply one step's expected effect to the view.
 pub fn apply_step(view: &mut ClusterView, step: &Step) {

@@ -6,7 +6,8 @@ use crate::plan::{Plan, Step};
 use crate::policy::Policy;
 use crate::pools::choose_pools;
 use crate::time::Millis;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::BTreeMap;
 
 /// Why no plan could be made.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -117,7 +118,7 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
 
 /// Requests of the pods bound to each node, in one pass over the pods.
 fn used_per_node(view: &ClusterView) -> HashMap<&str, Resources> {
-    let mut used: HashMap<&str, Resources> = HashMap::new();
+    let mut used: HashMap<&str, Resources> = HashMap::default();
     for p in &view.pods {
         if let Some(n) = p.node.as_deref() {
             let e = used.entry(n).or_default();
@@ -162,7 +163,7 @@ fn plan_standbys<'a>(
 
 /// Ready pods per workload, in one pass over the pods.
 fn ready_per_workload(view: &ClusterView) -> HashMap<&str, usize> {
-    let mut ready: HashMap<&str, usize> = HashMap::new();
+    let mut ready: HashMap<&str, usize> = HashMap::default();
     for p in view.pods.iter().filter(|p| p.ready) {
         if let Some(w) = p.workload.as_deref() {
             *ready.entry(w).or_default() += 1;
