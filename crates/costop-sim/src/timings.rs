@@ -8,13 +8,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Timings {
-    /// Launch → running (VM initialised). 12 s: awslabs/node-latency-for-k8s
-    /// README example (EKS AMI, "VM Initialized … 11s"/"13s").
-    pub node_running_s: f64,
-    /// Launch → kubelet registered (joined). 20 s: same source ("Kubelet Registered … 19s"/"20s").
-    pub node_joined_s: f64,
-    /// Launch → node Ready (CNI up). 30 s: same source ("Node Ready … 24s"/"30s");
-    /// a Karpenter maintainer quotes "about 30-40s" (karpenter-provider-aws#6165).
+    /// Launch → node Ready. 30 s: awslabs/node-latency-for-k8s README example
+    /// (EKS AMI: VM initialised at 11–13 s, kubelet registered at 19–20 s,
+    /// "Node Ready … 24s"/"30s"); a Karpenter maintainer quotes "about 30-40s"
+    /// (karpenter-provider-aws#6165). Only Ready matters to pods, so the
+    /// earlier phases are not modeled separately.
     pub node_ready_s: f64,
     /// Start of a stopped standby → Ready. It boots like a new node: 30 s.
     pub standby_start_s: f64,
@@ -66,8 +64,6 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Self {
         Self {
-            node_running_s: 12.0,
-            node_joined_s: 20.0,
             node_ready_s: 30.0,
             standby_start_s: 30.0,
             image_pull_s: 10.0,

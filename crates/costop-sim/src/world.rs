@@ -118,6 +118,32 @@ struct Workload {
     volumes: Vec<u32>,
 }
 
+impl Workload {
+    /// A workload with no traffic, no budget and nothing running yet.
+    fn idle(name: String, replicas: u32, requests: Resources) -> Self {
+        Workload {
+            name,
+            replicas,
+            requests,
+            rate: 0.0,
+            capacity_per_pod: 0.0,
+            min_available: 0,
+            placeholder: false,
+            priority: 0,
+            active: 0,
+            ready: 0,
+            ready_safe: 0,
+            live: 0,
+            dead: 0,
+            bridged: false,
+            bridge_live_at: 0,
+            fail_rate: 0.0,
+            bridge_rate: 0.0,
+            volumes: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Volume {
     zone: usize,
@@ -307,24 +333,14 @@ impl<'m> World<'m> {
             let size = rng.range(0.6, 1.4);
             let stateful = i % 10 == 9;
             let mut w = Workload {
-                name: format!("svc-{i:03}"),
-                replicas,
-                requests: Resources::new((base_cpu * size) as u64, (base_mem * size) as u64),
                 rate: f64::from(replicas) * cfg.requests_per_pod_s,
                 capacity_per_pod: cfg.requests_per_pod_s * cfg.pod_capacity_factor,
                 min_available: replicas.saturating_sub((replicas / 10).max(1)),
-                placeholder: false,
-                priority: 0,
-                active: 0,
-                ready: 0,
-                ready_safe: 0,
-                live: 0,
-                dead: 0,
-                bridged: false,
-                bridge_live_at: 0,
-                fail_rate: 0.0,
-                bridge_rate: 0.0,
-                volumes: Vec::new(),
+                ..Workload::idle(
+                    format!("svc-{i:03}"),
+                    replicas,
+                    Resources::new((base_cpu * size) as u64, (base_mem * size) as u64),
+                )
             };
             if stateful {
                 for r in 0..replicas {
@@ -338,24 +354,13 @@ impl<'m> World<'m> {
         }
         // costop's placeholders: one workload, sized a quarter node each.
         self.workloads.push(Workload {
-            name: "costop-headroom".into(),
-            replicas: 0,
-            requests: Resources::new(alloc.cpu_millis / 4, alloc.memory_mib / 4),
-            rate: 0.0,
-            capacity_per_pod: 0.0,
-            min_available: 0,
             placeholder: true,
             priority: PLACEHOLDER_PRIORITY,
-            active: 0,
-            ready: 0,
-            ready_safe: 0,
-            live: 0,
-            dead: 0,
-            bridged: false,
-            bridge_live_at: 0,
-            fail_rate: 0.0,
-            bridge_rate: 0.0,
-            volumes: Vec::new(),
+            ..Workload::idle(
+                "costop-headroom".into(),
+                0,
+                Resources::new(alloc.cpu_millis / 4, alloc.memory_mib / 4),
+            )
         });
     }
 
