@@ -26,6 +26,30 @@ struct Cli {
 enum Command {
     /// Replay a Spot market and compare interruption-handling strategies.
     Sim(SimArgs),
+    /// Serve the simulated cluster in real time as a Kubernetes API (for kubectl and kube-rs).
+    Emu(EmuArgs),
+}
+
+#[derive(clap::Args)]
+struct EmuArgs {
+    /// Address to listen on (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Where to write the kubeconfig.
+    #[arg(long, default_value = "costop-emu.kubeconfig")]
+    kubeconfig: PathBuf,
+    /// A scenario file (JSON: nodes, deployments, placeholders) to load at start.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Or a generated scenario: this many Spot nodes over three zones.
+    #[arg(long, default_value_t = 0)]
+    nodes: u32,
+    /// Pods per node for the generated scenario.
+    #[arg(long, default_value_t = 10)]
+    pods_per_node: u32,
+    /// Multiplier on every world duration (1 = real time).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
 }
 
 #[derive(clap::Args)]
@@ -80,7 +104,40 @@ fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref(), std::env::vars())?;
     match cli.command {
         Command::Sim(args) => sim(&config, args),
+        Command::Emu(args) => emu(&config, args),
     }
+}
+
+fn emu(config: &Config, args: EmuArgs) -> Result<()> {
+    if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
+        return Err(anyhow!("--time-scale must be a positive number, got {}", args.time_scale));
+    }
+    let scenario = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("scenario {}: cannot read", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| anyhow!("scenario {}: {e}", path.display()))?
+        }
+        None => costop_emu::admin::generated_scenario(args.nodes, args.pods_per_node),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let emu = costop_emu::Emulator::start(costop_emu::EmuConfig {
+            listen: args.listen,
+            kubeconfig: args.kubeconfig.clone(),
+            timings: config.timings.clone(),
+            time_scale: args.time_scale,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("emu: cannot listen on {}", args.listen))?;
+        costop_emu::admin::load(&emu.state, &scenario).map_err(|e| anyhow!("scenario: {e}"))?;
+        let path = std::fs::canonicalize(&emu.kubeconfig).unwrap_or(emu.kubeconfig.clone());
+        println!("costop emu: Kubernetes API on {}", emu.url());
+        println!("export KUBECONFIG={}", path.display());
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        emu.stop();
+        Ok(())
+    })
 }
 
 fn sim(config: &Config, args: SimArgs) -> Result<()> {

@@ -1,0 +1,473 @@
+//! The HTTP face of the emulator: discovery, CRUD, list/watch, patches,
+//! evictions and token reviews, with Kubernetes Status errors.
+
+use crate::kinds::{idx, kind_at, KINDS};
+use crate::patch::{self, PatchKind};
+use crate::select::{FieldSelector, LabelSelector};
+use crate::store::{meta_mut, name_of, Change, StoreError};
+use crate::table;
+use crate::EmuState;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A Kubernetes `Status` failure.
+pub fn status(code: u16, reason: &str, message: impl Into<String>) -> Response {
+    let message = message.into();
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code,
+    });
+    reply(code, &body)
+}
+
+fn reply(code: u16, body: &Value) -> Response {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NotFound { .. } => status(404, "NotFound", e.to_string()),
+        StoreError::AlreadyExists { .. } => status(409, "AlreadyExists", e.to_string()),
+        StoreError::Conflict { .. } => status(409, "Conflict", e.to_string()),
+    }
+}
+
+fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The single entry point: route by path.
+pub async fn handle(
+    State(st): State<Arc<EmuState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let query = parse_query(uri.query());
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["version"] => return reply(200, &version()),
+        ["healthz"] | ["readyz"] | ["livez"] => return (StatusCode::OK, "ok").into_response(),
+        _ => {}
+    }
+    if !st.authorized(&headers) {
+        return status(401, "Unauthorized", "Unauthorized");
+    }
+    match segs.as_slice() {
+        ["admin", rest @ ..] => crate::admin::handle(&st, &method, rest, &body),
+        ["api"] => reply(200, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})),
+        ["apis"] => reply(200, &group_list()),
+        ["api", "v1"] => reply(200, &resource_list("", "v1")),
+        ["apis", g] => match group(g) {
+            Some(g) => reply(200, &g),
+            None => status(404, "NotFound", format!("the server could not find the requested resource (group {g})")),
+        },
+        ["apis", g, v] if KINDS.iter().any(|k| k.group == *g && k.version == *v) => reply(200, &resource_list(g, v)),
+        ["api", "v1", rest @ ..] => resource(&st, &method, "", "v1", rest, &query, &headers, &body).await,
+        ["apis", g, v, rest @ ..] => resource(&st, &method, g, v, rest, &query, &headers, &body).await,
+        _ => status(404, "NotFound", format!("the server could not find the requested resource ({path})")),
+    }
+}
+
+fn version() -> Value {
+    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-costop-emu", "gitCommit": "costop-emu",
+           "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "none",
+           "compiler": "rustc", "platform": "linux/amd64"})
+}
+
+fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut gs: Vec<(&str, &str)> =
+        KINDS.iter().filter(|k| !k.group.is_empty()).map(|k| (k.group, k.version)).collect();
+    gs.dedup();
+    gs
+}
+
+fn group_json(g: &str, v: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+    json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+fn group(g: &str) -> Option<Value> {
+    groups().into_iter().find(|(name, _)| name == &g).map(|(g, v)| {
+        let mut j = group_json(g, v);
+        j["kind"] = json!("APIGroup");
+        j["apiVersion"] = json!("v1");
+        j
+    })
+}
+
+fn group_list() -> Value {
+    let list: Vec<Value> = groups().into_iter().map(|(g, v)| group_json(g, v)).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list})
+}
+
+fn resource_list(g: &str, v: &str) -> Value {
+    let mut resources = Vec::new();
+    for k in KINDS.iter().filter(|k| k.group == g && k.version == v) {
+        resources.push(json!({"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
+                              "kind": k.kind, "verbs": k.verbs, "shortNames": k.short}));
+        for sub in k.subresources {
+            let (kind, verbs) = match *sub {
+                "eviction" => ("Eviction", json!(["create"])),
+                "scale" => ("Scale", json!(["get", "patch", "update"])),
+                _ => (k.kind, json!(["get", "patch", "update"])),
+            };
+            let group_hint = if *sub == "eviction" { json!("policy") } else { json!(k.group) };
+            resources.push(json!({"name": format!("{}/{}", k.plural, sub), "singularName": "",
+                                  "namespaced": k.namespaced, "kind": kind, "verbs": verbs,
+                                  "group": group_hint, "version": "v1"}));
+        }
+    }
+    let gv = if g.is_empty() { v.to_string() } else { format!("{g}/{v}") };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}
+
+/// Where a resource path points.
+struct Target<'a> {
+    kind: usize,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+    sub: Option<&'a str>,
+}
+
+fn parse_target<'a>(g: &str, v: &str, rest: &[&'a str]) -> Option<Target<'a>> {
+    match rest {
+        ["namespaces", ns, plural, tail @ ..] if kind_at(g, v, plural).is_some_and(|k| KINDS[k].namespaced) => {
+            let kind = kind_at(g, v, plural)?;
+            match tail {
+                [] => Some(Target { kind, namespace: Some(ns), name: None, sub: None }),
+                [name] => Some(Target { kind, namespace: Some(ns), name: Some(name), sub: None }),
+                [name, sub] => Some(Target { kind, namespace: Some(ns), name: Some(name), sub: Some(sub) }),
+                _ => None,
+            }
+        }
+        [plural, tail @ ..] => {
+            let kind = kind_at(g, v, plural)?;
+            let namespaced = KINDS[kind].namespaced;
+            match tail {
+                [] => Some(Target { kind, namespace: None, name: None, sub: None }),
+                [name] if !namespaced => Some(Target { kind, namespace: None, name: Some(name), sub: None }),
+                [name, sub] if !namespaced => Some(Target { kind, namespace: None, name: Some(name), sub: Some(sub) }),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, Response> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| status(400, "BadRequest", format!("invalid JSON body: {e}")))?;
+    if !v.is_object() {
+        return Err(status(400, "BadRequest", "the request body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resource(
+    st: &Arc<EmuState>,
+    method: &Method,
+    g: &str,
+    v: &str,
+    rest: &[&str],
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let Some(t) = parse_target(g, v, rest) else {
+        return status(404, "NotFound", format!("the server could not find the requested resource ({})", rest.join("/")));
+    };
+    let kind = &KINDS[t.kind];
+    let ns = t.namespace.unwrap_or("");
+    let want_table = headers
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"));
+    match (method.clone(), t.name, t.sub) {
+        (Method::GET, None, None) => {
+            let labels = match query.get("labelSelector").map(|s| LabelSelector::parse(s)).transpose() {
+                Ok(s) => s,
+                Err(e) => return status(400, "BadRequest", format!("invalid labelSelector: {e}")),
+            };
+            let fields = match query.get("fieldSelector").map(|s| FieldSelector::parse(s)).transpose() {
+                Ok(s) => s,
+                Err(e) => return status(400, "BadRequest", format!("invalid fieldSelector: {e}")),
+            };
+            let keep = move |o: &Value| {
+                labels.as_ref().is_none_or(|l| l.matches(o)) && fields.as_ref().is_none_or(|f| f.matches(o))
+            };
+            if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                return watch(st, t.kind, t.namespace.map(str::to_string), query, keep);
+            }
+            let (items, rv) = st.store.list(t.kind, t.namespace, keep);
+            if want_table {
+                return reply(200, &table::table(kind, &items, rv));
+            }
+            reply(200, &json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(),
+                               "metadata": {"resourceVersion": rv.to_string()}, "items": items}))
+        }
+        (Method::POST, None, None) => {
+            let object = match parse_body(body) {
+                Ok(o) => o,
+                Err(r) => return r,
+            };
+            if t.kind == idx::TOKEN_REVIEWS {
+                return reply(201, &st.review_token(&object));
+            }
+            if kind.namespaced && t.namespace.is_none() {
+                return status(405, "MethodNotAllowed", "create needs a namespace in the path");
+            }
+            match crate::validate::for_create(kind, ns, object) {
+                Ok(object) => match st.create(t.kind, ns, object) {
+                    Ok(created) => reply(201, &created),
+                    Err(e) => store_error(e),
+                },
+                Err(r) => r,
+            }
+        }
+        (Method::GET, Some(name), None | Some("status")) => match st.store.get(t.kind, ns, name) {
+            Ok(o) if want_table => reply(200, &table::table(kind, &[o], st.store.resource_version())),
+            Ok(o) => reply(200, &o),
+            Err(e) => store_error(e),
+        },
+        (Method::PUT, Some(name), None | Some("status")) => {
+            let object = match parse_body(body) {
+                Ok(o) => o,
+                Err(r) => return r,
+            };
+            if name_of(&object) != name {
+                return status(400, "BadRequest", format!("the name of the object ({}) does not match the name on the URL ({name})", name_of(&object)));
+            }
+            if let Err(r) = crate::validate::object(kind, &object) {
+                return r;
+            }
+            let rv = object["metadata"]["resourceVersion"].as_str().map(str::to_string);
+            match st.store.replace(t.kind, ns, name, object, rv.as_deref()) {
+                Ok(o) => reply(200, &o),
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::PATCH, Some(name), None | Some("status")) => patch_object(st, t.kind, ns, name, headers, body),
+        (Method::DELETE, Some(name), None) => {
+            let grace = query
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse::<i64>().ok())
+                .or_else(|| serde_json::from_slice::<Value>(body).ok().and_then(|b| b["gracePeriodSeconds"].as_i64()));
+            match st.delete(t.kind, ns, name, grace) {
+                Ok(o) => reply(200, &o),
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::POST, Some(name), Some("eviction")) if t.kind == idx::PODS => {
+            let object = match parse_body(body) {
+                Ok(o) => o,
+                Err(r) => return r,
+            };
+            if !name_of(&object).is_empty() && name_of(&object) != name {
+                return status(400, "BadRequest", "the name of the eviction does not match the pod");
+            }
+            st.evict(ns, name)
+        }
+        (Method::GET, Some(name), Some("scale")) if t.kind == idx::DEPLOYMENTS => match st.store.get(t.kind, ns, name) {
+            Ok(d) => reply(200, &scale_of(&d)),
+            Err(e) => store_error(e),
+        },
+        (Method::PATCH | Method::PUT, Some(name), Some("scale")) if t.kind == idx::DEPLOYMENTS => {
+            let object = match serde_json::from_slice::<Value>(body) {
+                Ok(o) => o,
+                Err(e) => return status(400, "BadRequest", format!("invalid JSON body: {e}")),
+            };
+            let Some(replicas) = object["spec"]["replicas"].as_u64() else {
+                return status(422, "Invalid", "spec.replicas: Required value");
+            };
+            match st.store.update(t.kind, ns, name, |d| d["spec"]["replicas"] = json!(replicas)) {
+                Ok(d) => reply(200, &scale_of(&d)),
+                Err(e) => store_error(e),
+            }
+        }
+        (_, _, Some(sub)) => status(404, "NotFound", format!("{} has no subresource {sub}", kind.plural)),
+        _ => status(405, "MethodNotAllowed", format!("{method} is not supported here")),
+    }
+}
+
+fn scale_of(d: &Value) -> Value {
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+           "metadata": {"name": d["metadata"]["name"], "namespace": d["metadata"]["namespace"],
+                        "resourceVersion": d["metadata"]["resourceVersion"]},
+           "spec": {"replicas": d["spec"]["replicas"]},
+           "status": {"replicas": d["status"]["replicas"].as_u64().unwrap_or(0)}})
+}
+
+fn patch_object(st: &Arc<EmuState>, kind: usize, ns: &str, name: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let Some(patch_kind) = PatchKind::from_content_type(ct) else {
+        return status(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"));
+    };
+    let patch: Value = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => return status(400, "BadRequest", format!("invalid patch body: {e}")),
+    };
+    let current = match st.store.get(kind, ns, name) {
+        Ok(o) => o,
+        Err(e) => return store_error(e),
+    };
+    let mut next = current.clone();
+    if let Err(e) = patch::apply(patch_kind, &mut next, &patch) {
+        return status(422, "Invalid", e);
+    }
+    if name_of(&next) != name {
+        return status(422, "Invalid", "metadata.name: Invalid value: field is immutable");
+    }
+    if let Err(r) = crate::validate::object(&KINDS[kind], &next) {
+        return r;
+    }
+    // Optimistic concurrency only when the patch itself names a version.
+    let expected = match patch_kind {
+        PatchKind::Json => None,
+        _ => patch["metadata"]["resourceVersion"].as_str().map(str::to_string),
+    };
+    if expected.is_none() {
+        meta_mut(&mut next).remove("resourceVersion");
+    }
+    match st.store.replace(kind, ns, name, next, expected.as_deref()) {
+        Ok(o) => reply(200, &o),
+        Err(e) => store_error(e),
+    }
+}
+
+/// A watch: newline-delimited JSON events, from the given resourceVersion
+/// (or the current objects as ADDED), until `timeoutSeconds`.
+fn watch(
+    st: &Arc<EmuState>,
+    kind: usize,
+    namespace: Option<String>,
+    query: &HashMap<String, String>,
+    keep: impl Fn(&Value) -> bool + Send + Sync + 'static,
+) -> Response {
+    // Subscribe before reading history so no change falls between the two.
+    let mut rx = st.store.subscribe();
+    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800).min(3600);
+    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let from: Option<u64> = query.get("resourceVersion").and_then(|r| r.parse().ok()).filter(|r| *r > 0);
+    let wanted = move |c: &Change| {
+        c.kind == kind
+            && namespace.as_deref().is_none_or(|ns| c.object["metadata"]["namespace"].as_str() == Some(ns))
+            && keep(&c.object)
+    };
+    let mut initial: Vec<String> = Vec::new();
+    let mut last_rv = match from {
+        Some(rv) => match st.store.changes_since(kind, rv) {
+            Some(changes) => {
+                for c in changes.iter().filter(|c| wanted(c)) {
+                    initial.push(event_line(c.event, &c.object));
+                }
+                changes.last().map_or(rv, |c| c.rv.max(rv))
+            }
+            None => {
+                let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "message": format!("too old resource version: {rv}"), "reason": "Expired", "code": 410}});
+                return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], format!("{gone}\n")).into_response();
+            }
+        },
+        None => {
+            let (items, rv) = st.store.list(kind, None, |_| true);
+            for o in items {
+                let c = Change { rv, kind, event: "ADDED", object: o };
+                if wanted(&c) {
+                    initial.push(event_line("ADDED", &c.object));
+                }
+            }
+            rv
+        }
+    };
+    let (tx, out) = tokio::sync::mpsc::channel::<String>(1024);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let (api_version, kind_name) = (KINDS[kind].api_version(), KINDS[kind].kind);
+    tokio::spawn(async move {
+        for line in initial {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let tick = tokio::time::sleep(Duration::from_secs(5));
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tick => {
+                    if bookmarks {
+                        let mark = json!({"type": "BOOKMARK", "object": {"kind": kind_name, "apiVersion": api_version,
+                            "metadata": {"resourceVersion": last_rv.to_string()}}});
+                        if tx.send(format!("{mark}\n")).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                got = rx.recv() => match got {
+                    Ok(c) => {
+                        if c.rv > last_rv && wanted(&c) {
+                            if tx.send(event_line(c.event, &c.object)).await.is_err() {
+                                return;
+                            }
+                        }
+                        if c.rv > last_rv && c.kind == kind {
+                            last_rv = c.rv;
+                        }
+                    }
+                    // Fell behind or the store is gone: end; the client resumes from its last version.
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+    let stream = futures::stream::unfold(out, |mut out| async move {
+        out.recv().await.map(|line| (Ok::<Bytes, std::io::Error>(Bytes::from(line)), out))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| status(500, "InternalError", "cannot build the watch response"))
+}
+
+fn event_line(event: &str, object: &Value) -> String {
+    format!("{}\n", json!({"type": event, "object": object}))
+}

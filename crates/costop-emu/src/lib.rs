@@ -1,0 +1,338 @@
+//! `costop emu`: the simulated cluster in real time, served over HTTP as a
+//! subset of the Kubernetes API, so the real kube-rs client and `kubectl`
+//! run against it unchanged.
+//!
+//! The API server part (`api`, `store`, `patch`, `select`, `table`,
+//! `validate`) keeps objects and serves them; the cluster part (`cluster`)
+//! plays the scheduler, the kubelets, the Deployment and disruption-budget
+//! controllers and the node lifecycle, with the world's timings
+//! (`costop_sim::timings`), scaled by a time factor for tests.
+
+pub mod admin;
+pub mod api;
+pub mod cluster;
+pub mod kinds;
+pub mod patch;
+pub mod select;
+pub mod store;
+pub mod table;
+pub mod time;
+pub mod validate;
+
+use crate::kinds::{idx, KINDS};
+use crate::select::selector_object_matches;
+use crate::store::{meta_mut, Store, StoreError};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use costop_sim::timings::Timings;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Who a pod token belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodIdentity {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Pod uid.
+    pub uid: String,
+    /// Service account.
+    pub service_account: String,
+}
+
+/// How the emulator runs.
+#[derive(Debug, Clone)]
+pub struct EmuConfig {
+    /// Address to listen on (port 0 = any free port).
+    pub listen: SocketAddr,
+    /// Where to write the kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// World durations.
+    pub timings: Timings,
+    /// Multiplier on every duration (1.0 = real time; tests use less).
+    pub time_scale: f64,
+    /// Controller period.
+    pub tick: Duration,
+}
+
+impl Default for EmuConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kubeconfig: PathBuf::from("costop-emu.kubeconfig"),
+            timings: Timings::default(),
+            time_scale: 1.0,
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// State shared by the API handlers and the cluster controllers.
+pub struct EmuState {
+    /// Objects.
+    pub store: Arc<Store>,
+    /// Bearer token of the kubeconfig's user.
+    pub admin_token: String,
+    tokens: Mutex<HashMap<String, PodIdentity>>,
+    /// Scaled durations.
+    pub config: EmuConfig,
+    pub(crate) cluster: Mutex<cluster::ClusterState>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(1);
+
+/// Five random-looking lowercase characters, as Kubernetes appends to generated names.
+pub fn random_suffix() -> String {
+    let seed = COUNTER.fetch_add(1, Ordering::Relaxed)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut rng = costop_sim::rng::Rng::new(seed);
+    (0..5).map(|_| b"bcdfghjklmnpqrstvwxz2456789"[(rng.next_u64() % 27) as usize] as char).collect()
+}
+
+fn token() -> String {
+    let seed = COUNTER.fetch_add(1, Ordering::Relaxed)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut rng = costop_sim::rng::Rng::new(seed);
+    format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64())
+}
+
+impl EmuState {
+    /// A fresh state with the `default` and `kube-system` namespaces.
+    pub fn new(config: EmuConfig) -> Arc<Self> {
+        let st = Arc::new(Self {
+            store: Arc::new(Store::new()),
+            admin_token: token(),
+            tokens: Mutex::new(HashMap::new()),
+            config,
+            cluster: Mutex::new(cluster::ClusterState::default()),
+        });
+        for ns in ["default", "kube-system"] {
+            let _ = st.store.create(idx::NAMESPACES, "", json!({"metadata": {"name": ns}, "status": {"phase": "Active"}}));
+        }
+        st
+    }
+
+    /// A duration of the world, scaled.
+    pub fn scaled(&self, seconds: f64) -> Duration {
+        Duration::from_secs_f64((seconds * self.config.time_scale).max(0.0))
+    }
+
+    /// Whether the request may proceed: no credentials (the emulator serves
+    /// loopback only, and client-go sends no bearer token over plain HTTP),
+    /// the admin token, or a token issued to a live pod. A wrong token is refused.
+    pub fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) else {
+            return true;
+        };
+        let Some(token) = auth.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        token == self.admin_token || self.tokens.lock().unwrap_or_else(|e| e.into_inner()).contains_key(token)
+    }
+
+    /// The token issued to a pod (its projected service-account token).
+    pub fn pod_token(&self, namespace: &str, pod: &str) -> Option<String> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(_, id)| id.namespace == namespace && id.pod == pod)
+            .map(|(t, _)| t.clone())
+    }
+
+    /// Create an object, with the defaults the real API server and
+    /// admission would add.
+    pub fn create(&self, kind: usize, namespace: &str, mut object: Value) -> Result<Value, StoreError> {
+        if KINDS[kind].namespaced && self.store.get(idx::NAMESPACES, "", namespace).is_err() {
+            return Err(StoreError::NotFound { kind: "namespaces".into(), name: namespace.into() });
+        }
+        if kind == idx::PODS {
+            if !object["status"]["phase"].is_string() {
+                object["status"] = json!({"phase": "Pending"});
+            }
+            if !object["spec"]["serviceAccountName"].is_string() {
+                object["spec"]["serviceAccountName"] = json!("default");
+            }
+            if let Some(pc) = object["spec"]["priorityClassName"].as_str() {
+                if let Ok(class) = self.store.get(idx::PRIORITY_CLASSES, "", pc) {
+                    object["spec"]["priority"] = class["value"].clone();
+                }
+            }
+        }
+        let created = self.store.create(kind, namespace, object)?;
+        if kind == idx::PODS {
+            let id = PodIdentity {
+                namespace: namespace.into(),
+                pod: store::name_of(&created).into(),
+                uid: created["metadata"]["uid"].as_str().unwrap_or("").into(),
+                service_account: created["spec"]["serviceAccountName"].as_str().unwrap_or("default").into(),
+            };
+            self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(token(), id);
+        }
+        Ok(created)
+    }
+
+    /// Delete an object. A bound pod with a grace period is marked
+    /// terminating; its kubelet removes it once it has stopped.
+    pub fn delete(&self, kind: usize, namespace: &str, name: &str, grace: Option<i64>) -> Result<Value, StoreError> {
+        if kind != idx::PODS {
+            return self.store.delete(kind, namespace, name);
+        }
+        let pod = self.store.get(kind, namespace, name)?;
+        let bound = pod["spec"]["nodeName"].is_string();
+        let grace = grace.or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30);
+        if !bound || grace <= 0 {
+            self.forget_pod(namespace, name);
+            return self.store.delete(kind, namespace, name);
+        }
+        self.store.update(kind, namespace, name, |p| {
+            if !p["metadata"]["deletionTimestamp"].is_string() {
+                let meta = meta_mut(p);
+                meta.insert("deletionTimestamp".into(), json!(time::now_rfc3339()));
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+        })
+    }
+
+    pub(crate) fn forget_pod(&self, namespace: &str, name: &str) {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, id| !(id.namespace == namespace && id.pod == name));
+    }
+
+    /// The eviction subresource: allowed unless a disruption budget forbids.
+    pub fn evict(&self, namespace: &str, name: &str) -> Response {
+        let pod = match self.store.get(idx::PODS, namespace, name) {
+            Ok(p) => p,
+            Err(e) => return api::status(404, "NotFound", e.to_string()),
+        };
+        if pod["metadata"]["deletionTimestamp"].is_string() {
+            return success(201);
+        }
+        let (pdbs, _) = self.store.list(idx::PDBS, Some(namespace), |b| selector_object_matches(&b["spec"]["selector"], &pod));
+        if cluster::is_ready(&pod) {
+            for pdb in &pdbs {
+                let (healthy, desired) = cluster::budget_numbers(&self.store, pdb);
+                if healthy <= desired {
+                    let budget = store::name_of(pdb);
+                    let message = "Cannot evict pod as it would violate the pod's disruption budget.";
+                    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "message": message, "reason": "TooManyRequests", "code": 429,
+                        "details": {"causes": [{"reason": "DisruptionBudget",
+                            "message": format!("The disruption budget {budget} needs {desired} healthy pods and has {healthy} currently")}]}});
+                    return (axum::http::StatusCode::TOO_MANY_REQUESTS, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+                        .into_response();
+                }
+            }
+        }
+        match self.delete(idx::PODS, namespace, name, None) {
+            Ok(_) => success(201),
+            Err(e) => api::status(404, "NotFound", e.to_string()),
+        }
+    }
+
+    /// Answer a TokenReview for a token the emulator issued to a pod.
+    pub fn review_token(&self, review: &Value) -> Value {
+        let token = review["spec"]["token"].as_str().unwrap_or("");
+        let id = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned();
+        let pod = id.as_ref().and_then(|id| {
+            self.store.get(idx::PODS, &id.namespace, &id.pod).ok().filter(|p| p["metadata"]["uid"].as_str() == Some(&id.uid))
+        });
+        let status = match (id, pod) {
+            (Some(id), Some(pod)) => {
+                let mut extra = json!({"authentication.kubernetes.io/pod-name": [id.pod], "authentication.kubernetes.io/pod-uid": [id.uid]});
+                if let Some(node) = pod["spec"]["nodeName"].as_str() {
+                    extra["authentication.kubernetes.io/node-name"] = json!([node]);
+                }
+                json!({"authenticated": true, "user": {
+                    "username": format!("system:serviceaccount:{}:{}", id.namespace, id.service_account),
+                    "uid": id.uid,
+                    "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", id.namespace), "system:authenticated"],
+                    "extra": extra}, "audiences": review["spec"]["audiences"].clone()})
+            }
+            _ => json!({"authenticated": false, "error": "invalid bearer token"}),
+        };
+        json!({"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+               "metadata": {"creationTimestamp": null}, "spec": review["spec"].clone(), "status": status})
+    }
+}
+
+fn success(code: u16) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code});
+    (axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK),
+     [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+        .into_response()
+}
+
+/// A running emulator.
+pub struct Emulator {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    /// Shared state (for tests and the admin API).
+    pub state: Arc<EmuState>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Emulator {
+    /// Bind, start the controllers and the server, and write the kubeconfig.
+    pub async fn start(config: EmuConfig) -> std::io::Result<Emulator> {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let state = EmuState::new(config);
+        write_kubeconfig(&state.config.kubeconfig, addr, &state.admin_token)?;
+        let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+        let app = axum::Router::new().fallback(api::handle).with_state(state.clone());
+        let mut stop_server = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_server.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        let cluster_state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(cluster_state.config.tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => cluster::reconcile(&cluster_state, Instant::now()),
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        Ok(Emulator { addr, kubeconfig: state.config.kubeconfig.clone(), state, shutdown })
+    }
+
+    /// Base URL of the API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop serving and stop the controllers.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Write a kubeconfig that points at the emulator with the admin token.
+pub fn write_kubeconfig(path: &Path, addr: SocketAddr, token: &str) -> std::io::Result<()> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: costop-emu\n  cluster:\n    server: http://{addr}\n\
+         contexts:\n- name: costop-emu\n  context:\n    cluster: costop-emu\n    user: costop-emu\n    namespace: default\n\
+         current-context: costop-emu\nusers:\n- name: costop-emu\n  user:\n    token: {token}\n"
+    );
+    std::fs::write(path, text)
+}
