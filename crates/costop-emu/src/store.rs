@@ -60,6 +60,8 @@ struct Inner {
     uid: u64,
     objects: BTreeMap<Key, Value>,
     history: VecDeque<Arc<Change>>,
+    /// Every change after this resourceVersion is still in `history`.
+    complete_after: u64,
 }
 
 /// The store.
@@ -79,7 +81,7 @@ impl Store {
     pub fn new() -> Self {
         let (changes, _) = broadcast::channel(65_536);
         Self {
-            inner: Mutex::new(Inner { rv: 1, uid: 0, objects: BTreeMap::new(), history: VecDeque::new() }),
+            inner: Mutex::new(Inner { rv: 1, uid: 0, objects: BTreeMap::new(), history: VecDeque::new(), complete_after: 0 }),
             changes,
         }
     }
@@ -103,7 +105,9 @@ impl Store {
         let change = Arc::new(Change { rv: inner.rv, kind, event, object });
         inner.history.push_back(change.clone());
         if inner.history.len() > HISTORY {
-            inner.history.pop_front();
+            if let Some(dropped) = inner.history.pop_front() {
+                inner.complete_after = dropped.rv;
+            }
         }
         let _ = self.changes.send(change);
     }
@@ -250,8 +254,7 @@ impl Store {
     /// history (the caller answers 410 Gone).
     pub fn changes_since(&self, kind: usize, rv: u64) -> Option<Vec<Arc<Change>>> {
         let inner = self.lock();
-        let oldest = inner.history.front().map_or(inner.rv, |c| c.rv);
-        if rv + 1 < oldest && rv < inner.rv {
+        if rv < inner.complete_after {
             return None;
         }
         Some(inner.history.iter().filter(|c| c.rv > rv && c.kind == kind).cloned().collect())
