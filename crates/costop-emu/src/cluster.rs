@@ -32,41 +32,22 @@ pub fn is_ready(pod: &Value) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
-/// CPU quantity to millicores: `500m`, `2`, `1.5`.
+/// CPU quantity (string or number) to millicores.
 pub fn parse_cpu(q: &Value) -> u64 {
-    let s = match q {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return 0,
-    };
-    match s.strip_suffix('m') {
-        Some(m) => m.parse().unwrap_or(0),
-        None => (s.parse::<f64>().unwrap_or(0.0) * 1000.0) as u64,
+    match q {
+        Value::String(s) => costop_core::quantity::cpu_millis(s),
+        Value::Number(n) => costop_core::quantity::cpu_millis(&n.to_string()),
+        _ => 0,
     }
 }
 
-/// Memory quantity to MiB: `512Mi`, `2Gi`, `1G`, `1048576`.
+/// Memory quantity (string or number) to MiB.
 pub fn parse_memory_mib(q: &Value) -> u64 {
-    let s = match q {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return 0,
-    };
-    let units: [(&str, f64); 8] = [
-        ("Ki", 1024.0),
-        ("Mi", 1024.0 * 1024.0),
-        ("Gi", 1024.0 * 1024.0 * 1024.0),
-        ("Ti", 1024.0f64.powi(4)),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-    ];
-    let bytes = units
-        .iter()
-        .find_map(|(suffix, mult)| s.strip_suffix(suffix).map(|n| n.parse::<f64>().unwrap_or(0.0) * mult))
-        .unwrap_or_else(|| s.parse::<f64>().unwrap_or(0.0));
-    (bytes / (1024.0 * 1024.0)) as u64
+    match q {
+        Value::String(s) => costop_core::quantity::memory_mib(s),
+        Value::Number(n) => costop_core::quantity::memory_mib(&n.to_string()),
+        _ => 0,
+    }
 }
 
 /// A pod, as the controllers need it.

@@ -1,1 +1,347 @@
-//! placeholder
+//! costop's Cluster port on kube-rs: watch-backed caches (reflectors) of
+//! nodes, pods, Deployments and budgets; taint and cordon; budget-keeping
+//! eviction with backoff; placeholder pods; Kubernetes Events.
+//!
+//! It never deletes a pod to get around a budget: a refused eviction is
+//! retried until the caller's deadline, then reported.
+
+pub mod view;
+
+use costop_core::model::{INTERRUPTION_TAINT, STANDBY_TAINT};
+use costop_core::ports::{ClusterPort, Evicted};
+use costop_core::time::Millis;
+use costop_core::ClusterView;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::json;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Namespace of costop's own objects (placeholder Deployment, events).
+pub const COSTOP_NAMESPACE: &str = "costop-system";
+/// The placeholder Deployment.
+pub const PLACEHOLDER_DEPLOYMENT: &str = "costop-headroom";
+/// The placeholders' PriorityClass (negative: preempted first).
+pub const PLACEHOLDER_CLASS: &str = "costop-placeholder";
+/// Priority of placeholders.
+pub const PLACEHOLDER_PRIORITY: i32 = -10;
+
+/// An adapter failure, naming the action and the object.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The API refused or the call failed.
+    #[error("{action} {object}: {source}")]
+    Api {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        object: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// A budget kept refusing until the deadline.
+    #[error("evict {pod}: refused by its disruption budget {attempts} times until the deadline")]
+    BudgetDeadline {
+        /// `namespace/name`.
+        pod: String,
+        /// Requests made.
+        attempts: u32,
+    },
+    /// Malformed input from the caller.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn api_err(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
+    let object = object.into();
+    move |source| KubeError::Api { action, object, source }
+}
+
+/// The kube-rs Cluster adapter.
+#[derive(Clone)]
+pub struct KubeCluster {
+    client: Client,
+    nodes: Store<Node>,
+    pods: Store<Pod>,
+    deployments: Store<Deployment>,
+    budgets: Store<PodDisruptionBudget>,
+    tasks: std::sync::Arc<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn now_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
+fn reflect<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                tracing::warn!(error = %e, "watch failed; retrying");
+            }
+        }
+    });
+    (reader, task)
+}
+
+impl KubeCluster {
+    /// Start the reflectors on a client (in-cluster, kubeconfig, or built by hand).
+    pub fn start(client: Client) -> Self {
+        let (nodes, a) = reflect(Api::<Node>::all(client.clone()));
+        let (pods, b) = reflect(Api::<Pod>::all(client.clone()));
+        let (deployments, c) = reflect(Api::<Deployment>::all(client.clone()));
+        let (budgets, d) = reflect(Api::<PodDisruptionBudget>::all(client.clone()));
+        Self { client, nodes, pods, deployments, budgets, tasks: std::sync::Arc::new(vec![a, b, c, d]) }
+    }
+
+    /// A client from the environment: in a pod its service account, else
+    /// `$KUBECONFIG` or `~/.kube/config`.
+    pub async fn infer_client() -> Result<Client, kube::Error> {
+        Client::try_default().await
+    }
+
+    /// A client from a kubeconfig file.
+    pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<Client, KubeError> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)
+            .map_err(|e| KubeError::Invalid(format!("kubeconfig {}: {e}", path.display())))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| KubeError::Invalid(format!("kubeconfig {}: {e}", path.display())))?;
+        Client::try_from(config).map_err(api_err("connect", path.display().to_string()))
+    }
+
+    /// Wait until every cache has its first full list.
+    pub async fn ready(&self) -> Result<(), KubeError> {
+        let wait = async {
+            self.nodes.wait_until_ready().await.ok();
+            self.pods.wait_until_ready().await.ok();
+            self.deployments.wait_until_ready().await.ok();
+            self.budgets.wait_until_ready().await.ok();
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .map_err(|_| KubeError::Invalid("caches not filled within 30 s".into()))
+    }
+
+    /// The cached node, if any.
+    pub fn node(&self, name: &str) -> Option<std::sync::Arc<Node>> {
+        self.nodes.get(&reflector::ObjectRef::new(name))
+    }
+
+    /// The cached pods.
+    pub fn pods(&self) -> Vec<std::sync::Arc<Pod>> {
+        self.pods.state()
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn patch_node(&self, node: &str, action: &'static str, f: impl FnOnce(&mut Node)) -> Result<(), KubeError> {
+        let api = Api::<Node>::all(self.client.clone());
+        let mut current = api.get(node).await.map_err(api_err(action, format!("node/{node}")))?;
+        let before = current.spec.clone();
+        f(&mut current);
+        if current.spec == before {
+            return Ok(());
+        }
+        let spec = current.spec.unwrap_or_default();
+        // Merge patch on the spec with the version we read: a concurrent
+        // change makes it fail instead of being overwritten.
+        let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version},
+                           "spec": {"unschedulable": spec.unschedulable, "taints": spec.taints}});
+        api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_err(action, format!("node/{node}")))?;
+        Ok(())
+    }
+}
+
+impl Drop for KubeCluster {
+    fn drop(&mut self) {
+        if std::sync::Arc::strong_count(&self.tasks) == 1 {
+            for t in self.tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}
+
+fn set_taint(node: &mut Node, key: &str, on: bool) {
+    let spec = node.spec.get_or_insert_with(Default::default);
+    let mut taints = spec.taints.take().unwrap_or_default();
+    taints.retain(|t| t.key != key);
+    if on {
+        taints.push(k8s_openapi::api::core::v1::Taint { key: key.into(), effect: "NoSchedule".into(), ..Default::default() });
+    }
+    spec.taints = if taints.is_empty() { None } else { Some(taints) };
+}
+
+fn split_pod(pod: &str) -> Result<(&str, &str), KubeError> {
+    pod.split_once('/').ok_or_else(|| KubeError::Invalid(format!("pod `{pod}` is not namespace/name")))
+}
+
+fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+impl ClusterPort for KubeCluster {
+    type Error = KubeError;
+
+    fn view(&self) -> ClusterView {
+        view::build(&self.nodes.state(), &self.pods.state(), &self.deployments.state(), &self.budgets.state())
+    }
+
+    async fn taint_and_cordon(&self, node: &str) -> Result<(), KubeError> {
+        self.patch_node(node, "taint and cordon", |n| {
+            set_taint(n, INTERRUPTION_TAINT, true);
+            n.spec.get_or_insert_with(Default::default).unschedulable = Some(true);
+        })
+        .await
+    }
+
+    async fn untaint_standby(&self, node: &str) -> Result<(), KubeError> {
+        self.patch_node(node, "untaint standby", |n| {
+            set_taint(n, STANDBY_TAINT, false);
+            n.spec.get_or_insert_with(Default::default).unschedulable = None;
+        })
+        .await
+    }
+
+    async fn taint_standby(&self, node: &str) -> Result<(), KubeError> {
+        self.patch_node(node, "taint standby", |n| {
+            set_taint(n, STANDBY_TAINT, true);
+            set_taint(n, INTERRUPTION_TAINT, false);
+            n.spec.get_or_insert_with(Default::default).unschedulable = None;
+        })
+        .await
+    }
+
+    async fn evict(&self, pod: &str, deadline: Millis) -> Result<Evicted, KubeError> {
+        let (ns, name) = split_pod(pod)?;
+        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+        let mut backoff = Duration::from_millis(250);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match api.evict(name, &EvictParams::default()).await {
+                Ok(_) => return Ok(Evicted::Accepted { attempts }),
+                Err(e) if status_code(&e) == Some(404) => return Ok(Evicted::AlreadyGone),
+                Err(e) if status_code(&e) == Some(429) => {
+                    let left = deadline.saturating_sub(now_ms());
+                    if left == 0 {
+                        return Err(KubeError::BudgetDeadline { pod: pod.into(), attempts });
+                    }
+                    tracing::debug!(pod, attempts, "eviction refused by a disruption budget; retrying");
+                    tokio::time::sleep(backoff.min(Duration::from_millis(left))).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(api_err("evict", format!("pod/{pod}"))(e)),
+            }
+        }
+    }
+
+    async fn scale_placeholders(&self, count: u32) -> Result<(), KubeError> {
+        let classes = Api::<PriorityClass>::all(self.client.clone());
+        if classes.get_opt(PLACEHOLDER_CLASS).await.map_err(api_err("get", "priorityclass"))?.is_none() {
+            let class: PriorityClass = serde_json::from_value(json!({
+                "metadata": {"name": PLACEHOLDER_CLASS}, "value": PLACEHOLDER_PRIORITY, "globalDefault": false,
+                "description": "costop placeholder pods: preempted first, they hold room for evicted pods"}))
+            .map_err(|e| KubeError::Invalid(e.to_string()))?;
+            classes.create(&PostParams::default(), &class).await.map_err(api_err("create", "priorityclass"))?;
+        }
+        let deployments = Api::<Deployment>::namespaced(self.client.clone(), COSTOP_NAMESPACE);
+        match deployments.get_opt(PLACEHOLDER_DEPLOYMENT).await.map_err(api_err("get", "deployment"))? {
+            Some(_) => {
+                let patch = json!({"spec": {"replicas": count}});
+                deployments
+                    .patch(PLACEHOLDER_DEPLOYMENT, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(api_err("scale", "deployment/costop-headroom"))?;
+            }
+            None => {
+                let d: Deployment = serde_json::from_value(json!({
+                    "metadata": {"name": PLACEHOLDER_DEPLOYMENT, "labels": {"app": PLACEHOLDER_DEPLOYMENT}},
+                    "spec": {"replicas": count, "selector": {"matchLabels": {"app": PLACEHOLDER_DEPLOYMENT}},
+                        "template": {"metadata": {"labels": {"app": PLACEHOLDER_DEPLOYMENT}},
+                            "spec": {"priorityClassName": PLACEHOLDER_CLASS, "terminationGracePeriodSeconds": 0,
+                                "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                                    "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]}}}}))
+                .map_err(|e| KubeError::Invalid(e.to_string()))?;
+                deployments.create(&PostParams::default(), &d).await.map_err(api_err("create", "deployment/costop-headroom"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim_placeholders(&self, pods: &[String]) -> Result<(), KubeError> {
+        let mut claimed = 0u32;
+        for pod in pods {
+            let (ns, name) = split_pod(pod)?;
+            let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+            match api.delete(name, &DeleteParams::default().grace_period(0)).await {
+                Ok(_) => claimed += 1,
+                Err(e) if status_code(&e) == Some(404) => {}
+                Err(e) => return Err(api_err("delete placeholder", format!("pod/{pod}"))(e)),
+            }
+        }
+        let deployments = Api::<Deployment>::namespaced(self.client.clone(), COSTOP_NAMESPACE);
+        if let Some(d) = deployments.get_opt(PLACEHOLDER_DEPLOYMENT).await.map_err(api_err("get", "deployment"))? {
+            let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(0).saturating_sub(claimed as i32);
+            let patch = json!({"spec": {"replicas": replicas}});
+            deployments
+                .patch(PLACEHOLDER_DEPLOYMENT, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(api_err("scale", "deployment/costop-headroom"))?;
+        }
+        Ok(())
+    }
+
+    async fn delete_node(&self, node: &str) -> Result<(), KubeError> {
+        match Api::<Node>::all(self.client.clone()).delete(node, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(api_err("delete", format!("node/{node}"))(e)),
+        }
+    }
+
+    async fn node_event(&self, node: &str, reason: &str, message: &str) -> Result<(), KubeError> {
+        let uid = self.node(node).and_then(|n| n.metadata.uid.clone());
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let event: Event = serde_json::from_value(json!({
+            "metadata": {"generateName": format!("{node}.costop.")},
+            "involvedObject": {"kind": "Node", "apiVersion": "v1", "name": node, "uid": uid},
+            "reason": reason, "message": message, "type": "Normal",
+            "source": {"component": "costop"}, "reportingComponent": "costop", "reportingInstance": "costop",
+            "firstTimestamp": now.to_string(), "lastTimestamp": now.to_string(), "count": 1}))
+        .map_err(|e| KubeError::Invalid(e.to_string()))?;
+        Api::<Event>::namespaced(self.client.clone(), "default")
+            .create(&PostParams::default(), &event)
+            .await
+            .map_err(api_err("record event on", format!("node/{node}")))?;
+        Ok(())
+    }
+}
+
+/// List nodes through the API (no cache): used by benchmarks and tools.
+pub async fn list_pods(client: &Client) -> Result<usize, KubeError> {
+    let pods = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await.map_err(api_err("list", "pods"))?;
+    Ok(pods.items.len())
+}

@@ -1,0 +1,188 @@
+//! From Kubernetes objects to the core's `ClusterView`.
+
+use crate::PLACEHOLDER_CLASS;
+use costop_core::model::{CapacityType, NodeView, PodView, PoolId, Resources, Taint, WorkloadView, STANDBY_TAINT};
+use costop_core::quantity::{cpu_millis, memory_mib};
+use costop_core::ClusterView;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Zone and instance id from an AWS `spec.providerID` (`aws:///ZONE/i-…`).
+pub fn parse_provider_id(id: &str) -> Result<(String, String), String> {
+    let rest = id.strip_prefix("aws://").ok_or_else(|| format!("providerID `{id}` is not aws://…"))?;
+    let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [zone, instance] if !zone.is_empty() && is_instance_id(instance) => Ok(((*zone).into(), (*instance).into())),
+        _ => Err(format!("providerID `{id}` is not aws:///ZONE/i-…")),
+    }
+}
+
+fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-").is_some_and(|h| (8..=17).contains(&h.len()) && h.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn label<'a>(labels: &'a Option<BTreeMap<String, String>>, key: &str) -> Option<&'a str> {
+    labels.as_ref().and_then(|l| l.get(key)).map(String::as_str)
+}
+
+fn node_view(n: &Node) -> NodeView {
+    let labels = &n.metadata.labels;
+    let spec = n.spec.clone().unwrap_or_default();
+    let taints: Vec<Taint> =
+        spec.taints.unwrap_or_default().into_iter().map(|t| Taint { key: t.key, effect: t.effect }).collect();
+    let (zone, instance_id) = spec
+        .provider_id
+        .as_deref()
+        .and_then(|p| parse_provider_id(p).ok())
+        .unwrap_or_else(|| (label(labels, "topology.kubernetes.io/zone").unwrap_or("").into(), String::new()));
+    let capacity = match label(labels, "costop.io/capacity-type")
+        .or(label(labels, "karpenter.sh/capacity-type"))
+        .or(label(labels, "eks.amazonaws.com/capacityType"))
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        _ if taints.iter().any(|t| t.key == STANDBY_TAINT) => CapacityType::StandbyRunning,
+        Some("spot") => CapacityType::Spot,
+        Some("burstable") => CapacityType::Burstable,
+        _ => CapacityType::OnDemand,
+    };
+    let status = n.status.clone().unwrap_or_default();
+    let alloc = status.allocatable.unwrap_or_default();
+    let ready = status
+        .conditions
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    NodeView {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        instance_id,
+        pool: PoolId::new(label(labels, "node.kubernetes.io/instance-type").unwrap_or(""), zone),
+        capacity_type: capacity,
+        allocatable: Resources::new(
+            alloc.get("cpu").map_or(0, |q| cpu_millis(&q.0)),
+            alloc.get("memory").map_or(0, |q| memory_mib(&q.0)),
+        ),
+        price_per_hour: 0.0,
+        unschedulable: spec.unschedulable.unwrap_or(false),
+        taints,
+        ready,
+        in_load_balancer: label(labels, "node.kubernetes.io/exclude-from-external-load-balancers").is_none(),
+    }
+}
+
+/// The workload a pod belongs to: `namespace/deployment`, from its
+/// controller (a ReplicaSet `deploy-hash`, or a Deployment directly).
+fn workload_of(p: &Pod) -> Option<String> {
+    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    let owner = p.metadata.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true))?;
+    let name = match owner.kind.as_str() {
+        "ReplicaSet" => owner.name.rsplit_once('-').map_or(owner.name.as_str(), |(d, _)| d),
+        _ => owner.name.as_str(),
+    };
+    Some(format!("{ns}/{name}"))
+}
+
+fn pod_view(p: &Pod) -> PodView {
+    let spec = p.spec.clone().unwrap_or_default();
+    let requests = spec.containers.iter().fold(Resources::default(), |acc, c| {
+        let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+        acc.plus(&Resources::new(
+            req.and_then(|r| r.get("cpu")).map_or(0, |q| cpu_millis(&q.0)),
+            req.and_then(|r| r.get("memory")).map_or(0, |q| memory_mib(&q.0)),
+        ))
+    });
+    let ready = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    PodView {
+        name: format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or("default"), p.metadata.name.as_deref().unwrap_or("")),
+        workload: workload_of(p),
+        node: spec.node_name.clone(),
+        requests,
+        priority: spec.priority.unwrap_or(0),
+        ready,
+        placeholder: spec.priority_class_name.as_deref() == Some(PLACEHOLDER_CLASS),
+        volumes: Vec::new(),
+    }
+}
+
+fn budget_amount(v: &Option<IntOrString>, of: u32) -> Option<u32> {
+    match v.as_ref()? {
+        IntOrString::Int(i) => Some((*i).max(0) as u32),
+        IntOrString::String(s) => {
+            s.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()).map(|p| (p / 100.0 * f64::from(of)).ceil() as u32)
+        }
+    }
+}
+
+fn matches(selector: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>, labels: &Option<BTreeMap<String, String>>) -> bool {
+    let Some(sel) = selector else { return false };
+    sel.match_labels.as_ref().is_none_or(|m| m.iter().all(|(k, v)| label(labels, k) == Some(v.as_str())))
+}
+
+/// Build the view from the cached objects.
+pub fn build(
+    nodes: &[Arc<Node>],
+    pods: &[Arc<Pod>],
+    deployments: &[Arc<Deployment>],
+    budgets: &[Arc<PodDisruptionBudget>],
+) -> ClusterView {
+    let live_pods = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter(|p| {
+        !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed") | Some("Succeeded"))
+    });
+    let workloads = deployments
+        .iter()
+        .map(|d| {
+            let ns = d.metadata.namespace.as_deref().unwrap_or("default");
+            let spec = d.spec.clone().unwrap_or_default();
+            let replicas = spec.replicas.unwrap_or(1).max(0) as u32;
+            let template_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone());
+            let min_available = budgets
+                .iter()
+                .filter(|b| b.metadata.namespace.as_deref() == Some(ns))
+                .filter_map(|b| b.spec.as_ref())
+                .filter(|s| matches(&s.selector, &template_labels))
+                .filter_map(|s| {
+                    budget_amount(&s.min_available, replicas)
+                        .or_else(|| budget_amount(&s.max_unavailable, replicas).map(|m| replicas.saturating_sub(m)))
+                })
+                .max()
+                .unwrap_or(0);
+            WorkloadView {
+                name: format!("{ns}/{}", d.metadata.name.as_deref().unwrap_or("")),
+                replicas,
+                min_available,
+                bridged: false,
+            }
+        })
+        .collect();
+    ClusterView {
+        nodes: nodes.iter().map(|n| node_view(n)).collect(),
+        pods: live_pods.map(|p| pod_view(p)).collect(),
+        workloads,
+        ..ClusterView::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_ids() {
+        assert_eq!(
+            parse_provider_id("aws:///us-east-1a/i-0123456789abcdef0").unwrap(),
+            ("us-east-1a".to_string(), "i-0123456789abcdef0".to_string())
+        );
+        for bad in ["", "gce://p/z/n", "aws:///us-east-1a", "aws:///us-east-1a/x-123", "aws:///us-east-1a/i-zz", "aws:////i-12345678", "aws:///a/b/i-12345678"] {
+            let err = parse_provider_id(bad).unwrap_err();
+            assert!(err.contains("providerID"), "{bad}: {err}");
+        }
+    }
+}
