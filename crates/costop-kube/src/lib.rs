@@ -109,8 +109,16 @@ impl KubeCluster {
 
     /// A client from the environment: in a pod its service account, else
     /// `$KUBECONFIG` or `~/.kube/config`.
-    pub async fn infer_client() -> Result<Client, kube::Error> {
-        Client::try_default().await
+    pub async fn infer_client() -> Result<Client, KubeError> {
+        let config = kube::Config::infer().await.map_err(|e| KubeError::Invalid(format!("kube config: {e}")))?;
+        Self::client_from_config(config)
+    }
+
+    /// A client from a config. The client's own retry of 429/503/504 is
+    /// turned off: costop retries evictions itself, bounded by the notice's deadline.
+    pub fn client_from_config(mut config: kube::Config) -> Result<Client, KubeError> {
+        config.default_retry = false;
+        Client::try_from(config).map_err(api_err("connect to", "the API server"))
     }
 
     /// A client from a kubeconfig file.
@@ -120,7 +128,7 @@ impl KubeCluster {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .map_err(|e| KubeError::Invalid(format!("kubeconfig {}: {e}", path.display())))?;
-        Client::try_from(config).map_err(api_err("connect", path.display().to_string()))
+        Self::client_from_config(config)
     }
 
     /// Wait until every cache has its first full list.
@@ -259,6 +267,12 @@ impl ClusterPort for KubeCluster {
     }
 
     async fn scale_placeholders(&self, count: u32) -> Result<(), KubeError> {
+        let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone());
+        if namespaces.get_opt(COSTOP_NAMESPACE).await.map_err(api_err("get", "namespace"))?.is_none() {
+            let ns = serde_json::from_value(json!({"metadata": {"name": COSTOP_NAMESPACE}}))
+                .map_err(|e| KubeError::Invalid(e.to_string()))?;
+            namespaces.create(&PostParams::default(), &ns).await.map_err(api_err("create", "namespace/costop-system"))?;
+        }
         let classes = Api::<PriorityClass>::all(self.client.clone());
         if classes.get_opt(PLACEHOLDER_CLASS).await.map_err(api_err("get", "priorityclass"))?.is_none() {
             let class: PriorityClass = serde_json::from_value(json!({

@@ -1,0 +1,178 @@
+//! The kube-rs adapter against `costop emu` over real HTTP: no mock of the
+//! HTTP layer.
+
+use costop_core::ports::{ClusterPort, Evicted};
+use costop_emu::admin::{DeploymentSpec, NodeGroup, Scenario};
+use costop_emu::{EmuConfig, Emulator};
+use costop_kube::{KubeCluster, KubeError};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Node};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+async fn emulator(nodes: u32, deployments: Vec<DeploymentSpec>) -> Emulator {
+    let dir = std::env::temp_dir().join(format!("costop-kube-test-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let emu = Emulator::start(EmuConfig {
+        kubeconfig: dir.join("kubeconfig"),
+        time_scale: 0.01,
+        tick: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let scenario = Scenario {
+        nodes: vec![NodeGroup { count: nodes, instance_type: "m5.xlarge".into(), zone: "us-east-1a".into(), capacity_type: "spot".into() }],
+        deployments,
+        placeholders: None,
+    };
+    costop_emu::admin::load(&emu.state, &scenario).unwrap();
+    emu
+}
+
+fn rand_suffix() -> String {
+    costop_emu::random_suffix()
+}
+
+fn deployment(name: &str, replicas: u32, min_available: Option<u32>) -> DeploymentSpec {
+    DeploymentSpec { name: name.into(), namespace: None, replicas, cpu: "250m".into(), memory: "256Mi".into(), min_available }
+}
+
+async fn adapter(emu: &Emulator) -> KubeCluster {
+    let client = KubeCluster::client_from_kubeconfig(&emu.kubeconfig).await.unwrap();
+    let cluster = KubeCluster::start(client);
+    cluster.ready().await.unwrap();
+    cluster
+}
+
+async fn until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_sees_a_cordon_within_a_second() {
+    let emu = emulator(3, vec![deployment("web", 6, Some(5))]).await;
+    let cluster = adapter(&emu).await;
+    until("six ready pods", Duration::from_secs(10), || {
+        (cluster.view().pods.iter().filter(|p| p.ready).count() == 6).then_some(())
+    })
+    .await;
+    let view = cluster.view();
+    let web = view.workload("default/web").expect("workload seen");
+    assert_eq!((web.replicas, web.min_available), (6, 5));
+    assert!(view.nodes.iter().all(|n| n.instance_id.starts_with("i-") && n.pool.zone == "us-east-1a"));
+
+    // What `kubectl cordon` sends: a strategic merge patch.
+    let nodes = Api::<Node>::all(cluster.client().clone());
+    let started = Instant::now();
+    nodes
+        .patch("node-1", &PatchParams::default(), &Patch::Strategic(serde_json::json!({"spec": {"unschedulable": true}})))
+        .await
+        .unwrap();
+    until("the cordon in the cache", Duration::from_secs(1), || {
+        cluster.view().node("node-1").filter(|n| n.unschedulable).map(|_| ())
+    })
+    .await;
+    eprintln!("cordon seen by the reflector after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taint_cordon_and_standby_taints_are_idempotent() {
+    let emu = emulator(2, vec![]).await;
+    let cluster = adapter(&emu).await;
+    cluster.taint_and_cordon("node-0").await.unwrap();
+    cluster.taint_and_cordon("node-0").await.unwrap();
+    let node = Api::<Node>::all(cluster.client().clone()).get("node-0").await.unwrap();
+    let spec = node.spec.unwrap();
+    assert_eq!(spec.unschedulable, Some(true));
+    let taints = spec.taints.unwrap();
+    assert_eq!(taints.iter().filter(|t| t.key == "costop.io/interruption").count(), 1);
+
+    cluster.taint_standby("node-1").await.unwrap();
+    let n1 = Api::<Node>::all(cluster.client().clone()).get("node-1").await.unwrap();
+    assert!(n1.spec.unwrap().taints.unwrap().iter().any(|t| t.key == "costop.io/standby"));
+    cluster.untaint_standby("node-1").await.unwrap();
+    let n1 = Api::<Node>::all(cluster.client().clone()).get("node-1").await.unwrap();
+    assert!(n1.spec.unwrap().taints.unwrap_or_default().is_empty());
+    let err = cluster.taint_and_cordon("node-missing").await.unwrap_err();
+    assert!(matches!(err, KubeError::Api { .. }) && err.to_string().contains("node/node-missing"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_retries_while_the_budget_refuses_then_reports() {
+    let emu = emulator(2, vec![deployment("db", 2, Some(2))]).await;
+    let cluster = adapter(&emu).await;
+    let pod = until("two ready pods", Duration::from_secs(10), || {
+        let view = cluster.view();
+        let ready: Vec<_> = view.pods.iter().filter(|p| p.ready).map(|p| p.name.clone()).collect();
+        (ready.len() == 2).then(|| ready[0].clone())
+    })
+    .await;
+
+    let started = Instant::now();
+    let err = cluster.evict(&pod, now_ms() + 1_200).await.unwrap_err();
+    match err {
+        KubeError::BudgetDeadline { attempts, .. } => assert!(attempts >= 2, "retried only {attempts} times"),
+        other => panic!("expected a budget deadline, got {other}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1_100));
+
+    // Loosen the budget: the eviction goes through.
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(cluster.client().clone(), "default");
+    pdbs.patch("db", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"minAvailable": 1}})))
+        .await
+        .unwrap();
+    let got = cluster.evict(&pod, now_ms() + 5_000).await.unwrap();
+    assert!(matches!(got, Evicted::Accepted { .. }));
+    // The Deployment replaces it, and the pod itself goes.
+    until("a replacement ready", Duration::from_secs(10), || {
+        let view = cluster.view();
+        (view.pods.iter().filter(|p| p.ready).count() == 2 && !view.pods.iter().any(|p| p.name == pod)).then_some(())
+    })
+    .await;
+    assert_eq!(cluster.evict(&pod, now_ms() + 1_000).await.unwrap(), Evicted::AlreadyGone);
+    assert!(matches!(cluster.evict("no-namespace", now_ms()).await, Err(KubeError::Invalid(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholders_scale_and_are_claimed_and_events_are_recorded() {
+    let emu = emulator(2, vec![]).await;
+    let cluster = adapter(&emu).await;
+    cluster.scale_placeholders(3).await.unwrap();
+    let placeholders = until("three placeholders running", Duration::from_secs(10), || {
+        let view = cluster.view();
+        let ps: Vec<String> = view.pods.iter().filter(|p| p.placeholder && p.ready).map(|p| p.name.clone()).collect();
+        (ps.len() == 3).then_some(ps)
+    })
+    .await;
+    assert!(cluster.view().pods.iter().filter(|p| p.placeholder).all(|p| p.priority == -10));
+    cluster.claim_placeholders(&placeholders[..1]).await.unwrap();
+    let deploys = Api::<Deployment>::namespaced(cluster.client().clone(), "costop-system");
+    assert_eq!(deploys.get("costop-headroom").await.unwrap().spec.unwrap().replicas, Some(2));
+    until("two placeholders left", Duration::from_secs(10), || {
+        let view = cluster.view();
+        (view.pods.iter().filter(|p| p.placeholder).count() == 2 && !view.pods.iter().any(|p| p.name == placeholders[0]))
+            .then_some(())
+    })
+    .await;
+
+    cluster.node_event("node-0", "CostopTaintAndCordon", "spot interruption notice: cordoned").await.unwrap();
+    let events = Api::<Event>::namespaced(cluster.client().clone(), "default").list(&ListParams::default()).await.unwrap();
+    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("CostopTaintAndCordon")
+        && e.involved_object.name.as_deref() == Some("node-0")));
+    cluster.delete_node("node-1").await.unwrap();
+    cluster.delete_node("node-1").await.unwrap();
+    assert!(Api::<Node>::all(cluster.client().clone()).get_opt("node-1").await.unwrap().is_none());
+}
