@@ -10,9 +10,9 @@ pub mod model;
 pub mod notice;
 pub mod plan;
 pub mod policy;
+pub mod pools;
 pub mod ports;
 pub mod quantity;
-pub mod pools;
 pub mod respond;
 pub mod time;
 

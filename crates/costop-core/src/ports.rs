@@ -37,7 +37,8 @@ pub trait ClusterPort {
 
     /// Evict a pod (`namespace/name`) through the eviction API, retrying
     /// with backoff while a budget refuses, until `deadline` (Unix ms).
-    fn evict(&self, pod: &str, deadline: Millis) -> impl Future<Output = Result<Evicted, Self::Error>> + Send;
+    fn evict(&self, pod: &str, deadline: Millis)
+        -> impl Future<Output = Result<Evicted, Self::Error>> + Send;
 
     /// Make the placeholder Deployment hold `count` pods (creating its
     /// negative PriorityClass and the Deployment when missing).
@@ -50,6 +51,10 @@ pub trait ClusterPort {
     fn delete_node(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Record a Kubernetes Event on the node.
-    fn node_event(&self, node: &str, reason: &str, message: &str)
-        -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn node_event(
+        &self,
+        node: &str,
+        reason: &str,
+        message: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }

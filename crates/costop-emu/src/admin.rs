@@ -166,7 +166,8 @@ pub fn load(st: &EmuState, scenario: &Scenario) -> Result<(usize, usize), String
     }
     if let Some(p) = &scenario.placeholders {
         if st.store.get(idx::NAMESPACES, "", COSTOP_NAMESPACE).is_err() {
-            st.create(idx::NAMESPACES, "", json!({"metadata": {"name": COSTOP_NAMESPACE}})).map_err(|e| e.to_string())?;
+            st.create(idx::NAMESPACES, "", json!({"metadata": {"name": COSTOP_NAMESPACE}}))
+                .map_err(|e| e.to_string())?;
         }
         if st.store.get(idx::PRIORITY_CLASSES, "", PLACEHOLDER_CLASS).is_err() {
             let class = json!({"metadata": {"name": PLACEHOLDER_CLASS}, "value": -10, "globalDefault": false,
@@ -209,7 +210,8 @@ pub fn generated_scenario(nodes: u32, pods_per_node: u32) -> Scenario {
             }
         })
         .collect();
-    let placeholders = (nodes >= 5).then(|| Placeholders { count: nodes / 5, cpu: "500m".into(), memory: "512Mi".into() });
+    let placeholders =
+        (nodes >= 5).then(|| Placeholders { count: nodes / 5, cpu: "500m".into(), memory: "512Mi".into() });
     Scenario { nodes: groups, deployments, placeholders }
 }
 
@@ -234,7 +236,11 @@ pub fn handle(st: &Arc<EmuState>, method: &Method, rest: &[&str], body: &Bytes) 
             if st.store.get(idx::NODES, "", name).is_err() {
                 return status(404, "NotFound", format!("nodes \"{name}\" not found"));
             }
-            st.cluster.lock().unwrap_or_else(|e| e.into_inner()).terminated.insert((*name).to_string(), Instant::now());
+            st.cluster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .terminated
+                .insert((*name).to_string(), Instant::now());
             ok(json!({"terminated": name}))
         }
         (Method::GET, ["tokens", ns, pod]) => match st.pod_token(ns, pod) {

@@ -16,6 +16,30 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A failure to answer with a Kubernetes `Status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP code.
+    pub code: u16,
+    /// Status reason, e.g. `Invalid`.
+    pub reason: &'static str,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self { code, reason, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        status(self.code, self.reason, self.message)
+    }
+}
+
 /// A Kubernetes `Status` failure.
 pub fn status(code: u16, reason: &str, message: impl Into<String>) -> Response {
     let message = message.into();
@@ -57,15 +81,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -94,14 +116,22 @@ pub async fn handle(
     }
     match segs.as_slice() {
         ["admin", rest @ ..] => crate::admin::handle(&st, &method, rest, &body),
-        ["api"] => reply(200, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})),
+        ["api"] => {
+            reply(200, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}))
+        }
         ["apis"] => reply(200, &group_list()),
         ["api", "v1"] => reply(200, &resource_list("", "v1")),
         ["apis", g] => match group(g) {
             Some(g) => reply(200, &g),
-            None => status(404, "NotFound", format!("the server could not find the requested resource (group {g})")),
+            None => status(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource (group {g})"),
+            ),
         },
-        ["apis", g, v] if KINDS.iter().any(|k| k.group == *g && k.version == *v) => reply(200, &resource_list(g, v)),
+        ["apis", g, v] if KINDS.iter().any(|k| k.group == *g && k.version == *v) => {
+            reply(200, &resource_list(g, v))
+        }
         ["api", "v1", rest @ ..] => resource(&st, &method, "", "v1", rest, &query, &headers, &body).await,
         ["apis", g, v, rest @ ..] => resource(&st, &method, g, v, rest, &query, &headers, &body).await,
         _ => status(404, "NotFound", format!("the server could not find the requested resource ({path})")),
@@ -171,7 +201,9 @@ struct Target<'a> {
 
 fn parse_target<'a>(g: &str, v: &str, rest: &[&'a str]) -> Option<Target<'a>> {
     match rest {
-        ["namespaces", ns, plural, tail @ ..] if kind_at(g, v, plural).is_some_and(|k| KINDS[k].namespaced) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if kind_at(g, v, plural).is_some_and(|k| KINDS[k].namespaced) =>
+        {
             let kind = kind_at(g, v, plural)?;
             match tail {
                 [] => Some(Target { kind, namespace: Some(ns), name: None, sub: None }),
@@ -186,7 +218,9 @@ fn parse_target<'a>(g: &str, v: &str, rest: &[&'a str]) -> Option<Target<'a>> {
             match tail {
                 [] => Some(Target { kind, namespace: None, name: None, sub: None }),
                 [name] if !namespaced => Some(Target { kind, namespace: None, name: Some(name), sub: None }),
-                [name, sub] if !namespaced => Some(Target { kind, namespace: None, name: Some(name), sub: Some(sub) }),
+                [name, sub] if !namespaced => {
+                    Some(Target { kind, namespace: None, name: Some(name), sub: Some(sub) })
+                }
                 _ => None,
             }
         }
@@ -194,10 +228,11 @@ fn parse_target<'a>(g: &str, v: &str, rest: &[&'a str]) -> Option<Target<'a>> {
     }
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, Response> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| status(400, "BadRequest", format!("invalid JSON body: {e}")))?;
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "BadRequest", format!("invalid JSON body: {e}")))?;
     if !v.is_object() {
-        return Err(status(400, "BadRequest", "the request body must be a JSON object"));
+        return Err(ApiError::new(400, "BadRequest", "the request body must be a JSON object"));
     }
     Ok(v)
 }
@@ -214,14 +249,16 @@ async fn resource(
     body: &Bytes,
 ) -> Response {
     let Some(t) = parse_target(g, v, rest) else {
-        return status(404, "NotFound", format!("the server could not find the requested resource ({})", rest.join("/")));
+        return status(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({})", rest.join("/")),
+        );
     };
     let kind = &KINDS[t.kind];
     let ns = t.namespace.unwrap_or("");
-    let want_table = headers
-        .get(header::ACCEPT)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|a| a.contains("as=Table"));
+    let want_table =
+        headers.get(header::ACCEPT).and_then(|h| h.to_str().ok()).is_some_and(|a| a.contains("as=Table"));
     match (method.clone(), t.name, t.sub) {
         (Method::GET, None, None) => {
             let labels = match query.get("labelSelector").map(|s| LabelSelector::parse(s)).transpose() {
@@ -242,13 +279,16 @@ async fn resource(
             if want_table {
                 return reply(200, &table::table(kind, &items, rv));
             }
-            reply(200, &json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(),
-                               "metadata": {"resourceVersion": rv.to_string()}, "items": items}))
+            reply(
+                200,
+                &json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(),
+                               "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+            )
         }
         (Method::POST, None, None) => {
             let object = match parse_body(body) {
                 Ok(o) => o,
-                Err(r) => return r,
+                Err(r) => return r.into_response(),
             };
             if t.kind == idx::TOKEN_REVIEWS {
                 return reply(201, &st.review_token(&object));
@@ -261,7 +301,7 @@ async fn resource(
                     Ok(created) => reply(201, &created),
                     Err(e) => store_error(e),
                 },
-                Err(r) => r,
+                Err(r) => r.into_response(),
             }
         }
         (Method::GET, Some(name), None | Some("status")) => match st.store.get(t.kind, ns, name) {
@@ -272,13 +312,20 @@ async fn resource(
         (Method::PUT, Some(name), None | Some("status")) => {
             let object = match parse_body(body) {
                 Ok(o) => o,
-                Err(r) => return r,
+                Err(r) => return r.into_response(),
             };
             if name_of(&object) != name {
-                return status(400, "BadRequest", format!("the name of the object ({}) does not match the name on the URL ({name})", name_of(&object)));
+                return status(
+                    400,
+                    "BadRequest",
+                    format!(
+                        "the name of the object ({}) does not match the name on the URL ({name})",
+                        name_of(&object)
+                    ),
+                );
             }
             if let Err(r) = crate::validate::object(kind, &object) {
-                return r;
+                return r.into_response();
             }
             let rv = object["metadata"]["resourceVersion"].as_str().map(str::to_string);
             match st.store.replace(t.kind, ns, name, object, rv.as_deref()) {
@@ -286,12 +333,13 @@ async fn resource(
                 Err(e) => store_error(e),
             }
         }
-        (Method::PATCH, Some(name), None | Some("status")) => patch_object(st, t.kind, ns, name, headers, body),
+        (Method::PATCH, Some(name), None | Some("status")) => {
+            patch_object(st, t.kind, ns, name, headers, body)
+        }
         (Method::DELETE, Some(name), None) => {
-            let grace = query
-                .get("gracePeriodSeconds")
-                .and_then(|g| g.parse::<i64>().ok())
-                .or_else(|| serde_json::from_slice::<Value>(body).ok().and_then(|b| b["gracePeriodSeconds"].as_i64()));
+            let grace = query.get("gracePeriodSeconds").and_then(|g| g.parse::<i64>().ok()).or_else(|| {
+                serde_json::from_slice::<Value>(body).ok().and_then(|b| b["gracePeriodSeconds"].as_i64())
+            });
             match st.delete(t.kind, ns, name, grace) {
                 Ok(o) => reply(200, &o),
                 Err(e) => store_error(e),
@@ -300,17 +348,19 @@ async fn resource(
         (Method::POST, Some(name), Some("eviction")) if t.kind == idx::PODS => {
             let object = match parse_body(body) {
                 Ok(o) => o,
-                Err(r) => return r,
+                Err(r) => return r.into_response(),
             };
             if !name_of(&object).is_empty() && name_of(&object) != name {
                 return status(400, "BadRequest", "the name of the eviction does not match the pod");
             }
             st.evict(ns, name)
         }
-        (Method::GET, Some(name), Some("scale")) if t.kind == idx::DEPLOYMENTS => match st.store.get(t.kind, ns, name) {
-            Ok(d) => reply(200, &scale_of(&d)),
-            Err(e) => store_error(e),
-        },
+        (Method::GET, Some(name), Some("scale")) if t.kind == idx::DEPLOYMENTS => {
+            match st.store.get(t.kind, ns, name) {
+                Ok(d) => reply(200, &scale_of(&d)),
+                Err(e) => store_error(e),
+            }
+        }
         (Method::PATCH | Method::PUT, Some(name), Some("scale")) if t.kind == idx::DEPLOYMENTS => {
             let object = match serde_json::from_slice::<Value>(body) {
                 Ok(o) => o,
@@ -337,7 +387,14 @@ fn scale_of(d: &Value) -> Value {
            "status": {"replicas": d["status"]["replicas"].as_u64().unwrap_or(0)}})
 }
 
-fn patch_object(st: &Arc<EmuState>, kind: usize, ns: &str, name: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+fn patch_object(
+    st: &Arc<EmuState>,
+    kind: usize,
+    ns: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("");
     let Some(patch_kind) = PatchKind::from_content_type(ct) else {
         return status(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"));
@@ -358,7 +415,7 @@ fn patch_object(st: &Arc<EmuState>, kind: usize, ns: &str, name: &str, headers: 
         return status(422, "Invalid", "metadata.name: Invalid value: field is immutable");
     }
     if let Err(r) = crate::validate::object(&KINDS[kind], &next) {
-        return r;
+        return r.into_response();
     }
     // Optimistic concurrency only when the patch itself names a version.
     let expected = match patch_kind {
@@ -405,7 +462,8 @@ fn watch(
             None => {
                 let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
                     "status": "Failure", "message": format!("too old resource version: {rv}"), "reason": "Expired", "code": 410}});
-                return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], format!("{gone}\n")).into_response();
+                return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], format!("{gone}\n"))
+                    .into_response();
             }
         },
         None => {
@@ -443,10 +501,8 @@ fn watch(
                 }
                 got = rx.recv() => match got {
                     Ok(c) => {
-                        if c.rv > last_rv && wanted(&c) {
-                            if tx.send(event_line(c.event, &c.object)).await.is_err() {
-                                return;
-                            }
+                        if c.rv > last_rv && wanted(&c) && tx.send(event_line(c.event, &c.object)).await.is_err() {
+                            return;
                         }
                         if c.rv > last_rv && c.kind == kind {
                             last_rv = c.rv;

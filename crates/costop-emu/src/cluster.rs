@@ -111,8 +111,10 @@ fn tolerates(tolerations: &Value, taint: &Value) -> bool {
                 None | Some("") => t["operator"] == "Exists",
                 Some(k) => Some(k) == taint["key"].as_str(),
             };
-            let effect_ok = t["effect"].as_str().is_none_or(|e| e.is_empty() || Some(e) == taint["effect"].as_str());
-            let value_ok = t["operator"] == "Exists" || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
+            let effect_ok =
+                t["effect"].as_str().is_none_or(|e| e.is_empty() || Some(e) == taint["effect"].as_str());
+            let value_ok = t["operator"] == "Exists"
+                || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
             key_ok && effect_ok && value_ok
         })
     })
@@ -123,7 +125,8 @@ fn tolerates(tolerations: &Value, taint: &Value) -> bool {
 pub fn budget_numbers(store: &Store, pdb: &Value) -> (u64, u64) {
     let ns = pdb["metadata"]["namespace"].as_str().unwrap_or("");
     let (pods, _) = store.list(idx::PODS, Some(ns), |p| {
-        selector_object_matches(&pdb["spec"]["selector"], p) && !p["metadata"]["deletionTimestamp"].is_string()
+        selector_object_matches(&pdb["spec"]["selector"], p)
+            && !p["metadata"]["deletionTimestamp"].is_string()
     });
     let expected = pods.len() as u64;
     let healthy = pods.iter().filter(|p| is_ready(p)).count() as u64;
@@ -151,7 +154,9 @@ fn set_condition(p: &mut Value, kind: &str, status: bool) {
     let now = crate::time::now_rfc3339();
     let conds = p["status"]["conditions"].as_array().cloned().unwrap_or_default();
     let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != kind).collect();
-    conds.push(json!({"type": kind, "status": if status { "True" } else { "False" }, "lastTransitionTime": now}));
+    conds.push(
+        json!({"type": kind, "status": if status { "True" } else { "False" }, "lastTransitionTime": now}),
+    );
     p["status"]["conditions"] = json!(conds);
 }
 
@@ -166,13 +171,15 @@ pub fn reconcile(st: &EmuState, now: Instant) {
 
 fn nodes(st: &EmuState, now: Instant) {
     let mut names = Vec::new();
-    st.store.scan(idx::NODES, |_, name, n| names.push((name.to_string(), n["status"]["conditions"].is_array())));
+    st.store
+        .scan(idx::NODES, |_, name, n| names.push((name.to_string(), n["status"]["conditions"].is_array())));
     let grace = st.scaled(NODE_MONITOR_GRACE_S);
     let boot = st.scaled(st.config.timings.node_ready_s);
     let mut cs = st.cluster.lock().unwrap_or_else(|e| e.into_inner());
     for (name, has_conditions) in names {
         let gone = cs.terminated.get(&name).is_some_and(|t| now >= *t + grace);
-        let ready_at = *cs.node_ready_at.entry(name.clone()).or_insert(if has_conditions { now } else { now + boot });
+        let ready_at =
+            *cs.node_ready_at.entry(name.clone()).or_insert(if has_conditions { now } else { now + boot });
         let ready = !gone && now >= ready_at;
         let _ = st.store.update(idx::NODES, "", &name, |n| {
             let current = n["status"]["conditions"]
@@ -231,7 +238,8 @@ fn deployments(st: &EmuState) {
         let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
         let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
         let owned = pods_by_owner.remove(&uid).unwrap_or_default();
-        let mut active: Vec<&PodInfo> = owned.iter().filter(|p| !p.terminating && p.phase != "Failed").collect();
+        let mut active: Vec<&PodInfo> =
+            owned.iter().filter(|p| !p.terminating && p.phase != "Failed").collect();
         if active.len() < replicas {
             for _ in active.len()..replicas {
                 let template = &d["spec"]["template"];
@@ -311,7 +319,9 @@ fn schedule(st: &EmuState) {
                     !matches!(t["effect"].as_str(), Some("NoSchedule") | Some("NoExecute"))
                         || tolerates(&spec["tolerations"], t)
                 })
-                && spec["nodeSelector"].as_object().is_none_or(|sel| sel.iter().all(|(k, v)| &n.labels[k] == v))
+                && spec["nodeSelector"]
+                    .as_object()
+                    .is_none_or(|sel| sel.iter().all(|(k, v)| &n.labels[k] == v))
         };
         let free = |n: &NodeInfo, used: &HashMap<String, (u64, u64, u64)>| {
             let u = used.get(&n.name).copied().unwrap_or_default();
@@ -448,7 +458,8 @@ fn budgets(st: &EmuState) {
         let (healthy, desired) = budget_numbers(&st.store, &pdb);
         let ns = pdb["metadata"]["namespace"].as_str().unwrap_or("").to_string();
         let name = pdb["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let (pods, _) = st.store.list(idx::PODS, Some(&ns), |p| selector_object_matches(&pdb["spec"]["selector"], p));
+        let (pods, _) =
+            st.store.list(idx::PODS, Some(&ns), |p| selector_object_matches(&pdb["spec"]["selector"], p));
         let _ = st.store.update(idx::PDBS, &ns, &name, |b| {
             b["status"]["currentHealthy"] = json!(healthy);
             b["status"]["desiredHealthy"] = json!(desired);

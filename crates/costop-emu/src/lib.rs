@@ -90,14 +90,18 @@ static COUNTER: AtomicU64 = AtomicU64::new(1);
 /// Five random-looking lowercase characters, as Kubernetes appends to generated names.
 pub fn random_suffix() -> String {
     let seed = COUNTER.fetch_add(1, Ordering::Relaxed)
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
     let mut rng = costop_sim::rng::Rng::new(seed);
     (0..5).map(|_| b"bcdfghjklmnpqrstvwxz2456789"[(rng.next_u64() % 27) as usize] as char).collect()
 }
 
 fn token() -> String {
     let seed = COUNTER.fetch_add(1, Ordering::Relaxed)
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
     let mut rng = costop_sim::rng::Rng::new(seed);
     format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64())
 }
@@ -113,7 +117,11 @@ impl EmuState {
             cluster: Mutex::new(cluster::ClusterState::default()),
         });
         for ns in ["default", "kube-system"] {
-            let _ = st.store.create(idx::NAMESPACES, "", json!({"metadata": {"name": ns}, "status": {"phase": "Active"}}));
+            let _ = st.store.create(
+                idx::NAMESPACES,
+                "",
+                json!({"metadata": {"name": ns}, "status": {"phase": "Active"}}),
+            );
         }
         st
     }
@@ -180,7 +188,13 @@ impl EmuState {
 
     /// Delete an object. A bound pod with a grace period is marked
     /// terminating; its kubelet removes it once it has stopped.
-    pub fn delete(&self, kind: usize, namespace: &str, name: &str, grace: Option<i64>) -> Result<Value, StoreError> {
+    pub fn delete(
+        &self,
+        kind: usize,
+        namespace: &str,
+        name: &str,
+        grace: Option<i64>,
+    ) -> Result<Value, StoreError> {
         if kind != idx::PODS {
             return self.store.delete(kind, namespace, name);
         }
@@ -201,7 +215,10 @@ impl EmuState {
     }
 
     pub(crate) fn forget_pod(&self, namespace: &str, name: &str) {
-        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, id| !(id.namespace == namespace && id.pod == name));
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, id| !(id.namespace == namespace && id.pod == name));
     }
 
     /// The eviction subresource: allowed unless a disruption budget forbids.
@@ -213,7 +230,9 @@ impl EmuState {
         if pod["metadata"]["deletionTimestamp"].is_string() {
             return success(201);
         }
-        let (pdbs, _) = self.store.list(idx::PDBS, Some(namespace), |b| selector_object_matches(&b["spec"]["selector"], &pod));
+        let (pdbs, _) = self
+            .store
+            .list(idx::PDBS, Some(namespace), |b| selector_object_matches(&b["spec"]["selector"], &pod));
         if cluster::is_ready(&pod) {
             for pdb in &pdbs {
                 let (healthy, desired) = cluster::budget_numbers(&self.store, pdb);
@@ -224,7 +243,11 @@ impl EmuState {
                         "message": message, "reason": "TooManyRequests", "code": 429,
                         "details": {"causes": [{"reason": "DisruptionBudget",
                             "message": format!("The disruption budget {budget} needs {desired} healthy pods and has {healthy} currently")}]}});
-                    return (axum::http::StatusCode::TOO_MANY_REQUESTS, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+                    return (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
                         .into_response();
                 }
             }
@@ -240,7 +263,10 @@ impl EmuState {
         let token = review["spec"]["token"].as_str().unwrap_or("");
         let id = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned();
         let pod = id.as_ref().and_then(|id| {
-            self.store.get(idx::PODS, &id.namespace, &id.pod).ok().filter(|p| p["metadata"]["uid"].as_str() == Some(&id.uid))
+            self.store
+                .get(idx::PODS, &id.namespace, &id.pod)
+                .ok()
+                .filter(|p| p["metadata"]["uid"].as_str() == Some(&id.uid))
         });
         let status = match (id, pod) {
             (Some(id), Some(pod)) => {
@@ -262,9 +288,13 @@ impl EmuState {
 }
 
 fn success(code: u16) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code});
-    (axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK),
-     [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+    let body =
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code});
+    (
+        axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
         .into_response()
 }
 

@@ -57,7 +57,10 @@ pub fn strategic(target: &mut Value, patch: &Value) {
 fn strip_directives(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
         ),
         other => other.clone(),
     }
@@ -102,7 +105,10 @@ mod tests {
         let mut node = json!({"spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}});
         let patch = json!({"spec": {"unschedulable": true, "taints": [{"key": "b", "effect": "NoSchedule"}], "$setElementOrder/taints": [{"key": "b"}]}});
         apply(PatchKind::Strategic, &mut node, &patch).unwrap();
-        assert_eq!(node, json!({"spec": {"unschedulable": true, "taints": [{"key": "b", "effect": "NoSchedule"}]}}));
+        assert_eq!(
+            node,
+            json!({"spec": {"unschedulable": true, "taints": [{"key": "b", "effect": "NoSchedule"}]}})
+        );
     }
 
     #[test]

@@ -131,13 +131,13 @@ impl FieldSelector {
 pub fn selector_object_matches(selector: &Value, object: &Value) -> bool {
     let labels = &object["metadata"]["labels"];
     let get = |k: &str| labels.get(k).and_then(Value::as_str);
-    let labels_ok = selector["matchLabels"]
-        .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
+    let labels_ok =
+        selector["matchLabels"].as_object().is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
     let exprs_ok = selector["matchExpressions"].as_array().is_none_or(|exprs| {
         exprs.iter().all(|e| {
             let key = e["key"].as_str().unwrap_or("");
-            let values: Vec<&str> = e["values"].as_array().map_or(vec![], |a| a.iter().filter_map(Value::as_str).collect());
+            let values: Vec<&str> =
+                e["values"].as_array().map_or(vec![], |a| a.iter().filter_map(Value::as_str).collect());
             match e["operator"].as_str() {
                 Some("In") => get(key).is_some_and(|x| values.contains(&x)),
                 Some("NotIn") => get(key).is_none_or(|x| !values.contains(&x)),
@@ -176,7 +176,8 @@ mod tests {
 
     #[test]
     fn field_selectors() {
-        let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let pod =
+            json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
         assert!(FieldSelector::parse("spec.nodeName=n1").unwrap().matches(&pod));
         assert!(FieldSelector::parse("spec.nodeName=n1,status.phase!=Succeeded").unwrap().matches(&pod));
         assert!(!FieldSelector::parse("spec.nodeName=n2").unwrap().matches(&pod));

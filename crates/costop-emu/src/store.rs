@@ -81,7 +81,13 @@ impl Store {
     pub fn new() -> Self {
         let (changes, _) = broadcast::channel(65_536);
         Self {
-            inner: Mutex::new(Inner { rv: 1, uid: 0, objects: BTreeMap::new(), history: VecDeque::new(), complete_after: 0 }),
+            inner: Mutex::new(Inner {
+                rv: 1,
+                uid: 0,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                complete_after: 0,
+            }),
             changes,
         }
     }
@@ -149,7 +155,12 @@ impl Store {
 
     /// List objects of a kind (all namespaces when `namespace` is `None`)
     /// that pass `keep`, with the resourceVersion of the snapshot.
-    pub fn list(&self, kind: usize, namespace: Option<&str>, keep: impl Fn(&Value) -> bool) -> (Vec<Value>, u64) {
+    pub fn list(
+        &self,
+        kind: usize,
+        namespace: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, u64) {
         let inner = self.lock();
         let items = inner
             .objects
@@ -165,8 +176,10 @@ impl Store {
     /// Visit every object of a kind under the lock, without copying.
     pub fn scan(&self, kind: usize, mut visit: impl FnMut(&str, &str, &Value)) {
         let inner = self.lock();
-        for ((_, ns, name), v) in
-            inner.objects.range((kind, String::new(), String::new())..).take_while(|((k, _, _), _)| *k == kind)
+        for ((_, ns, name), v) in inner
+            .objects
+            .range((kind, String::new(), String::new())..)
+            .take_while(|((k, _, _), _)| *k == kind)
         {
             visit(ns, name, v);
         }
@@ -296,7 +309,9 @@ mod tests {
         ));
         let stale = store.replace(pods, "default", "a", json!({"metadata": {"name": "a"}}), Some("1"));
         assert!(matches!(stale, Err(StoreError::Conflict { .. })));
-        store.replace(pods, "default", "a", json!({"metadata": {"name": "a"}, "spec": {"x": 1}}), Some(&rv)).unwrap();
+        store
+            .replace(pods, "default", "a", json!({"metadata": {"name": "a"}, "spec": {"x": 1}}), Some(&rv))
+            .unwrap();
         assert_eq!(store.get(pods, "default", "a").unwrap()["spec"]["x"], 1);
         store.delete(pods, "default", "a").unwrap();
         assert!(store.get(pods, "default", "a").is_err());

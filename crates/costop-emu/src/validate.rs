@@ -1,9 +1,8 @@
 //! Checks on objects sent to the emulator, answered with 400/422 Status errors.
 
-use crate::api::status;
+use crate::api::ApiError;
 use crate::kinds::Kind;
 use crate::store::meta_mut;
-use axum::response::Response;
 use serde_json::Value;
 
 /// A DNS-1123 subdomain: what most object names must be.
@@ -18,25 +17,37 @@ pub fn valid_name(name: &str) -> bool {
         })
 }
 
-fn invalid(kind: &Kind, name: &str, why: impl std::fmt::Display) -> Response {
-    status(422, "Invalid", format!("{} \"{name}\" is invalid: {why}", kind.kind))
+fn invalid(kind: &Kind, name: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: {why}", kind.kind))
 }
 
 /// Check an object's shape for its kind.
-pub fn object(kind: &Kind, o: &Value) -> Result<(), Response> {
+pub fn object(kind: &Kind, o: &Value) -> Result<(), ApiError> {
     let name = o["metadata"]["name"].as_str().unwrap_or("");
     if let Some(k) = o.get("kind").and_then(Value::as_str) {
         if k != kind.kind {
-            return Err(status(400, "BadRequest", format!("the kind {k} does not match {} for this resource", kind.kind)));
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                format!("the kind {k} does not match {} for this resource", kind.kind),
+            ));
         }
     }
     if let Some(av) = o.get("apiVersion").and_then(Value::as_str) {
-        if av != kind.api_version() && !(kind.kind == "Eviction") {
-            return Err(status(400, "BadRequest", format!("the apiVersion {av} does not match {}", kind.api_version())));
+        if av != kind.api_version() {
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                format!("the apiVersion {av} does not match {}", kind.api_version()),
+            ));
         }
     }
     if !valid_name(name) {
-        return Err(invalid(kind, name, "metadata.name: Invalid value: a lowercase RFC 1123 subdomain is required"));
+        return Err(invalid(
+            kind,
+            name,
+            "metadata.name: Invalid value: a lowercase RFC 1123 subdomain is required",
+        ));
     }
     match kind.kind {
         "Pod" => {
@@ -53,19 +64,25 @@ pub fn object(kind: &Kind, o: &Value) -> Result<(), Response> {
                 return Err(invalid(kind, name, "spec.template: Required value"));
             }
             if o["spec"].get("replicas").is_some_and(|r| r.as_i64().is_none_or(|n| n < 0)) {
-                return Err(invalid(kind, name, "spec.replicas: Invalid value: must be a non-negative integer"));
+                return Err(invalid(
+                    kind,
+                    name,
+                    "spec.replicas: Invalid value: must be a non-negative integer",
+                ));
             }
         }
         "PodDisruptionBudget" => {
             let (min, max) = (o["spec"].get("minAvailable"), o["spec"].get("maxUnavailable"));
             if min.is_some() && max.is_some() {
-                return Err(invalid(kind, name, "spec: Invalid value: minAvailable and maxUnavailable cannot be both set"));
+                return Err(invalid(
+                    kind,
+                    name,
+                    "spec: Invalid value: minAvailable and maxUnavailable cannot be both set",
+                ));
             }
         }
-        "PriorityClass" => {
-            if o["value"].as_i64().is_none() {
-                return Err(invalid(kind, name, "value: Required value"));
-            }
+        "PriorityClass" if o["value"].as_i64().is_none() => {
+            return Err(invalid(kind, name, "value: Required value"));
         }
         _ => {}
     }
@@ -73,10 +90,10 @@ pub fn object(kind: &Kind, o: &Value) -> Result<(), Response> {
 }
 
 /// Check an object for create, filling `generateName` and the namespace.
-pub fn for_create(kind: &Kind, namespace: &str, mut o: Value) -> Result<Value, Response> {
+pub fn for_create(kind: &Kind, namespace: &str, mut o: Value) -> Result<Value, ApiError> {
     if let Some(ns) = o["metadata"]["namespace"].as_str() {
         if kind.namespaced && ns != namespace {
-            return Err(status(400, "BadRequest", format!("the namespace of the provided object ({ns}) does not match the namespace sent on the request ({namespace})")));
+            return Err(ApiError::new(400, "BadRequest", format!("the namespace of the provided object ({ns}) does not match the namespace sent on the request ({namespace})")));
         }
     }
     if o["metadata"]["name"].as_str().unwrap_or("").is_empty() {
@@ -85,7 +102,13 @@ pub fn for_create(kind: &Kind, namespace: &str, mut o: Value) -> Result<Value, R
                 let name = format!("{prefix}{}", crate::random_suffix());
                 meta_mut(&mut o).insert("name".into(), Value::String(name));
             }
-            None => return Err(invalid(kind, "", "metadata.name: Required value: name or generateName is required")),
+            None => {
+                return Err(invalid(
+                    kind,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ))
+            }
         }
     }
     object(kind, &o)?;

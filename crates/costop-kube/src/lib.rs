@@ -80,7 +80,13 @@ fn now_ms() -> Millis {
 
 fn reflect<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
@@ -110,7 +116,8 @@ impl KubeCluster {
     /// A client from the environment: in a pod its service account, else
     /// `$KUBECONFIG` or `~/.kube/config`.
     pub async fn infer_client() -> Result<Client, KubeError> {
-        let config = kube::Config::infer().await.map_err(|e| KubeError::Invalid(format!("kube config: {e}")))?;
+        let config =
+            kube::Config::infer().await.map_err(|e| KubeError::Invalid(format!("kube config: {e}")))?;
         Self::client_from_config(config)
     }
 
@@ -159,7 +166,12 @@ impl KubeCluster {
         &self.client
     }
 
-    async fn patch_node(&self, node: &str, action: &'static str, f: impl FnOnce(&mut Node)) -> Result<(), KubeError> {
+    async fn patch_node(
+        &self,
+        node: &str,
+        action: &'static str,
+        f: impl FnOnce(&mut Node),
+    ) -> Result<(), KubeError> {
         let api = Api::<Node>::all(self.client.clone());
         let mut current = api.get(node).await.map_err(api_err(action, format!("node/{node}")))?;
         let before = current.spec.clone();
@@ -194,7 +206,11 @@ fn set_taint(node: &mut Node, key: &str, on: bool) {
     let mut taints = spec.taints.take().unwrap_or_default();
     taints.retain(|t| t.key != key);
     if on {
-        taints.push(k8s_openapi::api::core::v1::Taint { key: key.into(), effect: "NoSchedule".into(), ..Default::default() });
+        taints.push(k8s_openapi::api::core::v1::Taint {
+            key: key.into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        });
     }
     spec.taints = if taints.is_empty() { None } else { Some(taints) };
 }
@@ -271,7 +287,10 @@ impl ClusterPort for KubeCluster {
         if namespaces.get_opt(COSTOP_NAMESPACE).await.map_err(api_err("get", "namespace"))?.is_none() {
             let ns = serde_json::from_value(json!({"metadata": {"name": COSTOP_NAMESPACE}}))
                 .map_err(|e| KubeError::Invalid(e.to_string()))?;
-            namespaces.create(&PostParams::default(), &ns).await.map_err(api_err("create", "namespace/costop-system"))?;
+            namespaces
+                .create(&PostParams::default(), &ns)
+                .await
+                .map_err(api_err("create", "namespace/costop-system"))?;
         }
         let classes = Api::<PriorityClass>::all(self.client.clone());
         if classes.get_opt(PLACEHOLDER_CLASS).await.map_err(api_err("get", "priorityclass"))?.is_none() {
@@ -279,7 +298,10 @@ impl ClusterPort for KubeCluster {
                 "metadata": {"name": PLACEHOLDER_CLASS}, "value": PLACEHOLDER_PRIORITY, "globalDefault": false,
                 "description": "costop placeholder pods: preempted first, they hold room for evicted pods"}))
             .map_err(|e| KubeError::Invalid(e.to_string()))?;
-            classes.create(&PostParams::default(), &class).await.map_err(api_err("create", "priorityclass"))?;
+            classes
+                .create(&PostParams::default(), &class)
+                .await
+                .map_err(api_err("create", "priorityclass"))?;
         }
         let deployments = Api::<Deployment>::namespaced(self.client.clone(), COSTOP_NAMESPACE);
         match deployments.get_opt(PLACEHOLDER_DEPLOYMENT).await.map_err(api_err("get", "deployment"))? {
@@ -299,7 +321,10 @@ impl ClusterPort for KubeCluster {
                                 "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
                                     "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]}}}}))
                 .map_err(|e| KubeError::Invalid(e.to_string()))?;
-                deployments.create(&PostParams::default(), &d).await.map_err(api_err("create", "deployment/costop-headroom"))?;
+                deployments
+                    .create(&PostParams::default(), &d)
+                    .await
+                    .map_err(api_err("create", "deployment/costop-headroom"))?;
             }
         }
         Ok(())
@@ -317,7 +342,9 @@ impl ClusterPort for KubeCluster {
             }
         }
         let deployments = Api::<Deployment>::namespaced(self.client.clone(), COSTOP_NAMESPACE);
-        if let Some(d) = deployments.get_opt(PLACEHOLDER_DEPLOYMENT).await.map_err(api_err("get", "deployment"))? {
+        if let Some(d) =
+            deployments.get_opt(PLACEHOLDER_DEPLOYMENT).await.map_err(api_err("get", "deployment"))?
+        {
             let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(0).saturating_sub(claimed as i32);
             let patch = json!({"spec": {"replicas": replicas}});
             deployments
@@ -356,6 +383,9 @@ impl ClusterPort for KubeCluster {
 
 /// List nodes through the API (no cache): used by benchmarks and tools.
 pub async fn list_pods(client: &Client) -> Result<usize, KubeError> {
-    let pods = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await.map_err(api_err("list", "pods"))?;
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err("list", "pods"))?;
     Ok(pods.items.len())
 }

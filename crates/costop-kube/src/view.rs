@@ -1,7 +1,9 @@
 //! From Kubernetes objects to the core's `ClusterView`.
 
 use crate::PLACEHOLDER_CLASS;
-use costop_core::model::{CapacityType, NodeView, PodView, PoolId, Resources, Taint, WorkloadView, STANDBY_TAINT};
+use costop_core::model::{
+    CapacityType, NodeView, PodView, PoolId, Resources, Taint, WorkloadView, STANDBY_TAINT,
+};
 use costop_core::quantity::{cpu_millis, memory_mib};
 use costop_core::ClusterView;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -16,13 +18,16 @@ pub fn parse_provider_id(id: &str) -> Result<(String, String), String> {
     let rest = id.strip_prefix("aws://").ok_or_else(|| format!("providerID `{id}` is not aws://…"))?;
     let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
-        [zone, instance] if !zone.is_empty() && is_instance_id(instance) => Ok(((*zone).into(), (*instance).into())),
+        [zone, instance] if !zone.is_empty() && is_instance_id(instance) => {
+            Ok(((*zone).into(), (*instance).into()))
+        }
         _ => Err(format!("providerID `{id}` is not aws:///ZONE/i-…")),
     }
 }
 
 fn is_instance_id(s: &str) -> bool {
-    s.strip_prefix("i-").is_some_and(|h| (8..=17).contains(&h.len()) && h.chars().all(|c| c.is_ascii_hexdigit()))
+    s.strip_prefix("i-")
+        .is_some_and(|h| (8..=17).contains(&h.len()) && h.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn label<'a>(labels: &'a Option<BTreeMap<String, String>>, key: &str) -> Option<&'a str> {
@@ -34,11 +39,10 @@ fn node_view(n: &Node) -> NodeView {
     let spec = n.spec.clone().unwrap_or_default();
     let taints: Vec<Taint> =
         spec.taints.unwrap_or_default().into_iter().map(|t| Taint { key: t.key, effect: t.effect }).collect();
-    let (zone, instance_id) = spec
-        .provider_id
-        .as_deref()
-        .and_then(|p| parse_provider_id(p).ok())
-        .unwrap_or_else(|| (label(labels, "topology.kubernetes.io/zone").unwrap_or("").into(), String::new()));
+    let (zone, instance_id) =
+        spec.provider_id.as_deref().and_then(|p| parse_provider_id(p).ok()).unwrap_or_else(|| {
+            (label(labels, "topology.kubernetes.io/zone").unwrap_or("").into(), String::new())
+        });
     let capacity = match label(labels, "costop.io/capacity-type")
         .or(label(labels, "karpenter.sh/capacity-type"))
         .or(label(labels, "eks.amazonaws.com/capacityType"))
@@ -52,11 +56,8 @@ fn node_view(n: &Node) -> NodeView {
     };
     let status = n.status.clone().unwrap_or_default();
     let alloc = status.allocatable.unwrap_or_default();
-    let ready = status
-        .conditions
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ready =
+        status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
     NodeView {
         name: n.metadata.name.clone().unwrap_or_default(),
         instance_id,
@@ -101,7 +102,11 @@ fn pod_view(p: &Pod) -> PodView {
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     PodView {
-        name: format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or("default"), p.metadata.name.as_deref().unwrap_or("")),
+        name: format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or("default"),
+            p.metadata.name.as_deref().unwrap_or("")
+        ),
         workload: workload_of(p),
         node: spec.node_name.clone(),
         requests,
@@ -115,13 +120,17 @@ fn pod_view(p: &Pod) -> PodView {
 fn budget_amount(v: &Option<IntOrString>, of: u32) -> Option<u32> {
     match v.as_ref()? {
         IntOrString::Int(i) => Some((*i).max(0) as u32),
-        IntOrString::String(s) => {
-            s.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()).map(|p| (p / 100.0 * f64::from(of)).ceil() as u32)
-        }
+        IntOrString::String(s) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse::<f64>().ok())
+            .map(|p| (p / 100.0 * f64::from(of)).ceil() as u32),
     }
 }
 
-fn matches(selector: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>, labels: &Option<BTreeMap<String, String>>) -> bool {
+fn matches(
+    selector: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    labels: &Option<BTreeMap<String, String>>,
+) -> bool {
     let Some(sel) = selector else { return false };
     sel.match_labels.as_ref().is_none_or(|m| m.iter().all(|(k, v)| label(labels, k) == Some(v.as_str())))
 }
@@ -149,8 +158,9 @@ pub fn build(
                 .filter_map(|b| b.spec.as_ref())
                 .filter(|s| matches(&s.selector, &template_labels))
                 .filter_map(|s| {
-                    budget_amount(&s.min_available, replicas)
-                        .or_else(|| budget_amount(&s.max_unavailable, replicas).map(|m| replicas.saturating_sub(m)))
+                    budget_amount(&s.min_available, replicas).or_else(|| {
+                        budget_amount(&s.max_unavailable, replicas).map(|m| replicas.saturating_sub(m))
+                    })
                 })
                 .max()
                 .unwrap_or(0);
@@ -180,7 +190,15 @@ mod tests {
             parse_provider_id("aws:///us-east-1a/i-0123456789abcdef0").unwrap(),
             ("us-east-1a".to_string(), "i-0123456789abcdef0".to_string())
         );
-        for bad in ["", "gce://p/z/n", "aws:///us-east-1a", "aws:///us-east-1a/x-123", "aws:///us-east-1a/i-zz", "aws:////i-12345678", "aws:///a/b/i-12345678"] {
+        for bad in [
+            "",
+            "gce://p/z/n",
+            "aws:///us-east-1a",
+            "aws:///us-east-1a/x-123",
+            "aws:///us-east-1a/i-zz",
+            "aws:////i-12345678",
+            "aws:///a/b/i-12345678",
+        ] {
             let err = parse_provider_id(bad).unwrap_err();
             assert!(err.contains("providerID"), "{bad}: {err}");
         }

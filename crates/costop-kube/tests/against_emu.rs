@@ -23,7 +23,12 @@ async fn emulator(nodes: u32, deployments: Vec<DeploymentSpec>) -> Emulator {
     .await
     .unwrap();
     let scenario = Scenario {
-        nodes: vec![NodeGroup { count: nodes, instance_type: "m5.xlarge".into(), zone: "us-east-1a".into(), capacity_type: "spot".into() }],
+        nodes: vec![NodeGroup {
+            count: nodes,
+            instance_type: "m5.xlarge".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: "spot".into(),
+        }],
         deployments,
         placeholders: None,
     };
@@ -36,7 +41,14 @@ fn rand_suffix() -> String {
 }
 
 fn deployment(name: &str, replicas: u32, min_available: Option<u32>) -> DeploymentSpec {
-    DeploymentSpec { name: name.into(), namespace: None, replicas, cpu: "250m".into(), memory: "256Mi".into(), min_available }
+    DeploymentSpec {
+        name: name.into(),
+        namespace: None,
+        replicas,
+        cpu: "250m".into(),
+        memory: "256Mi".into(),
+        min_available,
+    }
 }
 
 async fn adapter(emu: &Emulator) -> KubeCluster {
@@ -78,7 +90,11 @@ async fn reflector_sees_a_cordon_within_a_second() {
     let nodes = Api::<Node>::all(cluster.client().clone());
     let started = Instant::now();
     nodes
-        .patch("node-1", &PatchParams::default(), &Patch::Strategic(serde_json::json!({"spec": {"unschedulable": true}})))
+        .patch(
+            "node-1",
+            &PatchParams::default(),
+            &Patch::Strategic(serde_json::json!({"spec": {"unschedulable": true}})),
+        )
         .await
         .unwrap();
     until("the cordon in the cache", Duration::from_secs(1), || {
@@ -131,15 +147,20 @@ async fn eviction_retries_while_the_budget_refuses_then_reports() {
 
     // Loosen the budget: the eviction goes through.
     let pdbs = Api::<PodDisruptionBudget>::namespaced(cluster.client().clone(), "default");
-    pdbs.patch("db", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"minAvailable": 1}})))
-        .await
-        .unwrap();
+    pdbs.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"minAvailable": 1}})),
+    )
+    .await
+    .unwrap();
     let got = cluster.evict(&pod, now_ms() + 5_000).await.unwrap();
     assert!(matches!(got, Evicted::Accepted { .. }));
     // The Deployment replaces it, and the pod itself goes.
     until("a replacement ready", Duration::from_secs(10), || {
         let view = cluster.view();
-        (view.pods.iter().filter(|p| p.ready).count() == 2 && !view.pods.iter().any(|p| p.name == pod)).then_some(())
+        (view.pods.iter().filter(|p| p.ready).count() == 2 && !view.pods.iter().any(|p| p.name == pod))
+            .then_some(())
     })
     .await;
     assert_eq!(cluster.evict(&pod, now_ms() + 1_000).await.unwrap(), Evicted::AlreadyGone);
@@ -153,7 +174,8 @@ async fn placeholders_scale_and_are_claimed_and_events_are_recorded() {
     cluster.scale_placeholders(3).await.unwrap();
     let placeholders = until("three placeholders running", Duration::from_secs(10), || {
         let view = cluster.view();
-        let ps: Vec<String> = view.pods.iter().filter(|p| p.placeholder && p.ready).map(|p| p.name.clone()).collect();
+        let ps: Vec<String> =
+            view.pods.iter().filter(|p| p.placeholder && p.ready).map(|p| p.name.clone()).collect();
         (ps.len() == 3).then_some(ps)
     })
     .await;
@@ -163,13 +185,17 @@ async fn placeholders_scale_and_are_claimed_and_events_are_recorded() {
     assert_eq!(deploys.get("costop-headroom").await.unwrap().spec.unwrap().replicas, Some(2));
     until("two placeholders left", Duration::from_secs(10), || {
         let view = cluster.view();
-        (view.pods.iter().filter(|p| p.placeholder).count() == 2 && !view.pods.iter().any(|p| p.name == placeholders[0]))
-            .then_some(())
+        (view.pods.iter().filter(|p| p.placeholder).count() == 2
+            && !view.pods.iter().any(|p| p.name == placeholders[0]))
+        .then_some(())
     })
     .await;
 
     cluster.node_event("node-0", "CostopTaintAndCordon", "spot interruption notice: cordoned").await.unwrap();
-    let events = Api::<Event>::namespaced(cluster.client().clone(), "default").list(&ListParams::default()).await.unwrap();
+    let events = Api::<Event>::namespaced(cluster.client().clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
     assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("CostopTaintAndCordon")
         && e.involved_object.name.as_deref() == Some("node-0")));
     cluster.delete_node("node-1").await.unwrap();

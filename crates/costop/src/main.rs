@@ -114,7 +114,8 @@ fn emu(config: &Config, args: EmuArgs) -> Result<()> {
     }
     let scenario = match &args.scenario {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("scenario {}: cannot read", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("scenario {}: cannot read", path.display()))?;
             serde_json::from_str(&text).map_err(|e| anyhow!("scenario {}: {e}", path.display()))?
         }
         None => costop_emu::admin::generated_scenario(args.nodes, args.pods_per_node),

@@ -1,0 +1,254 @@
+//! The emulator's HTTP API with raw requests: Status errors for bad input,
+//! watches, and real `kubectl` where it is installed.
+
+use costop_emu::admin::{generated_scenario, load};
+use costop_emu::{EmuConfig, Emulator};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+async fn emulator() -> Emulator {
+    let dir = std::env::temp_dir().join(format!(
+        "costop-emu-test-{}-{}",
+        std::process::id(),
+        costop_emu::random_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let emu = Emulator::start(EmuConfig {
+        kubeconfig: dir.join("kubeconfig"),
+        time_scale: 0.01,
+        tick: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    load(&emu.state, &generated_scenario(3, 2)).unwrap();
+    emu
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+fn request(emu: &Emulator, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(emu.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        emu.addr,
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+fn status_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_kubernetes_status_errors() {
+    let emu = emulator().await;
+    let json = "application/json";
+    let pods = "/api/v1/namespaces/default/pods";
+    let cases: Vec<(&str, String, &str, &str, u16, &str)> = vec![
+        ("POST", pods.into(), json, "{not json", 400, "BadRequest"),
+        ("POST", pods.into(), json, "[1,2]", 400, "BadRequest"),
+        ("POST", pods.into(), json, r#"{"metadata": {"name": "x"}, "spec": {}}"#, 422, "Invalid"),
+        (
+            "POST",
+            pods.into(),
+            json,
+            r#"{"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "a"}]}}"#,
+            422,
+            "Invalid",
+        ),
+        ("POST", pods.into(), json, r#"{"kind": "Node", "metadata": {"name": "x"}}"#, 400, "BadRequest"),
+        (
+            "POST",
+            "/api/v1/namespaces/nope/pods".into(),
+            json,
+            r#"{"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a"}]}}"#,
+            404,
+            "NotFound",
+        ),
+        ("GET", "/api/v1/widgets".into(), json, "", 404, "NotFound"),
+        ("GET", "/apis/nope.io/v1/things".into(), json, "", 404, "NotFound"),
+        ("GET", "/api/v1/nodes/ghost".into(), json, "", 404, "NotFound"),
+        (
+            "PATCH",
+            "/api/v1/nodes/node-0".into(),
+            "application/apply-patch+yaml",
+            "spec: {}",
+            415,
+            "UnsupportedMediaType",
+        ),
+        ("PATCH", "/api/v1/nodes/node-0".into(), "application/merge-patch+json", "{oops", 400, "BadRequest"),
+        (
+            "PATCH",
+            "/api/v1/nodes/node-0".into(),
+            "application/json-patch+json",
+            r#"[{"op": "remove", "path": "/nope"}]"#,
+            422,
+            "Invalid",
+        ),
+        (
+            "PATCH",
+            "/api/v1/nodes/node-0".into(),
+            "application/merge-patch+json",
+            r#"{"metadata": {"name": "other"}}"#,
+            422,
+            "Invalid",
+        ),
+        (
+            "PUT",
+            "/api/v1/nodes/node-0".into(),
+            json,
+            r#"{"metadata": {"name": "node-9"}}"#,
+            400,
+            "BadRequest",
+        ),
+        ("POST", "/api/v1/nodes".into(), json, r#"{"metadata": {"name": "node-0"}}"#, 409, "AlreadyExists"),
+        (
+            "PUT",
+            "/api/v1/nodes/node-0".into(),
+            json,
+            r#"{"metadata": {"name": "node-0", "resourceVersion": "1"}}"#,
+            409,
+            "Conflict",
+        ),
+        ("GET", "/api/v1/pods?labelSelector=a%20in%20b".into(), json, "", 400, "BadRequest"),
+        ("GET", "/api/v1/pods?fieldSelector=bogus".into(), json, "", 400, "BadRequest"),
+        ("DELETE", "/api/v1/namespaces/default/pods".into(), json, "", 405, "MethodNotAllowed"),
+    ];
+    for (method, path, ct, body, code, reason) in cases {
+        let (got, text) = request(&emu, method, &path, ct, body);
+        assert_eq!(got, code, "{method} {path} {body}: {text}");
+        let st = status_of(&text);
+        assert_eq!(st["kind"], "Status", "{method} {path}: {text}");
+        assert_eq!(st["reason"], reason, "{method} {path}: {text}");
+        assert_eq!(st["code"], code);
+    }
+    // A wrong bearer token is refused; none at all is the loopback admin.
+    let mut s = TcpStream::connect(emu.addr).unwrap();
+    write!(
+        s,
+        "GET /api/v1/nodes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    // Still serving after all that.
+    let (code, body) = request(&emu, "GET", "/api/v1/nodes", json, "");
+    assert_eq!(code, 200);
+    assert_eq!(status_of(&body)["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_changes_from_a_resource_version() {
+    let emu = emulator().await;
+    let (_, list) = request(&emu, "GET", "/api/v1/nodes", "application/json", "");
+    let rv = status_of(&list)["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let addr = emu.addr;
+    let path = format!("/api/v1/nodes?watch=true&resourceVersion={rv}&timeoutSeconds=2");
+    let reader = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, _) = request(
+        &emu,
+        "PATCH",
+        "/api/v1/nodes/node-2",
+        "application/strategic-merge-patch+json",
+        r#"{"spec": {"unschedulable": true}}"#,
+    );
+    assert_eq!(code, 200);
+    let out = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
+    assert!(out.contains("\"type\":\"MODIFIED\"") && out.contains("\"unschedulable\":true"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_review_to_their_pod() {
+    let emu = emulator().await;
+    let mut pod = None;
+    for _ in 0..200 {
+        let (_, pods) = request(&emu, "GET", "/api/v1/namespaces/default/pods", "application/json", "");
+        pod = status_of(&pods)["items"][0]["metadata"]["name"].as_str().map(str::to_string);
+        if pod.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pod = pod.expect("the Deployment controller made pods");
+    let (_, t) = request(&emu, "GET", &format!("/admin/tokens/default/{pod}"), "application/json", "");
+    let token = status_of(&t)["token"].as_str().unwrap().to_string();
+    let review = format!(
+        r#"{{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {{"token": "{token}"}}}}"#
+    );
+    let (code, body) =
+        request(&emu, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", "application/json", &review);
+    assert_eq!(code, 201);
+    let r = status_of(&body);
+    assert_eq!(r["status"]["authenticated"], true);
+    assert_eq!(r["status"]["user"]["extra"]["authentication.kubernetes.io/pod-name"][0], pod.as_str());
+    let (_, body) = request(
+        &emu,
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        "application/json",
+        r#"{"spec": {"token": "forged"}}"#,
+    );
+    assert_eq!(status_of(&body)["status"]["authenticated"], false);
+}
+
+fn kubectl(emu: &Emulator, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", &emu.kubeconfig)
+        .output()
+        .expect("run kubectl");
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_kubectl_gets_cordons_and_drains() {
+    if std::process::Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+        eprintln!("skipped: kubectl is not installed (Debian package kubernetes-client)");
+        return;
+    }
+    let emu = emulator().await;
+    // Let the pods start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, nodes) = kubectl(&emu, &["get", "nodes"]);
+    assert!(ok && nodes.contains("node-0") && nodes.contains("Ready"), "{nodes}");
+    let (ok, out) = kubectl(&emu, &["cordon", "node-0"]);
+    assert!(ok, "{out}");
+    let (_, node) = kubectl(&emu, &["get", "node", "node-0"]);
+    assert!(node.contains("SchedulingDisabled"), "{node}");
+    let (ok, wide) = kubectl(&emu, &["get", "pods", "-o", "wide"]);
+    assert!(ok && wide.contains("Running") && wide.contains("node-"), "{wide}");
+    let (ok, out) =
+        kubectl(&emu, &["drain", "node-0", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"]);
+    assert!(ok && out.contains("drained"), "{out}");
+    let (_, left) =
+        kubectl(&emu, &["get", "pods", "-A", "--field-selector", "spec.nodeName=node-0", "-o", "name"]);
+    assert!(left.trim().is_empty() || left.contains("No resources"), "{left}");
+    // The world moved the pods: every Deployment is whole again elsewhere.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, deploys) =
+        request(&emu, "GET", "/apis/apps/v1/namespaces/default/deployments", "application/json", "");
+    for d in status_of(&deploys)["items"].as_array().unwrap() {
+        assert_eq!(d["status"]["readyReplicas"], d["spec"]["replicas"], "{d}");
+    }
+}
