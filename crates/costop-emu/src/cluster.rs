@@ -5,7 +5,7 @@
 
 use crate::kinds::idx;
 use crate::select::selector_object_matches;
-use crate::store::{meta_mut, Store};
+use crate::store::Store;
 use crate::EmuState;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -130,23 +130,7 @@ pub fn budget_numbers(store: &Store, pdb: &Value) -> (u64, u64) {
     });
     let expected = pods.len() as u64;
     let healthy = pods.iter().filter(|p| is_ready(p)).count() as u64;
-    let amount = |v: &Value| -> Option<u64> {
-        match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s
-                .strip_suffix('%')
-                .and_then(|p| p.parse::<f64>().ok())
-                .map(|p| (p / 100.0 * expected as f64).ceil() as u64),
-            _ => None,
-        }
-    };
-    let desired = if let Some(min) = amount(&pdb["spec"]["minAvailable"]) {
-        min
-    } else if let Some(max) = amount(&pdb["spec"]["maxUnavailable"]) {
-        expected.saturating_sub(max)
-    } else {
-        0
-    };
+    let desired = budget_desired(pdb, expected);
     (healthy, desired)
 }
 
@@ -158,6 +142,28 @@ fn set_condition(p: &mut Value, kind: &str, status: bool) {
         json!({"type": kind, "status": if status { "True" } else { "False" }, "lastTransitionTime": now}),
     );
     p["status"]["conditions"] = json!(conds);
+}
+
+/// Healthy pods a budget requires of `expected` pods (minAvailable, or
+/// expected minus maxUnavailable; percentages round up).
+fn budget_desired(pdb: &Value, expected: u64) -> u64 {
+    let amount = |v: &Value| -> Option<u64> {
+        match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s
+                .strip_suffix('%')
+                .and_then(|p| p.parse::<f64>().ok())
+                .map(|p| (p / 100.0 * expected as f64).ceil() as u64),
+            _ => None,
+        }
+    };
+    if let Some(min) = amount(&pdb["spec"]["minAvailable"]) {
+        min
+    } else if let Some(max) = amount(&pdb["spec"]["maxUnavailable"]) {
+        expected.saturating_sub(max)
+    } else {
+        0
+    }
 }
 
 /// One pass of every controller.
@@ -452,21 +458,59 @@ fn kubelets(st: &EmuState, now: Instant) {
     }
 }
 
+/// Budget status for every PodDisruptionBudget. Pods are indexed once by
+/// namespace and label, so each budget looks only at pods that carry its
+/// first `matchLabels` pair.
 fn budgets(st: &EmuState) {
     let (pdbs, _) = st.store.list(idx::PDBS, None, |_| true);
+    if pdbs.is_empty() {
+        return;
+    }
+    // (namespace, key, value) -> (ready, terminating, labels) of each pod.
+    type Summary = (bool, bool, Value);
+    let mut by_label: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
+    let mut by_ns: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut pods: Vec<Summary> = Vec::new();
+    st.store.scan(idx::PODS, |ns, _, p| {
+        let i = pods.len();
+        let labels = p["metadata"]["labels"].clone();
+        if let Some(m) = labels.as_object() {
+            for (k, v) in m {
+                by_label.entry((ns.into(), k.clone(), v.as_str().unwrap_or("").into())).or_default().push(i);
+            }
+        }
+        by_ns.entry(ns.into()).or_default().push(i);
+        pods.push((
+            is_ready(p),
+            p["metadata"]["deletionTimestamp"].is_string(),
+            json!({"metadata": {"labels": labels}}),
+        ));
+    });
     for pdb in pdbs {
-        let (healthy, desired) = budget_numbers(&st.store, &pdb);
         let ns = pdb["metadata"]["namespace"].as_str().unwrap_or("").to_string();
         let name = pdb["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let (pods, _) =
-            st.store.list(idx::PODS, Some(&ns), |p| selector_object_matches(&pdb["spec"]["selector"], p));
+        let selector = &pdb["spec"]["selector"];
+        let first = selector["matchLabels"].as_object().and_then(|m| m.iter().next());
+        let candidates: &[usize] = match first {
+            Some((k, v)) => by_label
+                .get(&(ns.clone(), k.clone(), v.as_str().unwrap_or("").into()))
+                .map_or(&[], Vec::as_slice),
+            None => by_ns.get(&ns).map_or(&[], Vec::as_slice),
+        };
+        let matched: Vec<&Summary> = candidates
+            .iter()
+            .map(|&i| &pods[i])
+            .filter(|(_, _, l)| selector_object_matches(selector, l))
+            .collect();
+        let expected = matched.iter().filter(|(_, terminating, _)| !terminating).count() as u64;
+        let healthy = matched.iter().filter(|(ready, terminating, _)| *ready && !terminating).count() as u64;
+        let desired = budget_desired(&pdb, expected);
         let _ = st.store.update(idx::PDBS, &ns, &name, |b| {
             b["status"]["currentHealthy"] = json!(healthy);
             b["status"]["desiredHealthy"] = json!(desired);
             b["status"]["disruptionsAllowed"] = json!(healthy.saturating_sub(desired));
-            b["status"]["expectedPods"] = json!(pods.len());
+            b["status"]["expectedPods"] = json!(matched.len());
             b["status"]["observedGeneration"] = json!(1);
-            let _ = meta_mut(b);
         });
     }
 }

@@ -68,6 +68,7 @@ struct Inner {
 pub struct Store {
     inner: Mutex<Inner>,
     changes: broadcast::Sender<Arc<Change>>,
+    history_len: usize,
 }
 
 impl Default for Store {
@@ -79,8 +80,14 @@ impl Default for Store {
 impl Store {
     /// An empty store.
     pub fn new() -> Self {
+        Self::with_history(HISTORY)
+    }
+
+    /// An empty store keeping `history_len` changes for watches.
+    pub fn with_history(history_len: usize) -> Self {
         let (changes, _) = broadcast::channel(65_536);
         Self {
+            history_len,
             inner: Mutex::new(Inner {
                 rv: 1,
                 uid: 0,
@@ -110,7 +117,7 @@ impl Store {
     fn record(&self, inner: &mut Inner, kind: usize, event: &'static str, object: Value) {
         let change = Arc::new(Change { rv: inner.rv, kind, event, object });
         inner.history.push_back(change.clone());
-        if inner.history.len() > HISTORY {
+        if inner.history.len() > self.history_len {
             if let Some(dropped) = inner.history.pop_front() {
                 inner.complete_after = dropped.rv;
             }
@@ -317,5 +324,18 @@ mod tests {
         assert!(store.get(pods, "default", "a").is_err());
         let since: Vec<_> = store.changes_since(pods, 0).unwrap().iter().map(|c| c.event).collect();
         assert_eq!(since, vec!["ADDED", "MODIFIED", "DELETED"]);
+    }
+
+    #[test]
+    fn versions_older_than_the_history_are_gone() {
+        let store = Store::with_history(2);
+        let pods = kind_index("", "pods").unwrap();
+        for name in ["a", "b", "c", "d"] {
+            store.create(pods, "default", json!({"metadata": {"name": name}})).unwrap();
+        }
+        let now = store.resource_version();
+        assert!(store.changes_since(pods, 1).is_none(), "410 Gone expected");
+        assert_eq!(store.changes_since(pods, now - 1).unwrap().len(), 1);
+        assert_eq!(store.changes_since(pods, now).unwrap().len(), 0);
     }
 }

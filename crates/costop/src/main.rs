@@ -1,5 +1,6 @@
 //! `costop`: run Kubernetes on Spot and keep serving through every reclaim.
 
+mod bench;
 mod config;
 
 use anyhow::{anyhow, Context, Result};
@@ -28,6 +29,28 @@ enum Command {
     Sim(SimArgs),
     /// Serve the simulated cluster in real time as a Kubernetes API (for kubectl and kube-rs).
     Emu(EmuArgs),
+    /// Benchmarks that print numbers.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The emulator at scale: full pod list through kube-rs, watch latency, memory.
+    Emu(BenchEmuArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchEmuArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 5000)]
+    nodes: u32,
+    /// Pods (spread evenly over the nodes).
+    #[arg(long, default_value_t = 50000)]
+    pods: u32,
+    /// Node patches whose watch events are timed.
+    #[arg(long, default_value_t = 200)]
+    patches: u32,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +128,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sim(args) => sim(&config, args),
         Command::Emu(args) => emu(&config, args),
+        Command::Bench(BenchCommand::Emu(args)) => bench::emu(args.nodes, args.pods, args.patches),
     }
 }
 
@@ -222,8 +246,13 @@ fn sim(config: &Config, args: SimArgs) -> Result<()> {
 
 /// Peak resident memory of this process (Linux `VmHWM`), MiB.
 fn peak_rss_mib() -> Option<f64> {
+    proc_status_mib("VmHWM:")
+}
+
+/// A memory line of `/proc/self/status` (`VmHWM:`, `VmRSS:`), MiB.
+fn proc_status_mib(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
