@@ -58,3 +58,96 @@ pub trait ClusterPort {
         message: &str,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
+
+/// What is recorded of one step of a response.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct StepRecord {
+    /// When it started (Unix ms).
+    pub started_at: Option<Millis>,
+    /// When it finished (Unix ms).
+    pub done_at: Option<Millis>,
+    /// How it ended: `ok`, or what went wrong.
+    pub outcome: Option<String>,
+}
+
+/// A response as recorded: the plan and each step's progress.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResponseRecord {
+    /// The plan.
+    pub plan: crate::Plan,
+    /// One record per step of the plan.
+    pub steps: Vec<StepRecord>,
+    /// When the whole response finished.
+    pub done_at: Option<Millis>,
+}
+
+/// A notice read from the durable stream: its stream id and the notice (or
+/// why its body could not be read).
+pub type StreamEntry = (String, Result<crate::Notice, String>);
+
+/// The database: notices, response progress, the cluster mirror. Every
+/// write is idempotent.
+pub trait StorePort: Send + Sync {
+    /// The adapter's error.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Record a notice under its key. `true` the first time, `false` for a duplicate.
+    fn record_notice(&self, notice: &crate::Notice)
+        -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
+    /// Append a notice to the durable stream (the agent's path).
+    fn publish_notice(&self, notice: &crate::Notice) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Read new stream entries as `consumer` of the server group, waiting up to `block_ms`.
+    fn read_notices(
+        &self,
+        consumer: &str,
+        block_ms: u64,
+    ) -> impl Future<Output = Result<Vec<StreamEntry>, Self::Error>> + Send;
+
+    /// Acknowledge a stream entry once its notice is durably recorded.
+    fn ack_notice(&self, id: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Save the plan of a response, once (a second save keeps the first).
+    fn save_plan(&self, plan: &crate::Plan) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Mark step `index` of a response started.
+    fn step_started(
+        &self,
+        key: &crate::NoticeKey,
+        index: usize,
+        at: Millis,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Mark step `index` done with its outcome.
+    fn step_done(
+        &self,
+        key: &crate::NoticeKey,
+        index: usize,
+        at: Millis,
+        outcome: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Mark a response finished.
+    fn response_done(
+        &self,
+        key: &crate::NoticeKey,
+        at: Millis,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A response's record.
+    fn response(
+        &self,
+        key: &crate::NoticeKey,
+    ) -> impl Future<Output = Result<Option<ResponseRecord>, Self::Error>> + Send;
+
+    /// Responses whose plan is saved but that are not finished.
+    fn unfinished(&self) -> impl Future<Output = Result<Vec<crate::NoticeKey>, Self::Error>> + Send;
+
+    /// Mirror cluster data for other tools: `kind` (`nodes`, `pods`, `pools`) → name → JSON.
+    fn mirror(
+        &self,
+        kind: &str,
+        entries: &[(String, String)],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}

@@ -1,0 +1,75 @@
+//! costop's Store port, twice: in memory (the embedded default, one
+//! process) and in Redis (shared by agents and server replicas).
+//!
+//! Redis key layout (every key under the `costop:` prefix):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `costop:notice:{instance}:{kind}:{time}` | hash | `notice` (JSON), `first_seen` (Unix ms) |
+//! | `costop:notices` | stream | field `notice` (JSON); consumer group `costop-server` |
+//! | `costop:response:{notice key}` | hash | `plan` (JSON), `step:{i}:started`, `step:{i}:done`, `step:{i}:outcome`, `done_at` |
+//! | `costop:responses:open` | set | notice keys of responses not finished |
+//! | `costop:mirror:{nodes,pods,pools}` | hash | name → JSON of the object |
+
+pub mod memory;
+pub mod redis_server;
+pub mod redis_store;
+
+pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+
+/// A store error, naming what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis failed or is unreachable.
+    #[error("redis {action}: {source}")]
+    Redis {
+        /// What was being done.
+        action: &'static str,
+        /// The client's error.
+        source: redis::RedisError,
+    },
+    /// A stored value could not be read back.
+    #[error("stored {what} is not valid: {message}")]
+    Corrupt {
+        /// Which value.
+        what: String,
+        /// The parser's complaint.
+        message: String,
+    },
+}
+
+/// The Redis hash key of a notice.
+pub fn notice_key(key: &costop_core::NoticeKey) -> String {
+    format!("costop:notice:{key}")
+}
+
+/// The Redis hash key of a response.
+pub fn response_key(key: &costop_core::NoticeKey) -> String {
+    format!("costop:response:{key}")
+}
+
+/// Parse a notice key back from its display form `instance:kind:time`.
+pub fn parse_notice_key(s: &str) -> Option<costop_core::NoticeKey> {
+    let mut parts = s.rsplitn(3, ':');
+    let time = parts.next()?.parse().ok()?;
+    let kind = parts.next()?.to_string();
+    let instance = parts.next()?.to_string();
+    Some(costop_core::NoticeKey { instance_id: instance, kind, stated_time: time })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notice_keys_round_trip() {
+        let k = costop_core::NoticeKey {
+            instance_id: "i-0abc".into(),
+            kind: "spot-interruption".into(),
+            stated_time: 42,
+        };
+        assert_eq!(parse_notice_key(&k.to_string()), Some(k));
+        assert_eq!(parse_notice_key("junk"), None);
+    }
+}

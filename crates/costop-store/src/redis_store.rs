@@ -1,0 +1,276 @@
+//! The Redis store (see the key layout in the crate doc).
+
+use crate::{notice_key, parse_notice_key, response_key, StoreError};
+use costop_core::ports::{ResponseRecord, StepRecord, StorePort, StreamEntry};
+use costop_core::time::Millis;
+use costop_core::{Notice, NoticeKey, Plan};
+use redis::aio::ConnectionManager;
+use redis::streams::StreamReadReply;
+use redis::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The stream of notices.
+pub const STREAM: &str = "costop:notices";
+/// The server's consumer group.
+pub const GROUP: &str = "costop-server";
+/// Open responses.
+pub const OPEN: &str = "costop:responses:open";
+/// Every command gives up after this, so a dead Redis never hangs a caller.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A store in Redis.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    reader: ConnectionManager,
+    pending_read: std::sync::Arc<AtomicBool>,
+}
+
+fn redis_err(action: &'static str) -> impl FnOnce(redis::RedisError) -> StoreError {
+    move |source| StoreError::Redis { action, source }
+}
+
+fn timeout_err(action: &'static str) -> StoreError {
+    StoreError::Redis {
+        action,
+        source: redis::RedisError::from((
+            redis::ErrorKind::IoError,
+            "timed out",
+            "no answer within 2 s".to_string(),
+        )),
+    }
+}
+
+impl RedisStore {
+    /// Connect (`redis://host:port/db`). Reconnects on its own after failures.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(redis_err("open"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(COMMAND_TIMEOUT)
+            .set_number_of_retries(1);
+        let connect = |c: redis::Client, cfg: redis::aio::ConnectionManagerConfig| async move {
+            tokio::time::timeout(COMMAND_TIMEOUT * 2, ConnectionManager::new_with_config(c, cfg))
+                .await
+                .map_err(|_| timeout_err("connect"))?
+                .map_err(redis_err("connect"))
+        };
+        let conn = connect(client.clone(), config.clone()).await?;
+        let reader = connect(client, config).await?;
+        Ok(Self { conn, reader, pending_read: std::sync::Arc::new(AtomicBool::new(false)) })
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        action: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<T>(&mut conn))
+            .await
+            .map_err(|_| timeout_err(action))?
+            .map_err(redis_err(action))
+    }
+
+    async fn ensure_group(&self) -> Result<(), StoreError> {
+        let created: Result<Value, StoreError> = self
+            .run(
+                "create group",
+                redis::cmd("XGROUP").arg("CREATE").arg(STREAM).arg(GROUP).arg("0").arg("MKSTREAM"),
+            )
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(StoreError::Redis { source, .. }) if source.to_string().contains("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read_group(
+        &self,
+        consumer: &str,
+        from: &str,
+        block_ms: Option<u64>,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(GROUP).arg(consumer).arg("COUNT").arg(100);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(STREAM).arg(from);
+        let mut conn = self.reader.clone();
+        let wait = COMMAND_TIMEOUT + Duration::from_millis(block_ms.unwrap_or(0));
+        let reply: Option<StreamReadReply> = tokio::time::timeout(wait, cmd.query_async(&mut conn))
+            .await
+            .map_err(|_| timeout_err("read notices"))?
+            .map_err(redis_err("read notices"))?;
+        Ok(reply.map(parse_entries).unwrap_or_default())
+    }
+
+    /// Delete every costop key (tests and `costop` resets).
+    pub async fn flush_costop_keys(&self) -> Result<(), StoreError> {
+        let keys: Vec<String> = self.run("scan keys", redis::cmd("KEYS").arg("costop:*")).await?;
+        for k in keys {
+            let _: i64 = self.run("delete key", redis::cmd("DEL").arg(k)).await?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_entries(reply: StreamReadReply) -> Vec<StreamEntry> {
+    reply
+        .keys
+        .into_iter()
+        .flat_map(|k| k.ids)
+        .map(|entry| {
+            let body: Option<String> = entry.get("notice");
+            let notice = match body {
+                Some(text) => serde_json::from_str::<Notice>(&text)
+                    .map_err(|e| format!("stream entry {}: {e}", entry.id)),
+                None => Err(format!("stream entry {} has no `notice` field", entry.id)),
+            };
+            (entry.id, notice)
+        })
+        .collect()
+}
+
+impl StorePort for RedisStore {
+    type Error = StoreError;
+
+    async fn record_notice(&self, notice: &Notice) -> Result<bool, StoreError> {
+        let body = serde_json::to_string(notice)
+            .map_err(|e| StoreError::Corrupt { what: "notice".into(), message: e.to_string() })?;
+        let key = notice_key(&notice.key());
+        let new: i64 =
+            self.run("record notice", redis::cmd("HSETNX").arg(&key).arg("notice").arg(body)).await?;
+        if new == 1 {
+            let _: i64 = self
+                .run("record notice", redis::cmd("HSET").arg(&key).arg("first_seen").arg(notice.received_at))
+                .await?;
+        }
+        Ok(new == 1)
+    }
+
+    async fn publish_notice(&self, notice: &Notice) -> Result<(), StoreError> {
+        let body = serde_json::to_string(notice)
+            .map_err(|e| StoreError::Corrupt { what: "notice".into(), message: e.to_string() })?;
+        let _: String = self
+            .run("publish notice", redis::cmd("XADD").arg(STREAM).arg("*").arg("notice").arg(body))
+            .await?;
+        Ok(())
+    }
+
+    async fn read_notices(&self, consumer: &str, block_ms: u64) -> Result<Vec<StreamEntry>, StoreError> {
+        self.ensure_group().await?;
+        // First what this consumer read but never acknowledged (a crash), then new entries.
+        if !self.pending_read.load(Ordering::Relaxed) {
+            let pending = self.read_group(consumer, "0", None).await?;
+            self.pending_read.store(true, Ordering::Relaxed);
+            if !pending.is_empty() {
+                return Ok(pending);
+            }
+        }
+        self.read_group(consumer, ">", Some(block_ms)).await
+    }
+
+    async fn ack_notice(&self, id: &str) -> Result<(), StoreError> {
+        let _: i64 = self.run("ack notice", redis::cmd("XACK").arg(STREAM).arg(GROUP).arg(id)).await?;
+        Ok(())
+    }
+
+    async fn save_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        let body = serde_json::to_string(plan)
+            .map_err(|e| StoreError::Corrupt { what: "plan".into(), message: e.to_string() })?;
+        let key = response_key(&plan.notice);
+        let new: i64 = self.run("save plan", redis::cmd("HSETNX").arg(&key).arg("plan").arg(body)).await?;
+        if new == 1 {
+            let _: i64 =
+                self.run("save plan", redis::cmd("SADD").arg(OPEN).arg(plan.notice.to_string())).await?;
+        }
+        Ok(())
+    }
+
+    async fn step_started(&self, key: &NoticeKey, index: usize, at: Millis) -> Result<(), StoreError> {
+        let _: i64 = self
+            .run(
+                "record step",
+                redis::cmd("HSET").arg(response_key(key)).arg(format!("step:{index}:started")).arg(at),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn step_done(
+        &self,
+        key: &NoticeKey,
+        index: usize,
+        at: Millis,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .run(
+                "record step",
+                redis::cmd("HSET")
+                    .arg(response_key(key))
+                    .arg(format!("step:{index}:done"))
+                    .arg(at)
+                    .arg(format!("step:{index}:outcome"))
+                    .arg(outcome),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn response_done(&self, key: &NoticeKey, at: Millis) -> Result<(), StoreError> {
+        let _: i64 = self
+            .run("finish response", redis::cmd("HSETNX").arg(response_key(key)).arg("done_at").arg(at))
+            .await?;
+        let _: i64 = self.run("finish response", redis::cmd("SREM").arg(OPEN).arg(key.to_string())).await?;
+        Ok(())
+    }
+
+    async fn response(&self, key: &NoticeKey) -> Result<Option<ResponseRecord>, StoreError> {
+        let fields: HashMap<String, String> =
+            self.run("read response", redis::cmd("HGETALL").arg(response_key(key))).await?;
+        let Some(plan) = fields.get("plan") else { return Ok(None) };
+        let plan: Plan = serde_json::from_str(plan)
+            .map_err(|e| StoreError::Corrupt { what: format!("plan of {key}"), message: e.to_string() })?;
+        let num = |f: String| fields.get(&f).and_then(|v| v.parse::<Millis>().ok());
+        let steps = (0..plan.steps.len())
+            .map(|i| StepRecord {
+                started_at: num(format!("step:{i}:started")),
+                done_at: num(format!("step:{i}:done")),
+                outcome: fields.get(&format!("step:{i}:outcome")).cloned(),
+            })
+            .collect();
+        Ok(Some(ResponseRecord { plan, steps, done_at: num("done_at".into()) }))
+    }
+
+    async fn unfinished(&self) -> Result<Vec<NoticeKey>, StoreError> {
+        let keys: Vec<String> = self.run("list open responses", redis::cmd("SMEMBERS").arg(OPEN)).await?;
+        let mut keys: Vec<NoticeKey> = keys.iter().filter_map(|k| parse_notice_key(k)).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn mirror(&self, kind: &str, entries: &[(String, String)]) -> Result<(), StoreError> {
+        let key = format!("costop:mirror:{kind}");
+        let tmp = format!("{key}:next");
+        let _: i64 = self.run("mirror", redis::cmd("DEL").arg(&tmp)).await?;
+        for chunk in entries.chunks(500) {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(&tmp);
+            for (name, json) in chunk {
+                cmd.arg(name).arg(json);
+            }
+            let _: i64 = self.run("mirror", &cmd).await?;
+        }
+        if entries.is_empty() {
+            let _: i64 = self.run("mirror", redis::cmd("DEL").arg(&key)).await?;
+        } else {
+            let _: String = self.run("mirror", redis::cmd("RENAME").arg(&tmp).arg(&key)).await?;
+        }
+        Ok(())
+    }
+}

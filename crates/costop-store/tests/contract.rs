@@ -1,0 +1,131 @@
+//! The same behaviour from both stores: in memory and in a real redis-server.
+
+use costop_core::notice::InstanceAction;
+use costop_core::ports::StorePort;
+use costop_core::{Notice, NoticeKind, NoticeSource, Plan, Step};
+use costop_store::redis_server::RedisServer;
+use costop_store::{MemoryStore, RedisStore};
+
+fn notice(instance: &str, at: u64) -> Notice {
+    Notice {
+        instance_id: instance.into(),
+        kind: NoticeKind::SpotInterruption { action: InstanceAction::Terminate, effective_at: at },
+        received_at: at.saturating_sub(120_000),
+        source: NoticeSource::Agent,
+    }
+}
+
+async fn contract<S: StorePort>(store: &S) {
+    // Notices: recorded once, duplicates recognised.
+    let n = notice("i-0aaa", 1_000_000);
+    assert!(store.record_notice(&n).await.unwrap());
+    assert!(!store.record_notice(&n).await.unwrap());
+    let mut via_server = n.clone();
+    via_server.source = NoticeSource::Queue;
+    via_server.received_at += 5;
+    assert!(!store.record_notice(&via_server).await.unwrap(), "same notice by another path is a duplicate");
+    assert!(store.record_notice(&notice("i-0bbb", 1_000_000)).await.unwrap());
+
+    // Stream: published, read once, acknowledged.
+    store.publish_notice(&n).await.unwrap();
+    store.publish_notice(&notice("i-0ccc", 2_000_000)).await.unwrap();
+    let read = store.read_notices("server-a", 100).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[0].1.as_ref().unwrap(), &n);
+    for (id, _) in &read {
+        store.ack_notice(id).await.unwrap();
+    }
+    assert!(store.read_notices("server-a", 50).await.unwrap().is_empty());
+
+    // Responses: plan saved once, steps recorded, unfinished listed until done.
+    let plan = Plan {
+        notice: n.key(),
+        node: "node-1".into(),
+        deadline: Some(1_000_000),
+        steps: vec![
+            Step::TaintAndCordon { node: "node-1".into() },
+            Step::DeregisterTargets { node: "node-1".into() },
+        ],
+        unevictable: vec![],
+    };
+    store.save_plan(&plan).await.unwrap();
+    let mut other = plan.clone();
+    other.steps.clear();
+    store.save_plan(&other).await.unwrap();
+    assert_eq!(store.response(&n.key()).await.unwrap().unwrap().plan, plan, "the first plan stays");
+    store.step_started(&n.key(), 0, 10).await.unwrap();
+    store.step_done(&n.key(), 0, 12, "ok").await.unwrap();
+    store.step_started(&n.key(), 1, 13).await.unwrap();
+    let r = store.response(&n.key()).await.unwrap().unwrap();
+    assert_eq!(
+        (r.steps[0].started_at, r.steps[0].done_at, r.steps[0].outcome.as_deref()),
+        (Some(10), Some(12), Some("ok"))
+    );
+    assert_eq!((r.steps[1].started_at, r.steps[1].done_at), (Some(13), None));
+    assert_eq!(store.unfinished().await.unwrap(), vec![n.key()]);
+    store.response_done(&n.key(), 20).await.unwrap();
+    assert!(store.unfinished().await.unwrap().is_empty());
+    assert_eq!(store.response(&n.key()).await.unwrap().unwrap().done_at, Some(20));
+    assert!(store.response(&notice("i-0zzz", 1).key()).await.unwrap().is_none());
+
+    store.mirror("nodes", &[("node-1".into(), "{}".into())]).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_contract() {
+    contract(&MemoryStore::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_keeps_the_contract() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    contract(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_redelivers_unacknowledged_entries_and_survives_an_outage() {
+    let mut server = RedisServer::start().expect("redis-server");
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    store.publish_notice(&notice("i-0aaa", 1_000_000)).await.unwrap();
+    assert_eq!(store.read_notices("server-a", 50).await.unwrap().len(), 1);
+    // A new server process (same consumer name) sees the unacknowledged entry again.
+    let again = RedisStore::connect(&server.url()).await.unwrap();
+    let pending = again.read_notices("server-a", 50).await.unwrap();
+    assert_eq!(pending.len(), 1, "unacknowledged entries come back after a restart");
+
+    // Redis down: a clear error, not a hang; back up: works again.
+    server.stop();
+    let started = std::time::Instant::now();
+    let err = store.record_notice(&notice("i-0bbb", 5)).await.unwrap_err();
+    assert!(err.to_string().starts_with("redis "), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    server.restart().unwrap();
+    let mut ok = false;
+    for _ in 0..50 {
+        if store.record_notice(&notice("i-0bbb", 5)).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the store reconnects after Redis comes back");
+
+    // Junk in the stream is reported, not fatal.
+    let raw = redis::Client::open(server.url()).unwrap();
+    let mut c = raw.get_multiplexed_async_connection().await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("costop:notices")
+        .arg("*")
+        .arg("notice")
+        .arg("{junk")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let fresh = RedisStore::connect(&server.url()).await.unwrap();
+    let entries = fresh.read_notices("server-b", 50).await.unwrap();
+    assert!(
+        entries.iter().any(|(_, n)| n.as_ref().is_err_and(|e| e.contains("stream entry"))),
+        "{entries:?}"
+    );
+}
