@@ -151,3 +151,12 @@ pub trait StorePort: Send + Sync {
         entries: &[(String, String)],
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
+
+/// Time for loops: the real clock in production, a virtual one in the
+/// simulator and in tests.
+pub trait Clock: Send + Sync {
+    /// Now, Unix milliseconds.
+    fn now_ms(&self) -> Millis;
+    /// Wait this long.
+    fn sleep(&self, d: std::time::Duration) -> impl Future<Output = ()> + Send;
+}

@@ -243,6 +243,7 @@ pub fn handle(st: &Arc<EmuState>, method: &Method, rest: &[&str], body: &Bytes) 
                 .insert((*name).to_string(), Instant::now());
             ok(json!({"terminated": name}))
         }
+        (Method::POST, ["nodes", name, "notice"]) => crate::imds::inject(st, name, body),
         (Method::GET, ["tokens", ns, pod]) => match st.pod_token(ns, pod) {
             Some(token) => ok(json!({"token": token})),
             None => status(404, "NotFound", format!("no token for pod {ns}/{pod}")),

@@ -109,6 +109,8 @@ pub async fn handle(
     match segs.as_slice() {
         ["version"] => return reply(200, &version()),
         ["healthz"] | ["readyz"] | ["livez"] => return (StatusCode::OK, "ok").into_response(),
+        // Instance metadata answers to its own IMDSv2 tokens, not to Kubernetes credentials.
+        ["imds", node, rest @ ..] => return crate::imds::handle(&st, &method, node, rest, &headers),
         _ => {}
     }
     if !st.authorized(&headers) {

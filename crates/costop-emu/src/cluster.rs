@@ -23,6 +23,10 @@ pub struct ClusterState {
     /// Nodes whose instance was terminated, and when.
     pub(crate) terminated: HashMap<String, Instant>,
     node_ready_at: HashMap<String, Instant>,
+    /// IMDSv2 session tokens: token → (node, expiry).
+    pub(crate) imds_tokens: HashMap<String, (String, Instant)>,
+    /// Notices injected per node.
+    pub(crate) notices: HashMap<String, crate::imds::InstanceNotices>,
 }
 
 /// Whether a pod's Ready condition is True.
@@ -176,6 +180,10 @@ pub fn reconcile(st: &EmuState, now: Instant) {
 }
 
 fn nodes(st: &EmuState, now: Instant) {
+    // Interruptions whose time has come take the instance away.
+    for node in crate::imds::due(st, crate::imds::unix_now()) {
+        st.cluster.lock().unwrap_or_else(|e| e.into_inner()).terminated.insert(node, now);
+    }
     let mut names = Vec::new();
     st.store
         .scan(idx::NODES, |_, name, n| names.push((name.to_string(), n["status"]["conditions"].is_array())));

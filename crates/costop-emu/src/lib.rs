@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod api;
 pub mod cluster;
+pub mod imds;
 pub mod kinds;
 pub mod patch;
 pub mod select;

@@ -1,0 +1,201 @@
+//! IMDSv2: session tokens, reads, and the parsers of the notice bodies.
+
+use costop_core::notice::InstanceAction;
+use costop_core::time::{parse_rfc3339, Millis};
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+
+/// What went wrong talking to instance metadata.
+#[derive(Debug, thiserror::Error)]
+pub enum ImdsError {
+    /// Network failure or timeout.
+    #[error("instance metadata {path}: {message}")]
+    Transport {
+        /// Path asked.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// An unexpected status code.
+    #[error("instance metadata {path}: HTTP {code}")]
+    Status {
+        /// Path asked.
+        path: String,
+        /// The code.
+        code: u16,
+    },
+    /// A body that is not what AWS documents.
+    #[error("instance metadata {path}: malformed body: {message}")]
+    Malformed {
+        /// Path asked.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `spot/instance-action`.
+pub const INSTANCE_ACTION: &str = "spot/instance-action";
+/// `events/recommendations/rebalance`.
+pub const REBALANCE: &str = "events/recommendations/rebalance";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    action: String,
+    time: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRebalance {
+    #[serde(rename = "noticeTime")]
+    notice_time: String,
+}
+
+fn malformed(path: &str, message: impl Into<String>) -> ImdsError {
+    ImdsError::Malformed { path: path.into(), message: message.into() }
+}
+
+/// Parse `{"action": "terminate", "time": "2026-11-24T08:22:00Z"}`.
+pub fn parse_instance_action(body: &str) -> Result<(InstanceAction, Millis), ImdsError> {
+    let raw: RawAction = serde_json::from_str(body).map_err(|e| malformed(INSTANCE_ACTION, e.to_string()))?;
+    let action = match raw.action.as_str() {
+        "terminate" => InstanceAction::Terminate,
+        "stop" => InstanceAction::Stop,
+        "hibernate" => InstanceAction::Hibernate,
+        other => return Err(malformed(INSTANCE_ACTION, format!("unknown action `{other}`"))),
+    };
+    let time = parse_rfc3339(&raw.time)
+        .ok_or_else(|| malformed(INSTANCE_ACTION, format!("`time` is not RFC 3339: `{}`", raw.time)))?;
+    Ok((action, time))
+}
+
+/// Parse `{"noticeTime": "2026-11-24T08:17:00Z"}`.
+pub fn parse_rebalance(body: &str) -> Result<Millis, ImdsError> {
+    let raw: RawRebalance = serde_json::from_str(body).map_err(|e| malformed(REBALANCE, e.to_string()))?;
+    parse_rfc3339(&raw.notice_time)
+        .ok_or_else(|| malformed(REBALANCE, format!("`noticeTime` is not RFC 3339: `{}`", raw.notice_time)))
+}
+
+/// An IMDSv2 client that refreshes its session token before it expires.
+pub struct ImdsClient {
+    base: String,
+    http: reqwest::Client,
+    token: Option<(String, Instant)>,
+    ttl: Duration,
+}
+
+impl ImdsClient {
+    /// A client for `base` (`http://169.254.169.254` on EC2).
+    pub fn new(base: &str, request_timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(request_timeout)
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { base: base.trim_end_matches('/').into(), http, token: None, ttl: Duration::from_secs(21_600) }
+    }
+
+    /// Use a shorter token lifetime (tests).
+    pub fn with_token_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    async fn token(&mut self) -> Result<String, ImdsError> {
+        // Refresh at 80 % of the lifetime, so a read never carries an expired token.
+        if let Some((t, got)) = &self.token {
+            if got.elapsed() < self.ttl.mul_f64(0.8) {
+                return Ok(t.clone());
+            }
+        }
+        let path = "api/token";
+        let resp = self
+            .http
+            .put(format!("{}/latest/api/token", self.base))
+            .header("X-aws-ec2-metadata-token-ttl-seconds", self.ttl.as_secs().max(1).to_string())
+            .send()
+            .await
+            .map_err(|e| ImdsError::Transport { path: path.into(), message: e.to_string() })?;
+        if !resp.status().is_success() {
+            return Err(ImdsError::Status { path: path.into(), code: resp.status().as_u16() });
+        }
+        let token = resp
+            .text()
+            .await
+            .map_err(|e| ImdsError::Transport { path: path.into(), message: e.to_string() })?;
+        self.token = Some((token.clone(), Instant::now()));
+        Ok(token)
+    }
+
+    /// Read a metadata path: `Ok(None)` on 404. A 401 fetches a new token and retries once.
+    pub async fn get(&mut self, path: &str) -> Result<Option<String>, ImdsError> {
+        for attempt in 0..2 {
+            let token = self.token().await?;
+            let resp = self
+                .http
+                .get(format!("{}/latest/meta-data/{path}", self.base))
+                .header("X-aws-ec2-metadata-token", token)
+                .send()
+                .await
+                .map_err(|e| ImdsError::Transport { path: path.into(), message: e.to_string() })?;
+            match resp.status().as_u16() {
+                200 => {
+                    return resp
+                        .text()
+                        .await
+                        .map(Some)
+                        .map_err(|e| ImdsError::Transport { path: path.into(), message: e.to_string() })
+                }
+                404 => return Ok(None),
+                401 if attempt == 0 => self.token = None,
+                code => return Err(ImdsError::Status { path: path.into(), code }),
+            }
+        }
+        Err(ImdsError::Status { path: path.into(), code: 401 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Option<String> {
+        let p =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/imds").join(name);
+        std::fs::read_to_string(p).ok()
+    }
+
+    #[test]
+    fn aws_bodies_parse() {
+        let Some(action) = fixture("spot-instance-action.json") else {
+            eprintln!("skipped: ../shared/fixtures not found");
+            return;
+        };
+        assert_eq!(parse_instance_action(&action).unwrap(), (InstanceAction::Terminate, 1_795_508_520_000));
+        let stop = fixture("spot-instance-action-stop.json").unwrap();
+        assert_eq!(parse_instance_action(&stop).unwrap().0, InstanceAction::Stop);
+        let rebalance = fixture("rebalance-recommendation.json").unwrap();
+        assert_eq!(parse_rebalance(&rebalance).unwrap(), 1_795_508_220_000);
+    }
+
+    #[test]
+    fn junk_bodies_are_clear_errors() {
+        for body in [
+            "",
+            "{",
+            "[]",
+            r#"{"action": "explode", "time": "2026-11-24T08:22:00Z"}"#,
+            r#"{"action": "terminate", "time": "soon"}"#,
+            r#"{"action": "terminate"}"#,
+            r#"{"action": "terminate", "time": "2026-11-24T08:22:00Z", "extra": 1}"#,
+        ] {
+            let err = parse_instance_action(body).unwrap_err().to_string();
+            assert!(err.contains("spot/instance-action") && err.contains("malformed"), "{body}: {err}");
+        }
+        for body in ["", r#"{"noticeTime": 5}"#, r#"{"noticeTime": "later"}"#] {
+            assert!(parse_rebalance(body).unwrap_err().to_string().contains("rebalance"), "{body}");
+        }
+    }
+}
