@@ -108,8 +108,9 @@ pub trait StorePort: Send + Sync {
     /// Acknowledge a stream entry once its notice is durably recorded.
     fn ack_notice(&self, id: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Save the plan of a response, once (a second save keeps the first).
-    fn save_plan(&self, plan: &crate::Plan) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Save the plan of a response, once: `true` when this call saved it,
+    /// `false` when a plan was already there (it is kept).
+    fn save_plan(&self, plan: &crate::Plan) -> impl Future<Output = Result<bool, Self::Error>> + Send;
 
     /// Mark step `index` of a response started.
     fn step_started(
@@ -159,4 +160,46 @@ pub trait Clock: Send + Sync {
     fn now_ms(&self) -> Millis;
     /// Wait this long.
     fn sleep(&self, d: std::time::Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// The cloud side of a response (load balancers, instances, volumes,
+/// functions, capacity). Each call is idempotent and returns what it did.
+pub trait CloudPort: Send + Sync {
+    /// The adapter's error; it names the action and the resource.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Deregister the node's instance from every target group.
+    fn deregister_targets(
+        &self,
+        node: &crate::NodeView,
+    ) -> impl Future<Output = Result<String, Self::Error>> + Send;
+
+    /// Start a standby (re-typed first if asked).
+    fn wake_standby(
+        &self,
+        node: &str,
+        retype_to: Option<&str>,
+    ) -> impl Future<Output = Result<String, Self::Error>> + Send;
+
+    /// Move a volume to another node.
+    fn move_volume(
+        &self,
+        volume_id: &str,
+        to_node: &str,
+        via_snapshot: bool,
+    ) -> impl Future<Output = Result<String, Self::Error>> + Send;
+
+    /// Shift traffic of these workloads to (or back from) their function.
+    fn bridge(
+        &self,
+        workloads: &[String],
+        on: bool,
+    ) -> impl Future<Output = Result<String, Self::Error>> + Send;
+
+    /// Launch Spot capacity: pool → count.
+    fn restore_capacity(
+        &self,
+        key: &str,
+        pools: &[(crate::PoolId, u32)],
+    ) -> impl Future<Output = Result<String, Self::Error>> + Send;
 }

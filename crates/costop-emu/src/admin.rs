@@ -244,6 +244,29 @@ pub fn handle(st: &Arc<EmuState>, method: &Method, rest: &[&str], body: &Bytes) 
             ok(json!({"terminated": name}))
         }
         (Method::POST, ["nodes", name, "notice"]) => crate::imds::inject(st, name, body),
+        (Method::POST, ["nodes", name, "deregister"]) => {
+            // The emulated load balancer follows the standard exclusion label.
+            let label = "node.kubernetes.io/exclude-from-external-load-balancers";
+            match st.store.update(idx::NODES, "", name, |n| n["metadata"]["labels"][label] = json!("true")) {
+                Ok(_) => ok(json!({"deregistered": name})),
+                Err(e) => status(404, "NotFound", e.to_string()),
+            }
+        }
+        (Method::POST, ["nodes", name, "start"]) => match st.store.get(idx::NODES, "", name) {
+            // Emulated standbys are joined already; starting one only re-types it when asked.
+            Ok(_) => {
+                let retype = serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|b| b["instance_type"].as_str().map(str::to_string));
+                if let Some(t) = retype.filter(|t| costop_sim::catalog::instance_type(t).is_some()) {
+                    let _ = st.store.update(idx::NODES, "", name, |n| {
+                        n["metadata"]["labels"]["node.kubernetes.io/instance-type"] = json!(t);
+                    });
+                }
+                ok(json!({"started": name}))
+            }
+            Err(e) => status(404, "NotFound", e.to_string()),
+        },
         (Method::GET, ["tokens", ns, pod]) => match st.pod_token(ns, pod) {
             Some(token) => ok(json!({"token": token})),
             None => status(404, "NotFound", format!("no token for pod {ns}/{pod}")),

@@ -1,1 +1,398 @@
-//! placeholder
+//! `costop server`: takes notices (HTTP from agents, the Redis stream),
+//! de-duplicates them, plans the response with `costop_core::respond`, and
+//! runs it step by step through the Cluster and Cloud ports, recording
+//! every step in the store so a restarted server resumes. Two replicas are
+//! safe: only the holder of the `costop-server` Lease acts.
+
+pub mod cloud;
+pub mod executor;
+pub mod leader;
+pub mod metrics;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cloud::{AnyCloud, EmuCloud, NoCloud};
+use costop_core::ports::{Clock, ClusterPort, StorePort};
+use costop_core::{respond, Notice, Policy};
+use costop_kube::KubeCluster;
+use costop_store::{AnyStore, SystemClock};
+use executor::Executor;
+use k8s_openapi::api::authentication::v1::TokenReview;
+use kube::api::{Api, PostParams};
+use metrics::Metrics;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Redis URL; none = the in-memory store (one process).
+    pub redis_url: Option<String>,
+    /// Kubeconfig; none = in-cluster or `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The emulated world's URL, used as the Cloud port; none = no cloud adapter.
+    pub emu_url: Option<String>,
+    /// Decision policy.
+    pub policy: Policy,
+    /// This replica's name (Lease holder, stream consumer).
+    pub identity: String,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Store.
+    #[error(transparent)]
+    Store(#[from] costop_store::StoreError),
+    /// Kubernetes.
+    #[error(transparent)]
+    Kube(#[from] costop_kube::KubeError),
+    /// Listening.
+    #[error("listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+}
+
+type Exec = Executor<AnyStore, KubeCluster, AnyCloud, SystemClock>;
+
+/// Shared by the HTTP handlers and the loops.
+pub struct ServerState {
+    exec: Exec,
+    policy: Policy,
+    client: kube::Client,
+    leader: AtomicBool,
+    identity: String,
+}
+
+/// What happened to a notice handed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intake {
+    /// New: a response is running.
+    Accepted,
+    /// Already known: nothing new done.
+    Duplicate,
+}
+
+impl ServerState {
+    /// Whether this replica holds the Lease.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Take a notice: record it, and the first time, plan and start the response.
+    pub async fn accept(self: &Arc<Self>, notice: Notice) -> Result<Intake, String> {
+        let store = &self.exec.store;
+        store.record_notice(&notice).await.map_err(|e| e.to_string())?;
+        let key = notice.key();
+        if store.response(&key).await.map_err(|e| e.to_string())?.is_some() {
+            self.exec.metrics.duplicate();
+            return Ok(Intake::Duplicate);
+        }
+        let mut view = self.exec.cluster.view();
+        view.headroom_target = view
+            .workload(&format!("{}/{}", costop_kube::COSTOP_NAMESPACE, costop_kube::PLACEHOLDER_DEPLOYMENT))
+            .map_or(0, |w| w.replicas);
+        let plan =
+            respond(&view, &notice, &self.policy, self.exec.clock.now_ms()).map_err(|e| e.to_string())?;
+        if !store.save_plan(&plan).await.map_err(|e| e.to_string())? {
+            self.exec.metrics.duplicate();
+            return Ok(Intake::Duplicate);
+        }
+        let source = match notice.source {
+            costop_core::NoticeSource::Agent => "agent",
+            costop_core::NoticeSource::Queue => "queue",
+            costop_core::NoticeSource::Simulator => "simulator",
+        };
+        self.exec.metrics.notice(notice.kind.label(), source);
+        tracing::warn!(notice = %key, node = plan.node, steps = plan.steps.len(), "responding");
+        let exec = self.exec.clone();
+        tokio::spawn(async move { exec.execute(&plan, notice.received_at).await });
+        Ok(Intake::Accepted)
+    }
+
+    /// Resume every response a previous server left unfinished.
+    pub async fn resume(self: &Arc<Self>) -> Result<usize, String> {
+        let keys = self.exec.store.unfinished().await.map_err(|e| e.to_string())?;
+        for key in &keys {
+            if let Some(record) = self.exec.store.response(key).await.map_err(|e| e.to_string())? {
+                tracing::warn!(notice = %key, "resuming an unfinished response");
+                let exec = self.exec.clone();
+                let received = record.steps.first().and_then(|s| s.started_at).unwrap_or(0);
+                tokio::spawn(async move { exec.execute(&record.plan, received).await });
+            }
+        }
+        Ok(keys.len())
+    }
+
+    /// Check a pod token with the API server: the node its pod runs on.
+    async fn node_of_token(&self, token: &str) -> Result<Option<String>, String> {
+        let review: TokenReview =
+            serde_json::from_value(json!({"spec": {"token": token}})).map_err(|e| e.to_string())?;
+        let reviewed = Api::<TokenReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| format!("token review: {e}"))?;
+        let status = reviewed.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Ok(None);
+        }
+        let user = status.user.unwrap_or_default();
+        let extra = user.extra.unwrap_or_default();
+        if let Some(node) = extra.get("authentication.kubernetes.io/node-name").and_then(|v| v.first()) {
+            return Ok(Some(node.clone()));
+        }
+        // Older API servers name only the pod: find its node.
+        let pod = extra.get("authentication.kubernetes.io/pod-name").and_then(|v| v.first()).cloned();
+        let ns = user
+            .username
+            .as_deref()
+            .and_then(|u| u.strip_prefix("system:serviceaccount:"))
+            .and_then(|r| r.split(':').next());
+        Ok(match (pod, ns) {
+            (Some(pod), Some(ns)) => {
+                let name = format!("{ns}/{pod}");
+                self.exec.cluster.view().pods.iter().find(|p| p.name == name).and_then(|p| p.node.clone())
+            }
+            _ => None,
+        })
+    }
+}
+
+fn reply(code: StatusCode, body: serde_json::Value) -> Response {
+    (code, axum::Json(body)).into_response()
+}
+
+async fn post_notice(
+    State(st): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !st.is_leader() {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "not the leader; retry, or use the Redis stream"}),
+        );
+    }
+    let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    else {
+        st.exec.metrics.refused();
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "a bearer token (the agent pod's service-account token) is required"}),
+        );
+    };
+    let notice: Notice = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, json!({"error": format!("not a notice: {e}")})),
+    };
+    let token_node = match st.node_of_token(token).await {
+        Ok(Some(node)) => node,
+        Ok(None) => {
+            st.exec.metrics.refused();
+            return reply(StatusCode::UNAUTHORIZED, json!({"error": "the token is not a live pod's"}));
+        }
+        Err(e) => return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
+    };
+    let view = st.exec.cluster.view();
+    let Some(node) = view.node_by_instance(&notice.instance_id) else {
+        return reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error": format!("instance {} is not a node of this cluster", notice.instance_id)}),
+        );
+    };
+    if node.name != token_node {
+        st.exec.metrics.refused();
+        tracing::warn!(
+            token_node,
+            notice_node = node.name,
+            instance = notice.instance_id,
+            "refused a notice for another node"
+        );
+        return reply(
+            StatusCode::FORBIDDEN,
+            json!({"error": format!("a pod on {token_node} may not report for {}", node.name)}),
+        );
+    }
+    match st.accept(notice).await {
+        Ok(Intake::Accepted) => reply(StatusCode::ACCEPTED, json!({"status": "accepted"})),
+        Ok(Intake::Duplicate) => reply(StatusCode::OK, json!({"status": "duplicate"})),
+        Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
+    }
+}
+
+async fn metrics_text(State(st): State<Arc<ServerState>>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.exec.metrics.render())
+        .into_response()
+}
+
+async fn ready(State(st): State<Arc<ServerState>>) -> Response {
+    let role = if st.is_leader() { "leader" } else { "follower" };
+    (StatusCode::OK, role).into_response()
+}
+
+/// Consume the Redis stream while leader: accept, then acknowledge once recorded.
+async fn consume(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
+    let consumer = st.identity.clone();
+    let mut was_leader = false;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if !st.is_leader() {
+            was_leader = false;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
+        if !was_leader {
+            match st.resume().await {
+                Ok(n) => {
+                    was_leader = true;
+                    tracing::info!(resumed = n, "leading");
+                }
+                Err(e) => {
+                    tracing::warn!(error = e, "cannot list unfinished responses; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        let entries = tokio::select! {
+            r = st.exec.store.read_notices(&consumer, 500) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match entries {
+            Ok(entries) => {
+                for (id, notice) in entries {
+                    let acked = match notice {
+                        Ok(n) => match st.accept(n).await {
+                            Ok(_) => true,
+                            Err(e) => {
+                                tracing::warn!(
+                                    id,
+                                    error = e,
+                                    "cannot take a stream notice yet; it stays pending"
+                                );
+                                false
+                            }
+                        },
+                        Err(e) => {
+                            tracing::error!(
+                                id,
+                                error = e,
+                                "malformed entry in the notice stream; acknowledged and skipped"
+                            );
+                            true
+                        }
+                    };
+                    if acked {
+                        if let Err(e) = st.exec.store.ack_notice(&id).await {
+                            tracing::warn!(id, error = %e, "cannot acknowledge");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the notice stream; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+/// Mirror nodes and pods into the store for other tools (every 10 s, leader only).
+async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if st.is_leader() {
+            let view = st.exec.cluster.view();
+            let nodes: Vec<(String, String)> = view
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), serde_json::to_string(n).unwrap_or_default()))
+                .collect();
+            let pods: Vec<(String, String)> = view
+                .pods
+                .iter()
+                .map(|p| (p.name.clone(), serde_json::to_string(p).unwrap_or_default()))
+                .collect();
+            for (kind, entries) in [("nodes", nodes), ("pods", pods)] {
+                if let Err(e) = st.exec.store.mirror(kind, &entries).await {
+                    tracing::warn!(error = %e, kind, "mirror failed");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Run the server until `shutdown` turns true.
+pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
+    let store = AnyStore::open(config.redis_url.as_deref()).await?;
+    let client = match &config.kubeconfig {
+        Some(path) => KubeCluster::client_from_kubeconfig(path).await?,
+        None => KubeCluster::infer_client().await?,
+    };
+    let cluster = KubeCluster::start(client.clone());
+    cluster.ready().await?;
+    let cloud = match &config.emu_url {
+        Some(url) => AnyCloud::Emu(EmuCloud::new(url)),
+        None => AnyCloud::None(NoCloud),
+    };
+    let state = Arc::new(ServerState {
+        exec: Executor {
+            store: Arc::new(store),
+            cluster: Arc::new(cluster),
+            cloud: Arc::new(cloud),
+            clock: Arc::new(SystemClock),
+            metrics: Arc::new(Metrics::default()),
+        },
+        policy: config.policy.clone(),
+        client: client.clone(),
+        leader: AtomicBool::new(false),
+        identity: config.identity.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::Listen(config.listen, e))?;
+    tracing::info!(addr = %listener.local_addr().map_err(|e| ServerError::Listen(config.listen, e))?, "costop server listening");
+    tokio::spawn(leader::elect(client, config.identity.clone(), state.clone(), shutdown.clone()));
+    tokio::spawn(consume(state.clone(), shutdown.clone()));
+    tokio::spawn(mirror(state.clone(), shutdown.clone()));
+    let app = axum::Router::new()
+        .route("/v1/notices", post(post_notice))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(state);
+    let mut stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|e| ServerError::Listen(config.listen, e))
+}
+
+impl leader::Leadership for ServerState {
+    fn set_leader(&self, leader: bool) {
+        if self.leader.swap(leader, Ordering::Relaxed) != leader {
+            tracing::warn!(identity = self.identity, leader, "leadership changed");
+        }
+    }
+}

@@ -11,11 +11,13 @@
 //! | `costop:responses:open` | set | notice keys of responses not finished |
 //! | `costop:mirror:{nodes,pods,pools}` | hash | name → JSON of the object |
 
+pub mod any;
 pub mod clock;
 pub mod memory;
 pub mod redis_server;
 pub mod redis_store;
 
+pub use any::AnyStore;
 pub use clock::SystemClock;
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;

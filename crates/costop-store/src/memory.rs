@@ -100,13 +100,20 @@ impl StorePort for MemoryStore {
         Ok(())
     }
 
-    async fn save_plan(&self, plan: &Plan) -> Result<(), StoreError> {
-        self.lock().responses.entry(plan.notice.clone()).or_insert_with(|| ResponseRecord {
-            plan: plan.clone(),
-            steps: vec![StepRecord::default(); plan.steps.len()],
-            done_at: None,
-        });
-        Ok(())
+    async fn save_plan(&self, plan: &Plan) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.responses.contains_key(&plan.notice) {
+            return Ok(false);
+        }
+        inner.responses.insert(
+            plan.notice.clone(),
+            ResponseRecord {
+                plan: plan.clone(),
+                steps: vec![StepRecord::default(); plan.steps.len()],
+                done_at: None,
+            },
+        );
+        Ok(true)
     }
 
     async fn step_started(&self, key: &NoticeKey, index: usize, at: Millis) -> Result<(), StoreError> {

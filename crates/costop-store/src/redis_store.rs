@@ -179,7 +179,7 @@ impl StorePort for RedisStore {
         Ok(())
     }
 
-    async fn save_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+    async fn save_plan(&self, plan: &Plan) -> Result<bool, StoreError> {
         let body = serde_json::to_string(plan)
             .map_err(|e| StoreError::Corrupt { what: "plan".into(), message: e.to_string() })?;
         let key = response_key(&plan.notice);
@@ -188,7 +188,7 @@ impl StorePort for RedisStore {
             let _: i64 =
                 self.run("save plan", redis::cmd("SADD").arg(OPEN).arg(plan.notice.to_string())).await?;
         }
-        Ok(())
+        Ok(new == 1)
     }
 
     async fn step_started(&self, key: &NoticeKey, index: usize, at: Millis) -> Result<(), StoreError> {

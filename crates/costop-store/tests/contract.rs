@@ -48,10 +48,10 @@ async fn contract<S: StorePort>(store: &S) {
         ],
         unevictable: vec![],
     };
-    store.save_plan(&plan).await.unwrap();
+    assert!(store.save_plan(&plan).await.unwrap());
     let mut other = plan.clone();
     other.steps.clear();
-    store.save_plan(&other).await.unwrap();
+    assert!(!store.save_plan(&other).await.unwrap());
     assert_eq!(store.response(&n.key()).await.unwrap().unwrap().plan, plan, "the first plan stays");
     store.step_started(&n.key(), 0, 10).await.unwrap();
     store.step_done(&n.key(), 0, 12, "ok").await.unwrap();

@@ -29,9 +29,55 @@ enum Command {
     Sim(SimArgs),
     /// Serve the simulated cluster in real time as a Kubernetes API (for kubectl and kube-rs).
     Emu(EmuArgs),
+    /// The per-node agent: poll instance metadata, hand notices to Redis and the server.
+    Agent(AgentArgs),
+    /// The server: take notices, plan, run and record responses.
+    Server(ServerArgs),
     /// Benchmarks that print numbers.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Instance metadata base URL.
+    #[arg(long, env = "COSTOP_IMDS_URL", default_value = "http://169.254.169.254")]
+    imds_url: String,
+    /// The server's base URL (fast path).
+    #[arg(long, env = "COSTOP_SERVER_URL")]
+    server_url: Option<String>,
+    /// Redis URL (durable path).
+    #[arg(long, env = "COSTOP_REDIS_URL")]
+    redis_url: Option<String>,
+    /// The pod's projected service-account token.
+    #[arg(
+        long,
+        env = "COSTOP_TOKEN_PATH",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    token_path: PathBuf,
+    /// Poll period, milliseconds.
+    #[arg(long, default_value_t = 500)]
+    poll_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8480")]
+    listen: std::net::SocketAddr,
+    /// Redis URL; without it the store is in memory (one process).
+    #[arg(long, env = "COSTOP_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Kubeconfig; without it in-cluster config or $KUBECONFIG.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The emulated world's URL, used as the cloud (`costop emu`).
+    #[arg(long)]
+    emu_url: Option<String>,
+    /// This replica's name (default: hostname and pid).
+    #[arg(long)]
+    identity: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -128,8 +174,69 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sim(args) => sim(&config, args),
         Command::Emu(args) => emu(&config, args),
+        Command::Agent(args) => agent(args),
+        Command::Server(args) => server(&config, args),
         Command::Bench(BenchCommand::Emu(args)) => bench::emu(args.nodes, args.pods, args.patches),
     }
+}
+
+/// Run until Ctrl-C or SIGTERM flips the returned shutdown signal.
+fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn agent(args: AgentArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let config = costop_agent::AgentConfig {
+            imds_url: args.imds_url,
+            server_url: args.server_url,
+            redis_url: args.redis_url,
+            token_path: Some(args.token_path),
+            poll: std::time::Duration::from_millis(args.poll_ms.max(10)),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some((key, delivered)) = rx.recv().await {
+                tracing::info!(%key, ?delivered, "notice delivery");
+            }
+        });
+        let agent = std::sync::Arc::new(costop_agent::Agent::new(
+            config,
+            std::sync::Arc::new(costop_store::SystemClock),
+            tx,
+        ));
+        agent.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+fn server(config: &Config, args: ServerArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "costop".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    runtime.block_on(async {
+        let server = costop_server::ServerConfig {
+            listen: args.listen,
+            redis_url: args.redis_url,
+            kubeconfig: args.kubeconfig,
+            emu_url: args.emu_url,
+            policy: config.policy.clone(),
+            identity,
+        };
+        costop_server::run(server, shutdown_signal()).await.map_err(|e| anyhow!(e))
+    })
 }
 
 fn emu(config: &Config, args: EmuArgs) -> Result<()> {

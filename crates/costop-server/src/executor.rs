@@ -1,0 +1,220 @@
+//! Runs a plan step by step, recording each step before and after it runs.
+//! A step recorded as done is never run again (a restarted server resumes
+//! after it); a step that was running when the server died is run again,
+//! which is safe because every step is idempotent.
+
+use crate::metrics::Metrics;
+use costop_core::ports::{Clock, CloudPort, ClusterPort, Evicted, StorePort};
+use costop_core::time::Millis;
+use costop_core::{ClusterView, Plan, Step};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long waits after the deadline may run (restoring headroom, shifting
+/// traffic back) before the step gives up and says so.
+const AFTER_DEADLINE: Millis = 10 * 60 * 1000;
+
+/// Everything a response needs.
+pub struct Executor<S, K, C, T> {
+    /// Database.
+    pub store: Arc<S>,
+    /// Kubernetes.
+    pub cluster: Arc<K>,
+    /// Cloud.
+    pub cloud: Arc<C>,
+    /// Time.
+    pub clock: Arc<T>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S, K, C, T> Clone for Executor<S, K, C, T> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            cluster: self.cluster.clone(),
+            cloud: self.cloud.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Workloads whose pods the plan evicts, from the view.
+fn displaced_workloads(plan: &Plan, view: &ClusterView) -> BTreeSet<String> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Evict { pods, .. } => Some(pods),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|p| view.pods.iter().find(|v| &v.name == p).and_then(|v| v.workload.clone()))
+        .collect()
+}
+
+fn whole(view: &ClusterView, workloads: &BTreeSet<String>) -> bool {
+    workloads.iter().all(|w| {
+        let want = view.workload(w).map_or(0, |x| x.replicas as usize);
+        view.ready_pods_of(w) >= want
+    })
+}
+
+impl<S, K, C, T> Executor<S, K, C, T>
+where
+    S: StorePort,
+    K: ClusterPort + Send + Sync,
+    C: CloudPort,
+    T: Clock,
+{
+    /// Retry a store write until it works: progress is never dropped.
+    async fn durably<F, Fut>(&self, what: &str, mut write: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), S::Error>>,
+    {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match write().await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, what, "store write failed; retrying");
+                    self.clock.sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Run the plan's remaining steps. `received_at` is when the notice
+    /// arrived (for the notice → cordon metric).
+    pub async fn execute(&self, plan: &Plan, received_at: Millis) {
+        let key = &plan.notice;
+        let record = loop {
+            match self.store.response(key).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the response record; retrying");
+                    self.clock.sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let displaced = displaced_workloads(plan, &self.cluster.view());
+        let deadline = plan.deadline.unwrap_or(self.clock.now_ms() + 2 * 60 * 1000);
+        for (i, step) in plan.steps.iter().enumerate() {
+            if record.as_ref().and_then(|r| r.steps.get(i)).is_some_and(|s| s.done_at.is_some()) {
+                continue;
+            }
+            let started = self.clock.now_ms();
+            self.durably("step started", || self.store.step_started(key, i, started)).await;
+            let outcome = match self.run_step(plan, step, received_at, deadline, &displaced).await {
+                Ok(done) => done,
+                Err(failed) => format!("failed: {failed}"),
+            };
+            let finished = self.clock.now_ms();
+            self.durably("step done", || self.store.step_done(key, i, finished, &outcome)).await;
+            self.metrics.step(step.kind(), (finished - started) as f64 / 1000.0);
+            tracing::info!(notice = %key, step = step.kind(), outcome, "step done");
+            let reason = format!("Costop{}", step.kind().split('-').map(capitalize).collect::<String>());
+            if let Err(e) = self.cluster.node_event(&plan.node, &reason, &outcome).await {
+                tracing::warn!(error = %e, "cannot record the event");
+            }
+        }
+        let at = self.clock.now_ms();
+        self.durably("response done", || self.store.response_done(key, at)).await;
+    }
+
+    async fn wait_until(&self, until: Millis, mut ok: impl FnMut(&ClusterView) -> bool) -> bool {
+        loop {
+            if ok(&self.cluster.view()) {
+                return true;
+            }
+            if self.clock.now_ms() >= until {
+                return false;
+            }
+            self.clock.sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn run_step(
+        &self,
+        plan: &Plan,
+        step: &Step,
+        received_at: Millis,
+        deadline: Millis,
+        displaced: &BTreeSet<String>,
+    ) -> Result<String, String> {
+        let e = |x: &dyn std::fmt::Display| x.to_string();
+        match step {
+            Step::TaintAndCordon { node } => {
+                self.cluster.taint_and_cordon(node).await.map_err(|x| e(&x))?;
+                let secs = self.clock.now_ms().saturating_sub(received_at) as f64 / 1000.0;
+                self.metrics.notice_to_cordon(secs);
+                Ok(format!("ok: {node} tainted and cordoned"))
+            }
+            Step::DeregisterTargets { node } => {
+                let view = self.cluster.view();
+                let n = view.node(node).ok_or_else(|| format!("node {node} not in the cluster"))?;
+                self.cloud.deregister_targets(n).await.map_err(|x| e(&x))
+            }
+            Step::ClaimHeadroom { placeholders } => {
+                self.cluster.claim_placeholders(placeholders).await.map_err(|x| e(&x))?;
+                Ok(format!("ok: {} placeholders released", placeholders.len()))
+            }
+            Step::WakeStandby { node, retype_to } => {
+                let woke = self.cloud.wake_standby(node, retype_to.as_deref()).await.map_err(|x| e(&x))?;
+                self.cluster.untaint_standby(node).await.map_err(|x| e(&x))?;
+                Ok(format!("ok: {woke}; untainted"))
+            }
+            Step::MoveVolume { volume_id, to_node, via_snapshot, .. } => {
+                self.cloud.move_volume(volume_id, to_node, *via_snapshot).await.map_err(|x| e(&x))
+            }
+            Step::BridgeTraffic { workloads } => self.cloud.bridge(workloads, true).await.map_err(|x| e(&x)),
+            Step::UnbridgeTraffic { workloads } => {
+                let set: BTreeSet<String> = workloads.iter().cloned().collect();
+                self.wait_until(deadline + AFTER_DEADLINE, |v| whole(v, &set)).await;
+                self.cloud.bridge(workloads, false).await.map_err(|x| e(&x))
+            }
+            Step::Evict { pods, wave } => {
+                if *wave > 0 {
+                    self.wait_until(deadline, |v| whole(v, displaced)).await;
+                }
+                let results =
+                    futures::future::join_all(pods.iter().map(|p| self.cluster.evict(p, deadline))).await;
+                let (mut evicted, mut gone, mut refused) = (0, 0, Vec::new());
+                for (pod, r) in pods.iter().zip(results) {
+                    match r {
+                        Ok(Evicted::Accepted { .. }) => evicted += 1,
+                        Ok(Evicted::AlreadyGone) => gone += 1,
+                        Err(x) => refused.push(format!("{pod}: {x}")),
+                    }
+                }
+                let summary =
+                    format!("evicted {evicted}, already gone {gone}, not evicted {}", refused.len());
+                if refused.is_empty() {
+                    Ok(format!("ok: {summary}"))
+                } else {
+                    Err(format!("{summary}: {}", refused.join("; ")))
+                }
+            }
+            Step::RestoreCapacity { key, pools } => {
+                self.cloud.restore_capacity(key, pools).await.map_err(|x| e(&x))
+            }
+            Step::ReturnStandby { node } => {
+                Ok(format!("deferred: {node} stays in service; returning standbys is not automated yet"))
+            }
+            Step::RestoreHeadroom { placeholders } => {
+                let ready = self.wait_until(deadline + AFTER_DEADLINE, |v| whole(v, displaced)).await;
+                self.cluster.scale_placeholders(*placeholders).await.map_err(|x| e(&x))?;
+                let note = if ready { "" } else { " (displaced workloads were not whole yet)" };
+                Ok(format!("ok: {placeholders} placeholders wanted{note}; plan for {}", plan.node))
+            }
+        }
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+}

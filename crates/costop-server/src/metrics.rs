@@ -1,0 +1,110 @@
+//! Prometheus metrics, in the text exposition format.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Bucket bounds (seconds) of the notice → cordon histogram.
+const BUCKETS: [f64; 10] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0];
+
+#[derive(Default)]
+struct Inner {
+    notices: BTreeMap<(String, String), u64>,
+    duplicates: u64,
+    refused: u64,
+    steps: BTreeMap<String, (u64, f64)>,
+    cordon_buckets: [u64; BUCKETS.len()],
+    cordon_count: u64,
+    cordon_sum: f64,
+}
+
+/// The server's metrics.
+#[derive(Default)]
+pub struct Metrics(Mutex<Inner>);
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A notice accepted, by kind and path.
+    pub fn notice(&self, kind: &str, source: &str) {
+        *self.lock().notices.entry((kind.into(), source.into())).or_default() += 1;
+    }
+
+    /// A duplicate notice.
+    pub fn duplicate(&self) {
+        self.lock().duplicates += 1;
+    }
+
+    /// A notice refused (authentication or authorization).
+    pub fn refused(&self) {
+        self.lock().refused += 1;
+    }
+
+    /// A step finished after `seconds`.
+    pub fn step(&self, kind: &str, seconds: f64) {
+        let mut inner = self.lock();
+        let e = inner.steps.entry(kind.into()).or_default();
+        e.0 += 1;
+        e.1 += seconds;
+    }
+
+    /// Seconds from a notice's arrival to its node being cordoned.
+    pub fn notice_to_cordon(&self, seconds: f64) {
+        let mut inner = self.lock();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                inner.cordon_buckets[i] += 1;
+            }
+        }
+        inner.cordon_count += 1;
+        inner.cordon_sum += seconds;
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let inner = self.lock();
+        let mut out = String::new();
+        out.push_str("# HELP costop_notices_total Notices accepted, by kind and path.\n# TYPE costop_notices_total counter\n");
+        for ((kind, source), n) in &inner.notices {
+            out.push_str(&format!("costop_notices_total{{kind=\"{kind}\",source=\"{source}\"}} {n}\n"));
+        }
+        out.push_str(&format!("# HELP costop_notice_duplicates_total Notices seen again.\n# TYPE costop_notice_duplicates_total counter\ncostop_notice_duplicates_total {}\n", inner.duplicates));
+        out.push_str(&format!("# HELP costop_notices_refused_total Notices refused by authentication or authorization.\n# TYPE costop_notices_refused_total counter\ncostop_notices_refused_total {}\n", inner.refused));
+        out.push_str("# HELP costop_step_duration_seconds Time steps took.\n# TYPE costop_step_duration_seconds summary\n");
+        for (kind, (count, sum)) in &inner.steps {
+            out.push_str(&format!("costop_step_duration_seconds_sum{{step=\"{kind}\"}} {sum}\ncostop_step_duration_seconds_count{{step=\"{kind}\"}} {count}\n"));
+        }
+        out.push_str("# HELP costop_notice_to_cordon_seconds From notice arrival to cordon.\n# TYPE costop_notice_to_cordon_seconds histogram\n");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            out.push_str(&format!(
+                "costop_notice_to_cordon_seconds_bucket{{le=\"{b}\"}} {}\n",
+                inner.cordon_buckets[i]
+            ));
+        }
+        out.push_str(&format!(
+            "costop_notice_to_cordon_seconds_bucket{{le=\"+Inf\"}} {c}\ncostop_notice_to_cordon_seconds_sum {}\ncostop_notice_to_cordon_seconds_count {c}\n",
+            inner.cordon_sum,
+            c = inner.cordon_count
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = super::Metrics::default();
+        m.notice("spot-interruption", "agent");
+        m.notice_to_cordon(0.15);
+        m.notice_to_cordon(3.0);
+        m.step("taint-and-cordon", 0.01);
+        let text = m.render();
+        assert!(text.contains("costop_notices_total{kind=\"spot-interruption\",source=\"agent\"} 1"));
+        assert!(text.contains("costop_notice_to_cordon_seconds_bucket{le=\"0.2\"} 1"));
+        assert!(text.contains("costop_notice_to_cordon_seconds_bucket{le=\"5\"} 2"));
+        assert!(text.contains("costop_notice_to_cordon_seconds_count 2"));
+        assert!(text.contains("costop_step_duration_seconds_count{step=\"taint-and-cordon\"} 1"));
+    }
+}

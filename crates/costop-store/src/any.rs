@@ -1,0 +1,77 @@
+//! One store type for callers that pick memory or Redis at run time.
+
+use crate::{MemoryStore, RedisStore, StoreError};
+use costop_core::ports::{ResponseRecord, StorePort, StreamEntry};
+use costop_core::time::Millis;
+use costop_core::{Notice, NoticeKey, Plan};
+
+/// Memory (embedded default) or Redis.
+pub enum AnyStore {
+    /// In this process.
+    Memory(MemoryStore),
+    /// In Redis.
+    Redis(RedisStore),
+}
+
+impl AnyStore {
+    /// Redis when a URL is given, else memory.
+    pub async fn open(redis_url: Option<&str>) -> Result<Self, StoreError> {
+        Ok(match redis_url {
+            Some(url) => AnyStore::Redis(RedisStore::connect(url).await?),
+            None => AnyStore::Memory(MemoryStore::new()),
+        })
+    }
+}
+
+macro_rules! both {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Memory($s) => $e,
+            AnyStore::Redis($s) => $e,
+        }
+    };
+}
+
+impl StorePort for AnyStore {
+    type Error = StoreError;
+
+    async fn record_notice(&self, notice: &Notice) -> Result<bool, StoreError> {
+        both!(self, s => s.record_notice(notice).await)
+    }
+    async fn publish_notice(&self, notice: &Notice) -> Result<(), StoreError> {
+        both!(self, s => s.publish_notice(notice).await)
+    }
+    async fn read_notices(&self, consumer: &str, block_ms: u64) -> Result<Vec<StreamEntry>, StoreError> {
+        both!(self, s => s.read_notices(consumer, block_ms).await)
+    }
+    async fn ack_notice(&self, id: &str) -> Result<(), StoreError> {
+        both!(self, s => s.ack_notice(id).await)
+    }
+    async fn save_plan(&self, plan: &Plan) -> Result<bool, StoreError> {
+        both!(self, s => s.save_plan(plan).await)
+    }
+    async fn step_started(&self, key: &NoticeKey, index: usize, at: Millis) -> Result<(), StoreError> {
+        both!(self, s => s.step_started(key, index, at).await)
+    }
+    async fn step_done(
+        &self,
+        key: &NoticeKey,
+        index: usize,
+        at: Millis,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.step_done(key, index, at, outcome).await)
+    }
+    async fn response_done(&self, key: &NoticeKey, at: Millis) -> Result<(), StoreError> {
+        both!(self, s => s.response_done(key, at).await)
+    }
+    async fn response(&self, key: &NoticeKey) -> Result<Option<ResponseRecord>, StoreError> {
+        both!(self, s => s.response(key).await)
+    }
+    async fn unfinished(&self) -> Result<Vec<NoticeKey>, StoreError> {
+        both!(self, s => s.unfinished().await)
+    }
+    async fn mirror(&self, kind: &str, entries: &[(String, String)]) -> Result<(), StoreError> {
+        both!(self, s => s.mirror(kind, entries).await)
+    }
+}
