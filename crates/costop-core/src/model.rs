@@ -169,6 +169,10 @@ pub struct PodView {
     pub ready: bool,
     /// A costop placeholder (negative priority, holds free room).
     pub placeholder: bool,
+    /// Run by a DaemonSet: it belongs to its node and is never evicted
+    /// (as `kubectl drain --ignore-daemonsets`).
+    #[serde(default)]
+    pub daemon: bool,
     /// EBS volumes the pod mounts.
     pub volumes: Vec<VolumeView>,
 }

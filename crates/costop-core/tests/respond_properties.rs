@@ -74,6 +74,7 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
                     priority: 0,
                     ready: *ready,
                     placeholder: false,
+                    daemon: false,
                     volumes: if *volume {
                         vec![VolumeView {
                             volume_id: format!("vol-{i}"),
@@ -94,6 +95,7 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
                     priority: -10,
                     ready: true,
                     placeholder: true,
+                    daemon: false,
                     volumes: vec![],
                 });
             }
@@ -143,7 +145,7 @@ proptest! {
             }
         }
         // Every displaced pod is either evicted in some wave or named unevictable.
-        for p in view.pods_on(&node.name).filter(|p| !p.placeholder) {
+        for p in view.pods_on(&node.name).filter(|p| !p.placeholder && !p.daemon) {
             prop_assert!(seen.contains(&p.name) ^ plan.unevictable.contains(&p.name));
         }
     }

@@ -113,6 +113,11 @@ fn pod_view(p: &Pod) -> PodView {
         priority: spec.priority.unwrap_or(0),
         ready,
         placeholder: spec.priority_class_name.as_deref() == Some(PLACEHOLDER_CLASS),
+        daemon: p
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|r| r.controller == Some(true) && r.kind == "DaemonSet")),
         volumes: Vec::new(),
     }
 }

@@ -1682,6 +1682,7 @@ impl<'m> World<'m> {
                 priority: w.priority,
                 ready: p.state == PodState::Ready,
                 placeholder: w.placeholder,
+                daemon: false,
                 volumes: p
                     .volume
                     .map(|v| VolumeView {

@@ -264,8 +264,12 @@ fn emu(config: &Config, args: EmuArgs) -> Result<()> {
         .with_context(|| format!("emu: cannot listen on {}", args.listen))?;
         costop_emu::admin::load(&emu.state, &scenario).map_err(|e| anyhow!("scenario: {e}"))?;
         let path = std::fs::canonicalize(&emu.kubeconfig).unwrap_or(emu.kubeconfig.clone());
-        println!("costop emu: Kubernetes API on {}", emu.url());
-        println!("export KUBECONFIG={}", path.display());
+        // A reader may close our stdout once it has the address: never die of that.
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "costop emu: Kubernetes API on {}", emu.url());
+        let _ = writeln!(out, "export KUBECONFIG={}", path.display());
+        let _ = out.flush();
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         emu.stop();
         Ok(())

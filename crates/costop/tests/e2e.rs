@@ -1,0 +1,391 @@
+//! End to end: real `costop emu`, `costop server` and `costop agent`
+//! processes, a real redis-server, an interruption injected into instance
+//! metadata.
+
+use costop_core::ports::StorePort;
+use costop_store::redis_server::RedisServer;
+use costop_store::RedisStore;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_costop")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct World {
+    dir: PathBuf,
+    redis: RedisServer,
+    _emu: Proc,
+    emu_url: String,
+    kubeconfig: PathBuf,
+    server: Option<Proc>,
+    server_url: String,
+    agent: Option<Proc>,
+    http: reqwest::Client,
+}
+
+impl World {
+    async fn start(time_scale: f64) -> World {
+        let dir = std::env::temp_dir().join(format!("costop-e2e-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let scenario = json!({
+            "nodes": [{"count": 3, "instance_type": "m5.xlarge", "zone": "us-east-1a", "capacity_type": "spot"}],
+            "deployments": [{"name": "web", "replicas": 6, "cpu": "250m", "memory": "256Mi", "min_available": 4}],
+            "placeholders": {"count": 2, "cpu": "500m", "memory": "512Mi"}
+        });
+        std::fs::write(dir.join("scenario.json"), scenario.to_string()).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        let mut emu = Command::new(bin())
+            .args(["emu", "--scenario"])
+            .arg(dir.join("scenario.json"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--time-scale", &time_scale.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(emu.stdout.take().unwrap());
+        let mut line = String::new();
+        lines.read_line(&mut line).unwrap();
+        let emu_url = line.split_whitespace().last().unwrap().to_string();
+        // Keep reading its output so it never writes into a closed pipe.
+        std::thread::spawn(move || for _ in lines.lines() {});
+        let redis = RedisServer::start().expect("redis-server (scripts/test installs it)");
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut world = World {
+            dir,
+            redis,
+            _emu: Proc(emu),
+            emu_url,
+            kubeconfig,
+            server: None,
+            server_url: format!("http://127.0.0.1:{}", free_port()),
+            agent: None,
+            http,
+        };
+        world.start_server().await;
+        world
+            .wait("pods running", Duration::from_secs(30), async |w| w.ready_pods("default").await >= 6)
+            .await;
+        world
+    }
+
+    async fn start_server(&mut self) {
+        let listen = self.server_url.trim_start_matches("http://").to_string();
+        let server = Command::new(bin())
+            .args([
+                "server",
+                "--listen",
+                &listen,
+                "--redis-url",
+                &self.redis.url(),
+                "--emu-url",
+                &self.emu_url,
+                "--identity",
+                "e2e",
+            ])
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env("COSTOP_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("server.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.server = Some(Proc(server));
+        self.wait("server leads", Duration::from_secs(30), async |w| {
+            w.get_text(&format!("{}/readyz", w.server_url)).await.as_deref() == Some("leader")
+        })
+        .await;
+    }
+
+    fn start_agent(&mut self, node: &str, token_file: &std::path::Path) {
+        let agent = Command::new(bin())
+            .args([
+                "agent",
+                "--imds-url",
+                &format!("{}/imds/{node}", self.emu_url),
+                "--server-url",
+                &self.server_url,
+            ])
+            .args(["--redis-url", &self.redis.url(), "--poll-ms", "100", "--token-path"])
+            .arg(token_file)
+            .env("COSTOP_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join(format!("agent-{node}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        self.agent = Some(Proc(agent));
+    }
+
+    async fn get_text(&self, url: &str) -> Option<String> {
+        self.http.get(url).send().await.ok()?.text().await.ok()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let text = self.get_text(&format!("{}{path}", self.emu_url)).await.unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    async fn post(&self, url: &str, body: Value, token: Option<&str>) -> (u16, String) {
+        let mut req = self.http.post(url).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    async fn ready_pods(&self, ns: &str) -> usize {
+        let pods = self.get(&format!("/api/v1/namespaces/{ns}/pods")).await;
+        pods["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                    .filter(|p| {
+                        p["status"]["conditions"]
+                            .as_array()
+                            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    async fn pods_on(&self, node: &str) -> Vec<Value> {
+        let pods = self.get(&format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{node}")).await;
+        pods["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Run an agent pod on `node` (owned by a DaemonSet, as deployed) and
+    /// write its service-account token to a file (its projected token).
+    async fn token_of_pod_on(&self, node: &str) -> (String, PathBuf) {
+        let name = format!("costop-agent-{node}");
+        let pod = json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "name": "costop-agent", "uid": "costop-agent-ds", "controller": true}]},
+            "spec": {"nodeName": node, "tolerations": [{"operator": "Exists"}],
+                "containers": [{"name": "agent", "image": "costop:dev", "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}]}});
+        let (code, body) =
+            self.post(&format!("{}/api/v1/namespaces/kube-system/pods", self.emu_url), pod, None).await;
+        assert!(code == 201 || code == 409, "{body}");
+        let token = self.get(&format!("/admin/tokens/kube-system/{name}")).await["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let file = self.dir.join(format!("token-{node}"));
+        std::fs::write(&file, &token).unwrap();
+        (token, file)
+    }
+
+    async fn wait(&self, what: &str, timeout: Duration, check: impl AsyncFn(&World) -> bool) {
+        let start = Instant::now();
+        while !check(self).await {
+            if start.elapsed() > timeout {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "timed out waiting for {what}; server log tail:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn node(&self, name: &str) -> Value {
+        self.get(&format!("/api/v1/nodes/{name}")).await
+    }
+
+    async fn inject(&self, node: &str) {
+        let (code, body) = self
+            .post(
+                &format!("{}/admin/nodes/{node}/notice", self.emu_url),
+                json!({"interruption": {"action": "terminate", "in_seconds": 120}}),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+
+    async fn store(&self) -> RedisStore {
+        RedisStore::connect(&self.redis.url()).await.unwrap()
+    }
+
+    async fn response_keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS").arg("costop:response:*").query_async(&mut c).await.unwrap_or_default()
+    }
+}
+
+fn cordoned(node: &Value) -> bool {
+    node["spec"]["unschedulable"] == true
+        && node["spec"]["taints"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["key"] == "costop.io/interruption"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_is_answered_end_to_end_and_recorded() {
+    let mut w = World::start(0.05).await;
+    let (token0, file0) = w.token_of_pod_on("node-0").await;
+    w.start_agent("node-0", &file0);
+    let displaced = w.pods_on("node-0").await.len();
+    assert!(displaced > 0);
+    w.inject("node-0").await;
+
+    w.wait("node-0 tainted and cordoned", Duration::from_secs(10), async |w| {
+        cordoned(&w.node("node-0").await)
+    })
+    .await;
+    w.wait("pods evicted from node-0", Duration::from_secs(20), async |w| {
+        w.pods_on("node-0").await.iter().all(|p| p["metadata"]["namespace"] != "default")
+    })
+    .await;
+    w.wait("web whole again elsewhere", Duration::from_secs(30), async |w| {
+        w.ready_pods("default").await >= 6
+    })
+    .await;
+    w.wait("placeholders restored", Duration::from_secs(30), async |w| {
+        w.ready_pods("costop-system").await >= 2
+    })
+    .await;
+
+    // The record: one response, every step with timestamps.
+    let store = w.store().await;
+    w.wait("the response finished", Duration::from_secs(30), async |w| {
+        w.store().await.unfinished().await.map(|u| u.is_empty()).unwrap_or(false)
+            && !w.response_keys_sync().await.is_empty()
+    })
+    .await;
+    let keys = w.response_keys().await;
+    assert_eq!(keys.len(), 1, "one response: {keys:?}");
+    let key = costop_store::parse_notice_key(keys[0].trim_start_matches("costop:response:")).unwrap();
+    let record = store.response(&key).await.unwrap().unwrap();
+    let kinds: Vec<&str> = record.plan.steps.iter().map(|s| s.kind()).collect();
+    assert_eq!(kinds[0], "taint-and-cordon");
+    assert!(kinds.contains(&"evict") && kinds.contains(&"restore-headroom"), "{kinds:?}");
+    for (step, rec) in record.plan.steps.iter().zip(&record.steps) {
+        let (s, d) = (rec.started_at.unwrap(), rec.done_at.unwrap());
+        assert!(s <= d, "{step:?}");
+        assert!(
+            rec.outcome.as_deref().is_some_and(|o| !o.starts_with("failed")),
+            "{step:?}: {:?}",
+            rec.outcome
+        );
+    }
+
+    // The same notice again, by hand on the fast path: a duplicate, still one response.
+    let notice: Value = serde_json::to_value(costop_core::Notice {
+        instance_id: key.instance_id.clone(),
+        kind: costop_core::NoticeKind::SpotInterruption {
+            action: costop_core::notice::InstanceAction::Terminate,
+            effective_at: key.stated_time,
+        },
+        received_at: 0,
+        source: costop_core::NoticeSource::Agent,
+    })
+    .unwrap();
+    let (code, body) = w.post(&format!("{}/v1/notices", w.server_url), notice.clone(), Some(&token0)).await;
+    assert_eq!((code, body.contains("duplicate")), (200, true), "{body}");
+    assert_eq!(w.response_keys().await.len(), 1);
+
+    // A forged notice: a pod on node-1 reporting for node-0.
+    let (token1, _) = w.token_of_pod_on("node-1").await;
+    let mut forged = notice.clone();
+    forged["kind"]["effective_at"] = json!(key.stated_time + 1000);
+    let (code, body) = w.post(&format!("{}/v1/notices", w.server_url), forged, Some(&token1)).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(w.response_keys().await.len(), 1, "no action on a forged notice");
+    // Junk bodies and missing tokens: clear errors.
+    let (code, body) =
+        w.post(&format!("{}/v1/notices", w.server_url), json!({"nope": 1}), Some(&token0)).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not a notice"));
+    let (code, _) = w.post(&format!("{}/v1/notices", w.server_url), notice, None).await;
+    assert_eq!(code, 401);
+    let metrics = w.get_text(&format!("{}/metrics", w.server_url)).await.unwrap();
+    assert!(metrics.contains("costop_notice_to_cordon_seconds_count 1"), "{metrics}");
+    assert!(metrics.contains("costop_notices_refused_total 2"), "{metrics}");
+    w.agent.take();
+}
+
+impl World {
+    async fn response_keys_sync(&self) -> Vec<String> {
+        self.response_keys().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_without_running_a_step_twice() {
+    let mut w = World::start(0.05).await;
+    let (_, file0) = w.token_of_pod_on("node-0").await;
+    w.start_agent("node-0", &file0);
+    w.inject("node-0").await;
+    // Kill -9 the server as soon as the first step is recorded done.
+    let store = w.store().await;
+    let key = loop {
+        let keys = w.response_keys().await;
+        if let Some(k) = keys.first() {
+            let key = costop_store::parse_notice_key(k.trim_start_matches("costop:response:")).unwrap();
+            if store.response(&key).await.unwrap().is_some_and(|r| r.steps[0].done_at.is_some()) {
+                break key;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut server = w.server.take().unwrap();
+    server.0.kill().unwrap();
+    let _ = server.0.wait();
+    let killed_at = store.response(&key).await.unwrap().unwrap();
+    w.start_server().await;
+    w.wait("the resumed response finished", Duration::from_secs(40), async |w| {
+        w.store().await.unfinished().await.map(|u| u.is_empty()).unwrap_or(false)
+    })
+    .await;
+    let done = store.response(&key).await.unwrap().unwrap();
+    for (i, (before, after)) in killed_at.steps.iter().zip(&done.steps).enumerate() {
+        assert!(after.done_at.is_some(), "step {i} not done");
+        if before.done_at.is_some() {
+            assert_eq!(before, after, "step {i} ran again after the restart");
+        }
+    }
+    assert!(cordoned(&w.node("node-0").await));
+    assert_eq!(w.response_keys().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_during_a_redis_outage_is_not_lost() {
+    // Slower world: the two-minute notice lasts 24 s here, longer than the outage.
+    let mut w = World::start(0.2).await;
+    let (_, file0) = w.token_of_pod_on("node-0").await;
+    w.redis.stop();
+    w.start_agent("node-0", &file0);
+    w.inject("node-0").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!cordoned(&w.node("node-0").await), "nothing can be recorded while Redis is down");
+    w.redis.restart().unwrap();
+    w.wait("node-0 cordoned after Redis came back", Duration::from_secs(15), async |w| {
+        cordoned(&w.node("node-0").await)
+    })
+    .await;
+    w.wait("one recorded response", Duration::from_secs(15), async |w| w.response_keys().await.len() == 1)
+        .await;
+}
