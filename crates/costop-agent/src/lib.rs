@@ -86,7 +86,7 @@ impl<C: Clock + 'static> Agent<C> {
                 match self.poll_one(&mut imds, path, &instance_id).await {
                     Ok(Some(notice)) => {
                         if seen.insert(notice.key()) {
-                            tracing::warn!(key = %notice.key(), "notice from instance metadata");
+                            tracing::info!(key = %notice.key(), "notice from instance metadata");
                             let me = self.clone();
                             let stop = shutdown.clone();
                             tokio::spawn(async move { me.deliver(notice, stop).await });

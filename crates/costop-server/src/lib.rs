@@ -112,7 +112,7 @@ impl ServerState {
             costop_core::NoticeSource::Simulator => "simulator",
         };
         self.exec.metrics.notice(notice.kind.label(), source);
-        tracing::warn!(notice = %key, node = plan.node, steps = plan.steps.len(), "responding");
+        tracing::info!(notice = %key, node = plan.node, steps = plan.steps.len(), "responding");
         let exec = self.exec.clone();
         tokio::spawn(async move { exec.execute(&plan, notice.received_at).await });
         Ok(Intake::Accepted)
@@ -392,7 +392,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
 impl leader::Leadership for ServerState {
     fn set_leader(&self, leader: bool) {
         if self.leader.swap(leader, Ordering::Relaxed) != leader {
-            tracing::warn!(identity = self.identity, leader, "leadership changed");
+            tracing::info!(identity = self.identity, leader, "leadership changed");
         }
     }
 }

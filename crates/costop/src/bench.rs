@@ -117,3 +117,137 @@ pub fn emu(nodes: u32, pods: u32, patches: u32) -> Result<()> {
         Ok(())
     })
 }
+
+/// Time from a notice appearing in a node's instance metadata to that node
+/// carrying costop's taint: agent poll → Redis and HTTP → server → kube-rs
+/// patch → emulated API. Everything in this process but Redis, which runs
+/// as a real `redis-server` when one is installed.
+pub fn notice_latency(config: &super::config::Config, runs: u32, poll_ms: u64) -> Result<()> {
+    if runs == 0 {
+        return Err(anyhow!("--runs must be at least 1"));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let policy = config.policy.clone();
+    runtime.block_on(async move {
+        let dir = std::env::temp_dir().join(format!("costop-bench-notice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let emu = costop_emu::Emulator::start(costop_emu::EmuConfig {
+            kubeconfig: dir.join("kubeconfig"),
+            time_scale: 0.05,
+            tick: Duration::from_millis(50),
+            ..Default::default()
+        })
+        .await?;
+        let scenario = costop_emu::admin::Scenario {
+            nodes: vec![costop_emu::admin::NodeGroup {
+                count: runs + 1,
+                instance_type: "m5.xlarge".into(),
+                zone: "us-east-1a".into(),
+                capacity_type: "spot".into(),
+            }],
+            ..Default::default()
+        };
+        costop_emu::admin::load(&emu.state, &scenario).map_err(|e| anyhow!(e))?;
+        let redis = costop_store::redis_server::RedisServer::start().ok();
+        let store_kind = if redis.is_some() { "redis" } else { "memory" };
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let server = costop_server::ServerConfig {
+            listen,
+            redis_url: redis.as_ref().map(|r| r.url()),
+            kubeconfig: Some(emu.kubeconfig.clone()),
+            emu_url: Some(emu.url()),
+            policy,
+            identity: "bench".into(),
+        };
+        let server_stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = costop_server::run(server, server_stop).await {
+                tracing::error!(error = %e, "server failed");
+            }
+        });
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let server_url = format!("http://{listen}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.get(format!("{server_url}/readyz")).send().await.ok().map(|r| r.status().is_success()) != Some(true)
+            || http.get(format!("{server_url}/readyz")).send().await?.text().await? != "leader"
+        {
+            if Instant::now() > deadline {
+                return Err(anyhow!("the server did not become leader within 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // One agent pod (owned by a DaemonSet) and one agent per node.
+        for i in 0..runs {
+            let node = format!("node-{i}");
+            let pod = serde_json::json!({"metadata": {"name": format!("costop-agent-{node}"), "ownerReferences": [
+                    {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "costop-agent", "uid": "ds", "controller": true}]},
+                "spec": {"nodeName": node, "tolerations": [{"operator": "Exists"}],
+                    "containers": [{"name": "agent", "image": "costop:dev"}]}});
+            emu.state.create(costop_emu::kinds::idx::PODS, "kube-system", pod).map_err(|e| anyhow!(e.to_string()))?;
+            let token = emu.state.pod_token("kube-system", &format!("costop-agent-{node}")).unwrap_or_default();
+            let token_path = dir.join(format!("token-{node}"));
+            std::fs::write(&token_path, token)?;
+            let agent = costop_agent::AgentConfig {
+                imds_url: format!("{}/imds/{node}", emu.url()),
+                server_url: Some(server_url.clone()),
+                redis_url: redis.as_ref().map(|r| r.url()),
+                token_path: Some(token_path),
+                poll: Duration::from_millis(poll_ms.max(10)),
+            };
+            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            let agent = std::sync::Arc::new(costop_agent::Agent::new(agent, std::sync::Arc::new(costop_store::SystemClock), tx));
+            tokio::spawn(agent.run(stop.clone()));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut latencies = Vec::new();
+        for i in 0..runs {
+            let node = format!("node-{i}");
+            // Notices come at any moment of an agent's poll cycle: start at a random phase.
+            let phase = costop_emu::random_suffix().bytes().map(u64::from).sum::<u64>() * 7919 % poll_ms.max(1);
+            tokio::time::sleep(Duration::from_millis(phase)).await;
+            let mut changes = emu.state.store.subscribe();
+            let t = Instant::now();
+            let body = axum_body(r#"{"interruption": {"action": "terminate", "in_seconds": 120}}"#);
+            costop_emu::imds::inject(&emu.state, &node, &body);
+            let tainted = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match changes.recv().await {
+                        Ok(c) if c.kind == costop_emu::kinds::idx::NODES
+                            && c.object["metadata"]["name"] == node.as_str()
+                            && c.object["spec"]["taints"]
+                                .as_array()
+                                .is_some_and(|ts| ts.iter().any(|t| t["key"] == "costop.io/interruption")) =>
+                        {
+                            return true
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return false,
+                    }
+                }
+            })
+            .await;
+            if tainted != Ok(true) {
+                return Err(anyhow!("{node} was not tainted within 10 s of its notice"));
+            }
+            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let _ = stop_tx.send(true);
+        latencies.sort_by(f64::total_cmp);
+        let out = serde_json::json!({
+            "p50_ms": round(percentile(&latencies, 0.50)),
+            "p99_ms": round(percentile(&latencies, 0.99)),
+            "runs": latencies.len(),
+            "poll_ms": poll_ms,
+            "store": store_kind,
+        });
+        println!("{out}");
+        emu.stop();
+        Ok(())
+    })
+}
+
+fn axum_body(s: &str) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(s.as_bytes())
+}

@@ -84,6 +84,21 @@ struct ServerArgs {
 enum BenchCommand {
     /// The emulator at scale: full pod list through kube-rs, watch latency, memory.
     Emu(BenchEmuArgs),
+    /// Notice in instance metadata → node tainted, through agent, Redis and server.
+    NoticeLatency(BenchNoticeArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchNoticeArgs {
+    /// Notices to time (one node each).
+    #[arg(long, default_value_t = 50)]
+    runs: u32,
+    /// The agents' poll period, milliseconds (the agent's default is 500).
+    #[arg(long, default_value_t = 500)]
+    poll_ms: u64,
+    /// Print JSON (the only output format; kept for the documented command).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -177,6 +192,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Agent(args) => agent(args),
         Command::Server(args) => server(&config, args),
         Command::Bench(BenchCommand::Emu(args)) => bench::emu(args.nodes, args.pods, args.patches),
+        Command::Bench(BenchCommand::NoticeLatency(args)) => {
+            let _ = args.json;
+            bench::notice_latency(&config, args.runs, args.poll_ms)
+        }
     }
 }
 
