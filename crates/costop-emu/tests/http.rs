@@ -252,3 +252,96 @@ async fn real_kubectl_gets_cordons_and_drains() {
         assert_eq!(d["status"]["readyReplicas"], d["spec"]["replicas"], "{d}");
     }
 }
+
+fn imds(emu: &Emulator, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut s = TcpStream::connect(emu.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_metadata_speaks_imdsv2_and_shows_injected_notices() {
+    let emu = emulator().await;
+    let base = "/imds/node-1/latest";
+    // No token, bad TTL, forwarded request: refused as AWS does.
+    assert_eq!(imds(&emu, "GET", &format!("{base}/meta-data/instance-id"), &[]).0, 401);
+    assert_eq!(
+        imds(&emu, "PUT", &format!("{base}/api/token"), &[("X-aws-ec2-metadata-token-ttl-seconds", "0")]).0,
+        400
+    );
+    let fwd = [("X-aws-ec2-metadata-token-ttl-seconds", "60"), ("X-Forwarded-For", "10.0.0.1")];
+    assert_eq!(imds(&emu, "PUT", &format!("{base}/api/token"), &fwd).0, 403);
+    let (code, token) =
+        imds(&emu, "PUT", &format!("{base}/api/token"), &[("X-aws-ec2-metadata-token-ttl-seconds", "60")]);
+    assert_eq!(code, 200);
+    let auth = [("X-aws-ec2-metadata-token", token.as_str())];
+    let (_, id) = imds(&emu, "GET", &format!("{base}/meta-data/instance-id"), &auth);
+    assert!(id.starts_with("i-"), "{id}");
+    assert_eq!(imds(&emu, "GET", &format!("{base}/meta-data/instance-life-cycle"), &auth).1, "spot");
+    assert_eq!(
+        imds(&emu, "GET", &format!("{base}/meta-data/placement/availability-zone"), &auth).1,
+        "us-east-1b"
+    );
+    // Another node's token does not open this node's metadata.
+    let (_, other) =
+        imds(&emu, "PUT", "/imds/node-2/latest/api/token", &[("X-aws-ec2-metadata-token-ttl-seconds", "60")]);
+    assert_eq!(
+        imds(&emu, "GET", &format!("{base}/meta-data/instance-id"), &[("X-aws-ec2-metadata-token", &other)])
+            .0,
+        401
+    );
+    // Nothing until a notice is injected; then AWS's bodies.
+    assert_eq!(imds(&emu, "GET", &format!("{base}/meta-data/spot/instance-action"), &auth).0, 404);
+    assert_eq!(
+        imds(&emu, "GET", &format!("{base}/meta-data/events/recommendations/rebalance"), &auth).0,
+        404
+    );
+    let (code, _) = request(
+        &emu,
+        "POST",
+        "/admin/nodes/node-1/notice",
+        "application/json",
+        r#"{"rebalance": true, "interruption": {"action": "terminate", "in_seconds": 120}}"#,
+    );
+    assert_eq!(code, 200);
+    let (code, body) = imds(&emu, "GET", &format!("{base}/meta-data/spot/instance-action"), &auth);
+    assert_eq!(code, 200);
+    let action: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(action["action"], "terminate");
+    assert!(action["time"].as_str().unwrap().ends_with('Z'));
+    let (code, body) =
+        imds(&emu, "GET", &format!("{base}/meta-data/events/recommendations/rebalance"), &auth);
+    assert_eq!(code, 200);
+    assert!(body.contains("noticeTime"));
+    let (code, _) = request(
+        &emu,
+        "POST",
+        "/admin/nodes/node-1/notice",
+        "application/json",
+        r#"{"interruption": {"action": "explode"}}"#,
+    );
+    assert_eq!(code, 400);
+    // Its time comes (120 s × 0.01 = 1.2 s): the node turns NotReady and its pods fail.
+    let mut not_ready = false;
+    for _ in 0..300 {
+        let (_, node) = request(&emu, "GET", "/api/v1/nodes/node-1", "application/json", "");
+        let node: Value = serde_json::from_str(&node).unwrap();
+        if node["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "False")
+        {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(not_ready, "node-1 should be NotReady after its interruption");
+}
