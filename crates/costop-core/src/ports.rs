@@ -177,7 +177,7 @@ pub trait CloudPort: Send + Sync {
     /// Start a standby (re-typed first if asked).
     fn wake_standby(
         &self,
-        node: &str,
+        node: &crate::NodeView,
         retype_to: Option<&str>,
     ) -> impl Future<Output = Result<String, Self::Error>> + Send;
 

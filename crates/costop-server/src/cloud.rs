@@ -74,7 +74,8 @@ impl CloudPort for EmuCloud {
         Ok(format!("{} excluded from load balancers", node.name))
     }
 
-    async fn wake_standby(&self, node: &str, retype_to: Option<&str>) -> Result<String, CloudError> {
+    async fn wake_standby(&self, node: &NodeView, retype_to: Option<&str>) -> Result<String, CloudError> {
+        let node = node.name.as_str();
         self.post(
             "start standby",
             node,
@@ -125,8 +126,8 @@ impl CloudPort for NoCloud {
     async fn deregister_targets(&self, node: &NodeView) -> Result<String, CloudError> {
         Ok(format!("skipped: no cloud adapter ({})", node.name))
     }
-    async fn wake_standby(&self, node: &str, _: Option<&str>) -> Result<String, CloudError> {
-        Ok(format!("skipped: no cloud adapter ({node})"))
+    async fn wake_standby(&self, node: &NodeView, _: Option<&str>) -> Result<String, CloudError> {
+        Ok(format!("skipped: no cloud adapter ({})", node.name))
     }
     async fn move_volume(&self, volume_id: &str, _: &str, _: bool) -> Result<String, CloudError> {
         Ok(format!("skipped: no cloud adapter ({volume_id})"))
@@ -163,7 +164,7 @@ impl CloudPort for AnyCloud {
     async fn deregister_targets(&self, node: &NodeView) -> Result<String, CloudError> {
         both!(self, c => c.deregister_targets(node).await)
     }
-    async fn wake_standby(&self, node: &str, retype_to: Option<&str>) -> Result<String, CloudError> {
+    async fn wake_standby(&self, node: &NodeView, retype_to: Option<&str>) -> Result<String, CloudError> {
         both!(self, c => c.wake_standby(node, retype_to).await)
     }
     async fn move_volume(

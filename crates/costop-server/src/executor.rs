@@ -163,7 +163,9 @@ where
                 Ok(format!("ok: {} placeholders released", placeholders.len()))
             }
             Step::WakeStandby { node, retype_to } => {
-                let woke = self.cloud.wake_standby(node, retype_to.as_deref()).await.map_err(|x| e(&x))?;
+                let view = self.cluster.view();
+                let n = view.node(node).ok_or_else(|| format!("node {node} not in the cluster"))?;
+                let woke = self.cloud.wake_standby(n, retype_to.as_deref()).await.map_err(|x| e(&x))?;
                 self.cluster.untaint_standby(node).await.map_err(|x| e(&x))?;
                 Ok(format!("ok: {woke}; untainted"))
             }

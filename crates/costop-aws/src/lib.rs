@@ -1,0 +1,718 @@
+//! costop's Cloud port on aws-sdk-rust: warm standbys (launch templates
+//! cloned from a Spot node, stop / re-type / start), EBS volumes, load
+//! balancer deregistration and the weighted bridge to functions, capacity in
+//! other pools (Auto Scaling groups or an instant fleet), lifecycle hooks,
+//! and the EventBridge → SQS queue. Every call has a bounded timeout and
+//! retries throttling (the SDK's standard retry mode); errors name the
+//! action and the resource.
+
+pub mod events;
+
+use aws_sdk_autoscaling::Client as AsgClient;
+use aws_sdk_ec2::types as ec2t;
+use aws_sdk_ec2::Client as Ec2Client;
+use aws_sdk_elasticloadbalancingv2::types as elbt;
+use aws_sdk_elasticloadbalancingv2::Client as ElbClient;
+use aws_sdk_sqs::Client as SqsClient;
+use costop_core::ports::CloudPort;
+use costop_core::{NodeView, PoolId};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Every AWS action the adapter calls (the IAM policy in
+/// `deploy/iam-policy.json` grants exactly these; a test checks both agree).
+pub const IAM_ACTIONS: &[&str] = &[
+    "autoscaling:CompleteLifecycleAction",
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:SetDesiredCapacity",
+    "ec2:AttachVolume",
+    "ec2:CreateFleet",
+    "ec2:CreateLaunchTemplate",
+    "ec2:CreateLaunchTemplateVersion",
+    "ec2:CreateSnapshot",
+    "ec2:CreateVolume",
+    "ec2:DescribeInstances",
+    "ec2:DescribeSnapshots",
+    "ec2:DescribeVolumes",
+    "ec2:DetachVolume",
+    "ec2:GetLaunchTemplateData",
+    "ec2:ModifyInstanceAttribute",
+    "ec2:RunInstances",
+    "ec2:StartInstances",
+    "ec2:StopInstances",
+    "elasticloadbalancing:DeregisterTargets",
+    "elasticloadbalancing:DescribeTargetGroupAttributes",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTargetHealth",
+    "elasticloadbalancing:ModifyRule",
+    "sqs:DeleteMessage",
+    "sqs:ReceiveMessage",
+    "sqs:SendMessage",
+];
+
+/// A failed AWS call: the action, the resource, and what AWS said.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("aws {action} {resource}: {message}")]
+pub struct AwsError {
+    /// API action, e.g. `StartInstances`.
+    pub action: &'static str,
+    /// The resource it was about.
+    pub resource: String,
+    /// The SDK's or the service's message.
+    pub message: String,
+}
+
+fn aws_err<E: std::error::Error + 'static>(
+    action: &'static str,
+    resource: &str,
+) -> impl FnOnce(E) -> AwsError {
+    let resource = resource.to_string();
+    move |e| AwsError { action, resource, message: aws_sdk_ec2::error::DisplayErrorContext(&e).to_string() }
+}
+
+fn missing(action: &'static str, resource: &str, what: &str) -> AwsError {
+    AwsError { action, resource: resource.into(), message: format!("the answer has no {what}") }
+}
+
+/// A weighted route that can bridge a workload's traffic to a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bridge {
+    /// Listener rule ARN.
+    pub rule_arn: String,
+    /// The workload's own target group.
+    pub service_target_group: String,
+    /// The function's target group (target type `lambda`).
+    pub function_target_group: String,
+    /// Weight (0–999) given to the function while bridged.
+    pub function_weight: i32,
+}
+
+/// Where the adapter looks for things it cannot discover.
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    /// Auto Scaling group of each pool, when capacity is restored by
+    /// raising desired capacity; pools without one get an instant fleet.
+    pub asg_by_pool: BTreeMap<PoolId, String>,
+    /// Launch template used for fleets and standbys.
+    pub launch_template_id: Option<String>,
+    /// Bridge routes by workload (`namespace/name`).
+    pub bridges: BTreeMap<String, Bridge>,
+    /// Device name volumes are attached under.
+    pub volume_device: String,
+}
+
+/// The AWS Cloud port.
+#[derive(Clone)]
+pub struct AwsCloud {
+    /// EC2.
+    pub ec2: Ec2Client,
+    /// ELBv2.
+    pub elb: ElbClient,
+    /// Auto Scaling.
+    pub asg: AsgClient,
+    /// SQS.
+    pub sqs: SqsClient,
+    settings: AwsSettings,
+}
+
+/// The SDK configuration: the standard chain (environment, profile, IRSA or
+/// pod identity in a cluster), an optional endpoint override (tests), 10 s
+/// per operation, standard retries (throttling included), 4 attempts.
+pub async fn sdk_config(region: Option<&str>, endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(4))
+                .build(),
+        );
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r.to_string()));
+    }
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    loader.load().await
+}
+
+async fn poll_until<T, F, Fut>(
+    deadline: Instant,
+    what: &'static str,
+    resource: &str,
+    mut check: F,
+) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, AwsError>>,
+{
+    let mut wait = Duration::from_millis(200);
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if Instant::now() + wait > deadline {
+            return Err(AwsError {
+                action: what,
+                resource: resource.into(),
+                message: "not reached before the deadline".into(),
+            });
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
+impl AwsCloud {
+    /// Clients from one SDK configuration.
+    pub fn new(config: &aws_config::SdkConfig, settings: AwsSettings) -> Self {
+        Self {
+            ec2: Ec2Client::new(config),
+            elb: ElbClient::new(config),
+            asg: AsgClient::new(config),
+            sqs: SqsClient::new(config),
+            settings,
+        }
+    }
+
+    /// Settings in use.
+    pub fn settings(&self) -> &AwsSettings {
+        &self.settings
+    }
+
+    /// Clone a live instance into a launch template (a new version if the
+    /// name exists), so a standby is its twin. Returns the template id.
+    pub async fn clone_launch_template(&self, instance_id: &str, name: &str) -> Result<String, AwsError> {
+        let data = self
+            .ec2
+            .get_launch_template_data()
+            .instance_id(instance_id)
+            .send()
+            .await
+            .map_err(aws_err("GetLaunchTemplateData", instance_id))?
+            .launch_template_data
+            .ok_or_else(|| missing("GetLaunchTemplateData", instance_id, "launch template data"))?;
+        let mut req = ec2t::RequestLaunchTemplateData::builder();
+        if let Some(v) = data.image_id() {
+            req = req.image_id(v);
+        }
+        if let Some(v) = data.instance_type() {
+            req = req.instance_type(v.clone());
+        }
+        if let Some(v) = data.key_name() {
+            req = req.key_name(v);
+        }
+        if let Some(v) = data.user_data() {
+            req = req.user_data(v);
+        }
+        for g in data.security_group_ids() {
+            req = req.security_group_ids(g);
+        }
+        if let Some(p) = data.iam_instance_profile() {
+            let mut spec = ec2t::LaunchTemplateIamInstanceProfileSpecificationRequest::builder();
+            if let Some(arn) = p.arn() {
+                spec = spec.arn(arn);
+            }
+            if let Some(n) = p.name() {
+                spec = spec.name(n);
+            }
+            req = req.iam_instance_profile(spec.build());
+        }
+        let req = req.build();
+        let created = self
+            .ec2
+            .create_launch_template()
+            .launch_template_name(name)
+            .launch_template_data(req.clone())
+            .send()
+            .await;
+        match created {
+            Ok(out) => out
+                .launch_template
+                .and_then(|t| t.launch_template_id)
+                .ok_or_else(|| missing("CreateLaunchTemplate", name, "template id")),
+            Err(e) if aws_sdk_ec2::error::DisplayErrorContext(&e).to_string().contains("AlreadyExists") => {
+                self.ec2
+                    .create_launch_template_version()
+                    .launch_template_name(name)
+                    .launch_template_data(req)
+                    .send()
+                    .await
+                    .map_err(aws_err("CreateLaunchTemplateVersion", name))?
+                    .launch_template_version
+                    .and_then(|v| v.launch_template_id)
+                    .ok_or_else(|| missing("CreateLaunchTemplateVersion", name, "template id"))
+            }
+            Err(e) => Err(aws_err("CreateLaunchTemplate", name)(e)),
+        }
+    }
+
+    /// Launch an on-demand standby from a template in a zone.
+    pub async fn launch_standby(&self, template_id: &str, zone: &str) -> Result<String, AwsError> {
+        let spec = ec2t::LaunchTemplateSpecification::builder()
+            .launch_template_id(template_id)
+            .version("$Latest")
+            .build();
+        let out = self
+            .ec2
+            .run_instances()
+            .launch_template(spec)
+            .min_count(1)
+            .max_count(1)
+            .placement(ec2t::Placement::builder().availability_zone(zone).build())
+            .tag_specifications(
+                ec2t::TagSpecification::builder()
+                    .resource_type(ec2t::ResourceType::Instance)
+                    .tags(ec2t::Tag::builder().key("costop.io/standby").value("true").build())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(aws_err("RunInstances", template_id))?;
+        out.instances()
+            .first()
+            .and_then(|i| i.instance_id().map(str::to_string))
+            .ok_or_else(|| missing("RunInstances", template_id, "instance"))
+    }
+
+    /// An instance's state and type.
+    pub async fn instance(&self, id: &str) -> Result<(ec2t::InstanceStateName, String), AwsError> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(aws_err("DescribeInstances", id))?;
+        let inst = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .ok_or_else(|| missing("DescribeInstances", id, "instance"))?;
+        let state = inst
+            .state()
+            .and_then(|s| s.name().cloned())
+            .ok_or_else(|| missing("DescribeInstances", id, "state"))?;
+        Ok((state, inst.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default()))
+    }
+
+    async fn wait_state(
+        &self,
+        id: &str,
+        want: ec2t::InstanceStateName,
+        deadline: Instant,
+    ) -> Result<(), AwsError> {
+        poll_until(deadline, "DescribeInstances", id, || async {
+            let (state, _) = self.instance(id).await?;
+            Ok((state == want).then_some(()))
+        })
+        .await
+    }
+
+    /// Stop an instance and wait until it is stopped.
+    pub async fn stop(&self, id: &str, deadline: Instant) -> Result<(), AwsError> {
+        self.ec2.stop_instances().instance_ids(id).send().await.map_err(aws_err("StopInstances", id))?;
+        self.wait_state(id, ec2t::InstanceStateName::Stopped, deadline).await
+    }
+
+    /// Re-type a stopped instance.
+    pub async fn retype(&self, id: &str, instance_type: &str) -> Result<(), AwsError> {
+        self.ec2
+            .modify_instance_attribute()
+            .instance_id(id)
+            .instance_type(ec2t::AttributeValue::builder().value(instance_type).build())
+            .send()
+            .await
+            .map_err(aws_err("ModifyInstanceAttribute", id))?;
+        Ok(())
+    }
+
+    /// Start an instance and wait until it runs.
+    pub async fn start(&self, id: &str, deadline: Instant) -> Result<(), AwsError> {
+        self.ec2.start_instances().instance_ids(id).send().await.map_err(aws_err("StartInstances", id))?;
+        self.wait_state(id, ec2t::InstanceStateName::Running, deadline).await
+    }
+
+    async fn volume_state(&self, id: &str) -> Result<(ec2t::VolumeState, String), AwsError> {
+        let out = self
+            .ec2
+            .describe_volumes()
+            .volume_ids(id)
+            .send()
+            .await
+            .map_err(aws_err("DescribeVolumes", id))?;
+        let v = out.volumes().first().ok_or_else(|| missing("DescribeVolumes", id, "volume"))?;
+        Ok((
+            v.state().cloned().unwrap_or(ec2t::VolumeState::Error),
+            v.availability_zone().unwrap_or("").to_string(),
+        ))
+    }
+
+    /// Detach a volume and wait until it is available. `force` only as a
+    /// last resort near the deadline.
+    pub async fn detach(&self, volume: &str, force: bool, deadline: Instant) -> Result<(), AwsError> {
+        self.ec2
+            .detach_volume()
+            .volume_id(volume)
+            .force(force)
+            .send()
+            .await
+            .map_err(aws_err("DetachVolume", volume))?;
+        poll_until(deadline, "DescribeVolumes", volume, || async {
+            Ok((self.volume_state(volume).await?.0 == ec2t::VolumeState::Available).then_some(()))
+        })
+        .await
+    }
+
+    /// Attach a volume and wait until it is in use.
+    pub async fn attach(&self, volume: &str, instance: &str, deadline: Instant) -> Result<(), AwsError> {
+        let device =
+            if self.settings.volume_device.is_empty() { "/dev/xvdf" } else { &self.settings.volume_device };
+        self.ec2
+            .attach_volume()
+            .volume_id(volume)
+            .instance_id(instance)
+            .device(device)
+            .send()
+            .await
+            .map_err(aws_err("AttachVolume", volume))?;
+        poll_until(deadline, "DescribeVolumes", volume, || async {
+            Ok((self.volume_state(volume).await?.0 == ec2t::VolumeState::InUse).then_some(()))
+        })
+        .await
+    }
+
+    /// Copy a volume into another zone: snapshot, then a new volume from it.
+    pub async fn copy_to_zone(
+        &self,
+        volume: &str,
+        zone: &str,
+        deadline: Instant,
+    ) -> Result<String, AwsError> {
+        let snap = self
+            .ec2
+            .create_snapshot()
+            .volume_id(volume)
+            .description("costop: move across zones")
+            .send()
+            .await
+            .map_err(aws_err("CreateSnapshot", volume))?
+            .snapshot_id
+            .ok_or_else(|| missing("CreateSnapshot", volume, "snapshot id"))?;
+        poll_until(deadline, "DescribeSnapshots", &snap, || async {
+            let out = self
+                .ec2
+                .describe_snapshots()
+                .snapshot_ids(&snap)
+                .send()
+                .await
+                .map_err(aws_err("DescribeSnapshots", &snap))?;
+            Ok(out
+                .snapshots()
+                .first()
+                .and_then(|s| s.state())
+                .is_some_and(|s| *s == ec2t::SnapshotState::Completed)
+                .then_some(()))
+        })
+        .await?;
+        let new = self
+            .ec2
+            .create_volume()
+            .availability_zone(zone)
+            .snapshot_id(&snap)
+            .volume_type(ec2t::VolumeType::Gp3)
+            .send()
+            .await
+            .map_err(aws_err("CreateVolume", &snap))?
+            .volume_id
+            .ok_or_else(|| missing("CreateVolume", &snap, "volume id"))?;
+        poll_until(deadline, "DescribeVolumes", &new, || async {
+            Ok((self.volume_state(&new).await?.0 == ec2t::VolumeState::Available).then_some(()))
+        })
+        .await?;
+        Ok(new)
+    }
+
+    /// Target groups holding an instance.
+    pub async fn target_groups_of(&self, instance: &str) -> Result<Vec<String>, AwsError> {
+        let mut groups = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .elb
+                .describe_target_groups()
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(aws_err("DescribeTargetGroups", instance))?;
+            for tg in out.target_groups() {
+                let Some(arn) = tg.target_group_arn() else { continue };
+                if tg.target_type() == Some(&elbt::TargetTypeEnum::Lambda) {
+                    continue;
+                }
+                let health = self
+                    .elb
+                    .describe_target_health()
+                    .target_group_arn(arn)
+                    .send()
+                    .await
+                    .map_err(aws_err("DescribeTargetHealth", arn))?;
+                if health
+                    .target_health_descriptions()
+                    .iter()
+                    .any(|d| d.target().and_then(|t| t.id()) == Some(instance))
+                {
+                    groups.push(arn.to_string());
+                }
+            }
+            marker = out.next_marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(groups);
+            }
+        }
+    }
+
+    /// Deregister an instance from every target group that holds it; warn
+    /// where the group's deregistration delay outlasts `seconds_left`.
+    pub async fn deregister(&self, instance: &str, seconds_left: u64) -> Result<Vec<String>, AwsError> {
+        let groups = self.target_groups_of(instance).await?;
+        for arn in &groups {
+            let target = elbt::TargetDescription::builder().id(instance).build();
+            self.elb
+                .deregister_targets()
+                .target_group_arn(arn)
+                .targets(target)
+                .send()
+                .await
+                .map_err(aws_err("DeregisterTargets", arn))?;
+            let attrs = self
+                .elb
+                .describe_target_group_attributes()
+                .target_group_arn(arn)
+                .send()
+                .await
+                .map_err(aws_err("DescribeTargetGroupAttributes", arn))?;
+            let delay = attrs
+                .attributes()
+                .iter()
+                .find(|a| a.key() == Some("deregistration_delay.timeout_seconds"))
+                .and_then(|a| a.value())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(300);
+            if delay > seconds_left {
+                tracing::warn!(
+                    target_group = arn,
+                    delay,
+                    seconds_left,
+                    "deregistration delay outlasts the notice: connections will be cut"
+                );
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Set a rule's weighted forward: the function gets `function_weight` (or 0).
+    pub async fn shift(&self, bridge: &Bridge, on: bool) -> Result<(), AwsError> {
+        let fw = if on { bridge.function_weight.clamp(0, 999) } else { 0 };
+        let sw = 999 - fw;
+        let forward = elbt::ForwardActionConfig::builder()
+            .target_groups(
+                elbt::TargetGroupTuple::builder()
+                    .target_group_arn(&bridge.service_target_group)
+                    .weight(sw)
+                    .build(),
+            )
+            .target_groups(
+                elbt::TargetGroupTuple::builder()
+                    .target_group_arn(&bridge.function_target_group)
+                    .weight(fw)
+                    .build(),
+            )
+            .build();
+        let action =
+            elbt::Action::builder().r#type(elbt::ActionTypeEnum::Forward).forward_config(forward).build();
+        self.elb
+            .modify_rule()
+            .rule_arn(&bridge.rule_arn)
+            .actions(action)
+            .send()
+            .await
+            .map_err(aws_err("ModifyRule", &bridge.rule_arn))?;
+        Ok(())
+    }
+
+    /// Raise an Auto Scaling group's desired capacity by `more`.
+    pub async fn raise_desired(&self, group: &str, more: i32) -> Result<i32, AwsError> {
+        let out = self
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group)
+            .send()
+            .await
+            .map_err(aws_err("DescribeAutoScalingGroups", group))?;
+        let g = out
+            .auto_scaling_groups()
+            .first()
+            .ok_or_else(|| missing("DescribeAutoScalingGroups", group, "group"))?;
+        let desired = (g.desired_capacity().unwrap_or(0) + more).min(g.max_size().unwrap_or(i32::MAX));
+        self.asg
+            .set_desired_capacity()
+            .auto_scaling_group_name(group)
+            .desired_capacity(desired)
+            .send()
+            .await
+            .map_err(aws_err("SetDesiredCapacity", group))?;
+        Ok(desired)
+    }
+
+    /// An instant fleet, price-capacity-optimized over the given pools.
+    pub async fn instant_fleet(
+        &self,
+        template_id: &str,
+        pools: &[(PoolId, u32)],
+    ) -> Result<Vec<String>, AwsError> {
+        let total: u32 = pools.iter().map(|(_, n)| n).sum();
+        let mut config = ec2t::FleetLaunchTemplateConfigRequest::builder().launch_template_specification(
+            ec2t::FleetLaunchTemplateSpecificationRequest::builder()
+                .launch_template_id(template_id)
+                .version("$Latest")
+                .build(),
+        );
+        for (pool, _) in pools {
+            config = config.overrides(
+                ec2t::FleetLaunchTemplateOverridesRequest::builder()
+                    .instance_type(ec2t::InstanceType::from(pool.instance_type.as_str()))
+                    .availability_zone(&pool.zone)
+                    .build(),
+            );
+        }
+        let capacity = ec2t::TargetCapacitySpecificationRequest::builder()
+            .total_target_capacity(total as i32)
+            .default_target_capacity_type(ec2t::DefaultTargetCapacityType::Spot)
+            .build();
+        let out = self
+            .ec2
+            .create_fleet()
+            .r#type(ec2t::FleetType::Instant)
+            .launch_template_configs(config.build())
+            .target_capacity_specification(capacity)
+            .spot_options(
+                ec2t::SpotOptionsRequest::builder()
+                    .allocation_strategy(ec2t::SpotAllocationStrategy::PriceCapacityOptimized)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(aws_err("CreateFleet", template_id))?;
+        Ok(out.instances().iter().flat_map(|i| i.instance_ids()).cloned().collect())
+    }
+
+    /// Complete an Auto Scaling lifecycle hook (`CONTINUE`).
+    pub async fn complete_lifecycle(&self, action: &events::LifecycleAction) -> Result<(), AwsError> {
+        self.asg
+            .complete_lifecycle_action()
+            .auto_scaling_group_name(&action.group)
+            .lifecycle_hook_name(&action.hook)
+            .lifecycle_action_token(&action.token)
+            .instance_id(&action.instance_id)
+            .lifecycle_action_result("CONTINUE")
+            .send()
+            .await
+            .map_err(aws_err("CompleteLifecycleAction", &action.instance_id))?;
+        Ok(())
+    }
+}
+
+/// Instance id of a node (from its providerID).
+fn instance_of(node: &NodeView) -> Result<&str, AwsError> {
+    if node.instance_id.is_empty() {
+        Err(AwsError {
+            action: "resolve",
+            resource: node.name.clone(),
+            message: "the node has no aws:/// providerID".into(),
+        })
+    } else {
+        Ok(&node.instance_id)
+    }
+}
+
+impl CloudPort for AwsCloud {
+    type Error = AwsError;
+
+    async fn deregister_targets(&self, node: &NodeView) -> Result<String, AwsError> {
+        let groups = self.deregister(instance_of(node)?, 120).await?;
+        Ok(format!("deregistered {} from {} target groups", node.name, groups.len()))
+    }
+
+    async fn wake_standby(&self, node: &NodeView, retype_to: Option<&str>) -> Result<String, AwsError> {
+        let id = instance_of(node)?;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let (state, current) = self.instance(id).await?;
+        if state == ec2t::InstanceStateName::Running {
+            return Ok(format!("{id} already running"));
+        }
+        if let Some(t) = retype_to.filter(|t| *t != current) {
+            self.retype(id, t).await?;
+        }
+        self.start(id, deadline).await?;
+        Ok(format!("{id} started{}", retype_to.map(|t| format!(" as {t}")).unwrap_or_default()))
+    }
+
+    async fn move_volume(
+        &self,
+        volume_id: &str,
+        to_node: &str,
+        via_snapshot: bool,
+    ) -> Result<String, AwsError> {
+        let deadline = Instant::now() + Duration::from_secs(100);
+        let (state, zone) = self.volume_state(volume_id).await?;
+        if state == ec2t::VolumeState::InUse {
+            self.detach(volume_id, false, deadline).await?;
+        }
+        if via_snapshot {
+            let copy = self.copy_to_zone(volume_id, &zone, deadline).await?;
+            return Ok(format!("{volume_id} copied to {copy} for {to_node}"));
+        }
+        Ok(format!("{volume_id} detached for {to_node}"))
+    }
+
+    async fn bridge(&self, workloads: &[String], on: bool) -> Result<String, AwsError> {
+        let mut shifted = 0;
+        for w in workloads {
+            if let Some(b) = self.settings.bridges.get(w) {
+                self.shift(b, on).await?;
+                shifted += 1;
+            }
+        }
+        Ok(format!(
+            "{} {shifted} of {} workloads",
+            if on { "bridged" } else { "shifted back" },
+            workloads.len()
+        ))
+    }
+
+    async fn restore_capacity(&self, key: &str, pools: &[(PoolId, u32)]) -> Result<String, AwsError> {
+        let mut launched = Vec::new();
+        let mut fleet = Vec::new();
+        for (pool, n) in pools {
+            match self.settings.asg_by_pool.get(pool) {
+                Some(group) => {
+                    let desired = self.raise_desired(group, *n as i32).await?;
+                    launched.push(format!("{group} desired {desired}"));
+                }
+                None => fleet.push((pool.clone(), *n)),
+            }
+        }
+        if !fleet.is_empty() {
+            let template = self.settings.launch_template_id.as_deref().ok_or_else(|| AwsError {
+                action: "CreateFleet",
+                resource: key.into(),
+                message: "no Auto Scaling group for the pool and no launch template configured".into(),
+            })?;
+            let ids = self.instant_fleet(template, &fleet).await?;
+            launched.push(format!("fleet {}", ids.join(",")));
+        }
+        Ok(launched.join("; "))
+    }
+}
