@@ -126,6 +126,8 @@ impl Notice {
     /// none; an interruption notice without a usable time is assumed to take
     /// effect two minutes after it was received.
     pub fn deadline(&self) -> Option<Millis> {
-        self.kind.deadline().map(|d| if d == 0 { self.received_at + SPOT_NOTICE_LEAD } else { d })
+        self.kind
+            .deadline()
+            .map(|d| if d == 0 { self.received_at.saturating_add(SPOT_NOTICE_LEAD) } else { d })
     }
 }

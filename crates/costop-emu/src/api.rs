@@ -488,8 +488,10 @@ fn watch(
                 return;
             }
         }
+        let mut bookmark = tokio::time::interval(Duration::from_secs(5));
+        bookmark.tick().await;
         loop {
-            let tick = tokio::time::sleep(Duration::from_secs(5));
+            let tick = bookmark.tick();
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tick => {

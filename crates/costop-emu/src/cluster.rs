@@ -128,8 +128,11 @@ fn tolerates(tolerations: &Value, taint: &Value) -> bool {
 /// eviction check counts them.
 pub fn budget_numbers(store: &Store, pdb: &Value) -> (u64, u64) {
     let ns = pdb["metadata"]["namespace"].as_str().unwrap_or("");
+    // In policy/v1 a budget without a selector selects no pod.
+    let selector = &pdb["spec"]["selector"];
     let (pods, _) = store.list(idx::PODS, Some(ns), |p| {
-        selector_object_matches(&pdb["spec"]["selector"], p)
+        selector.is_object()
+            && selector_object_matches(selector, p)
             && !p["metadata"]["deletionTimestamp"].is_string()
     });
     let expected = pods.len() as u64;
@@ -500,6 +503,7 @@ fn budgets(st: &EmuState) {
         let selector = &pdb["spec"]["selector"];
         let first = selector["matchLabels"].as_object().and_then(|m| m.iter().next());
         let candidates: &[usize] = match first {
+            _ if !selector.is_object() => &[],
             Some((k, v)) => by_label
                 .get(&(ns.clone(), k.clone(), v.as_str().unwrap_or("").into()))
                 .map_or(&[], Vec::as_slice),

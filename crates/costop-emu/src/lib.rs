@@ -84,6 +84,9 @@ pub struct EmuState {
     /// Scaled durations.
     pub config: EmuConfig,
     pub(crate) cluster: Mutex<cluster::ClusterState>,
+    /// Evictions are checked and carried out one at a time, so two
+    /// concurrent ones cannot both pass a budget that allows one.
+    evictions: Mutex<()>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);
@@ -116,6 +119,7 @@ impl EmuState {
             tokens: Mutex::new(HashMap::new()),
             config,
             cluster: Mutex::new(cluster::ClusterState::default()),
+            evictions: Mutex::new(()),
         });
         for ns in ["default", "kube-system"] {
             let _ = st.store.create(
@@ -224,6 +228,7 @@ impl EmuState {
 
     /// The eviction subresource: allowed unless a disruption budget forbids.
     pub fn evict(&self, namespace: &str, name: &str) -> Response {
+        let _one_at_a_time = self.evictions.lock().unwrap_or_else(|e| e.into_inner());
         let pod = match self.store.get(idx::PODS, namespace, name) {
             Ok(p) => p,
             Err(e) => return api::status(404, "NotFound", e.to_string()),
@@ -231,9 +236,9 @@ impl EmuState {
         if pod["metadata"]["deletionTimestamp"].is_string() {
             return success(201);
         }
-        let (pdbs, _) = self
-            .store
-            .list(idx::PDBS, Some(namespace), |b| selector_object_matches(&b["spec"]["selector"], &pod));
+        let (pdbs, _) = self.store.list(idx::PDBS, Some(namespace), |b| {
+            b["spec"]["selector"].is_object() && selector_object_matches(&b["spec"]["selector"], &pod)
+        });
         if cluster::is_ready(&pod) {
             for pdb in &pdbs {
                 let (healthy, desired) = cluster::budget_numbers(&self.store, pdb);

@@ -125,6 +125,9 @@ impl KubeCluster {
     /// turned off: costop retries evictions itself, bounded by the notice's deadline.
     pub fn client_from_config(mut config: kube::Config) -> Result<Client, KubeError> {
         config.default_retry = false;
+        // With more than one rustls crypto backend linked (the AWS SDK brings
+        // another), rustls cannot pick one itself: choose ring for the process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Client::try_from(config).map_err(api_err("connect to", "the API server"))
     }
 
@@ -170,24 +173,29 @@ impl KubeCluster {
         &self,
         node: &str,
         action: &'static str,
-        f: impl FnOnce(&mut Node),
+        f: impl Fn(&mut Node),
     ) -> Result<(), KubeError> {
         let api = Api::<Node>::all(self.client.clone());
-        let mut current = api.get(node).await.map_err(api_err(action, format!("node/{node}")))?;
-        let before = current.spec.clone();
-        f(&mut current);
-        if current.spec == before {
-            return Ok(());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut current = api.get(node).await.map_err(api_err(action, format!("node/{node}")))?;
+            let before = current.spec.clone();
+            f(&mut current);
+            if current.spec == before {
+                return Ok(());
+            }
+            let spec = current.spec.unwrap_or_default();
+            // Merge patch on the spec with the version read: a concurrent change
+            // makes it fail (409) instead of being overwritten; then read again.
+            let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version},
+                               "spec": {"unschedulable": spec.unschedulable, "taints": spec.taints}});
+            match api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => return Ok(()),
+                Err(e) if status_code(&e) == Some(409) && attempt < 5 => continue,
+                Err(e) => return Err(api_err(action, format!("node/{node}"))(e)),
+            }
         }
-        let spec = current.spec.unwrap_or_default();
-        // Merge patch on the spec with the version we read: a concurrent
-        // change makes it fail instead of being overwritten.
-        let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version},
-                           "spec": {"unschedulable": spec.unschedulable, "taints": spec.taints}});
-        api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(api_err(action, format!("node/{node}")))?;
-        Ok(())
     }
 }
 
@@ -342,15 +350,23 @@ impl ClusterPort for KubeCluster {
             }
         }
         let deployments = Api::<Deployment>::namespaced(self.client.clone(), COSTOP_NAMESPACE);
-        if let Some(d) =
-            deployments.get_opt(PLACEHOLDER_DEPLOYMENT).await.map_err(api_err("get", "deployment"))?
-        {
-            let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(0).saturating_sub(claimed as i32);
-            let patch = json!({"spec": {"replicas": replicas}});
-            deployments
+        for attempt in 1.. {
+            let Some(d) =
+                deployments.get_opt(PLACEHOLDER_DEPLOYMENT).await.map_err(api_err("get", "deployment"))?
+            else {
+                return Ok(());
+            };
+            let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(0).saturating_sub(claimed as i32).max(0);
+            // With the version read: two responses shrinking at once both count.
+            let patch = json!({"metadata": {"resourceVersion": d.metadata.resource_version}, "spec": {"replicas": replicas}});
+            match deployments
                 .patch(PLACEHOLDER_DEPLOYMENT, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(api_err("scale", "deployment/costop-headroom"))?;
+            {
+                Ok(_) => break,
+                Err(e) if status_code(&e) == Some(409) && attempt < 5 => continue,
+                Err(e) => return Err(api_err("scale", "deployment/costop-headroom")(e)),
+            }
         }
         Ok(())
     }

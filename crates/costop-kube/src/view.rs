@@ -137,7 +137,22 @@ fn matches(
     labels: &Option<BTreeMap<String, String>>,
 ) -> bool {
     let Some(sel) = selector else { return false };
-    sel.match_labels.as_ref().is_none_or(|m| m.iter().all(|(k, v)| label(labels, k) == Some(v.as_str())))
+    let labels_ok =
+        sel.match_labels.as_ref().is_none_or(|m| m.iter().all(|(k, v)| label(labels, k) == Some(v.as_str())));
+    let exprs_ok = sel.match_expressions.as_ref().is_none_or(|exprs| {
+        exprs.iter().all(|e| {
+            let got = label(labels, &e.key);
+            let values = e.values.clone().unwrap_or_default();
+            match e.operator.as_str() {
+                "In" => got.is_some_and(|g| values.iter().any(|v| v == g)),
+                "NotIn" => got.is_none_or(|g| values.iter().all(|v| v != g)),
+                "Exists" => got.is_some(),
+                "DoesNotExist" => got.is_none(),
+                _ => false,
+            }
+        })
+    });
+    labels_ok && exprs_ok
 }
 
 /// Build the view from the cached objects.

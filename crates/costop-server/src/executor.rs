@@ -175,7 +175,7 @@ where
             Step::BridgeTraffic { workloads } => self.cloud.bridge(workloads, true).await.map_err(|x| e(&x)),
             Step::UnbridgeTraffic { workloads } => {
                 let set: BTreeSet<String> = workloads.iter().cloned().collect();
-                self.wait_until(deadline + AFTER_DEADLINE, |v| whole(v, &set)).await;
+                self.wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| whole(v, &set)).await;
                 self.cloud.bridge(workloads, false).await.map_err(|x| e(&x))
             }
             Step::Evict { pods, wave } => {
@@ -207,7 +207,8 @@ where
                 Ok(format!("deferred: {node} stays in service; returning standbys is not automated yet"))
             }
             Step::RestoreHeadroom { placeholders } => {
-                let ready = self.wait_until(deadline + AFTER_DEADLINE, |v| whole(v, displaced)).await;
+                let ready =
+                    self.wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| whole(v, displaced)).await;
                 self.cluster.scale_placeholders(*placeholders).await.map_err(|x| e(&x))?;
                 let note = if ready { "" } else { " (displaced workloads were not whole yet)" };
                 Ok(format!("ok: {placeholders} placeholders wanted{note}; plan for {}", plan.node))

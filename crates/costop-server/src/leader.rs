@@ -15,10 +15,18 @@ pub const LEASE: &str = "costop-server";
 /// Seconds a lease stays valid without renewal.
 pub const LEASE_SECONDS: i64 = 15;
 
-/// Told whether this replica leads.
+/// Margin under the lease's duration within which a leader stops acting
+/// unless it renewed: another replica may take over only after the full duration.
+pub const SAFETY_MARGIN_MS: u64 = 5_000;
+/// A lease round that takes longer than this counts as failed.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Told how leadership goes.
 pub trait Leadership: Send + Sync {
-    /// Set the current role.
-    fn set_leader(&self, leader: bool);
+    /// The lease was renewed (or taken) at this Unix ms.
+    fn renewed(&self, at: u64);
+    /// The lease is another replica's, or could not be renewed.
+    fn lost(&self);
 }
 
 fn now_ms() -> u64 {
@@ -78,17 +86,19 @@ pub async fn elect<L: Leadership + 'static>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        match try_lead(&client, &identity).await {
-            Ok(leader) => state.set_leader(leader),
-            Err(e) => {
-                tracing::warn!(error = %e, "lease round failed");
-                state.set_leader(false);
-            }
+        let started = now_ms();
+        match tokio::time::timeout(ROUND_TIMEOUT, try_lead(&client, &identity)).await {
+            Ok(Ok(true)) => state.renewed(started),
+            Ok(Ok(false)) => state.lost(),
+            // A failed round leaves the last renewal in force until it runs
+            // out (the leader's own deadline stops it in time).
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease round failed"),
+            Err(_) => tracing::warn!("lease round timed out"),
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.wait_for(|s| *s) => {
-                state.set_leader(false);
+                state.lost();
                 return;
             }
         }

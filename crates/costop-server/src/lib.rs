@@ -23,10 +23,11 @@ use k8s_openapi::api::authentication::v1::TokenReview;
 use kube::api::{Api, PostParams};
 use metrics::Metrics;
 use serde_json::json;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -68,8 +69,24 @@ pub struct ServerState {
     exec: Exec,
     policy: Policy,
     client: kube::Client,
-    leader: AtomicBool,
+    /// This replica leads until this Unix ms (its last renewal, plus the
+    /// lease's duration, less a safety margin); 0 when it does not lead.
+    leader_until: AtomicU64,
+    /// Responses running in this process, so none runs twice at once; all
+    /// are stopped when leadership is lost.
+    running: Mutex<HashMap<costop_core::NoticeKey, tokio::task::JoinHandle<()>>>,
     identity: String,
+}
+
+/// Why a notice was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    /// The notice itself is wrong (unknown instance, absurd times): never retry.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store or the cluster cannot take it now: retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What happened to a notice handed in.
@@ -82,17 +99,47 @@ pub enum Intake {
 }
 
 impl ServerState {
-    /// Whether this replica holds the Lease.
+    /// Whether this replica holds the Lease, renewed recently enough that no
+    /// other replica can have taken it over.
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
+        self.exec.clock.now_ms() < self.leader_until.load(Ordering::Relaxed)
+    }
+
+    /// Run a response unless it already runs here.
+    fn spawn_response(self: &Arc<Self>, plan: costop_core::Plan, received_at: costop_core::time::Millis) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|_, h| !h.is_finished());
+        if running.contains_key(&plan.notice) {
+            return;
+        }
+        let key = plan.notice.clone();
+        let exec = self.exec.clone();
+        running.insert(key, tokio::spawn(async move { exec.execute(&plan, received_at).await }));
+    }
+
+    /// Stop every response of this process (leadership lost: the new leader resumes them).
+    fn stop_responses(&self) {
+        for (_, h) in self.running.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            h.abort();
+        }
     }
 
     /// Take a notice: record it, and the first time, plan and start the response.
-    pub async fn accept(self: &Arc<Self>, notice: Notice) -> Result<Intake, String> {
+    pub async fn accept(self: &Arc<Self>, notice: Notice) -> Result<Intake, IntakeError> {
+        let busy = |e: costop_store::StoreError| IntakeError::Unavailable(e.to_string());
         let store = &self.exec.store;
-        store.record_notice(&notice).await.map_err(|e| e.to_string())?;
+        let now = self.exec.clock.now_ms();
+        // A week either way covers scheduled events; anything further is not a real notice.
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        if notice.kind.stated_time().abs_diff(now) > 7 * DAY_MS || notice.received_at.abs_diff(now) > DAY_MS {
+            return Err(IntakeError::Invalid(format!(
+                "notice {} names a time too far from now",
+                notice.key()
+            )));
+        }
+        store.record_notice(&notice).await.map_err(busy)?;
         let key = notice.key();
-        if store.response(&key).await.map_err(|e| e.to_string())?.is_some() {
+        if store.response(&key).await.map_err(busy)?.is_some() {
             self.exec.metrics.duplicate();
             return Ok(Intake::Duplicate);
         }
@@ -101,8 +148,8 @@ impl ServerState {
             .workload(&format!("{}/{}", costop_kube::COSTOP_NAMESPACE, costop_kube::PLACEHOLDER_DEPLOYMENT))
             .map_or(0, |w| w.replicas);
         let plan =
-            respond(&view, &notice, &self.policy, self.exec.clock.now_ms()).map_err(|e| e.to_string())?;
-        if !store.save_plan(&plan).await.map_err(|e| e.to_string())? {
+            respond(&view, &notice, &self.policy, now).map_err(|e| IntakeError::Invalid(e.to_string()))?;
+        if !store.save_plan(&plan).await.map_err(busy)? {
             self.exec.metrics.duplicate();
             return Ok(Intake::Duplicate);
         }
@@ -113,8 +160,7 @@ impl ServerState {
         };
         self.exec.metrics.notice(notice.kind.label(), source);
         tracing::info!(notice = %key, node = plan.node, steps = plan.steps.len(), "responding");
-        let exec = self.exec.clone();
-        tokio::spawn(async move { exec.execute(&plan, notice.received_at).await });
+        self.spawn_response(plan, notice.received_at);
         Ok(Intake::Accepted)
     }
 
@@ -124,9 +170,8 @@ impl ServerState {
         for key in &keys {
             if let Some(record) = self.exec.store.response(key).await.map_err(|e| e.to_string())? {
                 tracing::warn!(notice = %key, "resuming an unfinished response");
-                let exec = self.exec.clone();
                 let received = record.steps.first().and_then(|s| s.started_at).unwrap_or(0);
-                tokio::spawn(async move { exec.execute(&record.plan, received).await });
+                self.spawn_response(record.plan, received);
             }
         }
         Ok(keys.len())
@@ -227,7 +272,8 @@ async fn post_notice(
     match st.accept(notice).await {
         Ok(Intake::Accepted) => reply(StatusCode::ACCEPTED, json!({"status": "accepted"})),
         Ok(Intake::Duplicate) => reply(StatusCode::OK, json!({"status": "duplicate"})),
-        Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
+        Err(IntakeError::Invalid(e)) => reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": e})),
+        Err(IntakeError::Unavailable(e)) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
     }
 }
 
@@ -250,6 +296,10 @@ async fn consume(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
         if !st.is_leader() {
+            if was_leader {
+                // The lease ran out without renewal: stop before another replica starts.
+                st.stop_responses();
+            }
             was_leader = false;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -280,7 +330,15 @@ async fn consume(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
                     let acked = match notice {
                         Ok(n) => match st.accept(n).await {
                             Ok(_) => true,
-                            Err(e) => {
+                            Err(IntakeError::Invalid(e)) => {
+                                tracing::error!(
+                                    id,
+                                    error = e,
+                                    "invalid notice in the stream; acknowledged and skipped"
+                                );
+                                true
+                            }
+                            Err(IntakeError::Unavailable(e)) => {
                                 tracing::warn!(
                                     id,
                                     error = e,
@@ -364,7 +422,8 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         },
         policy: config.policy.clone(),
         client: client.clone(),
-        leader: AtomicBool::new(false),
+        leader_until: AtomicU64::new(0),
+        running: Mutex::new(HashMap::new()),
         identity: config.identity.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -390,9 +449,17 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
 }
 
 impl leader::Leadership for ServerState {
-    fn set_leader(&self, leader: bool) {
-        if self.leader.swap(leader, Ordering::Relaxed) != leader {
-            tracing::info!(identity = self.identity, leader, "leadership changed");
+    fn renewed(&self, at: costop_core::time::Millis) {
+        let until = at + leader::LEASE_SECONDS as u64 * 1000 - leader::SAFETY_MARGIN_MS;
+        if self.leader_until.swap(until, Ordering::Relaxed) == 0 {
+            tracing::info!(identity = self.identity, "leading");
+        }
+    }
+
+    fn lost(&self) {
+        if self.leader_until.swap(0, Ordering::Relaxed) != 0 {
+            tracing::warn!(identity = self.identity, "leadership lost; stopping responses");
+            self.stop_responses();
         }
     }
 }

@@ -8,7 +8,6 @@ use redis::aio::ConnectionManager;
 use redis::streams::StreamReadReply;
 use redis::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The stream of notices.
@@ -17,6 +16,8 @@ pub const STREAM: &str = "costop:notices";
 pub const GROUP: &str = "costop-server";
 /// Open responses.
 pub const OPEN: &str = "costop:responses:open";
+/// Entries unacknowledged this long are taken over by the reading consumer.
+pub const CLAIM_IDLE_MS: u64 = 5_000;
 /// Every command gives up after this, so a dead Redis never hangs a caller.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -25,7 +26,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct RedisStore {
     conn: ConnectionManager,
     reader: ConnectionManager,
-    pending_read: std::sync::Arc<AtomicBool>,
 }
 
 fn redis_err(action: &'static str) -> impl FnOnce(redis::RedisError) -> StoreError {
@@ -58,7 +58,7 @@ impl RedisStore {
         };
         let conn = connect(client.clone(), config.clone()).await?;
         let reader = connect(client, config).await?;
-        Ok(Self { conn, reader, pending_read: std::sync::Arc::new(AtomicBool::new(false)) })
+        Ok(Self { conn, reader })
     }
 
     async fn run<T: redis::FromRedisValue>(
@@ -106,6 +106,44 @@ impl RedisStore {
             .map_err(|_| timeout_err("read notices"))?
             .map_err(redis_err("read notices"))?;
         Ok(reply.map(parse_entries).unwrap_or_default())
+    }
+
+    /// Take over entries pending longer than [`CLAIM_IDLE_MS`] (`XAUTOCLAIM`).
+    async fn claim_stale(&self, consumer: &str) -> Result<Vec<StreamEntry>, StoreError> {
+        let reply: Value = self
+            .run(
+                "claim stale notices",
+                redis::cmd("XAUTOCLAIM")
+                    .arg(STREAM)
+                    .arg(GROUP)
+                    .arg(consumer)
+                    .arg(CLAIM_IDLE_MS)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(100),
+            )
+            .await?;
+        // [next-id, [[id, [field, value, …]], …], [deleted ids]]
+        let Value::Array(parts) = reply else { return Ok(Vec::new()) };
+        let Some(Value::Array(entries)) = parts.get(1) else { return Ok(Vec::new()) };
+        Ok(entries
+            .iter()
+            .filter_map(|e| match e {
+                Value::Array(pair) if pair.len() == 2 => {
+                    let id: String = redis::from_redis_value(&pair[0]).ok()?;
+                    let fields: Vec<String> = redis::from_redis_value(&pair[1]).unwrap_or_default();
+                    let body =
+                        fields.chunks(2).find(|kv| kv[0] == "notice").and_then(|kv| kv.get(1)).cloned();
+                    let notice = match body {
+                        Some(text) => serde_json::from_str::<Notice>(&text)
+                            .map_err(|err| format!("stream entry {id}: {err}")),
+                        None => Err(format!("stream entry {id} has no `notice` field")),
+                    };
+                    Some((id, notice))
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// Delete every costop key (tests and `costop` resets).
@@ -163,13 +201,11 @@ impl StorePort for RedisStore {
 
     async fn read_notices(&self, consumer: &str, block_ms: u64) -> Result<Vec<StreamEntry>, StoreError> {
         self.ensure_group().await?;
-        // First what this consumer read but never acknowledged (a crash), then new entries.
-        if !self.pending_read.load(Ordering::Relaxed) {
-            let pending = self.read_group(consumer, "0", None).await?;
-            self.pending_read.store(true, Ordering::Relaxed);
-            if !pending.is_empty() {
-                return Ok(pending);
-            }
+        // First entries delivered to any consumer (this one included, or one
+        // that died) but not acknowledged for a while; then new entries.
+        let stale = self.claim_stale(consumer).await?;
+        if !stale.is_empty() {
+            return Ok(stale);
         }
         self.read_group(consumer, ">", Some(block_ms)).await
     }
@@ -182,12 +218,22 @@ impl StorePort for RedisStore {
     async fn save_plan(&self, plan: &Plan) -> Result<bool, StoreError> {
         let body = serde_json::to_string(plan)
             .map_err(|e| StoreError::Corrupt { what: "plan".into(), message: e.to_string() })?;
-        let key = response_key(&plan.notice);
-        let new: i64 = self.run("save plan", redis::cmd("HSETNX").arg(&key).arg("plan").arg(body)).await?;
-        if new == 1 {
-            let _: i64 =
-                self.run("save plan", redis::cmd("SADD").arg(OPEN).arg(plan.notice.to_string())).await?;
-        }
+        // The plan and its place in the open set in one atomic step: a crash
+        // between the two would leave a plan nobody runs.
+        let script = "if redis.call('HSETNX', KEYS[1], 'plan', ARGV[1]) == 1 then \
+                      redis.call('SADD', KEYS[2], ARGV[2]) return 1 else return 0 end";
+        let new: i64 = self
+            .run(
+                "save plan",
+                redis::cmd("EVAL")
+                    .arg(script)
+                    .arg(2)
+                    .arg(response_key(&plan.notice))
+                    .arg(OPEN)
+                    .arg(body)
+                    .arg(plan.notice.to_string()),
+            )
+            .await?;
         Ok(new == 1)
     }
 

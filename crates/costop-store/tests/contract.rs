@@ -89,10 +89,13 @@ async fn redis_store_redelivers_unacknowledged_entries_and_survives_an_outage() 
     let store = RedisStore::connect(&server.url()).await.unwrap();
     store.publish_notice(&notice("i-0aaa", 1_000_000)).await.unwrap();
     assert_eq!(store.read_notices("server-a", 50).await.unwrap().len(), 1);
-    // A new server process (same consumer name) sees the unacknowledged entry again.
+    // Not acknowledged (the reader died): another consumer takes it over once it is stale.
     let again = RedisStore::connect(&server.url()).await.unwrap();
-    let pending = again.read_notices("server-a", 50).await.unwrap();
-    assert_eq!(pending.len(), 1, "unacknowledged entries come back after a restart");
+    assert!(again.read_notices("server-b", 50).await.unwrap().is_empty(), "not stale yet");
+    tokio::time::sleep(std::time::Duration::from_millis(costop_store::redis_store::CLAIM_IDLE_MS + 200))
+        .await;
+    let pending = again.read_notices("server-b", 50).await.unwrap();
+    assert_eq!(pending.len(), 1, "unacknowledged entries are taken over");
 
     // Redis down: a clear error, not a hang; back up: works again.
     server.stop();

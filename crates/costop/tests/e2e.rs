@@ -299,7 +299,8 @@ async fn a_notice_is_answered_end_to_end_and_recorded() {
             action: costop_core::notice::InstanceAction::Terminate,
             effective_at: key.stated_time,
         },
-        received_at: 0,
+        received_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64,
         source: costop_core::NoticeSource::Agent,
     })
     .unwrap();
