@@ -17,6 +17,8 @@ pub struct LifecycleAction {
     pub token: String,
     /// Instance.
     pub instance_id: String,
+    /// The notice this hook belongs to: complete the hook once its response is done.
+    pub notice: costop_core::NoticeKey,
 }
 
 /// What one queue message carries.
@@ -123,15 +125,17 @@ pub fn parse_message(body: &str, now: Millis) -> Result<QueueEvent, EventError> 
         }
         ("aws.autoscaling", "EC2 Instance-terminate Lifecycle Action") => {
             let id = instance_id(text(detail, "EC2InstanceId")?)?;
+            let kind =
+                NoticeKind::ScheduledEvent { code: "asg-terminate-lifecycle".into(), not_before: time };
+            let n = notice(id.clone(), kind);
             let lifecycle = LifecycleAction {
                 group: text(detail, "AutoScalingGroupName")?.into(),
                 hook: text(detail, "LifecycleHookName")?.into(),
                 token: text(detail, "LifecycleActionToken")?.into(),
-                instance_id: id.clone(),
+                instance_id: id,
+                notice: n.key(),
             };
-            let kind =
-                NoticeKind::ScheduledEvent { code: "asg-terminate-lifecycle".into(), not_before: time };
-            Ok(QueueEvent::Notices { notices: vec![notice(id, kind)], lifecycle: Some(lifecycle) })
+            Ok(QueueEvent::Notices { notices: vec![n], lifecycle: Some(lifecycle) })
         }
         ("aws.health", "AWS Health Event") => {
             if detail["eventTypeCategory"] != "scheduledChange" {

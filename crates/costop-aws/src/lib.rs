@@ -7,6 +7,8 @@
 //! action and the resource.
 
 pub mod events;
+pub mod moto;
+pub mod queue;
 
 use aws_sdk_autoscaling::Client as AsgClient;
 use aws_sdk_ec2::types as ec2t;
@@ -20,7 +22,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Every AWS action the adapter calls (the IAM policy in
-/// `deploy/iam-policy.json` grants exactly these; a test checks both agree).
+/// `deploy/iam-policy.json` grants exactly these, plus `iam:PassRole` so
+/// standbys launched from a cloned template keep the node's instance
+/// profile; a test checks the code, this list and the policy agree).
 pub const IAM_ACTIONS: &[&str] = &[
     "autoscaling:CompleteLifecycleAction",
     "autoscaling:DescribeAutoScalingGroups",
@@ -352,13 +356,25 @@ impl AwsCloud {
     /// Detach a volume and wait until it is available. `force` only as a
     /// last resort near the deadline.
     pub async fn detach(&self, volume: &str, force: bool, deadline: Instant) -> Result<(), AwsError> {
-        self.ec2
-            .detach_volume()
-            .volume_id(volume)
-            .force(force)
+        let out = self
+            .ec2
+            .describe_volumes()
+            .volume_ids(volume)
             .send()
             .await
-            .map_err(aws_err("DetachVolume", volume))?;
+            .map_err(aws_err("DescribeVolumes", volume))?;
+        let attachment = out.volumes().first().and_then(|v| v.attachments().first()).cloned();
+        let mut req = self.ec2.detach_volume().volume_id(volume);
+        // Naming the attachment is optional in EC2's API, but some emulators need it.
+        if let Some(a) = &attachment {
+            req = req
+                .set_instance_id(a.instance_id().map(str::to_string))
+                .set_device(a.device().map(str::to_string));
+        }
+        if force {
+            req = req.force(true);
+        }
+        req.send().await.map_err(aws_err("DetachVolume", volume))?;
         poll_until(deadline, "DescribeVolumes", volume, || async {
             Ok((self.volume_state(volume).await?.0 == ec2t::VolumeState::Available).then_some(()))
         })
@@ -714,5 +730,58 @@ impl CloudPort for AwsCloud {
             launched.push(format!("fleet {}", ids.join(",")));
         }
         Ok(launched.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IAM_ACTIONS;
+    use std::collections::BTreeSet;
+
+    /// `self.ec2.describe_instances()` → `ec2:DescribeInstances`, for every
+    /// SDK call in the sources (whitespace removed, so calls split over lines count).
+    fn actions_called() -> BTreeSet<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = BTreeSet::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text: String =
+                std::fs::read_to_string(entry.unwrap().path()).unwrap().split_whitespace().collect();
+            for (client, service) in
+                [("ec2", "ec2"), ("elb", "elasticloadbalancing"), ("asg", "autoscaling"), ("sqs", "sqs")]
+            {
+                for part in text.split(&format!(".{client}.")).skip(1) {
+                    let method: String =
+                        part.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                    if method.is_empty() || !part[method.len()..].starts_with("()") {
+                        continue;
+                    }
+                    let camel: String = method.split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect();
+                    found.insert(format!("{service}:{camel}"));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_iam_policy_grants_exactly_what_the_code_calls() {
+        let called = actions_called();
+        let listed: BTreeSet<String> = IAM_ACTIONS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(called, listed, "IAM_ACTIONS differs from the SDK calls in src/");
+        let policy: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/iam-policy.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let granted: BTreeSet<String> = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()))
+            .filter(|a| a != "iam:PassRole")
+            .collect();
+        assert_eq!(granted, listed, "deploy/iam-policy.json differs from IAM_ACTIONS");
     }
 }

@@ -140,9 +140,11 @@ impl CloudPort for NoCloud {
     }
 }
 
-/// The emulated cloud or none, chosen at run time.
+/// AWS, the emulated cloud, or none, chosen at run time.
 #[derive(Clone)]
 pub enum AnyCloud {
+    /// AWS (aws-sdk-rust).
+    Aws(costop_aws::AwsCloud),
     /// `costop emu`'s world.
     Emu(EmuCloud),
     /// None.
@@ -152,6 +154,9 @@ pub enum AnyCloud {
 macro_rules! both {
     ($self:ident, $c:ident => $e:expr) => {
         match $self {
+            AnyCloud::Aws($c) => {
+                $e.map_err(|e| CloudError { action: e.action, resource: e.resource, message: e.message })
+            }
             AnyCloud::Emu($c) => $e,
             AnyCloud::None($c) => $e,
         }

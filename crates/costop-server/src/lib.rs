@@ -42,10 +42,26 @@ pub struct ServerConfig {
     pub kubeconfig: Option<PathBuf>,
     /// The emulated world's URL, used as the Cloud port; none = no cloud adapter.
     pub emu_url: Option<String>,
+    /// Use AWS as the Cloud port (standard credential chain; region and an
+    /// endpoint override for tests).
+    pub aws: Option<AwsOptions>,
     /// Decision policy.
     pub policy: Policy,
     /// This replica's name (Lease holder, stream consumer).
     pub identity: String,
+}
+
+/// How to reach AWS.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// Region (default: from the environment).
+    pub region: Option<String>,
+    /// Endpoint override (moto in tests).
+    pub endpoint: Option<String>,
+    /// EventBridge → SQS queue to consume (queue mode).
+    pub queue_url: Option<String>,
+    /// Where unreadable queue messages go.
+    pub dead_letter_url: Option<String>,
 }
 
 /// Why the server could not start.
@@ -371,6 +387,73 @@ async fn consume(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Queue mode: EventBridge → SQS → intake, while leader. A message is
+/// deleted only once its notices are recorded; lifecycle hooks are
+/// completed once the notice is recorded (the response runs on).
+async fn consume_queue(
+    st: Arc<ServerState>,
+    consumer: costop_aws::queue::QueueConsumer,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if !st.is_leader() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let now = st.exec.clock.now_ms();
+        let intake = |n: Notice| {
+            let st = st.clone();
+            async move {
+                match st.accept(n).await {
+                    Ok(_) => Ok(()),
+                    // A notice that can never be taken is not retried.
+                    Err(IntakeError::Invalid(e)) => {
+                        tracing::error!(error = e, "invalid queued notice dropped");
+                        Ok(())
+                    }
+                    Err(IntakeError::Unavailable(e)) => Err(e),
+                }
+            }
+        };
+        let polled = tokio::select! {
+            r = consumer.poll_once(now, intake) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match polled {
+            Ok(stats) => {
+                for hook in stats.lifecycle {
+                    tokio::spawn(complete_when_done(st.clone(), hook));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "queue poll failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Complete an Auto Scaling lifecycle hook once the response to its notice
+/// is done (the node drained), or after 10 minutes at most.
+async fn complete_when_done(st: Arc<ServerState>, hook: costop_aws::events::LifecycleAction) {
+    let AnyCloud::Aws(cloud) = st.exec.cloud.as_ref() else { return };
+    let give_up = st.exec.clock.now_ms() + 10 * 60 * 1000;
+    while st.exec.clock.now_ms() < give_up {
+        if let Ok(Some(r)) = st.exec.store.response(&hook.notice).await {
+            if r.done_at.is_some() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if let Err(e) = cloud.complete_lifecycle(&hook).await {
+        tracing::warn!(error = %e, "cannot complete the lifecycle hook");
+    }
+}
+
 /// Mirror nodes and pods into the store for other tools (every 10 s, leader only).
 async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -408,9 +491,13 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
     };
     let cluster = KubeCluster::start(client.clone());
     cluster.ready().await?;
-    let cloud = match &config.emu_url {
-        Some(url) => AnyCloud::Emu(EmuCloud::new(url)),
-        None => AnyCloud::None(NoCloud),
+    let cloud = match (&config.aws, &config.emu_url) {
+        (Some(aws), _) => {
+            let sdk = costop_aws::sdk_config(aws.region.as_deref(), aws.endpoint.as_deref()).await;
+            AnyCloud::Aws(costop_aws::AwsCloud::new(&sdk, costop_aws::AwsSettings::default()))
+        }
+        (None, Some(url)) => AnyCloud::Emu(EmuCloud::new(url)),
+        (None, None) => AnyCloud::None(NoCloud),
     };
     let state = Arc::new(ServerState {
         exec: Executor {
@@ -433,6 +520,13 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
     tokio::spawn(leader::elect(client, config.identity.clone(), state.clone(), shutdown.clone()));
     tokio::spawn(consume(state.clone(), shutdown.clone()));
     tokio::spawn(mirror(state.clone(), shutdown.clone()));
+    if let (Some(aws), AnyCloud::Aws(cloud)) = (&config.aws, state.exec.cloud.as_ref()) {
+        if let Some(url) = &aws.queue_url {
+            let consumer =
+                costop_aws::queue::QueueConsumer::new(cloud.clone(), url, aws.dead_letter_url.as_deref(), 20);
+            tokio::spawn(consume_queue(state.clone(), consumer, shutdown.clone()));
+        }
+    }
     let app = axum::Router::new()
         .route("/v1/notices", post(post_notice))
         .route("/metrics", get(metrics_text))

@@ -157,6 +157,7 @@ pub fn notice_latency(config: &super::config::Config, runs: u32, poll_ms: u64) -
             redis_url: redis.as_ref().map(|r| r.url()),
             kubeconfig: Some(emu.kubeconfig.clone()),
             emu_url: Some(emu.url()),
+            aws: None,
             policy,
             identity: "bench".into(),
         };

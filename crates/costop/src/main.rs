@@ -78,6 +78,21 @@ struct ServerArgs {
     /// This replica's name (default: hostname and pid).
     #[arg(long)]
     identity: Option<String>,
+    /// Use AWS as the cloud (credentials and region from the standard chain).
+    #[arg(long)]
+    aws: bool,
+    /// AWS region (default: from the environment).
+    #[arg(long, env = "AWS_REGION")]
+    aws_region: Option<String>,
+    /// AWS endpoint override (tests: moto_server).
+    #[arg(long)]
+    aws_endpoint: Option<String>,
+    /// Queue mode: the EventBridge → SQS queue URL.
+    #[arg(long, env = "COSTOP_QUEUE_URL")]
+    queue_url: Option<String>,
+    /// Where unreadable queue messages are moved.
+    #[arg(long, env = "COSTOP_DEAD_LETTER_URL")]
+    dead_letter_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -251,6 +266,12 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
             redis_url: args.redis_url,
             kubeconfig: args.kubeconfig,
             emu_url: args.emu_url,
+            aws: (args.aws || args.queue_url.is_some()).then(|| costop_server::AwsOptions {
+                region: args.aws_region,
+                endpoint: args.aws_endpoint,
+                queue_url: args.queue_url,
+                dead_letter_url: args.dead_letter_url,
+            }),
             policy: config.policy.clone(),
             identity,
         };

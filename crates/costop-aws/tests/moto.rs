@@ -1,0 +1,316 @@
+//! Every cloud action against moto_server (a third-party AWS emulator).
+
+use aws_sdk_ec2::types as ec2t;
+use aws_sdk_elasticloadbalancingv2::types as elbt;
+use costop_aws::moto::MotoServer;
+use costop_aws::queue::QueueConsumer;
+use costop_aws::{AwsCloud, AwsSettings, Bridge};
+use costop_core::ports::CloudPort;
+use costop_core::PoolId;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+async fn cloud(settings: AwsSettings) -> (MotoServer, AwsCloud) {
+    let moto = MotoServer::start().expect("moto_server (scripts/test installs it)");
+    let config = moto.sdk_config().await;
+    (moto, AwsCloud::new(&config, settings))
+}
+
+async fn image(c: &AwsCloud) -> String {
+    let images = c.ec2.describe_images().send().await.unwrap();
+    images.images().first().and_then(|i| i.image_id()).unwrap_or("ami-12c6146b").to_string()
+}
+
+async fn instance(c: &AwsCloud, zone: &str, itype: &str) -> String {
+    let out = c
+        .ec2
+        .run_instances()
+        .image_id(image(c).await)
+        .instance_type(ec2t::InstanceType::from(itype))
+        .min_count(1)
+        .max_count(1)
+        .placement(ec2t::Placement::builder().availability_zone(zone).build())
+        .send()
+        .await
+        .unwrap();
+    out.instances()[0].instance_id().unwrap().to_string()
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(30)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_from_a_cloned_template_is_stopped_retyped_and_started() {
+    let (_moto, c) = cloud(AwsSettings::default()).await;
+    let spot_node = instance(&c, "us-east-1a", "m5.xlarge").await;
+    let template = c.clone_launch_template(&spot_node, "costop-standby").await.unwrap();
+    // A second clone of the same name becomes a new version of the template.
+    assert_eq!(c.clone_launch_template(&spot_node, "costop-standby").await.unwrap(), template);
+    let standby = c.launch_standby(&template, "us-east-1a").await.unwrap();
+    c.stop(&standby, soon()).await.unwrap();
+    c.retype(&standby, "r5.xlarge").await.unwrap();
+    let (state, itype) = c.instance(&standby).await.unwrap();
+    assert_eq!((state, itype.as_str()), (ec2t::InstanceStateName::Stopped, "r5.xlarge"));
+    // Through the Cloud port, as a response wakes it: re-typed to the lost node's type.
+    let node = costop_core::NodeView {
+        name: "standby-1".into(),
+        instance_id: standby.clone(),
+        pool: PoolId::new("r5.xlarge", "us-east-1a"),
+        capacity_type: costop_core::CapacityType::StandbyStopped,
+        allocatable: Default::default(),
+        price_per_hour: 0.0,
+        unschedulable: false,
+        taints: vec![],
+        ready: false,
+        in_load_balancer: false,
+    };
+    let done = c.wake_standby(&node, Some("m5.xlarge")).await.unwrap();
+    assert!(done.contains("started"), "{done}");
+    assert_eq!(
+        c.instance(&standby).await.unwrap(),
+        (ec2t::InstanceStateName::Running, "m5.xlarge".to_string())
+    );
+    let err = c.stop("i-0000000000000dead", soon()).await.unwrap_err().to_string();
+    assert!(err.starts_with("aws StopInstances i-0000000000000dead"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_move_within_a_zone_and_across_by_snapshot() {
+    let (_moto, c) = cloud(AwsSettings { volume_device: "/dev/xvdf".into(), ..Default::default() }).await;
+    let a = instance(&c, "us-east-1a", "m5.xlarge").await;
+    let b = instance(&c, "us-east-1a", "m5.xlarge").await;
+    let vol = c
+        .ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(20)
+        .send()
+        .await
+        .unwrap()
+        .volume_id
+        .unwrap();
+    c.attach(&vol, &a, soon()).await.unwrap();
+    c.detach(&vol, false, soon()).await.unwrap();
+    c.attach(&vol, &b, soon()).await.unwrap();
+    let copy = c.copy_to_zone(&vol, "us-east-1b", soon()).await.unwrap();
+    let v = c.ec2.describe_volumes().volume_ids(&copy).send().await.unwrap();
+    assert_eq!(v.volumes()[0].availability_zone(), Some("us-east-1b"));
+}
+
+async fn network(c: &AwsCloud) -> (String, Vec<String>) {
+    let vpc = c.ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
+    let mut subnets = Vec::new();
+    for (i, z) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+        let s = c
+            .ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.0.{i}.0/24"))
+            .availability_zone(*z)
+            .send()
+            .await
+            .unwrap();
+        subnets.push(s.subnet.unwrap().subnet_id.unwrap());
+    }
+    (vpc, subnets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_are_deregistered_and_traffic_shifts_to_the_function_and_back() {
+    let (_moto, c) = cloud(AwsSettings::default()).await;
+    let (vpc, subnets) = network(&c).await;
+    let node = instance(&c, "us-east-1a", "m5.xlarge").await;
+    let tg = c
+        .elb
+        .create_target_group()
+        .name("web")
+        .protocol(elbt::ProtocolEnum::Http)
+        .port(80)
+        .vpc_id(&vpc)
+        .target_type(elbt::TargetTypeEnum::Instance)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    c.elb
+        .register_targets()
+        .target_group_arn(&tg)
+        .targets(elbt::TargetDescription::builder().id(&node).build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.target_groups_of(&node).await.unwrap(), vec![tg.clone()]);
+    let groups = c.deregister(&node, 120).await.unwrap();
+    assert_eq!(groups, vec![tg.clone()]);
+    assert!(c.target_groups_of(&node).await.unwrap().is_empty());
+
+    let function_tg = c
+        .elb
+        .create_target_group()
+        .name("web-fn")
+        .target_type(elbt::TargetTypeEnum::Lambda)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    let lb = c.elb.create_load_balancer().name("costop").set_subnets(Some(subnets)).send().await.unwrap();
+    let lb_arn = lb.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+    let forward = |arn: &str| {
+        elbt::Action::builder().r#type(elbt::ActionTypeEnum::Forward).target_group_arn(arn).build()
+    };
+    let listener = c
+        .elb
+        .create_listener()
+        .load_balancer_arn(&lb_arn)
+        .protocol(elbt::ProtocolEnum::Http)
+        .port(80)
+        .default_actions(forward(&tg))
+        .send()
+        .await
+        .unwrap();
+    let listener_arn = listener.listeners()[0].listener_arn().unwrap().to_string();
+    let rule = c
+        .elb
+        .create_rule()
+        .listener_arn(&listener_arn)
+        .priority(10)
+        .conditions(elbt::RuleCondition::builder().field("path-pattern").values("/*").build())
+        .actions(forward(&tg))
+        .send()
+        .await
+        .unwrap();
+    let rule_arn = rule.rules()[0].rule_arn().unwrap().to_string();
+    let bridge = Bridge {
+        rule_arn: rule_arn.clone(),
+        service_target_group: tg.clone(),
+        function_target_group: function_tg.clone(),
+        function_weight: 600,
+    };
+    let weights = |rules: &aws_sdk_elasticloadbalancingv2::operation::describe_rules::DescribeRulesOutput| -> Vec<(String, i32)> {
+        rules.rules()[0].actions()[0]
+            .forward_config()
+            .map(|f| f.target_groups().iter().map(|t| (t.target_group_arn().unwrap_or("").to_string(), t.weight().unwrap_or(0))).collect())
+            .unwrap_or_default()
+    };
+    c.shift(&bridge, true).await.unwrap();
+    let rules = c.elb.describe_rules().rule_arns(&rule_arn).send().await.unwrap();
+    assert_eq!(weights(&rules), vec![(tg.clone(), 399), (function_tg.clone(), 600)]);
+    c.shift(&bridge, false).await.unwrap();
+    let rules = c.elb.describe_rules().rule_arns(&rule_arn).send().await.unwrap();
+    assert_eq!(weights(&rules), vec![(tg, 999), (function_tg, 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_is_restored_by_desired_capacity_or_an_instant_fleet() {
+    let (_moto, probe) = cloud(AwsSettings::default()).await;
+    let spot_node = instance(&probe, "us-east-1a", "m5.xlarge").await;
+    let template = probe.clone_launch_template(&spot_node, "costop-fleet").await.unwrap();
+    probe
+        .asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name("pool-b")
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(&template)
+                .build(),
+        )
+        .min_size(0)
+        .max_size(10)
+        .desired_capacity(2)
+        .availability_zones("us-east-1b")
+        .send()
+        .await
+        .unwrap();
+    let mut asg_by_pool = std::collections::BTreeMap::new();
+    asg_by_pool.insert(PoolId::new("m5.xlarge", "us-east-1b"), "pool-b".to_string());
+    let c = AwsCloud::new(
+        &_moto.sdk_config().await,
+        AwsSettings { asg_by_pool, launch_template_id: Some(template), ..Default::default() },
+    );
+    let done = c
+        .restore_capacity(
+            "restore:i-1",
+            &[(PoolId::new("m5.xlarge", "us-east-1b"), 1), (PoolId::new("m6i.xlarge", "us-east-1c"), 2)],
+        )
+        .await
+        .unwrap();
+    assert!(done.contains("pool-b desired 3") && done.contains("fleet"), "{done}");
+    let g = c.asg.describe_auto_scaling_groups().auto_scaling_group_names("pool-b").send().await.unwrap();
+    assert_eq!(g.auto_scaling_groups()[0].desired_capacity(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_consumer_takes_every_event_kind_and_moves_junk_aside() {
+    let (_moto, c) = cloud(AwsSettings::default()).await;
+    let queue = c.sqs.create_queue().queue_name("costop-events").send().await.unwrap().queue_url.unwrap();
+    let dlq = c.sqs.create_queue().queue_name("costop-events-dead").send().await.unwrap().queue_url.unwrap();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/eventbridge");
+    let mut bodies: Vec<String> = match std::fs::read_dir(&fixtures) {
+        Ok(dir) => dir.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect(),
+        Err(_) => {
+            eprintln!("skipped: ../shared/fixtures not found");
+            return;
+        }
+    };
+    bodies.push("{not json".into());
+    bodies.push(r#"{"detail-type": "Mystery", "source": "aws.ec2", "time": "2026-11-24T08:20:00Z"}"#.into());
+    for b in &bodies {
+        c.sqs.send_message().queue_url(&queue).message_body(b).send().await.unwrap();
+    }
+    let consumer = QueueConsumer::new(c.clone(), &queue, Some(&dlq), 0);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut total = costop_aws::queue::PollStats::default();
+    for _ in 0..10 {
+        let s = seen.clone();
+        let stats = consumer
+            .poll_once(1_000, move |n| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(n);
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+        total.received += stats.received;
+        total.recorded += stats.recorded;
+        total.moved_aside += stats.moved_aside;
+        total.lifecycle.extend(stats.lifecycle);
+        if stats.received == 0 {
+            break;
+        }
+    }
+    assert_eq!(total.received, bodies.len());
+    assert_eq!(total.recorded, 5, "one notice per fixture: {:?}", seen.lock().unwrap());
+    assert_eq!(total.moved_aside, 2);
+    assert_eq!(total.lifecycle.len(), 1);
+    let dead = c.sqs.receive_message().queue_url(&dlq).max_number_of_messages(10).send().await.unwrap();
+    assert_eq!(dead.messages().len(), 2, "junk moved to the dead-letter queue");
+    let left = c.sqs.receive_message().queue_url(&queue).max_number_of_messages(10).send().await.unwrap();
+    assert!(left.messages().is_empty(), "every handled message deleted");
+    // The lifecycle hook is completed through the adapter (moto accepts it for a known group).
+    let err = c.complete_lifecycle(&total.lifecycle[0]).await;
+    assert!(
+        err.is_ok() || err.as_ref().unwrap_err().to_string().contains("CompleteLifecycleAction"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intake_failure_leaves_the_message_for_later() {
+    let (_moto, c) = cloud(AwsSettings::default()).await;
+    let queue = c.sqs.create_queue().queue_name("q").send().await.unwrap().queue_url.unwrap();
+    let body = r#"{"detail-type": "EC2 Instance Rebalance Recommendation", "source": "aws.ec2", "time": "2026-11-24T08:20:00Z", "detail": {"instance-id": "i-12345678"}}"#;
+    c.sqs.send_message().queue_url(&queue).message_body(body).send().await.unwrap();
+    let consumer = QueueConsumer::new(c.clone(), &queue, None, 0);
+    let stats = consumer.poll_once(0, |_| async { Err("store down".to_string()) }).await.unwrap();
+    assert_eq!((stats.received, stats.retried, stats.recorded), (1, 1, 0));
+}
