@@ -266,7 +266,7 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
             redis_url: args.redis_url,
             kubeconfig: args.kubeconfig,
             emu_url: args.emu_url,
-            aws: (args.aws || args.queue_url.is_some()).then(|| costop_server::AwsOptions {
+            aws: (args.aws || args.queue_url.is_some()).then_some(costop_server::AwsOptions {
                 region: args.aws_region,
                 endpoint: args.aws_endpoint,
                 queue_url: args.queue_url,
