@@ -252,3 +252,73 @@ pub fn notice_latency(config: &super::config::Config, runs: u32, poll_ms: u64) -
 fn axum_body(s: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(s.as_bytes())
 }
+
+/// Queue mode throughput: `notices` EventBridge Spot warnings sent to an SQS
+/// queue (moto_server), consumed, and each recorded as a response (notice
+/// recorded, plan made by `respond`, plan saved) in Redis when installed,
+/// else in memory.
+pub fn queue(config: &super::config::Config, notices: u32) -> Result<()> {
+    use costop_core::ports::StorePort;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let policy = config.policy.clone();
+    runtime.block_on(async move {
+        let moto = costop_aws::moto::MotoServer::start().map_err(|e| anyhow!(e))?;
+        let cloud = costop_aws::AwsCloud::new(&moto.sdk_config().await, costop_aws::AwsSettings::default());
+        let url = cloud.sqs.create_queue().queue_name("costop-bench").send().await?.queue_url.unwrap_or_default();
+        let redis = costop_store::redis_server::RedisServer::start().ok();
+        let store = costop_store::AnyStore::open(redis.as_ref().map(|r| r.url()).as_deref()).await?;
+        // A cluster with one Spot node per notice.
+        let mut view = costop_core::ClusterView::default();
+        for i in 0..notices {
+            view.nodes.push(costop_core::NodeView {
+                name: format!("node-{i}"),
+                instance_id: format!("i-{i:08x}"),
+                pool: costop_core::PoolId::new("m5.xlarge", "us-east-1a"),
+                capacity_type: costop_core::CapacityType::Spot,
+                allocatable: costop_core::Resources::new(3680, 14000),
+                price_per_hour: 0.07,
+                unschedulable: false,
+                taints: vec![],
+                ready: true,
+                in_load_balancer: true,
+            });
+        }
+        let now = costop_core::time::format_rfc3339(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
+        );
+        for i in 0..notices {
+            let body = serde_json::json!({"version": "0", "id": format!("bench-{i}"), "detail-type": "EC2 Spot Instance Interruption Warning",
+                "source": "aws.ec2", "account": "123456789012", "time": now, "region": "us-east-1",
+                "resources": [], "detail": {"instance-id": format!("i-{i:08x}"), "instance-action": "terminate"}});
+            cloud.sqs.send_message().queue_url(&url).message_body(body.to_string()).send().await?;
+        }
+        let consumer = costop_aws::queue::QueueConsumer::new(cloud.clone(), &url, None, 0);
+        let started = Instant::now();
+        let mut recorded = 0;
+        while recorded < notices as usize {
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+            let stats = consumer
+                .poll_once(now_ms, |n| {
+                    let (store, view, policy) = (&store, &view, &policy);
+                    async move {
+                        store.record_notice(&n).await.map_err(|e| e.to_string())?;
+                        let plan = costop_core::respond(view, &n, policy, now_ms).map_err(|e| e.to_string())?;
+                        store.save_plan(&plan).await.map_err(|e| e.to_string())?;
+                        Ok(())
+                    }
+                })
+                .await?;
+            recorded += stats.recorded;
+            if started.elapsed() > Duration::from_secs(600) {
+                return Err(anyhow!("only {recorded} of {notices} recorded in 10 minutes"));
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let out = serde_json::json!({
+            "notices": recorded, "seconds": round(secs), "notices_per_s": round(recorded as f64 / secs),
+            "store": if redis.is_some() { "redis" } else { "memory" }, "queue": "moto_server",
+        });
+        println!("{out}");
+        Ok(())
+    })
+}

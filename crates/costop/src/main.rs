@@ -101,6 +101,15 @@ enum BenchCommand {
     Emu(BenchEmuArgs),
     /// Notice in instance metadata → node tainted, through agent, Redis and server.
     NoticeLatency(BenchNoticeArgs),
+    /// Queue mode: notices from SQS (moto_server) to recorded responses, per second.
+    Queue(BenchQueueArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchQueueArgs {
+    /// Notices to send through the queue.
+    #[arg(long, default_value_t = 1000)]
+    notices: u32,
 }
 
 #[derive(clap::Args)]
@@ -207,6 +216,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Agent(args) => agent(args),
         Command::Server(args) => server(&config, args),
         Command::Bench(BenchCommand::Emu(args)) => bench::emu(args.nodes, args.pods, args.patches),
+        Command::Bench(BenchCommand::Queue(args)) => bench::queue(&config, args.notices),
         Command::Bench(BenchCommand::NoticeLatency(args)) => {
             let _ = args.json;
             bench::notice_latency(&config, args.runs, args.poll_ms)
