@@ -142,7 +142,13 @@ fn deployment_object(name: &str, replicas: u32, cpu: &str, memory: &str, class: 
 /// Create every object of a scenario. Returns (nodes, deployments) created.
 pub fn load(st: &EmuState, scenario: &Scenario) -> Result<(usize, usize), String> {
     let mut nodes = 0;
-    let existing = st.store.list(idx::NODES, None, |_| true).0.len();
+    // Names never repeat, even after nodes were deleted: next after the highest `node-N`.
+    let mut existing = 0;
+    st.store.scan(idx::NODES, |_, name, _| {
+        if let Some(n) = name.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()) {
+            existing = existing.max(n + 1);
+        }
+    });
     for group in &scenario.nodes {
         for _ in 0..group.count {
             let n = existing + nodes;
