@@ -1497,23 +1497,8 @@ impl<'m> World<'m> {
             r.retry = pods.iter().filter_map(|n| parse_pod_name(n)).collect();
             r.stage = 1;
         }
-        let mut refused = Vec::new();
-        for (p, gen) in std::mem::take(&mut r.retry) {
-            let pod = &self.pods[p as usize];
-            if pod.gen != gen
-                || !matches!(pod.state, PodState::Starting | PodState::Ready | PodState::Pending)
-            {
-                continue;
-            }
-            let w = pod.workload;
-            let wl = &self.workloads[w as usize];
-            // The API server's budget check: a Ready pod may go only if the
-            // rest still meet minAvailable.
-            if pod.state == PodState::Ready && wl.min_available > 0 && wl.ready <= wl.min_available {
-                refused.push((p, gen));
-                continue;
-            }
-            self.evict(p);
+        let (refused, evicted) = self.evict_within_budgets(std::mem::take(&mut r.retry));
+        for w in evicted {
             if !r.evicted_workloads.contains(&w) {
                 r.evicted_workloads.push(w);
             }
@@ -1524,6 +1509,30 @@ impl<'m> World<'m> {
         r.retry = refused;
         r.wait_until = self.now + ms(self.cfg.timings.eviction_retry_s);
         false
+    }
+
+    /// Evict each listed pod that still exists, as the API server allows:
+    /// a Ready pod goes only if the rest of its workload still meet
+    /// `minAvailable`. Returns the refused pods and the workloads evicted from.
+    fn evict_within_budgets(&mut self, pods: Vec<(u32, u32)>) -> (Vec<(u32, u32)>, Vec<u32>) {
+        let (mut refused, mut evicted) = (Vec::new(), Vec::new());
+        for (p, gen) in pods {
+            let pod = &self.pods[p as usize];
+            if pod.gen != gen
+                || !matches!(pod.state, PodState::Starting | PodState::Ready | PodState::Pending)
+            {
+                continue;
+            }
+            let w = pod.workload;
+            let wl = &self.workloads[w as usize];
+            if pod.state == PodState::Ready && wl.min_available > 0 && wl.ready <= wl.min_available {
+                refused.push((p, gen));
+                continue;
+            }
+            self.evict(p);
+            evicted.push(w);
+        }
+        (refused, evicted)
     }
 
     fn wake_standby(&mut self, name: &str, retype: Option<&str>) {
@@ -1569,19 +1578,7 @@ impl<'m> World<'m> {
             r.deadline = self.now + 15 * MINUTE;
         }
         if r.stage == 1 {
-            let mut refused = Vec::new();
-            for (p, gen) in std::mem::take(&mut r.retry) {
-                let pod = &self.pods[p as usize];
-                if pod.gen != gen || !matches!(pod.state, PodState::Starting | PodState::Ready) {
-                    continue;
-                }
-                let wl = &self.workloads[pod.workload as usize];
-                if pod.state == PodState::Ready && wl.min_available > 0 && wl.ready <= wl.min_available {
-                    refused.push((p, gen));
-                    continue;
-                }
-                self.evict(p);
-            }
+            let (refused, _) = self.evict_within_budgets(std::mem::take(&mut r.retry));
             if !refused.is_empty() && self.now < r.deadline {
                 r.retry = refused;
                 r.wait_until = self.now + ms(self.cfg.timings.eviction_retry_s);
