@@ -16,7 +16,7 @@ use aws_sdk_ec2::Client as Ec2Client;
 use aws_sdk_elasticloadbalancingv2::types as elbt;
 use aws_sdk_elasticloadbalancingv2::Client as ElbClient;
 use aws_sdk_sqs::Client as SqsClient;
-use costop_core::ports::CloudPort;
+use costop_core::ports::{CloudPort, StandbyInstance, StandbyStage, WarmPoolPort};
 use costop_core::{NodeView, PoolId};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -33,10 +33,12 @@ pub const IAM_ACTIONS: &[&str] = &[
     "ec2:CreateFleet",
     "ec2:CreateLaunchTemplate",
     "ec2:CreateLaunchTemplateVersion",
+    "ec2:CreateTags",
     "ec2:CreateSnapshot",
     "ec2:CreateVolume",
     "ec2:DescribeInstances",
     "ec2:DescribeSnapshots",
+    "ec2:DescribeSpotPriceHistory",
     "ec2:DescribeVolumes",
     "ec2:DetachVolume",
     "ec2:GetLaunchTemplateData",
@@ -44,6 +46,7 @@ pub const IAM_ACTIONS: &[&str] = &[
     "ec2:RunInstances",
     "ec2:StartInstances",
     "ec2:StopInstances",
+    "ec2:TerminateInstances",
     "elasticloadbalancing:DeregisterTargets",
     "elasticloadbalancing:DescribeTargetGroupAttributes",
     "elasticloadbalancing:DescribeTargetGroups",
@@ -94,16 +97,25 @@ pub struct Bridge {
 /// Where the adapter looks for things it cannot discover.
 #[derive(Debug, Clone, Default)]
 pub struct AwsSettings {
+    /// Spot pools costop may launch into (restored capacity).
+    pub pools: Vec<PoolId>,
     /// Auto Scaling group of each pool, when capacity is restored by
     /// raising desired capacity; pools without one get an instant fleet.
     pub asg_by_pool: BTreeMap<PoolId, String>,
-    /// Launch template used for fleets and standbys.
+    /// Launch template used for fleets and standbys; none = standbys use a
+    /// template cloned from a Spot node (named `standby_template_name`).
     pub launch_template_id: Option<String>,
+    /// Name of the template cloned from a Spot node for standbys
+    /// (default `costop-standby`).
+    pub standby_template_name: String,
     /// Bridge routes by workload (`namespace/name`).
     pub bridges: BTreeMap<String, Bridge>,
     /// Device name volumes are attached under.
     pub volume_device: String,
 }
+
+/// Tag on standby instances; its value is the [`StandbyStage`].
+pub const STANDBY_TAG: &str = "costop.io/standby";
 
 /// The AWS Cloud port.
 #[derive(Clone)]
@@ -117,6 +129,8 @@ pub struct AwsCloud {
     /// SQS.
     pub sqs: SqsClient,
     settings: AwsSettings,
+    /// The standby template, once cloned (one clone per process).
+    cloned_template: std::sync::Arc<tokio::sync::Mutex<Option<String>>>,
 }
 
 /// The SDK configuration: the standard chain (environment, profile, IRSA or
@@ -176,6 +190,7 @@ impl AwsCloud {
             asg: AsgClient::new(config),
             sqs: SqsClient::new(config),
             settings,
+            cloned_template: Default::default(),
         }
     }
 
@@ -251,13 +266,19 @@ impl AwsCloud {
         }
     }
 
-    /// Launch an on-demand standby from a template in a zone.
-    pub async fn launch_standby(&self, template_id: &str, zone: &str) -> Result<String, AwsError> {
+    /// Launch an on-demand standby from a template in a zone, as
+    /// `instance_type` when given; tagged `costop.io/standby=new`.
+    pub async fn launch_standby(
+        &self,
+        template_id: &str,
+        zone: &str,
+        instance_type: Option<&str>,
+    ) -> Result<String, AwsError> {
         let spec = ec2t::LaunchTemplateSpecification::builder()
             .launch_template_id(template_id)
             .version("$Latest")
             .build();
-        let out = self
+        let mut req = self
             .ec2
             .run_instances()
             .launch_template(spec)
@@ -267,16 +288,141 @@ impl AwsCloud {
             .tag_specifications(
                 ec2t::TagSpecification::builder()
                     .resource_type(ec2t::ResourceType::Instance)
-                    .tags(ec2t::Tag::builder().key("costop.io/standby").value("true").build())
+                    .tags(ec2t::Tag::builder().key(STANDBY_TAG).value("new").build())
                     .build(),
-            )
-            .send()
-            .await
-            .map_err(aws_err("RunInstances", template_id))?;
+            );
+        if let Some(t) = instance_type {
+            req = req.instance_type(ec2t::InstanceType::from(t));
+        }
+        let out = req.send().await.map_err(aws_err("RunInstances", template_id))?;
         out.instances()
             .first()
             .and_then(|i| i.instance_id().map(str::to_string))
             .ok_or_else(|| missing("RunInstances", template_id, "instance"))
+    }
+
+    /// Every standby instance not terminated (tag `costop.io/standby`).
+    pub async fn standbys(&self) -> Result<Vec<StandbyInstance>, AwsError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .ec2
+                .describe_instances()
+                .filters(ec2t::Filter::builder().name("tag-key").values(STANDBY_TAG).build())
+                .filters(
+                    ec2t::Filter::builder()
+                        .name("instance-state-name")
+                        .set_values(Some(
+                            ["pending", "running", "stopping", "stopped"].map(String::from).to_vec(),
+                        ))
+                        .build(),
+                )
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(aws_err("DescribeInstances", STANDBY_TAG))?;
+            for i in out.reservations().iter().flat_map(|r| r.instances()) {
+                let tag = i.tags().iter().find(|t| t.key() == Some(STANDBY_TAG)).and_then(|t| t.value());
+                found.push(StandbyInstance {
+                    instance_id: i.instance_id().unwrap_or_default().to_string(),
+                    zone: i.placement().and_then(|p| p.availability_zone()).unwrap_or_default().to_string(),
+                    stage: if tag == Some("new") { StandbyStage::New } else { StandbyStage::Kept },
+                    launched_at: i.launch_time().map_or(0, |t| t.to_millis().unwrap_or(0).max(0) as u64),
+                });
+            }
+            token = out.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if token.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Record a standby's stage on its instance.
+    pub async fn tag_standby(&self, id: &str, stage: StandbyStage) -> Result<(), AwsError> {
+        let value = match stage {
+            StandbyStage::New => "new",
+            StandbyStage::Kept => "kept",
+        };
+        self.ec2
+            .create_tags()
+            .resources(id)
+            .tags(ec2t::Tag::builder().key(STANDBY_TAG).value(value).build())
+            .send()
+            .await
+            .map_err(aws_err("CreateTags", id))?;
+        Ok(())
+    }
+
+    /// Terminate an instance.
+    pub async fn terminate(&self, id: &str) -> Result<(), AwsError> {
+        self.ec2
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(aws_err("TerminateInstances", id))?;
+        Ok(())
+    }
+
+    /// The latest Spot price (USD per hour, Linux) of each pool AWS
+    /// reports; pools it does not report are left out.
+    pub async fn spot_prices(&self, pools: &[PoolId]) -> Result<BTreeMap<PoolId, f64>, AwsError> {
+        let mut types: Vec<&str> = pools.iter().map(|p| p.instance_type.as_str()).collect();
+        types.sort_unstable();
+        types.dedup();
+        let mut latest: BTreeMap<PoolId, (i64, f64)> = BTreeMap::new();
+        let mut token: Option<String> = None;
+        let resource = types.join(",");
+        loop {
+            let out = self
+                .ec2
+                .describe_spot_price_history()
+                .set_instance_types(Some(types.iter().map(|t| ec2t::InstanceType::from(*t)).collect()))
+                .product_descriptions("Linux/UNIX")
+                .start_time(aws_sdk_ec2::primitives::DateTime::from(std::time::SystemTime::now()))
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(aws_err("DescribeSpotPriceHistory", &resource))?;
+            for h in out.spot_price_history() {
+                let (Some(t), Some(zone), Some(price)) =
+                    (h.instance_type(), h.availability_zone(), h.spot_price())
+                else {
+                    continue;
+                };
+                let id = PoolId::new(t.as_str(), zone);
+                let (Ok(price), true) = (price.parse::<f64>(), pools.contains(&id)) else { continue };
+                let at = h.timestamp().map_or(0, |t| t.secs());
+                if latest.get(&id).is_none_or(|(seen, _)| at >= *seen) {
+                    latest.insert(id, (at, price));
+                }
+            }
+            token = out.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if token.is_none() {
+                return Ok(latest.into_iter().map(|(k, (_, p))| (k, p)).collect());
+            }
+        }
+    }
+
+    /// The template standbys launch from: the configured one, or a clone of
+    /// `twin_instance` made once per process.
+    async fn standby_template(&self, twin_instance: &str) -> Result<String, AwsError> {
+        if let Some(id) = &self.settings.launch_template_id {
+            return Ok(id.clone());
+        }
+        let mut cached = self.cloned_template.lock().await;
+        if let Some(id) = cached.as_ref() {
+            return Ok(id.clone());
+        }
+        let name = if self.settings.standby_template_name.is_empty() {
+            "costop-standby"
+        } else {
+            &self.settings.standby_template_name
+        };
+        let id = self.clone_launch_template(twin_instance, name).await?;
+        *cached = Some(id.clone());
+        Ok(id)
     }
 
     /// An instance's state and type.
@@ -730,6 +876,38 @@ impl CloudPort for AwsCloud {
             launched.push(format!("fleet {}", ids.join(",")));
         }
         Ok(launched.join("; "))
+    }
+}
+
+impl WarmPoolPort for AwsCloud {
+    type Error = AwsError;
+
+    async fn standby_instances(&self) -> Result<Vec<StandbyInstance>, AwsError> {
+        self.standbys().await
+    }
+
+    async fn launch_standby(
+        &self,
+        twin: &NodeView,
+        zone: &str,
+        instance_type: &str,
+    ) -> Result<String, AwsError> {
+        let template = self.standby_template(instance_of(twin)?).await?;
+        AwsCloud::launch_standby(self, &template, zone, Some(instance_type)).await
+    }
+
+    async fn park_standby(&self, instance_id: &str, stop: bool) -> Result<String, AwsError> {
+        let (state, _) = self.instance(instance_id).await?;
+        let stopped = matches!(state, ec2t::InstanceStateName::Stopped);
+        if stop && !stopped {
+            self.stop(instance_id, Instant::now() + Duration::from_secs(300)).await?;
+        }
+        self.tag_standby(instance_id, StandbyStage::Kept).await?;
+        Ok(format!("{instance_id} kept{}", if stop { " stopped" } else { " running" }))
+    }
+
+    async fn terminate_standby(&self, instance_id: &str) -> Result<(), AwsError> {
+        self.terminate(instance_id).await
     }
 }
 

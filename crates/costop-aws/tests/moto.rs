@@ -5,7 +5,7 @@ use aws_sdk_elasticloadbalancingv2::types as elbt;
 use costop_aws::moto::MotoServer;
 use costop_aws::queue::QueueConsumer;
 use costop_aws::{AwsCloud, AwsSettings, Bridge};
-use costop_core::ports::CloudPort;
+use costop_core::ports::{CloudPort, StandbyStage, WarmPoolPort};
 use costop_core::PoolId;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ async fn standby_from_a_cloned_template_is_stopped_retyped_and_started() {
     let template = c.clone_launch_template(&spot_node, "costop-standby").await.unwrap();
     // A second clone of the same name becomes a new version of the template.
     assert_eq!(c.clone_launch_template(&spot_node, "costop-standby").await.unwrap(), template);
-    let standby = c.launch_standby(&template, "us-east-1a").await.unwrap();
+    let standby = c.launch_standby(&template, "us-east-1a", None).await.unwrap();
     c.stop(&standby, soon()).await.unwrap();
     c.retype(&standby, "r5.xlarge").await.unwrap();
     let (state, itype) = c.instance(&standby).await.unwrap();
@@ -313,4 +313,65 @@ async fn an_intake_failure_leaves_the_message_for_later() {
     let consumer = QueueConsumer::new(c.clone(), &queue, None, 0);
     let stats = consumer.poll_once(0, |_| async { Err("store down".to_string()) }).await.unwrap();
     assert_eq!((stats.received, stats.retried, stats.recorded), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_pool_launches_twins_parks_them_and_terminates_surplus() {
+    let (_moto, c) = cloud(AwsSettings::default()).await;
+    let spot = instance(&c, "us-east-1b", "m5.xlarge").await;
+    let twin = costop_core::NodeView {
+        name: "spot-1".into(),
+        instance_id: spot.clone(),
+        pool: PoolId::new("m5.xlarge", "us-east-1b"),
+        capacity_type: costop_core::CapacityType::Spot,
+        allocatable: Default::default(),
+        price_per_hour: 0.0,
+        unschedulable: false,
+        taints: vec![],
+        ready: true,
+        in_load_balancer: true,
+    };
+    // Two launches clone the template once (a second clone would add a version).
+    let a = WarmPoolPort::launch_standby(&c, &twin, "us-east-1b", "m5.2xlarge").await.unwrap();
+    let b = WarmPoolPort::launch_standby(&c, &twin, "us-east-1b", "m5.2xlarge").await.unwrap();
+    let versions = c
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name("costop-standby")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.launch_template_versions().len(), 1);
+    assert_eq!(c.instance(&a).await.unwrap().1, "m5.2xlarge");
+    let mut standbys = c.standby_instances().await.unwrap();
+    standbys.sort_by(|x, y| x.instance_id.cmp(&y.instance_id));
+    let mut ids = vec![a.clone(), b.clone()];
+    ids.sort();
+    assert_eq!(standbys.iter().map(|s| s.instance_id.clone()).collect::<Vec<_>>(), ids);
+    assert!(standbys.iter().all(|s| s.stage == StandbyStage::New && s.zone == "us-east-1b"));
+    assert!(standbys.iter().all(|s| s.launched_at > 1_600_000_000_000), "{standbys:?}");
+    // Parked: stopped and recorded as kept; the Spot node is no standby.
+    c.park_standby(&a, true).await.unwrap();
+    assert_eq!(c.instance(&a).await.unwrap().0, ec2t::InstanceStateName::Stopped);
+    let standbys = c.standby_instances().await.unwrap();
+    assert_eq!(standbys.iter().find(|s| s.instance_id == a).unwrap().stage, StandbyStage::Kept);
+    assert!(standbys.iter().all(|s| s.instance_id != spot));
+    // Surplus: terminated, and no longer listed.
+    c.terminate_standby(&b).await.unwrap();
+    let left: Vec<_> = c.standby_instances().await.unwrap().into_iter().map(|s| s.instance_id).collect();
+    assert_eq!(left, [a]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_prices_are_read_per_pool() {
+    let (_moto, c) = cloud(AwsSettings::default()).await;
+    let pools = [PoolId::new("m5.xlarge", "us-east-1a"), PoolId::new("c5.xlarge", "us-east-1b")];
+    let prices = c.spot_prices(&pools).await.unwrap();
+    // moto reports a price for every type and zone; only the asked pools come back.
+    assert_eq!(prices.keys().cloned().collect::<Vec<_>>(), {
+        let mut p = pools.to_vec();
+        p.sort();
+        p
+    });
+    assert!(prices.values().all(|p| *p > 0.0), "{prices:?}");
 }

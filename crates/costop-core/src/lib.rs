@@ -15,6 +15,7 @@ pub mod ports;
 pub mod quantity;
 pub mod respond;
 pub mod time;
+pub mod warm_pool;
 
 pub use model::{
     CapacityType, ClusterView, NodeView, PodView, PoolId, PoolView, Resources, Taint, VolumeView,

@@ -29,11 +29,17 @@ pub trait ClusterPort {
     /// Cordon the node and add the `costop.io/interruption:NoSchedule` taint.
     fn taint_and_cordon(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Take the `costop.io/standby` taint off a node (and uncordon it).
+    /// Take the `costop.io/standby` taint off a node (and uncordon it): it
+    /// serves as on-demand capacity (label `costop.io/capacity-type=on-demand`).
     fn untaint_standby(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Put a node back on standby: cordon off, standby taint on.
-    fn taint_standby(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Put a node on standby: cordon off, standby taint on, labelled
+    /// `costop.io/capacity-type=standby-running` or `standby-stopped`.
+    fn taint_standby(
+        &self,
+        node: &str,
+        mode: crate::StandbyMode,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Evict a pod (`namespace/name`) through the eviction API, retrying
     /// with backoff while a budget refuses, until `deadline` (Unix ms).
@@ -202,4 +208,57 @@ pub trait CloudPort: Send + Sync {
         key: &str,
         pools: &[(crate::PoolId, u32)],
     ) -> impl Future<Output = Result<String, Self::Error>> + Send;
+}
+
+/// Where a standby instance is in its life, as recorded on the instance
+/// (tag `costop.io/standby`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StandbyStage {
+    /// Launched; not yet joined and put on standby.
+    New,
+    /// Joined and kept by the warm pool (on standby, or woken and serving).
+    Kept,
+}
+
+/// A standby instance as the cloud sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyInstance {
+    /// Instance id.
+    pub instance_id: String,
+    /// Availability zone.
+    pub zone: String,
+    /// Stage.
+    pub stage: StandbyStage,
+    /// Launch time (Unix ms).
+    pub launched_at: Millis,
+}
+
+/// The cloud side of the warm pool: launch standbys as twins of Spot
+/// nodes, park them (stopped or running), and terminate surplus ones.
+pub trait WarmPoolPort: Send + Sync {
+    /// The adapter's error; it names the action and the resource.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Every standby instance that is not terminated.
+    fn standby_instances(&self) -> impl Future<Output = Result<Vec<StandbyInstance>, Self::Error>> + Send;
+
+    /// Launch an on-demand standby of `instance_type` in `zone`, a twin of
+    /// the node `twin` (same image, profile, security groups, user data).
+    fn launch_standby(
+        &self,
+        twin: &crate::NodeView,
+        zone: &str,
+        instance_type: &str,
+    ) -> impl Future<Output = Result<String, Self::Error>> + Send;
+
+    /// Keep a joined standby: stop it when `stop`, and record it as kept.
+    fn park_standby(
+        &self,
+        instance_id: &str,
+        stop: bool,
+    ) -> impl Future<Output = Result<String, Self::Error>> + Send;
+
+    /// Terminate a standby instance.
+    fn terminate_standby(&self, instance_id: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }

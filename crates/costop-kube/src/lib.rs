@@ -10,7 +10,7 @@ pub mod view;
 use costop_core::model::{INTERRUPTION_TAINT, STANDBY_TAINT};
 use costop_core::ports::{ClusterPort, Evicted};
 use costop_core::time::Millis;
-use costop_core::ClusterView;
+use costop_core::{ClusterView, StandbyMode};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
@@ -31,6 +31,9 @@ pub const PLACEHOLDER_DEPLOYMENT: &str = "costop-headroom";
 pub const PLACEHOLDER_CLASS: &str = "costop-placeholder";
 /// Priority of placeholders.
 pub const PLACEHOLDER_PRIORITY: i32 = -10;
+/// Node label recording how costop treats a node: `spot`, `on-demand`,
+/// `standby-running`, `standby-stopped`, `burstable`.
+pub const CAPACITY_LABEL: &str = "costop.io/capacity-type";
 
 /// An adapter failure, naming the action and the object.
 #[derive(Debug, thiserror::Error)]
@@ -180,15 +183,16 @@ impl KubeCluster {
         loop {
             attempt += 1;
             let mut current = api.get(node).await.map_err(api_err(action, format!("node/{node}")))?;
-            let before = current.spec.clone();
+            let before = (current.spec.clone(), current.metadata.labels.clone());
             f(&mut current);
-            if current.spec == before {
+            if (&current.spec, &current.metadata.labels) == (&before.0, &before.1) {
                 return Ok(());
             }
             let spec = current.spec.unwrap_or_default();
             // Merge patch on the spec with the version read: a concurrent change
             // makes it fail (409) instead of being overwritten; then read again.
-            let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version},
+            let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version,
+                                            "labels": current.metadata.labels},
                                "spec": {"unschedulable": spec.unschedulable, "taints": spec.taints}});
             match api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => return Ok(()),
@@ -223,6 +227,11 @@ fn set_taint(node: &mut Node, key: &str, on: bool) {
     spec.taints = if taints.is_empty() { None } else { Some(taints) };
 }
 
+/// costop's own record of how a node is bought (see `view::node_view`).
+fn set_capacity_label(node: &mut Node, value: &str) {
+    node.metadata.labels.get_or_insert_with(Default::default).insert(CAPACITY_LABEL.into(), value.into());
+}
+
 fn split_pod(pod: &str) -> Result<(&str, &str), KubeError> {
     pod.split_once('/').ok_or_else(|| KubeError::Invalid(format!("pod `{pod}` is not namespace/name")))
 }
@@ -253,15 +262,23 @@ impl ClusterPort for KubeCluster {
         self.patch_node(node, "untaint standby", |n| {
             set_taint(n, STANDBY_TAINT, false);
             n.spec.get_or_insert_with(Default::default).unschedulable = None;
+            set_capacity_label(n, "on-demand");
         })
         .await
     }
 
-    async fn taint_standby(&self, node: &str) -> Result<(), KubeError> {
+    async fn taint_standby(&self, node: &str, mode: StandbyMode) -> Result<(), KubeError> {
         self.patch_node(node, "taint standby", |n| {
             set_taint(n, STANDBY_TAINT, true);
             set_taint(n, INTERRUPTION_TAINT, false);
             n.spec.get_or_insert_with(Default::default).unschedulable = None;
+            set_capacity_label(
+                n,
+                match mode {
+                    StandbyMode::Running => "standby-running",
+                    StandbyMode::Stopped => "standby-stopped",
+                },
+            );
         })
         .await
     }

@@ -43,21 +43,33 @@ fn node_view(n: &Node) -> NodeView {
         spec.provider_id.as_deref().and_then(|p| parse_provider_id(p).ok()).unwrap_or_else(|| {
             (label(labels, "topology.kubernetes.io/zone").unwrap_or("").into(), String::new())
         });
-    let capacity = match label(labels, "costop.io/capacity-type")
+    let status = n.status.clone().unwrap_or_default();
+    let ready = status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let own_label = label(labels, crate::CAPACITY_LABEL);
+    let capacity = match own_label
         .or(label(labels, "karpenter.sh/capacity-type"))
         .or(label(labels, "eks.amazonaws.com/capacityType"))
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        _ if taints.iter().any(|t| t.key == STANDBY_TAINT) => CapacityType::StandbyRunning,
+        // A stopped instance's node goes NotReady; costop also labels the ones it stops.
+        _ if taints.iter().any(|t| t.key == STANDBY_TAINT) => {
+            if !ready || own_label == Some("standby-stopped") {
+                CapacityType::StandbyStopped
+            } else {
+                CapacityType::StandbyRunning
+            }
+        }
         Some("spot") => CapacityType::Spot,
         Some("burstable") => CapacityType::Burstable,
         _ => CapacityType::OnDemand,
     };
-    let status = n.status.clone().unwrap_or_default();
     let alloc = status.allocatable.unwrap_or_default();
-    let ready =
-        status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
     NodeView {
         name: n.metadata.name.clone().unwrap_or_default(),
         instance_id,

@@ -2,6 +2,7 @@
 //! HTTP layer.
 
 use costop_core::ports::{ClusterPort, Evicted};
+use costop_core::CapacityType;
 use costop_emu::admin::{DeploymentSpec, NodeGroup, Scenario};
 use costop_emu::{EmuConfig, Emulator};
 use costop_kube::{KubeCluster, KubeError};
@@ -116,12 +117,22 @@ async fn taint_cordon_and_standby_taints_are_idempotent() {
     let taints = spec.taints.unwrap();
     assert_eq!(taints.iter().filter(|t| t.key == "costop.io/interruption").count(), 1);
 
-    cluster.taint_standby("node-1").await.unwrap();
+    cluster.taint_standby("node-1", costop_core::StandbyMode::Stopped).await.unwrap();
     let n1 = Api::<Node>::all(cluster.client().clone()).get("node-1").await.unwrap();
     assert!(n1.spec.unwrap().taints.unwrap().iter().any(|t| t.key == "costop.io/standby"));
+    assert_eq!(n1.metadata.labels.unwrap()["costop.io/capacity-type"], "standby-stopped");
+    until("a stopped standby in the view", Duration::from_secs(2), || {
+        cluster.view().node("node-1").filter(|n| n.capacity_type == CapacityType::StandbyStopped).map(|_| ())
+    })
+    .await;
     cluster.untaint_standby("node-1").await.unwrap();
     let n1 = Api::<Node>::all(cluster.client().clone()).get("node-1").await.unwrap();
     assert!(n1.spec.unwrap().taints.unwrap_or_default().is_empty());
+    assert_eq!(n1.metadata.labels.unwrap()["costop.io/capacity-type"], "on-demand");
+    until("back in service in the view", Duration::from_secs(2), || {
+        cluster.view().node("node-1").filter(|n| n.capacity_type == CapacityType::OnDemand).map(|_| ())
+    })
+    .await;
     let err = cluster.taint_and_cordon("node-missing").await.unwrap_err();
     assert!(matches!(err, KubeError::Api { .. }) && err.to_string().contains("node/node-missing"), "{err}");
 }

@@ -1,0 +1,233 @@
+//! Keeping the warm pool: how many standbys each zone needs, which to
+//! launch, which are surplus, and when a woken standby can go back.
+//!
+//! A reclaim takes a whole pool, and a pool lives in one zone. Standbys in
+//! the same zone are preferred (zonal volumes, zone balance), so each zone
+//! keeps standbys for the worst pool it holds: `standby_share_of_worst_pool`
+//! of the largest risky Spot pool in that zone.
+
+use crate::headroom::size_spare_capacity;
+use crate::model::{CapacityType, ClusterView, NodeView, PoolId, Resources};
+use crate::policy::Policy;
+use std::collections::BTreeMap;
+
+/// A standby launched but not yet joined as a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingStandby {
+    /// EC2 instance id.
+    pub instance_id: String,
+    /// Availability zone.
+    pub zone: String,
+}
+
+/// One standby to launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyLaunch {
+    /// Availability zone.
+    pub zone: String,
+    /// Instance type: the largest Spot type of the zone, so it can stand in
+    /// for any node there (a stopped one is re-typed to match anyway).
+    pub instance_type: String,
+    /// A live Spot node of the zone whose instance the standby is a twin of.
+    pub twin_of: String,
+}
+
+/// What the warm-pool keeper should do now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WarmPoolPlan {
+    /// Standbys to launch.
+    pub launch: Vec<StandbyLaunch>,
+    /// Standby nodes beyond what their zone needs (no workload pods on
+    /// them): to be terminated.
+    pub surplus: Vec<String>,
+}
+
+/// Standbys each zone needs.
+pub fn standbys_wanted(view: &ClusterView, policy: &Policy) -> BTreeMap<String, u32> {
+    let mut layout_by_zone: BTreeMap<&str, BTreeMap<PoolId, u32>> = BTreeMap::new();
+    for n in view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot) {
+        *layout_by_zone.entry(&n.pool.zone).or_default().entry(n.pool.clone()).or_default() += 1;
+    }
+    // Every Spot pool can be reclaimed, however rarely it has been.
+    layout_by_zone
+        .into_iter()
+        .map(|(zone, layout)| (zone.to_string(), size_spare_capacity(&layout, |_| 1.0, policy).standby_nodes))
+        .collect()
+}
+
+/// Compare the standbys there are (joined, and `pending` launches) with
+/// what each zone needs.
+pub fn plan_warm_pool(view: &ClusterView, pending: &[PendingStandby], policy: &Policy) -> WarmPoolPlan {
+    let wanted = standbys_wanted(view, policy);
+    let mut plan = WarmPoolPlan::default();
+    let mut zones: Vec<&str> = wanted.keys().map(String::as_str).collect();
+    zones.extend(view.nodes.iter().filter(|n| n.capacity_type.is_standby()).map(|n| n.pool.zone.as_str()));
+    zones.sort_unstable();
+    zones.dedup();
+    for zone in zones {
+        let want = wanted.get(zone).copied().unwrap_or(0) as usize;
+        let mut joined: Vec<&NodeView> =
+            view.nodes.iter().filter(|n| n.capacity_type.is_standby() && n.pool.zone == zone).collect();
+        let waiting = pending.iter().filter(|p| p.zone == zone).count();
+        let have = joined.len() + waiting;
+        if have < want {
+            if let Some(twin) = largest_spot_node(view, zone) {
+                for _ in have..want {
+                    plan.launch.push(StandbyLaunch {
+                        zone: zone.to_string(),
+                        instance_type: twin.pool.instance_type.clone(),
+                        twin_of: twin.name.clone(),
+                    });
+                }
+            }
+        } else if have > want {
+            // Running standbys cost the most: they go first, then the smallest.
+            joined.retain(|n| !hosts_workloads(view, n));
+            joined.sort_by_key(|n| {
+                (n.capacity_type != CapacityType::StandbyRunning, n.allocatable.cpu_millis, n.name.clone())
+            });
+            plan.surplus.extend(joined.iter().take(have - want).map(|n| n.name.clone()));
+        }
+    }
+    plan
+}
+
+fn largest_spot_node<'a>(view: &'a ClusterView, zone: &str) -> Option<&'a NodeView> {
+    view.nodes
+        .iter()
+        .filter(|n| n.capacity_type == CapacityType::Spot && n.pool.zone == zone && n.ready)
+        .max_by_key(|n| (n.allocatable.cpu_millis, n.allocatable.memory_mib, std::cmp::Reverse(&n.name)))
+}
+
+fn hosts_workloads(view: &ClusterView, node: &NodeView) -> bool {
+    view.pods_on(&node.name).any(|p| !p.daemon && !p.placeholder)
+}
+
+/// Whether a woken standby (`node`, back in service as on-demand capacity)
+/// can return to the warm pool: every workload pod on it fits in the free
+/// room of the other nodes that accept pods (Spot capacity restored).
+pub fn can_return_standby(view: &ClusterView, node: &NodeView) -> bool {
+    let need = view
+        .pods_on(&node.name)
+        .filter(|p| !p.daemon && !p.placeholder)
+        .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
+    let room = view
+        .nodes
+        .iter()
+        .filter(|n| n.name != node.name && n.accepts_pods() && !n.capacity_type.is_standby())
+        .fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
+    // Placeholders give way to workloads by preemption.
+    let placeholders = view
+        .pods
+        .iter()
+        .filter(|p| p.placeholder && p.node.as_deref().is_some_and(|n| n != node.name))
+        .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
+    room.plus(&placeholders).fits(&need)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PodView, Taint};
+
+    fn node(name: &str, zone: &str, ty: &str, capacity: CapacityType, cpu: u64) -> NodeView {
+        NodeView {
+            name: name.into(),
+            instance_id: format!("i-{name}"),
+            pool: PoolId::new(ty, zone),
+            capacity_type: capacity,
+            allocatable: Resources::new(cpu, cpu * 4),
+            price_per_hour: 0.0,
+            unschedulable: false,
+            taints: if capacity.is_standby() {
+                vec![Taint { key: crate::model::STANDBY_TAINT.into(), effect: "NoSchedule".into() }]
+            } else {
+                Vec::new()
+            },
+            ready: true,
+            in_load_balancer: true,
+        }
+    }
+
+    fn pod(name: &str, on: &str, cpu: u64) -> PodView {
+        PodView {
+            name: format!("default/{name}"),
+            workload: Some("default/web".into()),
+            node: Some(on.into()),
+            requests: Resources::new(cpu, cpu),
+            priority: 0,
+            ready: true,
+            placeholder: false,
+            daemon: false,
+            volumes: Vec::new(),
+        }
+    }
+
+    fn spot_cluster() -> ClusterView {
+        let mut view = ClusterView::default();
+        for i in 0..3 {
+            view.nodes.push(node(&format!("a{i}"), "z-a", "m5.xlarge", CapacityType::Spot, 4000));
+        }
+        view.nodes.push(node("a-big", "z-a", "m5.2xlarge", CapacityType::Spot, 8000));
+        view.nodes.push(node("b0", "z-b", "c5.xlarge", CapacityType::Spot, 4000));
+        view.nodes.push(node("od", "z-c", "m5.xlarge", CapacityType::OnDemand, 4000));
+        view
+    }
+
+    #[test]
+    fn each_zone_keeps_standbys_for_its_worst_pool() {
+        let view = spot_cluster();
+        let policy = Policy { standby_share_of_worst_pool: 0.5, ..Policy::default() };
+        let wanted = standbys_wanted(&view, &policy);
+        assert_eq!(wanted.get("z-a"), Some(&2)); // ceil(0.5 × 3)
+        assert_eq!(wanted.get("z-b"), Some(&1));
+        assert_eq!(wanted.get("z-c"), None); // on-demand only
+        let plan = plan_warm_pool(&view, &[], &policy);
+        let zones: Vec<_> = plan.launch.iter().map(|l| (l.zone.as_str(), l.instance_type.as_str())).collect();
+        assert_eq!(zones, [("z-a", "m5.2xlarge"), ("z-a", "m5.2xlarge"), ("z-b", "c5.xlarge")]);
+        assert!(plan.launch.iter().all(|l| l.twin_of == "a-big" || l.twin_of == "b0"));
+        assert!(plan.surplus.is_empty());
+    }
+
+    #[test]
+    fn pending_launches_and_joined_standbys_count() {
+        let mut view = spot_cluster();
+        let policy = Policy { standby_share_of_worst_pool: 0.5, ..Policy::default() };
+        view.nodes.push(node("sb-a", "z-a", "m5.2xlarge", CapacityType::StandbyStopped, 8000));
+        let pending = [PendingStandby { instance_id: "i-new".into(), zone: "z-a".into() }];
+        let plan = plan_warm_pool(&view, &pending, &policy);
+        assert_eq!(plan.launch.len(), 1);
+        assert_eq!(plan.launch[0].zone, "z-b");
+    }
+
+    #[test]
+    fn surplus_standbys_without_workloads_go_running_first() {
+        let mut view = spot_cluster();
+        let policy = Policy { standby_share_of_worst_pool: 0.34, ..Policy::default() };
+        view.nodes.push(node("sb-stopped", "z-a", "m5.xlarge", CapacityType::StandbyStopped, 4000));
+        view.nodes.push(node("sb-running", "z-a", "m5.xlarge", CapacityType::StandbyRunning, 4000));
+        view.nodes.push(node("sb-busy", "z-a", "m5.xlarge", CapacityType::StandbyRunning, 4000));
+        view.pods.push(pod("web-1", "sb-busy", 500));
+        // z-a wants ceil(0.34 × 3) = 2 and has 3; the busy one is never surplus.
+        let plan = plan_warm_pool(&view, &[], &policy);
+        assert_eq!(plan.surplus, ["sb-running"]);
+        // A zone with no Spot left needs none.
+        view.nodes.retain(|n| n.pool.zone != "z-a" || n.capacity_type.is_standby());
+        let plan = plan_warm_pool(&view, &[], &policy);
+        assert_eq!(plan.surplus, ["sb-running", "sb-stopped"]);
+    }
+
+    #[test]
+    fn a_standby_returns_only_when_its_pods_fit_elsewhere() {
+        let mut view = ClusterView::default();
+        view.nodes.push(node("woken", "z-a", "m5.xlarge", CapacityType::OnDemand, 4000));
+        view.nodes.push(node("spot", "z-a", "m5.xlarge", CapacityType::Spot, 4000));
+        view.pods.push(pod("web-1", "woken", 3000));
+        view.pods.push(pod("web-2", "spot", 2000));
+        assert!(!can_return_standby(&view, &view.nodes[0].clone()));
+        view.nodes.push(node("restored", "z-b", "m5.xlarge", CapacityType::Spot, 4000));
+        assert!(can_return_standby(&view, &view.nodes[0].clone()));
+        view.nodes[2].ready = false;
+        assert!(!can_return_standby(&view, &view.nodes[0].clone()));
+    }
+}
