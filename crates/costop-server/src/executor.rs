@@ -27,6 +27,8 @@ pub struct Executor<S, K, C, T> {
     pub clock: Arc<T>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Whether a warm-pool keeper runs: it returns woken standbys.
+    pub returns_standbys: bool,
 }
 
 impl<S, K, C, T> Clone for Executor<S, K, C, T> {
@@ -37,6 +39,7 @@ impl<S, K, C, T> Clone for Executor<S, K, C, T> {
             cloud: self.cloud.clone(),
             clock: self.clock.clone(),
             metrics: self.metrics.clone(),
+            returns_standbys: self.returns_standbys,
         }
     }
 }
@@ -203,9 +206,11 @@ where
             Step::RestoreCapacity { key, pools } => {
                 self.cloud.restore_capacity(key, pools).await.map_err(|x| e(&x))
             }
-            Step::ReturnStandby { node } => {
-                Ok(format!("deferred: {node} stays in service; returning standbys is not automated yet"))
-            }
+            Step::ReturnStandby { node } => Ok(if self.returns_standbys {
+                format!("ok: the warm-pool keeper returns {node} once other nodes can hold its pods")
+            } else {
+                format!("deferred: {node} stays in service (no warm-pool keeper runs)")
+            }),
             Step::RestoreHeadroom { placeholders } => {
                 let ready =
                     self.wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| whole(v, displaced)).await;

@@ -8,6 +8,8 @@ pub mod cloud;
 pub mod executor;
 pub mod leader;
 pub mod metrics;
+pub mod pools;
+pub mod warm_pool;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -62,6 +64,10 @@ pub struct AwsOptions {
     pub queue_url: Option<String>,
     /// Where unreadable queue messages go.
     pub dead_letter_url: Option<String>,
+    /// Pools, Auto Scaling groups, bridges, templates.
+    pub settings: costop_aws::AwsSettings,
+    /// Keep the warm pool of standbys (launch, park, return, terminate).
+    pub keep_warm_pool: bool,
 }
 
 /// Why the server could not start.
@@ -92,6 +98,8 @@ pub struct ServerState {
     /// are stopped when leadership is lost.
     running: Mutex<HashMap<costop_core::NoticeKey, tokio::task::JoinHandle<()>>>,
     identity: String,
+    /// Spot pools capacity may be restored into.
+    pools: pools::PoolBook,
 }
 
 /// Why a notice was not taken.
@@ -160,6 +168,12 @@ impl ServerState {
             return Ok(Intake::Duplicate);
         }
         let mut view = self.exec.cluster.view();
+        if let (costop_core::NoticeKind::SpotInterruption { .. }, Some(node)) =
+            (&notice.kind, view.node_by_instance(&notice.instance_id))
+        {
+            self.pools.reclaimed(&node.pool, notice.kind.stated_time());
+        }
+        view.pools = self.pools.views(now);
         view.headroom_target = view
             .workload(&format!("{}/{}", costop_kube::COSTOP_NAMESPACE, costop_kube::PLACEHOLDER_DEPLOYMENT))
             .map_or(0, |w| w.replicas);
@@ -454,6 +468,58 @@ async fn complete_when_done(st: Arc<ServerState>, hook: costop_aws::events::Life
     }
 }
 
+/// Refresh Spot prices of the configured pools (every 5 minutes).
+async fn refresh_prices(
+    st: Arc<ServerState>,
+    cloud: costop_aws::AwsCloud,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if st.pools.pools().is_empty() {
+        return;
+    }
+    loop {
+        match cloud.spot_prices(st.pools.pools()).await {
+            Ok(prices) => st.pools.set_prices(&prices),
+            Err(e) => tracing::warn!(error = %e, "cannot read Spot prices; keeping the last ones"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Keep the warm pool while leader: a round every 20 seconds.
+async fn keep_warm_pool(
+    st: Arc<ServerState>,
+    keeper: warm_pool::WarmPoolKeeper<KubeCluster, costop_aws::AwsCloud, SystemClock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if st.is_leader() {
+            match st.exec.store.unfinished().await {
+                Ok(open) => {
+                    let report = keeper.round(!open.is_empty()).await;
+                    for e in &report.errors {
+                        tracing::warn!(error = e, "warm pool");
+                    }
+                    if report != warm_pool::RoundReport::default() {
+                        tracing::info!(?report, "warm pool round");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "warm pool: cannot list open responses"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(WARM_POOL_ROUND) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Time between warm-pool rounds.
+pub const WARM_POOL_ROUND: Duration = Duration::from_secs(20);
+
 /// Mirror nodes and pods into the store for other tools (every 10 s, leader only).
 async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -469,7 +535,13 @@ async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
                 .iter()
                 .map(|p| (p.name.clone(), serde_json::to_string(p).unwrap_or_default()))
                 .collect();
-            for (kind, entries) in [("nodes", nodes), ("pods", pods)] {
+            let pools: Vec<(String, String)> = st
+                .pools
+                .views(st.exec.clock.now_ms())
+                .iter()
+                .map(|p| (p.id.to_string(), serde_json::to_string(p).unwrap_or_default()))
+                .collect();
+            for (kind, entries) in [("nodes", nodes), ("pods", pods), ("pools", pools)] {
                 if let Err(e) = st.exec.store.mirror(kind, &entries).await {
                     tracing::warn!(error = %e, kind, "mirror failed");
                 }
@@ -494,7 +566,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
     let cloud = match (&config.aws, &config.emu_url) {
         (Some(aws), _) => {
             let sdk = costop_aws::sdk_config(aws.region.as_deref(), aws.endpoint.as_deref()).await;
-            AnyCloud::Aws(costop_aws::AwsCloud::new(&sdk, costop_aws::AwsSettings::default()))
+            AnyCloud::Aws(costop_aws::AwsCloud::new(&sdk, aws.settings.clone()))
         }
         (None, Some(url)) => AnyCloud::Emu(EmuCloud::new(url)),
         (None, None) => AnyCloud::None(NoCloud),
@@ -506,12 +578,16 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             cloud: Arc::new(cloud),
             clock: Arc::new(SystemClock),
             metrics: Arc::new(Metrics::default()),
+            returns_standbys: config.aws.as_ref().is_some_and(|a| a.keep_warm_pool),
         },
         policy: config.policy.clone(),
         client: client.clone(),
         leader_until: AtomicU64::new(0),
         running: Mutex::new(HashMap::new()),
         identity: config.identity.clone(),
+        pools: pools::PoolBook::new(
+            config.aws.as_ref().map(|a| a.settings.pools.clone()).unwrap_or_default(),
+        ),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -525,6 +601,16 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             let consumer =
                 costop_aws::queue::QueueConsumer::new(cloud.clone(), url, aws.dead_letter_url.as_deref(), 20);
             tokio::spawn(consume_queue(state.clone(), consumer, shutdown.clone()));
+        }
+        tokio::spawn(refresh_prices(state.clone(), cloud.clone(), shutdown.clone()));
+        if aws.keep_warm_pool {
+            let keeper = warm_pool::WarmPoolKeeper {
+                cluster: state.exec.cluster.clone(),
+                cloud: Arc::new(cloud.clone()),
+                clock: state.exec.clock.clone(),
+                policy: config.policy.clone(),
+            };
+            tokio::spawn(keep_warm_pool(state.clone(), keeper, shutdown.clone()));
         }
     }
     let app = axum::Router::new()

@@ -127,6 +127,8 @@ async fn a_notice_gets_a_full_response_through_aws_and_kubernetes() {
             endpoint: Some(moto.url()),
             queue_url: None,
             dead_letter_url: None,
+            settings: costop_aws::AwsSettings::default(),
+            keep_warm_pool: false,
         }),
         policy: costop_core::Policy::default(),
         identity: "aws-test".into(),

@@ -55,6 +55,100 @@ impl Default for SimSection {
     }
 }
 
+/// The `[aws]` section: what the AWS adapter cannot discover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsSection {
+    /// Spot pools restored capacity may go to: `TYPE@ZONE`, or
+    /// `TYPE@ZONE=ASG` when that Auto Scaling group's desired capacity is raised.
+    pub pools: Vec<String>,
+    /// Launch template for fleets and standbys; empty = standbys use a
+    /// template cloned from a Spot node.
+    pub launch_template_id: String,
+    /// Name of the template cloned from a Spot node.
+    pub standby_template_name: String,
+    /// Device name moved volumes are attached under.
+    pub volume_device: String,
+    /// Keep the warm pool (launch, park, return, terminate standbys).
+    pub keep_warm_pool: bool,
+    /// Function bridges: `NAMESPACE/NAME=RULE_ARN|SERVICE_TG_ARN|FUNCTION_TG_ARN|WEIGHT`.
+    pub bridges: Vec<String>,
+}
+
+impl Default for AwsSection {
+    fn default() -> Self {
+        Self {
+            pools: Vec::new(),
+            launch_template_id: String::new(),
+            standby_template_name: "costop-standby".into(),
+            volume_device: "/dev/xvdf".into(),
+            keep_warm_pool: true,
+            bridges: Vec::new(),
+        }
+    }
+}
+
+impl AwsSection {
+    /// The adapter's settings; a malformed pool or bridge is named.
+    pub fn settings(&self) -> Result<costop_aws::AwsSettings> {
+        let mut settings = costop_aws::AwsSettings {
+            launch_template_id: Some(self.launch_template_id.clone()).filter(|t| !t.is_empty()),
+            standby_template_name: self.standby_template_name.clone(),
+            volume_device: self.volume_device.clone(),
+            ..Default::default()
+        };
+        for entry in &self.pools {
+            let bad = |why: &str| {
+                anyhow!("config: aws.pools entry `{entry}`: {why} (want TYPE@ZONE or TYPE@ZONE=ASG)")
+            };
+            let (pool, group) = match entry.split_once('=') {
+                Some((p, g)) if !g.trim().is_empty() => (p, Some(g.trim())),
+                Some(_) => return Err(bad("empty Auto Scaling group")),
+                None => (entry.as_str(), None),
+            };
+            let (ty, zone) = pool.trim().split_once('@').ok_or_else(|| bad("no `@`"))?;
+            if ty.is_empty() || !ty.contains('.') {
+                return Err(bad("not an instance type"));
+            }
+            if zone.len() < 4 || !zone.ends_with(|c: char| c.is_ascii_lowercase()) {
+                return Err(bad("not an availability zone"));
+            }
+            let id = costop_core::PoolId::new(ty, zone);
+            if let Some(g) = group {
+                settings.asg_by_pool.insert(id.clone(), g.to_string());
+            }
+            settings.pools.push(id);
+        }
+        for entry in &self.bridges {
+            let bad = |why: &str| {
+                anyhow!("config: aws.bridges entry `{entry}`: {why} (want NAMESPACE/NAME=RULE|SERVICE_TG|FUNCTION_TG|WEIGHT)")
+            };
+            let (workload, route) = entry.split_once('=').ok_or_else(|| bad("no `=`"))?;
+            if !workload.contains('/') {
+                return Err(bad("the workload is not NAMESPACE/NAME"));
+            }
+            let parts: Vec<&str> = route.split('|').map(str::trim).collect();
+            let [rule, service, function, weight] = parts[..] else {
+                return Err(bad("not four `|`-separated fields"));
+            };
+            let weight: i32 = weight.parse().map_err(|_| bad("the weight is not a number"))?;
+            if !(0..=999).contains(&weight) {
+                return Err(bad("the weight is outside 0–999"));
+            }
+            settings.bridges.insert(
+                workload.trim().to_string(),
+                costop_aws::Bridge {
+                    rule_arn: rule.into(),
+                    service_target_group: service.into(),
+                    function_target_group: function.into(),
+                    function_weight: weight,
+                },
+            );
+        }
+        Ok(settings)
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -65,6 +159,8 @@ pub struct Config {
     pub timings: Timings,
     /// costop's decision policy.
     pub policy: Policy,
+    /// The AWS adapter.
+    pub aws: AwsSection,
 }
 
 /// Prefix of environment overrides.
@@ -105,6 +201,7 @@ impl Config {
         let config: Config =
             table.try_into().map_err(|e: toml::de::Error| anyhow!("config: {}", one_line(&e)))?;
         config.policy.validate().map_err(|e| anyhow!("config: {e}"))?;
+        config.aws.settings()?;
         Ok(config)
     }
 
@@ -122,7 +219,10 @@ impl Config {
 fn merge(base: &mut toml::Table, file: toml::Table, path: &Path) -> Result<()> {
     for (section, value) in file {
         let Some(base_section) = base.get_mut(&section).and_then(|v| v.as_table_mut()) else {
-            bail!("config {}: unknown section `{section}` (known: sim, timings, policy)", path.display());
+            bail!(
+                "config {}: unknown section `{section}` (known: sim, timings, policy, aws)",
+                path.display()
+            );
         };
         let toml::Value::Table(entries) = value else {
             bail!("config {}: `{section}` must be a table", path.display());
@@ -225,5 +325,39 @@ mod tests {
         let err = format!("{:#}", Config::load(None, env("COSTOP_NOPE", "1")).unwrap_err());
         assert!(err.contains("COSTOP_NOPE"), "{err}");
         assert!(Config::load(None, env("COSTOP_DATA_DIR", "/x")).is_ok());
+    }
+
+    #[test]
+    fn aws_pools_and_bridges_are_read_or_named() {
+        let f = file(concat!(
+            "[aws]\npools = [\"m5.xlarge@us-east-1a=spot-a\", \"c5.xlarge@us-east-1b\"]\n",
+            "bridges = [\"default/web=arn:rule|arn:tg/web|arn:tg/fn|100\"]\n"
+        ));
+        let c = Config::load(Some(&f), std::iter::empty()).unwrap();
+        let s = c.aws.settings().unwrap();
+        let a = costop_core::PoolId::new("m5.xlarge", "us-east-1a");
+        assert_eq!(s.pools, [a.clone(), costop_core::PoolId::new("c5.xlarge", "us-east-1b")]);
+        assert_eq!(s.asg_by_pool[&a], "spot-a");
+        assert_eq!(s.bridges["default/web"].function_weight, 100);
+        assert_eq!(s.bridges["default/web"].function_target_group, "arn:tg/fn");
+        // From the environment too.
+        let env =
+            vec![("COSTOP_AWS_POOLS".to_string(), "r5.xlarge@eu-west-1c, m5.xlarge@eu-west-1a".to_string())];
+        let c = Config::load(None, env.into_iter()).unwrap();
+        assert_eq!(c.aws.settings().unwrap().pools.len(), 2);
+        for (body, expect) in [
+            ("[aws]\npools = [\"m5.xlarge\"]\n", "`m5.xlarge`: no `@`"),
+            ("[aws]\npools = [\"m5.xlarge@us-east-1a=\"]\n", "empty Auto Scaling group"),
+            ("[aws]\npools = [\"m5@us-east-1a\"]\n", "not an instance type"),
+            ("[aws]\npools = [\"m5.xlarge@1\"]\n", "not an availability zone"),
+            ("[aws]\nbridges = [\"web=a|b|c|1\"]\n", "NAMESPACE/NAME"),
+            ("[aws]\nbridges = [\"ns/web=a|b|c\"]\n", "four"),
+            ("[aws]\nbridges = [\"ns/web=a|b|c|lots\"]\n", "weight is not a number"),
+            ("[aws]\nbridges = [\"ns/web=a|b|c|1000\"]\n", "0–999"),
+        ] {
+            let f = file(body);
+            let err = format!("{:#}", Config::load(Some(&f), std::iter::empty()).unwrap_err());
+            assert!(err.contains(expect), "{body:?}: {err}");
+        }
     }
 }

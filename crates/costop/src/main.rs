@@ -281,6 +281,8 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
                 endpoint: args.aws_endpoint,
                 queue_url: args.queue_url,
                 dead_letter_url: args.dead_letter_url,
+                settings: config.aws.settings()?,
+                keep_warm_pool: config.aws.keep_warm_pool,
             }),
             policy: config.policy.clone(),
             identity,
