@@ -68,6 +68,8 @@ pub struct AwsOptions {
     pub settings: costop_aws::AwsSettings,
     /// Keep the warm pool of standbys (launch, park, return, terminate).
     pub keep_warm_pool: bool,
+    /// Time between warm-pool rounds (default [`WARM_POOL_ROUND`]).
+    pub warm_pool_every: Duration,
 }
 
 /// Why the server could not start.
@@ -489,10 +491,11 @@ async fn refresh_prices(
     }
 }
 
-/// Keep the warm pool while leader: a round every 20 seconds.
+/// Keep the warm pool while leader: a round every `every`.
 async fn keep_warm_pool(
     st: Arc<ServerState>,
     keeper: warm_pool::WarmPoolKeeper<KubeCluster, costop_aws::AwsCloud, SystemClock>,
+    every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -511,13 +514,14 @@ async fn keep_warm_pool(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(WARM_POOL_ROUND) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
 }
 
-/// Time between warm-pool rounds.
+/// Time between warm-pool rounds: launches and returns are minutes-scale
+/// work, so 20 s adds little to them.
 pub const WARM_POOL_ROUND: Duration = Duration::from_secs(20);
 
 /// Mirror nodes and pods into the store for other tools (every 10 s, leader only).
@@ -610,7 +614,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
                 clock: state.exec.clock.clone(),
                 policy: config.policy.clone(),
             };
-            tokio::spawn(keep_warm_pool(state.clone(), keeper, shutdown.clone()));
+            tokio::spawn(keep_warm_pool(state.clone(), keeper, aws.warm_pool_every, shutdown.clone()));
         }
     }
     let app = axum::Router::new()

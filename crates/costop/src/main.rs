@@ -283,6 +283,7 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
                 dead_letter_url: args.dead_letter_url,
                 settings: config.aws.settings()?,
                 keep_warm_pool: config.aws.keep_warm_pool,
+                warm_pool_every: costop_server::WARM_POOL_ROUND,
             }),
             policy: config.policy.clone(),
             identity,
