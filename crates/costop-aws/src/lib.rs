@@ -484,6 +484,23 @@ impl AwsCloud {
         self.wait_state(id, ec2t::InstanceStateName::Running, deadline).await
     }
 
+    /// A volume's state, zone, and the instance it is attached to.
+    async fn volume(&self, id: &str) -> Result<(ec2t::VolumeState, String, Option<String>), AwsError> {
+        let out = self
+            .ec2
+            .describe_volumes()
+            .volume_ids(id)
+            .send()
+            .await
+            .map_err(aws_err("DescribeVolumes", id))?;
+        let v = out.volumes().first().ok_or_else(|| missing("DescribeVolumes", id, "volume"))?;
+        Ok((
+            v.state().cloned().unwrap_or(ec2t::VolumeState::Error),
+            v.availability_zone().unwrap_or("").to_string(),
+            v.attachments().first().and_then(|a| a.instance_id()).map(str::to_string),
+        ))
+    }
+
     async fn volume_state(&self, id: &str) -> Result<(ec2t::VolumeState, String), AwsError> {
         let out = self
             .ec2
@@ -824,19 +841,30 @@ impl CloudPort for AwsCloud {
     async fn move_volume(
         &self,
         volume_id: &str,
-        to_node: &str,
+        to: &NodeView,
         via_snapshot: bool,
+        force: bool,
     ) -> Result<String, AwsError> {
+        let target = instance_of(to)?;
         let deadline = Instant::now() + Duration::from_secs(100);
-        let (state, zone) = self.volume_state(volume_id).await?;
+        let (state, _, holder) = self.volume(volume_id).await?;
+        if holder.as_deref() == Some(target) {
+            return Ok(format!("{volume_id} already attached to {target}"));
+        }
         if state == ec2t::VolumeState::InUse {
-            self.detach(volume_id, false, deadline).await?;
+            self.detach(volume_id, force, deadline).await?;
         }
+        let how = if force { "force-detached" } else { "detached" };
         if via_snapshot {
-            let copy = self.copy_to_zone(volume_id, &zone, deadline).await?;
-            return Ok(format!("{volume_id} copied to {copy} for {to_node}"));
+            let copy = self.copy_to_zone(volume_id, &to.pool.zone, deadline).await?;
+            self.attach(&copy, target, deadline).await?;
+            return Ok(format!(
+                "{volume_id} {how}, copied to {copy} in {} and attached to {target} ({})",
+                to.pool.zone, to.name
+            ));
         }
-        Ok(format!("{volume_id} detached for {to_node}"))
+        self.attach(volume_id, target, deadline).await?;
+        Ok(format!("{volume_id} {how} and attached to {target} ({})", to.name))
     }
 
     async fn bridge(&self, workloads: &[String], on: bool) -> Result<String, AwsError> {

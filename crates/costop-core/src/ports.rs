@@ -53,6 +53,10 @@ pub trait ClusterPort {
     /// Delete these placeholder pods now and shrink the Deployment by as many.
     fn claim_placeholders(&self, pods: &[String]) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// Whether a pod (`namespace/name`) still exists, terminating or not
+    /// (from the cache).
+    fn pod_present(&self, pod: &str) -> bool;
+
     /// Delete a node object.
     fn delete_node(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
@@ -187,12 +191,15 @@ pub trait CloudPort: Send + Sync {
         retype_to: Option<&str>,
     ) -> impl Future<Output = Result<String, Self::Error>> + Send;
 
-    /// Move a volume to another node.
+    /// Move a volume (its pod has stopped) to the node `to`: detach
+    /// (forced when `force`: the deadline is near) and attach there; across
+    /// zones (`via_snapshot`) attach a copy made from a snapshot.
     fn move_volume(
         &self,
         volume_id: &str,
-        to_node: &str,
+        to: &crate::NodeView,
         via_snapshot: bool,
+        force: bool,
     ) -> impl Future<Output = Result<String, Self::Error>> + Send;
 
     /// Shift traffic of these workloads to (or back from) their function.

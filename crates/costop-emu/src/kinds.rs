@@ -137,6 +137,28 @@ pub const KINDS: &[Kind] = &[
         short: &[],
         subresources: &[],
     },
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        kind: "PersistentVolumeClaim",
+        namespaced: true,
+        verbs: ALL_VERBS,
+        short: &["pvc"],
+        subresources: &["status"],
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "persistentvolumes",
+        singular: "persistentvolume",
+        kind: "PersistentVolume",
+        namespaced: false,
+        verbs: ALL_VERBS,
+        short: &["pv"],
+        subresources: &["status"],
+    },
 ];
 
 impl Kind {
@@ -178,6 +200,10 @@ pub mod idx {
     pub const PRIORITY_CLASSES: usize = 6;
     /// tokenreviews
     pub const TOKEN_REVIEWS: usize = 8;
+    /// persistentvolumeclaims
+    pub const PVCS: usize = 10;
+    /// persistentvolumes
+    pub const PVS: usize = 11;
 }
 
 #[cfg(test)]
@@ -193,6 +219,8 @@ mod tests {
         assert_eq!(KINDS[idx::DEPLOYMENTS].plural, "deployments");
         assert_eq!(KINDS[idx::PRIORITY_CLASSES].plural, "priorityclasses");
         assert_eq!(KINDS[idx::TOKEN_REVIEWS].plural, "tokenreviews");
+        assert_eq!(KINDS[idx::PVCS].plural, "persistentvolumeclaims");
+        assert_eq!(KINDS[idx::PVS].plural, "persistentvolumes");
         assert_eq!(kind_index("policy", "poddisruptionbudgets"), Some(idx::PDBS));
     }
 }

@@ -13,7 +13,7 @@ use costop_core::time::Millis;
 use costop_core::{ClusterView, StandbyMode};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
@@ -74,6 +74,8 @@ pub struct KubeCluster {
     pods: Store<Pod>,
     deployments: Store<Deployment>,
     budgets: Store<PodDisruptionBudget>,
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
     tasks: std::sync::Arc<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -113,7 +115,18 @@ impl KubeCluster {
         let (pods, b) = reflect(Api::<Pod>::all(client.clone()));
         let (deployments, c) = reflect(Api::<Deployment>::all(client.clone()));
         let (budgets, d) = reflect(Api::<PodDisruptionBudget>::all(client.clone()));
-        Self { client, nodes, pods, deployments, budgets, tasks: std::sync::Arc::new(vec![a, b, c, d]) }
+        let (claims, e) = reflect(Api::<PersistentVolumeClaim>::all(client.clone()));
+        let (volumes, f) = reflect(Api::<PersistentVolume>::all(client.clone()));
+        Self {
+            client,
+            nodes,
+            pods,
+            deployments,
+            budgets,
+            claims,
+            volumes,
+            tasks: std::sync::Arc::new(vec![a, b, c, d, e, f]),
+        }
     }
 
     /// A client from the environment: in a pod its service account, else
@@ -151,6 +164,8 @@ impl KubeCluster {
             self.pods.wait_until_ready().await.ok();
             self.deployments.wait_until_ready().await.ok();
             self.budgets.wait_until_ready().await.ok();
+            self.claims.wait_until_ready().await.ok();
+            self.volumes.wait_until_ready().await.ok();
         };
         tokio::time::timeout(Duration::from_secs(30), wait)
             .await
@@ -247,7 +262,19 @@ impl ClusterPort for KubeCluster {
     type Error = KubeError;
 
     fn view(&self) -> ClusterView {
-        view::build(&self.nodes.state(), &self.pods.state(), &self.deployments.state(), &self.budgets.state())
+        view::build(&view::Objects {
+            nodes: &self.nodes.state(),
+            pods: &self.pods.state(),
+            deployments: &self.deployments.state(),
+            budgets: &self.budgets.state(),
+            claims: &self.claims.state(),
+            volumes: &self.volumes.state(),
+        })
+    }
+
+    fn pod_present(&self, pod: &str) -> bool {
+        split_pod(pod)
+            .is_ok_and(|(ns, name)| self.pods.get(&reflector::ObjectRef::new(name).within(ns)).is_some())
     }
 
     async fn taint_and_cordon(&self, node: &str) -> Result<(), KubeError> {

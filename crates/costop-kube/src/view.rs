@@ -2,12 +2,12 @@
 
 use crate::PLACEHOLDER_CLASS;
 use costop_core::model::{
-    CapacityType, NodeView, PodView, PoolId, Resources, Taint, WorkloadView, STANDBY_TAINT,
+    CapacityType, NodeView, PodView, PoolId, Resources, Taint, VolumeView, WorkloadView, STANDBY_TAINT,
 };
 use costop_core::quantity::{cpu_millis, memory_mib};
 use costop_core::ClusterView;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
@@ -99,7 +99,70 @@ fn workload_of(p: &Pod) -> Option<String> {
     Some(format!("{ns}/{name}"))
 }
 
-fn pod_view(p: &Pod) -> PodView {
+/// EBS volumes by claim (`namespace/claim`): the volume id and zone of
+/// each bound PersistentVolume backed by EBS (the CSI driver's, or the
+/// in-tree `awsElasticBlockStore`).
+fn ebs_by_claim(
+    claims: &[Arc<PersistentVolumeClaim>],
+    volumes: &[Arc<PersistentVolume>],
+) -> BTreeMap<String, (String, String)> {
+    let by_name: BTreeMap<&str, &PersistentVolume> =
+        volumes.iter().filter_map(|v| Some((v.metadata.name.as_deref()?, v.as_ref()))).collect();
+    claims
+        .iter()
+        .filter_map(|c| {
+            let pv = by_name.get(c.spec.as_ref()?.volume_name.as_deref()?)?;
+            let (id, zone) = ebs_volume(pv)?;
+            let key = format!(
+                "{}/{}",
+                c.metadata.namespace.as_deref().unwrap_or("default"),
+                c.metadata.name.as_deref()?
+            );
+            Some((key, (id, zone)))
+        })
+        .collect()
+}
+
+/// Zone labels a volume's node affinity may name.
+const ZONE_KEYS: &[&str] = &[
+    "topology.ebs.csi.aws.com/zone",
+    "topology.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/zone",
+];
+
+/// The EBS volume id and zone of a PersistentVolume, if it is one.
+pub fn ebs_volume(pv: &PersistentVolume) -> Option<(String, String)> {
+    let spec = pv.spec.as_ref()?;
+    let (id, mut zone) = if let Some(csi) = spec.csi.as_ref().filter(|c| c.driver == "ebs.csi.aws.com") {
+        (csi.volume_handle.clone(), String::new())
+    } else {
+        // In-tree form: `vol-…` or `aws://ZONE/vol-…`.
+        let raw = &spec.aws_elastic_block_store.as_ref()?.volume_id;
+        match raw.strip_prefix("aws://").and_then(|r| r.trim_start_matches('/').split_once('/')) {
+            Some((z, id)) => (id.to_string(), z.to_string()),
+            None => (raw.clone(), String::new()),
+        }
+    };
+    if !id.starts_with("vol-") {
+        return None;
+    }
+    let terms = spec.node_affinity.as_ref().and_then(|a| a.required.as_ref()).map(|r| &r.node_selector_terms);
+    for term in terms.into_iter().flatten() {
+        for e in term.match_expressions.iter().flatten() {
+            if ZONE_KEYS.contains(&e.key.as_str()) && e.operator == "In" {
+                if let Some(z) = e.values.as_ref().and_then(|v| v.first()) {
+                    zone = z.clone();
+                }
+            }
+        }
+    }
+    if zone.is_empty() {
+        zone = label(&pv.metadata.labels, "topology.kubernetes.io/zone").unwrap_or("").to_string();
+    }
+    Some((id, zone))
+}
+
+fn pod_view(p: &Pod, ebs: &BTreeMap<String, (String, String)>) -> PodView {
     let spec = p.spec.clone().unwrap_or_default();
     let requests = spec.containers.iter().fold(Resources::default(), |acc, c| {
         let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
@@ -130,7 +193,19 @@ fn pod_view(p: &Pod) -> PodView {
             .owner_references
             .as_ref()
             .is_some_and(|o| o.iter().any(|r| r.controller == Some(true) && r.kind == "DaemonSet")),
-        volumes: Vec::new(),
+        volumes: {
+            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+            spec.volumes
+                .iter()
+                .flatten()
+                .filter_map(|v| ebs.get(&format!("{ns}/{}", v.persistent_volume_claim.as_ref()?.claim_name)))
+                .map(|(id, zone)| VolumeView {
+                    volume_id: id.clone(),
+                    zone: zone.clone(),
+                    attached_to: spec.node_name.clone(),
+                })
+                .collect()
+        },
     }
 }
 
@@ -168,12 +243,26 @@ fn matches(
 }
 
 /// Build the view from the cached objects.
-pub fn build(
-    nodes: &[Arc<Node>],
-    pods: &[Arc<Pod>],
-    deployments: &[Arc<Deployment>],
-    budgets: &[Arc<PodDisruptionBudget>],
-) -> ClusterView {
+/// The cached objects a view is built from.
+pub struct Objects<'a> {
+    /// Nodes.
+    pub nodes: &'a [Arc<Node>],
+    /// Pods.
+    pub pods: &'a [Arc<Pod>],
+    /// Deployments.
+    pub deployments: &'a [Arc<Deployment>],
+    /// PodDisruptionBudgets.
+    pub budgets: &'a [Arc<PodDisruptionBudget>],
+    /// PersistentVolumeClaims.
+    pub claims: &'a [Arc<PersistentVolumeClaim>],
+    /// PersistentVolumes.
+    pub volumes: &'a [Arc<PersistentVolume>],
+}
+
+/// The core's view of these objects.
+pub fn build(o: &Objects<'_>) -> ClusterView {
+    let Objects { nodes, pods, deployments, budgets, claims, volumes } = *o;
+    let ebs = ebs_by_claim(claims, volumes);
     let live_pods = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter(|p| {
         !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed") | Some("Succeeded"))
     });
@@ -206,7 +295,7 @@ pub fn build(
         .collect();
     ClusterView {
         nodes: nodes.iter().map(|n| node_view(n)).collect(),
-        pods: live_pods.map(|p| pod_view(p)).collect(),
+        pods: live_pods.map(|p| pod_view(p, &ebs)).collect(),
         workloads,
         ..ClusterView::default()
     }
@@ -215,6 +304,27 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pv(spec: serde_json::Value) -> PersistentVolume {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "pv"}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn ebs_volumes_from_csi_and_in_tree_forms() {
+        let affinity = serde_json::json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": ["us-east-1b"]}]}]}});
+        let csi = pv(serde_json::json!({"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-0abc"},
+                                       "nodeAffinity": affinity}));
+        assert_eq!(ebs_volume(&csi), Some(("vol-0abc".into(), "us-east-1b".into())));
+        let in_tree =
+            pv(serde_json::json!({"awsElasticBlockStore": {"volumeID": "aws://us-east-1c/vol-0def"}}));
+        assert_eq!(ebs_volume(&in_tree), Some(("vol-0def".into(), "us-east-1c".into())));
+        let other = pv(serde_json::json!({"csi": {"driver": "efs.csi.aws.com", "volumeHandle": "fs-1"}}));
+        assert_eq!(ebs_volume(&other), None);
+        let junk =
+            pv(serde_json::json!({"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "not-a-volume"}}));
+        assert_eq!(ebs_volume(&junk), None);
+    }
 
     #[test]
     fn provider_ids() {

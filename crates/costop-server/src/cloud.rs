@@ -89,10 +89,11 @@ impl CloudPort for EmuCloud {
     async fn move_volume(
         &self,
         volume_id: &str,
-        to_node: &str,
-        _via_snapshot: bool,
+        to: &NodeView,
+        _: bool,
+        _: bool,
     ) -> Result<String, CloudError> {
-        Ok(format!("skipped: the emulated cloud has no volumes ({volume_id} → {to_node})"))
+        Ok(format!("skipped: the emulated cloud has no volumes ({volume_id} → {})", to.name))
     }
 
     async fn bridge(&self, workloads: &[String], on: bool) -> Result<String, CloudError> {
@@ -129,7 +130,13 @@ impl CloudPort for NoCloud {
     async fn wake_standby(&self, node: &NodeView, _: Option<&str>) -> Result<String, CloudError> {
         Ok(format!("skipped: no cloud adapter ({})", node.name))
     }
-    async fn move_volume(&self, volume_id: &str, _: &str, _: bool) -> Result<String, CloudError> {
+    async fn move_volume(
+        &self,
+        volume_id: &str,
+        _: &NodeView,
+        _: bool,
+        _: bool,
+    ) -> Result<String, CloudError> {
         Ok(format!("skipped: no cloud adapter ({volume_id})"))
     }
     async fn bridge(&self, _: &[String], _: bool) -> Result<String, CloudError> {
@@ -175,10 +182,11 @@ impl CloudPort for AnyCloud {
     async fn move_volume(
         &self,
         volume_id: &str,
-        to_node: &str,
+        to: &NodeView,
         via_snapshot: bool,
+        force: bool,
     ) -> Result<String, CloudError> {
-        both!(self, c => c.move_volume(volume_id, to_node, via_snapshot).await)
+        both!(self, c => c.move_volume(volume_id, to, via_snapshot, force).await)
     }
     async fn bridge(&self, workloads: &[String], on: bool) -> Result<String, CloudError> {
         both!(self, c => c.bridge(workloads, on).await)

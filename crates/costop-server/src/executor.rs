@@ -15,6 +15,11 @@ use std::time::Duration;
 /// traffic back) before the step gives up and says so.
 const AFTER_DEADLINE: Millis = 10 * 60 * 1000;
 
+/// A volume whose pod has not stopped this long before the deadline is
+/// force-detached: a plain detach and a re-attach take about ten seconds,
+/// and after the deadline the instance is gone with the volume stuck on it.
+const FORCE_DETACH_BEFORE_DEADLINE: Millis = 20 * 1000;
+
 /// Everything a response needs.
 pub struct Executor<S, K, C, T> {
     /// Database.
@@ -66,10 +71,10 @@ fn whole(view: &ClusterView, workloads: &BTreeSet<String>) -> bool {
 
 impl<S, K, C, T> Executor<S, K, C, T>
 where
-    S: StorePort,
-    K: ClusterPort + Send + Sync,
-    C: CloudPort,
-    T: Clock,
+    S: StorePort + 'static,
+    K: ClusterPort + Send + Sync + 'static,
+    C: CloudPort + 'static,
+    T: Clock + 'static,
 {
     /// Retry a store write until it works: progress is never dropped.
     async fn durably<F, Fut>(&self, what: &str, mut write: F)
@@ -90,8 +95,11 @@ where
         }
     }
 
-    /// Run the plan's remaining steps. `received_at` is when the notice
-    /// arrived (for the notice → cordon metric).
+    /// Run the plan's remaining steps in order. `received_at` is when the
+    /// notice arrived (for the notice → cordon metric). Volume moves wait
+    /// for their pod to stop, which a later step (the eviction) brings
+    /// about, so they run alongside the steps after them; the response is
+    /// done when all are.
     pub async fn execute(&self, plan: &Plan, received_at: Millis) {
         let key = &plan.notice;
         let record = loop {
@@ -105,27 +113,51 @@ where
         };
         let displaced = displaced_workloads(plan, &self.cluster.view());
         let deadline = plan.deadline.unwrap_or(self.clock.now_ms() + 2 * 60 * 1000);
+        let mut alongside = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
             if record.as_ref().and_then(|r| r.steps.get(i)).is_some_and(|s| s.done_at.is_some()) {
                 continue;
             }
-            let started = self.clock.now_ms();
-            self.durably("step started", || self.store.step_started(key, i, started)).await;
-            let outcome = match self.run_step(plan, step, received_at, deadline, &displaced).await {
-                Ok(done) => done,
-                Err(failed) => format!("failed: {failed}"),
-            };
-            let finished = self.clock.now_ms();
-            self.durably("step done", || self.store.step_done(key, i, finished, &outcome)).await;
-            self.metrics.step(step.kind(), (finished - started) as f64 / 1000.0);
-            tracing::info!(notice = %key, step = step.kind(), outcome, "step done");
-            let reason = format!("Costop{}", step.kind().split('-').map(capitalize).collect::<String>());
-            if let Err(e) = self.cluster.node_event(&plan.node, &reason, &outcome).await {
-                tracing::warn!(error = %e, "cannot record the event");
+            if matches!(step, Step::MoveVolume { .. }) {
+                let (me, plan, displaced) = (self.clone(), plan.clone(), displaced.clone());
+                alongside.push(tokio::spawn(async move {
+                    me.run_recorded(&plan, i, received_at, deadline, &displaced).await
+                }));
+            } else {
+                self.run_recorded(plan, i, received_at, deadline, &displaced).await;
             }
+        }
+        for task in alongside {
+            let _ = task.await;
         }
         let at = self.clock.now_ms();
         self.durably("response done", || self.store.response_done(key, at)).await;
+    }
+
+    /// Run step `i`, recording it before and after, with a node event.
+    async fn run_recorded(
+        &self,
+        plan: &Plan,
+        i: usize,
+        received_at: Millis,
+        deadline: Millis,
+        displaced: &BTreeSet<String>,
+    ) {
+        let (key, step) = (&plan.notice, &plan.steps[i]);
+        let started = self.clock.now_ms();
+        self.durably("step started", || self.store.step_started(key, i, started)).await;
+        let outcome = match self.run_step(plan, step, received_at, deadline, displaced).await {
+            Ok(done) => done,
+            Err(failed) => format!("failed: {failed}"),
+        };
+        let finished = self.clock.now_ms();
+        self.durably("step done", || self.store.step_done(key, i, finished, &outcome)).await;
+        self.metrics.step(step.kind(), (finished - started) as f64 / 1000.0);
+        tracing::info!(notice = %key, step = step.kind(), outcome, "step done");
+        let reason = format!("Costop{}", step.kind().split('-').map(capitalize).collect::<String>());
+        if let Err(e) = self.cluster.node_event(&plan.node, &reason, &outcome).await {
+            tracing::warn!(error = %e, "cannot record the event");
+        }
     }
 
     async fn wait_until(&self, until: Millis, mut ok: impl FnMut(&ClusterView) -> bool) -> bool {
@@ -172,8 +204,21 @@ where
                 self.cluster.untaint_standby(node).await.map_err(|x| e(&x))?;
                 Ok(format!("ok: {woke}; untainted"))
             }
-            Step::MoveVolume { volume_id, to_node, via_snapshot, .. } => {
-                self.cloud.move_volume(volume_id, to_node, *via_snapshot).await.map_err(|x| e(&x))
+            Step::MoveVolume { volume_id, from_node, to_node, via_snapshot, .. } => {
+                // Its pods on the doomed node (terminating ones included) must stop first.
+                let holders: Vec<String> = self
+                    .cluster
+                    .view()
+                    .pods_on(from_node)
+                    .filter(|p| p.volumes.iter().any(|v| &v.volume_id == volume_id))
+                    .map(|p| p.name.clone())
+                    .collect();
+                let force_at = deadline.saturating_sub(FORCE_DETACH_BEFORE_DEADLINE);
+                let stopped =
+                    self.wait_until(force_at, |_| holders.iter().all(|p| !self.cluster.pod_present(p))).await;
+                let view = self.cluster.view();
+                let to = view.node(to_node).ok_or_else(|| format!("node {to_node} not in the cluster"))?;
+                self.cloud.move_volume(volume_id, to, *via_snapshot, !stopped).await.map_err(|x| e(&x))
             }
             Step::BridgeTraffic { workloads } => self.cloud.bridge(workloads, true).await.map_err(|x| e(&x)),
             Step::UnbridgeTraffic { workloads } => {

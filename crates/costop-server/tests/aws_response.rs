@@ -191,6 +191,10 @@ async fn a_notice_gets_a_full_response_through_aws_and_kubernetes() {
         .send()
         .await
         .unwrap();
+    // A database's EBS volume, attached to the Spot node.
+    let volume =
+        ec2.create_volume().availability_zone("us-east-1a").size(10).send().await.unwrap().volume_id.unwrap();
+    ec2.attach_volume().volume_id(&volume).instance_id(&spot).device("/dev/xvdf").send().await.unwrap();
 
     // The cluster: the Spot node with a Deployment on it, the standby node, an agent pod.
     let emu = start_emu("aws-response").await;
@@ -205,8 +209,28 @@ async fn a_notice_gets_a_full_response_through_aws_and_kubernetes() {
         )
         .unwrap();
     costop_emu::admin::load(&emu.state, &web(4)).unwrap();
+    // The database: one replica whose claim is bound to the EBS volume.
+    let zone_affinity = json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+        {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": ["us-east-1a"]}]}]}});
+    let pv = json!({"metadata": {"name": "pv-data"}, "spec": {"capacity": {"storage": "10Gi"},
+        "accessModes": ["ReadWriteOnce"], "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": volume},
+        "nodeAffinity": zone_affinity}});
+    emu.state.create(idx::PVS, "", pv).unwrap();
+    let pvc = json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "10Gi"}}, "volumeName": "pv-data"}});
+    emu.state.create(idx::PVCS, "default", pvc).unwrap();
+    let db = json!({"metadata": {"name": "db", "labels": {"app": "db"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                "containers": [{"name": "db", "image": "postgres:17", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+                "terminationGracePeriodSeconds": 30}}}});
+    emu.state.create(idx::DEPLOYMENTS, "default", db).unwrap();
     let token = agent_on(&emu, "spot-node");
-    until("web running on the Spot node", Duration::from_secs(20), async || ready_web(&emu).len() == 4).await;
+    until("web and db running on the Spot node", Duration::from_secs(20), async || {
+        ready_web(&emu).len() == 5
+    })
+    .await;
 
     // The server, with AWS as its cloud.
     let (base, stop_tx) =
@@ -232,9 +256,16 @@ async fn a_notice_gets_a_full_response_through_aws_and_kubernetes() {
             == Some(&ec2t::InstanceStateName::Running)
     })
     .await;
-    until("web Ready on the standby", Duration::from_secs(30), async || {
+    until("web and db Ready on the standby", Duration::from_secs(30), async || {
         let pods = ready_web(&emu);
-        pods.len() == 4 && pods.iter().all(|p| p["spec"]["nodeName"] == "standby-node")
+        pods.len() == 5 && pods.iter().all(|p| p["spec"]["nodeName"] == "standby-node")
+    })
+    .await;
+    // The volume followed its pod: detached from the Spot node once the pod
+    // stopped, attached to the standby.
+    until("the volume on the standby", Duration::from_secs(30), async || {
+        let v = ec2.describe_volumes().volume_ids(&volume).send().await.unwrap();
+        v.volumes()[0].attachments().iter().any(|a| a.instance_id() == Some(standby.as_str()))
     })
     .await;
     let standby_node = emu.state.store.get(idx::NODES, "", "standby-node").unwrap();
@@ -247,6 +278,10 @@ async fn a_notice_gets_a_full_response_through_aws_and_kubernetes() {
         "{metrics}"
     );
     assert!(metrics.contains("costop_step_duration_seconds_count{step=\"wake-standby\"} 1"), "{metrics}");
+    assert!(metrics.contains("costop_step_duration_seconds_count{step=\"move-volume\"} 1"), "{metrics}");
+    let (events, _) = emu.state.store.list(idx::EVENTS, None, |e| e["reason"] == "CostopMoveVolume");
+    let said = events[0]["message"].as_str().unwrap_or("");
+    assert!(said.contains(&format!("{volume} detached and attached to {standby}")), "{said}");
     let _ = stop_tx.send(true);
 }
 
