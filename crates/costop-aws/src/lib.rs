@@ -102,9 +102,11 @@ pub struct AwsSettings {
     /// Auto Scaling group of each pool, when capacity is restored by
     /// raising desired capacity; pools without one get an instant fleet.
     pub asg_by_pool: BTreeMap<PoolId, String>,
-    /// Launch template used for fleets and standbys; none = standbys use a
-    /// template cloned from a Spot node (named `standby_template_name`).
+    /// Launch template used for instant fleets.
     pub launch_template_id: Option<String>,
+    /// Launch template for standbys; none = a template cloned from a Spot
+    /// node of the zone (named `standby_template_name`).
+    pub standby_template_id: Option<String>,
     /// Name of the template cloned from a Spot node for standbys
     /// (default `costop-standby`).
     pub standby_template_name: String,
@@ -408,7 +410,7 @@ impl AwsCloud {
     /// The template standbys launch from: the configured one, or a clone of
     /// `twin_instance` made once per process.
     async fn standby_template(&self, twin_instance: &str) -> Result<String, AwsError> {
-        if let Some(id) = &self.settings.launch_template_id {
+        if let Some(id) = &self.settings.standby_template_id {
             return Ok(id.clone());
         }
         let mut cached = self.cloned_template.lock().await;

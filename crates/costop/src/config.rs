@@ -62,9 +62,10 @@ pub struct AwsSection {
     /// Spot pools restored capacity may go to: `TYPE@ZONE`, or
     /// `TYPE@ZONE=ASG` when that Auto Scaling group's desired capacity is raised.
     pub pools: Vec<String>,
-    /// Launch template for fleets and standbys; empty = standbys use a
-    /// template cloned from a Spot node.
+    /// Launch template for instant fleets (pools without a group).
     pub launch_template_id: String,
+    /// Launch template for standbys; empty = one cloned from a Spot node.
+    pub standby_template_id: String,
     /// Name of the template cloned from a Spot node.
     pub standby_template_name: String,
     /// Device name moved volumes are attached under.
@@ -80,6 +81,7 @@ impl Default for AwsSection {
         Self {
             pools: Vec::new(),
             launch_template_id: String::new(),
+            standby_template_id: String::new(),
             standby_template_name: "costop-standby".into(),
             volume_device: "/dev/xvdf".into(),
             keep_warm_pool: true,
@@ -93,6 +95,7 @@ impl AwsSection {
     pub fn settings(&self) -> Result<costop_aws::AwsSettings> {
         let mut settings = costop_aws::AwsSettings {
             launch_template_id: Some(self.launch_template_id.clone()).filter(|t| !t.is_empty()),
+            standby_template_id: Some(self.standby_template_id.clone()).filter(|t| !t.is_empty()),
             standby_template_name: self.standby_template_name.clone(),
             volume_device: self.volume_device.clone(),
             ..Default::default()
