@@ -21,10 +21,11 @@ use costop_core::{NodeView, PoolId};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Every AWS action the adapter calls (the IAM policy in
-/// `deploy/iam-policy.json` grants exactly these, plus `iam:PassRole` so
-/// standbys launched from a cloned template keep the node's instance
-/// profile; a test checks the code, this list and the policy agree).
+/// Every AWS action the adapter calls. The IAM policy in
+/// `deploy/iam-policy.json` grants exactly these (terminating and tagging
+/// only standbys, or tagging at launch), plus `iam:PassRole` so standbys
+/// launched from a cloned template keep the node's instance profile; a
+/// test checks the code, this list and the policy agree.
 pub const IAM_ACTIONS: &[&str] = &[
     "autoscaling:CompleteLifecycleAction",
     "autoscaling:DescribeAutoScalingGroups",
@@ -133,6 +134,8 @@ pub struct AwsCloud {
     settings: AwsSettings,
     /// The standby template, once cloned (one clone per process).
     cloned_template: std::sync::Arc<tokio::sync::Mutex<Option<String>>>,
+    /// Held while a device name is chosen and attached.
+    attaching: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The SDK configuration: the standard chain (environment, profile, IRSA or
@@ -193,6 +196,7 @@ impl AwsCloud {
             sqs: SqsClient::new(config),
             settings,
             cloned_template: Default::default(),
+            attaching: Default::default(),
         }
     }
 
@@ -226,7 +230,13 @@ impl AwsCloud {
         if let Some(v) = data.user_data() {
             req = req.user_data(v);
         }
-        for g in data.security_group_ids() {
+        // A VPC instance's groups are listed on its network interface.
+        let interface_groups = data.network_interfaces().iter().flat_map(|n| n.groups());
+        let mut groups: Vec<&str> = data.security_group_ids().iter().map(String::as_str).collect();
+        groups.extend(interface_groups.map(String::as_str).filter(|g| g.starts_with("sg-")));
+        groups.sort_unstable();
+        groups.dedup();
+        for g in groups {
             req = req.security_group_ids(g);
         }
         if let Some(p) = data.iam_instance_profile() {
@@ -268,12 +278,14 @@ impl AwsCloud {
         }
     }
 
-    /// Launch an on-demand standby from a template in a zone, as
+    /// Launch an on-demand standby from a template in a zone (in `subnet`
+    /// when given: the twin's, so it lands in the cluster's VPC), as
     /// `instance_type` when given; tagged `costop.io/standby=new`.
     pub async fn launch_standby(
         &self,
         template_id: &str,
         zone: &str,
+        subnet: Option<&str>,
         instance_type: Option<&str>,
     ) -> Result<String, AwsError> {
         let spec = ec2t::LaunchTemplateSpecification::builder()
@@ -295,6 +307,9 @@ impl AwsCloud {
             );
         if let Some(t) = instance_type {
             req = req.instance_type(ec2t::InstanceType::from(t));
+        }
+        if let Some(subnet) = subnet {
+            req = req.subnet_id(subnet);
         }
         let out = req.send().await.map_err(aws_err("RunInstances", template_id))?;
         out.instances()
@@ -325,11 +340,20 @@ impl AwsCloud {
                 .await
                 .map_err(aws_err("DescribeInstances", STANDBY_TAG))?;
             for i in out.reservations().iter().flat_map(|r| r.instances()) {
+                let id = i.instance_id().unwrap_or_default();
                 let tag = i.tags().iter().find(|t| t.key() == Some(STANDBY_TAG)).and_then(|t| t.value());
+                let stage = match tag {
+                    Some("new") => StandbyStage::New,
+                    Some("kept") => StandbyStage::Kept,
+                    other => {
+                        tracing::warn!(instance = id, tag = ?other, "unknown {STANDBY_TAG} value; left alone");
+                        continue;
+                    }
+                };
                 found.push(StandbyInstance {
-                    instance_id: i.instance_id().unwrap_or_default().to_string(),
+                    instance_id: id.to_string(),
                     zone: i.placement().and_then(|p| p.availability_zone()).unwrap_or_default().to_string(),
-                    stage: if tag == Some("new") { StandbyStage::New } else { StandbyStage::Kept },
+                    stage,
                     launched_at: i.launch_time().map_or(0, |t| t.to_millis().unwrap_or(0).max(0) as u64),
                 });
             }
@@ -338,6 +362,22 @@ impl AwsCloud {
                 return Ok(found);
             }
         }
+    }
+
+    /// The subnet an instance runs in.
+    async fn subnet_of(&self, id: &str) -> Result<Option<String>, AwsError> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(aws_err("DescribeInstances", id))?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| i.subnet_id().map(str::to_string)))
     }
 
     /// Record a standby's stage on its instance.
@@ -546,18 +586,48 @@ impl AwsCloud {
         .await
     }
 
-    /// Attach a volume and wait until it is in use.
-    pub async fn attach(&self, volume: &str, instance: &str, deadline: Instant) -> Result<(), AwsError> {
-        let device =
-            if self.settings.volume_device.is_empty() { "/dev/xvdf" } else { &self.settings.volume_device };
-        self.ec2
-            .attach_volume()
-            .volume_id(volume)
-            .instance_id(instance)
-            .device(device)
+    /// The first device name from `volume_device` on (`…f` to `…z`) that
+    /// the instance does not use.
+    async fn free_device(&self, instance: &str) -> Result<String, AwsError> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance)
             .send()
             .await
-            .map_err(aws_err("AttachVolume", volume))?;
+            .map_err(aws_err("DescribeInstances", instance))?;
+        let used: Vec<&str> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .flat_map(|i| i.block_device_mappings())
+            .filter_map(|m| m.device_name())
+            .collect();
+        let first =
+            if self.settings.volume_device.is_empty() { "/dev/xvdf" } else { &self.settings.volume_device };
+        let (prefix, from) = first.split_at(first.len() - 1);
+        let from = from.chars().next().filter(char::is_ascii_lowercase).unwrap_or('f');
+        (from..='z')
+            .map(|c| format!("{prefix}{c}"))
+            .find(|d| !used.contains(&d.as_str()))
+            .ok_or_else(|| missing("AttachVolume", instance, "free device name"))
+    }
+
+    /// Attach a volume under a free device name and wait until it is in use.
+    pub async fn attach(&self, volume: &str, instance: &str, deadline: Instant) -> Result<(), AwsError> {
+        {
+            // One attach at a time per process, so two never pick the same device.
+            let _one = self.attaching.lock().await;
+            let device = self.free_device(instance).await?;
+            self.ec2
+                .attach_volume()
+                .volume_id(volume)
+                .instance_id(instance)
+                .device(&device)
+                .send()
+                .await
+                .map_err(aws_err("AttachVolume", volume))?;
+        }
         poll_until(deadline, "DescribeVolumes", volume, || async {
             Ok((self.volume_state(volume).await?.0 == ec2t::VolumeState::InUse).then_some(()))
         })
@@ -848,24 +918,26 @@ impl CloudPort for AwsCloud {
         force: bool,
     ) -> Result<String, AwsError> {
         let target = instance_of(to)?;
-        let deadline = Instant::now() + Duration::from_secs(100);
         let (state, _, holder) = self.volume(volume_id).await?;
         if holder.as_deref() == Some(target) {
             return Ok(format!("{volume_id} already attached to {target}"));
         }
         if state == ec2t::VolumeState::InUse {
-            self.detach(volume_id, force, deadline).await?;
+            self.detach(volume_id, force, Instant::now() + Duration::from_secs(60)).await?;
         }
         let how = if force { "force-detached" } else { "detached" };
         if via_snapshot {
-            let copy = self.copy_to_zone(volume_id, &to.pool.zone, deadline).await?;
-            self.attach(&copy, target, deadline).await?;
+            // A snapshot of a large volume takes minutes; the claim still
+            // names the old volume, so the copy is not attached here.
+            let copy = self
+                .copy_to_zone(volume_id, &to.pool.zone, Instant::now() + Duration::from_secs(900))
+                .await?;
             return Ok(format!(
-                "{volume_id} {how}, copied to {copy} in {} and attached to {target} ({})",
-                to.pool.zone, to.name
+                "{volume_id} {how} and copied to {copy} in {}; its claim still names {volume_id}",
+                to.pool.zone
             ));
         }
-        self.attach(volume_id, target, deadline).await?;
+        self.attach(volume_id, target, Instant::now() + Duration::from_secs(60)).await?;
         Ok(format!("{volume_id} {how} and attached to {target} ({})", to.name))
     }
 
@@ -922,17 +994,21 @@ impl WarmPoolPort for AwsCloud {
         zone: &str,
         instance_type: &str,
     ) -> Result<String, AwsError> {
-        let template = self.standby_template(instance_of(twin)?).await?;
-        AwsCloud::launch_standby(self, &template, zone, Some(instance_type)).await
+        let twin_id = instance_of(twin)?;
+        let template = self.standby_template(twin_id).await?;
+        let subnet = self.subnet_of(twin_id).await?;
+        AwsCloud::launch_standby(self, &template, zone, subnet.as_deref(), Some(instance_type)).await
     }
 
     async fn park_standby(&self, instance_id: &str, stop: bool) -> Result<String, AwsError> {
+        // Kept first: a stop that fails is retried by the keeper, while an
+        // instance left `new` would be taken for one that never joined.
+        self.tag_standby(instance_id, StandbyStage::Kept).await?;
         let (state, _) = self.instance(instance_id).await?;
         let stopped = matches!(state, ec2t::InstanceStateName::Stopped);
         if stop && !stopped {
             self.stop(instance_id, Instant::now() + Duration::from_secs(300)).await?;
         }
-        self.tag_standby(instance_id, StandbyStage::Kept).await?;
         Ok(format!("{instance_id} kept{}", if stop { " stopped" } else { " running" }))
     }
 

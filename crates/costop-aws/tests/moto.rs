@@ -47,7 +47,7 @@ async fn standby_from_a_cloned_template_is_stopped_retyped_and_started() {
     let template = c.clone_launch_template(&spot_node, "costop-standby").await.unwrap();
     // A second clone of the same name becomes a new version of the template.
     assert_eq!(c.clone_launch_template(&spot_node, "costop-standby").await.unwrap(), template);
-    let standby = c.launch_standby(&template, "us-east-1a", None).await.unwrap();
+    let standby = c.launch_standby(&template, "us-east-1a", None, None).await.unwrap();
     c.stop(&standby, soon()).await.unwrap();
     c.retype(&standby, "r5.xlarge").await.unwrap();
     let (state, itype) = c.instance(&standby).await.unwrap();
@@ -96,6 +96,61 @@ async fn volumes_move_within_a_zone_and_across_by_snapshot() {
     let copy = c.copy_to_zone(&vol, "us-east-1b", soon()).await.unwrap();
     let v = c.ec2.describe_volumes().volume_ids(&copy).send().await.unwrap();
     assert_eq!(v.volumes()[0].availability_zone(), Some("us-east-1b"));
+
+    // Through the Cloud port: two volumes move to one node at once, each
+    // under its own device name.
+    let second = c
+        .ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(20)
+        .send()
+        .await
+        .unwrap()
+        .volume_id
+        .unwrap();
+    c.attach(&second, &b, soon()).await.unwrap();
+    let to = node_view("replacement", &a, "us-east-1a");
+    let (one, two) =
+        tokio::join!(c.move_volume(&vol, &to, false, false), c.move_volume(&second, &to, false, false));
+    assert!(one.unwrap().contains(&format!("{vol} detached and attached to {a}")));
+    assert!(two.unwrap().contains("detached and attached"));
+    let d = c.ec2.describe_volumes().volume_ids(&vol).volume_ids(&second).send().await.unwrap();
+    let mut devices: Vec<_> = d
+        .volumes()
+        .iter()
+        .map(|v| {
+            let at = &v.attachments()[0];
+            assert_eq!(at.instance_id(), Some(a.as_str()));
+            at.device().unwrap().to_string()
+        })
+        .collect();
+    devices.sort();
+    assert_eq!(devices, ["/dev/xvdf", "/dev/xvdg"]);
+    // Moving again is a no-op; across zones the volume is copied, not attached.
+    let again = c.move_volume(&vol, &to, false, false).await.unwrap();
+    assert!(again.contains("already attached"), "{again}");
+    let far = node_view("far", &instance(&c, "us-east-1b", "m5.xlarge").await, "us-east-1b");
+    let copied = c.move_volume(&second, &far, true, true).await.unwrap();
+    assert!(
+        copied.contains("force-detached and copied to vol-") && copied.contains("us-east-1b"),
+        "{copied}"
+    );
+}
+
+fn node_view(name: &str, instance: &str, zone: &str) -> costop_core::NodeView {
+    costop_core::NodeView {
+        name: name.into(),
+        instance_id: instance.into(),
+        pool: PoolId::new("m5.xlarge", zone),
+        capacity_type: costop_core::CapacityType::OnDemand,
+        allocatable: Default::default(),
+        price_per_hour: 0.0,
+        unschedulable: false,
+        taints: vec![],
+        ready: true,
+        in_load_balancer: false,
+    }
 }
 
 async fn network(c: &AwsCloud) -> (String, Vec<String>) {
@@ -343,6 +398,15 @@ async fn the_warm_pool_launches_twins_parks_them_and_terminates_surplus() {
         .unwrap();
     assert_eq!(versions.launch_template_versions().len(), 1);
     assert_eq!(c.instance(&a).await.unwrap().1, "m5.2xlarge");
+    let subnet = |id: String| {
+        let c = c.clone();
+        async move {
+            let d = c.ec2.describe_instances().instance_ids(id).send().await.unwrap();
+            d.reservations()[0].instances()[0].subnet_id().map(str::to_string)
+        }
+    };
+    assert!(subnet(spot.clone()).await.is_some());
+    assert_eq!(subnet(a.clone()).await, subnet(spot.clone()).await, "a standby lands in its twin's subnet");
     let mut standbys = c.standby_instances().await.unwrap();
     standbys.sort_by(|x, y| x.instance_id.cmp(&y.instance_id));
     let mut ids = vec![a.clone(), b.clone()];

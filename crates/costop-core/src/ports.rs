@@ -53,9 +53,9 @@ pub trait ClusterPort {
     /// Delete these placeholder pods now and shrink the Deployment by as many.
     fn claim_placeholders(&self, pods: &[String]) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Whether a pod (`namespace/name`) still exists, terminating or not
-    /// (from the cache).
-    fn pod_present(&self, pod: &str) -> bool;
+    /// Whether a pod bound to `node`, terminating ones included, still uses
+    /// the EBS volume `volume_id` (from the cache).
+    fn volume_in_use(&self, volume_id: &str, node: &str) -> bool;
 
     /// Delete a node object.
     fn delete_node(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;

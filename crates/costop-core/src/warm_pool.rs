@@ -37,6 +37,9 @@ pub struct StandbyLaunch {
 pub struct WarmPoolPlan {
     /// Standbys to launch.
     pub launch: Vec<StandbyLaunch>,
+    /// Launched standbys not joined yet that their zone no longer needs
+    /// (instance ids): terminated before any joined one, which is warm already.
+    pub surplus_pending: Vec<String>,
     /// Standby nodes beyond what their zone needs (no workload pods on
     /// them): to be terminated.
     pub surplus: Vec<String>,
@@ -81,12 +84,19 @@ pub fn plan_warm_pool(view: &ClusterView, pending: &[PendingStandby], policy: &P
                 }
             }
         } else if have > want {
+            let mut extra = have - want;
+            let mut waiting: Vec<&PendingStandby> = pending.iter().filter(|p| p.zone == zone).collect();
+            waiting.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+            for p in waiting.into_iter().take(extra) {
+                plan.surplus_pending.push(p.instance_id.clone());
+                extra -= 1;
+            }
             // Running standbys cost the most: they go first, then the smallest.
             joined.retain(|n| !hosts_workloads(view, n));
             joined.sort_by_key(|n| {
                 (n.capacity_type != CapacityType::StandbyRunning, n.allocatable.cpu_millis, n.name.clone())
             });
-            plan.surplus.extend(joined.iter().take(have - want).map(|n| n.name.clone()));
+            plan.surplus.extend(joined.iter().take(extra).map(|n| n.name.clone()));
         }
     }
     plan
@@ -105,24 +115,32 @@ fn hosts_workloads(view: &ClusterView, node: &NodeView) -> bool {
 
 /// Whether a woken standby (`node`, back in service as on-demand capacity)
 /// can return to the warm pool: every workload pod on it fits in the free
-/// room of the other nodes that accept pods (Spot capacity restored).
+/// room of the other nodes that accept pods (Spot capacity restored), and
+/// pods with EBS volumes fit in their volume's zone.
 pub fn can_return_standby(view: &ClusterView, node: &NodeView) -> bool {
-    let need = view
-        .pods_on(&node.name)
-        .filter(|p| !p.daemon && !p.placeholder)
-        .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
-    let room = view
-        .nodes
-        .iter()
-        .filter(|n| n.name != node.name && n.accepts_pods() && !n.capacity_type.is_standby())
-        .fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
-    // Placeholders give way to workloads by preemption.
-    let placeholders = view
-        .pods
-        .iter()
-        .filter(|p| p.placeholder && p.node.as_deref().is_some_and(|n| n != node.name))
-        .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
-    room.plus(&placeholders).fits(&need)
+    let moving: Vec<_> = view.pods_on(&node.name).filter(|p| !p.daemon && !p.placeholder).collect();
+    // Free room per zone; placeholders give way to workloads by preemption.
+    let mut room: BTreeMap<&str, Resources> = BTreeMap::new();
+    for n in
+        view.nodes.iter().filter(|n| n.name != node.name && n.accepts_pods() && !n.capacity_type.is_standby())
+    {
+        let held = view
+            .pods_on(&n.name)
+            .filter(|p| p.placeholder)
+            .fold(Resources::default(), |a, p| a.plus(&p.requests));
+        let r = room.entry(&n.pool.zone).or_default();
+        *r = r.plus(&view.free_on(n)).plus(&held);
+    }
+    let total = room.values().fold(Resources::default(), |a, r| a.plus(r));
+    let need = moving.iter().fold(Resources::default(), |a, p| a.plus(&p.requests));
+    let mut zonal: BTreeMap<&str, Resources> = BTreeMap::new();
+    for p in &moving {
+        if let Some(v) = p.volumes.first() {
+            let z = zonal.entry(&v.zone).or_default();
+            *z = z.plus(&p.requests);
+        }
+    }
+    total.fits(&need) && zonal.iter().all(|(zone, need)| room.get(zone).is_some_and(|r| r.fits(need)))
 }
 
 #[cfg(test)]
@@ -229,5 +247,27 @@ mod tests {
         assert!(can_return_standby(&view, &view.nodes[0].clone()));
         view.nodes[2].ready = false;
         assert!(!can_return_standby(&view, &view.nodes[0].clone()));
+        // A pod with a volume in z-a needs room in z-a, not just anywhere.
+        view.nodes[2].ready = true;
+        view.pods[0].volumes.push(crate::model::VolumeView {
+            volume_id: "vol-1".into(),
+            zone: "z-a".into(),
+            attached_to: Some("woken".into()),
+        });
+        assert!(!can_return_standby(&view, &view.nodes[0].clone()));
+        view.nodes[2].pool.zone = "z-a".into();
+        assert!(can_return_standby(&view, &view.nodes[0].clone()));
+    }
+
+    #[test]
+    fn launches_not_yet_joined_are_surplus_first() {
+        let mut view = spot_cluster();
+        let policy = Policy { standby_share_of_worst_pool: 0.34, ..Policy::default() };
+        view.nodes.push(node("sb-1", "z-a", "m5.xlarge", CapacityType::StandbyStopped, 4000));
+        view.nodes.push(node("sb-2", "z-a", "m5.xlarge", CapacityType::StandbyStopped, 4000));
+        let pending = [PendingStandby { instance_id: "i-late".into(), zone: "z-a".into() }];
+        let plan = plan_warm_pool(&view, &pending, &policy);
+        assert_eq!(plan.surplus_pending, ["i-late"]);
+        assert!(plan.surplus.is_empty());
     }
 }

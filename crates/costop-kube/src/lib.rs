@@ -272,9 +272,20 @@ impl ClusterPort for KubeCluster {
         })
     }
 
-    fn pod_present(&self, pod: &str) -> bool {
-        split_pod(pod)
-            .is_ok_and(|(ns, name)| self.pods.get(&reflector::ObjectRef::new(name).within(ns)).is_some())
+    fn volume_in_use(&self, volume_id: &str, node: &str) -> bool {
+        let ebs = view::ebs_by_claim(&self.claims.state(), &self.volumes.state());
+        let on_node =
+            |p: &&std::sync::Arc<Pod>| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
+        self.pods.state().iter().filter(on_node).any(|p| {
+            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+            let volumes = p.spec.as_ref().and_then(|s| s.volumes.as_ref());
+            volumes.into_iter().flatten().any(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .and_then(|c| ebs.get(&format!("{ns}/{}", c.claim_name)))
+                    .is_some_and(|(id, _)| id == volume_id)
+            })
+        })
     }
 
     async fn taint_and_cordon(&self, node: &str) -> Result<(), KubeError> {

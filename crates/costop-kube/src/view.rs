@@ -102,7 +102,7 @@ fn workload_of(p: &Pod) -> Option<String> {
 /// EBS volumes by claim (`namespace/claim`): the volume id and zone of
 /// each bound PersistentVolume backed by EBS (the CSI driver's, or the
 /// in-tree `awsElasticBlockStore`).
-fn ebs_by_claim(
+pub(crate) fn ebs_by_claim(
     claims: &[Arc<PersistentVolumeClaim>],
     volumes: &[Arc<PersistentVolume>],
 ) -> BTreeMap<String, (String, String)> {
@@ -242,7 +242,6 @@ fn matches(
     labels_ok && exprs_ok
 }
 
-/// Build the view from the cached objects.
 /// The cached objects a view is built from.
 pub struct Objects<'a> {
     /// Nodes.

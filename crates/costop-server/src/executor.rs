@@ -20,6 +20,11 @@ const AFTER_DEADLINE: Millis = 10 * 60 * 1000;
 /// and after the deadline the instance is gone with the volume stuck on it.
 const FORCE_DETACH_BEFORE_DEADLINE: Millis = 20 * 1000;
 
+/// How long a volume move waits for its pod to stop when the deadline is
+/// further away than that (a scheduled event): then the volume is left to
+/// the CSI driver rather than detached from a pod that still runs.
+const VOLUME_WAIT_LIMIT: Millis = 10 * 60 * 1000;
+
 /// Everything a response needs.
 pub struct Executor<S, K, C, T> {
     /// Database.
@@ -113,22 +118,26 @@ where
         };
         let displaced = displaced_workloads(plan, &self.cluster.view());
         let deadline = plan.deadline.unwrap_or(self.clock.now_ms() + 2 * 60 * 1000);
-        let mut alongside = Vec::new();
+        // Dropped (aborted) with this future, so a response stopped on lost
+        // leadership stops its volume moves too.
+        let mut alongside = tokio::task::JoinSet::new();
         for (i, step) in plan.steps.iter().enumerate() {
             if record.as_ref().and_then(|r| r.steps.get(i)).is_some_and(|s| s.done_at.is_some()) {
                 continue;
             }
             if matches!(step, Step::MoveVolume { .. }) {
                 let (me, plan, displaced) = (self.clone(), plan.clone(), displaced.clone());
-                alongside.push(tokio::spawn(async move {
-                    me.run_recorded(&plan, i, received_at, deadline, &displaced).await
-                }));
+                alongside
+                    .spawn(async move { me.run_recorded(&plan, i, received_at, deadline, &displaced).await });
             } else {
                 self.run_recorded(plan, i, received_at, deadline, &displaced).await;
             }
         }
-        for task in alongside {
-            let _ = task.await;
+        while let Some(joined) = alongside.join_next().await {
+            if let Err(e) = joined {
+                // A bug, not an outside failure: the step stays recorded as started.
+                tracing::error!(notice = %key, error = %e, "a volume move panicked");
+            }
         }
         let at = self.clock.now_ms();
         self.durably("response done", || self.store.response_done(key, at)).await;
@@ -205,17 +214,22 @@ where
                 Ok(format!("ok: {woke}; untainted"))
             }
             Step::MoveVolume { volume_id, from_node, to_node, via_snapshot, .. } => {
-                // Its pods on the doomed node (terminating ones included) must stop first.
-                let holders: Vec<String> = self
-                    .cluster
-                    .view()
-                    .pods_on(from_node)
-                    .filter(|p| p.volumes.iter().any(|v| &v.volume_id == volume_id))
-                    .map(|p| p.name.clone())
-                    .collect();
+                // Every pod on the doomed node using it, terminating ones
+                // included, must stop first; near the deadline it is forced.
                 let force_at = deadline.saturating_sub(FORCE_DETACH_BEFORE_DEADLINE);
-                let stopped =
-                    self.wait_until(force_at, |_| holders.iter().all(|p| !self.cluster.pod_present(p))).await;
+                let give_up = self.clock.now_ms() + VOLUME_WAIT_LIMIT;
+                let until = force_at.min(give_up);
+                let mut stopped = !self.cluster.volume_in_use(volume_id, from_node);
+                while !stopped && self.clock.now_ms() < until {
+                    self.clock.sleep(Duration::from_millis(100)).await;
+                    stopped = !self.cluster.volume_in_use(volume_id, from_node);
+                }
+                if !stopped && until < force_at {
+                    return Err(format!(
+                        "{volume_id} still in use on {from_node} after {} min; left to the CSI driver",
+                        VOLUME_WAIT_LIMIT / 60_000
+                    ));
+                }
                 let view = self.cluster.view();
                 let to = view.node(to_node).ok_or_else(|| format!("node {to_node} not in the cluster"))?;
                 self.cloud.move_volume(volume_id, to, *via_snapshot, !stopped).await.map_err(|x| e(&x))

@@ -143,6 +143,11 @@ impl ServerState {
         running.insert(key, tokio::spawn(async move { exec.execute(&plan, received_at).await }));
     }
 
+    /// Whether a response runs in this process now.
+    fn responding(&self) -> bool {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).values().any(|h| !h.is_finished())
+    }
+
     /// Stop every response of this process (leadership lost: the new leader resumes them).
     fn stop_responses(&self) {
         for (_, h) in self.running.lock().unwrap_or_else(|e| e.into_inner()).drain() {
@@ -500,9 +505,11 @@ async fn keep_warm_pool(
 ) {
     loop {
         if st.is_leader() {
+            // Responses a previous leader left are resumed first (by the
+            // stream consumer); until then the pool is left alone.
             match st.exec.store.unfinished().await {
-                Ok(open) => {
-                    let report = keeper.round(!open.is_empty()).await;
+                Ok(open) if open.is_empty() || st.responding() => {
+                    let report = keeper.round().await;
                     for e in &report.errors {
                         tracing::warn!(error = e, "warm pool");
                     }
@@ -510,6 +517,7 @@ async fn keep_warm_pool(
                         tracing::info!(?report, "warm pool round");
                     }
                 }
+                Ok(_) => tracing::debug!("warm pool: waiting for unfinished responses to resume"),
                 Err(e) => tracing::warn!(error = %e, "warm pool: cannot list open responses"),
             }
         }
@@ -608,11 +616,13 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         }
         tokio::spawn(refresh_prices(state.clone(), cloud.clone(), shutdown.clone()));
         if aws.keep_warm_pool {
+            let st = state.clone();
             let keeper = warm_pool::WarmPoolKeeper {
                 cluster: state.exec.cluster.clone(),
                 cloud: Arc::new(cloud.clone()),
                 clock: state.exec.clock.clone(),
                 policy: config.policy.clone(),
+                responding: Arc::new(move || st.responding()),
             };
             tokio::spawn(keep_warm_pool(state.clone(), keeper, aws.warm_pool_every, shutdown.clone()));
         }

@@ -311,7 +311,12 @@ async fn standbys(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
     d.reservations()
         .iter()
         .flat_map(|r| r.instances())
-        .filter(|i| i.state().and_then(|s| s.name()) != Some(&ec2t::InstanceStateName::Terminated))
+        .filter(|i| {
+            !matches!(
+                i.state().and_then(|s| s.name()),
+                Some(ec2t::InstanceStateName::Terminated | ec2t::InstanceStateName::ShuttingDown)
+            )
+        })
         .map(|i| {
             let tag = i.tags().iter().find(|t| t.key() == Some("costop.io/standby")).and_then(|t| t.value());
             (i.instance_id().unwrap().to_string(), tag.unwrap_or("").to_string())
@@ -321,6 +326,11 @@ async fn standbys(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_warm_pool_is_kept_used_replenished_and_returned() {
+    // RUST_LOG=costop_server=info shows each warm-pool round.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let moto = MotoServer::start().expect("moto_server (scripts/test installs it)");
     let aws = moto.sdk_config().await;
     let ec2 = aws_sdk_ec2::Client::new(&aws);
@@ -430,14 +440,21 @@ async fn the_warm_pool_is_kept_used_replenished_and_returned() {
     .await;
 
     // 4. The pool is replenished at once: a second standby launches.
+    let mut replacement = String::new();
     until("a replacement standby launched", Duration::from_secs(20), async || {
-        standbys(&ec2).await.iter().any(|(id, tag)| *id != first && tag == "new")
+        let s = standbys(&ec2).await;
+        replacement =
+            s.iter().find(|(id, tag)| *id != first && tag == "new").map(|s| s.0.clone()).unwrap_or_default();
+        !replacement.is_empty()
     })
     .await;
+    let d = ec2.describe_instances().instance_ids(&replacement).send().await.unwrap();
+    let zone = d.reservations()[0].instances()[0].placement().and_then(|p| p.availability_zone());
+    assert_eq!(zone, Some("us-east-1a"));
 
     // 5. The restored Spot node joins; the woken standby goes back (its pods
-    //    move within their budget), and as surplus to the replacement it is
-    //    then terminated and its node removed.
+    //    move within their budget) and is stopped again. The zone needs one
+    //    standby, so the replacement that has not joined yet is the surplus.
     emu.state
         .create(idx::NODES, "", node_object("spot-b", &restored, &group("spot", "us-east-1b")).unwrap())
         .unwrap();
@@ -446,11 +463,16 @@ async fn the_warm_pool_is_kept_used_replenished_and_returned() {
         pods.len() == 4 && pods.iter().all(|p| p["spec"]["nodeName"] == "spot-b")
     })
     .await;
-    until("the returned standby terminated as surplus", Duration::from_secs(30), async || {
-        matches!(
-            state_of(&ec2, &first).await,
-            ec2t::InstanceStateName::Terminated | ec2t::InstanceStateName::ShuttingDown
-        ) && emu.state.store.get(idx::NODES, "", "standby-1").is_err()
+    until("the standby back on standby, stopped", Duration::from_secs(30), async || {
+        let node = emu.state.store.get(idx::NODES, "", "standby-1").unwrap();
+        taints_of(&emu, "standby-1").contains(&"costop.io/standby".to_string())
+            && node["metadata"]["labels"]["costop.io/capacity-type"] == "standby-stopped"
+            && state_of(&ec2, &first).await == ec2t::InstanceStateName::Stopped
+    })
+    .await;
+    until("the surplus replacement terminated", Duration::from_secs(30), async || {
+        let s = standbys(&ec2).await;
+        s.contains(&(first.clone(), "kept".to_string())) && s.iter().all(|(id, _)| *id != replacement)
     })
     .await;
     let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();

@@ -70,7 +70,8 @@ pub struct AwsSection {
     pub standby_template_name: String,
     /// Device name moved volumes are attached under.
     pub volume_device: String,
-    /// Keep the warm pool (launch, park, return, terminate standbys).
+    /// Keep the warm pool (launch, park, return, terminate standbys). Off
+    /// by default: it launches on-demand instances.
     pub keep_warm_pool: bool,
     /// Function bridges: `NAMESPACE/NAME=RULE_ARN|SERVICE_TG_ARN|FUNCTION_TG_ARN|WEIGHT`.
     pub bridges: Vec<String>,
@@ -84,7 +85,7 @@ impl Default for AwsSection {
             standby_template_id: String::new(),
             standby_template_name: "costop-standby".into(),
             volume_device: "/dev/xvdf".into(),
-            keep_warm_pool: true,
+            keep_warm_pool: false,
             bridges: Vec::new(),
         }
     }
@@ -109,7 +110,8 @@ impl AwsSection {
                 Some(_) => return Err(bad("empty Auto Scaling group")),
                 None => (entry.as_str(), None),
             };
-            let (ty, zone) = pool.trim().split_once('@').ok_or_else(|| bad("no `@`"))?;
+            let (ty, zone) = pool.split_once('@').ok_or_else(|| bad("no `@`"))?;
+            let (ty, zone) = (ty.trim(), zone.trim());
             if ty.is_empty() || !ty.contains('.') {
                 return Err(bad("not an instance type"));
             }
@@ -117,6 +119,9 @@ impl AwsSection {
                 return Err(bad("not an availability zone"));
             }
             let id = costop_core::PoolId::new(ty, zone);
+            if settings.pools.contains(&id) {
+                return Err(bad("listed twice"));
+            }
             if let Some(g) = group {
                 settings.asg_by_pool.insert(id.clone(), g.to_string());
             }
@@ -353,6 +358,7 @@ mod tests {
             ("[aws]\npools = [\"m5.xlarge@us-east-1a=\"]\n", "empty Auto Scaling group"),
             ("[aws]\npools = [\"m5@us-east-1a\"]\n", "not an instance type"),
             ("[aws]\npools = [\"m5.xlarge@1\"]\n", "not an availability zone"),
+            ("[aws]\npools = [\"m5.xlarge@us-east-1a\", \"m5.xlarge @ us-east-1a=g\"]\n", "listed twice"),
             ("[aws]\nbridges = [\"web=a|b|c|1\"]\n", "NAMESPACE/NAME"),
             ("[aws]\nbridges = [\"ns/web=a|b|c\"]\n", "four"),
             ("[aws]\nbridges = [\"ns/web=a|b|c|lots\"]\n", "weight is not a number"),
