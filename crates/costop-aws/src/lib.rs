@@ -605,8 +605,12 @@ impl AwsCloud {
             .collect();
         let first =
             if self.settings.volume_device.is_empty() { "/dev/xvdf" } else { &self.settings.volume_device };
-        let (prefix, from) = first.split_at(first.len() - 1);
-        let from = from.chars().next().filter(char::is_ascii_lowercase).unwrap_or('f');
+        // `/dev/xvdf` → try `/dev/xvdf` … `/dev/xvdz`; a name not ending in a
+        // letter is not a series: the EBS default series is used.
+        let (prefix, from) = match first.chars().last() {
+            Some(c) if c.is_ascii_lowercase() && first.len() > 1 => (&first[..first.len() - 1], c),
+            _ => ("/dev/xvd", 'f'),
+        };
         (from..='z')
             .map(|c| format!("{prefix}{c}"))
             .find(|d| !used.contains(&d.as_str()))
@@ -927,15 +931,20 @@ impl CloudPort for AwsCloud {
         }
         let how = if force { "force-detached" } else { "detached" };
         if via_snapshot {
-            // A snapshot of a large volume takes minutes; the claim still
-            // names the old volume, so the copy is not attached here.
+            // The claim still names the old volume, in the old zone: the copy
+            // is made, but the move is not done until a volume record is
+            // bound to it, which costop does not do. Said as a failure.
             let copy = self
                 .copy_to_zone(volume_id, &to.pool.zone, Instant::now() + Duration::from_secs(900))
                 .await?;
-            return Ok(format!(
-                "{volume_id} {how} and copied to {copy} in {}; its claim still names {volume_id}",
-                to.pool.zone
-            ));
+            return Err(AwsError {
+                action: "CreateVolume",
+                resource: volume_id.into(),
+                message: format!(
+                    "{how}, and copied to {copy} in {}; bind a PersistentVolume to {copy} for the pod to use it",
+                    to.pool.zone
+                ),
+            });
         }
         self.attach(volume_id, target, Instant::now() + Duration::from_secs(60)).await?;
         Ok(format!("{volume_id} {how} and attached to {target} ({})", to.name))
@@ -996,7 +1005,12 @@ impl WarmPoolPort for AwsCloud {
     ) -> Result<String, AwsError> {
         let twin_id = instance_of(twin)?;
         let template = self.standby_template(twin_id).await?;
-        let subnet = self.subnet_of(twin_id).await?;
+        // A cloned template names no network; a configured one may (then a
+        // subnet on the launch would conflict with it).
+        let subnet = match self.settings.standby_template_id {
+            Some(_) => None,
+            None => self.subnet_of(twin_id).await?,
+        };
         AwsCloud::launch_standby(self, &template, zone, subnet.as_deref(), Some(instance_type)).await
     }
 

@@ -131,11 +131,14 @@ async fn volumes_move_within_a_zone_and_across_by_snapshot() {
     let again = c.move_volume(&vol, &to, false, false).await.unwrap();
     assert!(again.contains("already attached"), "{again}");
     let far = node_view("far", &instance(&c, "us-east-1b", "m5.xlarge").await, "us-east-1b");
-    let copied = c.move_volume(&second, &far, true, true).await.unwrap();
+    let copied = c.move_volume(&second, &far, true, true).await.unwrap_err().to_string();
     assert!(
-        copied.contains("force-detached and copied to vol-") && copied.contains("us-east-1b"),
+        copied.contains("force-detached, and copied to vol-") && copied.contains("bind a PersistentVolume"),
         "{copied}"
     );
+    let copy = copied.split("copied to ").nth(1).and_then(|r| r.split(' ').next()).unwrap();
+    let v = c.ec2.describe_volumes().volume_ids(copy).send().await.unwrap();
+    assert_eq!(v.volumes()[0].availability_zone(), Some("us-east-1b"));
 }
 
 fn node_view(name: &str, instance: &str, zone: &str) -> costop_core::NodeView {

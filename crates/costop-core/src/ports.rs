@@ -57,6 +57,10 @@ pub trait ClusterPort {
     /// the EBS volume `volume_id` (from the cache).
     fn volume_in_use(&self, volume_id: &str, node: &str) -> bool;
 
+    /// Workload pods (not DaemonSet pods, not placeholders, not finished)
+    /// bound to `node`, terminating ones included (from the cache).
+    fn workload_pods_bound(&self, node: &str) -> usize;
+
     /// Delete a node object.
     fn delete_node(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 

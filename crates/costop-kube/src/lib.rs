@@ -242,6 +242,13 @@ fn set_taint(node: &mut Node, key: &str, on: bool) {
     spec.taints = if taints.is_empty() { None } else { Some(taints) };
 }
 
+/// Whether a pod is bound to `node` and not finished (terminating counts).
+fn running_on(p: &Pod, node: &str) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+        && !matches!(phase, Some("Succeeded") | Some("Failed"))
+}
+
 /// costop's own record of how a node is bought (see `view::node_view`).
 fn set_capacity_label(node: &mut Node, value: &str) {
     node.metadata.labels.get_or_insert_with(Default::default).insert(CAPACITY_LABEL.into(), value.into());
@@ -272,11 +279,22 @@ impl ClusterPort for KubeCluster {
         })
     }
 
+    fn workload_pods_bound(&self, node: &str) -> usize {
+        self.pods
+            .state()
+            .iter()
+            .filter(|p| running_on(p, node))
+            .filter(|p| {
+                let daemon = p.metadata.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet");
+                let class = p.spec.as_ref().and_then(|s| s.priority_class_name.as_deref());
+                !daemon && class != Some(PLACEHOLDER_CLASS)
+            })
+            .count()
+    }
+
     fn volume_in_use(&self, volume_id: &str, node: &str) -> bool {
         let ebs = view::ebs_by_claim(&self.claims.state(), &self.volumes.state());
-        let on_node =
-            |p: &&std::sync::Arc<Pod>| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
-        self.pods.state().iter().filter(on_node).any(|p| {
+        self.pods.state().iter().filter(|p| running_on(p, node)).any(|p| {
             let ns = p.metadata.namespace.as_deref().unwrap_or("default");
             let volumes = p.spec.as_ref().and_then(|s| s.volumes.as_ref());
             volumes.into_iter().flatten().any(|v| {

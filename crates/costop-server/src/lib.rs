@@ -98,11 +98,27 @@ pub struct ServerState {
     leader_until: AtomicU64,
     /// Responses running in this process, so none runs twice at once; all
     /// are stopped when leadership is lost.
-    running: Mutex<HashMap<costop_core::NoticeKey, tokio::task::JoinHandle<()>>>,
+    running: Mutex<HashMap<costop_core::NoticeKey, Running>>,
+    /// Notices being planned now (before their response is running).
+    planning: AtomicU64,
+    /// Set once this leader has resumed what a previous one left unfinished.
+    resumed: std::sync::atomic::AtomicBool,
     identity: String,
     /// Spot pools capacity may be restored into.
     pools: pools::PoolBook,
 }
+
+/// A response running in this process.
+struct Running {
+    task: tokio::task::JoinHandle<()>,
+    /// Its deadline (Unix ms), if the notice has one.
+    deadline: Option<costop_core::time::Millis>,
+}
+
+/// A response counts as under way for the warm-pool keeper while its
+/// deadline is this close (or past): a scheduled event days ahead does not
+/// hold the pool still.
+const URGENT_WITHIN_MS: costop_core::time::Millis = 30 * 60 * 1000;
 
 /// Why a notice was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,29 +150,47 @@ impl ServerState {
     /// Run a response unless it already runs here.
     fn spawn_response(self: &Arc<Self>, plan: costop_core::Plan, received_at: costop_core::time::Millis) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.retain(|_, h| !h.is_finished());
+        running.retain(|_, r| !r.task.is_finished());
         if running.contains_key(&plan.notice) {
             return;
         }
         let key = plan.notice.clone();
         let exec = self.exec.clone();
-        running.insert(key, tokio::spawn(async move { exec.execute(&plan, received_at).await }));
+        let deadline = plan.deadline;
+        let task = tokio::spawn(async move { exec.execute(&plan, received_at).await });
+        running.insert(key, Running { task, deadline });
     }
 
-    /// Whether a response runs in this process now.
+    /// Whether a notice is being planned, or a response whose deadline is
+    /// near runs in this process now.
     fn responding(&self) -> bool {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).values().any(|h| !h.is_finished())
+        let soon = self.exec.clock.now_ms() + URGENT_WITHIN_MS;
+        self.planning.load(Ordering::SeqCst) > 0
+            || self
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .any(|r| !r.task.is_finished() && r.deadline.is_none_or(|d| d <= soon))
     }
 
     /// Stop every response of this process (leadership lost: the new leader resumes them).
     fn stop_responses(&self) {
-        for (_, h) in self.running.lock().unwrap_or_else(|e| e.into_inner()).drain() {
-            h.abort();
+        self.resumed.store(false, Ordering::SeqCst);
+        for (_, r) in self.running.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            r.task.abort();
         }
     }
 
     /// Take a notice: record it, and the first time, plan and start the response.
     pub async fn accept(self: &Arc<Self>, notice: Notice) -> Result<Intake, IntakeError> {
+        self.planning.fetch_add(1, Ordering::SeqCst);
+        let taken = self.take(notice).await;
+        self.planning.fetch_sub(1, Ordering::SeqCst);
+        taken
+    }
+
+    async fn take(self: &Arc<Self>, notice: Notice) -> Result<Intake, IntakeError> {
         let busy = |e: costop_store::StoreError| IntakeError::Unavailable(e.to_string());
         let store = &self.exec.store;
         let now = self.exec.clock.now_ms();
@@ -348,6 +382,7 @@ async fn consume(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
             match st.resume().await {
                 Ok(n) => {
                     was_leader = true;
+                    st.resumed.store(true, Ordering::SeqCst);
                     tracing::info!(resumed = n, "leading");
                 }
                 Err(e) => {
@@ -504,21 +539,15 @@ async fn keep_warm_pool(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        if st.is_leader() {
-            // Responses a previous leader left are resumed first (by the
-            // stream consumer); until then the pool is left alone.
-            match st.exec.store.unfinished().await {
-                Ok(open) if open.is_empty() || st.responding() => {
-                    let report = keeper.round().await;
-                    for e in &report.errors {
-                        tracing::warn!(error = e, "warm pool");
-                    }
-                    if report != warm_pool::RoundReport::default() {
-                        tracing::info!(?report, "warm pool round");
-                    }
-                }
-                Ok(_) => tracing::debug!("warm pool: waiting for unfinished responses to resume"),
-                Err(e) => tracing::warn!(error = %e, "warm pool: cannot list open responses"),
+        // Responses a previous leader left are resumed first (by the stream
+        // consumer); until then the pool is left alone.
+        if st.is_leader() && st.resumed.load(Ordering::SeqCst) {
+            let report = keeper.round().await;
+            for e in &report.errors {
+                tracing::warn!(error = e, "warm pool");
+            }
+            if report != warm_pool::RoundReport::default() {
+                tracing::info!(?report, "warm pool round");
             }
         }
         tokio::select! {
@@ -596,6 +625,8 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         client: client.clone(),
         leader_until: AtomicU64::new(0),
         running: Mutex::new(HashMap::new()),
+        planning: AtomicU64::new(0),
+        resumed: std::sync::atomic::AtomicBool::new(false),
         identity: config.identity.clone(),
         pools: pools::PoolBook::new(
             config.aws.as_ref().map(|a| a.settings.pools.clone()).unwrap_or_default(),

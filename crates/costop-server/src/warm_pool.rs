@@ -13,7 +13,7 @@
 
 use costop_core::ports::{Clock, ClusterPort, Evicted, StandbyInstance, StandbyStage, WarmPoolPort};
 use costop_core::warm_pool::{can_return_standby, plan_warm_pool, PendingStandby};
-use costop_core::{CapacityType, ClusterView, Millis, NodeView, Policy, StandbyMode};
+use costop_core::{CapacityType, Millis, NodeView, Policy, StandbyMode};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -82,7 +82,7 @@ where
             match (inst.stage, node) {
                 // Joined: put on standby (not while a response may count it as room).
                 (StandbyStage::New, Some(node)) if node.ready => {
-                    if !(self.responding)() && self.park(&view, node, stop, &mut report).await {
+                    if !(self.responding)() && self.park(node, stop, &mut report).await {
                         now_standby.insert(node.name.clone());
                     } else {
                         pending.push(pending_of(inst));
@@ -95,14 +95,15 @@ where
                         pending.push(pending_of(inst));
                     }
                 }
-                // On standby but still running in stopped mode: a stop failed; retry it.
+                // On standby but not finished: its stop failed, or pods are still on it.
                 (StandbyStage::Kept, Some(node))
-                    if stop
-                        && node.capacity_type == CapacityType::StandbyRunning
+                    if node.capacity_type.is_standby()
                         && node.ready
+                        && ((stop && node.capacity_type == CapacityType::StandbyRunning)
+                            || self.cluster.workload_pods_bound(&node.name) > 0)
                         && !(self.responding)() =>
                 {
-                    self.park(&view, node, stop, &mut report).await;
+                    self.park(node, stop, &mut report).await;
                 }
                 _ => {}
             }
@@ -127,7 +128,7 @@ where
                     && can_return_standby(&view, n)
             });
             if let Some(node) = woken {
-                if self.park(&view, node, stop, &mut report).await {
+                if self.park(node, stop, &mut report).await {
                     report.returned.push(node.name.clone());
                     now_standby.insert(node.name.clone());
                 }
@@ -153,6 +154,10 @@ where
             }
         }
         for id in &plan.surplus_pending {
+            // Joined but not parked yet: it may be serving pods; parked first.
+            if view.node_by_instance(id).is_some_and(|n| n.ready) {
+                continue;
+            }
             let node = view.node_by_instance(id).map(|n| n.name.clone());
             self.terminate(id, node.as_deref(), "surplus", &mut report).await;
         }
@@ -164,7 +169,7 @@ where
             // Still an idle standby now, with no response under way?
             let fresh = self.cluster.view();
             let idle = fresh.node(name).is_some_and(|n| n.capacity_type.is_standby())
-                && fresh.pods_on(name).all(|p| p.daemon || p.placeholder);
+                && self.cluster.workload_pods_bound(name) == 0;
             if idle {
                 self.terminate(&node.instance_id, Some(name), "surplus", &mut report).await;
             }
@@ -195,8 +200,8 @@ where
     /// their budgets), then, unless a response has started or woken it
     /// meanwhile, stop its instance when the mode says so. Whether it is
     /// on standby now.
-    async fn park(&self, view: &ClusterView, node: &NodeView, stop: bool, report: &mut RoundReport) -> bool {
-        match self.put_on_standby(view, node, stop).await {
+    async fn park(&self, node: &NodeView, stop: bool, report: &mut RoundReport) -> bool {
+        match self.put_on_standby(node, stop).await {
             Ok(()) => {
                 report.parked.push(node.instance_id.clone());
                 true
@@ -208,22 +213,32 @@ where
         }
     }
 
-    async fn put_on_standby(&self, view: &ClusterView, node: &NodeView, stop: bool) -> Result<(), String> {
+    async fn put_on_standby(&self, node: &NodeView, stop: bool) -> Result<(), String> {
         // Labelled running until the instance is stopped, so a response in
         // between would not re-type a running instance.
         self.cluster
             .taint_standby(&node.name, StandbyMode::Running)
             .await
             .map_err(|e| format!("taint {} as standby: {e}", node.name))?;
+        // Move every workload pod off (including any scheduled since the
+        // round began), and wait until they have stopped.
         let deadline = self.clock.now_ms() + CLEAR_DEADLINE_MS;
-        for pod in view.pods_on(&node.name).filter(|p| !p.daemon && !p.placeholder) {
-            match self.cluster.evict(&pod.name, deadline).await {
-                Ok(Evicted::Accepted { .. } | Evicted::AlreadyGone) => {}
-                Err(e) => return Err(format!("move {} off standby {}: {e}", pod.name, node.name)),
+        while self.cluster.workload_pods_bound(&node.name) > 0 {
+            if self.clock.now_ms() >= deadline {
+                return Err(format!("{}: pods still on it after {} s", node.name, CLEAR_DEADLINE_MS / 1000));
             }
+            let view = self.cluster.view();
+            for pod in view.pods_on(&node.name).filter(|p| !p.daemon && !p.placeholder) {
+                match self.cluster.evict(&pod.name, deadline).await {
+                    Ok(Evicted::Accepted { .. } | Evicted::AlreadyGone) => {}
+                    Err(e) => return Err(format!("move {} off standby {}: {e}", pod.name, node.name)),
+                }
+            }
+            self.clock.sleep(std::time::Duration::from_millis(250)).await;
         }
-        let woken = || !self.cluster.view().node(&node.name).is_some_and(|n| n.capacity_type.is_standby());
-        if stop && ((self.responding)() || woken()) {
+        let on_standby =
+            || self.cluster.view().node(&node.name).is_some_and(|n| n.capacity_type.is_standby());
+        if stop && ((self.responding)() || !on_standby()) {
             return Err(format!("{} not stopped: a response started meanwhile", node.name));
         }
         let parked = self
@@ -231,7 +246,8 @@ where
             .park_standby(&node.instance_id, stop)
             .await
             .map_err(|e| format!("park {}: {e}", node.instance_id))?;
-        if stop {
+        // A response that woke it during the stop has started it again; its label is the response's.
+        if stop && on_standby() {
             self.cluster
                 .taint_standby(&node.name, StandbyMode::Stopped)
                 .await
@@ -244,4 +260,222 @@ where
 
 fn pending_of(inst: &StandbyInstance) -> PendingStandby {
     PendingStandby { instance_id: inst.instance_id.clone(), zone: inst.zone.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use costop_core::model::{PodView, PoolId, Resources, Taint, STANDBY_TAINT};
+    use costop_core::ClusterView;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fake")]
+    struct Never;
+
+    /// A cluster whose evictions move pods away at once.
+    struct FakeCluster(Mutex<ClusterView>);
+
+    impl ClusterPort for FakeCluster {
+        type Error = Never;
+        fn view(&self) -> ClusterView {
+            self.0.lock().unwrap().clone()
+        }
+        async fn taint_and_cordon(&self, _: &str) -> Result<(), Never> {
+            Ok(())
+        }
+        async fn untaint_standby(&self, _: &str) -> Result<(), Never> {
+            Ok(())
+        }
+        async fn taint_standby(&self, node: &str, mode: StandbyMode) -> Result<(), Never> {
+            let mut v = self.0.lock().unwrap();
+            let n = v.nodes.iter_mut().find(|n| n.name == node).unwrap();
+            n.taints = vec![Taint { key: STANDBY_TAINT.into(), effect: "NoSchedule".into() }];
+            n.capacity_type = match mode {
+                StandbyMode::Running => CapacityType::StandbyRunning,
+                StandbyMode::Stopped => CapacityType::StandbyStopped,
+            };
+            Ok(())
+        }
+        async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
+            self.0.lock().unwrap().pods.retain(|p| p.name != pod);
+            Ok(Evicted::Accepted { attempts: 1 })
+        }
+        async fn scale_placeholders(&self, _: u32) -> Result<(), Never> {
+            Ok(())
+        }
+        async fn claim_placeholders(&self, _: &[String]) -> Result<(), Never> {
+            Ok(())
+        }
+        fn volume_in_use(&self, _: &str, _: &str) -> bool {
+            false
+        }
+        fn workload_pods_bound(&self, node: &str) -> usize {
+            self.0.lock().unwrap().pods_on(node).filter(|p| !p.daemon && !p.placeholder).count()
+        }
+        async fn delete_node(&self, node: &str) -> Result<(), Never> {
+            self.0.lock().unwrap().nodes.retain(|n| n.name != node);
+            Ok(())
+        }
+        async fn node_event(&self, _: &str, _: &str, _: &str) -> Result<(), Never> {
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeCloud {
+        standbys: Mutex<Vec<StandbyInstance>>,
+        launched: Mutex<Vec<String>>,
+        parked: Mutex<Vec<String>>,
+        terminated: Mutex<Vec<String>>,
+    }
+
+    impl WarmPoolPort for FakeCloud {
+        type Error = Never;
+        async fn standby_instances(&self) -> Result<Vec<StandbyInstance>, Never> {
+            Ok(self.standbys.lock().unwrap().clone())
+        }
+        async fn launch_standby(&self, _: &NodeView, zone: &str, _: &str) -> Result<String, Never> {
+            let id = format!("i-launched{}", self.launched.lock().unwrap().len());
+            self.launched.lock().unwrap().push(id.clone());
+            self.standbys.lock().unwrap().push(StandbyInstance {
+                instance_id: id.clone(),
+                zone: zone.into(),
+                stage: StandbyStage::New,
+                launched_at: 1_000,
+            });
+            Ok(id)
+        }
+        async fn park_standby(&self, id: &str, _: bool) -> Result<String, Never> {
+            self.parked.lock().unwrap().push(id.into());
+            for s in self.standbys.lock().unwrap().iter_mut().filter(|s| s.instance_id == id) {
+                s.stage = StandbyStage::Kept;
+            }
+            Ok(format!("{id} kept"))
+        }
+        async fn terminate_standby(&self, id: &str) -> Result<(), Never> {
+            self.terminated.lock().unwrap().push(id.into());
+            self.standbys.lock().unwrap().retain(|s| s.instance_id != id);
+            Ok(())
+        }
+    }
+
+    struct FixedClock;
+    impl Clock for FixedClock {
+        fn now_ms(&self) -> Millis {
+            2_000
+        }
+        async fn sleep(&self, _: std::time::Duration) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn node(name: &str, zone: &str, capacity: CapacityType) -> NodeView {
+        NodeView {
+            name: name.into(),
+            instance_id: format!("i-{name}"),
+            pool: PoolId::new("m5.xlarge", zone),
+            capacity_type: capacity,
+            allocatable: Resources::new(4000, 16000),
+            price_per_hour: 0.0,
+            unschedulable: false,
+            taints: Vec::new(),
+            ready: true,
+            in_load_balancer: true,
+        }
+    }
+
+    fn pod(name: &str, on: &str) -> PodView {
+        PodView {
+            name: format!("default/{name}"),
+            workload: Some("default/web".into()),
+            node: Some(on.into()),
+            requests: Resources::new(500, 500),
+            priority: 0,
+            ready: true,
+            placeholder: false,
+            daemon: false,
+            volumes: Vec::new(),
+        }
+    }
+
+    fn instance(name: &str, zone: &str, stage: StandbyStage) -> StandbyInstance {
+        StandbyInstance { instance_id: format!("i-{name}"), zone: zone.into(), stage, launched_at: 1_000 }
+    }
+
+    fn keeper(
+        view: ClusterView,
+        standbys: Vec<StandbyInstance>,
+        busy: Arc<AtomicBool>,
+    ) -> WarmPoolKeeper<FakeCluster, FakeCloud, FixedClock> {
+        WarmPoolKeeper {
+            cluster: Arc::new(FakeCluster(Mutex::new(view))),
+            cloud: Arc::new(FakeCloud { standbys: Mutex::new(standbys), ..Default::default() }),
+            clock: Arc::new(FixedClock),
+            policy: Policy::default(),
+            responding: Arc::new(move || busy.load(Ordering::SeqCst)),
+        }
+    }
+
+    #[tokio::test]
+    async fn while_a_response_runs_it_only_launches() {
+        // Zone a: one Spot node, so one standby is wanted. A launched standby
+        // has joined (untainted, already serving a pod); another zone has a
+        // surplus standby.
+        let mut view = ClusterView::default();
+        view.nodes.push(node("spot", "a", CapacityType::Spot));
+        view.nodes.push(node("joined", "a", CapacityType::Spot));
+        view.nodes.push(node("spare", "b", CapacityType::StandbyStopped));
+        view.pods.push(pod("web-1", "joined"));
+        let standbys =
+            vec![instance("joined", "a", StandbyStage::New), instance("spare", "b", StandbyStage::Kept)];
+        let busy = Arc::new(AtomicBool::new(true));
+        let k = keeper(view, standbys, busy.clone());
+        let report = k.round().await;
+        assert!(
+            report.parked.is_empty() && report.terminated.is_empty() && report.returned.is_empty(),
+            "{report:?}"
+        );
+        assert_eq!(k.cluster.view().pods.len(), 1, "the pod on the joined standby stays");
+        // Once the response is done: parked (its pod moved off), surplus terminated.
+        busy.store(false, Ordering::SeqCst);
+        let report = k.round().await;
+        assert_eq!(report.parked, ["i-joined"]);
+        assert_eq!(report.terminated, ["i-spare"]);
+        assert!(k.cluster.view().pods.is_empty());
+        assert_eq!(k.cluster.view().node("joined").unwrap().capacity_type, CapacityType::StandbyStopped);
+    }
+
+    #[tokio::test]
+    async fn a_joined_launch_is_never_terminated_as_surplus_before_it_is_parked() {
+        // No Spot node in zone a any more: nothing is wanted there, but the
+        // joined launch serves a pod and a response runs.
+        let mut view = ClusterView::default();
+        view.nodes.push(node("joined", "a", CapacityType::OnDemand));
+        view.pods.push(pod("web-1", "joined"));
+        let k =
+            keeper(view, vec![instance("joined", "a", StandbyStage::New)], Arc::new(AtomicBool::new(true)));
+        let report = k.round().await;
+        assert!(report.terminated.is_empty(), "{report:?}");
+        assert_eq!(k.cluster.view().pods.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn woken_standbys_return_one_per_round_when_their_pods_fit() {
+        let mut view = ClusterView::default();
+        view.nodes.push(node("spot", "a", CapacityType::Spot));
+        view.nodes.push(node("w1", "a", CapacityType::OnDemand));
+        view.nodes.push(node("w2", "a", CapacityType::OnDemand));
+        view.pods.push(pod("web-1", "w1"));
+        view.pods.push(pod("web-2", "w2"));
+        let standbys = vec![instance("w1", "a", StandbyStage::Kept), instance("w2", "a", StandbyStage::Kept)];
+        let k = keeper(view, standbys, Arc::new(AtomicBool::new(false)));
+        let report = k.round().await;
+        assert_eq!(report.returned.len(), 1, "{report:?}");
+        let report = k.round().await;
+        assert_eq!(report.returned.len(), 1, "{report:?}");
+        let view = k.cluster.view();
+        assert!(view.nodes.iter().filter(|n| n.name.starts_with('w')).all(|n| n.capacity_type.is_standby()));
+    }
 }
