@@ -619,19 +619,19 @@ impl AwsCloud {
 
     /// Attach a volume under a free device name and wait until it is in use.
     pub async fn attach(&self, volume: &str, instance: &str, deadline: Instant) -> Result<(), AwsError> {
-        {
-            // One attach at a time per process, so two never pick the same device.
-            let _one = self.attaching.lock().await;
-            let device = self.free_device(instance).await?;
-            self.ec2
-                .attach_volume()
-                .volume_id(volume)
-                .instance_id(instance)
-                .device(&device)
-                .send()
-                .await
-                .map_err(aws_err("AttachVolume", volume))?;
-        }
+        // One attach at a time per process, held until the volume is in use:
+        // only then does the instance list the device, so the next attach
+        // cannot pick the same name.
+        let _one = self.attaching.lock().await;
+        let device = self.free_device(instance).await?;
+        self.ec2
+            .attach_volume()
+            .volume_id(volume)
+            .instance_id(instance)
+            .device(&device)
+            .send()
+            .await
+            .map_err(aws_err("AttachVolume", volume))?;
         poll_until(deadline, "DescribeVolumes", volume, || async {
             Ok((self.volume_state(volume).await?.0 == ec2t::VolumeState::InUse).then_some(()))
         })
