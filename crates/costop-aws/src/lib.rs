@@ -544,18 +544,8 @@ impl AwsCloud {
     }
 
     async fn volume_state(&self, id: &str) -> Result<(ec2t::VolumeState, String), AwsError> {
-        let out = self
-            .ec2
-            .describe_volumes()
-            .volume_ids(id)
-            .send()
-            .await
-            .map_err(aws_err("DescribeVolumes", id))?;
-        let v = out.volumes().first().ok_or_else(|| missing("DescribeVolumes", id, "volume"))?;
-        Ok((
-            v.state().cloned().unwrap_or(ec2t::VolumeState::Error),
-            v.availability_zone().unwrap_or("").to_string(),
-        ))
+        let (state, zone, _) = self.volume(id).await?;
+        Ok((state, zone))
     }
 
     /// Detach a volume and wait until it is available. `force` only as a

@@ -158,18 +158,8 @@ async fn a_notice_gets_a_full_response_through_aws_and_kubernetes() {
     let aws = moto.sdk_config().await;
     let ec2 = aws_sdk_ec2::Client::new(&aws);
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws);
-    let image = ec2.describe_images().send().await.unwrap().images()[0].image_id().unwrap().to_string();
-    let launch = |zone: &'static str| {
-        ec2.run_instances()
-            .image_id(&image)
-            .instance_type(ec2t::InstanceType::M5Xlarge)
-            .min_count(1)
-            .max_count(1)
-            .placement(ec2t::Placement::builder().availability_zone(zone).build())
-            .send()
-    };
-    let spot = launch("us-east-1a").await.unwrap().instances()[0].instance_id().unwrap().to_string();
-    let standby = launch("us-east-1a").await.unwrap().instances()[0].instance_id().unwrap().to_string();
+    let spot = run_instance(&ec2, "us-east-1a").await;
+    let standby = run_instance(&ec2, "us-east-1a").await;
     ec2.stop_instances().instance_ids(&standby).send().await.unwrap();
     let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
     let tg = elb
