@@ -364,8 +364,8 @@ impl AwsCloud {
         }
     }
 
-    /// The subnet an instance runs in.
-    async fn subnet_of(&self, id: &str) -> Result<Option<String>, AwsError> {
+    /// One instance as EC2 describes it.
+    async fn describe_instance(&self, id: &str) -> Result<ec2t::Instance, AwsError> {
         let out = self
             .ec2
             .describe_instances()
@@ -373,11 +373,17 @@ impl AwsCloud {
             .send()
             .await
             .map_err(aws_err("DescribeInstances", id))?;
-        Ok(out
-            .reservations()
+        out.reservations()
             .iter()
             .flat_map(|r| r.instances())
-            .find_map(|i| i.subnet_id().map(str::to_string)))
+            .next()
+            .cloned()
+            .ok_or_else(|| missing("DescribeInstances", id, "instance"))
+    }
+
+    /// The subnet an instance runs in.
+    async fn subnet_of(&self, id: &str) -> Result<Option<String>, AwsError> {
+        Ok(self.describe_instance(id).await?.subnet_id().map(str::to_string))
     }
 
     /// Record a standby's stage on its instance.
@@ -469,19 +475,7 @@ impl AwsCloud {
 
     /// An instance's state and type.
     pub async fn instance(&self, id: &str) -> Result<(ec2t::InstanceStateName, String), AwsError> {
-        let out = self
-            .ec2
-            .describe_instances()
-            .instance_ids(id)
-            .send()
-            .await
-            .map_err(aws_err("DescribeInstances", id))?;
-        let inst = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .next()
-            .ok_or_else(|| missing("DescribeInstances", id, "instance"))?;
+        let inst = self.describe_instance(id).await?;
         let state = inst
             .state()
             .and_then(|s| s.name().cloned())
@@ -579,20 +573,9 @@ impl AwsCloud {
     /// The first device name from `volume_device` on (`…f` to `…z`) that
     /// the instance does not use.
     async fn free_device(&self, instance: &str) -> Result<String, AwsError> {
-        let out = self
-            .ec2
-            .describe_instances()
-            .instance_ids(instance)
-            .send()
-            .await
-            .map_err(aws_err("DescribeInstances", instance))?;
-        let used: Vec<&str> = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .flat_map(|i| i.block_device_mappings())
-            .filter_map(|m| m.device_name())
-            .collect();
+        let described = self.describe_instance(instance).await?;
+        let used: Vec<&str> =
+            described.block_device_mappings().iter().filter_map(|m| m.device_name()).collect();
         let first =
             if self.settings.volume_device.is_empty() { "/dev/xvdf" } else { &self.settings.volume_device };
         // `/dev/xvdf` → try `/dev/xvdf` … `/dev/xvdz`; a name not ending in a
