@@ -275,9 +275,11 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
 mod tests {
     use super::*;
 
+    /// A config file of its own: tests run in parallel in one process.
     fn file(body: &str) -> PathBuf {
-        let p =
-            std::env::temp_dir().join(format!("costop-config-{}-{}.toml", std::process::id(), body.len()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("costop-config-{}-{n}.toml", std::process::id()));
         std::fs::write(&p, body).unwrap();
         p
     }
