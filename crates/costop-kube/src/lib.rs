@@ -244,9 +244,7 @@ fn set_taint(node: &mut Node, key: &str, on: bool) {
 
 /// Whether a pod is bound to `node` and not finished (terminating counts).
 fn running_on(p: &Pod, node: &str) -> bool {
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
-        && !matches!(phase, Some("Succeeded") | Some("Failed"))
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node) && !view::is_finished(p)
 }
 
 /// costop's own record of how a node is bought (see `view::node_view`).
@@ -283,24 +281,22 @@ impl ClusterPort for KubeCluster {
         self.pods
             .state()
             .iter()
-            .filter(|p| running_on(p, node))
-            .filter(|p| {
-                let daemon = p.metadata.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet");
-                let class = p.spec.as_ref().and_then(|s| s.priority_class_name.as_deref());
-                !daemon && class != Some(PLACEHOLDER_CLASS)
-            })
+            .filter(|p| running_on(p, node) && !view::is_daemon(p) && !view::is_placeholder(p))
             .count()
     }
 
     fn volume_in_use(&self, volume_id: &str, node: &str) -> bool {
-        let ebs = view::ebs_by_claim(&self.claims.state(), &self.volumes.state());
+        // Polled while a volume waits to move: only the claims of this
+        // node's pods are looked up, in the caches.
         self.pods.state().iter().filter(|p| running_on(p, node)).any(|p| {
             let ns = p.metadata.namespace.as_deref().unwrap_or("default");
             let volumes = p.spec.as_ref().and_then(|s| s.volumes.as_ref());
-            volumes.into_iter().flatten().any(|v| {
-                v.persistent_volume_claim
-                    .as_ref()
-                    .and_then(|c| ebs.get(&format!("{ns}/{}", c.claim_name)))
+            volumes.into_iter().flatten().filter_map(|v| v.persistent_volume_claim.as_ref()).any(|c| {
+                self.claims
+                    .get(&reflector::ObjectRef::new(&c.claim_name).within(ns))
+                    .and_then(|claim| claim.spec.as_ref()?.volume_name.clone())
+                    .and_then(|pv| self.volumes.get(&reflector::ObjectRef::new(&pv)))
+                    .and_then(|pv| view::ebs_volume(&pv))
                     .is_some_and(|(id, _)| id == volume_id)
             })
         })

@@ -102,7 +102,25 @@ fn workload_of(p: &Pod) -> Option<String> {
 /// EBS volumes by claim (`namespace/claim`): the volume id and zone of
 /// each bound PersistentVolume backed by EBS (the CSI driver's, or the
 /// in-tree `awsElasticBlockStore`).
-pub(crate) fn ebs_by_claim(
+/// Whether a pod has run to completion (`Succeeded` or `Failed`).
+pub(crate) fn is_finished(p: &Pod) -> bool {
+    matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed") | Some("Succeeded"))
+}
+
+/// Whether a DaemonSet controls the pod.
+pub(crate) fn is_daemon(p: &Pod) -> bool {
+    p.metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|r| r.controller == Some(true) && r.kind == "DaemonSet"))
+}
+
+/// Whether the pod is one of costop's placeholders.
+pub(crate) fn is_placeholder(p: &Pod) -> bool {
+    p.spec.as_ref().and_then(|s| s.priority_class_name.as_deref()) == Some(PLACEHOLDER_CLASS)
+}
+
+fn ebs_by_claim(
     claims: &[Arc<PersistentVolumeClaim>],
     volumes: &[Arc<PersistentVolume>],
 ) -> BTreeMap<String, (String, String)> {
@@ -187,12 +205,8 @@ fn pod_view(p: &Pod, ebs: &BTreeMap<String, (String, String)>) -> PodView {
         requests,
         priority: spec.priority.unwrap_or(0),
         ready,
-        placeholder: spec.priority_class_name.as_deref() == Some(PLACEHOLDER_CLASS),
-        daemon: p
-            .metadata
-            .owner_references
-            .as_ref()
-            .is_some_and(|o| o.iter().any(|r| r.controller == Some(true) && r.kind == "DaemonSet")),
+        placeholder: is_placeholder(p),
+        daemon: is_daemon(p),
         volumes: {
             let ns = p.metadata.namespace.as_deref().unwrap_or("default");
             spec.volumes
@@ -262,9 +276,7 @@ pub struct Objects<'a> {
 pub fn build(o: &Objects<'_>) -> ClusterView {
     let Objects { nodes, pods, deployments, budgets, claims, volumes } = *o;
     let ebs = ebs_by_claim(claims, volumes);
-    let live_pods = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter(|p| {
-        !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed") | Some("Succeeded"))
-    });
+    let live_pods = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !is_finished(p));
     let workloads = deployments
         .iter()
         .map(|d| {
