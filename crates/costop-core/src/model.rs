@@ -246,6 +246,12 @@ impl ClusterView {
         self.pods.iter().filter(move |p| p.node.as_deref() == Some(node))
     }
 
+    /// Workload pods bound to a node: neither DaemonSet pods (they stay
+    /// with their node) nor placeholders (they only hold room).
+    pub fn workload_pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodView> + 'a {
+        self.pods_on(node).filter(|p| !p.daemon && !p.placeholder)
+    }
+
     /// Ready pods of a workload.
     pub fn ready_pods_of(&self, workload: &str) -> usize {
         self.pods.iter().filter(|p| p.ready && p.workload.as_deref() == Some(workload)).count()

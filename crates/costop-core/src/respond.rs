@@ -56,7 +56,7 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
     if policy.deregister_on_notice && node.in_load_balancer {
         plan.steps.push(Step::DeregisterTargets { node: node.name.clone() });
     }
-    let displaced: Vec<&PodView> = view.pods_on(&node.name).filter(|p| !p.placeholder && !p.daemon).collect();
+    let displaced: Vec<&PodView> = view.workload_pods_on(&node.name).collect();
     let need = displaced.iter().fold(Resources::default(), |acc, p| acc.plus(&p.requests));
 
     // Room elsewhere: free space plus placeholders, on nodes outside the

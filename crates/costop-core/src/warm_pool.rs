@@ -110,7 +110,7 @@ fn largest_spot_node<'a>(view: &'a ClusterView, zone: &str) -> Option<&'a NodeVi
 }
 
 fn hosts_workloads(view: &ClusterView, node: &NodeView) -> bool {
-    view.pods_on(&node.name).any(|p| !p.daemon && !p.placeholder)
+    view.workload_pods_on(&node.name).next().is_some()
 }
 
 /// Whether a woken standby (`node`, back in service as on-demand capacity)
@@ -118,7 +118,7 @@ fn hosts_workloads(view: &ClusterView, node: &NodeView) -> bool {
 /// room of the other nodes that accept pods (Spot capacity restored), and
 /// pods with EBS volumes fit in their volume's zone.
 pub fn can_return_standby(view: &ClusterView, node: &NodeView) -> bool {
-    let moving: Vec<_> = view.pods_on(&node.name).filter(|p| !p.daemon && !p.placeholder).collect();
+    let moving: Vec<_> = view.workload_pods_on(&node.name).collect();
     // Free room per zone; placeholders give way to workloads by preemption.
     let mut room: BTreeMap<&str, Resources> = BTreeMap::new();
     for n in

@@ -145,7 +145,7 @@ proptest! {
             }
         }
         // Every displaced pod is either evicted in some wave or named unevictable.
-        for p in view.pods_on(&node.name).filter(|p| !p.placeholder && !p.daemon) {
+        for p in view.workload_pods_on(&node.name) {
             prop_assert!(seen.contains(&p.name) ^ plan.unevictable.contains(&p.name));
         }
     }

@@ -228,7 +228,7 @@ where
                 return Err(format!("{}: pods still on it after {} s", node.name, CLEAR_DEADLINE_MS / 1000));
             }
             let view = self.cluster.view();
-            for pod in view.pods_on(&node.name).filter(|p| !p.daemon && !p.placeholder) {
+            for pod in view.workload_pods_on(&node.name) {
                 match self.cluster.evict(&pod.name, deadline).await {
                     Ok(Evicted::Accepted { .. } | Evicted::AlreadyGone) => {}
                     Err(e) => return Err(format!("move {} off standby {}: {e}", pod.name, node.name)),
@@ -312,7 +312,7 @@ mod tests {
             false
         }
         fn workload_pods_bound(&self, node: &str) -> usize {
-            self.0.lock().unwrap().pods_on(node).filter(|p| !p.daemon && !p.placeholder).count()
+            self.0.lock().unwrap().workload_pods_on(node).count()
         }
         async fn delete_node(&self, node: &str) -> Result<(), Never> {
             self.0.lock().unwrap().nodes.retain(|n| n.name != node);
