@@ -57,6 +57,40 @@ impl MotoServer {
     }
 }
 
+/// An image moto serves (the first it lists), for test instances.
+pub async fn any_image(ec2: &aws_sdk_ec2::Client) -> Result<String, crate::AwsError> {
+    let images = ec2.describe_images().send().await.map_err(crate::aws_err("DescribeImages", "moto"))?;
+    images
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .map(str::to_string)
+        .ok_or_else(|| crate::missing("DescribeImages", "moto", "image"))
+}
+
+/// Launch one instance of `instance_type` in `zone` (a test node).
+pub async fn run_instance(
+    ec2: &aws_sdk_ec2::Client,
+    zone: &str,
+    instance_type: &str,
+) -> Result<String, crate::AwsError> {
+    let out = ec2
+        .run_instances()
+        .image_id(any_image(ec2).await?)
+        .instance_type(aws_sdk_ec2::types::InstanceType::from(instance_type))
+        .min_count(1)
+        .max_count(1)
+        .placement(aws_sdk_ec2::types::Placement::builder().availability_zone(zone).build())
+        .send()
+        .await
+        .map_err(crate::aws_err("RunInstances", zone))?;
+    out.instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .map(str::to_string)
+        .ok_or_else(|| crate::missing("RunInstances", zone, "instance"))
+}
+
 impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

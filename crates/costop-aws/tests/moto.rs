@@ -16,24 +16,13 @@ async fn cloud(settings: AwsSettings) -> (MotoServer, AwsCloud) {
     (moto, AwsCloud::new(&config, settings))
 }
 
-async fn image(c: &AwsCloud) -> String {
-    let images = c.ec2.describe_images().send().await.unwrap();
-    images.images().first().and_then(|i| i.image_id()).unwrap_or("ami-12c6146b").to_string()
+async fn instance(c: &AwsCloud, zone: &str, itype: &str) -> String {
+    costop_aws::moto::run_instance(&c.ec2, zone, itype).await.unwrap()
 }
 
-async fn instance(c: &AwsCloud, zone: &str, itype: &str) -> String {
-    let out = c
-        .ec2
-        .run_instances()
-        .image_id(image(c).await)
-        .instance_type(ec2t::InstanceType::from(itype))
-        .min_count(1)
-        .max_count(1)
-        .placement(ec2t::Placement::builder().availability_zone(zone).build())
-        .send()
-        .await
-        .unwrap();
-    out.instances()[0].instance_id().unwrap().to_string()
+async fn volume(c: &AwsCloud, zone: &str) -> String {
+    let out = c.ec2.create_volume().availability_zone(zone).size(20).send().await.unwrap();
+    out.volume_id.unwrap()
 }
 
 fn soon() -> Instant {
@@ -80,16 +69,7 @@ async fn volumes_move_within_a_zone_and_across_by_snapshot() {
     let (_moto, c) = cloud(AwsSettings { volume_device: "/dev/xvdf".into(), ..Default::default() }).await;
     let a = instance(&c, "us-east-1a", "m5.xlarge").await;
     let b = instance(&c, "us-east-1a", "m5.xlarge").await;
-    let vol = c
-        .ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(20)
-        .send()
-        .await
-        .unwrap()
-        .volume_id
-        .unwrap();
+    let vol = volume(&c, "us-east-1a").await;
     c.attach(&vol, &a, soon()).await.unwrap();
     c.detach(&vol, false, soon()).await.unwrap();
     c.attach(&vol, &b, soon()).await.unwrap();
@@ -99,16 +79,7 @@ async fn volumes_move_within_a_zone_and_across_by_snapshot() {
 
     // Through the Cloud port: two volumes move to one node at once, each
     // under its own device name.
-    let second = c
-        .ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(20)
-        .send()
-        .await
-        .unwrap()
-        .volume_id
-        .unwrap();
+    let second = volume(&c, "us-east-1a").await;
     c.attach(&second, &b, soon()).await.unwrap();
     let to = node_view("replacement", &a, "us-east-1a");
     let (one, two) =

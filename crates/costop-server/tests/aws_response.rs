@@ -276,18 +276,7 @@ async fn a_notice_gets_a_full_response_through_aws_and_kubernetes() {
 }
 
 async fn run_instance(ec2: &aws_sdk_ec2::Client, zone: &str) -> String {
-    let image = ec2.describe_images().send().await.unwrap().images()[0].image_id().unwrap().to_string();
-    let out = ec2
-        .run_instances()
-        .image_id(&image)
-        .instance_type(ec2t::InstanceType::M5Xlarge)
-        .min_count(1)
-        .max_count(1)
-        .placement(ec2t::Placement::builder().availability_zone(zone).build())
-        .send()
-        .await
-        .unwrap();
-    out.instances()[0].instance_id().unwrap().to_string()
+    costop_aws::moto::run_instance(ec2, zone, "m5.xlarge").await.unwrap()
 }
 
 /// Standby instances (tag `costop.io/standby`) with their tag value.
@@ -327,7 +316,7 @@ async fn the_warm_pool_is_kept_used_replenished_and_returned() {
     let asg = aws_sdk_autoscaling::Client::new(&aws);
     let spot = run_instance(&ec2, "us-east-1a").await;
     // Capacity is restored into a pool of another zone, through its Auto Scaling group.
-    let image = ec2.describe_images().send().await.unwrap().images()[0].image_id().unwrap().to_string();
+    let image = costop_aws::moto::any_image(&ec2).await.unwrap();
     let template = ec2
         .create_launch_template()
         .launch_template_name("spot-b")
