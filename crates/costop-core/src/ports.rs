@@ -23,8 +23,9 @@ pub trait ClusterPort {
     /// The adapter's error; it names the action and the object.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// The cluster as last observed (watch-backed).
-    fn view(&self) -> ClusterView;
+    /// The cluster as last observed (watch-backed). Shared: adapters may
+    /// hand out one snapshot until the cluster changes.
+    fn view(&self) -> std::sync::Arc<ClusterView>;
 
     /// Cordon the node and add the `costop.io/interruption:NoSchedule` taint.
     fn taint_and_cordon(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;

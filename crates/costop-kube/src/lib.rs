@@ -266,15 +266,15 @@ fn status_code(e: &kube::Error) -> Option<u16> {
 impl ClusterPort for KubeCluster {
     type Error = KubeError;
 
-    fn view(&self) -> ClusterView {
-        view::build(&view::Objects {
+    fn view(&self) -> std::sync::Arc<ClusterView> {
+        std::sync::Arc::new(view::build(&view::Objects {
             nodes: &self.nodes.state(),
             pods: &self.pods.state(),
             deployments: &self.deployments.state(),
             budgets: &self.budgets.state(),
             claims: &self.claims.state(),
             volumes: &self.volumes.state(),
-        })
+        }))
     }
 
     fn workload_pods_bound(&self, node: &str) -> usize {

@@ -5,11 +5,10 @@
 //! safe: only the holder of the `costop-server` Lease acts.
 
 pub mod cloud;
-pub mod executor;
 pub mod leader;
 pub mod metrics;
 pub mod pools;
-pub mod warm_pool;
+pub use costop_executor::warm_pool;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -17,10 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cloud::{AnyCloud, EmuCloud, NoCloud};
 use costop_core::ports::{Clock, ClusterPort, StorePort};
-use costop_core::{respond, Notice, Policy};
+use costop_core::{Notice, Policy};
+use costop_executor::{Executor, OpenResponses};
 use costop_kube::KubeCluster;
 use costop_store::{AnyStore, SystemClock};
-use executor::Executor;
 use k8s_openapi::api::authentication::v1::TokenReview;
 use kube::api::{Api, PostParams};
 use metrics::Metrics;
@@ -91,6 +90,7 @@ type Exec = Executor<AnyStore, KubeCluster, AnyCloud, SystemClock>;
 /// Shared by the HTTP handlers and the loops.
 pub struct ServerState {
     exec: Exec,
+    metrics: Arc<Metrics>,
     policy: Policy,
     client: kube::Client,
     /// This replica leads until this Unix ms (its last renewal, plus the
@@ -205,10 +205,10 @@ impl ServerState {
         store.record_notice(&notice).await.map_err(busy)?;
         let key = notice.key();
         if store.response(&key).await.map_err(busy)?.is_some() {
-            self.exec.metrics.duplicate();
+            self.metrics.duplicate();
             return Ok(Intake::Duplicate);
         }
-        let mut view = self.exec.cluster.view();
+        let mut view = (*self.exec.cluster.view()).clone();
         if let (costop_core::NoticeKind::SpotInterruption { .. }, Some(node)) =
             (&notice.kind, view.node_by_instance(&notice.instance_id))
         {
@@ -218,10 +218,12 @@ impl ServerState {
         view.headroom_target = view
             .workload(&format!("{}/{}", costop_kube::COSTOP_NAMESPACE, costop_kube::PLACEHOLDER_DEPLOYMENT))
             .map_or(0, |w| w.replicas);
-        let plan =
-            respond(&view, &notice, &self.policy, now).map_err(|e| IntakeError::Invalid(e.to_string()))?;
+        let plan = self
+            .exec
+            .plan(&view, &notice, &self.policy, now)
+            .map_err(|e| IntakeError::Invalid(e.to_string()))?;
         if !store.save_plan(&plan).await.map_err(busy)? {
-            self.exec.metrics.duplicate();
+            self.metrics.duplicate();
             return Ok(Intake::Duplicate);
         }
         let source = match notice.source {
@@ -229,7 +231,7 @@ impl ServerState {
             costop_core::NoticeSource::Queue => "queue",
             costop_core::NoticeSource::Simulator => "simulator",
         };
-        self.exec.metrics.notice(notice.kind.label(), source);
+        self.metrics.notice(notice.kind.label(), source);
         tracing::info!(notice = %key, node = plan.node, steps = plan.steps.len(), "responding");
         self.spawn_response(plan, notice.received_at);
         Ok(Intake::Accepted)
@@ -302,7 +304,7 @@ async fn post_notice(
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
     else {
-        st.exec.metrics.refused();
+        st.metrics.refused();
         return reply(
             StatusCode::UNAUTHORIZED,
             json!({"error": "a bearer token (the agent pod's service-account token) is required"}),
@@ -315,7 +317,7 @@ async fn post_notice(
     let token_node = match st.node_of_token(token).await {
         Ok(Some(node)) => node,
         Ok(None) => {
-            st.exec.metrics.refused();
+            st.metrics.refused();
             return reply(StatusCode::UNAUTHORIZED, json!({"error": "the token is not a live pod's"}));
         }
         Err(e) => return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
@@ -328,7 +330,7 @@ async fn post_notice(
         );
     };
     if node.name != token_node {
-        st.exec.metrics.refused();
+        st.metrics.refused();
         tracing::warn!(
             token_node,
             notice_node = node.name,
@@ -349,8 +351,7 @@ async fn post_notice(
 }
 
 async fn metrics_text(State(st): State<Arc<ServerState>>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.exec.metrics.render())
-        .into_response()
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render()).into_response()
 }
 
 async fn ready(State(st): State<Arc<ServerState>>) -> Response {
@@ -612,14 +613,17 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         (None, Some(url)) => AnyCloud::Emu(EmuCloud::new(url)),
         (None, None) => AnyCloud::None(NoCloud),
     };
+    let metrics = Arc::new(Metrics::default());
     let state = Arc::new(ServerState {
+        metrics: metrics.clone(),
         exec: Executor {
             store: Arc::new(store),
             cluster: Arc::new(cluster),
             cloud: Arc::new(cloud),
             clock: Arc::new(SystemClock),
-            metrics: Arc::new(Metrics::default()),
+            observer: metrics,
             returns_standbys: config.aws.as_ref().is_some_and(|a| a.keep_warm_pool),
+            open: Arc::new(OpenResponses::default()),
         },
         policy: config.policy.clone(),
         client: client.clone(),

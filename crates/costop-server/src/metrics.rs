@@ -108,3 +108,13 @@ mod tests {
         assert!(text.contains("costop_step_duration_seconds_count{step=\"taint-and-cordon\"} 1"));
     }
 }
+
+impl costop_executor::ResponseObserver for Metrics {
+    fn step(&self, kind: &str, seconds: f64) {
+        Metrics::step(self, kind, seconds);
+    }
+
+    fn notice_to_cordon(&self, seconds: f64) {
+        Metrics::notice_to_cordon(self, seconds);
+    }
+}

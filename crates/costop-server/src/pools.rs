@@ -67,7 +67,7 @@ impl PoolBook {
                 let s = seen.entry(id.clone()).or_default();
                 s.reclaims.retain(|t| *t >= since);
                 let on_demand =
-                    costop_sim::catalog::instance_type(&id.instance_type).map(|t| t.on_demand_usd_hr);
+                    costop_facts::catalog::instance_type(&id.instance_type).map(|t| t.on_demand_usd_hr);
                 let price = s.spot_price.or(on_demand);
                 PoolView {
                     id: id.clone(),

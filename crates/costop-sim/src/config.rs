@@ -58,7 +58,8 @@ pub struct SimConfig {
     /// Requests per second each pod serves at design load.
     pub requests_per_pod_s: f64,
     /// Each pod can take this multiple of its design load before it fails
-    /// requests (1.25: a common 80 % autoscaling target).
+    /// requests. 1.1: a horizontal autoscaler targeting ~90 % of what a pod
+    /// can serve leaves about this much; no more is given for free.
     pub pod_capacity_factor: f64,
     /// How a pool reclaim maps onto the cluster.
     pub pool_hit: PoolHit,
@@ -73,6 +74,52 @@ pub struct SimConfig {
     pub policy: Policy,
     /// Strategies to run.
     pub strategies: Vec<Strategy>,
+    /// How the world misbehaves (late notices, failed launches, …).
+    pub world: WorldSettings,
+    /// Run the server's warm-pool keeper for costop (as `keep_warm_pool`).
+    pub run_warm_pool_keeper: bool,
+}
+
+/// How the world deviates from the happy path, at rates with documented defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorldSettings {
+    /// After a target is deregistered (or its pod evicted), the load
+    /// balancer keeps routing new requests to it this long. Estimate: 3 s
+    /// (ALB deregistration propagation; kube-proxy endpoint updates).
+    pub endpoint_removal_s: f64,
+    /// Chance an on-demand launch or a standby start fails for lack of
+    /// capacity (InsufficientInstanceCapacity). Estimate: 2 %.
+    pub on_demand_ice_rate: f64,
+    /// Chance a Spot interruption notice never arrives before the reclaim
+    /// (AWS: "it is possible that your Spot Instance is terminated before
+    /// the warning can be made available"). Estimate: 2 %.
+    pub missed_notice_rate: f64,
+    /// Chance a notice arrives late, and by up to how many seconds
+    /// (uniform). Estimate: 5 %, up to 60 s.
+    pub late_notice_rate: f64,
+    /// See `late_notice_rate`.
+    pub late_notice_max_s: f64,
+    /// Rebalance recommendations not followed by a reclaim, per pool per
+    /// day. Estimate: 0.2 (AWS: a recommendation "does not mean" an interruption follows).
+    pub false_rebalance_per_pool_day: f64,
+    /// Share of a node's allocatable the workloads request. Realistic
+    /// clusters run at 85–90 %; default 0.85.
+    pub utilisation: f64,
+}
+
+impl Default for WorldSettings {
+    fn default() -> Self {
+        Self {
+            endpoint_removal_s: 3.0,
+            on_demand_ice_rate: 0.02,
+            missed_notice_rate: 0.02,
+            late_notice_rate: 0.05,
+            late_notice_max_s: 60.0,
+            false_rebalance_per_pool_day: 0.2,
+            utilisation: 0.85,
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -83,13 +130,15 @@ impl Default for SimConfig {
             nodes: 20,
             pods_per_node: 20,
             requests_per_pod_s: 10.0,
-            pod_capacity_factor: 1.25,
+            pod_capacity_factor: 1.1,
             pool_hit: PoolHit::All,
             rebalance_probability: 0.5,
             rebalance_lead_s: 600.0,
             timings: Timings::default(),
             policy: Policy::default(),
             strategies: Strategy::ALL.to_vec(),
+            world: WorldSettings::default(),
+            run_warm_pool_keeper: true,
         }
     }
 }

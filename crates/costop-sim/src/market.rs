@@ -15,13 +15,23 @@ pub struct PoolMarket {
     pub on_demand_usd_hr: f64,
     /// Spot price as a step function: (from, USD/h), sorted, first at 0.
     pub prices: Vec<(Millis, f64)>,
-    /// Times at which the pool reclaims its instances (terminations).
-    pub reclaims: Vec<Millis>,
+    /// When the pool reclaims instances, and how much of it each time, sorted.
+    pub reclaims: Vec<Reclaim>,
     /// Spans `[from, to)` in which a launch in this pool fails.
     pub unavailable: Vec<(Millis, Millis)>,
     /// Prior belief of interruptions per instance per day, before any is seen
     /// (from the Spot Advisor band when known).
     pub prior_interruptions_per_day: f64,
+}
+
+/// One reclaim event of a pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reclaim {
+    /// When the instances are terminated.
+    pub at: Millis,
+    /// Share of the pool's instances it takes, in (0, 1] (a trace's drop
+    /// from 3 to 2 running instances takes a third).
+    pub share: f64,
 }
 
 impl PoolMarket {
@@ -103,7 +113,7 @@ impl BuiltinMarket {
                 let mut t = (rng.exponential(DAY as f64 / rate) as Millis).max(10 * MINUTE);
                 while t < duration {
                     let t_sec = t / SECOND * SECOND;
-                    reclaims.push(t_sec);
+                    reclaims.push(Reclaim { at: t_sec, share: 1.0 });
                     let gap = rng.exponential(self.unavailable_mean_minutes * MINUTE as f64) as Millis;
                     unavailable.push((t_sec, t_sec + gap));
                     t += (rng.exponential(DAY as f64 / rate) as Millis).max(10 * MINUTE);
@@ -135,7 +145,7 @@ mod tests {
         for p in &a.pools {
             assert!(p.prices.windows(2).all(|w| w[0].0 < w[1].0));
             assert!(p.price_at(0) < p.on_demand_usd_hr);
-            assert!(p.reclaims.iter().all(|t| *t < a.duration));
+            assert!(p.reclaims.iter().all(|r| r.at < a.duration));
             for (from, _) in &p.unavailable {
                 assert!(!p.launchable_at(*from));
             }

@@ -34,16 +34,19 @@ pub enum Strategy {
     ReplaceOnNotice,
     /// costop's full response.
     Costop,
+    /// Knows the whole trace: the cost floor and the 100 %-served line.
+    Oracle,
 }
 
 impl Strategy {
     /// All strategies, in output order.
-    pub const ALL: [Strategy; 5] = [
+    pub const ALL: [Strategy; 6] = [
         Strategy::OnDemand,
         Strategy::SpotNaive,
         Strategy::DrainOnNotice,
         Strategy::ReplaceOnNotice,
         Strategy::Costop,
+        Strategy::Oracle,
     ];
 
     /// The name used on the command line and in output.
@@ -54,6 +57,7 @@ impl Strategy {
             Strategy::DrainOnNotice => "drain-on-notice",
             Strategy::ReplaceOnNotice => "replace-on-notice",
             Strategy::Costop => "costop",
+            Strategy::Oracle => "oracle",
         }
     }
 

@@ -122,10 +122,7 @@ impl SpotAdvisor {
     }
 }
 
-/// Region of a zone: `us-east-1b` → `us-east-1`.
-pub fn region_of(zone: &str) -> &str {
-    zone.trim_end_matches(|c: char| c.is_ascii_lowercase())
-}
+pub use costop_facts::region_of;
 
 /// Files of a trace path: the file itself, or the `.json` files of a directory, sorted.
 fn trace_files(path: &Path) -> Result<Vec<PathBuf>, TraceError> {
@@ -246,7 +243,7 @@ fn load_pool(
         let (prev, now) = (raw.data[i - 1], raw.data[i]);
         let t = i as Millis * gap_ms;
         if i > first_full && now < prev {
-            reclaims.push(t);
+            reclaims.push(crate::market::Reclaim { at: t, share: 1.0 });
         }
         let blocked = match kind {
             TraceKind::Preemption => i >= first_full && now < max,
@@ -308,7 +305,7 @@ mod tests {
         let m = load_market(&f, None, None).unwrap();
         let p = &m.pools[0];
         assert_eq!(p.id, PoolId::new("r5.16xlarge", "us-east-1b"));
-        assert_eq!(p.reclaims, vec![30_000]);
+        assert_eq!(p.reclaims.iter().map(|r| r.at).collect::<Vec<_>>(), vec![30_000]);
         assert_eq!(p.unavailable, vec![(30_000, 50_000)]);
         assert_eq!(p.prices, vec![(0, 1.0), (20_000, 1.5), (40_000, 2.0)]);
         assert_eq!(m.duration, 70_000);

@@ -1,4 +1,5 @@
-//! Facts about instance types and AWS prices used by the simulator.
+//! Facts about instance types and AWS prices, shared by the server, the
+//! emulator and the simulator.
 //!
 //! On-demand prices: Linux, us-east-1, USD per hour, from the AWS Pricing API
 //! as generated into aws/karpenter-provider-aws

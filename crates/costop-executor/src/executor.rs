@@ -3,11 +3,14 @@
 //! after it); a step that was running when the server died is run again,
 //! which is safe because every step is idempotent.
 
-use crate::metrics::Metrics;
+use crate::observe::ResponseObserver;
+use crate::open::OpenResponses;
 use costop_core::ports::{Clock, CloudPort, ClusterPort, Evicted, StorePort};
 use costop_core::time::Millis;
-use costop_core::{ClusterView, Plan, Step};
+use costop_core::{respond, ClusterView, Notice, Plan, PlanError, Policy, Step};
+use futures::future::join_all;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,10 +38,12 @@ pub struct Executor<S, K, C, T> {
     pub cloud: Arc<C>,
     /// Time.
     pub clock: Arc<T>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
+    /// Where measurements go.
+    pub observer: Arc<dyn ResponseObserver>,
     /// Whether a warm-pool keeper runs: it returns woken standbys.
     pub returns_standbys: bool,
+    /// The responses running now, for planning the next one.
+    pub open: Arc<OpenResponses>,
 }
 
 impl<S, K, C, T> Clone for Executor<S, K, C, T> {
@@ -48,8 +53,9 @@ impl<S, K, C, T> Clone for Executor<S, K, C, T> {
             cluster: self.cluster.clone(),
             cloud: self.cloud.clone(),
             clock: self.clock.clone(),
-            metrics: self.metrics.clone(),
+            observer: self.observer.clone(),
             returns_standbys: self.returns_standbys,
+            open: self.open.clone(),
         }
     }
 }
@@ -100,10 +106,22 @@ where
         }
     }
 
+    /// Plan the response to `notice` on `view`, counting the claims of
+    /// every response still running here as already made (see [`OpenResponses`]).
+    pub fn plan(
+        &self,
+        view: &ClusterView,
+        notice: &Notice,
+        policy: &Policy,
+        now: Millis,
+    ) -> Result<Plan, PlanError> {
+        respond(&self.open.claimed(view), notice, policy, now)
+    }
+
     /// Run the plan's remaining steps in order. `received_at` is when the
     /// notice arrived (for the notice → cordon metric). Volume moves wait
     /// for their pod to stop, which a later step (the eviction) brings
-    /// about, so they run alongside the steps after them; the response is
+    /// about, so each runs alongside the steps after it; the response is
     /// done when all are.
     pub async fn execute(&self, plan: &Plan, received_at: Millis) {
         let key = &plan.notice;
@@ -116,29 +134,43 @@ where
                 }
             }
         };
+        let done: Vec<bool> = (0..plan.steps.len())
+            .map(|i| record.as_ref().and_then(|r| r.steps.get(i)).is_some_and(|s| s.done_at.is_some()))
+            .collect();
+        self.open.opened(plan, done.clone());
+        // Closes the open entry however this future ends (done, or dropped
+        // when leadership is lost).
+        let _open = CloseOnDrop(&self.open, key);
         let displaced = displaced_workloads(plan, &self.cluster.view());
         let deadline = plan.deadline.unwrap_or(self.clock.now_ms() + 2 * 60 * 1000);
-        // Dropped (aborted) with this future, so a response stopped on lost
-        // leadership stops its volume moves too.
-        let mut alongside = tokio::task::JoinSet::new();
-        for (i, step) in plan.steps.iter().enumerate() {
-            if record.as_ref().and_then(|r| r.steps.get(i)).is_some_and(|s| s.done_at.is_some()) {
-                continue;
+        // How far the steps in order have come: a volume move starts once
+        // the steps before it have run.
+        let reached = AtomicUsize::new(0);
+        let in_order = async {
+            for (i, step) in plan.steps.iter().enumerate() {
+                reached.store(i, Ordering::SeqCst);
+                if !done[i] && !matches!(step, Step::MoveVolume { .. }) {
+                    self.run_recorded(plan, i, received_at, deadline, &displaced).await;
+                }
             }
-            if matches!(step, Step::MoveVolume { .. }) {
-                let (me, plan, displaced) = (self.clone(), plan.clone(), displaced.clone());
-                alongside
-                    .spawn(async move { me.run_recorded(&plan, i, received_at, deadline, &displaced).await });
-            } else {
-                self.run_recorded(plan, i, received_at, deadline, &displaced).await;
-            }
-        }
-        while let Some(joined) = alongside.join_next().await {
-            if let Err(e) = joined {
-                // A bug, not an outside failure: the step stays recorded as started.
-                tracing::error!(notice = %key, error = %e, "a volume move panicked");
-            }
-        }
+            reached.store(plan.steps.len(), Ordering::SeqCst);
+        };
+        let alongside = join_all(
+            plan.steps
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| !done[*i] && matches!(s, Step::MoveVolume { .. }))
+                .map(|(i, _)| {
+                    let (reached, displaced) = (&reached, &displaced);
+                    async move {
+                        while reached.load(Ordering::SeqCst) < i {
+                            self.clock.sleep(Duration::from_millis(100)).await;
+                        }
+                        self.run_recorded(plan, i, received_at, deadline, displaced).await;
+                    }
+                }),
+        );
+        futures::join!(in_order, alongside);
         let at = self.clock.now_ms();
         self.durably("response done", || self.store.response_done(key, at)).await;
     }
@@ -161,7 +193,8 @@ where
         };
         let finished = self.clock.now_ms();
         self.durably("step done", || self.store.step_done(key, i, finished, &outcome)).await;
-        self.metrics.step(step.kind(), (finished - started) as f64 / 1000.0);
+        self.open.step_done(key, i);
+        self.observer.step(step.kind(), (finished - started) as f64 / 1000.0);
         tracing::info!(notice = %key, step = step.kind(), outcome, "step done");
         let reason = format!("Costop{}", step.kind().split('-').map(capitalize).collect::<String>());
         if let Err(e) = self.cluster.node_event(&plan.node, &reason, &outcome).await {
@@ -194,7 +227,7 @@ where
             Step::TaintAndCordon { node } => {
                 self.cluster.taint_and_cordon(node).await.map_err(|x| e(&x))?;
                 let secs = self.clock.now_ms().saturating_sub(received_at) as f64 / 1000.0;
-                self.metrics.notice_to_cordon(secs);
+                self.observer.notice_to_cordon(secs);
                 Ok(format!("ok: {node} tainted and cordoned"))
             }
             Step::DeregisterTargets { node } => {
@@ -278,6 +311,14 @@ where
                 Ok(format!("ok: {placeholders} placeholders wanted{note}; plan for {}", plan.node))
             }
         }
+    }
+}
+
+struct CloseOnDrop<'a>(&'a OpenResponses, &'a costop_core::NoticeKey);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.closed(self.1);
     }
 }
 

@@ -136,7 +136,7 @@ where
         }
 
         // Launch what is short; terminate what is surplus.
-        let mut sized = view.clone();
+        let mut sized = (*view).clone();
         let not_yet: BTreeSet<&str> = pending.iter().map(|p| p.instance_id.as_str()).collect();
         sized.nodes.retain(|n| !not_yet.contains(n.instance_id.as_str()));
         for n in sized.nodes.iter_mut().filter(|n| now_standby.contains(&n.name)) {
@@ -279,8 +279,8 @@ mod tests {
 
     impl ClusterPort for FakeCluster {
         type Error = Never;
-        fn view(&self) -> ClusterView {
-            self.0.lock().unwrap().clone()
+        fn view(&self) -> std::sync::Arc<ClusterView> {
+            std::sync::Arc::new(self.0.lock().unwrap().clone())
         }
         async fn taint_and_cordon(&self, _: &str) -> Result<(), Never> {
             Ok(())

@@ -1,0 +1,143 @@
+//! One strategy's run: the world's events and the responders' tasks,
+//! interleaved in virtual time.
+//!
+//! costop's notices are planned and run by the server's own code
+//! ([`costop_executor::Executor`], and the warm-pool keeper between
+//! responses); the peers' plans run on the same executor, so every strategy
+//! meets the same API latency, eviction retries and budgets.
+
+use crate::config::SimConfig;
+use crate::market::Market;
+use crate::ports::{SimPorts, SimStore};
+use crate::runtime::{Runtime, VirtualClock};
+use crate::strategy::Strategy;
+use crate::world::{StrategyResult, World};
+use costop_core::ports::{Clock, StorePort};
+use costop_executor::warm_pool::WarmPoolKeeper;
+use costop_executor::{Executor, NoObserver, OpenResponses};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The executor as the simulator runs it.
+pub type SimExecutor = Executor<SimStore, SimPorts, SimPorts, VirtualClock>;
+
+/// How often the warm-pool keeper runs a round (the server's default).
+const KEEPER_ROUND: Duration = Duration::from_secs(20);
+
+/// Run one strategy to the end of the market and report.
+pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> StrategyResult {
+    let clock = VirtualClock::default();
+    let world = Arc::new(Mutex::new(World::new(cfg.clone(), market, strategy)));
+    let api = Duration::from_micros((cfg.timings.api_call_ms.max(0.0) * 1000.0) as u64);
+    let ports = Arc::new(SimPorts::new(world.clone(), clock.clone(), api));
+    let keeps_pool = strategy == Strategy::Costop && cfg.run_warm_pool_keeper;
+    let exec: SimExecutor = Executor {
+        store: Arc::new(SimStore::default()),
+        cluster: ports.clone(),
+        cloud: ports.clone(),
+        clock: Arc::new(clock.clone()),
+        observer: Arc::new(NoObserver),
+        returns_standbys: keeps_pool,
+        open: Arc::new(OpenResponses::default()),
+    };
+    let mut rt = Runtime::new(clock.clone());
+    if keeps_pool {
+        spawn_keeper(&mut rt, &exec, &world, &cfg);
+    }
+    let end = world.lock().unwrap_or_else(|e| e.into_inner()).end();
+    loop {
+        let next_event = world.lock().unwrap_or_else(|e| e.into_inner()).next_event_at();
+        let next = match (next_event, clock.next_timer()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => break,
+            },
+        };
+        if next > end {
+            break;
+        }
+        clock.set(next);
+        let detections = {
+            let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
+            w.run_events_at(next);
+            w.take_detections()
+        };
+        for d in detections {
+            answer(&mut rt, &exec, &world, &cfg, strategy, d);
+        }
+        rt.run_ready();
+        world.lock().unwrap_or_else(|e| e.into_inner()).settle();
+    }
+    // Tasks still waiting (a keeper, a response past the end) stop here.
+    drop(rt);
+    let result = world.lock().unwrap_or_else(|e| e.into_inner()).finish();
+    result
+}
+
+/// Answer one detected notice the strategy's way.
+fn answer(
+    rt: &mut Runtime,
+    exec: &SimExecutor,
+    world: &Arc<Mutex<World>>,
+    cfg: &SimConfig,
+    strategy: Strategy,
+    d: crate::world::Detection,
+) {
+    let now = exec.clock.now_ms();
+    let plan = {
+        let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
+        if strategy == Strategy::Costop {
+            let notice = w.notice_of(&d);
+            let mut view = (*w.view()).clone();
+            view.pools = w.pool_views();
+            match exec.plan(&view, &notice, &cfg.policy, now) {
+                Ok(plan) => {
+                    w.after_costop_plan(&d, &plan);
+                    plan
+                }
+                Err(_) => return,
+            }
+        } else {
+            match w.peer_plan(&d) {
+                Some(plan) => plan,
+                None => return,
+            }
+        }
+    };
+    let exec = exec.clone();
+    rt.spawn(async move {
+        // The server saves the plan before it runs it; a second notice for
+        // the same key is a duplicate.
+        if exec.store.save_plan(&plan).await.unwrap_or(false) {
+            exec.execute(&plan, now).await;
+        }
+    });
+}
+
+/// The warm-pool keeper's loop, as the server runs it: a round every 20 s
+/// unless a response is under way. A round that changed nothing is not
+/// repeated until the world changes (it would decide the same again).
+fn spawn_keeper(rt: &mut Runtime, exec: &SimExecutor, world: &Arc<Mutex<World>>, cfg: &SimConfig) {
+    let open = exec.open.clone();
+    let keeper = WarmPoolKeeper {
+        cluster: exec.cluster.clone(),
+        cloud: exec.cluster.clone(),
+        clock: exec.clock.clone(),
+        policy: cfg.policy.clone(),
+        responding: Arc::new(move || !open.is_empty()),
+    };
+    let (clock, world) = (exec.clock.clone(), world.clone());
+    rt.spawn(async move {
+        let mut idle_at: Option<u64> = None;
+        loop {
+            let version = world.lock().unwrap_or_else(|e| e.into_inner()).version();
+            if idle_at != Some(version) {
+                let report = keeper.round().await;
+                let nothing = report == costop_executor::warm_pool::RoundReport::default();
+                idle_at = nothing.then_some(version);
+            }
+            clock.sleep(KEEPER_ROUND).await;
+        }
+    });
+}
