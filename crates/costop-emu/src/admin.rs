@@ -97,7 +97,7 @@ pub const PLACEHOLDER_CLASS: &str = "costop-placeholder";
 
 /// Kubernetes labels and spec of one node.
 pub fn node_object(name: &str, instance_id: &str, group: &NodeGroup) -> Result<Value, String> {
-    let t = costop_sim::catalog::instance_type(&group.instance_type)
+    let t = costop_facts::catalog::instance_type(&group.instance_type)
         .ok_or_else(|| format!("unknown instance type `{}`", group.instance_type))?;
     let (eks, taints) = match group.capacity_type.as_str() {
         "spot" => ("SPOT", json!([])),
@@ -107,7 +107,7 @@ pub fn node_object(name: &str, instance_id: &str, group: &NodeGroup) -> Result<V
         }
         other => return Err(format!("unknown capacity type `{other}`")),
     };
-    let region = costop_sim::trace::region_of(&group.zone);
+    let region = costop_facts::region_of(&group.zone);
     let cpu = format!("{}m", t.vcpu * 920);
     let memory = format!("{}Mi", u64::from(t.memory_gib) * 1024 * 88 / 100);
     Ok(json!({
@@ -264,7 +264,7 @@ pub fn handle(st: &Arc<EmuState>, method: &Method, rest: &[&str], body: &Bytes) 
                 let retype = serde_json::from_slice::<Value>(body)
                     .ok()
                     .and_then(|b| b["instance_type"].as_str().map(str::to_string));
-                if let Some(t) = retype.filter(|t| costop_sim::catalog::instance_type(t).is_some()) {
+                if let Some(t) = retype.filter(|t| costop_facts::catalog::instance_type(t).is_some()) {
                     let _ = st.store.update(idx::NODES, "", name, |n| {
                         n["metadata"]["labels"]["node.kubernetes.io/instance-type"] = json!(t);
                     });

@@ -6,7 +6,7 @@
 //! `validate`) keeps objects and serves them; the cluster part (`cluster`)
 //! plays the scheduler, the kubelets, the Deployment and disruption-budget
 //! controllers and the node lifecycle, with the world's timings
-//! (`costop_sim::timings`), scaled by a time factor for tests.
+//! (`costop_facts::timings`), scaled by a time factor for tests.
 
 pub mod admin;
 pub mod api;
@@ -25,7 +25,7 @@ use crate::select::selector_object_matches;
 use crate::store::{meta_mut, Store, StoreError};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use costop_sim::timings::Timings;
+use costop_facts::timings::Timings;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -97,7 +97,7 @@ pub fn random_suffix() -> String {
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-    let mut rng = costop_sim::rng::Rng::new(seed);
+    let mut rng = costop_facts::rng::Rng::new(seed);
     (0..5).map(|_| b"bcdfghjklmnpqrstvwxz2456789"[(rng.next_u64() % 27) as usize] as char).collect()
 }
 
@@ -106,7 +106,7 @@ fn token() -> String {
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-    let mut rng = costop_sim::rng::Rng::new(seed);
+    let mut rng = costop_facts::rng::Rng::new(seed);
     format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64())
 }
 
