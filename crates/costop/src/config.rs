@@ -1,5 +1,8 @@
 //! Configuration: one TOML file plus `COSTOP_<SECTION>_<KEY>` environment
-//! overrides. Every key, its default and meaning: `costop.example.toml`.
+//! overrides, where SECTION is one of the file's sections (`SIM`, `TIMINGS`,
+//! `POLICY`, `AWS`); other `COSTOP_*` variables (the flags' own, such as
+//! `COSTOP_REDIS_URL`) are not config keys. Every key, its default and
+//! meaning: `costop.example.toml`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use costop_core::Policy;
@@ -173,8 +176,6 @@ pub struct Config {
 
 /// Prefix of environment overrides.
 const ENV_PREFIX: &str = "COSTOP_";
-/// Environment variables with the prefix that are not config keys.
-const ENV_NOT_KEYS: &[&str] = &["COSTOP_DATA_DIR", "COSTOP_LOG", "COSTOP_BIN"];
 
 impl Config {
     /// Load defaults, then the file (if any), then environment overrides.
@@ -188,18 +189,18 @@ impl Config {
             merge(&mut table, from_file, path)?;
         }
         for (key, value) in env {
-            let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
-            if ENV_NOT_KEYS.contains(&key.as_str()) {
-                continue;
-            }
-            let (section, field) = rest
-                .split_once('_')
+            // Only `COSTOP_<SECTION>_<KEY>` with a known section is a config
+            // key. Every other `COSTOP_*` variable belongs to someone else:
+            // the flags' variables (`COSTOP_REDIS_URL`, `COSTOP_SERVER_URL`,
+            // …), `COSTOP_LOG`, `COSTOP_DATA_DIR`.
+            let Some((section, field)) = key
+                .strip_prefix(ENV_PREFIX)
+                .and_then(|rest| rest.split_once('_'))
                 .map(|(s, f)| (s.to_ascii_lowercase(), f.to_ascii_lowercase()))
-                .ok_or_else(|| anyhow!("environment {key}: not COSTOP_<SECTION>_<KEY>"))?;
-            let slot = table
-                .get_mut(&section)
-                .and_then(|s| s.as_table_mut())
-                .ok_or_else(|| anyhow!("environment {key}: unknown config section `{section}`"))?;
+            else {
+                continue;
+            };
+            let Some(slot) = table.get_mut(&section).and_then(|s| s.as_table_mut()) else { continue };
             let old = slot
                 .get(&field)
                 .ok_or_else(|| anyhow!("environment {key}: unknown config key `{section}.{field}`"))?;
@@ -332,9 +333,53 @@ mod tests {
         assert!(err.contains("COSTOP_SIM_NODEZ") && err.contains("sim.nodez"), "{err}");
         let err = format!("{:#}", Config::load(None, env("COSTOP_SIM_NODES", "lots")).unwrap_err());
         assert!(err.contains("COSTOP_SIM_NODES") && err.contains("not an integer"), "{err}");
-        let err = format!("{:#}", Config::load(None, env("COSTOP_NOPE", "1")).unwrap_err());
-        assert!(err.contains("COSTOP_NOPE"), "{err}");
+        let err = format!("{:#}", Config::load(None, env("COSTOP_TIMINGS_NODE_READY", "1")).unwrap_err());
+        assert!(err.contains("COSTOP_TIMINGS_NODE_READY") && err.contains("timings.node_ready"), "{err}");
         assert!(Config::load(None, env("COSTOP_DATA_DIR", "/x")).is_ok());
+    }
+
+    /// The variables of `deploy/kubernetes.yaml` and of every flag are not
+    /// config keys: the loader leaves them alone.
+    #[test]
+    fn flag_variables_are_not_config_keys() {
+        let deployed = [
+            ("COSTOP_REDIS_URL", "redis://redis.costop-system:6379/"),
+            ("COSTOP_SERVER_URL", "http://costop-server.costop-system:8480"),
+            ("COSTOP_LOG", "info"),
+            ("COSTOP_DATA_DIR", "/data"),
+            ("COSTOP_NOPE", "1"),
+        ];
+        let env = deployed.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(Config::load(None, env).unwrap(), Config::default());
+        // Every `env = "COSTOP_…"` of the binary's flags, read from its source
+        // so a new flag cannot collide with a section unnoticed.
+        let main = include_str!("main.rs");
+        let flags: Vec<&str> = main
+            .split("env = \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|name| name.starts_with(ENV_PREFIX))
+            .collect();
+        for name in [
+            "COSTOP_IMDS_URL",
+            "COSTOP_SERVER_URL",
+            "COSTOP_REDIS_URL",
+            "COSTOP_TOKEN_PATH",
+            "COSTOP_QUEUE_URL",
+        ] {
+            assert!(flags.contains(&name), "{name} not found among the flags' variables {flags:?}");
+        }
+        for name in flags {
+            let c = Config::load(None, std::iter::once((name.to_string(), "x".to_string())));
+            assert_eq!(c.ok().as_ref(), Some(&Config::default()), "{name} must not be read as a config key");
+        }
+        // A known section still refuses an unknown key, naming it.
+        let err = format!(
+            "{:#}",
+            Config::load(None, std::iter::once(("COSTOP_POLICY_NOPE".to_string(), "1".to_string())))
+                .unwrap_err()
+        );
+        assert!(err.contains("COSTOP_POLICY_NOPE") && err.contains("policy.nope"), "{err}");
     }
 
     #[test]

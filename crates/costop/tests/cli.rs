@@ -127,3 +127,61 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
         .unwrap();
     assert!(!o.status.success() && stderr(&o).contains("COSTOP_SIM_NODEZ"), "{}", stderr(&o));
 }
+
+/// The `COSTOP_*` variables `deploy/kubernetes.yaml` gives the containers.
+fn deployed_environment() -> Vec<(String, String)> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes.yaml");
+    let text = std::fs::read_to_string(&manifest).expect("deploy/kubernetes.yaml");
+    let mut vars = Vec::new();
+    for line in text.lines() {
+        let Some(entry) = line.trim().strip_prefix("- {name: ") else { continue };
+        let Some((name, rest)) = entry.split_once(", value: ") else { continue };
+        let value = rest.trim_end_matches('}').trim().trim_matches('"');
+        if name.starts_with("COSTOP_") && !vars.iter().any(|(n, _)| n == name) {
+            vars.push((name.to_string(), value.to_string()));
+        }
+    }
+    vars
+}
+
+#[test]
+fn the_deployed_environment_is_not_read_as_configuration() {
+    let vars = deployed_environment();
+    for name in ["COSTOP_REDIS_URL", "COSTOP_SERVER_URL", "COSTOP_LOG"] {
+        assert!(vars.iter().any(|(n, _)| n == name), "{name} not in deploy/kubernetes.yaml: {vars:?}");
+    }
+    // Every flag's variable as well, pointing nowhere: none is a config key.
+    let flags = [
+        ("COSTOP_IMDS_URL", "http://127.0.0.1:9"),
+        ("COSTOP_TOKEN_PATH", "/nonexistent/token"),
+        ("COSTOP_QUEUE_URL", "http://127.0.0.1:9/queue/costop"),
+        ("COSTOP_DEAD_LETTER_URL", "http://127.0.0.1:9/queue/costop-dead"),
+    ];
+    let o = Command::new(env!("CARGO_BIN_EXE_costop"))
+        .args(["sim", "--days", "0.01", "--nodes", "2", "--json"])
+        .envs(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        .envs(flags)
+        .output()
+        .expect("run costop");
+    let err = stderr(&o);
+    assert!(!err.contains("unknown config") && !err.contains("environment COSTOP_"), "{err}");
+    let v = json(&o);
+    assert_eq!(v["nodes"], 2);
+
+    // The agent with the same environment starts and keeps polling (its
+    // sinks and instance metadata are unreachable here) instead of exiting.
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_costop"))
+        .arg("agent")
+        .envs(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        .env("COSTOP_IMDS_URL", "http://127.0.0.1:9")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run costop agent");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let exited = agent.try_wait().expect("agent status");
+    let _ = agent.kill();
+    let out = agent.wait_with_output().expect("agent output");
+    assert!(exited.is_none(), "the agent exited ({exited:?}): {}", stderr(&out));
+    assert!(!stderr(&out).contains("unknown config"), "{}", stderr(&out));
+}
