@@ -209,9 +209,28 @@ impl Config {
         }
         let config: Config =
             table.try_into().map_err(|e: toml::de::Error| anyhow!("config: {}", one_line(&e)))?;
-        config.policy.validate().map_err(|e| anyhow!("config: {e}"))?;
-        config.aws.settings()?;
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Every value in its range; the first that is not is named
+    /// (`section.key`), with the value and the range.
+    pub fn validate(&self) -> Result<()> {
+        self.sim.validate()?;
+        validate_timings(&self.timings)?;
+        // Every number of [policy]: finite, then the policy's own ranges.
+        for (key, value) in &toml::Table::try_from(&self.policy).context("policy")? {
+            if let Some(v) = value.as_float() {
+                in_range(&format!("policy.{key}"), v, Range::at_least(0.0))?;
+            }
+        }
+        self.policy.validate().map_err(|e| anyhow!("config: {e}"))?;
+        let cooldown = self.policy.pool_cooldown_minutes;
+        if cooldown > MAX_COOLDOWN_MINUTES {
+            bail!("config: policy.pool_cooldown_minutes = {cooldown}: must be at most {MAX_COOLDOWN_MINUTES} (30 days)");
+        }
+        self.aws.settings()?;
+        Ok(())
     }
 
     /// Where the public data lives.
@@ -221,6 +240,96 @@ impl Config {
         }
         std::env::var_os("COSTOP_DATA_DIR").map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
     }
+}
+
+/// A pool is avoided at most this long after a reclaim (30 days).
+const MAX_COOLDOWN_MINUTES: u64 = 30 * 24 * 60;
+/// The longest world duration accepted in `[timings]`: one day.
+const MAX_TIMING_S: f64 = 86_400.0;
+/// Timings that are retry or polling periods: zero would spin.
+const POSITIVE_TIMINGS: &[&str] = &["pleg_relist_s", "launch_retry_s", "eviction_retry_s"];
+
+/// The values a number may take.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    min: f64,
+    /// `min` itself is allowed.
+    min_included: bool,
+    max: f64,
+}
+
+impl Range {
+    fn at_least(min: f64) -> Self {
+        Self { min, min_included: true, max: f64::MAX }
+    }
+    fn within(min: f64, max: f64) -> Self {
+        Self { min, min_included: true, max }
+    }
+    fn above(min: f64, max: f64) -> Self {
+        Self { min, min_included: false, max }
+    }
+}
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = if self.min_included { '[' } else { '(' };
+        if self.max == f64::MAX {
+            write!(f, "a finite number {}= {}", if self.min_included { ">" } else { "" }, self.min)
+        } else {
+            write!(f, "a number in {open}{}, {}]", self.min, self.max)
+        }
+    }
+}
+
+/// `v` is a finite number in `range`, or an error naming `key`.
+fn in_range(key: &str, v: f64, range: Range) -> Result<()> {
+    let low_ok = if range.min_included { v >= range.min } else { v > range.min };
+    if v.is_finite() && low_ok && v <= range.max {
+        Ok(())
+    } else {
+        bail!("config: {key} = {v}: must be {range}")
+    }
+}
+
+impl SimSection {
+    /// Every `[sim]` value in its range.
+    pub fn validate(&self) -> Result<()> {
+        in_range("sim.days", self.days, Range::within(0.0, 3_660.0))?;
+        in_range("sim.nodes", f64::from(self.nodes), Range::within(1.0, 100_000.0))?;
+        in_range("sim.pods_per_node", f64::from(self.pods_per_node), Range::within(1.0, 1_000.0))?;
+        in_range("sim.requests_per_pod_s", self.requests_per_pod_s, Range::above(0.0, 1e6))?;
+        in_range("sim.pod_capacity_factor", self.pod_capacity_factor, Range::above(0.0, 100.0))?;
+        in_range("sim.rebalance_probability", self.rebalance_probability, Range::within(0.0, 1.0))?;
+        in_range("sim.rebalance_lead_s", self.rebalance_lead_s, Range::within(0.0, 7.0 * MAX_TIMING_S))?;
+        self.pool_hit.parse::<costop_sim::PoolHit>().map_err(|e| anyhow!("config: sim.pool_hit: {e}"))?;
+        if self.strategies.is_empty() {
+            bail!("config: sim.strategies is empty: name at least one strategy");
+        }
+        for name in &self.strategies {
+            name.parse::<costop_sim::Strategy>().map_err(|e| anyhow!("config: sim.strategies: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Every `[timings]` value: a finite number of seconds in [0, one day]
+/// (milliseconds for `_ms` keys), retry and polling periods above zero.
+fn validate_timings(timings: &Timings) -> Result<()> {
+    for (key, value) in &toml::Table::try_from(timings).context("timings")? {
+        let v = match value {
+            toml::Value::Float(v) => *v,
+            toml::Value::Integer(i) => *i as f64,
+            _ => continue,
+        };
+        let max = if key.ends_with("_ms") { MAX_TIMING_S * 1000.0 } else { MAX_TIMING_S };
+        let range = if POSITIVE_TIMINGS.contains(&key.as_str()) {
+            Range::above(0.0, max)
+        } else {
+            Range::within(0.0, max)
+        };
+        in_range(&format!("timings.{key}"), v, range)?;
+    }
+    Ok(())
 }
 
 /// Overlay the file's table on the defaults, refusing unknown sections and
@@ -380,6 +489,76 @@ mod tests {
                 .unwrap_err()
         );
         assert!(err.contains("COSTOP_POLICY_NOPE") && err.contains("policy.nope"), "{err}");
+    }
+
+    /// Infinite, NaN, negative and out-of-range numbers are refused, from
+    /// the file and from the environment, with the key named.
+    #[test]
+    fn numbers_out_of_range_are_refused_with_their_key() {
+        let cases = [
+            ("[timings]\nnode_ready_s = inf\n", "timings.node_ready_s = inf"),
+            ("[timings]\nnode_ready_s = -inf\n", "timings.node_ready_s = -inf"),
+            ("[timings]\nimage_pull_s = nan\n", "timings.image_pull_s = NaN"),
+            ("[timings]\npod_shutdown_s = -1.0\n", "timings.pod_shutdown_s = -1"),
+            ("[timings]\nforce_detach_s = 1e9\n", "timings.force_detach_s"),
+            ("[timings]\napi_call_ms = 1e300\n", "timings.api_call_ms"),
+            ("[timings]\nlaunch_retry_s = 0.0\n", "timings.launch_retry_s = 0"),
+            ("[timings]\npleg_relist_s = 0.0\n", "timings.pleg_relist_s = 0"),
+            ("[sim]\ndays = inf\n", "sim.days = inf"),
+            ("[sim]\ndays = nan\n", "sim.days = NaN"),
+            ("[sim]\ndays = -1.0\n", "sim.days = -1"),
+            ("[sim]\nnodes = 0\n", "sim.nodes = 0"),
+            ("[sim]\nnodes = -3\n", "nodes"),
+            ("[sim]\npods_per_node = 0\n", "sim.pods_per_node = 0"),
+            ("[sim]\nrequests_per_pod_s = nan\n", "sim.requests_per_pod_s = NaN"),
+            ("[sim]\nrequests_per_pod_s = 0.0\n", "sim.requests_per_pod_s = 0"),
+            ("[sim]\npod_capacity_factor = inf\n", "sim.pod_capacity_factor = inf"),
+            ("[sim]\npod_capacity_factor = -1.5\n", "sim.pod_capacity_factor = -1.5"),
+            ("[sim]\nrebalance_probability = 1.5\n", "sim.rebalance_probability = 1.5"),
+            ("[sim]\nrebalance_probability = -0.1\n", "sim.rebalance_probability = -0.1"),
+            ("[sim]\nrebalance_probability = nan\n", "sim.rebalance_probability = NaN"),
+            ("[sim]\nrebalance_lead_s = -600.0\n", "sim.rebalance_lead_s = -600"),
+            ("[sim]\nrebalance_lead_s = inf\n", "sim.rebalance_lead_s = inf"),
+            ("[sim]\npool_hit = \"2\"\n", "sim.pool_hit"),
+            ("[sim]\npool_hit = \"nan\"\n", "sim.pool_hit"),
+            ("[sim]\nstrategies = []\n", "sim.strategies"),
+            ("[sim]\nstrategies = [\"yolo\"]\n", "unknown strategy `yolo`"),
+            ("[policy]\nmax_pool_share = nan\n", "max_pool_share"),
+            ("[policy]\nmax_pool_share = 0.0\n", "max_pool_share"),
+            ("[policy]\nrisk_weight = inf\n", "policy.risk_weight = inf"),
+            ("[policy]\nrisk_weight = -0.5\n", "policy.risk_weight = -0.5"),
+            ("[policy]\nheadroom_share_of_worst_pool = nan\n", "headroom_share_of_worst_pool"),
+            ("[policy]\nstandby_share_of_worst_pool = 1.5\n", "standby_share_of_worst_pool"),
+            ("[policy]\nbridge_threshold = -inf\n", "bridge_threshold"),
+            ("[policy]\npool_cooldown_minutes = -1\n", "pool_cooldown_minutes"),
+            ("[policy]\npool_cooldown_minutes = 9223372036854775807\n", "policy.pool_cooldown_minutes"),
+        ];
+        for (body, expect) in cases {
+            let f = file(body);
+            let err = format!("{:#}", Config::load(Some(&f), std::iter::empty()).unwrap_err());
+            assert!(err.contains(expect), "{body:?}: {err}");
+        }
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())].into_iter();
+        for (key, value, expect) in [
+            ("COSTOP_TIMINGS_NODE_READY_S", "inf", "timings.node_ready_s = inf"),
+            ("COSTOP_TIMINGS_NODE_READY_S", "NaN", "timings.node_ready_s = NaN"),
+            ("COSTOP_TIMINGS_NODE_READY_S", "-5", "timings.node_ready_s = -5"),
+            ("COSTOP_SIM_DAYS", "inf", "sim.days = inf"),
+            ("COSTOP_SIM_REBALANCE_PROBABILITY", "2", "sim.rebalance_probability = 2"),
+            ("COSTOP_POLICY_RISK_WEIGHT", "nan", "policy.risk_weight = NaN"),
+        ] {
+            let err = format!("{:#}", Config::load(None, env(key, value)).unwrap_err());
+            assert!(err.contains(expect), "{key}={value}: {err}");
+        }
+        // The edges of the ranges are accepted.
+        let f = file(concat!(
+            "[sim]\ndays = 0.0\nrebalance_probability = 1.0\nrebalance_lead_s = 0.0\npool_hit = \"0.25\"\n",
+            "[timings]\nbridge_shift_s = 0.0\nforce_detach_s = 86400.0\n",
+            "[policy]\nrisk_weight = 0.0\nbridge_threshold = 1.0\n"
+        ));
+        let c = Config::load(Some(&f), std::iter::empty()).unwrap();
+        assert_eq!(c.sim.rebalance_probability, 1.0);
+        assert_eq!(c.timings.force_detach_s, 86_400.0);
     }
 
     #[test]

@@ -185,3 +185,39 @@ fn the_deployed_environment_is_not_read_as_configuration() {
     assert!(exited.is_none(), "the agent exited ({exited:?}): {}", stderr(&out));
     assert!(!stderr(&out).contains("unknown config"), "{}", stderr(&out));
 }
+
+#[test]
+fn numbers_out_of_range_are_refused_before_anything_runs() {
+    let dir = std::env::temp_dir().join(format!("costop-numbers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nan = dir.join("nan.toml");
+    std::fs::write(&nan, "[sim]\nrebalance_probability = nan\n").unwrap();
+    type Case<'a> = (Vec<&'a str>, Option<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["sim", "--days", "0.01"],
+            Some(("COSTOP_TIMINGS_NODE_READY_S", "inf")),
+            "timings.node_ready_s = inf",
+        ),
+        (vec!["sim", "--days", "0.01"], Some(("COSTOP_SIM_DAYS", "-1")), "sim.days = -1"),
+        (
+            vec!["emu", "--nodes", "1"],
+            Some(("COSTOP_TIMINGS_NODE_READY_S", "inf")),
+            "timings.node_ready_s = inf",
+        ),
+        (vec!["--config", nan.to_str().unwrap(), "sim"], None, "sim.rebalance_probability = NaN"),
+    ];
+    for (args, var, expect) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_costop"));
+        cmd.args(&args).env_remove("COSTOP_LOG").current_dir(&dir);
+        if let Some((k, v)) = var {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().expect("run costop");
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?} {var:?} should fail");
+        assert!(err.contains(expect), "{args:?} {var:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line expected: {err}");
+    }
+}
