@@ -39,15 +39,16 @@ pub const INSTANCE_ACTION: &str = "spot/instance-action";
 /// `events/recommendations/rebalance`.
 pub const REBALANCE: &str = "events/recommendations/rebalance";
 
+// Fields AWS may add later are ignored (no `deny_unknown_fields`): a notice
+// must never be dropped because its body says more than we read. The fields
+// we read are still required and checked.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawAction {
     action: String,
     time: String,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRebalance {
     #[serde(rename = "noticeTime")]
     notice_time: String,
@@ -161,23 +162,46 @@ impl ImdsClient {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Option<String> {
+    /// A body AWS documents (`../shared/fixtures/imds`); a missing fixture fails the test.
+    fn fixture(name: &str) -> String {
         let p =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/imds").join(name);
-        std::fs::read_to_string(p).ok()
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("fixture {} (from ../shared/fixtures): {e}", p.display()))
+    }
+
+    /// The fixture's JSON object with one more field.
+    fn with_extra_field(body: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["someFieldAwsAddsLater"] = serde_json::json!({"nested": [1, 2, 3]});
+        v.to_string()
     }
 
     #[test]
     fn aws_bodies_parse() {
-        let Some(action) = fixture("spot-instance-action.json") else {
-            eprintln!("skipped: ../shared/fixtures not found");
-            return;
-        };
+        let action = fixture("spot-instance-action.json");
         assert_eq!(parse_instance_action(&action).unwrap(), (InstanceAction::Terminate, 1_795_508_520_000));
-        let stop = fixture("spot-instance-action-stop.json").unwrap();
+        let stop = fixture("spot-instance-action-stop.json");
         assert_eq!(parse_instance_action(&stop).unwrap().0, InstanceAction::Stop);
-        let rebalance = fixture("rebalance-recommendation.json").unwrap();
+        let rebalance = fixture("rebalance-recommendation.json");
         assert_eq!(parse_rebalance(&rebalance).unwrap(), 1_795_508_220_000);
+    }
+
+    #[test]
+    fn unknown_fields_are_tolerated() {
+        let action = with_extra_field(&fixture("spot-instance-action.json"));
+        assert_eq!(parse_instance_action(&action).unwrap(), (InstanceAction::Terminate, 1_795_508_520_000));
+        let stop = with_extra_field(&fixture("spot-instance-action-stop.json"));
+        assert_eq!(parse_instance_action(&stop).unwrap().0, InstanceAction::Stop);
+        let rebalance = with_extra_field(&fixture("rebalance-recommendation.json"));
+        assert_eq!(parse_rebalance(&rebalance).unwrap(), 1_795_508_220_000);
+        // An extra field does not excuse a missing or broken one.
+        let broken = r#"{"action": "terminate", "time": "soon", "extra": 1}"#;
+        assert!(parse_instance_action(broken).unwrap_err().to_string().contains("malformed"));
+        let missing = r#"{"time": "2026-11-24T08:22:00Z", "extra": 1}"#;
+        assert!(parse_instance_action(missing).unwrap_err().to_string().contains("action"));
+        let missing = r#"{"noticetime": "2026-11-24T08:17:00Z"}"#;
+        assert!(parse_rebalance(missing).unwrap_err().to_string().contains("noticeTime"));
     }
 
     #[test]
@@ -189,12 +213,17 @@ mod tests {
             r#"{"action": "explode", "time": "2026-11-24T08:22:00Z"}"#,
             r#"{"action": "terminate", "time": "soon"}"#,
             r#"{"action": "terminate"}"#,
-            r#"{"action": "terminate", "time": "2026-11-24T08:22:00Z", "extra": 1}"#,
+            r#"{"action": 7, "time": "2026-11-24T08:22:00Z"}"#,
+            r#"{"action": "terminate", "time": "2026-11-24T08:22:00Z", "action": "stop"}"#,
+            r#"{"action": "terminate", "time": "2026-11-24T08:22:00Z"} trailing"#,
+            "\u{0}\u{ff}",
         ] {
             let err = parse_instance_action(body).unwrap_err().to_string();
             assert!(err.contains("spot/instance-action") && err.contains("malformed"), "{body}: {err}");
         }
-        for body in ["", r#"{"noticeTime": 5}"#, r#"{"noticeTime": "later"}"#] {
+        for body in
+            ["", r#"{"noticeTime": 5}"#, r#"{"noticeTime": "later"}"#, r#"{"noticeTime": null}"#, "[]"]
+        {
             assert!(parse_rebalance(body).unwrap_err().to_string().contains("rebalance"), "{body}");
         }
     }

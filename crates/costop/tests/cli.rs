@@ -221,3 +221,126 @@ fn numbers_out_of_range_are_refused_before_anything_runs() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line expected: {err}");
     }
 }
+
+/// Wait up to `limit` for a child to exit; kill it and fail if it does not.
+fn exits_within(child: &mut std::process::Child, limit: std::time::Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_agent_without_a_sink_refuses_to_start() {
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_costop"))
+        .args(["agent", "--imds-url", "http://127.0.0.1:9"])
+        .env_remove("COSTOP_SERVER_URL")
+        .env_remove("COSTOP_REDIS_URL")
+        .env_remove("COSTOP_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run costop agent");
+    let status = exits_within(&mut agent, std::time::Duration::from_secs(10));
+    let out = agent.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("no sink") && err.contains("COSTOP_SERVER_URL") && err.contains("COSTOP_REDIS_URL"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A free loopback port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// POST a JSON body with no credentials (the emulator's admin), over plain HTTP.
+fn post(url: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        conn,
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn an_agent_names_the_sinks_it_cannot_reach_and_reports_no_delivery() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("costop-agent-sinks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut emu = Command::new(env!("CARGO_BIN_EXE_costop"))
+        .args(["emu", "--nodes", "1", "--pods-per-node", "1"])
+        .env_remove("COSTOP_LOG")
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run costop emu");
+    let mut lines = std::io::BufReader::new(emu.stdout.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    let emu_url = line.split_whitespace().last().unwrap_or_default().to_string();
+    std::thread::spawn(move || for _ in lines.lines() {});
+    let answer = post(
+        &format!("{emu_url}/admin/nodes/node-0/notice"),
+        r#"{"interruption": {"action": "terminate", "in_seconds": 120}}"#,
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let redis_url = format!("redis://127.0.0.1:{}/", closed_port());
+    let server_url = format!("http://127.0.0.1:{}", closed_port());
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_costop"))
+        .args(["agent", "--imds-url", &format!("{emu_url}/imds/node-0"), "--poll-ms", "100"])
+        .args(["--server-url", &server_url, "--redis-url", &redis_url, "--token-path", "/nonexistent"])
+        .env("COSTOP_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run costop agent");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = std::io::BufReader::new(agent.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let named =
+        |log: &[String], url: &str, what: &str| log.iter().any(|l| l.contains(url) && l.contains(what));
+    while !(named(&log, &redis_url, "cannot connect") && named(&log, &server_url, "token"))
+        && std::time::Instant::now() < deadline
+    {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            log.push(line);
+        }
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = emu.kill();
+    let _ = emu.wait();
+    let log = log.join("\n");
+    assert!(log.contains("notice from instance metadata"), "{log}");
+    assert!(log.contains(&redis_url) && log.contains("cannot connect"), "the Redis URL is named: {log}");
+    assert!(log.contains(&server_url), "the server URL is named: {log}");
+    assert!(!log.contains("took the notice") && !log.contains("Taken"), "no delivery happened: {log}");
+}
