@@ -9,6 +9,14 @@
 //! succeeded yet (the pool cannot launch). In *availability* traces 1 means a
 //! launch succeeded in that tick and 0 that it failed; there, as a model
 //! choice, a 1 → 0 step is taken as a reclaim of the pool's running instances.
+//!
+//! Fairness rules of the reading:
+//! - a preemption drop from `c` to `c' < c` running instances takes the share
+//!   `(c - c') / c` of the pool, not all of it (an availability 1 → 0 step
+//!   takes all of it);
+//! - the files of a directory are cut at the end of the shortest one: past
+//!   a file's last tick nothing is known of its pool, and a pool with no
+//!   data must not pass for a pool that never reclaims.
 
 use crate::catalog;
 use crate::market::{Market, PoolMarket};
@@ -159,11 +167,21 @@ pub fn load_market(
         TraceKind::Preemption
     };
     let mut pools = Vec::new();
-    let mut duration = 0;
+    let mut duration = Millis::MAX;
     for file in trace_files(path)? {
-        let pool = load_pool(&file, kind, instance_type, advisor)?;
-        duration = duration.max(pool.1);
-        pools.push(pool.0);
+        let (pool, span) = load_pool(&file, kind, instance_type, advisor)?;
+        duration = duration.min(span);
+        pools.push(pool);
+    }
+    // Cut every pool at the shortest file's end: past it some pool's history
+    // is unknown.
+    for pool in &mut pools {
+        pool.reclaims.retain(|r| r.at < duration);
+        pool.unavailable.retain(|(from, _)| *from < duration);
+        for span in &mut pool.unavailable {
+            span.1 = span.1.min(duration);
+        }
+        pool.prices.retain(|(from, _)| *from < duration);
     }
     let kind_name = match kind {
         TraceKind::Preemption => "preemption",
@@ -243,7 +261,13 @@ fn load_pool(
         let (prev, now) = (raw.data[i - 1], raw.data[i]);
         let t = i as Millis * gap_ms;
         if i > first_full && now < prev {
-            reclaims.push(crate::market::Reclaim { at: t, share: 1.0 });
+            let share = match kind {
+                // A drop from c to c' running instances takes (c - c') / c of the pool.
+                TraceKind::Preemption => (prev - now) / prev,
+                // 1 → 0: the model choice takes the pool's running instances.
+                TraceKind::Availability => 1.0,
+            };
+            reclaims.push(crate::market::Reclaim { at: t, share });
         }
         let blocked = match kind {
             TraceKind::Preemption => i >= first_full && now < max,
@@ -347,6 +371,75 @@ mod tests {
         assert!(err.contains("missing") && err.contains("cannot read"), "{err}");
         let err = load_market(&d, None, None).unwrap_err().to_string();
         assert!(err.contains("no .json"), "{err}");
+    }
+
+    #[test]
+    fn a_preemption_drop_takes_its_share_of_the_pool() {
+        let d = tmp("share").join("preemption");
+        std::fs::create_dir_all(&d).unwrap();
+        // 4 running: one reclaimed (a quarter), back to 4, three of the four
+        // reclaimed, then the last one.
+        let f = write(
+            &d,
+            "us-east-1b_intel_64.json",
+            r#"{"metadata": {"gap_seconds": 10}, "data": [2, 4, 3, 4, 1, 1, 0, 4]}"#,
+        );
+        let p = &load_market(&f, None, None).unwrap().pools[0];
+        let got: Vec<(Millis, f64)> = p.reclaims.iter().map(|r| (r.at, r.share)).collect();
+        assert_eq!(got, vec![(20_000, 0.25), (40_000, 0.75), (60_000, 1.0)]);
+        assert_eq!(p.unavailable, vec![(20_000, 30_000), (40_000, 70_000)]);
+    }
+
+    #[test]
+    fn an_availability_step_down_takes_the_whole_pool() {
+        let d = tmp("avail").join("availability");
+        std::fs::create_dir_all(&d).unwrap();
+        let f = write(
+            &d,
+            "us-west-2a_v100_1.json",
+            r#"{"metadata": {"gap_seconds": 10}, "data": [1, 1, 0, 1, 0]}"#,
+        );
+        let p = &load_market(&f, None, None).unwrap().pools[0];
+        let got: Vec<(Millis, f64)> = p.reclaims.iter().map(|r| (r.at, r.share)).collect();
+        assert_eq!(got, vec![(20_000, 1.0), (40_000, 1.0)]);
+        assert_eq!(p.unavailable, vec![(20_000, 30_000), (40_000, 50_000)]);
+    }
+
+    #[test]
+    fn a_directory_is_cut_at_its_shortest_file() {
+        let d = tmp("cut").join("preemption");
+        std::fs::create_dir_all(&d).unwrap();
+        // 1b runs 8 ticks and reclaims at ticks 2 and 6; 1c ends after 5.
+        write(
+            &d,
+            "us-east-1b_intel_64.json",
+            r#"{"metadata": {"gap_seconds": 10}, "data": [1, 1, 0, 1, 1, 1, 0, 0]}"#,
+        );
+        write(
+            &d,
+            "us-east-1c_intel_64.json",
+            r#"{"metadata": {"gap_seconds": 10}, "data": [1, 1, 1, 1, 0], "prices": [1.0, 1.0, 1.0, 1.0, 2.0]}"#,
+        );
+        let m = load_market(&d, None, None).unwrap();
+        assert_eq!(m.duration, 50_000, "the shortest file's span");
+        let (b, c) = (&m.pools[0], &m.pools[1]);
+        assert_eq!(b.reclaims.iter().map(|r| r.at).collect::<Vec<_>>(), vec![20_000]);
+        assert_eq!(b.unavailable, vec![(20_000, 30_000)]);
+        assert_eq!(c.reclaims.iter().map(|r| r.at).collect::<Vec<_>>(), vec![40_000]);
+        assert_eq!(c.unavailable, vec![(40_000, 50_000)]);
+        assert_eq!(c.prices, vec![(0, 1.0), (40_000, 2.0)]);
+        // Unavailability running past the cut ends at it.
+        let d = tmp("cut-span").join("preemption");
+        std::fs::create_dir_all(&d).unwrap();
+        write(
+            &d,
+            "us-east-1b_intel_64.json",
+            r#"{"metadata": {"gap_seconds": 10}, "data": [1, 1, 0, 0, 0, 0]}"#,
+        );
+        write(&d, "us-east-1c_intel_64.json", r#"{"metadata": {"gap_seconds": 10}, "data": [1, 1, 1, 1]}"#);
+        let m = load_market(&d, None, None).unwrap();
+        assert_eq!(m.duration, 40_000);
+        assert_eq!(m.pools[0].unavailable, vec![(20_000, 40_000)]);
     }
 
     #[test]
