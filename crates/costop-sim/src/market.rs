@@ -124,7 +124,9 @@ impl BuiltinMarket {
                     prices,
                     reclaims,
                     unavailable,
-                    prior_interruptions_per_day: rate,
+                    // What costop is told: the Spot Advisor band the true
+                    // rate falls in (a coarse public prior), never the rate.
+                    prior_interruptions_per_day: crate::trace::advisor_prior_per_day(rate),
                 });
             }
         }
@@ -152,5 +154,25 @@ mod tests {
         }
         let total: usize = a.pools.iter().map(|p| p.reclaims.len()).sum();
         assert!(total > 10, "30 days of 9 pools should see reclaims, saw {total}");
+    }
+
+    /// The prior costop gets is the Spot Advisor band's rate, not the pool's
+    /// true reclaim rate.
+    #[test]
+    fn the_prior_is_the_advisor_band_not_the_truth() {
+        let bands: Vec<f64> = (0..5).map(|b| crate::trace::band_interruptions_per_day(b).unwrap()).collect();
+        for (rate, band) in [(0.001, 0), (0.004, 2), (0.006, 3), (0.007, 4), (0.5, 4)] {
+            let market =
+                BuiltinMarket { reclaims_per_day: (rate, rate), ..Default::default() }.generate(7, 3.0);
+            for p in &market.pools {
+                assert_eq!(p.prior_interruptions_per_day, bands[band], "rate {rate}");
+                assert_ne!(p.prior_interruptions_per_day, rate);
+            }
+        }
+        // The default market's rates (0.1–1.5 a day) are all beyond 20 % a month.
+        for p in &BuiltinMarket::default().generate(42, 7.0).pools {
+            assert!(bands.contains(&p.prior_interruptions_per_day), "{}", p.prior_interruptions_per_day);
+            assert_eq!(p.prior_interruptions_per_day, bands[4]);
+        }
     }
 }

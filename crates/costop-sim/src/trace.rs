@@ -125,9 +125,31 @@ impl SpotAdvisor {
     /// band's upper bound of monthly frequency, over 30 days (`>20%` is taken as 30 %).
     pub fn interruptions_per_day(&self, region: &str, instance_type: &str) -> Option<f64> {
         let band = self.entry(region, instance_type)?.get("r")?.as_u64()?;
-        let monthly = [0.05, 0.10, 0.15, 0.20, 0.30].get(band as usize)?;
-        Some(monthly / 30.0)
+        band_interruptions_per_day(usize::try_from(band).ok()?)
     }
+}
+
+/// Upper bound of monthly interruption frequency of each Spot Advisor band
+/// (`r` 0–4: `<5%`, `5-10%`, `10-15%`, `15-20%`, `>20%`; the open `>20%`
+/// band is taken as 30 %).
+pub const ADVISOR_BAND_MONTHLY: [f64; 5] = [0.05, 0.10, 0.15, 0.20, 0.30];
+
+/// The Spot Advisor band (0–4) a monthly interruption frequency falls in.
+pub fn advisor_band(monthly: f64) -> usize {
+    ADVISOR_BAND_MONTHLY[..4].iter().position(|upper| monthly < *upper).unwrap_or(4)
+}
+
+/// Interruptions per instance per day a band stands for: its upper bound of
+/// monthly frequency over 30 days. `None` for an unknown band.
+pub fn band_interruptions_per_day(band: usize) -> Option<f64> {
+    Some(ADVISOR_BAND_MONTHLY.get(band)? / 30.0)
+}
+
+/// The coarse public prior for a pool whose true rate is `per_day`
+/// interruptions per instance per day: the per-day rate of the Spot Advisor
+/// band that rate falls in. What a user could know, not the truth.
+pub fn advisor_prior_per_day(per_day: f64) -> f64 {
+    band_interruptions_per_day(advisor_band(per_day * 30.0)).unwrap_or(DEFAULT_PRIOR_PER_DAY)
 }
 
 pub use costop_facts::region_of;
@@ -440,6 +462,22 @@ mod tests {
         let m = load_market(&d, None, None).unwrap();
         assert_eq!(m.duration, 40_000);
         assert_eq!(m.pools[0].unavailable, vec![(20_000, 40_000)]);
+    }
+
+    #[test]
+    fn advisor_bands_of_rates() {
+        assert_eq!(advisor_band(0.0), 0);
+        assert_eq!(advisor_band(0.049), 0);
+        assert_eq!(advisor_band(0.05), 1);
+        assert_eq!(advisor_band(0.12), 2);
+        assert_eq!(advisor_band(0.199), 3);
+        assert_eq!(advisor_band(0.2), 4);
+        assert_eq!(advisor_band(30.0), 4);
+        assert_eq!(band_interruptions_per_day(2), Some(0.15 / 30.0));
+        assert_eq!(band_interruptions_per_day(5), None);
+        // 0.001 a day is 3 % a month: the `<5%` band, whose rate is its bound.
+        assert_eq!(advisor_prior_per_day(0.001), 0.05 / 30.0);
+        assert_eq!(advisor_prior_per_day(1.0), 0.30 / 30.0);
     }
 
     #[test]
