@@ -28,13 +28,15 @@ use std::path::{Path, PathBuf};
 /// What went wrong reading a trace; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    /// File or directory missing or unreadable.
-    #[error("trace {path}: cannot read: {source}")]
+    /// File or directory missing or unreadable. The OS error is part of the
+    /// message and deliberately not a `source`: a chain printer (`{:#}`)
+    /// would print it twice.
+    #[error("trace {path}: cannot read: {cause}")]
     Io {
         /// The path.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The OS error.
+        cause: std::io::Error,
     },
     /// Not the expected JSON.
     #[error("trace {path}: not a spot trace (expected {{\"metadata\": {{\"gap_seconds\": N}}, \"data\": [...]}}): {message}")]
@@ -100,7 +102,7 @@ impl SpotAdvisor {
     /// Read `spot-advisor-data.json`.
     pub fn load(path: &Path) -> Result<Self, TraceError> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| TraceError::Io { path: path.into(), source })?;
+            std::fs::read_to_string(path).map_err(|cause| TraceError::Io { path: path.into(), cause })?;
         let raw: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| TraceError::Format { path: path.into(), message: e.to_string() })?;
         if !raw.get("spot_advisor").is_some_and(|v| v.is_object()) {
@@ -156,12 +158,12 @@ pub use costop_facts::region_of;
 
 /// Files of a trace path: the file itself, or the `.json` files of a directory, sorted.
 fn trace_files(path: &Path) -> Result<Vec<PathBuf>, TraceError> {
-    let meta = std::fs::metadata(path).map_err(|source| TraceError::Io { path: path.into(), source })?;
+    let meta = std::fs::metadata(path).map_err(|cause| TraceError::Io { path: path.into(), cause })?;
     if meta.is_file() {
         return Ok(vec![path.into()]);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|source| TraceError::Io { path: path.into(), source })?
+        .map_err(|cause| TraceError::Io { path: path.into(), cause })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
@@ -219,8 +221,7 @@ fn load_pool(
     advisor: Option<&SpotAdvisor>,
 ) -> Result<(PoolMarket, Millis), TraceError> {
     let invalid = |message: String| TraceError::Invalid { path: file.into(), message };
-    let text =
-        std::fs::read_to_string(file).map_err(|source| TraceError::Io { path: file.into(), source })?;
+    let text = std::fs::read_to_string(file).map_err(|cause| TraceError::Io { path: file.into(), cause })?;
     let raw: RawTrace = serde_json::from_str(&text)
         .map_err(|e| TraceError::Format { path: file.into(), message: e.to_string() })?;
     let gap = raw.metadata.gap_seconds;
@@ -462,6 +463,20 @@ mod tests {
         let m = load_market(&d, None, None).unwrap();
         assert_eq!(m.duration, 40_000);
         assert_eq!(m.pools[0].unavailable, vec![(20_000, 40_000)]);
+    }
+
+    #[test]
+    fn a_missing_file_names_its_os_error_once() {
+        let err = load_market(&tmp("gone").join("nothing-here"), None, None).unwrap_err();
+        // Walk the chain as `{:#}` (anyhow) does.
+        let mut text = err.to_string();
+        let mut cause = std::error::Error::source(&err);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        assert!(text.contains("nothing-here") && text.contains("cannot read"), "{text}");
+        assert_eq!(text.matches("os error").count(), 1, "{text}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use costop_sim::market::BuiltinMarket;
 use costop_sim::summary::{summarize, table, Summary};
 use costop_sim::trace::{load_market, SpotAdvisor};
 use costop_sim::{PoolHit, SimConfig, Strategy};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -329,6 +329,36 @@ fn emu(config: &Config, args: EmuArgs) -> Result<()> {
     })
 }
 
+/// The data directory: `[sim] data_dir`, else `$COSTOP_DATA_DIR` (both as
+/// `Config::data_dir` reads them), else the repository's `data/` beside this
+/// crate, where the public traces ship.
+fn data_dir(config: &Config) -> PathBuf {
+    if config.sim.data_dir.is_empty() && std::env::var_os("COSTOP_DATA_DIR").is_none() {
+        return Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
+    }
+    config.data_dir()
+}
+
+/// The Spot Advisor snapshot of the data directory; a clear error naming
+/// the path when the directory or the file is missing.
+fn spot_advisor(config: &Config) -> Result<SpotAdvisor> {
+    let dir = data_dir(config);
+    if !dir.is_dir() {
+        return Err(anyhow!(
+            "data directory {} does not exist (set $COSTOP_DATA_DIR or [sim] data_dir to a copy of the repository's data/)",
+            dir.display()
+        ));
+    }
+    let path = dir.join("aws-spot-advisor/spot-advisor-data.json");
+    if !path.is_file() {
+        return Err(anyhow!(
+            "Spot Advisor snapshot {} is missing (the data directory needs aws-spot-advisor/spot-advisor-data.json)",
+            path.display()
+        ));
+    }
+    Ok(SpotAdvisor::load(&path)?)
+}
+
 fn sim(config: &Config, args: SimArgs) -> Result<()> {
     let started = Instant::now();
     let s = &config.sim;
@@ -353,11 +383,7 @@ fn sim(config: &Config, args: SimArgs) -> Result<()> {
     }
 
     let market = match &args.trace {
-        Some(path) => {
-            let advisor_path = config.data_dir().join("aws-spot-advisor/spot-advisor-data.json");
-            let advisor = advisor_path.exists().then(|| SpotAdvisor::load(&advisor_path)).transpose()?;
-            load_market(path, args.instance_type.as_deref(), advisor.as_ref())?
-        }
+        Some(path) => load_market(path, args.instance_type.as_deref(), Some(&spot_advisor(config)?))?,
         None => {
             let days = if requested_days > 0.0 { requested_days } else { 7.0 };
             BuiltinMarket::default().generate(seed, days)
@@ -379,6 +405,7 @@ fn sim(config: &Config, args: SimArgs) -> Result<()> {
         timings: config.timings.clone(),
         policy: config.policy.clone(),
         strategies,
+        ..SimConfig::default()
     };
     let results = costop_sim::run_all(&cfg, &market);
     let summary = Summary {
