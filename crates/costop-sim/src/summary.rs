@@ -20,7 +20,19 @@ pub struct StrategySummary {
     pub success_rate: f64,
     /// Nodes that received a reclaim notice.
     pub interruptions: u64,
-    /// 99th percentile of recovery (notice → displaced workloads Ready again), seconds.
+    /// Incidents (reclaim events) whose displaced workloads were all Ready
+    /// again before the run ended: the count every recovery percentile is over.
+    pub incidents: u64,
+    /// Incidents still open when the run ended; not in the percentiles.
+    pub unfinished_incidents: u64,
+    /// Median recovery (notice → displaced workloads Ready again), seconds,
+    /// nearest rank over `incidents`; 0 without incidents.
+    pub p50_recovery_s: f64,
+    /// 90th percentile of recovery, seconds (nearest rank: with fewer than
+    /// 10 incidents it is the longest).
+    pub p90_recovery_s: f64,
+    /// 99th percentile of recovery, seconds (nearest rank: with fewer than
+    /// 100 incidents it is the longest).
     pub p99_recovery_s: f64,
     /// Longest recovery, seconds.
     pub max_recovery_s: f64,
@@ -77,6 +89,10 @@ pub fn summarize(results: &[StrategyResult]) -> Vec<StrategySummary> {
                 requests_failed: failed,
                 success_rate: if total == 0 { 1.0 } else { round(1.0 - failed as f64 / total as f64, 6) },
                 interruptions: r.interruptions,
+                incidents: r.recoveries_s.len() as u64,
+                unfinished_incidents: r.unfinished_incidents,
+                p50_recovery_s: round(quantile(&r.recoveries_s, 0.50), 1),
+                p90_recovery_s: round(quantile(&r.recoveries_s, 0.90), 1),
                 p99_recovery_s: round(quantile(&r.recoveries_s, 0.99), 1),
                 max_recovery_s: round(r.recoveries_s.iter().copied().fold(0.0, f64::max), 1),
                 requests_bridged: r.requests_bridged.round() as u64,
@@ -85,39 +101,76 @@ pub fn summarize(results: &[StrategyResult]) -> Vec<StrategySummary> {
         .collect()
 }
 
-/// A plain-text table of the comparison.
-pub fn table(summary: &Summary) -> String {
-    let mut out = format!(
-        "{} — {} nodes, {:.1} days, seed {}\nModel: {}.\n\n",
-        summary.market, summary.nodes, summary.sim_days, summary.seed, summary.pool_hit_model
-    );
-    out.push_str(&format!(
-        "{:<18} {:>11} {:>7} {:>15} {:>12} {:>10} {:>7} {:>9} {:>9}\n",
-        "strategy",
+/// Header cells of a strategy's figures (after the leading columns).
+fn figures_header() -> String {
+    format!(
+        "{:>11} {:>7} {:>13} {:>10} {:>9} {:>8} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8}",
         "cost USD",
         "vs OD",
         "requests",
         "failed",
         "served %",
         "reclaims",
-        "p99 rec s",
-        "max rec s"
-    ));
-    for s in &summary.strategies {
-        let vs = s.cost_vs_on_demand.map_or("-".to_string(), |v| format!("{v:.3}"));
-        out.push_str(&format!(
-            "{:<18} {:>11.2} {:>7} {:>15} {:>12} {:>10.4} {:>7} {:>9.1} {:>9.1}\n",
-            s.name,
-            s.cost_usd,
-            vs,
-            s.requests_total,
-            s.requests_failed,
-            s.success_rate * 100.0,
-            s.interruptions,
-            s.p99_recovery_s,
-            s.max_recovery_s
-        ));
+        "n",
+        "open",
+        "p50 s",
+        "p90 s",
+        "p99 s",
+        "max s"
+    )
+}
+
+/// A percentile cell: `-` without incidents, marked `*` when there are too
+/// few incidents for it to be more than the maximum (nearest rank with
+/// n < 1 / (1 - q)).
+fn percentile_cell(value: f64, q: f64, n: u64) -> String {
+    if n == 0 {
+        return "-".into();
     }
+    let starved = (n as f64) < 1.0 / (1.0 - q) - 1e-9;
+    format!("{value:.1}{}", if starved { "*" } else { "" })
+}
+
+/// A strategy's figures, aligned with [`figures_header`].
+fn figures_row(s: &StrategySummary) -> String {
+    let vs = s.cost_vs_on_demand.map_or("-".to_string(), |v| format!("{v:.3}"));
+    format!(
+        "{:>11.2} {:>7} {:>13} {:>10} {:>9.4} {:>8} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8}",
+        s.cost_usd,
+        vs,
+        s.requests_total,
+        s.requests_failed,
+        s.success_rate * 100.0,
+        s.interruptions,
+        s.incidents,
+        s.unfinished_incidents,
+        percentile_cell(s.p50_recovery_s, 0.50, s.incidents),
+        percentile_cell(s.p90_recovery_s, 0.90, s.incidents),
+        percentile_cell(s.p99_recovery_s, 0.99, s.incidents),
+        percentile_cell(s.max_recovery_s, 0.0, s.incidents)
+    )
+}
+
+/// What the recovery columns mean, printed under every table.
+pub const RECOVERY_NOTE: &str = "\
+Recovery: reclaim notice → every displaced workload Ready again, in seconds; nearest-rank
+percentiles over the n finished incidents. open: incidents unfinished when the run ended
+(not in the percentiles). *: too few incidents for that percentile (p90 needs 10, p99 100),
+so it is the maximum.";
+
+/// A plain-text table of the comparison.
+pub fn table(summary: &Summary) -> String {
+    let mut out = format!(
+        "{} — {} nodes, {:.1} days, seed {}\nModel: {}.\n\n",
+        summary.market, summary.nodes, summary.sim_days, summary.seed, summary.pool_hit_model
+    );
+    out.push_str(&format!("{:<18} {}\n", "strategy", figures_header()));
+    for s in &summary.strategies {
+        out.push_str(&format!("{:<18} {}\n", s.name, figures_row(s)));
+    }
+    out.push('\n');
+    out.push_str(RECOVERY_NOTE);
+    out.push('\n');
     out
 }
 
@@ -132,5 +185,102 @@ mod tests {
         assert_eq!(quantile(&v, 0.99), 99.0);
         assert_eq!(quantile(&v, 1.0), 100.0);
         assert_eq!(quantile(&[5.0], 0.5), 5.0);
+        // Nearest rank, not interpolation: p50 of 1..=4 is 2, p90 of 1..=10 is 9.
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.5), 2.0);
+        let ten: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(quantile(&ten, 0.9), 9.0);
+        assert_eq!(quantile(&ten, 0.99), 10.0);
+    }
+
+    fn result(name: &str, recoveries_s: Vec<f64>, unfinished: u64) -> StrategyResult {
+        StrategyResult {
+            name: name.into(),
+            cost_usd: 10.0,
+            requests_total: 1000.0,
+            requests_failed: 3.0,
+            requests_bridged: 0.0,
+            interruptions: 4,
+            recoveries_s,
+            unfinished_incidents: unfinished,
+            series: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn recovery_percentiles_count_and_unfinished_incidents() {
+        // 200 incidents: 1..=200 s. An unfinished one must not count as a
+        // (huge) recovery: it is reported on its own.
+        let r = result("costop", (1..=200).map(f64::from).collect(), 2);
+        let s = &summarize(&[r])[0];
+        assert_eq!((s.incidents, s.unfinished_incidents), (200, 2));
+        assert_eq!(s.p50_recovery_s, 100.0);
+        assert_eq!(s.p90_recovery_s, 180.0);
+        assert_eq!(s.p99_recovery_s, 198.0);
+        assert_eq!(s.max_recovery_s, 200.0);
+        // No incidents: zeros, and the count says why.
+        let s = &summarize(&[result("on-demand", vec![], 0)])[0];
+        assert_eq!((s.incidents, s.p50_recovery_s, s.p99_recovery_s, s.max_recovery_s), (0, 0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn json_has_every_recovery_field() {
+        let s = &summarize(&[result("costop", vec![30.0, 60.0, 90.0], 1)])[0];
+        let v = serde_json::to_value(s).unwrap();
+        for key in [
+            "name",
+            "cost_usd",
+            "cost_vs_on_demand",
+            "requests_total",
+            "requests_failed",
+            "success_rate",
+            "interruptions",
+            "p50_recovery_s",
+            "p90_recovery_s",
+            "p99_recovery_s",
+            "max_recovery_s",
+            "incidents",
+            "unfinished_incidents",
+            "requests_bridged",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing in {v}");
+        }
+        assert_eq!(v["incidents"], 3);
+        assert_eq!(v["unfinished_incidents"], 1);
+        assert_eq!(v["p50_recovery_s"], 60.0);
+    }
+
+    #[test]
+    fn the_table_prints_the_count_beside_percentiles_and_marks_starved_ones() {
+        let summary = Summary {
+            strategies: summarize(&[
+                result("few", vec![10.0, 20.0, 500.0], 1),
+                result("many", (1..=100).map(f64::from).collect(), 0),
+            ]),
+            sim_days: 1.0,
+            nodes: 10,
+            seed: 1,
+            market: "test market".into(),
+            pool_hit_model: "model".into(),
+        };
+        let text = table(&summary);
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines.iter().find(|l| l.starts_with("strategy")).unwrap();
+        let few = lines.iter().find(|l| l.starts_with("few")).unwrap();
+        let many = lines.iter().find(|l| l.starts_with("many")).unwrap();
+        assert!(header.contains(" n ") && header.contains("open") && header.contains("p50 s"), "{header}");
+        let cells: Vec<&str> = few.split_whitespace().collect();
+        // …, reclaims, n, open, p50, p90, p99, max
+        assert_eq!(&cells[cells.len() - 6..], ["3", "1", "20.0", "500.0*", "500.0*", "500.0"], "{few}");
+        let cells: Vec<&str> = many.split_whitespace().collect();
+        assert_eq!(&cells[cells.len() - 6..], ["100", "0", "50.0", "90.0", "99.0", "100.0"], "{many}");
+        assert!(text.contains("nearest-rank"), "{text}");
+        let summary = Summary { strategies: summarize(&[result("on-demand", vec![], 0)]), ..summary };
+        let text = table(&summary);
+        let od = text.lines().find(|l| l.starts_with("on-demand")).unwrap();
+        let cells: Vec<&str> = od.split_whitespace().collect();
+        assert_eq!(&cells[cells.len() - 6..], ["0", "0", "-", "-", "-", "-"], "{od}");
+        // Columns line up: every row as long as the header.
+        assert_eq!(few.len(), header.len());
+        assert_eq!(many.len(), header.len());
     }
 }
