@@ -101,6 +101,30 @@ pub fn summarize(results: &[StrategyResult]) -> Vec<StrategySummary> {
         .collect()
 }
 
+/// One trace of a sweep: where it came from and its comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepRun {
+    /// The trace directory, as found under the sweep's root.
+    pub trace: String,
+    /// Worker nodes.
+    pub nodes: u32,
+    /// Days simulated (the trace's length, or less when asked).
+    pub days: f64,
+    /// One entry per strategy, in run order.
+    pub strategies: Vec<StrategySummary>,
+}
+
+/// `costop sim --sweep`: every trace directory under a root.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sweep {
+    /// One run per trace directory, sorted by path.
+    pub runs: Vec<SweepRun>,
+    /// Seed of every run.
+    pub seed: u64,
+    /// How a pool reclaim maps onto the cluster, in every run.
+    pub pool_hit_model: String,
+}
+
 /// Header cells of a strategy's figures (after the leading columns).
 fn figures_header() -> String {
     format!(
@@ -167,6 +191,32 @@ pub fn table(summary: &Summary) -> String {
     out.push_str(&format!("{:<18} {}\n", "strategy", figures_header()));
     for s in &summary.strategies {
         out.push_str(&format!("{:<18} {}\n", s.name, figures_row(s)));
+    }
+    out.push('\n');
+    out.push_str(RECOVERY_NOTE);
+    out.push('\n');
+    out
+}
+
+/// One table for a sweep: a row per trace × strategy, traces separated by a
+/// blank line. `heading` says what was swept (root, nodes, seed, model).
+pub fn sweep_table(heading: &str, sweep: &Sweep) -> String {
+    let width = sweep.runs.iter().map(|r| r.trace.chars().count()).max().unwrap_or(5).max(5);
+    let mut out = format!("{heading}\n\n");
+    out.push_str(&format!("{:<width$} {:>6} {:<18} {}\n", "trace", "days", "strategy", figures_header()));
+    for (i, run) in sweep.runs.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        for s in &run.strategies {
+            out.push_str(&format!(
+                "{:<width$} {:>6.2} {:<18} {}\n",
+                run.trace,
+                run.days,
+                s.name,
+                figures_row(s)
+            ));
+        }
     }
     out.push('\n');
     out.push_str(RECOVERY_NOTE);
@@ -282,5 +332,35 @@ mod tests {
         // Columns line up: every row as long as the header.
         assert_eq!(few.len(), header.len());
         assert_eq!(many.len(), header.len());
+    }
+
+    #[test]
+    fn the_sweep_table_has_a_row_per_trace_and_strategy() {
+        let strategies = summarize(&[result("on-demand", vec![], 0), result("costop", vec![5.0], 0)]);
+        let sweep = Sweep {
+            runs: ["preemption/a", "availability/b"]
+                .iter()
+                .map(|t| SweepRun {
+                    trace: t.to_string(),
+                    nodes: 10,
+                    days: 1.0,
+                    strategies: strategies.clone(),
+                })
+                .collect(),
+            seed: 1,
+            pool_hit_model: "model".into(),
+        };
+        let text = sweep_table("sweep of test", &sweep);
+        assert!(text.starts_with("sweep of test"));
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains("/a ") || l.contains("/b ")).collect();
+        assert_eq!(rows.len(), 4, "{text}");
+        assert!(rows[0].starts_with("preemption/a") && rows[0].contains("on-demand"));
+        assert!(rows[3].starts_with("availability/b") && rows[3].contains("costop"));
+        let v = serde_json::to_value(&sweep).unwrap();
+        assert_eq!(v["runs"][1]["trace"], "availability/b");
+        assert_eq!(v["runs"][0]["strategies"][1]["name"], "costop");
+        for key in ["trace", "nodes", "days", "strategies"] {
+            assert!(v["runs"][0].get(key).is_some(), "{key}");
+        }
     }
 }

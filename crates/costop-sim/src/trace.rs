@@ -156,6 +156,53 @@ pub fn advisor_prior_per_day(per_day: f64) -> f64 {
 
 pub use costop_facts::region_of;
 
+/// Whether a file-name prefix looks like a zone (`us-east-1b`).
+fn is_zone(zone: &str) -> bool {
+    zone.contains('-') && zone.ends_with(|c: char| c.is_ascii_lowercase())
+}
+
+/// Whether a path is named like a trace file (`ZONE_TAG.json`).
+fn is_trace_file(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "json")
+        && path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.split_once('_'))
+            .is_some_and(|(zone, _)| is_zone(zone))
+}
+
+/// Every trace directory under `root` (itself included): the directories
+/// that directly hold trace files (`ZONE_TAG.json`), sorted, found
+/// recursively. Hidden directories, and directories of other JSON (such as
+/// the Spot Advisor snapshot), are skipped.
+pub fn trace_dirs(root: &Path) -> Result<Vec<PathBuf>, TraceError> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut has_json = false;
+        for entry in std::fs::read_dir(&dir).map_err(|cause| TraceError::Io { path: dir.clone(), cause })? {
+            let path = entry.map_err(|cause| TraceError::Io { path: dir.clone(), cause })?.path();
+            let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            if path.is_dir() && !hidden {
+                stack.push(path);
+            } else if path.is_file() && is_trace_file(&path) {
+                has_json = true;
+            }
+        }
+        if has_json {
+            found.push(dir);
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        return Err(TraceError::Invalid {
+            path: root.into(),
+            message: "no directory under it holds trace files (ZONE_TAG.json)".into(),
+        });
+    }
+    Ok(found)
+}
+
 /// Files of a trace path: the file itself, or the `.json` files of a directory, sorted.
 fn trace_files(path: &Path) -> Result<Vec<PathBuf>, TraceError> {
     let meta = std::fs::metadata(path).map_err(|cause| TraceError::Io { path: path.into(), cause })?;
@@ -237,7 +284,7 @@ fn load_pool(
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     let (zone, tag) =
         stem.split_once('_').ok_or_else(|| invalid(format!("file name `{stem}` is not ZONE_TAG.json")))?;
-    if !zone.contains('-') || !zone.ends_with(|c: char| c.is_ascii_lowercase()) {
+    if !is_zone(zone) {
         return Err(invalid(format!("file name does not start with a zone: `{zone}`")));
     }
     let ty = match instance_type {
@@ -493,6 +540,28 @@ mod tests {
         // 0.001 a day is 3 % a month: the `<5%` band, whose rate is its bound.
         assert_eq!(advisor_prior_per_day(0.001), 0.05 / 30.0);
         assert_eq!(advisor_prior_per_day(1.0), 0.30 / 30.0);
+    }
+
+    #[test]
+    fn trace_dirs_finds_every_directory_with_traces() {
+        let root = tmp("dirs");
+        let body = r#"{"metadata": {"gap_seconds": 10}, "data": [1]}"#;
+        for dir in ["preemption/1-node/a", "preemption/1-node/b", "availability/x", ".hidden"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            write(&root.join(dir), "us-east-1a_intel_64.json", body);
+        }
+        std::fs::create_dir_all(root.join("empty/deeper")).unwrap();
+        std::fs::create_dir_all(root.join("advisor")).unwrap();
+        write(&root.join("advisor"), "spot-advisor-data.json", "{}");
+        let got: Vec<PathBuf> = trace_dirs(&root).unwrap();
+        let want: Vec<PathBuf> = ["availability/x", "preemption/1-node/a", "preemption/1-node/b"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        assert_eq!(got, want);
+        let err = trace_dirs(&root.join("empty")).unwrap_err().to_string();
+        assert!(err.contains("empty") && err.contains("no directory"), "{err}");
+        assert!(trace_dirs(&root.join("nope")).unwrap_err().to_string().contains("cannot read"));
     }
 
     #[test]

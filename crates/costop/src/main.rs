@@ -7,8 +7,8 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use config::Config;
 use costop_sim::market::BuiltinMarket;
-use costop_sim::summary::{summarize, table, Summary};
-use costop_sim::trace::{load_market, SpotAdvisor};
+use costop_sim::summary::{summarize, sweep_table, table, Summary, Sweep, SweepRun};
+use costop_sim::trace::{load_market, trace_dirs, SpotAdvisor};
 use costop_sim::{PoolHit, SimConfig, Strategy};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -163,8 +163,12 @@ struct EmuArgs {
 #[derive(clap::Args)]
 struct SimArgs {
     /// A SkyPilot spot trace: one JSON file or a directory of them (one per zone).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sweep")]
     trace: Option<PathBuf>,
+    /// Run every trace directory under DIR (recursively; preemption and
+    /// availability) with the other options, and print one table.
+    #[arg(long, value_name = "DIR")]
+    sweep: Option<PathBuf>,
     /// Instance type of the trace's pools (default: from the file names).
     #[arg(long)]
     instance_type: Option<String>,
@@ -177,7 +181,7 @@ struct SimArgs {
     /// Seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// Comma-separated strategies (default: all five).
+    /// Comma-separated strategies (default: all of them).
     #[arg(long, value_delimiter = ',')]
     strategies: Option<Vec<String>>,
     /// Nodes of a pool one reclaim hits: `all`, `one`, or a share in (0, 1].
@@ -187,7 +191,7 @@ struct SimArgs {
     #[arg(long)]
     json: bool,
     /// Also write an HTML report with cost and failed-request charts.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sweep")]
     report: Option<PathBuf>,
     /// Print wall time and peak memory to stderr as JSON.
     #[arg(long)]
@@ -359,6 +363,33 @@ fn spot_advisor(config: &Config) -> Result<SpotAdvisor> {
     Ok(SpotAdvisor::load(&path)?)
 }
 
+/// The options every run of one `sim` command shares.
+struct SimPlan {
+    cfg: SimConfig,
+    pool_hit: PoolHit,
+    /// 0 = the whole market.
+    requested_days: f64,
+}
+
+impl SimPlan {
+    /// Days to run on `market`: as asked, at most the market's length.
+    fn days(&self, market: &costop_sim::market::Market) -> f64 {
+        let market_days = market.duration as f64 / costop_core::time::DAY as f64;
+        if self.requested_days > 0.0 {
+            self.requested_days.min(market_days)
+        } else {
+            market_days
+        }
+    }
+
+    /// Run every strategy on `market`.
+    fn run(&self, market: &costop_sim::market::Market) -> (f64, Vec<costop_sim::StrategyResult>) {
+        let days = self.days(market);
+        let cfg = SimConfig { days, ..self.cfg.clone() };
+        (days, costop_sim::run_all(&cfg, market))
+    }
+}
+
 fn sim(config: &Config, args: SimArgs) -> Result<()> {
     let started = Instant::now();
     let s = &config.sim;
@@ -381,49 +412,54 @@ fn sim(config: &Config, args: SimArgs) -> Result<()> {
     if !(requested_days.is_finite() && requested_days >= 0.0) {
         return Err(anyhow!("days must be a non-negative number, got {requested_days}"));
     }
-
-    let market = match &args.trace {
-        Some(path) => load_market(path, args.instance_type.as_deref(), Some(&spot_advisor(config)?))?,
-        None => {
-            let days = if requested_days > 0.0 { requested_days } else { 7.0 };
-            BuiltinMarket::default().generate(seed, days)
-        }
-    };
-    let market_days = market.duration as f64 / costop_core::time::DAY as f64;
-    let days = if requested_days > 0.0 { requested_days.min(market_days) } else { market_days };
-
-    let cfg = SimConfig {
-        seed,
-        days,
-        nodes,
-        pods_per_node: s.pods_per_node,
-        requests_per_pod_s: s.requests_per_pod_s,
-        pod_capacity_factor: s.pod_capacity_factor,
+    let plan = SimPlan {
+        cfg: SimConfig {
+            seed,
+            days: requested_days,
+            nodes,
+            pods_per_node: s.pods_per_node,
+            requests_per_pod_s: s.requests_per_pod_s,
+            pod_capacity_factor: s.pod_capacity_factor,
+            pool_hit,
+            rebalance_probability: s.rebalance_probability,
+            rebalance_lead_s: s.rebalance_lead_s,
+            timings: config.timings.clone(),
+            policy: config.policy.clone(),
+            strategies,
+            ..SimConfig::default()
+        },
         pool_hit,
-        rebalance_probability: s.rebalance_probability,
-        rebalance_lead_s: s.rebalance_lead_s,
-        timings: config.timings.clone(),
-        policy: config.policy.clone(),
-        strategies,
-        ..SimConfig::default()
+        requested_days,
     };
-    let results = costop_sim::run_all(&cfg, &market);
-    let summary = Summary {
-        strategies: summarize(&results),
-        sim_days: (days * 1000.0).round() / 1000.0,
-        nodes,
-        seed,
-        market: market.source.clone(),
-        pool_hit_model: pool_hit.describe(),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+
+    if let Some(root) = &args.sweep {
+        sweep(config, &args, &plan, root)?;
     } else {
-        print!("{}", table(&summary));
-    }
-    if let Some(path) = &args.report {
-        std::fs::write(path, costop_sim::report::html(&summary, &results))
-            .with_context(|| format!("report {}: cannot write", path.display()))?;
+        let market = match &args.trace {
+            Some(path) => load_market(path, args.instance_type.as_deref(), Some(&spot_advisor(config)?))?,
+            None => {
+                let days = if requested_days > 0.0 { requested_days } else { 7.0 };
+                BuiltinMarket::default().generate(seed, days)
+            }
+        };
+        let (days, results) = plan.run(&market);
+        let summary = Summary {
+            strategies: summarize(&results),
+            sim_days: (days * 1000.0).round() / 1000.0,
+            nodes,
+            seed,
+            market: market.source.clone(),
+            pool_hit_model: pool_hit.describe(),
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&summary)?);
+        } else {
+            print!("{}", table(&summary));
+        }
+        if let Some(path) = &args.report {
+            std::fs::write(path, costop_sim::report::html(&summary, &results))
+                .with_context(|| format!("report {}: cannot write", path.display()))?;
+        }
     }
     if args.stats {
         let stats = serde_json::json!({
@@ -431,6 +467,40 @@ fn sim(config: &Config, args: SimArgs) -> Result<()> {
             "peak_rss_mib": peak_rss_mib(),
         });
         eprintln!("{stats}");
+    }
+    Ok(())
+}
+
+/// `--sweep DIR`: every trace directory under DIR, one after another, with
+/// the same options; one table (or one JSON object) for all.
+fn sweep(config: &Config, args: &SimArgs, plan: &SimPlan, root: &Path) -> Result<()> {
+    let dirs = trace_dirs(root)?;
+    let advisor = spot_advisor(config)?;
+    let mut runs = Vec::new();
+    for dir in &dirs {
+        let market = load_market(dir, args.instance_type.as_deref(), Some(&advisor))?;
+        let (days, results) = plan.run(&market);
+        let name = dir.strip_prefix(root).ok().filter(|p| !p.as_os_str().is_empty()).unwrap_or(dir);
+        runs.push(SweepRun {
+            trace: name.display().to_string(),
+            nodes: plan.cfg.nodes,
+            days: (days * 1000.0).round() / 1000.0,
+            strategies: summarize(&results),
+        });
+    }
+    let sweep = Sweep { runs, seed: plan.cfg.seed, pool_hit_model: plan.pool_hit.describe() };
+    if args.json {
+        println!("{}", serde_json::to_string(&sweep)?);
+    } else {
+        let heading = format!(
+            "Sweep of {} ({} traces) — {} nodes, seed {}\nModel: {}.",
+            root.display(),
+            dirs.len(),
+            plan.cfg.nodes,
+            plan.cfg.seed,
+            plan.pool_hit.describe()
+        );
+        print!("{}", sweep_table(&heading, &sweep));
     }
     Ok(())
 }
