@@ -1,5 +1,9 @@
 //! EventBridge events (as SQS message bodies, raw or in an SNS envelope)
 //! into the core's notices. Formats: `shared/fixtures/README.md`.
+//!
+//! Read field by field from a JSON value: fields AWS adds later (in the
+//! envelope, the event or its `detail`) are ignored, while a field we need
+//! that is missing, of the wrong type or with an unknown value is refused.
 
 use costop_core::notice::InstanceAction;
 use costop_core::time::{parse_rfc3339, Millis, SPOT_NOTICE_LEAD};
@@ -230,6 +234,54 @@ mod tests {
         // The same event inside an SNS envelope.
         let sns = serde_json::json!({"Type": "Notification", "Message": spot}).to_string();
         assert!(matches!(parse_message(&sns, 0).unwrap(), QueueEvent::Notices { .. }));
+    }
+
+    /// Extra fields anywhere (envelope, event, `detail`) change nothing;
+    /// a malformed field is still refused when extra ones come with it.
+    #[test]
+    fn unknown_fields_are_tolerated() {
+        let names = [
+            "spot-interruption-warning.json",
+            "rebalance-recommendation.json",
+            "instance-state-change.json",
+            "asg-terminate-lifecycle-action.json",
+            "health-scheduled-change.json",
+        ];
+        for name in names {
+            let body =
+                fixture(name).unwrap_or_else(|| panic!("fixture {name} (from ../shared/fixtures) not found"));
+            let plain = parse_message(&body, 7).unwrap();
+            let mut v: Value = serde_json::from_str(&body).unwrap();
+            v["fieldAwsAddsLater"] = serde_json::json!({"nested": [1, "two", null]});
+            v["detail"]["anotherNewField"] = serde_json::json!(42);
+            let extra = v.to_string();
+            assert_eq!(parse_message(&extra, 7).unwrap(), plain, "{name} with extra fields");
+            // In an SNS envelope with the fields SNS really sends.
+            let sns = serde_json::json!({
+                "Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:1:t",
+                "Message": extra, "Timestamp": "2026-11-24T08:20:01.000Z", "SignatureVersion": "1",
+                "Signature": "c2ln", "SigningCertURL": "https://sns/cert.pem", "UnsubscribeURL": "https://sns/u",
+                "MessageAttributes": {"x": {"Type": "String", "Value": "y"}}
+            });
+            assert_eq!(parse_message(&sns.to_string(), 7).unwrap(), plain, "{name} in SNS");
+        }
+        let spot = fixture(names[0]).unwrap();
+        let mut v: Value = serde_json::from_str(&spot).unwrap();
+        v["fieldAwsAddsLater"] = serde_json::json!(true);
+        for (field, bad, want) in [
+            ("instance-id", serde_json::json!("bogus"), "instance id"),
+            ("instance-id", serde_json::json!(12), "instance-id"),
+            ("instance-action", serde_json::json!("melt"), "instance-action"),
+            ("instance-action", Value::Null, "instance-action"),
+        ] {
+            let mut broken = v.clone();
+            broken["detail"][field] = bad;
+            let e = parse_message(&broken.to_string(), 0).unwrap_err().to_string();
+            assert!(e.contains(want), "{field}: {e}");
+        }
+        let mut broken = v.clone();
+        broken["time"] = serde_json::json!("yesterday");
+        assert!(parse_message(&broken.to_string(), 0).unwrap_err().to_string().contains("RFC 3339"));
     }
 
     #[test]
