@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 pub const IAM_ACTIONS: &[&str] = &[
     "autoscaling:CompleteLifecycleAction",
     "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:SetDesiredCapacity",
+    "autoscaling:TerminateInstanceInAutoScalingGroup",
     "ec2:AttachVolume",
     "ec2:CreateFleet",
     "ec2:CreateLaunchTemplate",
@@ -836,6 +838,35 @@ impl AwsCloud {
         Ok(out.instances().iter().flat_map(|i| i.instance_ids()).cloned().collect())
     }
 
+    /// End an instance and shrink its Auto Scaling group by one; an
+    /// instance in no group is terminated (the IAM policy allows that only
+    /// for instances costop launched).
+    pub async fn retire(&self, id: &str) -> Result<String, AwsError> {
+        let out = self
+            .asg
+            .describe_auto_scaling_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(aws_err("DescribeAutoScalingInstances", id))?;
+        match out.auto_scaling_instances().first().and_then(|i| i.auto_scaling_group_name()) {
+            Some(group) => {
+                self.asg
+                    .terminate_instance_in_auto_scaling_group()
+                    .instance_id(id)
+                    .should_decrement_desired_capacity(true)
+                    .send()
+                    .await
+                    .map_err(aws_err("TerminateInstanceInAutoScalingGroup", id))?;
+                Ok(format!("{id} terminated; {group} desired capacity lowered by one"))
+            }
+            None => {
+                self.terminate(id).await?;
+                Ok(format!("{id} terminated"))
+            }
+        }
+    }
+
     /// Complete an Auto Scaling lifecycle hook (`CONTINUE`).
     pub async fn complete_lifecycle(&self, action: &events::LifecycleAction) -> Result<(), AwsError> {
         self.asg
@@ -960,6 +991,10 @@ impl CloudPort for AwsCloud {
             launched.push(format!("fleet {}", ids.join(",")));
         }
         Ok(launched.join("; "))
+    }
+
+    async fn retire_node(&self, node: &NodeView) -> Result<String, AwsError> {
+        self.retire(instance_of(node)?).await
     }
 }
 

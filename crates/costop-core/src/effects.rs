@@ -60,13 +60,26 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
             }
         }
         Step::Evict { pods, .. } => {
+            // Each evicted pod is replaced by a pending one of the same
+            // shape (its controller's), which needs room elsewhere.
             let names: HashSet<&str> = pods.iter().map(String::as_str).collect();
-            view.pods.retain(|p| !names.contains(p.name.as_str()));
+            for p in view.pods.iter_mut().filter(|p| names.contains(p.name.as_str())) {
+                p.node = None;
+                p.ready = false;
+                for v in &mut p.volumes {
+                    v.attached_to = None;
+                }
+            }
         }
         Step::RestoreCapacity { key, .. } => {
             view.capacity_requests.insert(key.clone());
         }
         Step::RestoreHeadroom { placeholders } => view.headroom_target = *placeholders,
+        Step::RetireNode { node, .. } => {
+            if let Some(n) = view.nodes.iter_mut().find(|n| &n.name == node) {
+                n.unschedulable = true;
+            }
+        }
     }
 }
 

@@ -85,6 +85,16 @@ pub enum Step {
         /// Placeholder pods wanted.
         placeholders: u32,
     },
+    /// After a rebalance recommendation launched the node's replacement:
+    /// if at `after` the node is still here and no interruption is being
+    /// answered for it, drain it within budgets and end its instance, so the
+    /// early capacity does not stay as extra.
+    RetireNode {
+        /// Node name.
+        node: String,
+        /// End of the recommendation's window (Unix ms).
+        after: Millis,
+    },
 }
 
 impl Step {
@@ -102,6 +112,7 @@ impl Step {
             Step::ReturnStandby { .. } => "return-standby",
             Step::UnbridgeTraffic { .. } => "unbridge-traffic",
             Step::RestoreHeadroom { .. } => "restore-headroom",
+            Step::RetireNode { .. } => "retire-node",
         }
     }
 }

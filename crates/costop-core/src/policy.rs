@@ -16,11 +16,13 @@ pub enum StandbyMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
-    /// Share of the worst single-pool loss that placeholder pods keep free on
-    /// running nodes (0–1). Default 0.15.
-    pub headroom_share_of_worst_pool: f64,
-    /// Share of the worst single-pool loss covered by warm standbys (0–1). Default 1.0.
-    pub standby_share_of_worst_pool: f64,
+    /// Share of the worst pool's shortfall (what one reclaim displaces
+    /// beyond the free room elsewhere, see `costop_core::headroom`) that
+    /// placeholder pods keep free on running nodes (0–1). Default 1.0.
+    pub headroom_share_of_shortfall: f64,
+    /// Share of that shortfall covered by warm standbys while fewer than two
+    /// other Spot pools can launch (0–1). Default 1.0.
+    pub standby_share_of_shortfall: f64,
     /// How standbys wait. Default `stopped`.
     pub standby_mode: StandbyMode,
     /// Largest share of Spot nodes in any one pool (0–1). Default 0.34.
@@ -36,17 +38,23 @@ pub struct Policy {
     pub bridge_threshold: f64,
     /// Whether traffic bridging to functions is used at all. Default true.
     pub bridge_enabled: bool,
-    /// Act on rebalance recommendations: cordon and launch replacement early. Default true.
+    /// Act on rebalance recommendations: launch the replacement early (the
+    /// node keeps serving). Default true.
     pub act_on_rebalance: bool,
-    /// Deregister the doomed node's targets from the load balancer at once. Default true.
+    /// Minutes after a rebalance recommendation that its node, if no
+    /// interruption came, is retired (drained and ended) so the early
+    /// replacement is not extra capacity. Default 15.
+    pub rebalance_window_minutes: u64,
+    /// Deregister the doomed node's targets from the load balancer once its
+    /// pods are evicted (they leave it one by one as they terminate). Default true.
     pub deregister_on_notice: bool,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            headroom_share_of_worst_pool: 0.15,
-            standby_share_of_worst_pool: 1.0,
+            headroom_share_of_shortfall: 1.0,
+            standby_share_of_shortfall: 1.0,
             standby_mode: StandbyMode::Stopped,
             max_pool_share: 0.34,
             risk_weight: 0.05,
@@ -54,6 +62,7 @@ impl Default for Policy {
             bridge_threshold: 0.0,
             bridge_enabled: true,
             act_on_rebalance: true,
+            rebalance_window_minutes: 15,
             deregister_on_notice: true,
         }
     }
@@ -79,13 +88,19 @@ impl Policy {
                 Err(PolicyError { key, problem: format!("{v} is not between 0 and 1") })
             }
         };
-        share("headroom_share_of_worst_pool", self.headroom_share_of_worst_pool)?;
-        share("standby_share_of_worst_pool", self.standby_share_of_worst_pool)?;
+        share("headroom_share_of_shortfall", self.headroom_share_of_shortfall)?;
+        share("standby_share_of_shortfall", self.standby_share_of_shortfall)?;
         share("bridge_threshold", self.bridge_threshold)?;
         if !(self.max_pool_share > 0.0 && self.max_pool_share <= 1.0) {
             return Err(PolicyError {
                 key: "max_pool_share",
                 problem: format!("{} must be in (0, 1]", self.max_pool_share),
+            });
+        }
+        if self.rebalance_window_minutes > 24 * 60 {
+            return Err(PolicyError {
+                key: "rebalance_window_minutes",
+                problem: format!("{} must be at most 1440 (a day)", self.rebalance_window_minutes),
             });
         }
         if !(self.risk_weight.is_finite() && self.risk_weight >= 0.0) {

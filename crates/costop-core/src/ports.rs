@@ -220,6 +220,11 @@ pub trait CloudPort: Send + Sync {
         key: &str,
         pools: &[(crate::PoolId, u32)],
     ) -> impl Future<Output = Result<String, Self::Error>> + Send;
+
+    /// End a drained node's instance and shrink the capacity it belonged to
+    /// by one (its Auto Scaling group's desired count), so it is not replaced.
+    fn retire_node(&self, node: &crate::NodeView)
+        -> impl Future<Output = Result<String, Self::Error>> + Send;
 }
 
 /// Where a standby instance is in its life, as recorded on the instance

@@ -5,7 +5,7 @@ use crate::notice::{Notice, NoticeKind};
 use crate::plan::{Plan, Step};
 use crate::policy::Policy;
 use crate::pools::choose_pools;
-use crate::time::Millis;
+use crate::time::{Millis, MINUTE};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::BTreeMap;
 
@@ -19,13 +19,17 @@ pub enum PlanError {
 
 /// Plan the response to `notice`.
 ///
-/// An interruption or scheduled event gets the full response: taint and
-/// cordon; deregister from load balancers; claim placeholder room; wake warm
-/// standbys for what the room cannot hold; bridge traffic; move volumes;
-/// evict in waves that keep every disruption budget; restore capacity in
-/// other pools; shift traffic back; restore headroom. A rebalance
-/// recommendation, if the policy acts on it, only cordons the node and
-/// launches its replacement early.
+/// An interruption or scheduled event gets the full response, in an order
+/// that never takes serving capacity away before its replacement is on the
+/// way: taint and cordon; bridge traffic to functions; restore capacity in
+/// another pool; wake warm standbys for what neither free room nor the
+/// restored capacity covers; claim placeholder room; move volumes; evict in
+/// waves that keep every disruption budget; only then deregister the node
+/// from load balancers; return standbys, shift traffic back, restore
+/// headroom. A rebalance recommendation, if the policy acts on it, only
+/// launches the replacement early and, when no interruption follows within
+/// the policy's window, retires the node it was launched for (never a
+/// cordon on a recommendation alone).
 pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis) -> Result<Plan, PlanError> {
     let node = view
         .node_by_instance(&notice.instance_id)
@@ -39,9 +43,12 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
     };
     match notice.kind {
         NoticeKind::RebalanceRecommendation { .. } => {
-            if policy.act_on_rebalance {
-                plan.steps.push(Step::TaintAndCordon { node: node.name.clone() });
+            if policy.act_on_rebalance && node.capacity_type == CapacityType::Spot {
                 push_restore_capacity(&mut plan, view, node, policy, now);
+                if plan.steps_of("restore-capacity").next().is_some() {
+                    let after = now.saturating_add(policy.rebalance_window_minutes * MINUTE);
+                    plan.steps.push(Step::RetireNode { node: node.name.clone(), after });
+                }
             }
         }
         NoticeKind::SpotInterruption { .. } | NoticeKind::ScheduledEvent { .. } => {
@@ -53,14 +60,13 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
 
 fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, policy: &Policy, now: Millis) {
     plan.steps.push(Step::TaintAndCordon { node: node.name.clone() });
-    if policy.deregister_on_notice && node.in_load_balancer {
-        plan.steps.push(Step::DeregisterTargets { node: node.name.clone() });
-    }
     let displaced: Vec<&PodView> = view.workload_pods_on(&node.name).collect();
+    plan_bridge(plan, view, &displaced, policy);
     let need = displaced.iter().fold(Resources::default(), |acc, p| acc.plus(&p.requests));
 
     // Room elsewhere: free space plus placeholders, on nodes outside the
-    // doomed pool (a reclaim takes the whole pool).
+    // doomed pool (a reclaim can take the whole pool), less what pods
+    // already waiting (evicted by this or other responses) will take first.
     let safe_nodes: Vec<&NodeView> = view
         .nodes
         .iter()
@@ -68,15 +74,37 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         .collect();
     let safe_names: HashSet<&str> = safe_nodes.iter().map(|n| n.name.as_str()).collect();
     let used = used_per_node(view);
-    let mut room = safe_nodes.iter().fold(Resources::default(), |acc, n| {
+    let free = safe_nodes.iter().fold(Resources::default(), |acc, n| {
         acc.plus(&n.allocatable.minus(used.get(n.name.as_str()).unwrap_or(&Resources::default())))
     });
+    let waiting = view
+        .pods
+        .iter()
+        .filter(|p| p.node.is_none() && !p.placeholder && !p.daemon)
+        .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
+    let mut room = free.minus(&waiting);
     let mut placeholders: Vec<&PodView> = view
         .pods
         .iter()
         .filter(|p| p.placeholder && p.node.as_deref().is_some_and(|n| safe_names.contains(n)))
         .collect();
     placeholders.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
+
+    let restored = if node.capacity_type == CapacityType::Spot {
+        push_restore_capacity(plan, view, node, policy, now)
+    } else {
+        false
+    };
+    // The replacement (launched now, or by the recommendation before)
+    // holds what the lost node held, within about a minute.
+    let key = restore_key(&node.instance_id);
+    let coming = if restored || view.capacity_requests.contains(&key) {
+        node.allocatable
+    } else {
+        Resources::default()
+    };
+    // Placeholders give room at once; standbys cover what neither room nor
+    // the replacement will.
     let mut claimed = Vec::new();
     for p in placeholders {
         if room.fits(&need) {
@@ -85,16 +113,14 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         room = room.plus(&p.requests);
         claimed.push(p.name.clone());
     }
+    let woken = plan_standbys(plan, view, node, need.minus(&room.plus(&coming)));
     if !claimed.is_empty() {
         plan.steps.push(Step::ClaimHeadroom { placeholders: claimed });
     }
-
-    let woken = plan_standbys(plan, view, node, need.minus(&room));
-    plan_bridge(plan, view, &displaced, policy);
     plan_volumes(plan, node, &displaced, &woken, &safe_nodes);
     plan_evictions(plan, view, &displaced);
-    if node.capacity_type == CapacityType::Spot {
-        push_restore_capacity(plan, view, node, policy, now);
+    if policy.deregister_on_notice && node.in_load_balancer {
+        plan.steps.push(Step::DeregisterTargets { node: node.name.clone() });
     }
     for standby in &woken {
         plan.steps.push(Step::ReturnStandby { node: standby.name.clone() });
@@ -278,17 +304,27 @@ pub fn restore_key(instance_id: &str) -> String {
     format!("restore:{instance_id}")
 }
 
-fn push_restore_capacity(plan: &mut Plan, view: &ClusterView, node: &NodeView, policy: &Policy, now: Millis) {
+/// Add the launch of the node's replacement, unless it was launched
+/// already (by its rebalance recommendation). Whether a step was added.
+fn push_restore_capacity(
+    plan: &mut Plan,
+    view: &ClusterView,
+    node: &NodeView,
+    policy: &Policy,
+    now: Millis,
+) -> bool {
     let key = restore_key(&node.instance_id);
     if view.capacity_requests.contains(&key) {
-        return;
+        return false;
     }
     let mut layout: BTreeMap<PoolId, u32> = BTreeMap::new();
     for n in view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot && !n.unschedulable) {
         *layout.entry(n.pool.clone()).or_default() += 1;
     }
     let chosen = choose_pools(&view.pools, &layout, 1, std::slice::from_ref(&node.pool), policy, now);
-    if !chosen.is_empty() {
-        plan.steps.push(Step::RestoreCapacity { key, pools: chosen.into_iter().collect() });
+    if chosen.is_empty() {
+        return false;
     }
+    plan.steps.push(Step::RestoreCapacity { key, pools: chosen.into_iter().collect() });
+    true
 }

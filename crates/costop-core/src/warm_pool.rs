@@ -1,13 +1,14 @@
 //! Keeping the warm pool: how many standbys each zone needs, which to
 //! launch, which are surplus, and when a woken standby can go back.
 //!
-//! A reclaim takes a whole pool, and a pool lives in one zone. Standbys in
-//! the same zone are preferred (zonal volumes, zone balance), so each zone
-//! keeps standbys for the worst pool it holds: `standby_share_of_worst_pool`
-//! of the largest risky Spot pool in that zone.
+//! A reclaim takes (up to) a whole pool, and a pool lives in one zone.
+//! Standbys in the same zone are preferred (zonal volumes, zone balance), so
+//! each zone keeps standbys for the worst shortfall of the pools it holds
+//! (`costop_core::headroom`): `standby_share_of_shortfall` of it, and only
+//! while fewer than two other Spot pools can launch a replacement.
 
-use crate::headroom::size_spare_capacity;
-use crate::model::{CapacityType, ClusterView, NodeView, PoolId, Resources};
+use crate::headroom::shortfall_per_pool;
+use crate::model::{CapacityType, ClusterView, NodeView, Resources};
 use crate::policy::Policy;
 use std::collections::BTreeMap;
 
@@ -45,17 +46,26 @@ pub struct WarmPoolPlan {
     pub surplus: Vec<String>,
 }
 
-/// Standbys each zone needs.
+/// Standbys each zone needs: for the worst shortfall among its pools, in
+/// nodes of the zone's largest Spot size, while fewer than two Spot pools
+/// outside that pool can launch. A reclaim is assumed to take the whole pool.
 pub fn standbys_wanted(view: &ClusterView, policy: &Policy) -> BTreeMap<String, u32> {
-    let mut layout_by_zone: BTreeMap<&str, BTreeMap<PoolId, u32>> = BTreeMap::new();
-    for n in view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot) {
-        *layout_by_zone.entry(&n.pool.zone).or_default().entry(n.pool.clone()).or_default() += 1;
+    let shortfall = shortfall_per_pool(view, |_| 1.0);
+    let mut wanted: BTreeMap<String, u32> = BTreeMap::new();
+    for (pool, short) in &shortfall {
+        let Some(unit) = largest_spot_node(view, &pool.zone).map(|n| n.allocatable) else { continue };
+        let nodes = (short.cpu_millis as f64 / unit.cpu_millis.max(1) as f64)
+            .max(short.memory_mib as f64 / unit.memory_mib.max(1) as f64);
+        let launchable = view.pools.iter().filter(|p| p.launchable && &p.id != pool).count();
+        let want = if launchable < 2 {
+            (policy.standby_share_of_shortfall * nodes - 1e-9).ceil().max(0.0) as u32
+        } else {
+            0
+        };
+        let e = wanted.entry(pool.zone.clone()).or_insert(0);
+        *e = (*e).max(want);
     }
-    // Every Spot pool can be reclaimed, however rarely it has been.
-    layout_by_zone
-        .into_iter()
-        .map(|(zone, layout)| (zone.to_string(), size_spare_capacity(&layout, |_| 1.0, policy).standby_nodes))
-        .collect()
+    wanted
 }
 
 /// Compare the standbys there are (joined, and `pending` launches) with
@@ -146,6 +156,7 @@ pub fn can_return_standby(view: &ClusterView, node: &NodeView) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PoolId;
     use crate::model::{PodView, Taint};
 
     fn node(name: &str, zone: &str, ty: &str, capacity: CapacityType, cpu: u64) -> NodeView {
@@ -181,54 +192,74 @@ mod tests {
         }
     }
 
+    /// Busy Spot nodes in z-a (three m5.xlarge, one m5.2xlarge) and z-b,
+    /// an idle on-demand node in z-c; no pool can launch.
     fn spot_cluster() -> ClusterView {
         let mut view = ClusterView::default();
         for i in 0..3 {
             view.nodes.push(node(&format!("a{i}"), "z-a", "m5.xlarge", CapacityType::Spot, 4000));
+            view.pods.push(pod(&format!("a{i}-pod"), &format!("a{i}"), 3500));
         }
         view.nodes.push(node("a-big", "z-a", "m5.2xlarge", CapacityType::Spot, 8000));
+        view.pods.push(pod("big-pod", "a-big", 7000));
         view.nodes.push(node("b0", "z-b", "c5.xlarge", CapacityType::Spot, 4000));
+        view.pods.push(pod("b0-pod", "b0", 3500));
         view.nodes.push(node("od", "z-c", "m5.xlarge", CapacityType::OnDemand, 4000));
         view
     }
 
     #[test]
-    fn each_zone_keeps_standbys_for_its_worst_pool() {
-        let view = spot_cluster();
-        let policy = Policy { standby_share_of_worst_pool: 0.5, ..Policy::default() };
+    fn each_zone_keeps_standbys_for_its_worst_shortfall_while_nothing_launches() {
+        let mut view = spot_cluster();
+        let policy = Policy::default();
         let wanted = standbys_wanted(&view, &policy);
-        assert_eq!(wanted.get("z-a"), Some(&2)); // ceil(0.5 × 3)
-        assert_eq!(wanted.get("z-b"), Some(&1));
+        // Losing the three m5.xlarge: 10,500 m against 6,000 m free
+        // elsewhere, 4,500 m = 0.56 of an m5.2xlarge: one standby.
+        assert_eq!(wanted.get("z-a"), Some(&1));
+        assert_eq!(wanted.get("z-b"), Some(&0)); // 3,500 m fits in the free room
         assert_eq!(wanted.get("z-c"), None); // on-demand only
         let plan = plan_warm_pool(&view, &[], &policy);
         let zones: Vec<_> = plan.launch.iter().map(|l| (l.zone.as_str(), l.instance_type.as_str())).collect();
-        assert_eq!(zones, [("z-a", "m5.2xlarge"), ("z-a", "m5.2xlarge"), ("z-b", "c5.xlarge")]);
-        assert!(plan.launch.iter().all(|l| l.twin_of == "a-big" || l.twin_of == "b0"));
+        assert_eq!(zones, [("z-a", "m5.2xlarge")]);
+        assert_eq!(plan.launch[0].twin_of, "a-big");
         assert!(plan.surplus.is_empty());
+        // Two other pools that can launch: the replacement is on its way, no standby.
+        for (t, z) in [("c5.xlarge", "z-b"), ("m5.xlarge", "z-c"), ("m5.xlarge", "z-a")] {
+            view.pools.push(crate::model::PoolView {
+                id: PoolId::new(t, z),
+                spot_price: 0.07,
+                on_demand_price: 0.19,
+                interruptions_per_day: 0.1,
+                launchable: true,
+                last_interruption: None,
+            });
+        }
+        assert!(standbys_wanted(&view, &policy).values().all(|n| *n == 0));
     }
 
     #[test]
     fn pending_launches_and_joined_standbys_count() {
         let mut view = spot_cluster();
-        let policy = Policy { standby_share_of_worst_pool: 0.5, ..Policy::default() };
-        view.nodes.push(node("sb-a", "z-a", "m5.2xlarge", CapacityType::StandbyStopped, 8000));
+        let policy = Policy::default();
         let pending = [PendingStandby { instance_id: "i-new".into(), zone: "z-a".into() }];
         let plan = plan_warm_pool(&view, &pending, &policy);
-        assert_eq!(plan.launch.len(), 1);
-        assert_eq!(plan.launch[0].zone, "z-b");
+        assert!(plan.launch.is_empty(), "the pending launch is z-a's one standby");
+        view.nodes.push(node("sb-a", "z-a", "m5.2xlarge", CapacityType::StandbyStopped, 8000));
+        let plan = plan_warm_pool(&view, &pending, &policy);
+        assert_eq!(plan.surplus_pending, ["i-new"]);
     }
 
     #[test]
     fn surplus_standbys_without_workloads_go_running_first() {
         let mut view = spot_cluster();
-        let policy = Policy { standby_share_of_worst_pool: 0.34, ..Policy::default() };
+        let policy = Policy::default();
         view.nodes.push(node("sb-stopped", "z-a", "m5.xlarge", CapacityType::StandbyStopped, 4000));
         view.nodes.push(node("sb-running", "z-a", "m5.xlarge", CapacityType::StandbyRunning, 4000));
         view.nodes.push(node("sb-busy", "z-a", "m5.xlarge", CapacityType::StandbyRunning, 4000));
         view.pods.push(pod("web-1", "sb-busy", 500));
-        // z-a wants ceil(0.34 × 3) = 2 and has 3; the busy one is never surplus.
+        // z-a wants one and has three; the busy one is never surplus.
         let plan = plan_warm_pool(&view, &[], &policy);
-        assert_eq!(plan.surplus, ["sb-running"]);
+        assert_eq!(plan.surplus, ["sb-running", "sb-stopped"]);
         // A zone with no Spot left needs none.
         view.nodes.retain(|n| n.pool.zone != "z-a" || n.capacity_type.is_standby());
         let plan = plan_warm_pool(&view, &[], &policy);
@@ -262,9 +293,8 @@ mod tests {
     #[test]
     fn launches_not_yet_joined_are_surplus_first() {
         let mut view = spot_cluster();
-        let policy = Policy { standby_share_of_worst_pool: 0.34, ..Policy::default() };
+        let policy = Policy::default();
         view.nodes.push(node("sb-1", "z-a", "m5.xlarge", CapacityType::StandbyStopped, 4000));
-        view.nodes.push(node("sb-2", "z-a", "m5.xlarge", CapacityType::StandbyStopped, 4000));
         let pending = [PendingStandby { instance_id: "i-late".into(), zone: "z-a".into() }];
         let plan = plan_warm_pool(&view, &pending, &policy);
         assert_eq!(plan.surplus_pending, ["i-late"]);

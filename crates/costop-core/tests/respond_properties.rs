@@ -168,6 +168,20 @@ proptest! {
         let node = spot[pick % spot.len()];
         let plan = respond(&view, &interruption(&node.instance_id), &Policy::default(), 1_000).unwrap();
         prop_assert_eq!(&plan.steps[0], &Step::TaintAndCordon { node: node.name.clone() });
+        // Serving capacity is never taken away before its replacement is
+        // under way: the bridge and the restore come before any eviction,
+        // and the node leaves the load balancer only after its evictions.
+        let at = |kind: &str| plan.steps.iter().position(|s| s.kind() == kind);
+        let first_evict = at("evict");
+        for before in ["bridge-traffic", "restore-capacity", "wake-standby", "claim-headroom"] {
+            if let (Some(b), Some(e)) = (at(before), first_evict) {
+                prop_assert!(b < e, "{} after the first eviction", before);
+            }
+        }
+        let last_evict = plan.steps.iter().rposition(|s| s.kind() == "evict");
+        if let (Some(d), Some(e)) = (at("deregister-targets"), last_evict) {
+            prop_assert!(d > e, "deregistered before the evictions");
+        }
         for step in &plan.steps {
             if let Step::RestoreCapacity { pools, .. } = step {
                 prop_assert!(pools.iter().all(|(p, _)| p != &node.pool));
@@ -192,7 +206,7 @@ fn unknown_instance_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn rebalance_cordons_and_prelaunches_but_evicts_nothing() {
+fn rebalance_prelaunches_and_retires_later_but_never_cordons() {
     let view = {
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         cluster().new_tree(&mut runner).unwrap().current()
@@ -206,7 +220,8 @@ fn rebalance_cordons_and_prelaunches_but_evicts_nothing() {
     };
     let plan = respond(&view, &notice, &Policy::default(), 5).unwrap();
     let kinds: Vec<_> = plan.steps.iter().map(|s| s.kind()).collect();
-    assert_eq!(kinds, vec!["taint-and-cordon", "restore-capacity"]);
+    assert_eq!(kinds, vec!["restore-capacity", "retire-node"]);
+    assert_eq!(plan.steps[1], Step::RetireNode { node: node.name.clone(), after: 5 + 15 * 60_000 });
     let off = Policy { act_on_rebalance: false, ..Policy::default() };
     assert!(respond(&view, &notice, &off, 5).unwrap().steps.is_empty());
 }

@@ -5,6 +5,7 @@
 
 use crate::observe::ResponseObserver;
 use crate::open::OpenResponses;
+use costop_core::model::INTERRUPTION_TAINT;
 use costop_core::ports::{Clock, CloudPort, ClusterPort, Evicted, StorePort};
 use costop_core::time::Millis;
 use costop_core::{respond, ClusterView, Notice, Plan, PlanError, Policy, Step};
@@ -27,6 +28,10 @@ const FORCE_DETACH_BEFORE_DEADLINE: Millis = 20 * 1000;
 /// further away than that (a scheduled event): then the volume is left to
 /// the CSI driver rather than detached from a pod that still runs.
 const VOLUME_WAIT_LIMIT: Millis = 10 * 60 * 1000;
+
+/// How long a node retired after a rebalance recommendation may take to
+/// drain within its pods' budgets.
+const RETIRE_DRAIN: Millis = 10 * 60 * 1000;
 
 /// Everything a response needs.
 pub struct Executor<S, K, C, T> {
@@ -73,11 +78,17 @@ fn displaced_workloads(plan: &Plan, view: &ClusterView) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether every one of these workloads has all its replicas Ready (one
+/// pass over the pods).
 fn whole(view: &ClusterView, workloads: &BTreeSet<String>) -> bool {
-    workloads.iter().all(|w| {
-        let want = view.workload(w).map_or(0, |x| x.replicas as usize);
-        view.ready_pods_of(w) >= want
-    })
+    let mut ready: std::collections::BTreeMap<&str, usize> =
+        workloads.iter().map(|w| (w.as_str(), 0)).collect();
+    for p in view.pods.iter().filter(|p| p.ready) {
+        if let Some(n) = p.workload.as_deref().and_then(|w| ready.get_mut(w)) {
+            *n += 1;
+        }
+    }
+    ready.iter().all(|(w, n)| *n >= view.workload(w).map_or(0, |x| x.replicas as usize))
 }
 
 impl<S, K, C, T> Executor<S, K, C, T>
@@ -202,10 +213,47 @@ where
         }
     }
 
+    /// At `after`, drain a node a rebalance recommendation replaced early
+    /// and end it, unless it is gone or an interruption is being answered
+    /// for it (its taint) by then.
+    async fn retire(&self, node: &str, after: Millis) -> Result<String, String> {
+        let answered = |v: &ClusterView| v.node(node).is_none_or(|n| n.has_taint(INTERRUPTION_TAINT));
+        while self.clock.now_ms() < after {
+            if answered(&self.cluster.view()) {
+                break;
+            }
+            let left = after.saturating_sub(self.clock.now_ms());
+            self.clock.sleep(Duration::from_millis(left.min(1000))).await;
+        }
+        if answered(&self.cluster.view()) {
+            return Ok(format!("skipped: {node} was interrupted (or is gone); its replacement stays"));
+        }
+        self.cluster.taint_and_cordon(node).await.map_err(|e| e.to_string())?;
+        let until = self.clock.now_ms() + RETIRE_DRAIN;
+        let view = self.cluster.view();
+        let pods: Vec<String> = view.workload_pods_on(node).map(|p| p.name.clone()).collect();
+        let results = join_all(pods.iter().map(|p| self.cluster.evict(p, until))).await;
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(format!("{node} not retired: {e}"));
+        }
+        let view = self.cluster.view();
+        let n = view.node(node).ok_or_else(|| format!("node {node} not in the cluster"))?;
+        let ended = self.cloud.retire_node(n).await.map_err(|e| e.to_string())?;
+        self.cluster.delete_node(node).await.map_err(|e| e.to_string())?;
+        Ok(format!("ok: no interruption followed; {ended}"))
+    }
+
+    /// Wait, looking every 100 ms, until `ok` holds for the cluster or
+    /// `until` has passed. A snapshot already looked at is not judged again.
     async fn wait_until(&self, until: Millis, mut ok: impl FnMut(&ClusterView) -> bool) -> bool {
+        let mut judged: Option<Arc<ClusterView>> = None;
         loop {
-            if ok(&self.cluster.view()) {
-                return true;
+            let view = self.cluster.view();
+            if !judged.as_ref().is_some_and(|j| Arc::ptr_eq(j, &view)) {
+                if ok(&view) {
+                    return true;
+                }
+                judged = Some(view);
             }
             if self.clock.now_ms() >= until {
                 return false;
@@ -273,10 +321,10 @@ where
                 self.wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| whole(v, &set)).await;
                 self.cloud.bridge(workloads, false).await.map_err(|x| e(&x))
             }
-            Step::Evict { pods, wave } => {
-                if *wave > 0 {
-                    self.wait_until(deadline, |v| whole(v, displaced)).await;
-                }
+            Step::Evict { pods, .. } => {
+                // Later waves are not held back: every eviction is retried
+                // while a budget refuses it, so the API server lets each
+                // pod go as soon as its workload can spare it.
                 let results =
                     futures::future::join_all(pods.iter().map(|p| self.cluster.evict(p, deadline))).await;
                 let (mut evicted, mut gone, mut refused) = (0, 0, Vec::new());
@@ -303,6 +351,7 @@ where
             } else {
                 format!("deferred: {node} stays in service (no warm-pool keeper runs)")
             }),
+            Step::RetireNode { node, after } => self.retire(node, *after).await,
             Step::RestoreHeadroom { placeholders } => {
                 let ready =
                     self.wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| whole(v, displaced)).await;

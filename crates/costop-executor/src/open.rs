@@ -50,6 +50,14 @@ impl OpenResponses {
         self.len() == 0
     }
 
+    /// Whether some open response still has a claim to make (a cordon,
+    /// launch, wake, placeholder claim or eviction): the warm-pool keeper
+    /// keeps still meanwhile. A response that only waits (to shift traffic
+    /// back, restore headroom, retire a node later) does not count.
+    pub fn busy(&self) -> bool {
+        self.lock().values().any(|(plan, done)| plan.steps.iter().zip(done).any(|(s, d)| !*d && is_claim(s)))
+    }
+
     /// The view with every open response's claims that have not run yet
     /// counted as done.
     pub fn claimed(&self, view: &ClusterView) -> ClusterView {

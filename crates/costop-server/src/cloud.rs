@@ -115,6 +115,12 @@ impl CloudPort for EmuCloud {
             pools.iter().map(|(p, n)| format!("{n}×{p}")).collect::<Vec<_>>().join(", ")
         ))
     }
+
+    async fn retire_node(&self, node: &NodeView) -> Result<String, CloudError> {
+        let path = format!("/admin/nodes/{}/terminate", node.name);
+        self.post("retire node", &node.name, &path, json!({})).await?;
+        Ok(format!("{} terminated", node.name))
+    }
 }
 
 /// No cloud adapter configured: cloud steps are recorded as skipped.
@@ -144,6 +150,9 @@ impl CloudPort for NoCloud {
     }
     async fn restore_capacity(&self, key: &str, _: &[(PoolId, u32)]) -> Result<String, CloudError> {
         Ok(format!("skipped: no cloud adapter ({key})"))
+    }
+    async fn retire_node(&self, node: &NodeView) -> Result<String, CloudError> {
+        Ok(format!("skipped: no cloud adapter ({})", node.name))
     }
 }
 
@@ -193,5 +202,8 @@ impl CloudPort for AnyCloud {
     }
     async fn restore_capacity(&self, key: &str, pools: &[(PoolId, u32)]) -> Result<String, CloudError> {
         both!(self, c => c.restore_capacity(key, pools).await)
+    }
+    async fn retire_node(&self, node: &NodeView) -> Result<String, CloudError> {
+        both!(self, c => c.retire_node(node).await)
     }
 }

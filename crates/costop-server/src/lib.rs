@@ -166,12 +166,13 @@ impl ServerState {
     fn responding(&self) -> bool {
         let soon = self.exec.clock.now_ms() + URGENT_WITHIN_MS;
         self.planning.load(Ordering::SeqCst) > 0
-            || self
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .any(|r| !r.task.is_finished() && r.deadline.is_none_or(|d| d <= soon))
+            || self.exec.open.busy()
+                && self
+                    .running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .any(|r| !r.task.is_finished() && r.deadline.is_none_or(|d| d <= soon))
     }
 
     /// Stop every response of this process (leadership lost: the new leader resumes them).

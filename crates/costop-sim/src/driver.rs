@@ -71,6 +71,9 @@ pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Stra
     }
     // Tasks still waiting (a keeper, a response past the end) stop here.
     drop(rt);
+    if std::env::var_os("COSTOP_SIM_RECORDS").is_some() {
+        print_records(&exec.store);
+    }
     let result = world.lock().unwrap_or_else(|e| e.into_inner()).finish();
     result
 }
@@ -125,7 +128,7 @@ fn spawn_keeper(rt: &mut Runtime, exec: &SimExecutor, world: &Arc<Mutex<World>>,
         cloud: exec.cluster.clone(),
         clock: exec.clock.clone(),
         policy: cfg.policy.clone(),
-        responding: Arc::new(move || !open.is_empty()),
+        responding: Arc::new(move || open.busy()),
     };
     let (clock, world) = (exec.clock.clone(), world.clone());
     rt.spawn(async move {
@@ -140,4 +143,23 @@ fn spawn_keeper(rt: &mut Runtime, exec: &SimExecutor, world: &Arc<Mutex<World>>,
             clock.sleep(KEEPER_ROUND).await;
         }
     });
+}
+
+/// Every response's steps with their virtual start and end (seconds) and
+/// outcome, for `COSTOP_SIM_RECORDS=1`.
+fn print_records(store: &SimStore) {
+    for r in store.records() {
+        let start = r.steps.first().and_then(|s| s.started_at).unwrap_or(0);
+        eprintln!("response {} on {}", r.plan.notice, r.plan.node);
+        for (step, rec) in r.plan.steps.iter().zip(&r.steps) {
+            let at = |t: Option<u64>| t.map_or(-1.0, |t| (t as f64 - start as f64) / 1000.0);
+            eprintln!(
+                "  {:18} {:8.1} {:8.1}  {}",
+                step.kind(),
+                at(rec.started_at),
+                at(rec.done_at),
+                rec.outcome.as_deref().unwrap_or("")
+            );
+        }
+    }
 }

@@ -143,6 +143,11 @@ impl CloudPort for SimPorts {
     async fn restore_capacity(&self, key: &str, pools: &[(PoolId, u32)]) -> Result<String, SimError> {
         Ok(self.call(|w| w.restore_capacity(key, pools)).await)
     }
+
+    async fn retire_node(&self, node: &NodeView) -> Result<String, SimError> {
+        self.call(|w| w.delete_node(&node.name)).await.map_err(SimError)?;
+        Ok(format!("{} terminated", node.name))
+    }
 }
 
 impl WarmPoolPort for SimPorts {

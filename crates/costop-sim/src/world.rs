@@ -170,6 +170,7 @@ enum Ev {
     LostRecreate(u32, u32),
     LbDetect(u32),
     LbRemove(u32),
+    EndpointGone(u32, u32),
     Provision { zone: Option<usize>, exclude: Option<usize> },
     Wake,
     Sample,
@@ -339,8 +340,47 @@ impl World {
         world.build_workloads();
         world.build_nodes();
         world.place_initial_pods();
+        if world.strategy == Strategy::Costop {
+            world.size_costop_headroom();
+        }
         world.schedule_market();
         world
+    }
+
+    /// costop's placeholders: the worst pool's shortfall
+    /// (`costop_core::headroom`), held on extra Spot nodes where the free
+    /// room is short, four placeholders (a quarter node each) per node.
+    fn size_costop_headroom(&mut self) {
+        let mut view = self.cluster_view();
+        view.pools = self.pool_views();
+        let spare = costop_core::headroom::size_spare_capacity(&view, |_| 1.0, &self.cfg.policy);
+        if spare.headroom_nodes == 0 {
+            return;
+        }
+        let mut layout = BTreeMap::new();
+        for n in self.nodes.iter().filter(|n| n.capacity == CapacityType::Spot) {
+            if let Some(p) = n.pool {
+                *layout.entry(self.market.pools[p].id.clone()).or_insert(0u32) += 1;
+            }
+        }
+        let extra = costop_core::pools::choose_pools(
+            &view.pools,
+            &layout,
+            spare.headroom_nodes,
+            &[],
+            &self.cfg.policy,
+            0,
+        );
+        for (pool_id, count) in &extra {
+            let idx = self.pool_index(pool_id);
+            for _ in 0..*count {
+                self.add_node(idx, CapacityType::Spot, NodeState::Ready);
+            }
+        }
+        self.headroom_target = spare.headroom_nodes * 4;
+        let ph = self.placeholder_workload();
+        self.workloads[ph as usize].replicas = self.headroom_target;
+        self.place_initial_pods();
     }
 
     // ----- set-up -------------------------------------------------------
@@ -445,47 +485,23 @@ impl World {
         let pools = self.market.pools.len();
         match self.strategy {
             Strategy::Costop => {
+                // costop's pool choice; spare capacity is sized once the
+                // pods are placed (`size_costop_headroom`).
                 let view_pools = self.pool_views();
-                let cfg = self.cfg.clone();
-                let policy = &cfg.policy;
-                let layout =
-                    costop_core::pools::choose_pools(&view_pools, &BTreeMap::new(), n, &[], policy, 0);
-                let rate = |id: &PoolId| {
-                    view_pools.iter().find(|p| &p.id == id).map_or(0.0, |p| p.interruptions_per_day)
-                };
-                let spare = costop_core::headroom::size_spare_capacity(&layout, rate, policy);
-                let full = costop_core::pools::choose_pools(
+                let layout = costop_core::pools::choose_pools(
                     &view_pools,
                     &BTreeMap::new(),
-                    n + spare.headroom_nodes,
+                    n,
                     &[],
-                    policy,
+                    &self.cfg.policy,
                     0,
                 );
-                for (pool_id, count) in &full {
+                for (pool_id, count) in &layout {
                     let idx = self.pool_index(pool_id);
                     for _ in 0..*count {
                         self.add_node(idx, CapacityType::Spot, NodeState::Ready);
                     }
                 }
-                // Standbys in the zones of the largest pools, round robin.
-                let mut by_size: Vec<(&PoolId, &u32)> = full.iter().collect();
-                by_size.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-                let (mode, state) = match policy.standby_mode {
-                    costop_core::StandbyMode::Running => (CapacityType::StandbyRunning, NodeState::Ready),
-                    costop_core::StandbyMode::Stopped => (CapacityType::StandbyStopped, NodeState::Stopped),
-                };
-                for i in 0..spare.standby_nodes as usize {
-                    if by_size.is_empty() {
-                        break;
-                    }
-                    let idx = self.pool_index(by_size[i % by_size.len()].0);
-                    let node = self.add_node(idx, mode, state);
-                    self.nodes[node as usize].in_lb = false;
-                }
-                self.headroom_target = spare.headroom_nodes * 4;
-                let ph = self.placeholder_workload() as usize;
-                self.workloads[ph].replicas = self.headroom_target;
             }
             Strategy::ReplaceOnNotice => {
                 // Karpenter provisions the pending pods spread over the zones
@@ -818,6 +834,11 @@ impl World {
                     self.workloads[w as usize].active -= 1;
                     self.release_pod(p);
                     self.reconcile(w);
+                }
+            }
+            Ev::EndpointGone(p, gen) => {
+                if self.pods[p as usize].gen == gen && self.pods[p as usize].state == PodState::Terminating {
+                    self.set_serve(p, Serve::No);
                 }
             }
             Ev::LbRemove(n) => {
@@ -1171,6 +1192,7 @@ impl World {
     }
 
     fn release_pod(&mut self, p: u32) {
+        self.set_serve(p, Serve::No);
         let pod = self.pods[p as usize].clone();
         if let Some(n) = pod.node {
             let node = &mut self.nodes[n as usize];
@@ -1197,7 +1219,13 @@ impl World {
         if pod.state == PodState::Ready {
             self.set_unready(p);
         }
-        self.set_serve(p, Serve::No);
+        // A terminating pod keeps answering what the load balancer still
+        // sends it until its endpoint is removed (or it is gone).
+        if pod.serve == Serve::Live {
+            self.push(self.now + ms(self.cfg.world.endpoint_removal_s), Ev::EndpointGone(p, pod.gen));
+        } else {
+            self.set_serve(p, Serve::No);
+        }
         self.pods[p as usize].state = PodState::Terminating;
         self.workloads[w as usize].active -= 1;
         if pod.state == PodState::Pending || pod.node.is_none() {
