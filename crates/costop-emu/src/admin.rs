@@ -2,7 +2,7 @@
 //! pod's service-account token. Same bearer token as the kubeconfig.
 
 use crate::api::status;
-use crate::kinds::idx;
+use crate::kinds::{idx, KINDS};
 use crate::EmuState;
 use axum::body::Bytes;
 use axum::http::{header, Method, StatusCode};
@@ -139,19 +139,62 @@ fn deployment_object(name: &str, replicas: u32, cpu: &str, memory: &str, class: 
                     "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}})
 }
 
-/// Create every object of a scenario. Returns (nodes, deployments) created.
+/// The most nodes one scenario may add (the emulator holds them in memory).
+pub const MAX_SCENARIO_NODES: u64 = 100_000;
+
+/// Check a scenario before anything of it is created: sizes within the
+/// emulator's limits, known instance and capacity types, valid names and
+/// quantities.
+fn check(scenario: &Scenario) -> Result<(), String> {
+    let nodes: u64 = scenario.nodes.iter().map(|g| u64::from(g.count)).sum();
+    if nodes > MAX_SCENARIO_NODES {
+        return Err(format!("{nodes} nodes: the emulator takes at most {MAX_SCENARIO_NODES} at once"));
+    }
+    for group in &scenario.nodes {
+        node_object("node-0", "i-00000000000000000", group)?;
+    }
+    let deployments = &KINDS[idx::DEPLOYMENTS];
+    let mut objects: Vec<Value> = scenario
+        .deployments
+        .iter()
+        .map(|d| deployment_object(&d.name, d.replicas, &d.cpu, &d.memory, None))
+        .collect();
+    if let Some(p) = &scenario.placeholders {
+        objects.push(deployment_object(
+            "costop-headroom",
+            p.count,
+            &p.cpu,
+            &p.memory,
+            Some(PLACEHOLDER_CLASS),
+        ));
+    }
+    for o in &objects {
+        crate::validate::object(deployments, o).map_err(|e| e.message)?;
+    }
+    for d in &scenario.deployments {
+        let ns = d.namespace.as_deref().unwrap_or("default");
+        if !crate::validate::valid_name(ns) {
+            return Err(format!("namespace `{ns}` is not a lowercase RFC 1123 name"));
+        }
+    }
+    Ok(())
+}
+
+/// Create every object of a scenario (nothing when it is refused). Returns
+/// (nodes, deployments) created.
 pub fn load(st: &EmuState, scenario: &Scenario) -> Result<(usize, usize), String> {
+    check(scenario)?;
     let mut nodes = 0;
     // Names never repeat, even after nodes were deleted: next after the highest `node-N`.
     let mut existing = 0;
     st.store.scan(idx::NODES, |_, name, _| {
         if let Some(n) = name.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()) {
-            existing = existing.max(n + 1);
+            existing = existing.max(n.saturating_add(1));
         }
     });
     for group in &scenario.nodes {
         for _ in 0..group.count {
-            let n = existing + nodes;
+            let n = existing.saturating_add(nodes);
             let name = format!("node-{n}");
             let object = node_object(&name, &format!("i-{n:017x}"), group)?;
             st.create(idx::NODES, "", object).map_err(|e| e.to_string())?;
@@ -202,7 +245,7 @@ pub fn generated_scenario(nodes: u32, pods_per_node: u32) -> Scenario {
         })
         .filter(|g| g.count > 0)
         .collect();
-    let pods = nodes * pods_per_node;
+    let pods = nodes.saturating_mul(pods_per_node);
     let deployments = (0..pods.div_ceil(50))
         .map(|i| {
             let replicas = (pods - i * 50).min(50);

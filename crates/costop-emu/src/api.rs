@@ -74,20 +74,28 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decode `%XX` and `+`. Works on bytes, so a `%` before a multi-byte
+/// character (`%€`) or at the end stays a literal `%`; bytes that do not
+/// form UTF-8 become U+FFFD.
+pub fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 2;
+            b'%' => {
+                match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi << 4 | lo);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
                 }
-                Err(_) => out.push(b'%'),
-            },
+            }
             b => out.push(b),
         }
         i += 1;
@@ -117,6 +125,13 @@ pub async fn handle(
         return status(401, "Unauthorized", "Unauthorized");
     }
     match segs.as_slice() {
+        // The admin API hands out pods' tokens and kills instances: only
+        // for the admin credential, never for a pod's token.
+        ["admin", ..] if !st.is_admin(&headers) => status(
+            403,
+            "Forbidden",
+            "the admin API needs the admin credential (the kubeconfig's token); a pod's token may not use it",
+        ),
         ["admin", rest @ ..] => crate::admin::handle(&st, &method, rest, &body),
         ["api"] => {
             reply(200, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}))
@@ -371,6 +386,16 @@ async fn resource(
             let Some(replicas) = object["spec"]["replicas"].as_u64() else {
                 return status(422, "Invalid", "spec.replicas: Required value");
             };
+            if replicas > crate::validate::MAX_REPLICAS {
+                return status(
+                    422,
+                    "Invalid",
+                    format!(
+                        "spec.replicas: Invalid value: {replicas}: the emulator runs at most {} replicas",
+                        crate::validate::MAX_REPLICAS
+                    ),
+                );
+            }
             match st.store.update(t.kind, ns, name, |d| d["spec"]["replicas"] = json!(replicas)) {
                 Ok(d) => reply(200, &scale_of(&d)),
                 Err(e) => store_error(e),

@@ -107,6 +107,9 @@ pub fn handle(st: &EmuState, method: &Method, node: &str, rest: &[&str], headers
     }
 }
 
+/// The latest an injected interruption may be announced for: one year ahead.
+pub const MAX_NOTICE_S: f64 = 365.0 * 86_400.0;
+
 /// Admin: inject notices for a node. Body: `{"rebalance": true, "interruption":
 /// {"action": "terminate", "in_seconds": 120}}` (world seconds, scaled).
 /// The instance is terminated when the interruption's time comes.
@@ -118,20 +121,53 @@ pub fn inject(st: &EmuState, node: &str, body: &Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return status(400, "BadRequest", format!("invalid notice request: {e}")),
     };
+    // Read and check everything before changing anything.
+    if !v.is_object() {
+        return status(400, "BadRequest", "the notice request must be a JSON object");
+    }
+    if !(v["rebalance"].is_null() || v["rebalance"].is_boolean()) {
+        return status(400, "BadRequest", format!("rebalance must be true or false, got {}", v["rebalance"]));
+    }
+    let interruption = match v.get("interruption") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(i) if !i.is_object() => {
+            return status(400, "BadRequest", format!("interruption must be an object, got {i}"));
+        }
+        Some(i) => {
+            let action = match i.get("action") {
+                None | Some(serde_json::Value::Null) => "terminate",
+                Some(a) => a.as_str().unwrap_or(""),
+            };
+            if !matches!(action, "terminate" | "stop" | "hibernate") {
+                return status(400, "BadRequest", format!("unknown instance action {}", i["action"]));
+            }
+            let in_s = match i.get("in_seconds") {
+                None | Some(serde_json::Value::Null) => 120.0,
+                Some(secs) => match secs.as_f64() {
+                    Some(s) if s.is_finite() && (0.0..=MAX_NOTICE_S).contains(&s) => s,
+                    _ => {
+                        return status(
+                            400,
+                            "BadRequest",
+                            format!(
+                                "interruption.in_seconds must be a number of seconds in [0, {MAX_NOTICE_S}], got {secs}"
+                            ),
+                        )
+                    }
+                },
+            };
+            Some((action.to_string(), in_s))
+        }
+    };
     let now = now_ms();
     let mut cs = st.cluster.lock().unwrap_or_else(|e| e.into_inner());
     let entry = cs.notices.entry(node.to_string()).or_default();
     if v["rebalance"] == true {
         entry.rebalance.get_or_insert(now);
     }
-    if let Some(i) = v.get("interruption") {
-        let action = i["action"].as_str().unwrap_or("terminate");
-        if !matches!(action, "terminate" | "stop" | "hibernate") {
-            return status(400, "BadRequest", format!("unknown instance action `{action}`"));
-        }
-        let in_s = i["in_seconds"].as_f64().unwrap_or(120.0);
-        let at = now + st.scaled(in_s).as_millis() as Millis;
-        entry.interruption.get_or_insert((action.to_string(), at));
+    if let Some((action, in_s)) = interruption {
+        let at = now.saturating_add(st.scaled(in_s).as_millis() as Millis);
+        entry.interruption.get_or_insert((action, at));
     }
     let snapshot = entry.clone();
     drop(cs);

@@ -89,6 +89,10 @@ pub struct EmuState {
     evictions: Mutex<()>,
 }
 
+/// The longest world duration the emulator waits (ten years): longer
+/// requests, infinite ones included, are this.
+pub const MAX_SCALED: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 
 /// Five random-looking lowercase characters, as Kubernetes appends to generated names.
@@ -131,9 +135,15 @@ impl EmuState {
         st
     }
 
-    /// A duration of the world, scaled.
+    /// A duration of the world, scaled. Never panics: NaN and negative
+    /// values are zero, and anything longer than [`MAX_SCALED`] (infinity
+    /// included) is `MAX_SCALED`, so `Instant::now() + d` cannot overflow.
     pub fn scaled(&self, seconds: f64) -> Duration {
-        Duration::from_secs_f64((seconds * self.config.time_scale).max(0.0))
+        let s = seconds * self.config.time_scale;
+        if s.is_nan() || s <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(s.min(MAX_SCALED.as_secs_f64()))
     }
 
     /// Whether the request may proceed: no credentials (the emulator serves
@@ -147,6 +157,18 @@ impl EmuState {
             return false;
         };
         token == self.admin_token || self.tokens.lock().unwrap_or_else(|e| e.into_inner()).contains_key(token)
+    }
+
+    /// Whether the request carries the admin credential: no credentials at
+    /// all (loopback clients, as above) or the kubeconfig's token. A pod's
+    /// token is not admin.
+    pub fn is_admin(&self, headers: &HeaderMap) -> bool {
+        match headers.get(axum::http::header::AUTHORIZATION) {
+            None => true,
+            Some(auth) => {
+                auth.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")) == Some(&self.admin_token)
+            }
+        }
     }
 
     /// The token issued to a pod (its projected service-account token).

@@ -5,6 +5,16 @@ use crate::kinds::Kind;
 use crate::store::meta_mut;
 use serde_json::Value;
 
+/// The most replicas one Deployment may ask for (the emulator holds every
+/// pod in memory; the real limit, 2^31 - 1, would exhaust it).
+pub const MAX_REPLICAS: u64 = 100_000;
+/// The most containers in one pod.
+pub const MAX_CONTAINERS: usize = 100;
+/// The largest CPU request or limit of one container, millicores (a million cores).
+pub const MAX_CPU_MILLIS: u64 = 1_000_000_000;
+/// The largest memory request or limit of one container, MiB (about an exbibyte).
+pub const MAX_MEMORY_MIB: u64 = 1_000_000_000;
+
 /// A DNS-1123 subdomain: what most object names must be.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -49,13 +59,12 @@ pub fn object(kind: &Kind, o: &Value) -> Result<(), ApiError> {
             "metadata.name: Invalid value: a lowercase RFC 1123 subdomain is required",
         ));
     }
+    // The shapes the controllers write into: a wrong type there would make
+    // them fail (a real API server refuses these as undecodable).
+    shape(o, "", &["spec", "status"]).map_err(|why| invalid(kind, name, why))?;
+    meta(&o["metadata"], "metadata").map_err(|why| invalid(kind, name, why))?;
     match kind.kind {
-        "Pod" => {
-            let containers = o["spec"]["containers"].as_array();
-            if containers.is_none_or(|c| c.is_empty()) {
-                return Err(invalid(kind, name, "spec.containers: Required value"));
-            }
-        }
+        "Pod" => pod_spec(&o["spec"], "spec").map_err(|why| invalid(kind, name, why))?,
         "Deployment" => {
             if !o["spec"]["selector"].is_object() {
                 return Err(invalid(kind, name, "spec.selector: Required value"));
@@ -63,13 +72,16 @@ pub fn object(kind: &Kind, o: &Value) -> Result<(), ApiError> {
             if !o["spec"]["template"].is_object() {
                 return Err(invalid(kind, name, "spec.template: Required value"));
             }
-            if o["spec"].get("replicas").is_some_and(|r| r.as_i64().is_none_or(|n| n < 0)) {
+            if o["spec"].get("replicas").is_some_and(|r| r.as_u64().is_none_or(|n| n > MAX_REPLICAS)) {
                 return Err(invalid(
                     kind,
                     name,
-                    "spec.replicas: Invalid value: must be a non-negative integer",
+                    format!("spec.replicas: Invalid value: must be an integer in [0, {MAX_REPLICAS}]"),
                 ));
             }
+            let template = &o["spec"]["template"];
+            meta(&template["metadata"], "spec.template.metadata").map_err(|why| invalid(kind, name, why))?;
+            pod_spec(&template["spec"], "spec.template.spec").map_err(|why| invalid(kind, name, why))?;
         }
         "PodDisruptionBudget" => {
             let (min, max) = (o["spec"].get("minAvailable"), o["spec"].get("maxUnavailable"));
@@ -85,6 +97,78 @@ pub fn object(kind: &Kind, o: &Value) -> Result<(), ApiError> {
             return Err(invalid(kind, name, "value: Required value"));
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Each of `fields` of `o`, when present and not null, is an object.
+fn shape(o: &Value, at: &str, fields: &[&str]) -> Result<(), String> {
+    for f in fields {
+        if o.get(*f).is_some_and(|v| !v.is_null() && !v.is_object()) {
+            return Err(format!("{at}{f}: Invalid value: must be an object"));
+        }
+    }
+    Ok(())
+}
+
+/// `metadata` (absent or an object): labels and annotations map strings to
+/// strings; timestamps are RFC 3339 strings.
+fn meta(m: &Value, at: &str) -> Result<(), String> {
+    if m.is_null() {
+        return Ok(());
+    }
+    if !m.is_object() {
+        return Err(format!("{at}: Invalid value: must be an object"));
+    }
+    for field in ["labels", "annotations"] {
+        match &m[field] {
+            Value::Null => {}
+            Value::Object(map) if map.values().all(Value::is_string) => {}
+            _ => return Err(format!("{at}.{field}: Invalid value: must map strings to strings")),
+        }
+    }
+    for field in ["creationTimestamp", "deletionTimestamp"] {
+        match &m[field] {
+            Value::Null => {}
+            Value::String(t) if t.is_ascii() && crate::time::parse_rfc3339(t).is_some() => {}
+            other => return Err(format!("{at}.{field}: Invalid value: {other} is not an RFC 3339 time")),
+        }
+    }
+    Ok(())
+}
+
+/// A pod spec: containers (1 to [`MAX_CONTAINERS`] objects) whose resource
+/// quantities are strings or numbers no larger than the caps.
+fn pod_spec(spec: &Value, at: &str) -> Result<(), String> {
+    if !spec.is_object() {
+        return Err(format!("{at}: Required value"));
+    }
+    let containers = spec["containers"].as_array().filter(|c| !c.is_empty());
+    let Some(containers) = containers else { return Err(format!("{at}.containers: Required value")) };
+    if containers.len() > MAX_CONTAINERS {
+        return Err(format!("{at}.containers: Too many: at most {MAX_CONTAINERS}"));
+    }
+    for (i, c) in containers.iter().enumerate() {
+        let here = format!("{at}.containers[{i}]");
+        if !c.is_object() {
+            return Err(format!("{here}: Invalid value: must be an object"));
+        }
+        shape(c, &format!("{here}."), &["resources"])?;
+        for list in ["requests", "limits"] {
+            let r = &c["resources"][list];
+            if !r.is_null() && !r.is_object() {
+                return Err(format!("{here}.resources.{list}: Invalid value: must be an object"));
+            }
+            for (res, max, amount) in [
+                ("cpu", MAX_CPU_MILLIS, crate::cluster::parse_cpu as fn(&Value) -> u64),
+                ("memory", MAX_MEMORY_MIB, crate::cluster::parse_memory_mib),
+            ] {
+                let q = &r[res];
+                if !(q.is_null() || q.is_string() || q.is_number()) || amount(q) > max {
+                    return Err(format!("{here}.resources.{list}.{res}: Invalid value: {q}: not a quantity the emulator holds"));
+                }
+            }
+        }
     }
     Ok(())
 }
