@@ -58,6 +58,12 @@ fn malformed(path: &str, message: impl Into<String>) -> ImdsError {
     ImdsError::Malformed { path: path.into(), message: message.into() }
 }
 
+/// An RFC 3339 time as AWS writes it. Only ASCII is handed to the parser:
+/// a time is ASCII, and the core's parser slices by byte offsets.
+fn rfc3339(time: &str) -> Option<Millis> {
+    time.is_ascii().then(|| parse_rfc3339(time))?
+}
+
 /// Parse `{"action": "terminate", "time": "2026-11-24T08:22:00Z"}`.
 pub fn parse_instance_action(body: &str) -> Result<(InstanceAction, Millis), ImdsError> {
     let raw: RawAction = serde_json::from_str(body).map_err(|e| malformed(INSTANCE_ACTION, e.to_string()))?;
@@ -67,7 +73,7 @@ pub fn parse_instance_action(body: &str) -> Result<(InstanceAction, Millis), Imd
         "hibernate" => InstanceAction::Hibernate,
         other => return Err(malformed(INSTANCE_ACTION, format!("unknown action `{other}`"))),
     };
-    let time = parse_rfc3339(&raw.time)
+    let time = rfc3339(&raw.time)
         .ok_or_else(|| malformed(INSTANCE_ACTION, format!("`time` is not RFC 3339: `{}`", raw.time)))?;
     Ok((action, time))
 }
@@ -75,7 +81,7 @@ pub fn parse_instance_action(body: &str) -> Result<(InstanceAction, Millis), Imd
 /// Parse `{"noticeTime": "2026-11-24T08:17:00Z"}`.
 pub fn parse_rebalance(body: &str) -> Result<Millis, ImdsError> {
     let raw: RawRebalance = serde_json::from_str(body).map_err(|e| malformed(REBALANCE, e.to_string()))?;
-    parse_rfc3339(&raw.notice_time)
+    rfc3339(&raw.notice_time)
         .ok_or_else(|| malformed(REBALANCE, format!("`noticeTime` is not RFC 3339: `{}`", raw.notice_time)))
 }
 
@@ -217,13 +223,21 @@ mod tests {
             r#"{"action": "terminate", "time": "2026-11-24T08:22:00Z", "action": "stop"}"#,
             r#"{"action": "terminate", "time": "2026-11-24T08:22:00Z"} trailing"#,
             "\u{0}\u{ff}",
+            r#"{"action": "terminate", "time": "2026-11-24T08:22:00+€ab"}"#,
+            r#"{"action": "terminate", "time": "2026-11-24T08:22:00.5€"}"#,
+            r#"{"action": "terminate", "time": "2026-11-24T08:22:0€"}"#,
         ] {
             let err = parse_instance_action(body).unwrap_err().to_string();
             assert!(err.contains("spot/instance-action") && err.contains("malformed"), "{body}: {err}");
         }
-        for body in
-            ["", r#"{"noticeTime": 5}"#, r#"{"noticeTime": "later"}"#, r#"{"noticeTime": null}"#, "[]"]
-        {
+        for body in [
+            "",
+            r#"{"noticeTime": 5}"#,
+            r#"{"noticeTime": "later"}"#,
+            r#"{"noticeTime": null}"#,
+            "[]",
+            r#"{"noticeTime": "2026-11-24T08:17:00-€:0"}"#,
+        ] {
             assert!(parse_rebalance(body).unwrap_err().to_string().contains("rebalance"), "{body}");
         }
     }
