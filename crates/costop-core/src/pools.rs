@@ -85,9 +85,73 @@ pub fn choose_pools(
     chosen
 }
 
+/// A layout for `count` nodes (each pod-filled to `utilisation`) that
+/// costs the least per hour once the spare room its worst pool needs is
+/// counted: spreading over more pools costs more per node but needs less
+/// room held free, since one reclaim takes less. Tries every cap on a
+/// pool's share from `policy.max_pool_share` down to one pool in
+/// `pools.len()`, and returns the layout with the nodes of spare room it
+/// needs (the estimate of [`crate::headroom`]'s shortfall).
+pub fn recommend_layout(
+    pools: &[PoolView],
+    count: u32,
+    utilisation: f64,
+    policy: &Policy,
+    now: Millis,
+) -> (BTreeMap<PoolId, u32>, u32) {
+    let mut best: Option<(f64, BTreeMap<PoolId, u32>, u32)> = None;
+    let price = |id: &PoolId| pools.iter().find(|p| &p.id == id).map_or(0.0, |p| p.spot_price);
+    let fewest = ((1.0 / policy.max_pool_share).ceil() as usize).max(1);
+    for k in fewest..=pools.len().max(fewest) {
+        let share = (1.0 / k as f64).min(policy.max_pool_share);
+        let layout = choose_pools(
+            pools,
+            &BTreeMap::new(),
+            count,
+            &[],
+            &Policy { max_pool_share: share, ..policy.clone() },
+            now,
+        );
+        let worst = layout.values().copied().max().unwrap_or(0) as f64;
+        let lost = worst * utilisation;
+        let free = (f64::from(count) - worst) * (1.0 - utilisation);
+        let spare = (policy.headroom_share_of_shortfall * (lost - free)).ceil().max(0.0) as u32;
+        let per_node =
+            layout.iter().map(|(id, n)| price(id) * f64::from(*n)).sum::<f64>() / f64::from(count.max(1));
+        let cost = per_node * f64::from(count + spare);
+        if best.as_ref().is_none_or(|b| cost < b.0 - 1e-12) {
+            best = Some((cost, layout, spare));
+        }
+    }
+    best.map(|(_, l, s)| (l, s)).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layout_spreads_when_the_room_it_saves_is_worth_more_than_the_dearer_pools() {
+        // Six pools, two cheap: packing into the cheap two needs a third of
+        // the cluster held free; spreading needs none for a few % more per node.
+        let pools: Vec<PoolView> = (0..6)
+            .map(|i| pool(&format!("t{i}"), &format!("z{}", i % 3), if i < 2 { 0.30 } else { 0.32 }, 0.0))
+            .collect();
+        let policy = Policy { max_pool_share: 0.5, ..Policy::default() };
+        let (layout, spare) = recommend_layout(&pools, 60, 0.85, &policy, 0);
+        assert_eq!(layout.values().sum::<u32>(), 60);
+        assert!(layout.len() >= 5, "{layout:?}");
+        // Six pools of 10: a reclaim takes 8.5 nodes' load, 7.5 are free elsewhere.
+        assert_eq!(spare, 1);
+        // With room to spare on every node, the cheap pools win.
+        let (packed, spare) = recommend_layout(&pools, 60, 0.3, &policy, 0);
+        // (zones kept even: the third zone's cheapest pool too)
+        assert_eq!(packed.len(), 3, "{packed:?}");
+        assert!(
+            packed.contains_key(&PoolId::new("t0", "z0")) && packed.contains_key(&PoolId::new("t1", "z1"))
+        );
+        assert_eq!(spare, 0);
+    }
 
     fn pool(t: &str, z: &str, price: f64, rate: f64) -> PoolView {
         PoolView {

@@ -321,7 +321,19 @@ fn push_restore_capacity(
     for n in view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot && !n.unschedulable) {
         *layout.entry(n.pool.clone()).or_default() += 1;
     }
-    let chosen = choose_pools(&view.pools, &layout, 1, std::slice::from_ref(&node.pool), policy, now);
+    // Pods whose EBS volumes live in the node's zone can only start there:
+    // the replacement goes to that zone when a pool there can launch.
+    let zonal = view.workload_pods_on(&node.name).any(|p| p.volumes.iter().any(|v| v.zone == node.pool.zone));
+    let in_zone: Vec<crate::PoolView> =
+        view.pools.iter().filter(|p| p.id.zone == node.pool.zone).cloned().collect();
+    let exclude = std::slice::from_ref(&node.pool);
+    let mut chosen = BTreeMap::new();
+    if zonal {
+        chosen = choose_pools(&in_zone, &layout, 1, exclude, policy, now);
+    }
+    if chosen.is_empty() {
+        chosen = choose_pools(&view.pools, &layout, 1, exclude, policy, now);
+    }
     if chosen.is_empty() {
         return false;
     }

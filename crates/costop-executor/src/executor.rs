@@ -10,7 +10,7 @@ use costop_core::ports::{Clock, CloudPort, ClusterPort, Evicted, StorePort};
 use costop_core::time::Millis;
 use costop_core::{respond, ClusterView, Notice, Plan, PlanError, Policy, Step};
 use futures::future::join_all;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +49,8 @@ pub struct Executor<S, K, C, T> {
     pub returns_standbys: bool,
     /// The responses running now, for planning the next one.
     pub open: Arc<OpenResponses>,
+    /// Ready pods per workload of the latest view (shared by the responses).
+    pub ready: Arc<ReadyCounts>,
 }
 
 impl<S, K, C, T> Clone for Executor<S, K, C, T> {
@@ -61,6 +63,7 @@ impl<S, K, C, T> Clone for Executor<S, K, C, T> {
             observer: self.observer.clone(),
             returns_standbys: self.returns_standbys,
             open: self.open.clone(),
+            ready: self.ready.clone(),
         }
     }
 }
@@ -78,17 +81,43 @@ fn displaced_workloads(plan: &Plan, view: &ClusterView) -> BTreeSet<String> {
         .collect()
 }
 
-/// Whether every one of these workloads has all its replicas Ready (one
-/// pass over the pods).
-fn whole(view: &ClusterView, workloads: &BTreeSet<String>) -> bool {
-    let mut ready: std::collections::BTreeMap<&str, usize> =
-        workloads.iter().map(|w| (w.as_str(), 0)).collect();
-    for p in view.pods.iter().filter(|p| p.ready) {
-        if let Some(n) = p.workload.as_deref().and_then(|w| ready.get_mut(w)) {
-            *n += 1;
+/// Ready pods per workload of the latest view snapshot, counted once per
+/// snapshot however many responses wait on it.
+#[derive(Default)]
+pub struct ReadyCounts(std::sync::Mutex<Option<ReadyMemo>>);
+
+type ReadyMemo = (Arc<ClusterView>, Arc<HashMap<String, usize>>);
+
+impl ReadyCounts {
+    fn of(&self, view: &Arc<ClusterView>) -> Arc<HashMap<String, usize>> {
+        let mut memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, counts)) = memo.as_ref() {
+            if Arc::ptr_eq(v, view) {
+                return counts.clone();
+            }
         }
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for p in view.pods.iter().filter(|p| p.ready) {
+            if let Some(w) = p.workload.as_deref() {
+                match counts.get_mut(w) {
+                    Some(n) => *n += 1,
+                    None => {
+                        counts.insert(w.to_string(), 1);
+                    }
+                }
+            }
+        }
+        let counts = Arc::new(counts);
+        *memo = Some((view.clone(), counts.clone()));
+        counts
     }
-    ready.iter().all(|(w, n)| *n >= view.workload(w).map_or(0, |x| x.replicas as usize))
+}
+
+/// Whether every one of these workloads has all its replicas Ready.
+fn whole(view: &ClusterView, ready: &HashMap<String, usize>, workloads: &BTreeSet<String>) -> bool {
+    workloads
+        .iter()
+        .all(|w| ready.get(w).copied().unwrap_or(0) >= view.workload(w).map_or(0, |x| x.replicas as usize))
 }
 
 impl<S, K, C, T> Executor<S, K, C, T>
@@ -126,7 +155,7 @@ where
         policy: &Policy,
         now: Millis,
     ) -> Result<Plan, PlanError> {
-        respond(&self.open.claimed(view), notice, policy, now)
+        respond(&self.open.claimed(view, now), notice, policy, now)
     }
 
     /// Run the plan's remaining steps in order. `received_at` is when the
@@ -204,7 +233,7 @@ where
         };
         let finished = self.clock.now_ms();
         self.durably("step done", || self.store.step_done(key, i, finished, &outcome)).await;
-        self.open.step_done(key, i);
+        self.open.step_done(key, i, finished);
         self.observer.step(step.kind(), (finished - started) as f64 / 1000.0);
         tracing::info!(notice = %key, step = step.kind(), outcome, "step done");
         let reason = format!("Costop{}", step.kind().split('-').map(capitalize).collect::<String>());
@@ -243,9 +272,11 @@ where
         Ok(format!("ok: no interruption followed; {ended}"))
     }
 
-    /// Wait, looking every 100 ms, until `ok` holds for the cluster or
-    /// `until` has passed. A snapshot already looked at is not judged again.
-    async fn wait_until(&self, until: Millis, mut ok: impl FnMut(&ClusterView) -> bool) -> bool {
+    /// Wait, looking each second (what waits here, shifting traffic back
+    /// and restoring headroom, is not urgent), until `ok` holds for the
+    /// cluster or `until` has passed. A snapshot already looked at is not
+    /// judged again.
+    async fn wait_until(&self, until: Millis, mut ok: impl FnMut(&Arc<ClusterView>) -> bool) -> bool {
         let mut judged: Option<Arc<ClusterView>> = None;
         loop {
             let view = self.cluster.view();
@@ -258,7 +289,7 @@ where
             if self.clock.now_ms() >= until {
                 return false;
             }
-            self.clock.sleep(Duration::from_millis(100)).await;
+            self.clock.sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -318,7 +349,10 @@ where
             Step::BridgeTraffic { workloads } => self.cloud.bridge(workloads, true).await.map_err(|x| e(&x)),
             Step::UnbridgeTraffic { workloads } => {
                 let set: BTreeSet<String> = workloads.iter().cloned().collect();
-                self.wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| whole(v, &set)).await;
+                self.wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| {
+                    whole(v, &self.ready.of(v), &set)
+                })
+                .await;
                 self.cloud.bridge(workloads, false).await.map_err(|x| e(&x))
             }
             Step::Evict { pods, .. } => {
@@ -353,8 +387,11 @@ where
             }),
             Step::RetireNode { node, after } => self.retire(node, *after).await,
             Step::RestoreHeadroom { placeholders } => {
-                let ready =
-                    self.wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| whole(v, displaced)).await;
+                let ready = self
+                    .wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| {
+                        whole(v, &self.ready.of(v), displaced)
+                    })
+                    .await;
                 self.cluster.scale_placeholders(*placeholders).await.map_err(|x| e(&x))?;
                 let note = if ready { "" } else { " (displaced workloads were not whole yet)" };
                 Ok(format!("ok: {placeholders} placeholders wanted{note}; plan for {}", plan.node))

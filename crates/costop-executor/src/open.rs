@@ -8,30 +8,37 @@
 //! the same room.
 
 use costop_core::effects::apply_step;
-use costop_core::{ClusterView, NoticeKey, Plan, Step};
+use costop_core::{ClusterView, Millis, NoticeKey, Plan, Step};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// A step done this recently may not show in a watch-backed view yet, so
+/// its claim still counts (applying a claim twice changes nothing).
+pub const CLAIM_SETTLES_MS: Millis = 5_000;
+
+/// Each step's state: not run (`None`), or when it was done.
+type Progress = Vec<Option<Millis>>;
+
 /// The open responses of this process, with how far each has run.
 #[derive(Debug, Default)]
-pub struct OpenResponses(Mutex<BTreeMap<NoticeKey, (Plan, Vec<bool>)>>);
+pub struct OpenResponses(Mutex<BTreeMap<NoticeKey, (Plan, Progress)>>);
 
 impl OpenResponses {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NoticeKey, (Plan, Vec<bool>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NoticeKey, (Plan, Progress)>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A response starts (or resumes with `done` steps already finished).
+    /// A response starts (or resumes with `done` steps already finished long ago).
     pub fn opened(&self, plan: &Plan, done: Vec<bool>) {
-        let mut done = done;
-        done.resize(plan.steps.len(), false);
-        self.lock().insert(plan.notice.clone(), (plan.clone(), done));
+        let mut progress: Progress = done.into_iter().map(|d| d.then_some(0)).collect();
+        progress.resize(plan.steps.len(), None);
+        self.lock().insert(plan.notice.clone(), (plan.clone(), progress));
     }
 
-    /// Step `index` of a response has run.
-    pub fn step_done(&self, key: &NoticeKey, index: usize) {
+    /// Step `index` of a response was done at `at`.
+    pub fn step_done(&self, key: &NoticeKey, index: usize, at: Millis) {
         if let Some(flag) = self.lock().get_mut(key).and_then(|(_, d)| d.get_mut(index)) {
-            *flag = true;
+            *flag = Some(at);
         }
     }
 
@@ -55,21 +62,30 @@ impl OpenResponses {
     /// keeps still meanwhile. A response that only waits (to shift traffic
     /// back, restore headroom, retire a node later) does not count.
     pub fn busy(&self) -> bool {
-        self.lock().values().any(|(plan, done)| plan.steps.iter().zip(done).any(|(s, d)| !*d && is_claim(s)))
+        self.lock()
+            .values()
+            .any(|(plan, done)| plan.steps.iter().zip(done).any(|(s, d)| d.is_none() && is_claim(s)))
     }
 
-    /// The view with every open response's claims that have not run yet
-    /// counted as done.
-    pub fn claimed(&self, view: &ClusterView) -> ClusterView {
-        let mut view = view.clone();
-        for (plan, done) in self.lock().values() {
-            for (step, _) in plan.steps.iter().zip(done).filter(|(_, d)| !**d) {
-                if is_claim(step) {
-                    apply_step(&mut view, step);
-                }
-            }
+    /// The view with every open response's claims that have not run yet,
+    /// or ran too recently to show in the view, counted as done (the view
+    /// itself when there are none).
+    pub fn claimed<'v>(&self, view: &'v ClusterView, now: Millis) -> std::borrow::Cow<'v, ClusterView> {
+        let open = self.lock();
+        let unseen = |d: &Option<Millis>| d.is_none_or(|at| now < at.saturating_add(CLAIM_SETTLES_MS));
+        let pending: Vec<&Step> = open
+            .values()
+            .flat_map(|(plan, done)| plan.steps.iter().zip(done).filter(|(s, d)| unseen(d) && is_claim(s)))
+            .map(|(s, _)| s)
+            .collect();
+        if pending.is_empty() {
+            return std::borrow::Cow::Borrowed(view);
         }
-        view
+        let mut view = view.clone();
+        for step in pending {
+            apply_step(&mut view, step);
+        }
+        std::borrow::Cow::Owned(view)
     }
 }
 
@@ -126,13 +142,15 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_not_yet_run_is_taken_out_of_the_view_and_a_run_one_is_not_applied_again() {
+    fn a_claim_not_yet_run_or_just_run_is_taken_out_of_the_view_and_a_settled_one_is_not_applied_again() {
         let open = OpenResponses::default();
         let plan = plan_claiming("i-1", "ph-1");
         open.opened(&plan, vec![]);
-        assert!(open.claimed(&view_with_placeholder("ph-1")).pods.is_empty());
-        open.step_done(&plan.notice, 0);
-        assert_eq!(open.claimed(&view_with_placeholder("ph-1")).pods.len(), 1);
+        assert!(open.claimed(&view_with_placeholder("ph-1"), 0).pods.is_empty());
+        open.step_done(&plan.notice, 0, 1_000);
+        // Just done: the view may not show it yet, so it still counts.
+        assert!(open.claimed(&view_with_placeholder("ph-1"), 2_000).pods.is_empty());
+        assert_eq!(open.claimed(&view_with_placeholder("ph-1"), 1_000 + CLAIM_SETTLES_MS).pods.len(), 1);
         open.closed(&plan.notice);
         assert!(open.is_empty());
     }

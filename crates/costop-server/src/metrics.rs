@@ -91,6 +91,16 @@ impl Metrics {
     }
 }
 
+impl costop_executor::ResponseObserver for Metrics {
+    fn step(&self, kind: &str, seconds: f64) {
+        Metrics::step(self, kind, seconds);
+    }
+
+    fn notice_to_cordon(&self, seconds: f64) {
+        Metrics::notice_to_cordon(self, seconds);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -106,15 +116,5 @@ mod tests {
         assert!(text.contains("costop_notice_to_cordon_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("costop_notice_to_cordon_seconds_count 2"));
         assert!(text.contains("costop_step_duration_seconds_count{step=\"taint-and-cordon\"} 1"));
-    }
-}
-
-impl costop_executor::ResponseObserver for Metrics {
-    fn step(&self, kind: &str, seconds: f64) {
-        Metrics::step(self, kind, seconds);
-    }
-
-    fn notice_to_cordon(&self, seconds: f64) {
-        Metrics::notice_to_cordon(self, seconds);
     }
 }

@@ -39,6 +39,7 @@ pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Stra
         observer: Arc::new(NoObserver),
         returns_standbys: keeps_pool,
         open: Arc::new(OpenResponses::default()),
+        ready: Default::default(),
     };
     let mut rt = Runtime::new(clock.clone());
     if keeps_pool {
@@ -92,8 +93,8 @@ fn answer(
         let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
         if strategy == Strategy::Costop {
             let notice = w.notice_of(&d);
-            let mut view = (*w.view()).clone();
-            view.pools = w.pool_views();
+            // Planned on the watch-backed view, as the server plans.
+            let view = w.view();
             match exec.plan(&view, &notice, &cfg.policy, now) {
                 Ok(plan) => {
                     w.after_costop_plan(&d, &plan);

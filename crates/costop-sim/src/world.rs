@@ -30,6 +30,8 @@ const KARPENTER_UNAVAILABLE_TTL: Millis = 3 * MINUTE;
 const COSTOP_POLL: Millis = 500;
 /// aws-node-termination-handler polls instance metadata every 2 s.
 const NTH_POLL: Millis = 2 * SECOND;
+/// How far behind the world the ports' view may be (a watch cache's lag).
+const WATCH_LAG: Millis = 100;
 /// Priority of costop's placeholder pods.
 const PLACEHOLDER_PRIORITY: i32 = -10;
 /// Memory of the bridge function (GB) and its run time per request (s). Estimates.
@@ -50,6 +52,9 @@ enum NodeState {
 
 #[derive(Debug, Clone)]
 struct Node {
+    /// `node-N` and `i-…`, made once.
+    name: String,
+    instance_id: String,
     itype: &'static InstanceType,
     zone: usize,
     pool: Option<usize>,
@@ -88,6 +93,8 @@ enum Serve {
 
 #[derive(Debug, Clone)]
 struct Pod {
+    /// `pod-N-GEN`, made when the pod is.
+    name: String,
     gen: u32,
     workload: u32,
     node: Option<u32>,
@@ -261,7 +268,8 @@ pub struct World {
     inbox: Vec<Detection>,
     drains: Vec<Drain>,
     version: u64,
-    view_cache: Option<(u64, Arc<ClusterView>)>,
+    rebuilds: u64,
+    view_cache: Option<(u64, Millis, Arc<ClusterView>)>,
     incidents: Vec<Incident>,
     open_incidents: Vec<usize>,
     schedule_dirty: bool,
@@ -315,6 +323,7 @@ impl World {
             inbox: Vec::new(),
             drains: Vec::new(),
             version: 0,
+            rebuilds: 0,
             view_cache: None,
             incidents: Vec::new(),
             open_incidents: Vec::new(),
@@ -458,7 +467,10 @@ impl World {
     fn add_node(&mut self, pool: usize, capacity: CapacityType, state: NodeState) -> u32 {
         let p = &self.market.pools[pool];
         let itype = catalog::instance_type(&p.id.instance_type).unwrap_or(self.node_type());
+        let index = self.nodes.len() as u32;
         let node = Node {
+            name: node_name(index),
+            instance_id: instance_id(index),
             itype,
             zone: self.zone_index(&p.id.zone),
             pool: Some(pool),
@@ -488,11 +500,10 @@ impl World {
                 // costop's pool choice; spare capacity is sized once the
                 // pods are placed (`size_costop_headroom`).
                 let view_pools = self.pool_views();
-                let layout = costop_core::pools::choose_pools(
+                let (layout, _) = costop_core::pools::recommend_layout(
                     &view_pools,
-                    &BTreeMap::new(),
                     n,
-                    &[],
+                    self.cfg.world.utilisation,
                     &self.cfg.policy,
                     0,
                 );
@@ -617,10 +628,12 @@ impl World {
         let mut rng = Rng::new(self.cfg.seed).fork(0x7EBA1);
         let lead = ms(self.cfg.rebalance_lead_s);
         for (i, pool) in market.pools.iter().enumerate() {
-            for (from, _) in pool.prices.iter().skip(1) {
-                if *from < self.end {
-                    self.push(*from, Ev::Price(i));
-                }
+            // Prices and whether the pool can launch are what costop's view shows.
+            let changes = pool.prices.iter().skip(1).map(|(t, _)| *t);
+            let spans = pool.unavailable.iter().flat_map(|(a, b)| [*a, *b]);
+            let end = self.end;
+            for t in changes.chain(spans).filter(|t| *t < end) {
+                self.push(t, Ev::Price(i));
             }
             for (k, r) in pool.reclaims.iter().enumerate() {
                 if r.at >= self.end || r.at < SPOT_NOTICE_LEAD {
@@ -671,6 +684,9 @@ impl World {
 
     /// The outcome, once the run has reached its end.
     pub fn finish(&mut self) -> StrategyResult {
+        if std::env::var_os("COSTOP_SIM_DEBUG").is_some() {
+            eprintln!("[{}] view rebuilds {}, version {}", self.strategy.name(), self.rebuilds, self.version);
+        }
         self.advance_to(self.end);
         let end = self.end;
         let (mut recoveries_s, mut unfinished) = (Vec::new(), 0);
@@ -709,20 +725,59 @@ impl World {
         }
     }
 
+    fn debug_open_incidents(&self) {
+        for &i in &self.open_incidents {
+            let inc = &self.incidents[i];
+            eprintln!(
+                "[{}] t={} incident from {} open",
+                self.strategy.name(),
+                self.now / 1000,
+                inc.start / 1000
+            );
+            for &w in &inc.workloads {
+                let wl = &self.workloads[w as usize];
+                if wl.ready_safe >= wl.replicas {
+                    continue;
+                }
+                let pods: Vec<String> = self
+                    .pods
+                    .iter()
+                    .filter(|p| p.workload == w && p.state != PodState::Free)
+                    .map(|p| {
+                        let zone = p.volume.map(|v| self.zones[self.volumes[v as usize].zone].clone());
+                        let node = p.node.map(|n| {
+                            let nd = &self.nodes[n as usize];
+                            format!("{}:{:?}{}", n, nd.state, if nd.doomed { "!" } else { "" })
+                        });
+                        format!("{:?}@{:?}/{:?}", p.state, node, zone)
+                    })
+                    .filter(|s| !s.starts_with("Ready@Some") || s.contains('!'))
+                    .collect();
+                eprintln!(
+                    "  {} replicas {} ready {} safe {} active {}: {:?}",
+                    wl.name, wl.replicas, wl.ready, wl.ready_safe, wl.active, pods
+                );
+            }
+        }
+    }
+
     /// Something a port can observe changed: the next view is rebuilt.
     fn changed(&mut self) {
         self.version += 1;
     }
 
-    /// The cluster as costop's ports observe it; one snapshot until the world changes.
+    /// The cluster as costop's ports observe it, like a watch-backed cache:
+    /// one snapshot until the world changes, and at most 100 ms behind it
+    /// (a watch delivers changes with some lag too).
     pub fn view(&mut self) -> Arc<ClusterView> {
-        if let Some((v, view)) = &self.view_cache {
-            if *v == self.version {
+        if let Some((v, at, view)) = &self.view_cache {
+            if *v == self.version || self.now < at + WATCH_LAG {
                 return view.clone();
             }
         }
         let view = Arc::new(self.cluster_view());
-        self.view_cache = Some((self.version, view.clone()));
+        self.rebuilds += 1;
+        self.view_cache = Some((self.version, self.now, view.clone()));
         view
     }
 
@@ -807,10 +862,17 @@ impl World {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Price(_) => self.cost_rate_dirty = true,
+            Ev::Price(_) => {
+                // Prices are part of what costop's view shows.
+                self.cost_rate_dirty = true;
+                self.changed();
+            }
             Ev::Sample => {
                 let (h, c, f) = (self.now as f64 / 3_600_000.0, self.cost, self.requests_failed);
                 self.series.push((h, c, f));
+                if std::env::var_os("COSTOP_SIM_DEBUG").is_some() {
+                    self.debug_open_incidents();
+                }
             }
             Ev::MarketNotice(pool, k) => self.market_notice(pool, k as usize),
             Ev::Reclaim(batch) => self.reclaim(batch),
@@ -824,7 +886,7 @@ impl World {
             }
             Ev::PodGone(p, gen) => {
                 if self.pods[p as usize].gen == gen && self.pods[p as usize].state == PodState::Terminating {
-                    self.release_pod(p);
+                    self.terminated(p);
                 }
             }
             Ev::LostRecreate(p, gen) => {
@@ -874,6 +936,7 @@ impl World {
         };
         self.pool_reclaims_seen[pool] += 1;
         self.pool_last_reclaim[pool] = Some(self.now);
+        self.changed();
         let mut hit: Vec<u32> = (0..self.nodes.len() as u32)
             .filter(|&i| {
                 let n = &self.nodes[i as usize];
@@ -964,13 +1027,27 @@ impl World {
                 continue;
             }
             self.node_gone(n);
-            if matches!(self.strategy, Strategy::SpotNaive | Strategy::DrainOnNotice) {
+            // A node nobody replaced on notice (none came, or the strategy
+            // does not act on one) is replaced once it is gone: by its Auto
+            // Scaling group, or by Karpenter for the pods left pending
+            // (within its 10 s batch window).
+            let replaced = match self.strategy {
+                Strategy::ReplaceOnNotice => {
+                    self.capacity_requests.contains(&format!("karpenter:{}", node_name(n)))
+                }
+                Strategy::Costop => {
+                    self.capacity_requests.contains(&costop_core::respond::restore_key(&instance_id(n)))
+                }
+                _ => false,
+            };
+            if !replaced {
+                let delay = match self.strategy {
+                    Strategy::ReplaceOnNotice => 10 * SECOND,
+                    _ => ms(self.cfg.timings.asg_replace_delay_s),
+                };
                 let zone = self.nodes[n as usize].zone;
                 let exclude = self.nodes[n as usize].pool;
-                self.push(
-                    self.now + ms(self.cfg.timings.asg_replace_delay_s),
-                    Ev::Provision { zone: Some(zone), exclude },
-                );
+                self.push(self.now + delay, Ev::Provision { zone: Some(zone), exclude });
             }
         }
     }
@@ -985,7 +1062,7 @@ impl World {
         for p in self.nodes[n as usize].pods.clone() {
             let pod = self.pods[p as usize].clone();
             match pod.state {
-                PodState::Terminating => self.release_pod(p),
+                PodState::Terminating => self.terminated(p),
                 PodState::Starting | PodState::Ready => {
                     if pod.state == PodState::Ready {
                         self.set_unready(p);
@@ -1116,6 +1193,7 @@ impl World {
     fn new_pod(&mut self, w: u32) -> u32 {
         self.seq += 1;
         let pod = Pod {
+            name: String::new(),
             gen: 0,
             workload: w,
             node: None,
@@ -1128,12 +1206,13 @@ impl World {
         let idx = match self.free_pods.pop() {
             Some(i) => {
                 let gen = self.pods[i as usize].gen + 1;
-                self.pods[i as usize] = Pod { gen, ..pod };
+                self.pods[i as usize] = Pod { gen, name: pod_name(i, gen), ..pod };
                 i
             }
             None => {
-                self.pods.push(pod);
-                (self.pods.len() - 1) as u32
+                let i = self.pods.len() as u32;
+                self.pods.push(Pod { name: pod_name(i, 0), ..pod });
+                i
             }
         };
         let volumes = self.workloads[w as usize].volumes.clone();
@@ -1227,13 +1306,30 @@ impl World {
             self.set_serve(p, Serve::No);
         }
         self.pods[p as usize].state = PodState::Terminating;
-        self.workloads[w as usize].active -= 1;
+        // A StatefulSet (a workload with volumes) recreates a pod, with the
+        // same identity and volume, only once the old one is gone; a
+        // Deployment replaces it at once.
+        let stateful = !self.workloads[w as usize].volumes.is_empty();
+        if !stateful {
+            self.workloads[w as usize].active -= 1;
+        }
         if pod.state == PodState::Pending || pod.node.is_none() {
-            self.release_pod(p);
+            self.terminated(p);
         } else {
             self.push(self.now + ms(self.cfg.timings.pod_shutdown_s), Ev::PodGone(p, pod.gen));
         }
         self.reconcile(w);
+    }
+
+    /// A terminating pod is gone: its room and volume are free; a
+    /// StatefulSet's replacement starts now.
+    fn terminated(&mut self, p: u32) {
+        let w = self.pods[p as usize].workload;
+        self.release_pod(p);
+        if !self.workloads[w as usize].volumes.is_empty() {
+            self.workloads[w as usize].active -= 1;
+            self.reconcile(w);
+        }
     }
 
     fn pod_ready(&mut self, p: u32) {
@@ -1929,14 +2025,15 @@ impl World {
             .collect()
     }
 
-    fn cluster_view(&self) -> ClusterView {
+    /// The cluster as it is now (what a fresh list would return).
+    pub fn cluster_view(&self) -> ClusterView {
         let mut view = ClusterView {
             pools: self.pool_views(),
             capacity_requests: self.capacity_requests.clone(),
             headroom_target: self.headroom_target,
             ..ClusterView::default()
         };
-        for (i, n) in self.nodes.iter().enumerate() {
+        for n in &self.nodes {
             if n.state == NodeState::Gone {
                 continue;
             }
@@ -1949,8 +2046,8 @@ impl World {
             }
             let pool = n.pool.map(|p| &self.market.pools[p]);
             view.nodes.push(NodeView {
-                name: node_name(i as u32),
-                instance_id: instance_id(i as u32),
+                name: n.name.clone(),
+                instance_id: n.instance_id.clone(),
                 pool: PoolId::new(n.itype.name, self.zones[n.zone].clone()),
                 capacity_type: n.capacity,
                 allocatable: n.alloc,
@@ -1964,15 +2061,15 @@ impl World {
                 in_load_balancer: n.in_lb,
             });
         }
-        for (i, p) in self.pods.iter().enumerate() {
+        for p in &self.pods {
             if !matches!(p.state, PodState::Starting | PodState::Ready | PodState::Pending) {
                 continue;
             }
             let w = &self.workloads[p.workload as usize];
             view.pods.push(PodView {
-                name: pod_name(i as u32, p.gen),
+                name: p.name.clone(),
                 workload: Some(w.name.clone()),
-                node: p.node.map(node_name),
+                node: p.node.map(|n| self.nodes[n as usize].name.clone()),
                 requests: w.requests,
                 priority: w.priority,
                 ready: p.state == PodState::Ready,
@@ -1983,7 +2080,7 @@ impl World {
                     .map(|v| VolumeView {
                         volume_id: format!("vol-{v}"),
                         zone: self.zones[self.volumes[v as usize].zone].clone(),
-                        attached_to: p.node.map(node_name),
+                        attached_to: p.node.map(|n| self.nodes[n as usize].name.clone()),
                     })
                     .into_iter()
                     .collect(),
