@@ -101,11 +101,61 @@ pub struct ServerState {
     running: Mutex<HashMap<costop_core::NoticeKey, Running>>,
     /// Notices being planned now (before their response is running).
     planning: AtomicU64,
+    /// Keys of the notices being planned now, until their plan is saved.
+    planning_keys: Mutex<std::collections::HashSet<costop_core::NoticeKey>>,
     /// Set once this leader has resumed what a previous one left unfinished.
     resumed: std::sync::atomic::AtomicBool,
     identity: String,
     /// Spot pools capacity may be restored into.
     pools: pools::PoolBook,
+}
+
+/// A notice being planned in this process, until its plan is saved (or it fails).
+struct Planning<'a>(&'a ServerState, costop_core::NoticeKey);
+
+impl<'a> Planning<'a> {
+    fn start(st: &'a ServerState, key: &costop_core::NoticeKey) -> Self {
+        st.planning_keys.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
+        Planning(st, key.clone())
+    }
+}
+
+impl Drop for Planning<'_> {
+    fn drop(&mut self) {
+        self.0.planning_keys.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+    }
+}
+
+/// Refuse times no real notice states: an interruption that took effect
+/// longer ago than its notice lasts (2 min), or more than 15 min ahead;
+/// other kinds more than a week from now; a reception time more than a day off.
+pub fn check_times(notice: &Notice, now: costop_core::time::Millis) -> Result<(), IntakeError> {
+    use costop_core::time::SPOT_NOTICE_LEAD;
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    const AHEAD_MS: u64 = 15 * 60 * 1000;
+    let stated = notice.kind.stated_time();
+    let key = notice.key();
+    if let costop_core::NoticeKind::SpotInterruption { effective_at, .. } = notice.kind {
+        if effective_at.saturating_add(SPOT_NOTICE_LEAD) < now {
+            return Err(IntakeError::Invalid(format!(
+                "notice {key}: the interruption took effect {} s ago, longer ago than its {} s notice lasts; refused",
+                (now - effective_at) / 1000,
+                SPOT_NOTICE_LEAD / 1000
+            )));
+        }
+        if effective_at > now.saturating_add(AHEAD_MS) {
+            return Err(IntakeError::Invalid(format!(
+                "notice {key}: the interruption is {} s ahead; an interruption notice is given {} s ahead; refused",
+                (effective_at - now) / 1000,
+                SPOT_NOTICE_LEAD / 1000
+            )));
+        }
+    }
+    // A week either way covers scheduled events; anything further is not a real notice.
+    if stated.abs_diff(now) > 7 * DAY_MS || notice.received_at.abs_diff(now) > DAY_MS {
+        return Err(IntakeError::Invalid(format!("notice {key} names a time too far from now")));
+    }
+    Ok(())
 }
 
 /// A response running in this process.
@@ -195,20 +245,36 @@ impl ServerState {
         let busy = |e: costop_store::StoreError| IntakeError::Unavailable(e.to_string());
         let store = &self.exec.store;
         let now = self.exec.clock.now_ms();
-        // A week either way covers scheduled events; anything further is not a real notice.
-        const DAY_MS: u64 = 24 * 3600 * 1000;
-        if notice.kind.stated_time().abs_diff(now) > 7 * DAY_MS || notice.received_at.abs_diff(now) > DAY_MS {
-            return Err(IntakeError::Invalid(format!(
-                "notice {} names a time too far from now",
-                notice.key()
-            )));
-        }
-        store.record_notice(&notice).await.map_err(busy)?;
+        check_times(&notice, now)?;
         let key = notice.key();
-        if store.response(&key).await.map_err(busy)?.is_some() {
-            self.metrics.duplicate();
-            return Ok(Intake::Duplicate);
+        // One response per (instance, kind), whatever time the caller states.
+        let mut replacing: Option<costop_core::NoticeKey> = None;
+        loop {
+            match store.claim(&key, replacing.as_ref()).await.map_err(busy)? {
+                costop_store::Claim::Claimed => break,
+                costop_store::Claim::Held(held) => {
+                    if self.is_planning(&held) {
+                        self.metrics.duplicate();
+                        return Ok(Intake::Duplicate);
+                    }
+                    match store.response(&held).await.map_err(busy)? {
+                        Some(_) => {
+                            self.metrics.duplicate();
+                            return Ok(Intake::Duplicate);
+                        }
+                        // Its claimer failed before saving a plan: take it over.
+                        None if replacing.is_none() => replacing = Some(held),
+                        None => {
+                            return Err(IntakeError::Unavailable(format!(
+                                "the response to {key} is being claimed; retry"
+                            )))
+                        }
+                    }
+                }
+            }
         }
+        let _planning = Planning::start(self, &key);
+        store.record_notice(&notice).await.map_err(busy)?;
         let mut view = (*self.exec.cluster.view()).clone();
         if let (costop_core::NoticeKind::SpotInterruption { .. }, Some(node)) =
             (&notice.kind, view.node_by_instance(&notice.instance_id))
@@ -219,10 +285,16 @@ impl ServerState {
         view.headroom_target = view
             .workload(&format!("{}/{}", costop_kube::COSTOP_NAMESPACE, costop_kube::PLACEHOLDER_DEPLOYMENT))
             .map_or(0, |w| w.replicas);
-        let plan = self
-            .exec
-            .plan(&view, &notice, &self.policy, now)
-            .map_err(|e| IntakeError::Invalid(e.to_string()))?;
+        let plan = match self.exec.plan(&view, &notice, &self.policy, now) {
+            Ok(plan) => plan,
+            Err(e) => {
+                // Nothing will answer this notice: free its (instance, kind).
+                if let Err(e) = store.release_claim(&key).await {
+                    tracing::warn!(notice = %key, error = %e, "cannot release the claim of a refused notice");
+                }
+                return Err(IntakeError::Invalid(e.to_string()));
+            }
+        };
         if !store.save_plan(&plan).await.map_err(busy)? {
             self.metrics.duplicate();
             return Ok(Intake::Duplicate);
@@ -236,6 +308,10 @@ impl ServerState {
         tracing::info!(notice = %key, node = plan.node, steps = plan.steps.len(), "responding");
         self.spawn_response(plan, notice.received_at);
         Ok(Intake::Accepted)
+    }
+
+    fn is_planning(&self, key: &costop_core::NoticeKey) -> bool {
+        self.planning_keys.lock().unwrap_or_else(|e| e.into_inner()).contains(key)
     }
 
     /// Resume every response a previous server left unfinished.
@@ -632,6 +708,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         leader_until: AtomicU64::new(0),
         running: Mutex::new(HashMap::new()),
         planning: AtomicU64::new(0),
+        planning_keys: Mutex::new(Default::default()),
         resumed: std::sync::atomic::AtomicBool::new(false),
         identity: config.identity.clone(),
         pools: pools::PoolBook::new(

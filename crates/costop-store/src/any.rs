@@ -1,11 +1,13 @@
 //! One store type for callers that pick memory or Redis at run time.
 
-use crate::{MemoryStore, RedisStore, StoreError};
+use crate::{Claim, MemoryStore, RedisStore, StoreError};
 use costop_core::ports::{ResponseRecord, StorePort, StreamEntry};
 use costop_core::time::Millis;
 use costop_core::{Notice, NoticeKey, Plan};
 
-/// Memory (embedded default) or Redis.
+/// Memory (embedded default) or Redis. One per process: the size of the
+/// memory variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyStore {
     /// In this process.
     Memory(MemoryStore),
@@ -20,6 +22,29 @@ impl AnyStore {
             Some(url) => AnyStore::Redis(RedisStore::connect(url).await?),
             None => AnyStore::Memory(MemoryStore::new()),
         })
+    }
+}
+
+impl AnyStore {
+    /// Claim the one response of `key`'s (instance, kind) for `key`;
+    /// `replacing`: take it over only from that holder (it failed before
+    /// saving a plan).
+    pub async fn claim(&self, key: &NoticeKey, replacing: Option<&NoticeKey>) -> Result<Claim, StoreError> {
+        match self {
+            AnyStore::Memory(s) => Ok(s.claim(key, replacing)),
+            AnyStore::Redis(s) => s.claim(key, replacing).await,
+        }
+    }
+
+    /// Give up the claim of `key`, if it still holds it.
+    pub async fn release_claim(&self, key: &NoticeKey) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => {
+                s.release_claim(key);
+                Ok(())
+            }
+            AnyStore::Redis(s) => s.release_claim(key).await,
+        }
     }
 }
 

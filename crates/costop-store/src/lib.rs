@@ -9,6 +9,7 @@
 //! | `costop:notices` | stream | field `notice` (JSON); consumer group `costop-server` |
 //! | `costop:response:{notice key}` | hash | `plan` (JSON), `step:{i}:started`, `step:{i}:done`, `step:{i}:outcome`, `done_at` |
 //! | `costop:responses:open` | set | notice keys of responses not finished |
+//! | `costop:claim:{instance}:{kind}` | string (TTL [`CLAIM_TTL_MS`]) | the notice key holding the one response of that instance and kind |
 //! | `costop:mirror:{nodes,pods,pools}` | hash | name → JSON of the object |
 
 pub mod any;
@@ -41,6 +42,25 @@ pub enum StoreError {
         /// The parser's complaint.
         message: String,
     },
+}
+
+/// How long the one response of an (instance, kind) is held: a day. A
+/// reclaimed instance is gone long before; a rebalance recommendation
+/// retires its node within the day.
+pub const CLAIM_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// The Redis key of the claim on the one response of (instance, kind).
+pub fn claim_key(key: &costop_core::NoticeKey) -> String {
+    format!("costop:claim:{}:{}", key.instance_id, key.kind)
+}
+
+/// What came of claiming the one response of a notice's (instance, kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This notice holds it now.
+    Claimed,
+    /// Another notice (or this one, earlier) holds it: its key.
+    Held(costop_core::NoticeKey),
 }
 
 /// The Redis hash key of a notice.

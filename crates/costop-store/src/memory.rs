@@ -1,6 +1,6 @@
 //! The in-memory store: the embedded default when no Redis is configured.
 
-use crate::StoreError;
+use crate::{Claim, StoreError};
 use costop_core::ports::{ResponseRecord, StepRecord, StorePort, StreamEntry};
 use costop_core::time::Millis;
 use costop_core::{Notice, NoticeKey, Plan};
@@ -15,6 +15,7 @@ struct Inner {
     delivered: u64,
     responses: BTreeMap<NoticeKey, ResponseRecord>,
     mirror: HashMap<String, HashMap<String, String>>,
+    claims: HashMap<(String, String), NoticeKey>,
 }
 
 /// A store in this process's memory.
@@ -32,6 +33,34 @@ impl MemoryStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claim the one response of `key`'s (instance, kind) for `key` (see
+    /// [`crate::Claim`]); `replacing`: take it over from that holder only.
+    /// Claims in memory live as long as the process.
+    pub fn claim(&self, key: &NoticeKey, replacing: Option<&NoticeKey>) -> Claim {
+        let mut inner = self.lock();
+        let slot = (key.instance_id.clone(), key.kind.clone());
+        match (inner.claims.get(&slot), replacing) {
+            (None, _) => {
+                inner.claims.insert(slot, key.clone());
+                Claim::Claimed
+            }
+            (Some(held), Some(prev)) if held == prev => {
+                inner.claims.insert(slot, key.clone());
+                Claim::Claimed
+            }
+            (Some(held), _) => Claim::Held(held.clone()),
+        }
+    }
+
+    /// Give up the claim of `key`, if it still holds it.
+    pub fn release_claim(&self, key: &NoticeKey) {
+        let mut inner = self.lock();
+        let slot = (key.instance_id.clone(), key.kind.clone());
+        if inner.claims.get(&slot) == Some(key) {
+            inner.claims.remove(&slot);
+        }
     }
 
     /// Mirrored entries of a kind.

@@ -1,6 +1,6 @@
 //! The Redis store (see the key layout in the crate doc).
 
-use crate::{notice_key, parse_notice_key, response_key, StoreError};
+use crate::{claim_key, notice_key, parse_notice_key, response_key, Claim, StoreError, CLAIM_TTL_MS};
 use costop_core::ports::{ResponseRecord, StepRecord, StorePort, StreamEntry};
 use costop_core::time::Millis;
 use costop_core::{Notice, NoticeKey, Plan};
@@ -144,6 +144,47 @@ impl RedisStore {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Claim the one response of `key`'s (instance, kind) for `key`, for
+    /// [`CLAIM_TTL_MS`] (`SET NX PX` in one script with the read of the
+    /// holder); `replacing`: take it over only from that holder.
+    pub async fn claim(&self, key: &NoticeKey, replacing: Option<&NoticeKey>) -> Result<Claim, StoreError> {
+        let script = "local held = redis.call('GET', KEYS[1]) \
+                      if (not held) or (ARGV[3] ~= '' and held == ARGV[3]) then \
+                      redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return '' end \
+                      return held";
+        let held: String = self
+            .run(
+                "claim response",
+                redis::cmd("EVAL")
+                    .arg(script)
+                    .arg(1)
+                    .arg(claim_key(key))
+                    .arg(key.to_string())
+                    .arg(CLAIM_TTL_MS)
+                    .arg(replacing.map(ToString::to_string).unwrap_or_default()),
+            )
+            .await?;
+        if held.is_empty() {
+            return Ok(Claim::Claimed);
+        }
+        parse_notice_key(&held).map(Claim::Held).ok_or_else(|| StoreError::Corrupt {
+            what: claim_key(key),
+            message: format!("`{held}` is not a notice key"),
+        })
+    }
+
+    /// Give up the claim of `key`, if it still holds it.
+    pub async fn release_claim(&self, key: &NoticeKey) -> Result<(), StoreError> {
+        let script = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0";
+        let _: i64 = self
+            .run(
+                "release claim",
+                redis::cmd("EVAL").arg(script).arg(1).arg(claim_key(key)).arg(key.to_string()),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Delete every costop key (tests and `costop` resets).

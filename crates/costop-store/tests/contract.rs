@@ -132,3 +132,51 @@ async fn redis_store_redelivers_unacknowledged_entries_and_survives_an_outage() 
         "{entries:?}"
     );
 }
+
+/// One response per (instance, kind): whatever time a notice states, the
+/// first claim holds it; a failed claimer's claim can be taken over, only
+/// from that holder; a released claim is free again.
+async fn claims(store: &costop_store::AnyStore) {
+    use costop_store::Claim;
+    let first = notice("i-0aaa", 1_000_000).key();
+    assert_eq!(store.claim(&first, None).await.unwrap(), Claim::Claimed);
+    for t in 1..300 {
+        let again = notice("i-0aaa", 1_000_000 + t).key();
+        assert_eq!(store.claim(&again, None).await.unwrap(), Claim::Held(first.clone()));
+    }
+    let mut rebalance = first.clone();
+    rebalance.kind = "rebalance-recommendation".into();
+    assert_eq!(store.claim(&rebalance, None).await.unwrap(), Claim::Claimed, "another kind");
+    assert_eq!(store.claim(&notice("i-0bbb", 5).key(), None).await.unwrap(), Claim::Claimed);
+    // Taking over: only from the holder named.
+    let later = notice("i-0aaa", 2_000_000).key();
+    let stranger = notice("i-0aaa", 3_000_000).key();
+    assert_eq!(store.claim(&later, Some(&stranger)).await.unwrap(), Claim::Held(first.clone()));
+    assert_eq!(store.claim(&later, Some(&first)).await.unwrap(), Claim::Claimed);
+    store.release_claim(&first).await.unwrap();
+    assert_eq!(
+        store.claim(&stranger, None).await.unwrap(),
+        Claim::Held(later.clone()),
+        "not first's to release"
+    );
+    store.release_claim(&later).await.unwrap();
+    assert_eq!(store.claim(&stranger, None).await.unwrap(), Claim::Claimed);
+}
+
+#[tokio::test]
+async fn memory_store_keeps_one_claim_per_instance_and_kind() {
+    claims(&costop_store::AnyStore::Memory(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_keeps_one_claim_per_instance_and_kind() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = costop_store::AnyStore::open(Some(&server.url())).await.unwrap();
+    claims(&store).await;
+    // The claim expires (a day) and names its holder.
+    let raw = redis::Client::open(server.url()).unwrap();
+    let mut c = raw.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 =
+        redis::cmd("PTTL").arg("costop:claim:i-0bbb:spot-interruption").query_async(&mut c).await.unwrap();
+    assert!(ttl > 0 && ttl as u64 <= costop_store::CLAIM_TTL_MS, "{ttl}");
+}
