@@ -197,7 +197,9 @@ pub fn notice_latency(config: &super::config::Config, runs: u32, poll_ms: u64) -
                 poll: Duration::from_millis(poll_ms.max(10)),
             };
             let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-            let agent = std::sync::Arc::new(costop_agent::Agent::new(agent, std::sync::Arc::new(costop_store::SystemClock), tx));
+            let agent = costop_agent::Agent::try_new(agent, std::sync::Arc::new(costop_store::SystemClock), tx)
+                .with_context(|| format!("agent for {node}"))?;
+            let agent = std::sync::Arc::new(agent);
             tokio::spawn(agent.run(stop.clone()));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

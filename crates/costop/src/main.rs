@@ -243,27 +243,25 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 }
 
 fn agent(args: AgentArgs) -> Result<()> {
+    let config = costop_agent::AgentConfig {
+        imds_url: args.imds_url,
+        server_url: args.server_url,
+        redis_url: args.redis_url,
+        token_path: Some(args.token_path),
+        poll: std::time::Duration::from_millis(args.poll_ms.max(10)),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Refused before anything runs: without a sink every notice would be lost.
+    let agent = costop_agent::Agent::try_new(config, std::sync::Arc::new(costop_store::SystemClock), tx)
+        .context("agent: refusing to start")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let config = costop_agent::AgentConfig {
-            imds_url: args.imds_url,
-            server_url: args.server_url,
-            redis_url: args.redis_url,
-            token_path: Some(args.token_path),
-            poll: std::time::Duration::from_millis(args.poll_ms.max(10)),
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some((key, delivered)) = rx.recv().await {
                 tracing::info!(%key, ?delivered, "notice delivery");
             }
         });
-        let agent = std::sync::Arc::new(costop_agent::Agent::new(
-            config,
-            std::sync::Arc::new(costop_store::SystemClock),
-            tx,
-        ));
-        agent.run(shutdown_signal()).await;
+        std::sync::Arc::new(agent).run(shutdown_signal()).await;
         Ok(())
     })
 }

@@ -252,12 +252,24 @@ fn an_agent_without_a_sink_refuses_to_start() {
     let status = exits_within(&mut agent, std::time::Duration::from_secs(10));
     let out = agent.wait_with_output().unwrap();
     let err = stderr(&out);
-    assert!(!status.success(), "{err}");
+    assert_eq!(status.code(), Some(1), "the CLI's error exit, not the library's: {err}");
     assert!(
         err.contains("no sink") && err.contains("COSTOP_SERVER_URL") && err.contains("COSTOP_REDIS_URL"),
         "{err}"
     );
+    assert!(err.starts_with("costop: agent: refusing to start: "), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
     assert!(!err.contains("panicked"), "{err}");
+    // A URL that is not one is refused the same way, naming it.
+    let o = Command::new(env!("CARGO_BIN_EXE_costop"))
+        .args(["agent", "--imds-url", "http://127.0.0.1:9", "--server-url", "ftp://server"])
+        .env_remove("COSTOP_REDIS_URL")
+        .env_remove("COSTOP_LOG")
+        .output()
+        .expect("run costop agent");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("refusing to start") && err.contains("ftp://server"), "{err}");
 }
 
 /// A free loopback port nothing listens on.
