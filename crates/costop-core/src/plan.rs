@@ -94,6 +94,9 @@ pub enum Step {
         node: String,
         /// End of the recommendation's window (Unix ms).
         after: Millis,
+        /// Bridge the node's workloads to their functions while it drains.
+        #[serde(default)]
+        bridge: bool,
     },
 }
 

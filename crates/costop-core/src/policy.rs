@@ -18,7 +18,10 @@ pub enum StandbyMode {
 pub struct Policy {
     /// Share of the worst pool's shortfall (what one reclaim displaces
     /// beyond the free room elsewhere, see `costop_core::headroom`) that
-    /// placeholder pods keep free on running nodes (0–1). Default 1.0.
+    /// placeholder pods keep free on running nodes (0–1). Default 0.0: the
+    /// replacement launched at the notice is Ready well inside it, and on
+    /// the simulated traces held room cost more than it saved; raise it to
+    /// start displaced pods at once.
     pub headroom_share_of_shortfall: f64,
     /// Share of that shortfall covered by warm standbys while fewer than two
     /// other Spot pools can launch (0–1). Default 1.0.
@@ -53,7 +56,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            headroom_share_of_shortfall: 1.0,
+            headroom_share_of_shortfall: 0.0,
             standby_share_of_shortfall: 1.0,
             standby_mode: StandbyMode::Stopped,
             max_pool_share: 0.34,

@@ -137,7 +137,7 @@ mod tests {
         let pools: Vec<PoolView> = (0..6)
             .map(|i| pool(&format!("t{i}"), &format!("z{}", i % 3), if i < 2 { 0.30 } else { 0.32 }, 0.0))
             .collect();
-        let policy = Policy { max_pool_share: 0.5, ..Policy::default() };
+        let policy = Policy { max_pool_share: 0.5, headroom_share_of_shortfall: 1.0, ..Policy::default() };
         let (layout, spare) = recommend_layout(&pools, 60, 0.85, &policy, 0);
         assert_eq!(layout.values().sum::<u32>(), 60);
         assert!(layout.len() >= 5, "{layout:?}");

@@ -47,7 +47,8 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
                 push_restore_capacity(&mut plan, view, node, policy, now);
                 if plan.steps_of("restore-capacity").next().is_some() {
                     let after = now.saturating_add(policy.rebalance_window_minutes * MINUTE);
-                    plan.steps.push(Step::RetireNode { node: node.name.clone(), after });
+                    let bridge = policy.bridge_enabled;
+                    plan.steps.push(Step::RetireNode { node: node.name.clone(), after, bridge });
                 }
             }
         }

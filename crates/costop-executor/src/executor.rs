@@ -244,8 +244,9 @@ where
 
     /// At `after`, drain a node a rebalance recommendation replaced early
     /// and end it, unless it is gone or an interruption is being answered
-    /// for it (its taint) by then.
-    async fn retire(&self, node: &str, after: Millis) -> Result<String, String> {
+    /// for it (its taint) by then. Its workloads are bridged to their
+    /// functions (when `bridge`) until their pods are Ready elsewhere.
+    async fn retire(&self, node: &str, after: Millis, bridge: bool) -> Result<String, String> {
         let answered = |v: &ClusterView| v.node(node).is_none_or(|n| n.has_taint(INTERRUPTION_TAINT));
         while self.clock.now_ms() < after {
             if answered(&self.cluster.view()) {
@@ -258,11 +259,21 @@ where
             return Ok(format!("skipped: {node} was interrupted (or is gone); its replacement stays"));
         }
         self.cluster.taint_and_cordon(node).await.map_err(|e| e.to_string())?;
-        let until = self.clock.now_ms() + RETIRE_DRAIN;
         let view = self.cluster.view();
         let pods: Vec<String> = view.workload_pods_on(node).map(|p| p.name.clone()).collect();
+        let workloads: BTreeSet<String> = view.workload_pods_on(node).filter_map(|p| p.workload.clone()).collect();
+        let names: Vec<String> = workloads.iter().cloned().collect();
+        let bridged = bridge && !names.is_empty() && self.cloud.bridge(&names, true).await.is_ok();
+        let until = self.clock.now_ms() + RETIRE_DRAIN;
         let results = join_all(pods.iter().map(|p| self.cluster.evict(p, until))).await;
-        if let Some(e) = results.into_iter().find_map(Result::err) {
+        let failed = results.into_iter().find_map(Result::err);
+        if bridged {
+            self.wait_until(until, |v| whole(v, &self.ready.of(v), &workloads)).await;
+            if let Err(e) = self.cloud.bridge(&names, false).await {
+                tracing::warn!(error = %e, node, "cannot shift traffic back after a retirement");
+            }
+        }
+        if let Some(e) = failed {
             return Err(format!("{node} not retired: {e}"));
         }
         let view = self.cluster.view();
@@ -385,7 +396,7 @@ where
             } else {
                 format!("deferred: {node} stays in service (no warm-pool keeper runs)")
             }),
-            Step::RetireNode { node, after } => self.retire(node, *after).await,
+            Step::RetireNode { node, after, bridge } => self.retire(node, *after, *bridge).await,
             Step::RestoreHeadroom { placeholders } => {
                 let ready = self
                     .wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| {

@@ -14,6 +14,16 @@ fn main() {
         pool_hit: arg(3, "all").parse().unwrap_or(PoolHit::All),
         ..SimConfig::default()
     };
+    let mut cfg = cfg;
+    if std::env::var_os("NO_REBALANCE").is_some() {
+        cfg.policy.act_on_rebalance = false;
+    }
+    if let Some(h) = std::env::var("HEADROOM").ok().and_then(|v| v.parse().ok()) {
+        cfg.policy.headroom_share_of_shortfall = h;
+    }
+    if let Some(h) = std::env::var("MAX_POOL").ok().and_then(|v| v.parse().ok()) {
+        cfg.policy.max_pool_share = h;
+    }
     let market = BuiltinMarket::default().generate(cfg.seed, cfg.days);
     let started = std::time::Instant::now();
     let only: Option<costop_sim::Strategy> = args.get(4).and_then(|s| s.parse().ok());

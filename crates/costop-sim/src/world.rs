@@ -125,6 +125,7 @@ struct Workload {
     bridgeable: bool,
     bridge_live_at: Millis,
     fail_rate: f64,
+    fail_dead_rate: f64,
     bridge_rate: f64,
     volumes: Vec<u32>,
 }
@@ -150,6 +151,7 @@ impl Workload {
             bridgeable: true,
             bridge_live_at: 0,
             fail_rate: 0.0,
+            fail_dead_rate: 0.0,
             bridge_rate: 0.0,
             volumes: Vec::new(),
         }
@@ -281,7 +283,13 @@ pub struct World {
     headroom_target: u32,
     cost_rate_dirty: bool,
     cost_per_s: f64,
+    /// Spot, on-demand and stopped-standby shares of the bill (for debugging).
+    cost_kinds_per_s: [f64; 3],
+    cost_kinds: [f64; 3],
     fail_rate: f64,
+    /// Of `fail_rate`, requests routed to targets that are gone (debugging).
+    fail_dead_rate: f64,
+    failed_dead: f64,
     bridge_rate: f64,
     total_rate: f64,
     cost: f64,
@@ -336,7 +344,11 @@ impl World {
             headroom_target: 0,
             cost_rate_dirty: true,
             cost_per_s: 0.0,
+            cost_kinds_per_s: [0.0; 3],
+            cost_kinds: [0.0; 3],
             fail_rate: 0.0,
+            fail_dead_rate: 0.0,
+            failed_dead: 0.0,
             bridge_rate: 0.0,
             total_rate: 0.0,
             cost: 0.0,
@@ -685,7 +697,16 @@ impl World {
     /// The outcome, once the run has reached its end.
     pub fn finish(&mut self) -> StrategyResult {
         if std::env::var_os("COSTOP_SIM_DEBUG").is_some() {
-            eprintln!("[{}] view rebuilds {}, version {}", self.strategy.name(), self.rebuilds, self.version);
+            eprintln!(
+                "[{}] view rebuilds {}, version {}, cost spot/on-demand/stopped {:?}, bridged {:.0} failed {:.0} (to vanished targets {:.0})",
+                self.strategy.name(),
+                self.rebuilds,
+                self.version,
+                self.cost_kinds.map(|c| c.round()),
+                self.requests_bridged,
+                self.requests_failed,
+                self.failed_dead
+            );
         }
         self.advance_to(self.end);
         let end = self.end;
@@ -805,8 +826,12 @@ impl World {
         }
         let dt = (t - self.now) as f64 / 1000.0;
         self.cost += self.cost_per_s * dt;
+        for (c, r) in self.cost_kinds.iter_mut().zip(self.cost_kinds_per_s) {
+            *c += r * dt;
+        }
         self.requests_total += self.total_rate * dt;
         self.requests_failed += self.fail_rate * dt;
+        self.failed_dead += self.fail_dead_rate * dt;
         self.requests_bridged += self.bridge_rate * dt;
         let per_request = catalog::LAMBDA_USD_PER_REQUEST
             + BRIDGE_FUNCTION_GB * BRIDGE_FUNCTION_S * catalog::LAMBDA_USD_PER_GB_SECOND;
@@ -845,18 +870,22 @@ impl World {
             return;
         }
         let mut per_hour = 0.0;
+        let mut by_kind = [0.0; 3];
         for n in &self.nodes {
-            per_hour += match (n.state, n.capacity) {
-                (NodeState::Gone, _) => 0.0,
-                (NodeState::Stopped, _) => catalog::stopped_standby_usd_hr(),
-                (_, CapacityType::Spot) => n.pool.map_or(0.0, |p| self.market.pools[p].price_at(self.now)),
+            let (kind, usd) = match (n.state, n.capacity) {
+                (NodeState::Gone, _) => (0, 0.0),
+                (NodeState::Stopped, _) => (2, catalog::stopped_standby_usd_hr()),
+                (_, CapacityType::Spot) => (0, n.pool.map_or(0.0, |p| self.market.pools[p].price_at(self.now))),
                 (_, CapacityType::Burstable) => {
-                    n.itype.on_demand_usd_hr + f64::from(n.itype.vcpu) * catalog::T_UNLIMITED_USD_PER_VCPU_HR
+                    (1, n.itype.on_demand_usd_hr + f64::from(n.itype.vcpu) * catalog::T_UNLIMITED_USD_PER_VCPU_HR)
                 }
-                _ => n.itype.on_demand_usd_hr,
+                _ => (1, n.itype.on_demand_usd_hr),
             };
+            per_hour += usd;
+            by_kind[kind] += usd;
         }
         self.cost_per_s = per_hour / 3600.0;
+        self.cost_kinds_per_s = by_kind.map(|u| u / 3600.0);
         self.cost_rate_dirty = false;
     }
 
@@ -925,15 +954,6 @@ impl World {
 
     fn market_notice(&mut self, pool: usize, reclaim: usize) {
         let share = self.market.pools[pool].reclaims.get(reclaim).map_or(1.0, |r| r.share);
-        // Whether this notice reaches anyone, and how late: one draw per
-        // event, the same for every strategy.
-        let world = &self.cfg.world;
-        let missed = self.notice_rng.unit() < world.missed_notice_rate;
-        let late = if self.notice_rng.unit() < world.late_notice_rate {
-            ms(self.notice_rng.unit() * world.late_notice_max_s)
-        } else {
-            0
-        };
         self.pool_reclaims_seen[pool] += 1;
         self.pool_last_reclaim[pool] = Some(self.now);
         self.changed();
@@ -962,7 +982,13 @@ impl World {
         }
         let deadline = self.now + SPOT_NOTICE_LEAD;
         let mut affected: Vec<u32> = Vec::new();
-        for &n in &hit {
+        for (k, &n) in hit.iter().enumerate() {
+            // Whether this instance's notice arrives, and how late: drawn
+            // per (event, k-th node hit), so every strategy meets the same luck.
+            let world = &self.cfg.world;
+            let mut luck = self.notice_rng.fork(((pool as u64) << 40) ^ ((reclaim as u64) << 16) ^ k as u64);
+            let missed = luck.unit() < world.missed_notice_rate;
+            let late = if luck.unit() < world.late_notice_rate { ms(luck.unit() * world.late_notice_max_s) } else { 0 };
             self.interruptions += 1;
             self.nodes[n as usize].doomed = true;
             for p in self.nodes[n as usize].pods.clone() {
@@ -1064,6 +1090,22 @@ impl World {
             match pod.state {
                 PodState::Terminating => self.terminated(p),
                 PodState::Starting | PodState::Ready => {
+                    if std::env::var_os("COSTOP_SIM_DEBUG").is_some()
+                        && pod.serve == Serve::Live
+                        && !self.workloads[pod.workload as usize].placeholder
+                    {
+                        let node = &self.nodes[n as usize];
+                        eprintln!(
+                            "[{}] t={} live pod {} dies with node {} (doomed {}, unschedulable {}, capacity {:?})",
+                            self.strategy.name(),
+                            self.now / 1000,
+                            pod.name,
+                            node.name,
+                            node.doomed,
+                            node.unschedulable,
+                            node.capacity
+                        );
+                    }
                     if pod.state == PodState::Ready {
                         self.set_unready(p);
                     }
@@ -1386,12 +1428,12 @@ impl World {
             return;
         }
         let targets = f64::from(wl.live + wl.dead);
-        let deficit = if targets == 0.0 {
-            wl.rate
+        let (deficit, to_dead) = if targets == 0.0 {
+            (wl.rate, 0.0)
         } else {
             let to_dead = wl.rate * f64::from(wl.dead) / targets;
             let to_live = wl.rate - to_dead;
-            to_dead + (to_live - f64::from(wl.live) * wl.capacity_per_pod).max(0.0)
+            (to_dead + (to_live - f64::from(wl.live) * wl.capacity_per_pod).max(0.0), to_dead)
         };
         // The function's concurrency limit is the account's: what other
         // workloads already send through their bridges is not available.
@@ -1402,6 +1444,9 @@ impl World {
             0.0
         };
         let failed = deficit - bridged;
+        let dead_failed = if deficit > 0.0 { failed * to_dead / deficit } else { 0.0 };
+        self.fail_dead_rate += dead_failed - wl.fail_dead_rate;
+        wl.fail_dead_rate = dead_failed;
         self.fail_rate += failed - wl.fail_rate;
         self.bridge_rate += bridged - wl.bridge_rate;
         wl.fail_rate = failed;
