@@ -258,8 +258,9 @@ impl ServerState {
                         return Ok(Intake::Duplicate);
                     }
                     match store.response(&held).await.map_err(busy)? {
-                        Some(_) => {
+                        Some(record) => {
                             self.metrics.duplicate();
+                            self.start_if_open(record, notice.received_at);
                             return Ok(Intake::Duplicate);
                         }
                         // Its claimer failed before saving a plan: take it over.
@@ -296,7 +297,11 @@ impl ServerState {
             }
         };
         if !store.save_plan(&plan).await.map_err(busy)? {
+            // Saved before (by an attempt that timed out after its write).
             self.metrics.duplicate();
+            if let Some(record) = store.response(&key).await.map_err(busy)? {
+                self.start_if_open(record, notice.received_at);
+            }
             return Ok(Intake::Duplicate);
         }
         let source = match notice.source {
@@ -308,6 +313,31 @@ impl ServerState {
         tracing::info!(notice = %key, node = plan.node, steps = plan.steps.len(), "responding");
         self.spawn_response(plan, notice.received_at);
         Ok(Intake::Accepted)
+    }
+
+    /// A duplicate's response is open (saved) but runs nowhere: the save
+    /// that opened it timed out after its write (the caller was told to
+    /// retry), or it was left by a previous leader and not resumed yet.
+    /// Only the leader takes notices, so start it here.
+    fn start_if_open(
+        self: &Arc<Self>,
+        record: costop_core::ports::ResponseRecord,
+        received_at: costop_core::time::Millis,
+    ) {
+        if record.done_at.is_some() || !self.is_leader() {
+            return;
+        }
+        let started = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&record.plan.notice)
+            .is_some_and(|r| !r.task.is_finished());
+        if !started {
+            tracing::warn!(notice = %record.plan.notice, "starting an open response that was not running");
+        }
+        let received = record.steps.first().and_then(|s| s.started_at).unwrap_or(received_at);
+        self.spawn_response(record.plan, received);
     }
 
     fn is_planning(&self, key: &costop_core::NoticeKey) -> bool {

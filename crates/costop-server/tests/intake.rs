@@ -56,3 +56,56 @@ async fn one_response_per_instance_and_kind_whatever_time_is_stated() {
     assert!(metrics.contains("costop_notice_duplicates_total 318"), "{metrics}");
     server.stop.send(true).unwrap();
 }
+
+/// Redis answers the plan save after 3 s (the server gives up after 2 s and
+/// asks the agent to retry, but the plan and its open entry are written):
+/// the retry finds the open response that runs nowhere and starts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_save_answered_late_still_gives_one_response_that_runs() {
+    let (emu, _dir) = start_emu("intake-slow-save").await;
+    let redis = redis();
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", redis.port).parse().unwrap();
+    let proxy = DelayProxy::start(upstream, b"'HSETNX', KEYS[1], 'plan'", Duration::from_secs(3)).await;
+    let server = start_server(&emu, Some(proxy.url()), "slow-save").await;
+    server.wait_leading().await;
+    let token = agent_token(&emu, "node-0");
+    let notice = interruption(&instance_of(&emu, "node-0"), now_ms() + 60_000);
+
+    // The agent's first attempt: the save's answer is late.
+    let (code, body) = server.post(&notice, &token).await;
+    assert!(proxy.fired.load(std::sync::atomic::Ordering::SeqCst), "the save went through the proxy");
+    assert_eq!(code, 503, "{body}");
+    // The plan and its open entry are in Redis all the same.
+    assert_eq!(response_keys(&redis.url()).await.len(), 1);
+    // The agent retries until the server takes it.
+    let mut answers = vec![];
+    loop {
+        let (code, body) = server.post(&notice, &token).await;
+        answers.push(code);
+        if code / 100 == 2 {
+            assert!(body.contains("duplicate"), "{body}");
+            break;
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(answers.len() < 20, "{answers:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until("node-0 cordoned", Duration::from_secs(10), async || cordoned(&emu, "node-0")).await;
+    let store = costop_store::RedisStore::connect(&redis.url()).await.unwrap();
+    until("the response finished", Duration::from_secs(30), async || {
+        use costop_core::ports::StorePort;
+        store.unfinished().await.unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(response_keys(&redis.url()).await.len(), 1, "exactly one response");
+    let record = {
+        use costop_core::ports::StorePort;
+        store.response(&notice.key()).await.unwrap().unwrap()
+    };
+    assert!(record.done_at.is_some());
+    // Each step ran once: started and done recorded, none failed.
+    for (step, rec) in record.plan.steps.iter().zip(&record.steps) {
+        assert!(rec.done_at.is_some(), "{step:?}");
+    }
+    server.stop.send(true).unwrap();
+}

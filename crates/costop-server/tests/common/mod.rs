@@ -195,3 +195,70 @@ pub fn cordoned(emu: &Emulator, node: &str) -> bool {
 pub fn redis() -> RedisServer {
     RedisServer::start().expect("redis-server (scripts/test installs it)")
 }
+
+/// A TCP proxy in front of Redis that, once, holds back Redis's replies for
+/// `delay` as soon as a client sends a command containing `marker` (the
+/// command itself reaches Redis at once: it is the answer that is late).
+pub struct DelayProxy {
+    pub addr: SocketAddr,
+    pub fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DelayProxy {
+    pub async fn start(upstream: SocketAddr, marker: &'static [u8], delay: Duration) -> DelayProxy {
+        use std::sync::atomic::Ordering;
+        use std::sync::{Arc, Mutex};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let armed = fired.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let hold: Arc<Mutex<Option<Instant>>> = Arc::default();
+                let (hold_in, armed) = (hold.clone(), armed.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if buf[..n].windows(marker.len()).any(|w| w == marker)
+                            && !armed.swap(true, Ordering::SeqCst)
+                        {
+                            *hold_in.lock().unwrap() = Some(Instant::now() + delay);
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let until = hold.lock().unwrap().take();
+                        if let Some(until) = until {
+                            tokio::time::sleep_until(until.into()).await;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        DelayProxy { addr, fired }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+}
