@@ -1,7 +1,14 @@
 //! Leader election with a coordination.k8s.io/v1 Lease: the holder renews
 //! it every 2 s; another replica takes it over once it has not been renewed
-//! for its duration. Updates carry the resourceVersion read, so two replicas
-//! never both win.
+//! for its duration, or at once when its holder released it (on shutdown).
+//! Updates carry the resourceVersion read, so two replicas never both win.
+//!
+//! A holder is its identity *and* a nonce drawn when the process starts
+//! (annotation [`NONCE_ANNOTATION`]): two processes given the same
+//! identity are two holders, never one, and a server refuses to start while
+//! another live process renews the Lease under its identity
+//! ([`check_unique`]). `acquireTime` is the time of acquisition, kept on
+//! renewals.
 
 use costop_core::time::format_rfc3339;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -14,12 +21,18 @@ use tokio::sync::watch;
 pub const LEASE: &str = "costop-server";
 /// Seconds a lease stays valid without renewal.
 pub const LEASE_SECONDS: i64 = 15;
+/// The annotation naming the holding process (its nonce).
+pub const NONCE_ANNOTATION: &str = "costop.io/holder-nonce";
 
 /// Margin under the lease's duration within which a leader stops acting
 /// unless it renewed: another replica may take over only after the full duration.
 pub const SAFETY_MARGIN_MS: u64 = 5_000;
 /// A lease round that takes longer than this counts as failed.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(4);
+/// The leader renews this often.
+pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// A follower tries this often, so a released Lease is taken within about this.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
 /// Told how leadership goes.
 pub trait Leadership: Send + Sync {
@@ -27,6 +40,36 @@ pub trait Leadership: Send + Sync {
     fn renewed(&self, at: u64);
     /// The lease is another replica's, or could not be renewed.
     fn lost(&self);
+}
+
+/// Who tries to lead: the configured identity and this process's nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The replica's identity (`--identity`).
+    pub identity: String,
+    /// Drawn once per process.
+    pub nonce: String,
+}
+
+impl Candidate {
+    /// A candidate with a fresh nonce.
+    pub fn new(identity: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self { identity: identity.into(), nonce: format!("{}-{nanos:x}-{n}", std::process::id()) }
+    }
+}
+
+/// Why a server may not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// Another live process holds the Lease under this identity.
+    #[error(
+        "another live server holds the `{LEASE}` Lease as `{0}` (it renewed it while this one watched); \
+         give each replica its own --identity"
+    )]
+    IdentityTaken(String),
 }
 
 fn now_ms() -> u64 {
@@ -37,70 +80,186 @@ fn micro_time(ms: u64) -> String {
     format_rfc3339(ms).replace('Z', &format!(".{:06}Z", (ms % 1000) * 1000))
 }
 
+/// What a Lease says about its holder.
+struct Held {
+    holder: String,
+    nonce: String,
+    renewed_ms: u64,
+    expired: bool,
+    acquire_time: Option<String>,
+    transitions: i32,
+}
+
+fn held(lease: &Lease) -> Held {
+    let spec = lease.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.unwrap_or_default();
+    let renewed_ms = spec.renew_time.as_ref().map(|t| t.0.as_millisecond().max(0) as u64).unwrap_or(0);
+    let duration_ms = spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS as i32).max(1) as u64 * 1000;
+    Held {
+        nonce: lease
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(NONCE_ANNOTATION))
+            .cloned()
+            .unwrap_or_default(),
+        // A released Lease (no holder) is free at once.
+        expired: holder.is_empty() || now_ms() > renewed_ms + duration_ms,
+        holder,
+        renewed_ms,
+        acquire_time: spec.acquire_time.map(|t| micro_time(t.0.as_millisecond().max(0) as u64)),
+        transitions: spec.lease_transitions.unwrap_or(0),
+    }
+}
+
 fn lease_object(
-    identity: &str,
+    holder: Option<&Candidate>,
     resource_version: Option<String>,
+    acquire_time: Option<String>,
     transitions: i32,
 ) -> Result<Lease, serde_json::Error> {
     let now = micro_time(now_ms());
+    let (identity, nonce, duration) = match holder {
+        Some(c) => (Some(c.identity.as_str()), c.nonce.as_str(), LEASE_SECONDS),
+        None => (None, "", 1),
+    };
     serde_json::from_value(json!({
-        "metadata": {"name": LEASE, "namespace": costop_kube::COSTOP_NAMESPACE, "resourceVersion": resource_version},
-        "spec": {"holderIdentity": identity, "leaseDurationSeconds": LEASE_SECONDS,
-                 "acquireTime": now, "renewTime": now, "leaseTransitions": transitions}
+        "metadata": {"name": LEASE, "namespace": costop_kube::COSTOP_NAMESPACE, "resourceVersion": resource_version,
+                     "annotations": {NONCE_ANNOTATION: nonce}},
+        "spec": {"holderIdentity": identity, "leaseDurationSeconds": duration,
+                 "acquireTime": acquire_time.unwrap_or_else(|| now.clone()), "renewTime": now,
+                 "leaseTransitions": transitions}
     }))
 }
 
-/// One round: try to hold the lease. Returns whether this replica leads.
-pub async fn try_lead(client: &kube::Client, identity: &str) -> Result<bool, kube::Error> {
+fn leases(client: &kube::Client) -> Api<Lease> {
+    Api::<Lease>::namespaced(client.clone(), costop_kube::COSTOP_NAMESPACE)
+}
+
+/// One round: try to hold the lease. Returns whether this candidate leads.
+pub async fn try_lead(client: &kube::Client, me: &Candidate) -> Result<bool, kube::Error> {
     let ns_api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
     if ns_api.get_opt(costop_kube::COSTOP_NAMESPACE).await?.is_none() {
         let ns = serde_json::from_value(json!({"metadata": {"name": costop_kube::COSTOP_NAMESPACE}}))
             .map_err(kube::Error::SerdeError)?;
         let _ = ns_api.create(&PostParams::default(), &ns).await;
     }
-    let leases = Api::<Lease>::namespaced(client.clone(), costop_kube::COSTOP_NAMESPACE);
-    let current = leases.get_opt(LEASE).await?;
-    let Some(lease) = current else {
-        let lease = lease_object(identity, None, 0).map_err(kube::Error::SerdeError)?;
+    let leases = leases(client);
+    let Some(lease) = leases.get_opt(LEASE).await? else {
+        let lease = lease_object(Some(me), None, None, 0).map_err(kube::Error::SerdeError)?;
         return Ok(leases.create(&PostParams::default(), &lease).await.is_ok());
     };
-    let spec = lease.spec.clone().unwrap_or_default();
-    let holder = spec.holder_identity.unwrap_or_default();
-    let renewed_ms = spec.renew_time.map(|t| t.0.as_millisecond().max(0) as u64).unwrap_or(0);
-    let duration_ms = spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS as i32).max(1) as u64 * 1000;
-    let expired = now_ms() > renewed_ms + duration_ms;
-    if holder != identity && !expired {
+    let h = held(&lease);
+    let mine = h.holder == me.identity && h.nonce == me.nonce;
+    if !mine && !h.expired {
         return Ok(false);
     }
-    let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(holder != identity);
-    let next = lease_object(identity, lease.metadata.resource_version.clone(), transitions)
+    // Renewing keeps the acquisition time; taking over starts a new one.
+    let (acquired, transitions) =
+        if mine { (h.acquire_time, h.transitions) } else { (None, h.transitions + 1) };
+    let next = lease_object(Some(me), lease.metadata.resource_version.clone(), acquired, transitions)
         .map_err(kube::Error::SerdeError)?;
     Ok(leases.replace(LEASE, &PostParams::default(), &next).await.is_ok())
 }
 
-/// Keep trying to lead, every 2 s, until shutdown.
+/// Give the Lease up if this candidate holds it: no holder, so the next
+/// replica takes it at its next round instead of after the lease's duration.
+pub async fn release(client: &kube::Client, me: &Candidate) -> Result<bool, kube::Error> {
+    let leases = leases(client);
+    let Some(lease) = leases.get_opt(LEASE).await? else { return Ok(false) };
+    let h = held(&lease);
+    if h.holder != me.identity || h.nonce != me.nonce {
+        return Ok(false);
+    }
+    let next = lease_object(None, lease.metadata.resource_version.clone(), h.acquire_time, h.transitions)
+        .map_err(kube::Error::SerdeError)?;
+    Ok(leases.replace(LEASE, &PostParams::default(), &next).await.is_ok())
+}
+
+/// Refuse to start while another live process holds the Lease under this
+/// identity: when the Lease names it and is fresh, watch it for two renewal
+/// periods; a renewal in that time is another live process. A holder that
+/// does not renew (a crashed predecessor) is left to expire.
+pub async fn check_unique(client: &kube::Client, me: &Candidate) -> Result<(), LeaderError> {
+    let leases = leases(client);
+    let read = async || match leases.get_opt(LEASE).await {
+        Ok(l) => l.map(|l| held(&l)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Lease to check the identity is unique");
+            None
+        }
+    };
+    let Some(first) = read().await else { return Ok(()) };
+    if first.holder != me.identity || first.expired || first.nonce == me.nonce {
+        return Ok(());
+    }
+    tracing::info!(identity = me.identity, "the Lease names this identity; checking its holder is gone");
+    let watch_until = now_ms() + 2 * RENEW_EVERY.as_millis() as u64 + 500;
+    while now_ms() < watch_until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match read().await {
+            Some(now) if now.holder == me.identity && now.nonce == first.nonce => {
+                if now.renewed_ms != first.renewed_ms {
+                    return Err(LeaderError::IdentityTaken(me.identity.clone()));
+                }
+            }
+            // Released, expired into another's hands, or gone.
+            _ => return Ok(()),
+        }
+    }
+    tracing::warn!(
+        identity = me.identity,
+        "a previous holder with this identity stopped renewing; taking over once its Lease expires"
+    );
+    Ok(())
+}
+
+/// Keep trying to lead (renewing every [`RENEW_EVERY`], trying every
+/// [`FOLLOW_EVERY`] while following) until shutdown; then stop acting and
+/// release the Lease.
 pub async fn elect<L: Leadership + 'static>(
     client: kube::Client,
-    identity: String,
+    me: Candidate,
     state: std::sync::Arc<L>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         let started = now_ms();
-        match tokio::time::timeout(ROUND_TIMEOUT, try_lead(&client, &identity)).await {
-            Ok(Ok(true)) => state.renewed(started),
-            Ok(Ok(false)) => state.lost(),
+        let leading = match tokio::time::timeout(ROUND_TIMEOUT, try_lead(&client, &me)).await {
+            Ok(Ok(true)) => {
+                state.renewed(started);
+                true
+            }
+            Ok(Ok(false)) => {
+                state.lost();
+                false
+            }
             // A failed round leaves the last renewal in force until it runs
             // out (the leader's own deadline stops it in time).
-            Ok(Err(e)) => tracing::warn!(error = %e, "lease round failed"),
-            Err(_) => tracing::warn!("lease round timed out"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = shutdown.wait_for(|s| *s) => {
-                state.lost();
-                return;
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "lease round failed");
+                false
             }
+            Err(_) => {
+                tracing::warn!("lease round timed out");
+                false
+            }
+        };
+        let wait = if leading { RENEW_EVERY } else { FOLLOW_EVERY };
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        if stopping {
+            break;
         }
+    }
+    // Stop acting first, then hand over.
+    state.lost();
+    match tokio::time::timeout(ROUND_TIMEOUT, release(&client, &me)).await {
+        Ok(Ok(true)) => tracing::info!(identity = me.identity, "Lease released"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the Lease; it expires on its own"),
+        Err(_) => tracing::warn!("releasing the Lease timed out; it expires on its own"),
     }
 }

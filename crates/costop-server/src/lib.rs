@@ -80,6 +80,9 @@ pub enum ServerError {
     /// Kubernetes.
     #[error(transparent)]
     Kube(#[from] costop_kube::KubeError),
+    /// Another live server has this identity.
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
     /// Listening.
     #[error("listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
@@ -710,6 +713,8 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         Some(path) => KubeCluster::client_from_kubeconfig(path).await?,
         None => KubeCluster::infer_client().await?,
     };
+    let me = leader::Candidate::new(&config.identity);
+    leader::check_unique(&client, &me).await?;
     let cluster = KubeCluster::start(client.clone());
     cluster.ready().await?;
     let cloud = match (&config.aws, &config.emu_url) {
@@ -749,7 +754,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         .await
         .map_err(|e| ServerError::Listen(config.listen, e))?;
     tracing::info!(addr = %listener.local_addr().map_err(|e| ServerError::Listen(config.listen, e))?, "costop server listening");
-    tokio::spawn(leader::elect(client, config.identity.clone(), state.clone(), shutdown.clone()));
+    let elect = tokio::spawn(leader::elect(client, me, state.clone(), shutdown.clone()));
     tokio::spawn(consume(state.clone(), shutdown.clone()));
     tokio::spawn(mirror(state.clone(), shutdown.clone()));
     if let (Some(aws), AnyCloud::Aws(cloud)) = (&config.aws, state.exec.cloud.as_ref()) {
@@ -778,12 +783,15 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         .route("/readyz", get(ready))
         .with_state(state);
     let mut stop = shutdown.clone();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await
-        .map_err(|e| ServerError::Listen(config.listen, e))
+        .map_err(|e| ServerError::Listen(config.listen, e));
+    // The Lease is released (responses stopped first) before the process ends.
+    let _ = elect.await;
+    served
 }
 
 impl leader::Leadership for ServerState {
