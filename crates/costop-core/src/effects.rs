@@ -83,6 +83,32 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
     }
 }
 
+/// Apply several steps' effects; evictions and placeholder claims are
+/// applied together in one pass over the pods (the same result as one by one).
+pub fn apply_steps<'a>(view: &mut ClusterView, steps: impl IntoIterator<Item = &'a Step>) {
+    let mut evicted: HashSet<&str> = HashSet::default();
+    let mut claimed: HashSet<&str> = HashSet::default();
+    for step in steps {
+        match step {
+            Step::Evict { pods, .. } => evicted.extend(pods.iter().map(String::as_str)),
+            Step::ClaimHeadroom { placeholders } => claimed.extend(placeholders.iter().map(String::as_str)),
+            other => apply_step(view, other),
+        }
+    }
+    if !claimed.is_empty() {
+        view.pods.retain(|p| !(p.placeholder && claimed.contains(p.name.as_str())));
+    }
+    if !evicted.is_empty() {
+        for p in view.pods.iter_mut().filter(|p| evicted.contains(p.name.as_str())) {
+            p.node = None;
+            p.ready = false;
+            for v in &mut p.volumes {
+                v.attached_to = None;
+            }
+        }
+    }
+}
+
 /// Apply every step of a plan, in order.
 pub fn apply_plan(view: &mut ClusterView, plan: &Plan) {
     for step in &plan.steps {

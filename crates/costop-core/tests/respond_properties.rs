@@ -151,6 +151,18 @@ proptest! {
     }
 
     #[test]
+    fn steps_applied_together_equal_steps_applied_one_by_one(view in cluster(), pick in 0usize..64) {
+        let node = &view.nodes[pick % view.nodes.len()];
+        if let Ok(plan) = respond(&view, &interruption(&node.instance_id), &Policy::default(), 1_000) {
+            let mut one_by_one = view.clone();
+            apply_plan(&mut one_by_one, &plan);
+            let mut together = view.clone();
+            effects::apply_steps(&mut together, &plan.steps);
+            prop_assert_eq!(one_by_one, together);
+        }
+    }
+
+    #[test]
     fn a_plan_applied_twice_equals_once(view in cluster(), pick in 0usize..64) {
         let node = &view.nodes[pick % view.nodes.len()];
         if let Ok(plan) = respond(&view, &interruption(&node.instance_id), &Policy::default(), 1_000) {

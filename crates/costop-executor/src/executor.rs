@@ -155,6 +155,11 @@ where
         policy: &Policy,
         now: Millis,
     ) -> Result<Plan, PlanError> {
+        // A recommendation only launches a replacement: the claims of the
+        // other responses do not change it, and copying the view is not free.
+        if matches!(notice.kind, costop_core::NoticeKind::RebalanceRecommendation { .. }) {
+            return respond(view, notice, policy, now);
+        }
         respond(&self.open.claimed(view, now), notice, policy, now)
     }
 

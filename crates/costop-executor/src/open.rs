@@ -7,7 +7,7 @@
 //! applied ([`costop_core::effects::apply_step`]): no two responses claim
 //! the same room.
 
-use costop_core::effects::apply_step;
+use costop_core::effects::apply_steps;
 use costop_core::{ClusterView, Millis, NoticeKey, Plan, Step};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -82,9 +82,7 @@ impl OpenResponses {
             return std::borrow::Cow::Borrowed(view);
         }
         let mut view = view.clone();
-        for step in pending {
-            apply_step(&mut view, step);
-        }
+        apply_steps(&mut view, pending);
         std::borrow::Cow::Owned(view)
     }
 }

@@ -136,12 +136,23 @@ where
         }
 
         // Launch what is short; terminate what is surplus.
-        let mut sized = (*view).clone();
+        // Sized on the view as it will be: launches not joined yet left out,
+        // nodes parked this round counted as standbys (a copy only then).
         let not_yet: BTreeSet<&str> = pending.iter().map(|p| p.instance_id.as_str()).collect();
-        sized.nodes.retain(|n| !not_yet.contains(n.instance_id.as_str()));
-        for n in sized.nodes.iter_mut().filter(|n| now_standby.contains(&n.name)) {
-            n.capacity_type = if stop { CapacityType::StandbyStopped } else { CapacityType::StandbyRunning };
-        }
+        let adjusted = view
+            .nodes
+            .iter()
+            .any(|n| not_yet.contains(n.instance_id.as_str()) || now_standby.contains(&n.name));
+        let sized = if adjusted {
+            let mut sized = (*view).clone();
+            sized.nodes.retain(|n| !not_yet.contains(n.instance_id.as_str()));
+            for n in sized.nodes.iter_mut().filter(|n| now_standby.contains(&n.name)) {
+                n.capacity_type = if stop { CapacityType::StandbyStopped } else { CapacityType::StandbyRunning };
+            }
+            std::borrow::Cow::Owned(sized)
+        } else {
+            std::borrow::Cow::Borrowed(&*view)
+        };
         let plan = plan_warm_pool(&sized, &pending, &self.policy);
         for launch in &plan.launch {
             let Some(twin) = view.node(&launch.twin_of) else { continue };
