@@ -6,6 +6,7 @@
 
 pub mod cloud;
 pub mod leader;
+pub mod listener;
 pub mod metrics;
 pub mod pools;
 pub use costop_executor::warm_pool;
@@ -750,6 +751,8 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             config.aws.as_ref().map(|a| a.settings.pools.clone()).unwrap_or_default(),
         ),
     });
+    let files = listener::raise_fd_limit();
+    tracing::info!(open_files = files, "open-file limit");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServerError::Listen(config.listen, e))?;
@@ -782,16 +785,10 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(state);
-    let mut stop = shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .map_err(|e| ServerError::Listen(config.listen, e));
+    listener::serve(listener, app, listener::Limits::default(), shutdown).await;
     // The Lease is released (responses stopped first) before the process ends.
     let _ = elect.await;
-    served
+    Ok(())
 }
 
 impl leader::Leadership for ServerState {
