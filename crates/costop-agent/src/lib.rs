@@ -7,10 +7,14 @@
 //! without a deadline, the rebalance recommendation, is retried while the
 //! agent runs); a sink given up on is logged as an error and counted
 //! ([`Agent::gave_up`]). Every failure is logged with the sink's URL.
+//!
+//! Both sinks carry the pod's service-account token (`token_path`): the
+//! bearer token of the HTTP request, the `token` field of the stream entry.
+//! The server acts on neither without it.
 
 pub mod imds;
 
-use costop_core::ports::{Clock, StorePort};
+use costop_core::ports::Clock;
 use costop_core::{Notice, NoticeKey, NoticeKind, NoticeSource};
 use costop_store::RedisStore;
 use imds::{parse_instance_action, parse_rebalance, ImdsClient, ImdsError, INSTANCE_ACTION, REBALANCE};
@@ -410,7 +414,20 @@ impl<C: Clock + 'static> Agent<C> {
             *redis = Some(store);
         }
         let Some(store) = redis.as_ref() else { return Err("no connection".into()) };
-        store.publish_notice(notice).await.map_err(|e| format!("did not add the stream entry: {e}"))
+        // The server acts on a stream entry only with the agent's credential.
+        let token = self.token()?;
+        store
+            .publish_signed(notice, token.as_deref())
+            .await
+            .map_err(|e| format!("did not add the stream entry: {e}"))
+    }
+
+    /// The pod's service-account token, read afresh (the kubelet rotates it).
+    fn token(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.config.token_path else { return Ok(None) };
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the service-account token {}: {e}", path.display()))?;
+        Ok(Some(token.trim().to_string()))
     }
 
     /// POST the notice to the server: `Ok` once it answers 2xx (accepted,
@@ -419,10 +436,8 @@ impl<C: Clock + 'static> Agent<C> {
         let Some(base) = self.config.server() else { return Err("no server URL".into()) };
         let url = format!("{}/v1/notices", base.trim_end_matches('/'));
         let mut req = self.http.post(&url).json(notice);
-        if let Some(path) = &self.config.token_path {
-            let token = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the service-account token {}: {e}", path.display()))?;
-            req = req.bearer_auth(token.trim());
+        if let Some(token) = self.token()? {
+            req = req.bearer_auth(token);
         }
         match req.send().await {
             Ok(r) if r.status().is_success() => Ok(()),

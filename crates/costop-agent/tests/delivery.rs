@@ -314,3 +314,24 @@ async fn redis_is_retried_until_it_comes_back() {
     assert_eq!(entries.len(), 1, "one stream entry");
     assert_eq!(agent.gave_up(), 0);
 }
+
+#[tokio::test]
+async fn the_stream_entry_carries_the_agents_token() {
+    let redis = costop_store::redis_server::RedisServer::start()
+        .unwrap_or_else(|e| panic!("this test needs redis-server: {e}"));
+    let dir = std::env::temp_dir().join(format!("costop-agent-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "the-agents-token\n").unwrap();
+    let mut config = config(None, Some(&redis.url()));
+    config.token_path = Some(token_file);
+    let (agent, _rx) = agent(config);
+    let (_stop_tx, stop) = watch::channel(false);
+    let done = agent.deliver(notice(60_000), stop).await;
+    assert_eq!(done.redis, Sink::Taken);
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let entries = store.read_signed("test", 100).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].token.as_deref(), Some("the-agents-token"), "trimmed, as on HTTP");
+    assert!(entries[0].notice.is_ok());
+}

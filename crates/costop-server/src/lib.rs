@@ -110,6 +110,8 @@ pub struct ServerState {
     /// Set once this leader has resumed what a previous one left unfinished.
     resumed: std::sync::atomic::AtomicBool,
     identity: String,
+    /// Service accounts (usernames) whose pods may report notices.
+    agent_accounts: Vec<String>,
     /// Spot pools capacity may be restored into.
     pools: pools::PoolBook,
 }
@@ -361,8 +363,10 @@ impl ServerState {
         Ok(keys.len())
     }
 
-    /// Check a pod token with the API server: the node its pod runs on.
-    async fn node_of_token(&self, token: &str) -> Result<Option<String>, String> {
+    /// Check a pod token with the API server (TokenReview): the service
+    /// account it belongs to and the node its pod runs on (`None`: not a
+    /// live pod's token).
+    async fn review_token(&self, token: &str) -> Result<Option<(String, Option<String>)>, String> {
         let review: TokenReview =
             serde_json::from_value(json!({"spec": {"token": token}})).map_err(|e| e.to_string())?;
         let reviewed = Api::<TokenReview>::all(self.client.clone())
@@ -374,24 +378,127 @@ impl ServerState {
             return Ok(None);
         }
         let user = status.user.unwrap_or_default();
+        let username = user.username.clone().unwrap_or_default();
         let extra = user.extra.unwrap_or_default();
         if let Some(node) = extra.get("authentication.kubernetes.io/node-name").and_then(|v| v.first()) {
-            return Ok(Some(node.clone()));
+            return Ok(Some((username, Some(node.clone()))));
         }
         // Older API servers name only the pod: find its node.
         let pod = extra.get("authentication.kubernetes.io/pod-name").and_then(|v| v.first()).cloned();
-        let ns = user
-            .username
-            .as_deref()
-            .and_then(|u| u.strip_prefix("system:serviceaccount:"))
-            .and_then(|r| r.split(':').next());
-        Ok(match (pod, ns) {
+        let ns = username.strip_prefix("system:serviceaccount:").and_then(|r| r.split(':').next());
+        let node = match (pod, ns) {
             (Some(pod), Some(ns)) => {
                 let name = format!("{ns}/{pod}");
                 self.exec.cluster.view().pods.iter().find(|p| p.name == name).and_then(|p| p.node.clone())
             }
             _ => None,
-        })
+        };
+        Ok(Some((username, node)))
+    }
+
+    /// Whether `token` may report `notice`, whatever path brought it
+    /// (HTTP, the Redis stream): a live pod's token (TokenReview), of the
+    /// agent's service account ([`AGENT_ACCOUNT_ENV`]), on the notice's node.
+    pub async fn authorize(&self, token: &str, notice: &Notice) -> Result<(), Refusal> {
+        let (username, token_node) = match self.review_token(token).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(Refusal::Unauthenticated("the token is not a live pod's".into())),
+            Err(e) => return Err(Refusal::Unavailable(e)),
+        };
+        if !self.agent_accounts.contains(&username) {
+            return Err(Refusal::NotTheAgent(format!(
+                "{username} may not report notices (only {})",
+                self.agent_accounts.join(", ")
+            )));
+        }
+        let Some(token_node) = token_node else {
+            return Err(Refusal::Unauthenticated(format!("{username}: the token names no pod on a node")));
+        };
+        let view = self.exec.cluster.view();
+        let Some(node) = view.node_by_instance(&notice.instance_id) else {
+            return Err(Refusal::UnknownInstance(format!(
+                "instance {} is not a node of this cluster",
+                notice.instance_id
+            )));
+        };
+        if node.name != token_node {
+            return Err(Refusal::OtherNode(format!(
+                "a pod on {token_node} may not report for {}",
+                node.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The environment variable naming the service accounts whose pods may
+/// report notices (`namespace:name`, comma-separated).
+pub const AGENT_ACCOUNT_ENV: &str = "COSTOP_AGENT_SERVICE_ACCOUNT";
+/// The agent's service account as deployed.
+pub const DEFAULT_AGENT_ACCOUNT: &str = "costop-system:costop-agent";
+
+/// The usernames (`system:serviceaccount:NS:NAME`) allowed to report.
+pub fn agent_accounts() -> Vec<String> {
+    parse_accounts(&std::env::var(AGENT_ACCOUNT_ENV).unwrap_or_default())
+}
+
+/// `ns:name[,ns:name…]` (or full usernames) as usernames; empty: the default.
+pub fn parse_accounts(configured: &str) -> Vec<String> {
+    let mut accounts: Vec<String> = configured
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| format!("system:serviceaccount:{}", a.trim_start_matches("system:serviceaccount:")))
+        .collect();
+    if accounts.is_empty() {
+        accounts.push(format!("system:serviceaccount:{DEFAULT_AGENT_ACCOUNT}"));
+    }
+    accounts
+}
+
+/// Why a notice's credential was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No credential at all.
+    #[error("{0}")]
+    NoCredential(String),
+    /// Not a live pod's token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A pod's token, not of the agent's service account.
+    #[error("{0}")]
+    NotTheAgent(String),
+    /// The agent of another node.
+    #[error("{0}")]
+    OtherNode(String),
+    /// The instance is no node of this cluster.
+    #[error("{0}")]
+    UnknownInstance(String),
+    /// The check itself could not be made (API server): retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Refusal {
+    /// A short stable label, for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::NoCredential(_) => "no-credential",
+            Refusal::Unauthenticated(_) => "unauthenticated",
+            Refusal::NotTheAgent(_) => "not-the-agent",
+            Refusal::OtherNode(_) => "other-node",
+            Refusal::UnknownInstance(_) => "unknown-instance",
+            Refusal::Unavailable(_) => "unavailable",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NoCredential(_) | Refusal::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Refusal::NotTheAgent(_) | Refusal::OtherNode(_) => StatusCode::FORBIDDEN,
+            Refusal::UnknownInstance(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
     }
 }
 
@@ -425,33 +532,12 @@ async fn post_notice(
         Ok(n) => n,
         Err(e) => return reply(StatusCode::BAD_REQUEST, json!({"error": format!("not a notice: {e}")})),
     };
-    let token_node = match st.node_of_token(token).await {
-        Ok(Some(node)) => node,
-        Ok(None) => {
+    if let Err(refusal) = st.authorize(token, &notice).await {
+        if !matches!(refusal, Refusal::Unavailable(_) | Refusal::UnknownInstance(_)) {
             st.metrics.refused();
-            return reply(StatusCode::UNAUTHORIZED, json!({"error": "the token is not a live pod's"}));
+            tracing::warn!(instance = notice.instance_id, reason = refusal.label(), error = %refusal, "refused a notice (HTTP)");
         }
-        Err(e) => return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
-    };
-    let view = st.exec.cluster.view();
-    let Some(node) = view.node_by_instance(&notice.instance_id) else {
-        return reply(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"error": format!("instance {} is not a node of this cluster", notice.instance_id)}),
-        );
-    };
-    if node.name != token_node {
-        st.metrics.refused();
-        tracing::warn!(
-            token_node,
-            notice_node = node.name,
-            instance = notice.instance_id,
-            "refused a notice for another node"
-        );
-        return reply(
-            StatusCode::FORBIDDEN,
-            json!({"error": format!("a pod on {token_node} may not report for {}", node.name)}),
-        );
+        return reply(refusal.status(), json!({"error": refusal.to_string()}));
     }
     match st.accept(notice).await {
         Ok(Intake::Accepted) => reply(StatusCode::ACCEPTED, json!({"status": "accepted"})),
@@ -505,44 +591,15 @@ async fn consume(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
             }
         }
         let entries = tokio::select! {
-            r = st.exec.store.read_notices(&consumer, 500) => r,
+            r = st.exec.store.read_signed(&consumer, 500) => r,
             _ = shutdown.wait_for(|s| *s) => return,
         };
         match entries {
             Ok(entries) => {
-                for (id, notice) in entries {
-                    let acked = match notice {
-                        Ok(n) => match st.accept(n).await {
-                            Ok(_) => true,
-                            Err(IntakeError::Invalid(e)) => {
-                                tracing::error!(
-                                    id,
-                                    error = e,
-                                    "invalid notice in the stream; acknowledged and skipped"
-                                );
-                                true
-                            }
-                            Err(IntakeError::Unavailable(e)) => {
-                                tracing::warn!(
-                                    id,
-                                    error = e,
-                                    "cannot take a stream notice yet; it stays pending"
-                                );
-                                false
-                            }
-                        },
-                        Err(e) => {
-                            tracing::error!(
-                                id,
-                                error = e,
-                                "malformed entry in the notice stream; acknowledged and skipped"
-                            );
-                            true
-                        }
-                    };
-                    if acked {
-                        if let Err(e) = st.exec.store.ack_notice(&id).await {
-                            tracing::warn!(id, error = %e, "cannot acknowledge");
+                for entry in entries {
+                    if take_entry(&st, &entry).await {
+                        if let Err(e) = st.exec.store.ack_notice(&entry.id).await {
+                            tracing::warn!(id = entry.id, error = %e, "cannot acknowledge");
                         }
                     }
                 }
@@ -551,6 +608,56 @@ async fn consume(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
                 tracing::warn!(error = %e, "cannot read the notice stream; retrying");
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
+        }
+    }
+}
+
+/// Take one stream entry: verify its credential exactly as on HTTP, then
+/// accept its notice. Whether to acknowledge it: yes once taken, and for
+/// entries that can never be taken (malformed, no or a refused credential:
+/// counted and logged with the reason, never acted on); no while the
+/// check or the store cannot answer (it is read again).
+async fn take_entry(st: &Arc<ServerState>, entry: &costop_store::redis_store::SignedEntry) -> bool {
+    let id = entry.id.as_str();
+    let notice = match &entry.notice {
+        Ok(n) => n,
+        Err(e) => {
+            st.metrics.stream_refused("malformed");
+            tracing::error!(id, error = e, "malformed entry in the notice stream; acknowledged and skipped");
+            return true;
+        }
+    };
+    let checked = match entry.token.as_deref() {
+        Some(token) => st.authorize(token, notice).await,
+        None => Err(Refusal::NoCredential("the entry carries no token".into())),
+    };
+    match checked {
+        Ok(()) => {}
+        Err(Refusal::Unavailable(e)) => {
+            tracing::warn!(id, error = e, "cannot verify a stream entry's credential yet; it stays pending");
+            return false;
+        }
+        Err(refusal) => {
+            st.metrics.stream_refused(refusal.label());
+            tracing::error!(
+                id,
+                instance = notice.instance_id,
+                reason = refusal.label(),
+                error = %refusal,
+                "refused a stream entry; acknowledged, not acted on"
+            );
+            return true;
+        }
+    }
+    match st.accept(notice.clone()).await {
+        Ok(_) => true,
+        Err(IntakeError::Invalid(e)) => {
+            tracing::error!(id, error = e, "invalid notice in the stream; acknowledged and skipped");
+            true
+        }
+        Err(IntakeError::Unavailable(e)) => {
+            tracing::warn!(id, error = e, "cannot take a stream notice yet; it stays pending");
+            false
         }
     }
 }
@@ -747,6 +854,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         planning_keys: Mutex::new(Default::default()),
         resumed: std::sync::atomic::AtomicBool::new(false),
         identity: config.identity.clone(),
+        agent_accounts: agent_accounts(),
         pools: pools::PoolBook::new(
             config.aws.as_ref().map(|a| a.settings.pools.clone()).unwrap_or_default(),
         ),
@@ -804,5 +912,17 @@ impl leader::Leadership for ServerState {
             tracing::warn!(identity = self.identity, "leadership lost; stopping responses");
             self.stop_responses();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn agent_accounts_are_service_account_usernames() {
+        assert_eq!(super::parse_accounts(""), vec!["system:serviceaccount:costop-system:costop-agent"]);
+        assert_eq!(
+            super::parse_accounts(" ops:agent , system:serviceaccount:x:y"),
+            vec!["system:serviceaccount:ops:agent", "system:serviceaccount:x:y"]
+        );
     }
 }

@@ -11,6 +11,7 @@ struct Inner {
     notices: BTreeMap<(String, String), u64>,
     duplicates: u64,
     refused: u64,
+    stream_refused: BTreeMap<String, u64>,
     steps: BTreeMap<String, (u64, f64)>,
     cordon_buckets: [u64; BUCKETS.len()],
     cordon_count: u64,
@@ -39,6 +40,11 @@ impl Metrics {
     /// A notice refused (authentication or authorization).
     pub fn refused(&self) {
         self.lock().refused += 1;
+    }
+
+    /// A stream entry refused (never acted on), by reason.
+    pub fn stream_refused(&self, reason: &str) {
+        *self.lock().stream_refused.entry(reason.into()).or_default() += 1;
     }
 
     /// A step finished after `seconds`.
@@ -71,6 +77,10 @@ impl Metrics {
         }
         out.push_str(&format!("# HELP costop_notice_duplicates_total Notices seen again.\n# TYPE costop_notice_duplicates_total counter\ncostop_notice_duplicates_total {}\n", inner.duplicates));
         out.push_str(&format!("# HELP costop_notices_refused_total Notices refused by authentication or authorization.\n# TYPE costop_notices_refused_total counter\ncostop_notices_refused_total {}\n", inner.refused));
+        out.push_str("# HELP costop_stream_entries_refused_total Stream entries acknowledged and not acted on, by reason.\n# TYPE costop_stream_entries_refused_total counter\n");
+        for (reason, n) in &inner.stream_refused {
+            out.push_str(&format!("costop_stream_entries_refused_total{{reason=\"{reason}\"}} {n}\n"));
+        }
         out.push_str("# HELP costop_step_duration_seconds Time steps took.\n# TYPE costop_step_duration_seconds summary\n");
         for (kind, (count, sum)) in &inner.steps {
             out.push_str(&format!("costop_step_duration_seconds_sum{{step=\"{kind}\"}} {sum}\ncostop_step_duration_seconds_count{{step=\"{kind}\"}} {count}\n"));

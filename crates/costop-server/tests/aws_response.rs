@@ -116,14 +116,20 @@ fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
-/// An agent pod on `node`, and its token.
+/// An agent pod on `node` (service account `costop-agent` in
+/// `costop-system`, as deployed), and its token.
 fn agent_on(emu: &Emulator, node: &str) -> String {
+    let ns = costop_kube::COSTOP_NAMESPACE;
+    if emu.state.store.get(idx::NAMESPACES, "", ns).is_err() {
+        let _ = emu.state.create(idx::NAMESPACES, "", json!({"metadata": {"name": ns}}));
+    }
     let name = format!("costop-agent-{node}");
     let pod = json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
         "name": "costop-agent", "uid": "ds", "controller": true}]},
-        "spec": {"nodeName": node, "tolerations": [{"operator": "Exists"}], "containers": [{"name": "agent", "image": "costop:dev"}]}});
-    emu.state.create(idx::PODS, "kube-system", pod).unwrap();
-    emu.state.pod_token("kube-system", &name).unwrap()
+        "spec": {"nodeName": node, "serviceAccountName": "costop-agent", "tolerations": [{"operator": "Exists"}],
+                 "containers": [{"name": "agent", "image": "costop:dev"}]}});
+    emu.state.create(idx::PODS, ns, pod).unwrap();
+    emu.state.pod_token(ns, &name).unwrap()
 }
 
 fn interruption(instance: &str) -> costop_core::Notice {

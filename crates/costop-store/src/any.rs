@@ -36,6 +36,24 @@ impl AnyStore {
         }
     }
 
+    /// New stream entries with their credentials. The in-memory stream
+    /// carries none (nothing outside this process writes it).
+    pub async fn read_signed(
+        &self,
+        consumer: &str,
+        block_ms: u64,
+    ) -> Result<Vec<crate::redis_store::SignedEntry>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => Ok(s
+                .read_notices(consumer, block_ms)
+                .await?
+                .into_iter()
+                .map(|(id, notice)| crate::redis_store::SignedEntry { id, notice, token: None })
+                .collect()),
+            AnyStore::Redis(s) => s.read_signed(consumer, block_ms).await,
+        }
+    }
+
     /// Give up the claim of `key`, if it still holds it.
     pub async fn release_claim(&self, key: &NoticeKey) -> Result<(), StoreError> {
         match self {

@@ -6,7 +6,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `costop:notice:{instance}:{kind}:{time}` | hash | `notice` (JSON), `first_seen` (Unix ms) |
-//! | `costop:notices` | stream | field `notice` (JSON); consumer group `costop-server` |
+//! | `costop:notices` | stream | fields `notice` (JSON) and `token` (the agent's service-account token, verified before acting); consumer group `costop-server` |
 //! | `costop:response:{notice key}` | hash | `plan` (JSON), `step:{i}:started`, `step:{i}:done`, `step:{i}:outcome`, `done_at` |
 //! | `costop:responses:open` | set | notice keys of responses not finished |
 //! | `costop:claim:{instance}:{kind}` | string (TTL [`CLAIM_TTL_MS`]) | the notice key holding the one response of that instance and kind |

@@ -92,7 +92,7 @@ impl RedisStore {
         consumer: &str,
         from: &str,
         block_ms: Option<u64>,
-    ) -> Result<Vec<StreamEntry>, StoreError> {
+    ) -> Result<Vec<SignedEntry>, StoreError> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(GROUP).arg(consumer).arg("COUNT").arg(100);
         if let Some(ms) = block_ms {
@@ -109,7 +109,7 @@ impl RedisStore {
     }
 
     /// Take over entries pending longer than [`CLAIM_IDLE_MS`] (`XAUTOCLAIM`).
-    async fn claim_stale(&self, consumer: &str) -> Result<Vec<StreamEntry>, StoreError> {
+    async fn claim_stale(&self, consumer: &str) -> Result<Vec<SignedEntry>, StoreError> {
         let reply: Value = self
             .run(
                 "claim stale notices",
@@ -131,19 +131,43 @@ impl RedisStore {
             .filter_map(|e| match e {
                 Value::Array(pair) if pair.len() == 2 => {
                     let id: String = redis::from_redis_value(&pair[0]).ok()?;
-                    let fields: Vec<String> = redis::from_redis_value(&pair[1]).unwrap_or_default();
-                    let body =
-                        fields.chunks(2).find(|kv| kv[0] == "notice").and_then(|kv| kv.get(1)).cloned();
-                    let notice = match body {
-                        Some(text) => serde_json::from_str::<Notice>(&text)
-                            .map_err(|err| format!("stream entry {id}: {err}")),
-                        None => Err(format!("stream entry {id} has no `notice` field")),
-                    };
-                    Some((id, notice))
+                    let flat: Vec<String> = redis::from_redis_value(&pair[1]).unwrap_or_default();
+                    let fields: HashMap<String, String> = flat
+                        .chunks(2)
+                        .filter(|kv| kv.len() == 2)
+                        .map(|kv| (kv[0].clone(), kv[1].clone()))
+                        .collect();
+                    Some(entry_from_fields(id, &fields))
                 }
                 _ => None,
             })
             .collect())
+    }
+
+    /// Append a notice to the stream with the writer's credential (the
+    /// agent's service-account token): the server acts only on entries
+    /// whose credential it verified.
+    pub async fn publish_signed(&self, notice: &Notice, token: Option<&str>) -> Result<(), StoreError> {
+        let body = serde_json::to_string(notice)
+            .map_err(|e| StoreError::Corrupt { what: "notice".into(), message: e.to_string() })?;
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(STREAM).arg("*").arg("notice").arg(body);
+        if let Some(t) = token {
+            cmd.arg("token").arg(t);
+        }
+        let _: String = self.run("publish notice", &cmd).await?;
+        Ok(())
+    }
+
+    /// New stream entries (first those another consumer left unacknowledged
+    /// for [`CLAIM_IDLE_MS`]) with their credentials.
+    pub async fn read_signed(&self, consumer: &str, block_ms: u64) -> Result<Vec<SignedEntry>, StoreError> {
+        self.ensure_group().await?;
+        let stale = self.claim_stale(consumer).await?;
+        if !stale.is_empty() {
+            return Ok(stale);
+        }
+        self.read_group(consumer, ">", Some(block_ms)).await
     }
 
     /// Claim the one response of `key`'s (instance, kind) for `key`, for
@@ -197,19 +221,38 @@ impl RedisStore {
     }
 }
 
-fn parse_entries(reply: StreamReadReply) -> Vec<StreamEntry> {
+/// A stream entry with the credential its writer attached (the agent's
+/// service-account token), to be verified before the notice is acted on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedEntry {
+    /// Stream id.
+    pub id: String,
+    /// The notice, or why it could not be read.
+    pub notice: Result<Notice, String>,
+    /// The `token` field, if any.
+    pub token: Option<String>,
+}
+
+fn entry_from_fields(id: String, fields: &HashMap<String, String>) -> SignedEntry {
+    let notice = match fields.get("notice") {
+        Some(text) => serde_json::from_str::<Notice>(text).map_err(|e| format!("stream entry {id}: {e}")),
+        None => Err(format!("stream entry {id} has no `notice` field")),
+    };
+    SignedEntry { notice, token: fields.get("token").cloned(), id }
+}
+
+fn parse_entries(reply: StreamReadReply) -> Vec<SignedEntry> {
     reply
         .keys
         .into_iter()
         .flat_map(|k| k.ids)
         .map(|entry| {
-            let body: Option<String> = entry.get("notice");
-            let notice = match body {
-                Some(text) => serde_json::from_str::<Notice>(&text)
-                    .map_err(|e| format!("stream entry {}: {e}", entry.id)),
-                None => Err(format!("stream entry {} has no `notice` field", entry.id)),
-            };
-            (entry.id, notice)
+            let fields: HashMap<String, String> = entry
+                .map
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), redis::from_redis_value::<String>(v).ok()?)))
+                .collect();
+            entry_from_fields(entry.id, &fields)
         })
         .collect()
 }
@@ -232,23 +275,11 @@ impl StorePort for RedisStore {
     }
 
     async fn publish_notice(&self, notice: &Notice) -> Result<(), StoreError> {
-        let body = serde_json::to_string(notice)
-            .map_err(|e| StoreError::Corrupt { what: "notice".into(), message: e.to_string() })?;
-        let _: String = self
-            .run("publish notice", redis::cmd("XADD").arg(STREAM).arg("*").arg("notice").arg(body))
-            .await?;
-        Ok(())
+        self.publish_signed(notice, None).await
     }
 
     async fn read_notices(&self, consumer: &str, block_ms: u64) -> Result<Vec<StreamEntry>, StoreError> {
-        self.ensure_group().await?;
-        // First entries delivered to any consumer (this one included, or one
-        // that died) but not acknowledged for a while; then new entries.
-        let stale = self.claim_stale(consumer).await?;
-        if !stale.is_empty() {
-            return Ok(stale);
-        }
-        self.read_group(consumer, ">", Some(block_ms)).await
+        Ok(self.read_signed(consumer, block_ms).await?.into_iter().map(|e| (e.id, e.notice)).collect())
     }
 
     async fn ack_notice(&self, id: &str) -> Result<(), StoreError> {
