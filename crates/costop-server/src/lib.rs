@@ -263,7 +263,15 @@ impl ServerState {
                         self.metrics.duplicate();
                         return Ok(Intake::Duplicate);
                     }
-                    match store.response(&held).await.map_err(busy)? {
+                    let record = match store.response(&held).await {
+                        Err(e @ costop_store::StoreError::Forged { .. }) => {
+                            self.metrics.plan_refused();
+                            tracing::error!(notice = %held, error = %e, "the stored plan is not the server's: not run");
+                            return Err(IntakeError::Unavailable(e.to_string()));
+                        }
+                        other => other.map_err(busy)?,
+                    };
+                    match record {
                         Some(record) => {
                             self.metrics.duplicate();
                             self.start_if_open(record, notice.received_at);
@@ -354,10 +362,18 @@ impl ServerState {
     pub async fn resume(self: &Arc<Self>) -> Result<usize, String> {
         let keys = self.exec.store.unfinished().await.map_err(|e| e.to_string())?;
         for key in &keys {
-            if let Some(record) = self.exec.store.response(key).await.map_err(|e| e.to_string())? {
-                tracing::warn!(notice = %key, "resuming an unfinished response");
-                let received = record.steps.first().and_then(|s| s.started_at).unwrap_or(0);
-                self.spawn_response(record.plan, received);
+            match self.exec.store.response(key).await {
+                Ok(Some(record)) => {
+                    tracing::warn!(notice = %key, "resuming an unfinished response");
+                    let received = record.steps.first().and_then(|s| s.started_at).unwrap_or(0);
+                    self.spawn_response(record.plan, received);
+                }
+                Ok(None) => {}
+                Err(e @ costop_store::StoreError::Forged { .. }) => {
+                    self.metrics.plan_refused();
+                    tracing::error!(notice = %key, error = %e, "an open response's plan is not the server's: not run");
+                }
+                Err(e) => return Err(e.to_string()),
             }
         }
         Ok(keys.len())
@@ -816,7 +832,16 @@ async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
 
 /// Run the server until `shutdown` turns true.
 pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
-    let store = AnyStore::open(config.redis_url.as_deref()).await?;
+    let plan_key = std::env::var(costop_store::redis_store::PLAN_KEY_ENV).ok().filter(|k| !k.is_empty());
+    if config.redis_url.is_some() && plan_key.is_none() {
+        tracing::warn!(
+            "{} is not set: plans in Redis are neither signed nor checked, so a plan planted there would run",
+            costop_store::redis_store::PLAN_KEY_ENV
+        );
+    }
+    let store = AnyStore::open(config.redis_url.as_deref())
+        .await?
+        .with_plan_key(plan_key.as_deref().map(str::as_bytes));
     let client = match &config.kubeconfig {
         Some(path) => KubeCluster::client_from_kubeconfig(path).await?,
         None => KubeCluster::infer_client().await?,

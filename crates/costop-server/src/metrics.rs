@@ -12,6 +12,7 @@ struct Inner {
     duplicates: u64,
     refused: u64,
     stream_refused: BTreeMap<String, u64>,
+    plans_refused: u64,
     steps: BTreeMap<String, (u64, f64)>,
     cordon_buckets: [u64; BUCKETS.len()],
     cordon_count: u64,
@@ -45,6 +46,11 @@ impl Metrics {
     /// A stream entry refused (never acted on), by reason.
     pub fn stream_refused(&self, reason: &str) {
         *self.lock().stream_refused.entry(reason.into()).or_default() += 1;
+    }
+
+    /// A stored plan refused: its integrity check failed (planted or altered).
+    pub fn plan_refused(&self) {
+        self.lock().plans_refused += 1;
     }
 
     /// A step finished after `seconds`.
@@ -81,6 +87,7 @@ impl Metrics {
         for (reason, n) in &inner.stream_refused {
             out.push_str(&format!("costop_stream_entries_refused_total{{reason=\"{reason}\"}} {n}\n"));
         }
+        out.push_str(&format!("# HELP costop_plans_refused_total Stored plans refused: no valid HMAC (planted or altered).\n# TYPE costop_plans_refused_total counter\ncostop_plans_refused_total {}\n", inner.plans_refused));
         out.push_str("# HELP costop_step_duration_seconds Time steps took.\n# TYPE costop_step_duration_seconds summary\n");
         for (kind, (count, sum)) in &inner.steps {
             out.push_str(&format!("costop_step_duration_seconds_sum{{step=\"{kind}\"}} {sum}\ncostop_step_duration_seconds_count{{step=\"{kind}\"}} {count}\n"));

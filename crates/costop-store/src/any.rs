@@ -23,6 +23,15 @@ impl AnyStore {
             None => AnyStore::Memory(MemoryStore::new()),
         })
     }
+
+    /// Sign and check plans in Redis with `key` (memory needs none: nothing
+    /// outside the process writes it).
+    pub fn with_plan_key(self, key: Option<&[u8]>) -> Self {
+        match self {
+            AnyStore::Redis(s) => AnyStore::Redis(s.with_plan_key(key)),
+            other => other,
+        }
+    }
 }
 
 impl AnyStore {

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `costop:notice:{instance}:{kind}:{time}` | hash | `notice` (JSON), `first_seen` (Unix ms) |
 //! | `costop:notices` | stream | fields `notice` (JSON) and `token` (the agent's service-account token, verified before acting); consumer group `costop-server` |
-//! | `costop:response:{notice key}` | hash | `plan` (JSON), `step:{i}:started`, `step:{i}:done`, `step:{i}:outcome`, `done_at` |
+//! | `costop:response:{notice key}` | hash | `plan` (JSON), `plan_mac` (HMAC-SHA256 of the key and the plan, with [`redis_store::PLAN_KEY_ENV`]'s key), `step:{i}:started`, `step:{i}:done`, `step:{i}:outcome`, `done_at` |
 //! | `costop:responses:open` | set | notice keys of responses not finished |
 //! | `costop:claim:{instance}:{kind}` | string (TTL [`CLAIM_TTL_MS`]) | the notice key holding the one response of that instance and kind |
 //! | `costop:mirror:{nodes,pods,pools}` | hash | name → JSON of the object |
@@ -33,6 +33,15 @@ pub enum StoreError {
         action: &'static str,
         /// The client's error.
         source: redis::RedisError,
+    },
+    /// A stored plan whose integrity check fails: not written by a server
+    /// holding the plan key (planted), or altered. Never run.
+    #[error("the stored plan of {key} fails its integrity check ({why}): refused")]
+    Forged {
+        /// The response's notice key.
+        key: String,
+        /// Missing or wrong MAC.
+        why: &'static str,
     },
     /// A stored value could not be read back.
     #[error("stored {what} is not valid: {message}")]

@@ -9,14 +9,23 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Its port.
     pub port: u16,
+    /// More `redis-server` arguments (users, TLS).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Start one (no persistence). Fails with a clear message when
     /// `redis-server` is not installed (`scripts/test` installs it).
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Start one with more arguments, e.g. ACL users (`--user …`) or TLS
+    /// (`--tls-port {port} --port 0 …`: `{port}` is replaced by its port).
+    pub fn start_with(extra: &[&str]) -> std::io::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut server = Self { child: None, port };
+        let extra = extra.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
+        let mut server = Self { child: None, port, extra };
         server.spawn()?;
         Ok(server)
     }
@@ -33,6 +42,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

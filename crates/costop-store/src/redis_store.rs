@@ -21,11 +21,34 @@ pub const CLAIM_IDLE_MS: u64 = 5_000;
 /// Every command gives up after this, so a dead Redis never hangs a caller.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The environment variable naming a PEM file of the CA that signed Redis's
+/// certificate, for `rediss://` (default: the system's roots).
+pub const REDIS_CA_ENV: &str = "COSTOP_REDIS_CA_FILE";
+
+/// The environment variable holding the key plans are signed with
+/// (any string; 32 random bytes or more, from a Secret).
+pub const PLAN_KEY_ENV: &str = "COSTOP_PLAN_KEY";
+
 /// A store in Redis.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     reader: ConnectionManager,
+    /// Plans saved carry an HMAC with this key, and plans read are refused
+    /// without a valid one. None: plans are neither signed nor checked.
+    plan_key: Option<std::sync::Arc<Vec<u8>>>,
+}
+
+type PlanMac = hmac::Hmac<sha2::Sha256>;
+
+fn plan_mac(key: &[u8], notice: &NoticeKey, plan_json: &str) -> Result<PlanMac, StoreError> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <PlanMac as KeyInit>::new_from_slice(key)
+        .map_err(|e| StoreError::Corrupt { what: "plan key".into(), message: e.to_string() })?;
+    mac.update(notice.to_string().as_bytes());
+    mac.update(b"\n");
+    mac.update(plan_json.as_bytes());
+    Ok(mac)
 }
 
 fn redis_err(action: &'static str) -> impl FnOnce(redis::RedisError) -> StoreError {
@@ -46,7 +69,29 @@ fn timeout_err(action: &'static str) -> StoreError {
 impl RedisStore {
     /// Connect (`redis://host:port/db`). Reconnects on its own after failures.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(redis_err("open"))?;
+        let ca_file = std::env::var(REDIS_CA_ENV).ok().filter(|f| !f.is_empty());
+        let client = match (url.starts_with("rediss:"), ca_file) {
+            (true, ca) => {
+                // More than one rustls provider is compiled into the binary: pick one.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let root_cert = match ca {
+                    Some(path) => Some(std::fs::read(&path).map_err(|e| StoreError::Corrupt {
+                        what: format!("{REDIS_CA_ENV} {path}"),
+                        message: e.to_string(),
+                    })?),
+                    None => None,
+                };
+                match root_cert {
+                    Some(root) => redis::Client::build_with_tls(
+                        url,
+                        redis::TlsCertificates { client_tls: None, root_cert: Some(root) },
+                    ),
+                    None => redis::Client::open(url),
+                }
+            }
+            (false, _) => redis::Client::open(url),
+        }
+        .map_err(redis_err("open"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(COMMAND_TIMEOUT)
             .set_number_of_retries(1);
@@ -58,7 +103,18 @@ impl RedisStore {
         };
         let conn = connect(client.clone(), config.clone()).await?;
         let reader = connect(client, config).await?;
-        Ok(Self { conn, reader })
+        Ok(Self { conn, reader, plan_key: None })
+    }
+
+    /// Sign plans saved and check plans read with `key` (see [`PLAN_KEY_ENV`]).
+    pub fn with_plan_key(mut self, key: Option<&[u8]>) -> Self {
+        self.plan_key = key.filter(|k| !k.is_empty()).map(|k| std::sync::Arc::new(k.to_vec()));
+        self
+    }
+
+    /// Whether plans are signed and checked.
+    pub fn signs_plans(&self) -> bool {
+        self.plan_key.is_some()
     }
 
     async fn run<T: redis::FromRedisValue>(
@@ -290,9 +346,17 @@ impl StorePort for RedisStore {
     async fn save_plan(&self, plan: &Plan) -> Result<bool, StoreError> {
         let body = serde_json::to_string(plan)
             .map_err(|e| StoreError::Corrupt { what: "plan".into(), message: e.to_string() })?;
-        // The plan and its place in the open set in one atomic step: a crash
-        // between the two would leave a plan nobody runs.
+        let mac = match &self.plan_key {
+            Some(key) => {
+                use hmac::Mac;
+                hex::encode(plan_mac(key, &plan.notice, &body)?.finalize().into_bytes())
+            }
+            None => String::new(),
+        };
+        // The plan, its MAC and its place in the open set in one atomic
+        // step: a crash between them would leave a plan nobody runs.
         let script = "if redis.call('HSETNX', KEYS[1], 'plan', ARGV[1]) == 1 then \
+                      if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'plan_mac', ARGV[3]) end \
                       redis.call('SADD', KEYS[2], ARGV[2]) return 1 else return 0 end";
         let new: i64 = self
             .run(
@@ -303,7 +367,8 @@ impl StorePort for RedisStore {
                     .arg(response_key(&plan.notice))
                     .arg(OPEN)
                     .arg(body)
-                    .arg(plan.notice.to_string()),
+                    .arg(plan.notice.to_string())
+                    .arg(mac),
             )
             .await?;
         Ok(new == 1)
@@ -352,6 +417,13 @@ impl StorePort for RedisStore {
         let fields: HashMap<String, String> =
             self.run("read response", redis::cmd("HGETALL").arg(response_key(key))).await?;
         let Some(plan) = fields.get("plan") else { return Ok(None) };
+        if let Some(k) = &self.plan_key {
+            use hmac::Mac;
+            let forged = |why| StoreError::Forged { key: key.to_string(), why };
+            let given = fields.get("plan_mac").ok_or_else(|| forged("no MAC"))?;
+            let given = hex::decode(given).map_err(|_| forged("a MAC that is not hex"))?;
+            plan_mac(k, key, plan)?.verify_slice(&given).map_err(|_| forged("a wrong MAC"))?;
+        }
         let plan: Plan = serde_json::from_str(plan)
             .map_err(|e| StoreError::Corrupt { what: format!("plan of {key}"), message: e.to_string() })?;
         let num = |f: String| fields.get(&f).and_then(|v| v.parse::<Millis>().ok());
