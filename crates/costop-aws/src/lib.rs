@@ -138,6 +138,20 @@ pub struct AwsCloud {
     cloned_template: std::sync::Arc<tokio::sync::Mutex<Option<String>>>,
     /// Held while a device name is chosen and attached.
     attaching: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Absolute desired capacities set per (group, restore key): a repeated
+    /// restore step sets the same target instead of adding again.
+    restored: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), i32>>>,
+}
+
+/// The tag an instant fleet's instances carry: the restore step's token.
+pub const RESTORE_TAG: &str = "costop.io/restore";
+
+/// The idempotency token of a restore step: the CreateFleet ClientToken and
+/// the [`RESTORE_TAG`] value (ASCII, at most 64 characters, stable for a key).
+pub fn restore_token(key: &str) -> String {
+    let fnv =
+        |seed: u64| key.bytes().fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("costop-{:016x}{:016x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142))
 }
 
 /// The SDK configuration: the standard chain (environment, profile, IRSA or
@@ -199,6 +213,7 @@ impl AwsCloud {
             settings,
             cloned_template: Default::default(),
             attaching: Default::default(),
+            restored: Default::default(),
         }
     }
 
@@ -774,6 +789,13 @@ impl AwsCloud {
 
     /// Raise an Auto Scaling group's desired capacity by `more`.
     pub async fn raise_desired(&self, group: &str, more: i32) -> Result<i32, AwsError> {
+        let (desired, max) = self.desired_of(group).await?;
+        let target = (desired + more).min(max);
+        self.set_desired(group, target).await?;
+        Ok(target)
+    }
+
+    async fn desired_of(&self, group: &str) -> Result<(i32, i32), AwsError> {
         let out = self
             .asg
             .describe_auto_scaling_groups()
@@ -785,20 +807,86 @@ impl AwsCloud {
             .auto_scaling_groups()
             .first()
             .ok_or_else(|| missing("DescribeAutoScalingGroups", group, "group"))?;
-        let desired = (g.desired_capacity().unwrap_or(0) + more).min(g.max_size().unwrap_or(i32::MAX));
+        Ok((g.desired_capacity().unwrap_or(0), g.max_size().unwrap_or(i32::MAX)))
+    }
+
+    async fn set_desired(&self, group: &str, target: i32) -> Result<(), AwsError> {
         self.asg
             .set_desired_capacity()
             .auto_scaling_group_name(group)
-            .desired_capacity(desired)
+            .desired_capacity(target)
             .send()
             .await
             .map_err(aws_err("SetDesiredCapacity", group))?;
-        Ok(desired)
+        Ok(())
+    }
+
+    /// Raise a group for the restore step `key`: the first time, to an
+    /// absolute target (desired + `more`, within the maximum) remembered for
+    /// the key; again, to that same target (only if the group is below it),
+    /// never adding twice.
+    pub async fn raise_desired_once(&self, key: &str, group: &str, more: i32) -> Result<String, AwsError> {
+        let slot = (group.to_string(), key.to_string());
+        let known = self.restored.lock().unwrap_or_else(|e| e.into_inner()).get(&slot).copied();
+        let (desired, max) = self.desired_of(group).await?;
+        match known {
+            Some(target) if desired >= target => {
+                Ok(format!("{group} desired {desired} (already raised for {key})"))
+            }
+            Some(target) => {
+                self.set_desired(group, target).await?;
+                Ok(format!("{group} desired {target} (again, for {key})"))
+            }
+            None => {
+                let target = (desired + more).min(max);
+                // Remembered before the call: a retry after a lost answer sets it again.
+                self.restored.lock().unwrap_or_else(|e| e.into_inner()).insert(slot, target);
+                self.set_desired(group, target).await?;
+                Ok(format!("{group} desired {target}"))
+            }
+        }
+    }
+
+    /// Instances an earlier attempt of restore step `key` launched (tagged
+    /// with its token), pending or running.
+    pub async fn restored_instances(&self, key: &str) -> Result<Vec<String>, AwsError> {
+        let token = restore_token(key);
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(ec2t::Filter::builder().name(format!("tag:{RESTORE_TAG}")).values(&token).build())
+            .filters(
+                ec2t::Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(aws_err("DescribeInstances", &token))?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect())
     }
 
     /// An instant fleet, price-capacity-optimized over the given pools.
     pub async fn instant_fleet(
         &self,
+        template_id: &str,
+        pools: &[(PoolId, u32)],
+    ) -> Result<Vec<String>, AwsError> {
+        self.instant_fleet_for(None, template_id, pools).await
+    }
+
+    /// An instant fleet for restore step `key` (if any): sent with the
+    /// step's ClientToken, its instances tagged [`RESTORE_TAG`] with it.
+    async fn instant_fleet_for(
+        &self,
+        key: Option<&str>,
         template_id: &str,
         pools: &[(PoolId, u32)],
     ) -> Result<Vec<String>, AwsError> {
@@ -821,7 +909,7 @@ impl AwsCloud {
             .total_target_capacity(total as i32)
             .default_target_capacity_type(ec2t::DefaultTargetCapacityType::Spot)
             .build();
-        let out = self
+        let mut request = self
             .ec2
             .create_fleet()
             .r#type(ec2t::FleetType::Instant)
@@ -831,10 +919,17 @@ impl AwsCloud {
                 ec2t::SpotOptionsRequest::builder()
                     .allocation_strategy(ec2t::SpotAllocationStrategy::PriceCapacityOptimized)
                     .build(),
-            )
-            .send()
-            .await
-            .map_err(aws_err("CreateFleet", template_id))?;
+            );
+        if let Some(key) = key {
+            let token = restore_token(key);
+            request = request.client_token(&token).tag_specifications(
+                ec2t::TagSpecification::builder()
+                    .resource_type(ec2t::ResourceType::Instance)
+                    .tags(ec2t::Tag::builder().key(RESTORE_TAG).value(&token).build())
+                    .build(),
+            );
+        }
+        let out = request.send().await.map_err(aws_err("CreateFleet", template_id))?;
         Ok(out.instances().iter().flat_map(|i| i.instance_ids()).cloned().collect())
     }
 
@@ -969,15 +1064,17 @@ impl CloudPort for AwsCloud {
         ))
     }
 
+    /// Idempotent for one step key: a group is raised to an absolute target
+    /// once per key (see [`AwsCloud::raise_desired_once`]); the instant
+    /// fleet carries the key's ClientToken and tags its instances with it,
+    /// and is not sent again while instances with that tag are pending or
+    /// running.
     async fn restore_capacity(&self, key: &str, pools: &[(PoolId, u32)]) -> Result<String, AwsError> {
         let mut launched = Vec::new();
         let mut fleet = Vec::new();
         for (pool, n) in pools {
             match self.settings.asg_by_pool.get(pool) {
-                Some(group) => {
-                    let desired = self.raise_desired(group, *n as i32).await?;
-                    launched.push(format!("{group} desired {desired}"));
-                }
+                Some(group) => launched.push(self.raise_desired_once(key, group, *n as i32).await?),
                 None => fleet.push((pool.clone(), *n)),
             }
         }
@@ -987,8 +1084,13 @@ impl CloudPort for AwsCloud {
                 resource: key.into(),
                 message: "no Auto Scaling group for the pool and no launch template configured".into(),
             })?;
-            let ids = self.instant_fleet(template, &fleet).await?;
-            launched.push(format!("fleet {}", ids.join(",")));
+            let earlier = self.restored_instances(key).await?;
+            if earlier.is_empty() {
+                let ids = self.instant_fleet_for(Some(key), template, &fleet).await?;
+                launched.push(format!("fleet {}", ids.join(",")));
+            } else {
+                launched.push(format!("fleet {} (already launched for {key})", earlier.join(",")));
+            }
         }
         Ok(launched.join("; "))
     }
