@@ -177,21 +177,17 @@ pub fn parse_message(body: &str, now: Millis) -> Result<QueueEvent, EventError> 
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Option<String> {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/fixtures/eventbridge")
-                .join(name),
-        )
-        .ok()
+    /// An event AWS documents, from the repository's `testdata/eventbridge`
+    /// (sources in `testdata/README.md`); a missing file fails the test.
+    fn fixture(name: &str) -> String {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/eventbridge").join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
     }
 
     #[test]
     fn every_event_kind_from_the_fixtures() {
-        let Some(spot) = fixture("spot-interruption-warning.json") else {
-            eprintln!("skipped: ../shared/fixtures not found");
-            return;
-        };
+        let spot = fixture("spot-interruption-warning.json");
         let t = parse_rfc3339("2026-11-24T08:20:00Z").unwrap();
         match parse_message(&spot, 7).unwrap() {
             QueueEvent::Notices { notices, lifecycle: None } => {
@@ -207,15 +203,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let rebalance = parse_message(&fixture("rebalance-recommendation.json").unwrap(), 0).unwrap();
+        let rebalance = parse_message(&fixture("rebalance-recommendation.json"), 0).unwrap();
         assert!(
             matches!(rebalance, QueueEvent::Notices { ref notices, .. } if matches!(notices[0].kind, NoticeKind::RebalanceRecommendation { .. }))
         );
-        let state = parse_message(&fixture("instance-state-change.json").unwrap(), 0).unwrap();
+        let state = parse_message(&fixture("instance-state-change.json"), 0).unwrap();
         assert!(
             matches!(state, QueueEvent::Notices { ref notices, .. } if notices[0].kind.label() == "scheduled-event" && notices[0].instance_id == "i-abcd1111")
         );
-        match parse_message(&fixture("asg-terminate-lifecycle-action.json").unwrap(), 0).unwrap() {
+        match parse_message(&fixture("asg-terminate-lifecycle-action.json"), 0).unwrap() {
             QueueEvent::Notices { lifecycle: Some(l), .. } => {
                 assert_eq!(
                     (l.group.as_str(), l.hook.as_str(), l.token.as_str()),
@@ -224,7 +220,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match parse_message(&fixture("health-scheduled-change.json").unwrap(), 0).unwrap() {
+        match parse_message(&fixture("health-scheduled-change.json"), 0).unwrap() {
             QueueEvent::Notices { notices, .. } => {
                 assert_eq!(notices[0].instance_id, "i-abcd1111");
                 assert_eq!(notices[0].kind.stated_time(), parse_rfc3339("2026-11-26T05:00:00Z").unwrap());
@@ -248,8 +244,7 @@ mod tests {
             "health-scheduled-change.json",
         ];
         for name in names {
-            let body =
-                fixture(name).unwrap_or_else(|| panic!("fixture {name} (from ../shared/fixtures) not found"));
+            let body = fixture(name);
             let plain = parse_message(&body, 7).unwrap();
             let mut v: Value = serde_json::from_str(&body).unwrap();
             v["fieldAwsAddsLater"] = serde_json::json!({"nested": [1, "two", null]});
@@ -265,7 +260,7 @@ mod tests {
             });
             assert_eq!(parse_message(&sns.to_string(), 7).unwrap(), plain, "{name} in SNS");
         }
-        let spot = fixture(names[0]).unwrap();
+        let spot = fixture(names[0]);
         let mut v: Value = serde_json::from_str(&spot).unwrap();
         v["fieldAwsAddsLater"] = serde_json::json!(true);
         for (field, bad, want) in [

@@ -280,15 +280,16 @@ async fn the_queue_consumer_takes_every_event_kind_and_moves_junk_aside() {
     let (_moto, c) = cloud(AwsSettings::default()).await;
     let queue = c.sqs.create_queue().queue_name("costop-events").send().await.unwrap().queue_url.unwrap();
     let dlq = c.sqs.create_queue().queue_name("costop-events-dead").send().await.unwrap().queue_url.unwrap();
-    let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/eventbridge");
-    let mut bodies: Vec<String> = match std::fs::read_dir(&fixtures) {
-        Ok(dir) => dir.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect(),
-        Err(_) => {
-            eprintln!("skipped: ../shared/fixtures not found");
-            return;
-        }
-    };
+    // Every event fixture of the repository (sources in testdata/README.md).
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/eventbridge");
+    let mut bodies: Vec<String> = std::fs::read_dir(&fixtures)
+        .unwrap_or_else(|e| panic!("fixtures {}: {e}", fixtures.display()))
+        .map(|e| {
+            let path = e.unwrap_or_else(|e| panic!("fixtures {}: {e}", fixtures.display())).path();
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+        })
+        .collect();
+    assert_eq!(bodies.len(), 5, "one fixture per event kind in {}", fixtures.display());
     bodies.push("{not json".into());
     bodies.push(r#"{"detail-type": "Mystery", "source": "aws.ec2", "time": "2026-11-24T08:20:00Z"}"#.into());
     for b in &bodies {

@@ -4,25 +4,24 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+/// `costop` with the user's data directory overrides removed, so that it
+/// reads the repository's `data/` as a fresh clone does.
 fn costop(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_costop"))
         .args(args)
         .env_remove("COSTOP_LOG")
+        .env_remove("COSTOP_DATA_DIR")
+        .env_remove("COSTOP_SIM_DATA_DIR")
         .output()
         .expect("run costop")
 }
 
-/// The public data, from `COSTOP_DATA_DIR` or `../shared/data` beside the repository.
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("COSTOP_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    if dir.exists() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: no public data at {} (set COSTOP_DATA_DIR)", dir.display());
-        None
-    }
+/// The public data the repository ships (`data/`, sources in
+/// `data/README.md`); missing data fails the test that needs it.
+fn data_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data");
+    assert!(dir.is_dir(), "the repository's data directory {} is missing", dir.display());
+    dir
 }
 
 fn stderr(o: &Output) -> String {
@@ -40,8 +39,8 @@ fn strategy<'a>(v: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn trace_run_keeps_the_invariants_and_is_repeatable() {
-    let Some(data) = data_dir() else { return };
-    let trace = data.join("skypilot-spot-traces/raw/preemption/1-node/aws-04-19-2023");
+    let trace = data_dir().join("skypilot-spot-traces/raw/preemption/1-node/aws-04-19-2023");
+    assert!(trace.is_dir(), "trace {} is missing", trace.display());
     let trace = trace.to_str().unwrap();
     let args = ["sim", "--trace", trace, "--json"];
     let first = costop(&args);
