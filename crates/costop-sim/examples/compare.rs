@@ -24,7 +24,23 @@ fn main() {
     if let Some(h) = std::env::var("MAX_POOL").ok().and_then(|v| v.parse().ok()) {
         cfg.policy.max_pool_share = h;
     }
-    let market = BuiltinMarket::default().generate(cfg.seed, cfg.days);
+    // TRACE=DIR replays a trace directory instead of the built-in market.
+    let market = match std::env::var("TRACE") {
+        Ok(dir) => {
+            let advisor = costop_sim::trace::SpotAdvisor::load(std::path::Path::new(
+                "data/aws-spot-advisor/spot-advisor-data.json",
+            ))
+            .ok();
+            match costop_sim::trace::load_market(std::path::Path::new(&dir), None, advisor.as_ref()) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Err(_) => BuiltinMarket::default().generate(cfg.seed, cfg.days),
+    };
     let started = std::time::Instant::now();
     let only: Option<costop_sim::Strategy> = args.get(4).and_then(|s| s.parse().ok());
     let results: Vec<_> = match only {

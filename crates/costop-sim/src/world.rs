@@ -30,6 +30,8 @@ const KARPENTER_UNAVAILABLE_TTL: Millis = 3 * MINUTE;
 const COSTOP_POLL: Millis = 500;
 /// aws-node-termination-handler polls instance metadata every 2 s.
 const NTH_POLL: Millis = 2 * SECOND;
+/// A fallback node consolidation could not move back to Spot is tried again after this.
+const CONSOLIDATION_RETRY: Millis = 5 * MINUTE;
 /// How far behind the world the ports' view may be (a watch cache's lag).
 const WATCH_LAG: Millis = 100;
 /// Priority of costop's placeholder pods.
@@ -70,6 +72,10 @@ struct Node {
     fallback: bool,
     /// A warm-pool standby: its stage tag and launch time.
     standby_stage: Option<(StandbyStage, Millis)>,
+    /// When consolidation last launched a Spot node to replace this fallback.
+    consolidation_tried: Option<Millis>,
+    /// Since when it has held no workload pod.
+    empty_since: Option<Millis>,
     pods: Vec<u32>,
     images: Vec<bool>,
 }
@@ -430,9 +436,17 @@ impl World {
         let util = cfg.world.utilisation;
         let base_cpu = alloc.cpu_millis as f64 * util / f64::from(cfg.pods_per_node);
         let base_mem = alloc.memory_mib as f64 * util * 0.85 / f64::from(cfg.pods_per_node);
+        let replicas_of = |i: u32| total_pods / count + u32::from(i < total_pods % count);
+        let mut sizes: Vec<f64> = (0..count).map(|_| rng.range(0.6, 1.4)).collect();
+        // Scaled so the cluster's requests are exactly `utilisation` of it.
+        let mean = (0..count).map(|i| sizes[i as usize] * f64::from(replicas_of(i))).sum::<f64>()
+            / f64::from(total_pods);
+        for s in &mut sizes {
+            *s /= mean;
+        }
         for i in 0..count {
-            let replicas = total_pods / count + u32::from(i < total_pods % count);
-            let size = rng.range(0.6, 1.4);
+            let replicas = replicas_of(i);
+            let size = sizes[i as usize];
             let stateful = i % 10 == 9;
             let mut w = Workload {
                 rate: f64::from(replicas) * cfg.requests_per_pod_s,
@@ -496,6 +510,8 @@ impl World {
             doomed: false,
             fallback: false,
             standby_stage: capacity.is_standby().then_some((StandbyStage::Kept, 0)),
+            consolidation_tried: None,
+            empty_since: None,
             pods: Vec::new(),
             images: vec![state == NodeState::Ready; self.workloads.len()],
         };
@@ -697,6 +713,23 @@ impl World {
     /// The outcome, once the run has reached its end.
     pub fn finish(&mut self) -> StrategyResult {
         if std::env::var_os("COSTOP_SIM_DEBUG").is_some() {
+            let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+            for n in self.nodes.iter().filter(|n| n.state != NodeState::Gone) {
+                *counts
+                    .entry(format!(
+                        "{:?}/{:?}{}",
+                        n.state,
+                        n.capacity,
+                        if n.fallback { "/fallback" } else { "" }
+                    ))
+                    .or_default() += 1;
+            }
+            let pending = self.pods.iter().filter(|p| p.state == PodState::Pending).count();
+            eprintln!(
+                "[{}] nodes at the end {counts:?}, {} launched in all, {pending} pods pending",
+                self.strategy.name(),
+                self.nodes.len()
+            );
             eprintln!(
                 "[{}] view rebuilds {}, version {}, cost spot/on-demand/stopped {:?}, bridged {:.0} failed {:.0} (to vanished targets {:.0})",
                 self.strategy.name(),
@@ -875,10 +908,13 @@ impl World {
             let (kind, usd) = match (n.state, n.capacity) {
                 (NodeState::Gone, _) => (0, 0.0),
                 (NodeState::Stopped, _) => (2, catalog::stopped_standby_usd_hr()),
-                (_, CapacityType::Spot) => (0, n.pool.map_or(0.0, |p| self.market.pools[p].price_at(self.now))),
-                (_, CapacityType::Burstable) => {
-                    (1, n.itype.on_demand_usd_hr + f64::from(n.itype.vcpu) * catalog::T_UNLIMITED_USD_PER_VCPU_HR)
+                (_, CapacityType::Spot) => {
+                    (0, n.pool.map_or(0.0, |p| self.market.pools[p].price_at(self.now)))
                 }
+                (_, CapacityType::Burstable) => (
+                    1,
+                    n.itype.on_demand_usd_hr + f64::from(n.itype.vcpu) * catalog::T_UNLIMITED_USD_PER_VCPU_HR,
+                ),
                 _ => (1, n.itype.on_demand_usd_hr),
             };
             per_hour += usd;
@@ -988,7 +1024,11 @@ impl World {
             let world = &self.cfg.world;
             let mut luck = self.notice_rng.fork(((pool as u64) << 40) ^ ((reclaim as u64) << 16) ^ k as u64);
             let missed = luck.unit() < world.missed_notice_rate;
-            let late = if luck.unit() < world.late_notice_rate { ms(luck.unit() * world.late_notice_max_s) } else { 0 };
+            let late = if luck.unit() < world.late_notice_rate {
+                ms(luck.unit() * world.late_notice_max_s)
+            } else {
+                0
+            };
             self.interruptions += 1;
             self.nodes[n as usize].doomed = true;
             for p in self.nodes[n as usize].pods.clone() {
@@ -1128,11 +1168,16 @@ impl World {
     /// once it is Ready drain the fallback node (budgets kept) and end it.
     fn consolidate(&mut self) {
         self.push(self.now + self.consolidate_every(), Ev::Consolidate);
+        self.provision_for_pending();
+        self.remove_empty_nodes();
         let draining: Vec<u32> = self.drains.iter().map(|d| d.node).collect();
         let fallbacks: Vec<u32> = (0..self.nodes.len() as u32)
             .filter(|n| {
                 let node = &self.nodes[*n as usize];
-                node.fallback && node.state == NodeState::Ready && !draining.contains(n)
+                node.fallback
+                    && node.state == NodeState::Ready
+                    && !draining.contains(n)
+                    && node.consolidation_tried.is_none_or(|t| self.now >= t + CONSOLIDATION_RETRY)
             })
             .collect();
         for n in fallbacks {
@@ -1141,6 +1186,7 @@ impl World {
                 _ => self.karpenter_pick_pool(Some(self.nodes[n as usize].zone)),
             };
             let Some(launched) = pool.and_then(|p| self.launch(p)) else { return };
+            self.nodes[n as usize].consolidation_tried = Some(self.now);
             self.drains.push(Drain {
                 node: n,
                 replacement: Some(launched),
@@ -1148,6 +1194,133 @@ impl World {
                 deadline: self.now + 15 * MINUTE,
             });
         }
+    }
+
+    /// The node provisioner (Karpenter; the cluster autoscaler in costop's
+    /// cluster): pods pending for want of room get new nodes, once per
+    /// tick, unless nodes are already on their way.
+    fn provision_for_pending(&mut self) {
+        if self.nodes.iter().any(|n| n.state == NodeState::Booting) {
+            return;
+        }
+        // Demand per zone a pod is bound to (by its volume), or anywhere.
+        let mut demand: BTreeMap<Option<usize>, Resources> = BTreeMap::new();
+        for &p in &self.pending {
+            let pod = &self.pods[p as usize];
+            let wl = &self.workloads[pod.workload as usize];
+            if pod.state != PodState::Pending || wl.placeholder {
+                continue;
+            }
+            let zone = pod.volume.map(|v| self.volumes[v as usize].zone);
+            let d = demand.entry(zone).or_default();
+            *d = d.plus(&wl.requests);
+        }
+        let alloc = Self::allocatable(self.node_type());
+        for (zone, need) in demand {
+            let count = (need.cpu_millis as f64 / alloc.cpu_millis.max(1) as f64)
+                .max(need.memory_mib as f64 / alloc.memory_mib.max(1) as f64)
+                .ceil() as u32;
+            for _ in 0..count {
+                match zone {
+                    Some(z) => self.launch_in_zone(z),
+                    None => self.provision(None, None),
+                }
+            }
+        }
+    }
+
+    /// A node in this zone for pods bound to it: the cheapest Spot pool there
+    /// that can launch, else on-demand there.
+    fn launch_in_zone(&mut self, zone: usize) {
+        let pools: Vec<usize> = (0..self.market.pools.len())
+            .filter(|&i| self.zone_index(&self.market.pools[i].id.zone) == zone)
+            .collect();
+        let spot = pools
+            .iter()
+            .copied()
+            .filter(|&i| {
+                self.market.pools[i].launchable_at(self.now) && self.karpenter_unavailable[i] <= self.now
+            })
+            .min_by(|&a, &b| {
+                self.market.pools[a].price_at(self.now).total_cmp(&self.market.pools[b].price_at(self.now))
+            });
+        if let Some(p) = spot {
+            if self.launch(p).is_some() {
+                return;
+            }
+        }
+        if let Some(&p) = pools.first() {
+            let n = self.add_node(p, CapacityType::OnDemand, NodeState::Booting);
+            self.nodes[n as usize].fallback = true;
+            self.push(self.now + ms(self.cfg.timings.node_ready_s), Ev::NodeReady(n));
+        }
+    }
+
+    /// Nodes that are not needed go: empty ones, and underused ones (under
+    /// half their CPU requested) whose pods fit on the other nodes, drained
+    /// one at a time within budgets. Karpenter consolidates on its 10 s
+    /// loop; the cluster autoscaler in costop's cluster scales down after a
+    /// node has been unneeded for 10 minutes (`scale-down-unneeded-time`,
+    /// `scale-down-utilization-threshold` 0.5).
+    fn remove_empty_nodes(&mut self) {
+        let after = match self.strategy {
+            Strategy::ReplaceOnNotice => 30 * SECOND,
+            _ => 10 * MINUTE,
+        };
+        let draining: Vec<u32> = self.drains.iter().map(|d| d.node).collect();
+        let free_total = self
+            .nodes
+            .iter()
+            .filter(|n| self.schedulable(n))
+            .fold(Resources::default(), |a, n| a.plus(&n.alloc.minus(&n.used)));
+        let mut drain_one: Option<u32> = None;
+        for n in 0..self.nodes.len() as u32 {
+            let busy = self.workload_pods_on_node(n);
+            let node = &self.nodes[n as usize];
+            let candidate = node.state == NodeState::Ready
+                && !node.unschedulable
+                && !node.capacity.is_standby()
+                && node.standby_stage.is_none()
+                && !node.doomed
+                && !draining.contains(&n);
+            let underused = node.used.cpu_millis * 2 < node.alloc.cpu_millis;
+            let free_elsewhere = free_total.minus(&node.alloc.minus(&node.used));
+            let unneeded = candidate && (busy == 0 || (underused && free_elsewhere.fits(&node.used)));
+            let node = &mut self.nodes[n as usize];
+            if !unneeded {
+                node.empty_since = None;
+                continue;
+            }
+            let since = *node.empty_since.get_or_insert(self.now);
+            if self.now < since + after {
+                continue;
+            }
+            if busy == 0 {
+                self.node_gone(n);
+                self.changed();
+            } else if drain_one.is_none() && draining.is_empty() {
+                drain_one = Some(n);
+            }
+        }
+        if let Some(n) = drain_one {
+            self.drains.push(Drain {
+                node: n,
+                replacement: None,
+                next_at: self.now,
+                deadline: self.now + 10 * MINUTE,
+            });
+        }
+    }
+
+    fn workload_pods_on_node(&self, n: u32) -> usize {
+        self.nodes[n as usize]
+            .pods
+            .iter()
+            .filter(|&&p| {
+                let pod = &self.pods[p as usize];
+                pod.state != PodState::Free && !self.workloads[pod.workload as usize].placeholder
+            })
+            .count()
     }
 
     /// Replace one lost node, the strategy's way, retrying until it works.
@@ -2257,5 +2430,172 @@ mod tests {
     #[test]
     fn same_seed_same_result() {
         assert_eq!(run(Strategy::Costop), run(Strategy::Costop));
+    }
+}
+
+/// The fairness rules of the world, each against the behaviour it replaced.
+#[cfg(test)]
+mod fairness {
+    use super::*;
+    use crate::market::{PoolMarket, Reclaim};
+
+    fn pool(ty: &str, zone: &str, price: f64, prior: f64) -> PoolMarket {
+        PoolMarket {
+            id: PoolId::new(ty, zone),
+            on_demand_usd_hr: 0.192,
+            prices: vec![(0, price)],
+            reclaims: vec![],
+            unavailable: vec![],
+            prior_interruptions_per_day: prior,
+        }
+    }
+
+    fn market(pools: Vec<PoolMarket>) -> Arc<Market> {
+        Arc::new(Market { pools, duration: 6 * 3_600_000, source: "test".into() })
+    }
+
+    fn cfg(nodes: u32) -> Arc<SimConfig> {
+        Arc::new(SimConfig {
+            days: 1.0,
+            nodes,
+            pods_per_node: 10,
+            rebalance_probability: 0.0,
+            ..SimConfig::default()
+        })
+    }
+
+    fn three_zones() -> Arc<Market> {
+        market(vec![
+            pool("m5.xlarge", "us-east-1a", 0.05, 2.0), // cheapest, but often reclaimed
+            pool("m6i.xlarge", "us-east-1a", 0.07, 0.1),
+            pool("m5.xlarge", "us-east-1b", 0.06, 0.1),
+            pool("m5.xlarge", "us-east-1c", 0.06, 0.1),
+        ])
+    }
+
+    #[test]
+    fn karpenter_picks_price_capacity_optimized_pools_in_the_pods_zone_and_spreads_zones() {
+        let w = World::new(cfg(9), three_zones(), Strategy::ReplaceOnNotice);
+        // Zone a: the calm pool, not the cheapest (the old model took the cheapest).
+        assert_eq!(w.karpenter_pick_pool(Some(0)), Some(1));
+        // Its nodes start spread over the three zones (the old layout was round robin over pools).
+        let mut per_zone = [0; 3];
+        for n in &w.nodes {
+            per_zone[n.zone] += 1;
+        }
+        assert_eq!(per_zone, [3, 3, 3]);
+        assert_eq!(w.consolidate_every(), 10 * SECOND, "Karpenter's disruption loop, not every 5 min");
+    }
+
+    #[test]
+    fn karpenter_avoids_an_interrupted_offering_for_three_minutes() {
+        let mut w = World::new(cfg(3), three_zones(), Strategy::ReplaceOnNotice);
+        w.karpenter_unavailable[1] = w.now + KARPENTER_UNAVAILABLE_TTL;
+        assert_eq!(w.karpenter_pick_pool(Some(0)), Some(0), "the risky pool is the only one left in zone a");
+    }
+
+    #[test]
+    fn an_evicted_pod_keeps_serving_until_its_endpoint_is_removed() {
+        let mut w = World::new(cfg(3), three_zones(), Strategy::Costop);
+        let p = (0..w.pods.len())
+            .find(|&i| {
+                w.pods[i].state == PodState::Ready && !w.workloads[w.pods[i].workload as usize].placeholder
+            })
+            .unwrap();
+        let name = w.pods[p].name.clone();
+        assert_eq!(w.evict_request(&name), EvictAnswer::Evicted);
+        assert_eq!(w.pods[p].serve, Serve::Live, "the old world took it out of the load balancer at once");
+        let removed = w.now + ms(w.cfg.world.endpoint_removal_s);
+        w.run_events_at(removed);
+        assert_eq!(w.pods[p].serve, Serve::No);
+    }
+
+    #[test]
+    fn a_drain_that_cannot_empty_gives_the_node_back_at_its_deadline() {
+        let mut w = World::new(cfg(3), three_zones(), Strategy::ReplaceOnNotice);
+        for wl in &mut w.workloads {
+            wl.min_available = wl.replicas; // every eviction refused
+        }
+        w.drains.push(Drain { node: 0, replacement: None, next_at: 0, deadline: MINUTE });
+        w.settle();
+        assert!(w.nodes[0].unschedulable);
+        w.run_events_at(2 * MINUTE);
+        w.settle();
+        assert!(w.drains.is_empty(), "the old drain waited for ever");
+        assert!(!w.nodes[0].unschedulable);
+        assert_eq!(w.nodes[0].state, NodeState::Ready);
+    }
+
+    #[test]
+    fn on_demand_launches_and_standby_starts_can_fail_for_capacity() {
+        let c = SimConfig {
+            world: crate::config::WorldSettings { on_demand_ice_rate: 1.0, ..Default::default() },
+            ..(*cfg(3)).clone()
+        };
+        let mut w = World::new(Arc::new(c), three_zones(), Strategy::Costop);
+        let n = w.add_node(1, CapacityType::StandbyStopped, NodeState::Stopped);
+        let name = w.nodes[n as usize].name.clone();
+        assert!(w.wake_standby(&name, None).unwrap_err().contains("InsufficientInstanceCapacity"));
+        let twin = w.cluster_view().nodes[0].clone();
+        assert!(w.launch_standby(&twin, "us-east-1a", "m5.xlarge").is_err());
+    }
+
+    #[test]
+    fn notices_can_be_missed_and_recommendations_can_be_false() {
+        let mut pools = (*three_zones()).clone().pools;
+        pools[2].reclaims = vec![Reclaim { at: 3_600_000, share: 1.0 }];
+        let c = SimConfig {
+            world: crate::config::WorldSettings {
+                missed_notice_rate: 1.0,
+                false_rebalance_per_pool_day: 24.0,
+                ..Default::default()
+            },
+            ..(*cfg(6)).clone()
+        };
+        let mut w = World::new(Arc::new(c), market(pools), Strategy::Costop);
+        let rebalances = w.queue.iter().filter(|Reverse((_, _, e))| matches!(e, Ev::Rebalance(_))).count();
+        assert!(rebalances > 4 * 6 / 2, "about one per pool per hour over 6 h, saw {rebalances}");
+        w.run_events_at(3_600_000 - SPOT_NOTICE_LEAD);
+        let detected =
+            w.queue.iter().any(|Reverse((_, _, e))| matches!(e, Ev::Detected { interruption: true, .. }));
+        assert!(!detected, "a missed notice reaches nobody");
+        assert!(w.nodes.iter().any(|n| n.doomed), "the reclaim still comes");
+    }
+
+    #[test]
+    fn workloads_request_the_configured_utilisation() {
+        let w = World::new(cfg(20), three_zones(), Strategy::OnDemand);
+        let alloc = World::allocatable(w.node_type());
+        let requested: u64 = w
+            .workloads
+            .iter()
+            .filter(|x| !x.placeholder)
+            .map(|x| x.requests.cpu_millis * u64::from(x.replicas))
+            .sum();
+        let share = requested as f64 / (alloc.cpu_millis as f64 * 20.0);
+        assert!((share - 0.85).abs() < 0.01, "requests fill {share:.2} of the nodes (the old world: 0.70)");
+        assert!(w.pods.iter().all(|p| p.state != PodState::Pending), "every pod placed at the start");
+        assert_eq!(w.cfg.pod_capacity_factor, 1.1, "no free 1.25× slack per pod");
+    }
+
+    #[test]
+    fn the_function_concurrency_limit_is_the_accounts() {
+        let mut w = World::new(cfg(3), three_zones(), Strategy::Costop);
+        for i in 0..2 {
+            let wl = &mut w.workloads[i];
+            wl.rate = BRIDGE_MAX_RPS; // each alone could use all of it
+            wl.live = 0;
+            wl.dead = 0;
+            wl.bridged = true;
+            wl.bridge_live_at = 0;
+        }
+        w.refresh_traffic(0);
+        w.refresh_traffic(1);
+        assert!(
+            w.bridge_rate <= BRIDGE_MAX_RPS + 1e-6,
+            "bridged {} > the account's {}",
+            w.bridge_rate,
+            BRIDGE_MAX_RPS
+        );
     }
 }
