@@ -15,9 +15,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long waits after the deadline may run (restoring headroom, shifting
-/// traffic back) before the step gives up and says so.
-const AFTER_DEADLINE: Millis = 10 * 60 * 1000;
+/// The executor's wait rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waits {
+    /// How long waits after the deadline may run (restoring headroom,
+    /// shifting traffic back) before the step gives up and says so. Default 10 min.
+    pub after_deadline: Millis,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Self { after_deadline: 10 * 60 * 1000 }
+    }
+}
 
 /// A volume whose pod has not stopped this long before the deadline is
 /// force-detached: a plain detach and a re-attach take about ten seconds,
@@ -51,6 +61,8 @@ pub struct Executor<S, K, C, T> {
     pub open: Arc<OpenResponses>,
     /// Ready pods per workload of the latest view (shared by the responses).
     pub ready: Arc<ReadyCounts>,
+    /// Wait rules.
+    pub waits: Waits,
 }
 
 impl<S, K, C, T> Clone for Executor<S, K, C, T> {
@@ -64,6 +76,7 @@ impl<S, K, C, T> Clone for Executor<S, K, C, T> {
             returns_standbys: self.returns_standbys,
             open: self.open.clone(),
             ready: self.ready.clone(),
+            waits: self.waits,
         }
     }
 }
@@ -266,7 +279,8 @@ where
         self.cluster.taint_and_cordon(node).await.map_err(|e| e.to_string())?;
         let view = self.cluster.view();
         let pods: Vec<String> = view.workload_pods_on(node).map(|p| p.name.clone()).collect();
-        let workloads: BTreeSet<String> = view.workload_pods_on(node).filter_map(|p| p.workload.clone()).collect();
+        let workloads: BTreeSet<String> =
+            view.workload_pods_on(node).filter_map(|p| p.workload.clone()).collect();
         let names: Vec<String> = workloads.iter().cloned().collect();
         let bridged = bridge && !names.is_empty() && self.cloud.bridge(&names, true).await.is_ok();
         let until = self.clock.now_ms() + RETIRE_DRAIN;
@@ -365,7 +379,7 @@ where
             Step::BridgeTraffic { workloads } => self.cloud.bridge(workloads, true).await.map_err(|x| e(&x)),
             Step::UnbridgeTraffic { workloads } => {
                 let set: BTreeSet<String> = workloads.iter().cloned().collect();
-                self.wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| {
+                self.wait_until(deadline.saturating_add(self.waits.after_deadline), |v| {
                     whole(v, &self.ready.of(v), &set)
                 })
                 .await;
@@ -404,7 +418,7 @@ where
             Step::RetireNode { node, after, bridge } => self.retire(node, *after, *bridge).await,
             Step::RestoreHeadroom { placeholders } => {
                 let ready = self
-                    .wait_until(deadline.saturating_add(AFTER_DEADLINE), |v| {
+                    .wait_until(deadline.saturating_add(self.waits.after_deadline), |v| {
                         whole(v, &self.ready.of(v), displaced)
                     })
                     .await;

@@ -147,7 +147,8 @@ where
             let mut sized = (*view).clone();
             sized.nodes.retain(|n| !not_yet.contains(n.instance_id.as_str()));
             for n in sized.nodes.iter_mut().filter(|n| now_standby.contains(&n.name)) {
-                n.capacity_type = if stop { CapacityType::StandbyStopped } else { CapacityType::StandbyRunning };
+                n.capacity_type =
+                    if stop { CapacityType::StandbyStopped } else { CapacityType::StandbyRunning };
             }
             std::borrow::Cow::Owned(sized)
         } else {

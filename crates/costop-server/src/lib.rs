@@ -870,6 +870,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             returns_standbys: config.aws.as_ref().is_some_and(|a| a.keep_warm_pool),
             open: Arc::new(OpenResponses::default()),
             ready: Default::default(),
+            waits: Default::default(),
         },
         policy: config.policy.clone(),
         client: client.clone(),

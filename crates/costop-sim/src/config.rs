@@ -78,6 +78,8 @@ pub struct SimConfig {
     pub world: WorldSettings,
     /// Run the server's warm-pool keeper for costop (as `keep_warm_pool`).
     pub run_warm_pool_keeper: bool,
+    /// The executor's wait rules (the server's defaults).
+    pub executor_waits: costop_executor::Waits,
 }
 
 /// How the world deviates from the happy path, at rates with documented defaults.
@@ -139,6 +141,7 @@ impl Default for SimConfig {
             strategies: Strategy::ALL.to_vec(),
             world: WorldSettings::default(),
             run_warm_pool_keeper: true,
+            executor_waits: costop_executor::Waits::default(),
         }
     }
 }

@@ -40,6 +40,7 @@ pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Stra
         returns_standbys: keeps_pool,
         open: Arc::new(OpenResponses::default()),
         ready: Default::default(),
+        waits: cfg.executor_waits,
     };
     let mut rt = Runtime::new(clock.clone());
     if keeps_pool {
@@ -162,5 +163,63 @@ fn print_records(store: &SimStore) {
                 rec.outcome.as_deref().unwrap_or("")
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::{PoolMarket, Reclaim};
+    use costop_core::PoolId;
+
+    fn market() -> Arc<Market> {
+        let pool = |zone: &str, reclaims: Vec<u64>| PoolMarket {
+            id: PoolId::new("m5.xlarge", zone),
+            on_demand_usd_hr: 0.192,
+            prices: vec![(0, 0.07)],
+            unavailable: vec![],
+            reclaims: reclaims.into_iter().map(|at| Reclaim { at, share: 1.0 }).collect(),
+            prior_interruptions_per_day: 0.5,
+        };
+        Arc::new(Market {
+            pools: vec![
+                pool("us-east-1a", vec![3_600_000]),
+                pool("us-east-1b", vec![]),
+                pool("us-east-1c", vec![]),
+            ],
+            duration: 2 * 3_600_000,
+            source: "test".into(),
+        })
+    }
+
+    #[test]
+    fn the_simulator_runs_the_executors_wait_rules() {
+        let run = |after_deadline| {
+            let cfg = SimConfig {
+                days: 1.0,
+                nodes: 6,
+                pods_per_node: 10,
+                rebalance_probability: 0.0,
+                executor_waits: costop_executor::Waits { after_deadline },
+                // Replacements Ready only after the reclaim: the workloads
+                // are not whole at the deadline.
+                timings: costop_facts::timings::Timings { node_ready_s: 300.0, ..Default::default() },
+                ..SimConfig::default()
+            };
+            run(Arc::new(cfg), market(), Strategy::Costop)
+        };
+        let (shipped, none) = (run(10 * 60 * 1000), run(0));
+        // Without the wait after the deadline the bridge is shifted back at
+        // the reclaim, before the workloads are whole again: fewer requests
+        // go through functions. A change of the executor's rule changes the figure.
+        assert!(
+            shipped.requests_bridged > none.requests_bridged
+                && shipped.requests_failed < none.requests_failed,
+            "bridged {} vs {}, failed {} vs {}",
+            shipped.requests_bridged,
+            none.requests_bridged,
+            shipped.requests_failed,
+            none.requests_failed
+        );
     }
 }
