@@ -47,7 +47,10 @@ fn trace_run_keeps_the_invariants_and_is_repeatable() {
     let v = json(&first);
     let names: Vec<&str> =
         v["strategies"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["on-demand", "spot-naive", "drain-on-notice", "replace-on-notice", "costop"]);
+    assert_eq!(
+        names,
+        ["on-demand", "spot-naive", "drain-on-notice", "replace-on-notice", "costop", "oracle"]
+    );
     let od = strategy(&v, "on-demand");
     assert_eq!(od["interruptions"], 0);
     assert_eq!(od["cost_vs_on_demand"], 1.0);
@@ -63,13 +66,22 @@ fn trace_run_keeps_the_invariants_and_is_repeatable() {
             "requests_failed",
             "success_rate",
             "interruptions",
+            "incidents",
+            "unfinished_incidents",
+            "p50_recovery_s",
+            "p90_recovery_s",
             "p99_recovery_s",
             "max_recovery_s",
+            "requests_bridged",
         ] {
             assert!(s[key].is_number(), "{key} missing in {s}");
         }
         assert!(s["requests_failed"].as_u64() <= s["requests_total"].as_u64());
-        assert!(s["p99_recovery_s"].as_f64() <= s["max_recovery_s"].as_f64());
+        let recovery: Vec<f64> = ["p50_recovery_s", "p90_recovery_s", "p99_recovery_s", "max_recovery_s"]
+            .iter()
+            .map(|k| s[k].as_f64().unwrap())
+            .collect();
+        assert!(recovery.windows(2).all(|w| w[0] <= w[1]), "p50 ≤ p90 ≤ p99 ≤ max: {s}");
     }
     for key in ["sim_days", "nodes", "seed"] {
         assert!(v[key].is_number(), "{key}");
@@ -77,6 +89,23 @@ fn trace_run_keeps_the_invariants_and_is_repeatable() {
     assert!(v["pool_hit_model"].as_str().unwrap().contains("every node"));
     let again = costop(&args);
     assert_eq!(first.stdout, again.stdout, "same seed must give the same JSON");
+    // The oracle knows the whole trace: it serves every request and no
+    // Spot strategy is cheaper.
+    let oracle = strategy(&v, "oracle");
+    assert_eq!(oracle["requests_failed"], 0, "the oracle loses no request: {oracle}");
+    assert_eq!(oracle["success_rate"], 1.0, "{oracle}");
+    let oracle_cost = oracle["cost_usd"].as_f64().unwrap();
+    let cheaper: Vec<String> = v["strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] != "on-demand" && s["name"] != "oracle")
+        .filter(|s| s["cost_usd"].as_f64().unwrap() < oracle_cost)
+        .map(|s| {
+            format!("{} ${} (success {})", s["name"].as_str().unwrap(), s["cost_usd"], s["success_rate"])
+        })
+        .collect();
+    assert!(cheaper.is_empty(), "cheaper than the oracle (${oracle_cost}): {}", cheaper.join(", "));
 }
 
 #[test]
