@@ -34,8 +34,9 @@ pub struct SimSection {
     pub rebalance_lead_s: f64,
     /// Strategies to compare.
     pub strategies: Vec<String>,
-    /// Where the public data lives (for the Spot Advisor snapshot); empty =
-    /// `$COSTOP_DATA_DIR` or `../shared/data`.
+    /// Where the public data lives (traces' prices come from its Spot
+    /// Advisor snapshot); empty = `$COSTOP_DATA_DIR`, else the repository's
+    /// `data/`.
     pub data_dir: String,
 }
 
@@ -233,13 +234,28 @@ impl Config {
         Ok(())
     }
 
-    /// Where the public data lives.
+    /// Where the public data lives: `[sim] data_dir` (also
+    /// `COSTOP_SIM_DATA_DIR`), else `$COSTOP_DATA_DIR`, else the
+    /// repository's `data/`, where the public traces ship.
     pub fn data_dir(&self) -> PathBuf {
+        self.data_dir_with(std::env::var_os("COSTOP_DATA_DIR"))
+    }
+
+    /// [`Config::data_dir`] with `$COSTOP_DATA_DIR` given.
+    fn data_dir_with(&self, env: Option<std::ffi::OsString>) -> PathBuf {
         if !self.sim.data_dir.is_empty() {
             return PathBuf::from(&self.sim.data_dir);
         }
-        std::env::var_os("COSTOP_DATA_DIR").map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
+        match env {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => default_data_dir(),
+        }
     }
+}
+
+/// The repository's `data/` (beside `crates/`), resolved when `costop` is built.
+fn default_data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data")
 }
 
 /// A pool is avoided at most this long after a reclaim (30 days).
@@ -392,6 +408,27 @@ mod tests {
         let p = std::env::temp_dir().join(format!("costop-config-{}-{n}.toml", std::process::id()));
         std::fs::write(&p, body).unwrap();
         p
+    }
+
+    /// The repository's `data/` by default, then `$COSTOP_DATA_DIR`, then
+    /// `[sim] data_dir` (or `COSTOP_SIM_DATA_DIR`) over both.
+    #[test]
+    fn data_dir_defaults_to_the_repository_data() {
+        let default = Config::default();
+        let dir = default.data_dir_with(None);
+        assert!(
+            dir.join("aws-spot-advisor/spot-advisor-data.json").is_file(),
+            "the default {} holds the shipped data",
+            dir.display()
+        );
+        assert_eq!(default.data_dir_with(Some("".into())), dir, "an empty $COSTOP_DATA_DIR is unset");
+        assert_eq!(default.data_dir_with(Some("/env".into())), PathBuf::from("/env"));
+        let from_file =
+            Config::load(Some(&file("[sim]\ndata_dir = \"/file\"\n")), std::iter::empty()).unwrap();
+        assert_eq!(from_file.data_dir_with(Some("/env".into())), PathBuf::from("/file"));
+        let env = vec![("COSTOP_SIM_DATA_DIR".to_string(), "/sim-env".to_string())].into_iter();
+        let from_env = Config::load(None, env).unwrap();
+        assert_eq!(from_env.data_dir_with(Some("/env".into())), PathBuf::from("/sim-env"));
     }
 
     #[test]

@@ -331,20 +331,10 @@ fn emu(config: &Config, args: EmuArgs) -> Result<()> {
     })
 }
 
-/// The data directory: `[sim] data_dir`, else `$COSTOP_DATA_DIR` (both as
-/// `Config::data_dir` reads them), else the repository's `data/` beside this
-/// crate, where the public traces ship.
-fn data_dir(config: &Config) -> PathBuf {
-    if config.sim.data_dir.is_empty() && std::env::var_os("COSTOP_DATA_DIR").is_none() {
-        return Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
-    }
-    config.data_dir()
-}
-
 /// The Spot Advisor snapshot of the data directory; a clear error naming
 /// the path when the directory or the file is missing.
 fn spot_advisor(config: &Config) -> Result<SpotAdvisor> {
-    let dir = data_dir(config);
+    let dir = config.data_dir();
     if !dir.is_dir() {
         return Err(anyhow!(
             "data directory {} does not exist (set $COSTOP_DATA_DIR or [sim] data_dir to a copy of the repository's data/)",
