@@ -138,9 +138,41 @@ pub struct AwsCloud {
     cloned_template: std::sync::Arc<tokio::sync::Mutex<Option<String>>>,
     /// Held while a device name is chosen and attached.
     attaching: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// Absolute desired capacities set per (group, restore key): a repeated
-    /// restore step sets the same target instead of adding again.
-    restored: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), i32>>>,
+    /// Where the absolute desired capacity of each (restore key, group) is
+    /// kept: a repeated or resumed restore step sets the same target
+    /// instead of adding again. In this process unless the caller gives a
+    /// shared one ([`AwsCloud::with_ledger`]: the server keeps it in its store).
+    ledger: std::sync::Arc<dyn RestoreLedger>,
+}
+
+/// A future of the ledger.
+pub type LedgerFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(i32, bool), String>> + Send + 'a>>;
+
+/// Keeps the absolute desired capacity a restore step chose for a group.
+pub trait RestoreLedger: Send + Sync {
+    /// The target recorded for (`key`, `group`); when there is none, record
+    /// `proposed`. Returns the target and whether this call recorded it.
+    fn target<'a>(&'a self, key: &'a str, group: &'a str, proposed: i32) -> LedgerFuture<'a>;
+}
+
+/// A ledger in this process's memory.
+#[derive(Default)]
+pub struct MemoryLedger(std::sync::Mutex<std::collections::HashMap<(String, String), i32>>);
+
+impl RestoreLedger for MemoryLedger {
+    fn target<'a>(&'a self, key: &'a str, group: &'a str, proposed: i32) -> LedgerFuture<'a> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = (key.to_string(), group.to_string());
+        let out = match map.get(&slot) {
+            Some(t) => (*t, false),
+            None => {
+                map.insert(slot, proposed);
+                (proposed, true)
+            }
+        };
+        Box::pin(std::future::ready(Ok(out)))
+    }
 }
 
 /// The tag an instant fleet's instances carry: the restore step's token.
@@ -213,7 +245,7 @@ impl AwsCloud {
             settings,
             cloned_template: Default::default(),
             attaching: Default::default(),
-            restored: Default::default(),
+            ledger: std::sync::Arc::new(MemoryLedger::default()),
         }
     }
 
@@ -821,30 +853,35 @@ impl AwsCloud {
         Ok(())
     }
 
+    /// Keep restore targets in `ledger` (shared by every server replica).
+    pub fn with_ledger(mut self, ledger: std::sync::Arc<dyn RestoreLedger>) -> Self {
+        self.ledger = ledger;
+        self
+    }
+
     /// Raise a group for the restore step `key`: the first time, to an
-    /// absolute target (desired + `more`, within the maximum) remembered for
-    /// the key; again, to that same target (only if the group is below it),
-    /// never adding twice.
+    /// absolute target (desired + `more`, within the maximum) recorded in
+    /// the ledger before it is set; again (a retry, a resumed step), to that
+    /// same target, and only if the group is below it: never adding twice.
     pub async fn raise_desired_once(&self, key: &str, group: &str, more: i32) -> Result<String, AwsError> {
-        let slot = (group.to_string(), key.to_string());
-        let known = self.restored.lock().unwrap_or_else(|e| e.into_inner()).get(&slot).copied();
         let (desired, max) = self.desired_of(group).await?;
-        match known {
-            Some(target) if desired >= target => {
-                Ok(format!("{group} desired {desired} (already raised for {key})"))
-            }
-            Some(target) => {
-                self.set_desired(group, target).await?;
-                Ok(format!("{group} desired {target} (again, for {key})"))
-            }
-            None => {
-                let target = (desired + more).min(max);
-                // Remembered before the call: a retry after a lost answer sets it again.
-                self.restored.lock().unwrap_or_else(|e| e.into_inner()).insert(slot, target);
-                self.set_desired(group, target).await?;
-                Ok(format!("{group} desired {target}"))
-            }
+        let (target, first) =
+            self.ledger.target(key, group, (desired + more).min(max)).await.map_err(|message| AwsError {
+                action: "SetDesiredCapacity",
+                resource: group.into(),
+                message: format!("cannot record the target of {key}: {message}"),
+            })?;
+        if desired >= target && !first {
+            return Ok(format!("{group} desired {desired} (already raised for {key})"));
         }
+        if desired < target {
+            self.set_desired(group, target).await?;
+        }
+        Ok(if first {
+            format!("{group} desired {target}")
+        } else {
+            format!("{group} desired {target} (again, for {key})")
+        })
     }
 
     /// Instances an earlier attempt of restore step `key` launched (tagged

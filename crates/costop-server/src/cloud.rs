@@ -156,6 +156,17 @@ impl CloudPort for NoCloud {
     }
 }
 
+/// The AWS adapter's restore ledger in the store: the absolute target a
+/// restore step chose survives a restart and is shared by every replica,
+/// so a resumed step never raises a group twice.
+pub struct StoreLedger(pub std::sync::Arc<costop_store::AnyStore>);
+
+impl costop_aws::RestoreLedger for StoreLedger {
+    fn target<'a>(&'a self, key: &'a str, group: &'a str, proposed: i32) -> costop_aws::LedgerFuture<'a> {
+        Box::pin(async move { self.0.restore_target(key, group, proposed).await.map_err(|e| e.to_string()) })
+    }
+}
+
 /// AWS, the emulated cloud, or none, chosen at run time.
 #[derive(Clone)]
 pub enum AnyCloud {

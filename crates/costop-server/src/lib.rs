@@ -839,9 +839,11 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             costop_store::redis_store::PLAN_KEY_ENV
         );
     }
-    let store = AnyStore::open(config.redis_url.as_deref())
-        .await?
-        .with_plan_key(plan_key.as_deref().map(str::as_bytes));
+    let store = Arc::new(
+        AnyStore::open(config.redis_url.as_deref())
+            .await?
+            .with_plan_key(plan_key.as_deref().map(str::as_bytes)),
+    );
     let client = match &config.kubeconfig {
         Some(path) => KubeCluster::client_from_kubeconfig(path).await?,
         None => KubeCluster::infer_client().await?,
@@ -853,7 +855,10 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
     let cloud = match (&config.aws, &config.emu_url) {
         (Some(aws), _) => {
             let sdk = costop_aws::sdk_config(aws.region.as_deref(), aws.endpoint.as_deref()).await;
-            AnyCloud::Aws(costop_aws::AwsCloud::new(&sdk, aws.settings.clone()))
+            AnyCloud::Aws(
+                costop_aws::AwsCloud::new(&sdk, aws.settings.clone())
+                    .with_ledger(Arc::new(cloud::StoreLedger(store.clone()))),
+            )
         }
         (None, Some(url)) => AnyCloud::Emu(EmuCloud::new(url)),
         (None, None) => AnyCloud::None(NoCloud),
@@ -862,7 +867,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
     let state = Arc::new(ServerState {
         metrics: metrics.clone(),
         exec: Executor {
-            store: Arc::new(store),
+            store,
             cluster: Arc::new(cluster),
             cloud: Arc::new(cloud),
             clock: Arc::new(SystemClock),

@@ -91,6 +91,34 @@ async fn a_repeated_or_resumed_restore_launches_nothing_twice() {
     assert!(out.contains("already launched"), "{out}");
     assert_eq!(restored(&probe.ec2, &token).await.len(), 2, "no second fleet");
 
+    // The server keeps the targets in its store: another process (another
+    // connection to the same Redis) resuming the step raises nothing.
+    let redis = costop_store::redis_server::RedisServer::start().expect("redis-server");
+    let ledger = async || {
+        let store = costop_store::AnyStore::open(Some(&redis.url())).await.unwrap();
+        std::sync::Arc::new(costop_server::cloud::StoreLedger(std::sync::Arc::new(store)))
+    };
+    let key2 = "restore:i-0bbb:spot-interruption:1795686863999";
+    let one = AwsCloud::new(&sdk, settings.clone()).with_ledger(ledger().await);
+    let out = one.restore_capacity(key2, &[(pool_b.clone(), 1)]).await.unwrap();
+    assert_eq!(out, "pool-b desired 4");
+    let two = AwsCloud::new(&sdk, settings.clone()).with_ledger(ledger().await);
+    let out = two.restore_capacity(key2, &[(pool_b.clone(), 1)]).await.unwrap();
+    assert!(out.contains("already raised"), "{out}");
+    assert_eq!(desired().await, 4, "a resumed step does not add again");
+    // Lowered meanwhile (a node retired): the step's target is set again, absolutely.
+    probe
+        .asg
+        .set_desired_capacity()
+        .auto_scaling_group_name("pool-b")
+        .desired_capacity(2)
+        .send()
+        .await
+        .unwrap();
+    let out = two.restore_capacity(key2, &[(pool_b.clone(), 1)]).await.unwrap();
+    assert!(out.contains("desired 4 (again"), "{out}");
+    assert_eq!(desired().await, 4);
+
     // Another step's key launches its own.
     let other = cloud.restore_capacity("restore:i-0def", &[(pool_c, 1)]).await.unwrap();
     assert!(other.contains("fleet i-") && !other.contains("already"), "{other}");

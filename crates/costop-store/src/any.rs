@@ -63,6 +63,21 @@ impl AnyStore {
         }
     }
 
+    /// The absolute target a restore step (`key`) chose for `group`; when
+    /// none is recorded, record `proposed`. Returns it and whether this call
+    /// recorded it.
+    pub async fn restore_target(
+        &self,
+        key: &str,
+        group: &str,
+        proposed: i32,
+    ) -> Result<(i32, bool), StoreError> {
+        match self {
+            AnyStore::Memory(s) => Ok(s.restore_target(key, group, proposed)),
+            AnyStore::Redis(s) => s.restore_target(key, group, proposed).await,
+        }
+    }
+
     /// Give up the claim of `key`, if it still holds it.
     pub async fn release_claim(&self, key: &NoticeKey) -> Result<(), StoreError> {
         match self {

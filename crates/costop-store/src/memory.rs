@@ -16,6 +16,7 @@ struct Inner {
     responses: BTreeMap<NoticeKey, ResponseRecord>,
     mirror: HashMap<String, HashMap<String, String>>,
     claims: HashMap<(String, String), NoticeKey>,
+    restore_targets: HashMap<(String, String), i32>,
 }
 
 /// A store in this process's memory.
@@ -51,6 +52,19 @@ impl MemoryStore {
                 Claim::Claimed
             }
             (Some(held), _) => Claim::Held(held.clone()),
+        }
+    }
+
+    /// The absolute target a restore step (`key`) chose for `group`, or
+    /// `proposed` recorded now (then `true`).
+    pub fn restore_target(&self, key: &str, group: &str, proposed: i32) -> (i32, bool) {
+        let mut inner = self.lock();
+        match inner.restore_targets.get(&(key.to_string(), group.to_string())) {
+            Some(t) => (*t, false),
+            None => {
+                inner.restore_targets.insert((key.to_string(), group.to_string()), proposed);
+                (proposed, true)
+            }
         }
     }
 

@@ -255,6 +255,37 @@ impl RedisStore {
         })
     }
 
+    /// The absolute target a restore step (`key`) chose for `group`; when
+    /// none is recorded, record `proposed` (kept two days). Returns the
+    /// target and whether this call recorded it.
+    pub async fn restore_target(
+        &self,
+        key: &str,
+        group: &str,
+        proposed: i32,
+    ) -> Result<(i32, bool), StoreError> {
+        let script = "local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) \
+                      redis.call('PEXPIRE', KEYS[1], ARGV[3]) \
+                      return {new, redis.call('HGET', KEYS[1], ARGV[1])}";
+        let (new, target): (i64, String) = self
+            .run(
+                "record restore target",
+                redis::cmd("EVAL")
+                    .arg(script)
+                    .arg(1)
+                    .arg(format!("costop:restore:{key}"))
+                    .arg(group)
+                    .arg(proposed)
+                    .arg(2 * CLAIM_TTL_MS),
+            )
+            .await?;
+        let target = target.parse().map_err(|_| StoreError::Corrupt {
+            what: format!("costop:restore:{key} {group}"),
+            message: format!("`{target}` is not a number"),
+        })?;
+        Ok((target, new == 1))
+    }
+
     /// Give up the claim of `key`, if it still holds it.
     pub async fn release_claim(&self, key: &NoticeKey) -> Result<(), StoreError> {
         let script = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0";
