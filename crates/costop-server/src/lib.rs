@@ -297,6 +297,7 @@ impl ServerState {
             self.pools.reclaimed(&node.pool, notice.kind.stated_time());
         }
         view.pools = self.pools.views(now);
+        view.capacity_requests.extend(self.capacity_requested(&key).await);
         view.headroom_target = view
             .workload(&format!("{}/{}", costop_kube::COSTOP_NAMESPACE, costop_kube::PLACEHOLDER_DEPLOYMENT))
             .map_or(0, |w| w.replicas);
@@ -352,6 +353,32 @@ impl ServerState {
         }
         let received = record.steps.first().and_then(|s| s.started_at).unwrap_or(received_at);
         self.spawn_response(record.plan, received);
+    }
+
+    /// Capacity already requested for this notice's instance by the
+    /// responses to its other kinds (a rebalance recommendation's restore,
+    /// before the interruption): the keys of their RestoreCapacity steps
+    /// that ran without failing, so `respond` does not restore twice.
+    async fn capacity_requested(&self, key: &costop_core::NoticeKey) -> Vec<String> {
+        let mut keys = Vec::new();
+        for kind in ["spot-interruption", "rebalance-recommendation", "scheduled-event"] {
+            if kind == key.kind {
+                continue;
+            }
+            let other = costop_core::NoticeKey { kind: kind.into(), ..key.clone() };
+            let Ok(Some(held)) = self.exec.store.claim_holder(&other).await else { continue };
+            let Ok(Some(record)) = self.exec.store.response(&held).await else { continue };
+            for (step, rec) in record.plan.steps.iter().zip(&record.steps) {
+                if let costop_core::Step::RestoreCapacity { key, .. } = step {
+                    let ok =
+                        rec.done_at.is_some() && !rec.outcome.as_deref().unwrap_or("").starts_with("failed");
+                    if ok {
+                        keys.push(key.clone());
+                    }
+                }
+            }
+        }
+        keys
     }
 
     fn is_planning(&self, key: &costop_core::NoticeKey) -> bool {

@@ -78,6 +78,14 @@ impl AnyStore {
         }
     }
 
+    /// The notice holding the one response of `key`'s (instance, kind), if any.
+    pub async fn claim_holder(&self, key: &NoticeKey) -> Result<Option<NoticeKey>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => Ok(s.claim_holder(key)),
+            AnyStore::Redis(s) => s.claim_holder(key).await,
+        }
+    }
+
     /// Give up the claim of `key`, if it still holds it.
     pub async fn release_claim(&self, key: &NoticeKey) -> Result<(), StoreError> {
         match self {

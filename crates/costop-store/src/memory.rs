@@ -68,6 +68,11 @@ impl MemoryStore {
         }
     }
 
+    /// The notice holding the one response of `key`'s (instance, kind), if any.
+    pub fn claim_holder(&self, key: &NoticeKey) -> Option<NoticeKey> {
+        self.lock().claims.get(&(key.instance_id.clone(), key.kind.clone())).cloned()
+    }
+
     /// Give up the claim of `key`, if it still holds it.
     pub fn release_claim(&self, key: &NoticeKey) {
         let mut inner = self.lock();

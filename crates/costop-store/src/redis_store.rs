@@ -286,6 +286,12 @@ impl RedisStore {
         Ok((target, new == 1))
     }
 
+    /// The notice holding the one response of `key`'s (instance, kind), if any.
+    pub async fn claim_holder(&self, key: &NoticeKey) -> Result<Option<NoticeKey>, StoreError> {
+        let held: Option<String> = self.run("read claim", redis::cmd("GET").arg(claim_key(key))).await?;
+        Ok(held.as_deref().and_then(parse_notice_key))
+    }
+
     /// Give up the claim of `key`, if it still holds it.
     pub async fn release_claim(&self, key: &NoticeKey) -> Result<(), StoreError> {
         let script = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0";

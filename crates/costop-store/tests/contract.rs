@@ -147,6 +147,14 @@ async fn claims(store: &costop_store::AnyStore) {
     let mut rebalance = first.clone();
     rebalance.kind = "rebalance-recommendation".into();
     assert_eq!(store.claim(&rebalance, None).await.unwrap(), Claim::Claimed, "another kind");
+    let mut any_time = first.clone();
+    any_time.stated_time = 0;
+    assert_eq!(
+        store.claim_holder(&any_time).await.unwrap(),
+        Some(first.clone()),
+        "the holder, whatever the time"
+    );
+    assert_eq!(store.claim_holder(&notice("i-0none", 1).key()).await.unwrap(), None);
     assert_eq!(store.claim(&notice("i-0bbb", 5).key(), None).await.unwrap(), Claim::Claimed);
     // Taking over: only from the holder named.
     let later = notice("i-0aaa", 2_000_000).key();

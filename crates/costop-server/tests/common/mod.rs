@@ -102,6 +102,16 @@ pub struct Server {
 /// The server on `redis_url`, with the emulated world as cluster and
 /// cloud; returns once it answers (not necessarily leading).
 pub async fn start_server(emu: &Emulator, redis_url: Option<String>, identity: &str) -> Server {
+    start_server_with(emu, redis_url, identity, costop_core::Policy::default()).await
+}
+
+/// [`start_server`] with a policy.
+pub async fn start_server_with(
+    emu: &Emulator,
+    redis_url: Option<String>,
+    identity: &str,
+    policy: costop_core::Policy,
+) -> Server {
     let listen = free_addr();
     let (stop, rx) = watch::channel(false);
     let config = costop_server::ServerConfig {
@@ -110,7 +120,7 @@ pub async fn start_server(emu: &Emulator, redis_url: Option<String>, identity: &
         kubeconfig: Some(emu.kubeconfig.clone()),
         emu_url: Some(emu.url()),
         aws: None,
-        policy: costop_core::Policy::default(),
+        policy,
         identity: identity.into(),
     };
     let task = tokio::spawn(costop_server::run(config, rx));
