@@ -69,6 +69,17 @@ pub fn shortfall_per_pool(
         .collect()
 }
 
+/// How many other Spot pools must be able to launch before a replacement
+/// launched at the notice is counted on: with one, a single capacity
+/// error leaves the displaced pods without room.
+pub const POOLS_FOR_A_TRUSTED_REPLACEMENT: usize = 2;
+
+/// Whether a replacement for a node of `pool` can be counted on: enough
+/// other pools can launch.
+pub fn replacement_trusted(view: &ClusterView, pool: &PoolId) -> bool {
+    view.pools.iter().filter(|p| p.launchable && &p.id != pool).count() >= POOLS_FOR_A_TRUSTED_REPLACEMENT
+}
+
 /// The node size shortfalls are counted in: the largest Spot node's allocatable.
 fn unit(view: &ClusterView) -> Resources {
     view.nodes
@@ -100,11 +111,14 @@ pub fn size_spare_capacity(
         .map(|(pool, r)| (in_nodes(r, unit), pool))
         .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
     let Some((nodes, pool)) = worst else { return SpareCapacity { headroom_nodes: 0, standby_nodes: 0 } };
-    let launchable_elsewhere = view.pools.iter().filter(|p| p.launchable && p.id != pool).count();
     let share = |s: f64| (s * nodes - 1e-9).ceil().max(0.0) as u32;
     SpareCapacity {
         headroom_nodes: share(policy.headroom_share_of_shortfall),
-        standby_nodes: if launchable_elsewhere < 2 { share(policy.standby_share_of_shortfall) } else { 0 },
+        standby_nodes: if replacement_trusted(view, &pool) {
+            0
+        } else {
+            share(policy.standby_share_of_shortfall)
+        },
     }
 }
 

@@ -56,8 +56,7 @@ pub fn standbys_wanted(view: &ClusterView, policy: &Policy) -> BTreeMap<String, 
         let Some(unit) = largest_spot_node(view, &pool.zone).map(|n| n.allocatable) else { continue };
         let nodes = (short.cpu_millis as f64 / unit.cpu_millis.max(1) as f64)
             .max(short.memory_mib as f64 / unit.memory_mib.max(1) as f64);
-        let launchable = view.pools.iter().filter(|p| p.launchable && &p.id != pool).count();
-        let want = if launchable < 2 {
+        let want = if !crate::headroom::replacement_trusted(view, pool) {
             (policy.standby_share_of_shortfall * nodes - 1e-9).ceil().max(0.0) as u32
         } else {
             0
