@@ -639,10 +639,12 @@ impl World {
         }
         let market = self.market.clone();
         if self.strategy == Strategy::Oracle {
-            // The oracle's cost moves with prices and with which pools can launch.
+            // The oracle's cost moves with prices, with which pools can
+            // launch, and with reclaims.
             for (i, pool) in market.pools.iter().enumerate() {
                 let changes = pool.prices.iter().skip(1).map(|(t, _)| *t);
                 let spans = pool.unavailable.iter().flat_map(|(a, b)| [*a, *b]);
+                let spans = spans.chain(pool.reclaims.iter().map(|r| r.at));
                 let end = self.end;
                 for t in changes.chain(spans).filter(|t| *t < end) {
                     self.push(t, Ev::Price(i));
@@ -872,28 +874,59 @@ impl World {
         self.now = t;
     }
 
-    /// The oracle's bill per hour now: the workloads' nodes in the cheapest
-    /// pool that can launch (sized to that pool's instance type), or
-    /// on-demand when none can. It moves pods ahead of every reclaim at no
-    /// cost, so it is a floor.
+    /// The oracle's bill per hour now: the nodes the workloads' requests
+    /// fill, perfectly packed, in the cheapest pool it can run in (sized to
+    /// that pool's instance type), or on-demand when none. It moves pods
+    /// ahead of every reclaim at no cost, so it is a floor for serving
+    /// everything.
     fn oracle_usd_hr(&self) -> f64 {
-        let base = Self::allocatable(self.node_type());
-        let nodes = f64::from(self.cfg.nodes);
+        // Perfectly packed: just the nodes the workloads' requests fill.
+        let want = self.workloads.iter().filter(|w| !w.placeholder).fold(Resources::default(), |acc, w| {
+            Resources::new(
+                acc.cpu_millis + w.requests.cpu_millis * u64::from(w.replicas),
+                acc.memory_mib + w.requests.memory_mib * u64::from(w.replicas),
+            )
+        });
         let needed = |t: &InstanceType| {
             let a = Self::allocatable(t);
-            let by_cpu = nodes * base.cpu_millis as f64 / a.cpu_millis.max(1) as f64;
-            let by_mem = nodes * base.memory_mib as f64 / a.memory_mib.max(1) as f64;
+            let by_cpu = want.cpu_millis as f64 / a.cpu_millis.max(1) as f64;
+            let by_mem = want.memory_mib as f64 / a.memory_mib.max(1) as f64;
             by_cpu.max(by_mem).ceil()
         };
         let on_demand = needed(self.node_type()) * self.node_type().on_demand_usd_hr;
         self.market
             .pools
             .iter()
-            .filter(|p| p.launchable_at(self.now))
+            .filter(|p| self.oracle_can_hold(p))
             .filter_map(|p| {
                 catalog::instance_type(&p.id.instance_type).map(|t| needed(t) * p.price_at(self.now))
             })
             .fold(on_demand, f64::min)
+    }
+
+    /// Whether the oracle can run in this pool now: nodes started before
+    /// run on while the pool cannot launch, until a reclaim takes the whole
+    /// pool (under `--pool-hit all`); after one, only once it can launch
+    /// again. A partial reclaim never stops it (it foresaw which nodes go).
+    fn oracle_can_hold(&self, pool: &crate::market::PoolMarket) -> bool {
+        if pool.launchable_at(self.now) {
+            return true;
+        }
+        let whole = |r: &&crate::market::Reclaim| self.cfg.pool_hit == PoolHit::All && r.share >= 1.0;
+        // The last whole-pool reclaim, and whether the pool could launch
+        // at any moment since (then it was entered again before this span).
+        let Some(last) = pool.reclaims.iter().filter(whole).map(|r| r.at).filter(|&at| at <= self.now).max()
+        else {
+            return true;
+        };
+        let span_start = pool
+            .unavailable
+            .iter()
+            .filter(|(a, b)| *a <= self.now && self.now < *b)
+            .map(|(a, _)| *a)
+            .min()
+            .unwrap_or(self.now);
+        span_start > last && pool.launchable_at(last)
     }
 
     fn recompute_cost_rate(&mut self) {

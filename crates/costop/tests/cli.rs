@@ -89,8 +89,10 @@ fn trace_run_keeps_the_invariants_and_is_repeatable() {
     assert!(v["pool_hit_model"].as_str().unwrap().contains("every node"));
     let again = costop(&args);
     assert_eq!(first.stdout, again.stdout, "same seed must give the same JSON");
-    // The oracle knows the whole trace: it serves every request and no
-    // Spot strategy is cheaper.
+    // The oracle knows the whole trace: it serves every request, and no
+    // Spot strategy that serves (nearly) everything is cheaper. It is the
+    // floor for serving everything: a strategy that leaves nodes
+    // unreplaced and fails requests meanwhile can pay less.
     let oracle = strategy(&v, "oracle");
     assert_eq!(oracle["requests_failed"], 0, "the oracle loses no request: {oracle}");
     assert_eq!(oracle["success_rate"], 1.0, "{oracle}");
@@ -100,6 +102,7 @@ fn trace_run_keeps_the_invariants_and_is_repeatable() {
         .unwrap()
         .iter()
         .filter(|s| s["name"] != "on-demand" && s["name"] != "oracle")
+        .filter(|s| s["success_rate"].as_f64().unwrap() >= 0.999)
         .filter(|s| s["cost_usd"].as_f64().unwrap() < oracle_cost)
         .map(|s| {
             format!("{} ${} (success {})", s["name"].as_str().unwrap(), s["cost_usd"], s["success_rate"])

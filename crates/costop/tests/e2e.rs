@@ -180,12 +180,12 @@ impl World {
         let name = format!("costop-agent-{node}");
         let pod = json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
                 "name": "costop-agent", "uid": "costop-agent-ds", "controller": true}]},
-            "spec": {"nodeName": node, "tolerations": [{"operator": "Exists"}],
+            "spec": {"nodeName": node, "serviceAccountName": "costop-agent", "tolerations": [{"operator": "Exists"}],
                 "containers": [{"name": "agent", "image": "costop:dev", "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}]}});
         let (code, body) =
-            self.post(&format!("{}/api/v1/namespaces/kube-system/pods", self.emu_url), pod, None).await;
+            self.post(&format!("{}/api/v1/namespaces/costop-system/pods", self.emu_url), pod, None).await;
         assert!(code == 201 || code == 409, "{body}");
-        let token = self.get(&format!("/admin/tokens/kube-system/{name}")).await["token"]
+        let token = self.get(&format!("/admin/tokens/costop-system/{name}")).await["token"]
             .as_str()
             .unwrap()
             .to_string();
