@@ -233,7 +233,10 @@ fn rebalance_prelaunches_and_retires_later_but_never_cordons() {
     let plan = respond(&view, &notice, &Policy::default(), 5).unwrap();
     let kinds: Vec<_> = plan.steps.iter().map(|s| s.kind()).collect();
     assert_eq!(kinds, vec!["restore-capacity", "retire-node"]);
-    assert_eq!(plan.steps[1], Step::RetireNode { node: node.name.clone(), after: 5 + 15 * 60_000, bridge: true });
+    assert_eq!(
+        plan.steps[1],
+        Step::RetireNode { node: node.name.clone(), after: 5 + 15 * 60_000, bridge: true }
+    );
     let off = Policy { act_on_rebalance: false, ..Policy::default() };
     assert!(respond(&view, &notice, &off, 5).unwrap().steps.is_empty());
 }
