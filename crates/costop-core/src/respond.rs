@@ -97,9 +97,11 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         false
     };
     // The replacement (launched now, or by the recommendation before)
-    // holds what the lost node held, within about a minute.
+    // holds what the lost node held, within about a minute, if enough
+    // pools can launch that one capacity error does not stop it.
     let key = restore_key(&node.instance_id);
-    let coming = if restored || view.capacity_requests.contains(&key) {
+    let launched = restored || view.capacity_requests.contains(&key);
+    let coming = if launched && crate::headroom::replacement_trusted(view, &node.pool) {
         node.allocatable
     } else {
         Resources::default()

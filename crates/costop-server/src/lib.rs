@@ -325,7 +325,8 @@ impl ServerState {
             costop_core::NoticeSource::Simulator => "simulator",
         };
         self.metrics.notice(notice.kind.label(), source);
-        tracing::info!(notice = %key, node = plan.node, steps = plan.steps.len(), "responding");
+        let kinds: Vec<&str> = plan.steps.iter().map(|s| s.kind()).collect();
+        tracing::info!(notice = %key, node = plan.node, steps = ?kinds, "responding");
         self.spawn_response(plan, notice.received_at);
         Ok(Intake::Accepted)
     }
