@@ -272,8 +272,10 @@ fn load_pool(
     let raw: RawTrace = serde_json::from_str(&text)
         .map_err(|e| TraceError::Format { path: file.into(), message: e.to_string() })?;
     let gap = raw.metadata.gap_seconds;
-    if !(gap.is_finite() && gap >= 1.0) {
-        return Err(invalid(format!("gap_seconds must be at least 1, got {gap}")));
+    // A day between samples is already far coarser than any trace; more
+    // would only overflow the time axis.
+    if !(gap.is_finite() && (1.0..=86_400.0).contains(&gap)) {
+        return Err(invalid(format!("gap_seconds must be between 1 and 86400, got {gap}")));
     }
     if raw.data.is_empty() {
         return Err(invalid("`data` is empty".into()));
@@ -296,7 +298,12 @@ fn load_pool(
         .ok_or_else(|| invalid(format!("no on-demand price known for instance type `{ty}`")))?;
     let region = region_of(zone);
     let gap_ms = (gap * SECOND as f64) as Millis;
-    let duration = gap_ms * raw.data.len() as Millis;
+    let duration = gap_ms
+        .checked_mul(raw.data.len() as Millis)
+        .filter(|d| *d <= 100 * 365 * 24 * 3600 * SECOND)
+        .ok_or_else(|| {
+            invalid(format!("{} samples {gap} s apart span more than a century", raw.data.len()))
+        })?;
 
     let prices = match &raw.prices {
         Some(p) if p.len() != raw.data.len() => {
@@ -411,7 +418,16 @@ mod tests {
         let cases = [
             ("us-east-1a_intel_64.json", "not json", "not a spot trace"),
             ("us-east-1a_intel_64.json", r#"{"metadata": {}, "data": [1]}"#, "gap_seconds"),
-            ("us-east-1a_intel_64.json", r#"{"metadata": {"gap_seconds": 0}, "data": [1]}"#, "at least 1"),
+            (
+                "us-east-1a_intel_64.json",
+                r#"{"metadata": {"gap_seconds": 0}, "data": [1]}"#,
+                "between 1 and 86400",
+            ),
+            (
+                "us-east-1a_intel_64.json",
+                r#"{"metadata": {"gap_seconds": 1e300}, "data": [1]}"#,
+                "between 1 and 86400",
+            ),
             ("us-east-1a_intel_64.json", r#"{"metadata": {"gap_seconds": 5}, "data": []}"#, "empty"),
             (
                 "us-east-1a_intel_64.json",

@@ -254,7 +254,6 @@ fn overflows(body: &[u8]) -> bool {
 }
 
 #[test]
-#[ignore = "known panic in trace.rs (gap_seconds × ticks overflows); reported"]
 fn known_overflow_on_a_huge_gap() {
     let d = dir("overflow");
     let body = br#"{"metadata": {"gap_seconds": 1e300}, "data": [1, 1]}"#;
