@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ pub struct EmuConfig {
     pub time_scale: f64,
     /// Controller period.
     pub tick: Duration,
+    /// The HTTP listener's limits.
+    pub http: HttpLimits,
 }
 
 impl Default for EmuConfig {
@@ -70,6 +72,7 @@ impl Default for EmuConfig {
             timings: Timings::default(),
             time_scale: 1.0,
             tick: Duration::from_millis(100),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -346,14 +349,7 @@ impl Emulator {
         write_kubeconfig(&state.config.kubeconfig, addr, &state.admin_token)?;
         let (shutdown, mut stop) = tokio::sync::watch::channel(false);
         let app = axum::Router::new().fallback(api::handle).with_state(state.clone());
-        let mut stop_server = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_server.wait_for(|s| *s).await;
-                })
-                .await;
-        });
+        tokio::spawn(serve(listener, app, state.config.http.clone(), stop.clone()));
         let cluster_state = state.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(cluster_state.config.tick);
@@ -382,6 +378,180 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The HTTP listener's limits, as the server's (`costop-server`'s
+/// `listener`): a connection that does not send a whole request head in
+/// [`HttpLimits::header_read_timeout`] (idle keep-alive ones included) is
+/// closed; a handler that has not answered in
+/// [`HttpLimits::request_timeout`] gets 408; a body beyond
+/// [`HttpLimits::max_body_bytes`] gets 413; at
+/// [`HttpLimits::max_connections`] a new connection closes the oldest one
+/// that is not serving a request (a watch streaming its events counts as
+/// serving), and is itself closed when all are.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Connections held at once.
+    pub max_connections: usize,
+    /// Time to send a whole request head.
+    pub header_read_timeout: Duration,
+    /// Time for a handler to answer (a watch answers at once, then streams).
+    pub request_timeout: Duration,
+    /// Largest request body (the Kubernetes API server's limit: 3 MiB).
+    pub max_body_bytes: usize,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 3 * 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// One connection: requests (and response bodies) in flight, and the
+/// switch that closes it.
+#[derive(Default)]
+struct Conn {
+    in_flight: AtomicUsize,
+    close: tokio::sync::Notify,
+}
+
+/// Connections open now, oldest first.
+#[derive(Default)]
+struct Conns {
+    next: AtomicU64,
+    open: Mutex<std::collections::BTreeMap<u64, Arc<Conn>>>,
+}
+
+impl Conns {
+    /// Room for a new connection, closing the oldest idle one at the limit;
+    /// `None` when every held connection is serving.
+    fn admit(&self, max: usize) -> Option<(u64, Arc<Conn>)> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while open.len() >= max.max(1) {
+            let idle =
+                open.iter().find(|(_, c)| c.in_flight.load(Ordering::SeqCst) == 0).map(|(id, _)| *id)?;
+            if let Some(c) = open.remove(&idle) {
+                c.close.notify_one();
+            }
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::default());
+        open.insert(id, conn.clone());
+        Some((id, conn))
+    }
+
+    fn gone(&self, id: u64) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+}
+
+/// Counts a request in flight on its connection while alive.
+struct InFlight(Arc<Conn>);
+
+impl InFlight {
+    fn new(c: &Arc<Conn>) -> Self {
+        c.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(c.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serve `app` on `listener` within `limits` until `stop` turns true.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: HttpLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use futures::StreamExt;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let app = app.layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes));
+    let conns = Arc::new(Conns::default());
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of file descriptors, most likely: let some close.
+                tracing::warn!(error = %e, "emulator: accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Some((id, conn)) = conns.admit(limits.max_connections) else {
+            tracing::warn!(
+                max = limits.max_connections,
+                "emulator: every connection is busy; turned one away"
+            );
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, conns, limits, mut stop) = (app.clone(), conns.clone(), limits.clone(), stop.clone());
+        tokio::spawn(async move {
+            let served = conn.clone();
+            let timeout = limits.request_timeout;
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let guard = InFlight::new(&served);
+                let app = app.clone();
+                async move {
+                    let resp = match tokio::time::timeout(timeout, app.oneshot(req.map(Body::new))).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response(),
+                    };
+                    // A request stays in flight while its body streams (watches).
+                    let (parts, body) = resp.into_parts();
+                    if axum::body::HttpBody::size_hint(&body).exact().is_some() {
+                        drop(guard);
+                        return Ok(axum::http::Response::from_parts(parts, body));
+                    }
+                    let body = Body::from_stream(body.into_data_stream().map(move |chunk| {
+                        let _ = &guard;
+                        chunk
+                    }));
+                    Ok::<_, std::convert::Infallible>(axum::http::Response::from_parts(parts, body))
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .max_headers(100);
+            let http = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(http);
+            let stopping = tokio::select! {
+                _ = http.as_mut() => false,
+                _ = conn.close.notified() => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                http.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(2), http.as_mut()).await;
+            }
+            conns.gone(id);
+        });
     }
 }
 
