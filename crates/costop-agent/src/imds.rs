@@ -168,12 +168,10 @@ impl ImdsClient {
 mod tests {
     use super::*;
 
-    /// A body AWS documents (`../shared/fixtures/imds`); a missing fixture fails the test.
+    /// A body AWS documents (`testdata/imds`); a missing fixture fails the test.
     fn fixture(name: &str) -> String {
-        let p =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/imds").join(name);
-        std::fs::read_to_string(&p)
-            .unwrap_or_else(|e| panic!("fixture {} (from ../shared/fixtures): {e}", p.display()))
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/imds").join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("fixture {} (testdata/imds): {e}", p.display()))
     }
 
     /// The fixture's JSON object with one more field.

@@ -178,9 +178,9 @@ fn passwords_never_reach_a_log_line() {
 #[tokio::test]
 async fn an_imds_body_with_an_extra_field_is_delivered_once() {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/imds/spot-instance-action.json");
+        .join("../../testdata/imds/spot-instance-action.json");
     let body = std::fs::read_to_string(&fixture)
-        .unwrap_or_else(|e| panic!("fixture {} (from ../shared/fixtures): {e}", fixture.display()));
+        .unwrap_or_else(|e| panic!("fixture {} (testdata/imds): {e}", fixture.display()));
     let mut body: serde_json::Value = serde_json::from_str(&body).unwrap();
     body["fieldAwsAddsLater"] = serde_json::json!({"anything": [1, "two"]});
     let body = body.to_string();
