@@ -1,5 +1,5 @@
 //! EventBridge events (as SQS message bodies, raw or in an SNS envelope)
-//! into the core's notices. Formats: `shared/fixtures/README.md`.
+//! into the core's notices. Formats: `testdata/README.md` (copies of the AWS documentation examples).
 //!
 //! Read field by field from a JSON value: fields AWS adds later (in the
 //! envelope, the event or its `detail`) are ignored, while a field we need

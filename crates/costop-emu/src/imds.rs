@@ -1,6 +1,6 @@
 //! Instance metadata (IMDSv2) for every emulated node, at
 //! `/imds/{node}/latest/…`, with the bodies AWS documents (see
-//! `shared/fixtures/README.md`): session tokens, the Spot interruption
+//! `testdata/README.md`): session tokens, the Spot interruption
 //! notice, the rebalance recommendation, and the instance's identity.
 
 use crate::api::status;
