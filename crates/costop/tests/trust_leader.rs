@@ -2,7 +2,6 @@
 //! SIGTERM hands the Lease over within 2 s; a second server with a live
 //! server's identity refuses to start.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,19 +9,7 @@ mod common;
 use common::{bin, free_port, Proc};
 
 fn emu(dir: &std::path::Path) -> (Proc, std::path::PathBuf) {
-    let kubeconfig = dir.join("kubeconfig");
-    let mut emu = Command::new(bin())
-        .args(["emu", "--nodes", "2", "--pods-per-node", "2", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(emu.stdout.take().unwrap());
-    let mut line = String::new();
-    lines.read_line(&mut line).unwrap();
-    std::thread::spawn(move || for _ in lines.lines() {});
-    (Proc(emu), kubeconfig)
+    common::start_emu(dir, 2, 2)
 }
 
 fn server(dir: &std::path::Path, kubeconfig: &std::path::Path, identity: &str) -> (Proc, String) {

@@ -1,7 +1,7 @@
 //! The server's HTTP listener against a flood of idle connections, slow
 //! headers and large bodies: real `costop emu` and `costop server` processes.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,19 +52,7 @@ fn idle_connections_slow_headers_and_large_bodies_do_not_stop_healthz() {
     let dir =
         std::env::temp_dir().join(format!("costop-trust-listener-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    let mut emu = Command::new(bin())
-        .args(["emu", "--nodes", "1", "--pods-per-node", "1", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(emu.stdout.take().unwrap());
-    let mut line = String::new();
-    lines.read_line(&mut line).unwrap();
-    std::thread::spawn(move || for _ in lines.lines() {});
-    let _emu = Proc(emu);
+    let (_emu, kubeconfig) = common::start_emu(&dir, 1, 1);
     let addr = format!("127.0.0.1:{}", free_port());
     let server = Proc(
         Command::new(bin())

@@ -2,7 +2,9 @@
 //! process that is killed when the test lets go of it.
 #![allow(dead_code)]
 
-use std::process::Child;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// A child process, killed and reaped when dropped.
 pub struct Proc(pub Child);
@@ -22,4 +24,22 @@ pub fn bin() -> &'static str {
 /// A port free on loopback now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `costop emu` with `nodes` nodes of `pods` pods each, writing its
+/// kubeconfig into `dir`; returns once it listens (its first line).
+pub fn start_emu(dir: &Path, nodes: u32, pods: u32) -> (Proc, PathBuf) {
+    let kubeconfig = dir.join("kubeconfig");
+    let mut emu = Command::new(bin())
+        .args(["emu", "--nodes", &nodes.to_string(), "--pods-per-node", &pods.to_string(), "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(emu.stdout.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    std::thread::spawn(move || for _ in lines.lines() {});
+    (Proc(emu), kubeconfig)
 }
