@@ -5,7 +5,10 @@
 //! It never deletes a pod to get around a budget: a refused eviction is
 //! retried until the caller's deadline, then reported.
 
+pub mod apis;
 pub mod view;
+
+pub use apis::{Apis, DiscoveryError, PolicyVersion};
 
 use costop_core::model::{INTERRUPTION_TAINT, STANDBY_TAINT};
 use costop_core::ports::{ClusterPort, Evicted};
@@ -17,10 +20,13 @@ use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolume
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Namespace of costop's own objects (placeholder Deployment, events).
@@ -59,6 +65,9 @@ pub enum KubeError {
     /// Malformed input from the caller.
     #[error("{0}")]
     Invalid(String),
+    /// The cluster lacks an API costop needs, or could not be asked.
+    #[error("{0}")]
+    Discovery(#[from] DiscoveryError),
 }
 
 fn api_err(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
@@ -76,14 +85,128 @@ pub struct KubeCluster {
     budgets: Store<PodDisruptionBudget>,
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
+    apis: Arc<tokio::sync::OnceCell<Result<Apis, DiscoveryError>>>,
+    health: Arc<Vec<CacheHealth>>,
     tasks: std::sync::Arc<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// How long discovery keeps retrying an API server it cannot reach.
+const DISCOVERY_PATIENCE: Duration = Duration::from_secs(20);
+
+/// One cache's list/watch state, as the reflector task sees it.
+pub struct CacheHealth {
+    /// The resource (`pods`).
+    pub name: &'static str,
+    /// When the last full list finished (ms since the epoch; 0: never).
+    listed_at: AtomicU64,
+    /// When the watch last failed with no full list since (0: healthy).
+    broken_since: AtomicU64,
+    /// Full lists done (the first one and every relist).
+    lists: AtomicU64,
+}
+
+impl CacheHealth {
+    fn new(name: &'static str) -> Self {
+        Self { name, listed_at: AtomicU64::new(0), broken_since: AtomicU64::new(0), lists: AtomicU64::new(0) }
+    }
+
+    /// When the last full list finished (ms since the epoch), if ever.
+    pub fn listed_at(&self) -> Option<Millis> {
+        Some(self.listed_at.load(Ordering::SeqCst)).filter(|t| *t > 0)
+    }
+
+    /// Since when the cache has missed changes (a watch error with no
+    /// relist since), if it has.
+    pub fn broken_since(&self) -> Option<Millis> {
+        Some(self.broken_since.load(Ordering::SeqCst)).filter(|t| *t > 0)
+    }
+
+    /// Full lists done so far.
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::SeqCst)
+    }
+
+    fn failed(&self) {
+        let _ = self.broken_since.compare_exchange(0, now_ms(), Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    fn listed(&self) {
+        let now = now_ms();
+        self.listed_at.store(now, Ordering::SeqCst);
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        let broken = self.broken_since.swap(0, Ordering::SeqCst);
+        if broken > 0 {
+            tracing::info!(
+                cache = self.name,
+                stale_ms = now.saturating_sub(broken),
+                "cache relisted after a watch failure"
+            );
+        }
+    }
+}
+
+/// The watchers' retry delay: 100 ms doubling up to 1 s, and back to
+/// 100 ms after any success. kube-rs's default grows to 30 s and keeps that
+/// for two minutes, so after an API outage the caches stayed stale for up to
+/// a minute after the API was back; with a 1 s ceiling a relist starts
+/// within about a second of the API answering again.
+struct QuickBackoff {
+    next: Duration,
+}
+
+impl QuickBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const CEILING: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for QuickBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(Self::CEILING);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
 }
 
 fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
 }
 
-fn reflect<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+/// Drive a reflector's event stream: record lists and failures in `health`.
+async fn drive<K>(
+    stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    health: Arc<Vec<CacheHealth>>,
+    index: usize,
+) {
+    futures::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        let h = &health[index];
+        match item {
+            Ok(watcher::Event::InitDone) => h.listed(),
+            Ok(_) => {}
+            Err(e) => {
+                h.failed();
+                tracing::warn!(cache = h.name, error = %e, "watch failed; retrying");
+            }
+        }
+    }
+}
+
+fn reflect<K>(
+    api: Api<K>,
+    health: Arc<Vec<CacheHealth>>,
+    index: usize,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -94,15 +217,66 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).backoff(QuickBackoff::new());
+    (reader, tokio::spawn(drive(stream, health, index)))
+}
+
+/// A `policy/v1beta1` budget as the `policy/v1` type (same fields costop reads).
+fn budget_from_beta(o: DynamicObject) -> Option<PodDisruptionBudget> {
+    let mut v = serde_json::to_value(o).ok()?;
+    v["apiVersion"] = json!("policy/v1");
+    v["kind"] = json!("PodDisruptionBudget");
+    match serde_json::from_value(v) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!(error = %e, "a policy/v1beta1 PodDisruptionBudget does not read as one; ignored");
+            None
+        }
+    }
+}
+
+/// The budgets cache: on the policy version discovery found.
+fn reflect_budgets(
+    client: Client,
+    apis: Arc<tokio::sync::OnceCell<Result<Apis, DiscoveryError>>>,
+    health: Arc<Vec<CacheHealth>>,
+    index: usize,
+) -> (Store<PodDisruptionBudget>, tokio::task::JoinHandle<()>) {
+    let (reader, writer) = reflector::store();
     let task = tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                tracing::warn!(error = %e, "watch failed; retrying");
+        let found = apis.get_or_init(|| apis::discover(&client, DISCOVERY_PATIENCE)).await.clone();
+        match found.map(|a| a.policy) {
+            Ok(PolicyVersion::V1) => {
+                let api = Api::<PodDisruptionBudget>::all(client);
+                let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+                    .backoff(QuickBackoff::new());
+                drive(stream, health, index).await
             }
+            Ok(PolicyVersion::V1beta1) => {
+                let ar = ApiResource {
+                    group: "policy".into(),
+                    version: "v1beta1".into(),
+                    api_version: "policy/v1beta1".into(),
+                    kind: "PodDisruptionBudget".into(),
+                    plural: "poddisruptionbudgets".into(),
+                };
+                let api = Api::<DynamicObject>::all_with(client, &ar);
+                let events = watcher(api, watcher::Config::default()).map(|item| {
+                    item.map(|ev| match ev {
+                        watcher::Event::Apply(o) => budget_from_beta(o).map(watcher::Event::Apply),
+                        watcher::Event::Delete(o) => budget_from_beta(o).map(watcher::Event::Delete),
+                        watcher::Event::InitApply(o) => budget_from_beta(o).map(watcher::Event::InitApply),
+                        watcher::Event::Init => Some(watcher::Event::Init),
+                        watcher::Event::InitDone => Some(watcher::Event::InitDone),
+                    })
+                });
+                let events = events.filter_map(|item| async move { item.transpose() });
+                let stream = reflector::reflector(writer, events).backoff(QuickBackoff::new());
+                drive(stream, health, index).await
+            }
+            // `ready` reports it; there is nothing to watch.
+            Err(e) => tracing::error!(error = %e, "budgets are not watched"),
         }
     });
     (reader, task)
@@ -110,13 +284,30 @@ where
 
 impl KubeCluster {
     /// Start the reflectors on a client (in-cluster, kubeconfig, or built by hand).
+    ///
+    /// Discovery runs first for the budgets (`policy/v1` or `policy/v1beta1`);
+    /// [`KubeCluster::ready`] reports any API the cluster lacks.
     pub fn start(client: Client) -> Self {
-        let (nodes, a) = reflect(Api::<Node>::all(client.clone()));
-        let (pods, b) = reflect(Api::<Pod>::all(client.clone()));
-        let (deployments, c) = reflect(Api::<Deployment>::all(client.clone()));
-        let (budgets, d) = reflect(Api::<PodDisruptionBudget>::all(client.clone()));
-        let (claims, e) = reflect(Api::<PersistentVolumeClaim>::all(client.clone()));
-        let (volumes, f) = reflect(Api::<PersistentVolume>::all(client.clone()));
+        let health: Arc<Vec<CacheHealth>> = Arc::new(
+            [
+                "nodes",
+                "pods",
+                "deployments",
+                "poddisruptionbudgets",
+                "persistentvolumeclaims",
+                "persistentvolumes",
+            ]
+            .into_iter()
+            .map(CacheHealth::new)
+            .collect(),
+        );
+        let apis = Arc::new(tokio::sync::OnceCell::new());
+        let (nodes, a) = reflect(Api::<Node>::all(client.clone()), health.clone(), 0);
+        let (pods, b) = reflect(Api::<Pod>::all(client.clone()), health.clone(), 1);
+        let (deployments, c) = reflect(Api::<Deployment>::all(client.clone()), health.clone(), 2);
+        let (budgets, d) = reflect_budgets(client.clone(), apis.clone(), health.clone(), 3);
+        let (claims, e) = reflect(Api::<PersistentVolumeClaim>::all(client.clone()), health.clone(), 4);
+        let (volumes, f) = reflect(Api::<PersistentVolume>::all(client.clone()), health.clone(), 5);
         Self {
             client,
             nodes,
@@ -125,8 +316,43 @@ impl KubeCluster {
             budgets,
             claims,
             volumes,
+            apis,
+            health,
             tasks: std::sync::Arc::new(vec![a, b, c, d, e, f]),
         }
+    }
+
+    /// What discovery found (it runs once, on first use).
+    pub async fn apis(&self) -> Result<Apis, KubeError> {
+        let client = self.client.clone();
+        let found =
+            self.apis.get_or_init(|| async move { apis::discover(&client, DISCOVERY_PATIENCE).await }).await;
+        found.clone().map_err(KubeError::from)
+    }
+
+    /// Each cache's list/watch state.
+    pub fn cache_health(&self) -> &[CacheHealth] {
+        &self.health
+    }
+
+    /// Why the caches cannot be trusted now, if they cannot: a cache whose
+    /// watch failed and that has not relisted since, or one never listed.
+    pub fn stale(&self) -> Option<String> {
+        let now = now_ms();
+        let reasons: Vec<String> = self
+            .health
+            .iter()
+            .filter_map(|h| match (h.listed_at(), h.broken_since()) {
+                (None, _) => Some(format!("{} not listed yet", h.name)),
+                (_, Some(t)) => Some(format!(
+                    "{} watch failed {} ms ago, not relisted since",
+                    h.name,
+                    now.saturating_sub(t)
+                )),
+                _ => None,
+            })
+            .collect();
+        (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
     /// A client from the environment: in a pod its service account, else
@@ -158,7 +384,15 @@ impl KubeCluster {
     }
 
     /// Wait until every cache has its first full list.
+    /// First checks the cluster serves every API costop needs: an error
+    /// names each one missing.
     pub async fn ready(&self) -> Result<(), KubeError> {
+        let apis = self.apis().await?;
+        tracing::info!(
+            server = apis.server_version,
+            policy = apis.policy.api_version(),
+            "API server discovered"
+        );
         let wait = async {
             self.nodes.wait_until_ready().await.ok();
             self.pods.wait_until_ready().await.ok();
@@ -338,11 +572,28 @@ impl ClusterPort for KubeCluster {
     async fn evict(&self, pod: &str, deadline: Millis) -> Result<Evicted, KubeError> {
         let (ns, name) = split_pod(pod)?;
         let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+        let policy = self.apis().await?.policy;
         let mut backoff = Duration::from_millis(250);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match api.evict(name, &EvictParams::default()).await {
+            let sent = match policy {
+                PolicyVersion::V1 => api.evict(name, &EvictParams::default()).await.map(|_| ()),
+                // kube-rs sends a policy/v1 Eviction; a 1.20 server wants v1beta1.
+                PolicyVersion::V1beta1 => {
+                    let body = json!({"apiVersion": "policy/v1beta1", "kind": "Eviction",
+                                      "metadata": {"name": name, "namespace": ns}});
+                    api.create_subresource::<_, serde_json::Value>(
+                        "eviction",
+                        name,
+                        &PostParams::default(),
+                        &body,
+                    )
+                    .await
+                    .map(|_| ())
+                }
+            };
+            match sent {
                 Ok(_) => return Ok(Evicted::Accepted { attempts }),
                 Err(e) if status_code(&e) == Some(404) => return Ok(Evicted::AlreadyGone),
                 Err(e) if status_code(&e) == Some(429) => {
