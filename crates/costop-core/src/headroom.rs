@@ -15,7 +15,7 @@
 
 use crate::model::{CapacityType, ClusterView, PoolId, Resources};
 use crate::policy::Policy;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// How much spare capacity to keep, in nodes of the cluster's typical size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,24 +34,33 @@ pub fn shortfall_per_pool(
     view: &ClusterView,
     event_share: impl Fn(&PoolId) -> f64,
 ) -> BTreeMap<PoolId, Resources> {
+    // Requests of workload pods per node, by the node's index in the view.
+    let index: HashMap<&str, usize> = view.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let mut used = vec![Resources::default(); view.nodes.len()];
+    let mut has_pods = vec![false; view.nodes.len()];
+    for p in view.pods.iter().filter(|p| !p.placeholder) {
+        if let Some(&i) = p.node.as_deref().and_then(|n| index.get(n)) {
+            used[i] = used[i].plus(&p.requests);
+            has_pods[i] = true;
+        }
+    }
+    // Per pool: the load on its Spot nodes and the free room on its nodes
+    // that take pods; the room outside a pool is the total less its own.
     let mut load: BTreeMap<&PoolId, Resources> = BTreeMap::new();
-    let mut used: BTreeMap<&str, Resources> = BTreeMap::new();
-    for p in &view.pods {
-        let Some(node) = p.node.as_deref() else { continue };
-        if !p.placeholder {
-            let u = used.entry(node).or_default();
-            *u = u.plus(&p.requests);
-        }
-    }
-    let spot = |n: &&crate::NodeView| n.capacity_type == CapacityType::Spot;
-    for n in view.nodes.iter().filter(spot) {
-        if let Some(u) = used.get(n.name.as_str()) {
+    let mut free_in: BTreeMap<&PoolId, Resources> = BTreeMap::new();
+    let mut free_total = Resources::default();
+    for ((n, used), has_pods) in view.nodes.iter().zip(&used).zip(has_pods) {
+        if n.capacity_type == CapacityType::Spot && has_pods {
             let l = load.entry(&n.pool).or_default();
-            *l = l.plus(u);
+            *l = l.plus(used);
+        }
+        if n.accepts_pods() && !n.capacity_type.is_standby() {
+            let free = n.allocatable.minus(used);
+            free_total = free_total.plus(&free);
+            let f = free_in.entry(&n.pool).or_default();
+            *f = f.plus(&free);
         }
     }
-    let free_of =
-        |n: &crate::NodeView| n.allocatable.minus(used.get(n.name.as_str()).unwrap_or(&Resources::default()));
     load.into_iter()
         .map(|(pool, l)| {
             let share = event_share(pool).clamp(0.0, 1.0);
@@ -59,11 +68,7 @@ pub fn shortfall_per_pool(
                 (l.cpu_millis as f64 * share).ceil() as u64,
                 (l.memory_mib as f64 * share).ceil() as u64,
             );
-            let free = view
-                .nodes
-                .iter()
-                .filter(|n| &n.pool != pool && n.accepts_pods() && !n.capacity_type.is_standby())
-                .fold(Resources::default(), |acc, n| acc.plus(&free_of(n)));
+            let free = free_total.minus(free_in.get(pool).unwrap_or(&Resources::default()));
             (pool.clone(), lost.minus(&free))
         })
         .collect()
