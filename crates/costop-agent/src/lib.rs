@@ -189,31 +189,23 @@ pub struct Agent<C: Clock> {
 }
 
 impl<C: Clock + 'static> Agent<C> {
-    /// An agent. `deliveries` receives each notice's delivery state changes
-    /// (for tests and metrics). A configuration [`AgentConfig::check`]
-    /// refuses makes [`Agent::run`] end the process; use [`Agent::try_new`]
-    /// to get the error instead.
-    pub fn new(
-        config: AgentConfig,
-        clock: Arc<C>,
-        deliveries: tokio::sync::mpsc::UnboundedSender<(NoticeKey, Delivered)>,
-    ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { config, clock, http, deliveries, gave_up: AtomicU64::new(0) }
-    }
-
-    /// An agent, or why its configuration could not deliver a notice.
+    /// An agent, or why its configuration could not deliver a notice (no
+    /// sink, or a URL that is not one: [`AgentConfig::check`]). This is the
+    /// only way to make one, so a running agent always has a sink.
+    /// `deliveries` receives each notice's delivery state changes (for
+    /// tests and metrics).
     pub fn try_new(
         config: AgentConfig,
         clock: Arc<C>,
         deliveries: tokio::sync::mpsc::UnboundedSender<(NoticeKey, Delivered)>,
     ) -> Result<Self, AgentError> {
         config.check()?;
-        Ok(Self::new(config, clock, deliveries))
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Ok(Self { config, clock, http, deliveries, gave_up: AtomicU64::new(0) })
     }
 
     /// How many times a sink was given up on (a notice's deadline passed,
@@ -222,15 +214,9 @@ impl<C: Clock + 'static> Agent<C> {
         self.gave_up.load(Ordering::Relaxed)
     }
 
-    /// Poll until `shutdown` turns true. A configuration without a sink (or
-    /// with a URL that is not one) is refused before anything runs: the
-    /// error is printed and the process exits with status 2, since a
-    /// running agent that cannot deliver would lose every notice silently.
+    /// Poll until `shutdown` turns true. The configuration was checked by
+    /// [`Agent::try_new`]: an agent without a sink is never built.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        if let Err(e) = self.config.check() {
-            eprintln!("costop agent: refusing to start: {e}");
-            std::process::exit(2);
-        }
         tracing::info!(
             imds = self.config.imds_url,
             server = self.config.server().unwrap_or("none"),

@@ -51,7 +51,19 @@ pub struct ServerConfig {
     pub policy: Policy,
     /// This replica's name (Lease holder, stream consumer).
     pub identity: String,
+    /// The key plans in Redis are signed with and checked against
+    /// ([`costop_store::redis_store::PLAN_KEY_ENV`], from a Secret every
+    /// replica shares; at least [`MIN_PLAN_KEY_BYTES`] bytes). Required with
+    /// `redis_url` unless `allow_unsigned_plans`; unused in memory.
+    pub plan_key: Option<String>,
+    /// Run on Redis without a plan key (`--allow-unsigned-plans`): plans
+    /// there are then neither signed nor checked, so a plan planted in
+    /// Redis would run. For trying costop out only.
+    pub allow_unsigned_plans: bool,
 }
+
+/// The shortest plan key accepted (128 bits).
+pub const MIN_PLAN_KEY_BYTES: usize = 16;
 
 /// How to reach AWS.
 #[derive(Debug, Clone, Default)]
@@ -87,6 +99,9 @@ pub enum ServerError {
     /// Listening.
     #[error("listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// A Redis store without a plan key, or with a short one.
+    #[error("{0}")]
+    PlanKey(String),
 }
 
 type Exec = Executor<AnyStore, KubeCluster, AnyCloud, SystemClock>;
@@ -667,7 +682,12 @@ async fn take_entry(st: &Arc<ServerState>, entry: &costop_store::redis_store::Si
         Ok(n) => n,
         Err(e) => {
             st.metrics.stream_refused("malformed");
-            tracing::error!(id, error = e, "malformed entry in the notice stream; acknowledged and skipped");
+            tracing::error!(
+                id,
+                reason = "malformed",
+                error = e,
+                "malformed entry in the notice stream; acknowledged, not acted on"
+            );
             return true;
         }
     };
@@ -696,7 +716,13 @@ async fn take_entry(st: &Arc<ServerState>, entry: &costop_store::redis_store::Si
     match st.accept(notice.clone()).await {
         Ok(_) => true,
         Err(IntakeError::Invalid(e)) => {
-            tracing::error!(id, error = e, "invalid notice in the stream; acknowledged and skipped");
+            st.metrics.stream_refused("invalid");
+            tracing::error!(
+                id,
+                reason = "invalid",
+                error = e,
+                "invalid notice in the stream; acknowledged, not acted on"
+            );
             true
         }
         Err(IntakeError::Unavailable(e)) => {
@@ -858,20 +884,39 @@ async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// The key plans in the store are signed with: with Redis, one is required
+/// (a plan planted there would run otherwise) unless the configuration
+/// opts out explicitly; in memory none is needed.
+pub fn plan_key(config: &ServerConfig) -> Result<Option<&[u8]>, ServerError> {
+    use costop_store::redis_store::PLAN_KEY_ENV;
+    if config.redis_url.is_none() {
+        return Ok(None);
+    }
+    let key = config.plan_key.as_deref().filter(|k| !k.trim().is_empty());
+    match key {
+        Some(k) if k.len() < MIN_PLAN_KEY_BYTES => Err(ServerError::PlanKey(format!(
+            "{PLAN_KEY_ENV} is {} bytes; use at least {MIN_PLAN_KEY_BYTES} (e.g. `openssl rand -hex 32`, kept in a Secret)",
+            k.len()
+        ))),
+        Some(k) => Ok(Some(k.as_bytes())),
+        None if config.allow_unsigned_plans => {
+            tracing::warn!(
+                "{PLAN_KEY_ENV} is not set and --allow-unsigned-plans is given: plans in Redis are neither signed nor checked, so a plan planted there would run"
+            );
+            Ok(None)
+        }
+        None => Err(ServerError::PlanKey(format!(
+            "a Redis store needs {PLAN_KEY_ENV} (a secret every replica shares, e.g. `openssl rand -hex 32` in a Secret): \
+             plans in Redis are signed with it and a plan planted there is refused; \
+             --allow-unsigned-plans (COSTOP_ALLOW_UNSIGNED_PLANS=true) runs without it, and then any plan written to Redis runs"
+        ))),
+    }
+}
+
 /// Run the server until `shutdown` turns true.
 pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
-    let plan_key = std::env::var(costop_store::redis_store::PLAN_KEY_ENV).ok().filter(|k| !k.is_empty());
-    if config.redis_url.is_some() && plan_key.is_none() {
-        tracing::warn!(
-            "{} is not set: plans in Redis are neither signed nor checked, so a plan planted there would run",
-            costop_store::redis_store::PLAN_KEY_ENV
-        );
-    }
-    let store = Arc::new(
-        AnyStore::open(config.redis_url.as_deref())
-            .await?
-            .with_plan_key(plan_key.as_deref().map(str::as_bytes)),
-    );
+    let plan_key = plan_key(&config)?;
+    let store = Arc::new(AnyStore::open(config.redis_url.as_deref()).await?.with_plan_key(plan_key));
     let client = match &config.kubeconfig {
         Some(path) => KubeCluster::client_from_kubeconfig(path).await?,
         None => KubeCluster::infer_client().await?,

@@ -99,6 +99,8 @@ async fn start_server(
         }),
         policy,
         identity: "aws-test".into(),
+        plan_key: None,
+        allow_unsigned_plans: false,
     };
     tokio::spawn(costop_server::run(config, stop));
     let base = format!("http://{listen}");

@@ -8,6 +8,11 @@ use common::*;
 use std::time::Duration;
 
 async fn xadd(url: &str, fields: &[(&str, &str)]) -> String {
+    let raw: Vec<(&[u8], &[u8])> = fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+    xadd_bytes(url, &raw).await
+}
+
+async fn xadd_bytes(url: &str, fields: &[(&[u8], &[u8])]) -> String {
     let mut c = redis_conn(url).await;
     let mut cmd = redis::cmd("XADD");
     cmd.arg("costop:notices").arg("*");
@@ -78,6 +83,23 @@ async fn only_the_agents_own_token_gets_a_notice_acted_on_by_either_path() {
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("system:serviceaccount:default:default may not report"), "{body}");
     assert!(!cordoned(&emu, "node-1"));
+
+    // Entries no client library would write: a field name and a notice
+    // that are not UTF-8, and no notice field at all. They neither stop the
+    // consumer (the read does not fail on them) nor get acted on.
+    xadd_bytes(&url, &[(b"\xff\xfe", b"\x80"), (b"notice", b"\xc3\x28{}"), (b"token", agent0.as_bytes())])
+        .await;
+    xadd(&url, &[("token", &agent0)]).await;
+    // The agent's own credential, but an interruption six days in the past:
+    // refused for its time, counted, never acted on.
+    let stale = interruption(&i0, now_ms() - 6 * 24 * 3600 * 1000);
+    xadd(&url, &[("notice", &json(&stale)), ("token", &agent0)]).await;
+    until("the three entries refused", Duration::from_secs(15), async || {
+        refused(&server, "malformed").await == 3 && refused(&server, "invalid").await == 1
+    })
+    .await;
+    assert_eq!(pending(&url).await, 0, "refused entries are acknowledged");
+    assert!(!cordoned(&emu, "node-0") && response_keys(&url).await.is_empty());
 
     // The agent's own entry for its own node: acted on.
     xadd(&url, &[("notice", &json(&interruption(&i0, soon()))), ("token", &agent0)]).await;

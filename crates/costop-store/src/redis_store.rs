@@ -5,7 +5,6 @@ use costop_core::ports::{ResponseRecord, StepRecord, StorePort, StreamEntry};
 use costop_core::time::Millis;
 use costop_core::{Notice, NoticeKey, Plan};
 use redis::aio::ConnectionManager;
-use redis::streams::StreamReadReply;
 use redis::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -157,11 +156,11 @@ impl RedisStore {
         cmd.arg("STREAMS").arg(STREAM).arg(from);
         let mut conn = self.reader.clone();
         let wait = COMMAND_TIMEOUT + Duration::from_millis(block_ms.unwrap_or(0));
-        let reply: Option<StreamReadReply> = tokio::time::timeout(wait, cmd.query_async(&mut conn))
+        let reply: Value = tokio::time::timeout(wait, cmd.query_async(&mut conn))
             .await
             .map_err(|_| timeout_err("read notices"))?
             .map_err(redis_err("read notices"))?;
-        Ok(reply.map(parse_entries).unwrap_or_default())
+        Ok(entries_from_read(&reply))
     }
 
     /// Take over entries pending longer than [`CLAIM_IDLE_MS`] (`XAUTOCLAIM`).
@@ -182,22 +181,7 @@ impl RedisStore {
         // [next-id, [[id, [field, value, …]], …], [deleted ids]]
         let Value::Array(parts) = reply else { return Ok(Vec::new()) };
         let Some(Value::Array(entries)) = parts.get(1) else { return Ok(Vec::new()) };
-        Ok(entries
-            .iter()
-            .filter_map(|e| match e {
-                Value::Array(pair) if pair.len() == 2 => {
-                    let id: String = redis::from_redis_value(&pair[0]).ok()?;
-                    let flat: Vec<String> = redis::from_redis_value(&pair[1]).unwrap_or_default();
-                    let fields: HashMap<String, String> = flat
-                        .chunks(2)
-                        .filter(|kv| kv.len() == 2)
-                        .map(|kv| (kv[0].clone(), kv[1].clone()))
-                        .collect();
-                    Some(entry_from_fields(id, &fields))
-                }
-                _ => None,
-            })
-            .collect())
+        Ok(entries_from_list(entries))
     }
 
     /// Append a notice to the stream with the writer's credential (the
@@ -326,26 +310,70 @@ pub struct SignedEntry {
     pub token: Option<String>,
 }
 
-fn entry_from_fields(id: String, fields: &HashMap<String, String>) -> SignedEntry {
-    let notice = match fields.get("notice") {
-        Some(text) => serde_json::from_str::<Notice>(text).map_err(|e| format!("stream entry {id}: {e}")),
+/// Read one stream entry's fields (as Redis gives them: any bytes): the
+/// `notice` field as a [`Notice`] (anything else, or no such field, is the
+/// reason it cannot be read) and the `token` field, which must be text to
+/// count. Other fields are ignored. Never fails: a bad entry carries its
+/// reason, so the server acknowledges it, counts it and logs why.
+pub fn entry_from_fields(id: String, fields: &[(Vec<u8>, Vec<u8>)]) -> SignedEntry {
+    let field = |name: &str| fields.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
+    let notice = match field("notice") {
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str::<Notice>(text).map_err(|e| format!("stream entry {id}: {e}")),
+            Err(_) => Err(format!("stream entry {id}: the `notice` field is not UTF-8")),
+        },
         None => Err(format!("stream entry {id} has no `notice` field")),
     };
-    SignedEntry { notice, token: fields.get("token").cloned(), id }
+    let token = field("token").and_then(|t| String::from_utf8(t.clone()).ok());
+    SignedEntry { notice, token, id }
 }
 
-fn parse_entries(reply: StreamReadReply) -> Vec<SignedEntry> {
-    reply
-        .keys
+/// The entries of an `XAUTOCLAIM` or `XREADGROUP` list, read from the raw
+/// reply (`[[id, [field, value, …]], …]`) so that no entry, whatever bytes
+/// it holds, can make the whole read fail: a bad one becomes a
+/// [`SignedEntry`] with its reason (acknowledged by the server).
+fn entries_from_list(list: &[Value]) -> Vec<SignedEntry> {
+    list.iter()
+        .filter_map(|e| match e {
+            Value::Array(pair) if pair.len() == 2 => {
+                let id: String = redis::from_redis_value(&pair[0]).ok()?;
+                let flat: Vec<Vec<u8>> = match &pair[1] {
+                    Value::Array(items) => {
+                        items.iter().map(|v| redis::from_redis_value(v).unwrap_or_default()).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let fields: Vec<(Vec<u8>, Vec<u8>)> = flat
+                    .chunks(2)
+                    .filter(|kv| kv.len() == 2)
+                    .map(|kv| (kv[0].clone(), kv[1].clone()))
+                    .collect();
+                Some(entry_from_fields(id, &fields))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The entries of an `XREADGROUP` reply: nil (nothing new), or per stream
+/// its name and its list (an array of pairs, or a map under RESP3).
+fn entries_from_read(reply: &Value) -> Vec<SignedEntry> {
+    let lists: Vec<&Value> = match reply {
+        Value::Array(streams) => streams
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(pair) if pair.len() == 2 => Some(&pair[1]),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(streams) => streams.iter().map(|(_, list)| list).collect(),
+        _ => Vec::new(),
+    };
+    lists
         .into_iter()
-        .flat_map(|k| k.ids)
-        .map(|entry| {
-            let fields: HashMap<String, String> = entry
-                .map
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), redis::from_redis_value::<String>(v).ok()?)))
-                .collect();
-            entry_from_fields(entry.id, &fields)
+        .flat_map(|l| match l {
+            Value::Array(list) => entries_from_list(list),
+            _ => Vec::new(),
         })
         .collect()
 }

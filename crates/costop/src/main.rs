@@ -93,6 +93,10 @@ struct ServerArgs {
     /// Where unreadable queue messages are moved.
     #[arg(long, env = "COSTOP_DEAD_LETTER_URL")]
     dead_letter_url: Option<String>,
+    /// Run on Redis without COSTOP_PLAN_KEY: plans there are neither signed
+    /// nor checked, so a plan planted in Redis would run (trials only).
+    #[arg(long, env = "COSTOP_ALLOW_UNSIGNED_PLANS")]
+    allow_unsigned_plans: bool,
 }
 
 #[derive(Subcommand)]
@@ -289,6 +293,9 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
             }),
             policy: config.policy.clone(),
             identity,
+            // From a Secret, never a flag (a command line is visible to every process).
+            plan_key: std::env::var(costop_store::redis_store::PLAN_KEY_ENV).ok(),
+            allow_unsigned_plans: args.allow_unsigned_plans,
         };
         costop_server::run(server, shutdown_signal()).await.map_err(|e| anyhow!(e))
     })

@@ -90,6 +90,8 @@ impl World {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .env("COSTOP_LOG", "info")
+            // Plans in Redis are signed; a restarted server checks them with the same key.
+            .env("COSTOP_PLAN_KEY", "the e2e plan key from a Secret")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("server.log")).unwrap())
             .spawn()

@@ -105,6 +105,9 @@ pub async fn start_server(emu: &Emulator, redis_url: Option<String>, identity: &
     start_server_with(emu, redis_url, identity, costop_core::Policy::default()).await
 }
 
+/// The plan key the test servers share (as replicas share a Secret).
+pub const PLAN_KEY: &str = "the plan key from a Secret";
+
 /// [`start_server`] with a policy.
 pub async fn start_server_with(
     emu: &Emulator,
@@ -112,17 +115,35 @@ pub async fn start_server_with(
     identity: &str,
     policy: costop_core::Policy,
 ) -> Server {
-    let listen = free_addr();
-    let (stop, rx) = watch::channel(false);
-    let config = costop_server::ServerConfig {
-        listen,
+    let mut config = server_config(emu, redis_url, identity);
+    config.policy = policy;
+    start_configured(config).await
+}
+
+/// The server's configuration in these tests: the emulated world as
+/// cluster and cloud, a free port, and [`PLAN_KEY`].
+pub fn server_config(
+    emu: &Emulator,
+    redis_url: Option<String>,
+    identity: &str,
+) -> costop_server::ServerConfig {
+    costop_server::ServerConfig {
+        listen: free_addr(),
         redis_url,
         kubeconfig: Some(emu.kubeconfig.clone()),
         emu_url: Some(emu.url()),
         aws: None,
-        policy,
+        policy: costop_core::Policy::default(),
         identity: identity.into(),
-    };
+        plan_key: Some(PLAN_KEY.into()),
+        allow_unsigned_plans: false,
+    }
+}
+
+/// Start the server on `config`; returns once it answers (or has ended).
+pub async fn start_configured(config: costop_server::ServerConfig) -> Server {
+    let listen = config.listen;
+    let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(costop_server::run(config, rx));
     let base = format!("http://{listen}");
     let http = http();
