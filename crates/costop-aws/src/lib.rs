@@ -1020,7 +1020,7 @@ fn instance_of(node: &NodeView) -> Result<&str, AwsError> {
     if node.instance_id.is_empty() {
         Err(AwsError {
             action: "resolve",
-            resource: node.name.clone(),
+            resource: node.name.to_string(),
             message: "the node has no aws:/// providerID".into(),
         })
     } else {

@@ -44,7 +44,7 @@ async fn standby_from_a_cloned_template_is_stopped_retyped_and_started() {
     // Through the Cloud port, as a response wakes it: re-typed to the lost node's type.
     let node = costop_core::NodeView {
         name: "standby-1".into(),
-        instance_id: standby.clone(),
+        instance_id: standby.as_str().into(),
         pool: PoolId::new("r5.xlarge", "us-east-1a"),
         capacity_type: costop_core::CapacityType::StandbyStopped,
         allocatable: Default::default(),
@@ -351,7 +351,7 @@ async fn the_warm_pool_launches_twins_parks_them_and_terminates_surplus() {
     let spot = instance(&c, "us-east-1b", "m5.xlarge").await;
     let twin = costop_core::NodeView {
         name: "spot-1".into(),
-        instance_id: spot.clone(),
+        instance_id: spot.as_str().into(),
         pool: PoolId::new("m5.xlarge", "us-east-1b"),
         capacity_type: costop_core::CapacityType::Spot,
         allocatable: Default::default(),

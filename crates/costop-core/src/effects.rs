@@ -49,13 +49,13 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
         Step::MoveVolume { volume_id, to_node, .. } => {
             for v in view.pods.iter_mut().flat_map(|p| p.volumes.iter_mut()) {
                 if &v.volume_id == volume_id {
-                    v.attached_to = Some(to_node.clone());
+                    v.attached_to = Some(to_node.as_str().into());
                 }
             }
         }
         Step::BridgeTraffic { workloads } | Step::UnbridgeTraffic { workloads } => {
             let on = matches!(step, Step::BridgeTraffic { .. });
-            for w in view.workloads.iter_mut().filter(|w| workloads.contains(&w.name)) {
+            for w in view.workloads.iter_mut().filter(|w| workloads.iter().any(|x| *x == w.name)) {
                 w.bridged = on;
             }
         }

@@ -35,7 +35,8 @@ pub fn shortfall_per_pool(
     event_share: impl Fn(&PoolId) -> f64,
 ) -> BTreeMap<PoolId, Resources> {
     // Requests of workload pods per node, by the node's index in the view.
-    let index: HashMap<&str, usize> = view.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> =
+        view.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
     let mut used = vec![Resources::default(); view.nodes.len()];
     let mut has_pods = vec![false; view.nodes.len()];
     for p in view.pods.iter().filter(|p| !p.placeholder) {
@@ -135,7 +136,7 @@ mod tests {
     fn node(name: &str, pool: &PoolId) -> NodeView {
         NodeView {
             name: name.into(),
-            instance_id: format!("i-{name}"),
+            instance_id: format!("i-{name}").into(),
             pool: pool.clone(),
             capacity_type: CapacityType::Spot,
             allocatable: Resources::new(4000, 16000),

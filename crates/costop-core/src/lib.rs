@@ -7,6 +7,7 @@
 pub mod effects;
 pub mod headroom;
 pub mod model;
+pub mod name;
 pub mod notice;
 pub mod plan;
 pub mod policy;
@@ -18,7 +19,7 @@ pub mod time;
 pub mod warm_pool;
 
 pub use model::{
-    CapacityType, ClusterView, NodeView, PodView, PoolId, PoolView, Resources, Taint, VolumeView,
+    CapacityType, ClusterView, Name, NodeView, PodView, PoolId, PoolView, Resources, Taint, VolumeView,
     WorkloadView,
 };
 pub use notice::{Notice, NoticeKey, NoticeKind, NoticeSource};

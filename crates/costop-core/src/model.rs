@@ -1,5 +1,6 @@
 //! The cluster as the core sees it: nodes, pods, workloads and Spot pools.
 
+pub use crate::name::Name;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -106,9 +107,9 @@ pub const STANDBY_TAINT: &str = "costop.io/standby";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeView {
     /// Kubernetes node name.
-    pub name: String,
+    pub name: Name,
     /// EC2 instance id, e.g. `i-0abc…`.
-    pub instance_id: String,
+    pub instance_id: Name,
     /// The pool the instance runs in.
     pub pool: PoolId,
     /// How the node is bought.
@@ -145,22 +146,22 @@ impl NodeView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeView {
     /// EBS volume id.
-    pub volume_id: String,
+    pub volume_id: Name,
     /// Zone the volume lives in.
-    pub zone: String,
+    pub zone: Name,
     /// Node the volume is attached to, if any.
-    pub attached_to: Option<String>,
+    pub attached_to: Option<Name>,
 }
 
 /// One pod, as much as the decisions need.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodView {
     /// Pod name (unique in the view).
-    pub name: String,
+    pub name: Name,
     /// Owning workload (Deployment) name; `None` for a bare pod.
-    pub workload: Option<String>,
+    pub workload: Option<Name>,
     /// Node the pod is bound to.
-    pub node: Option<String>,
+    pub node: Option<Name>,
     /// Resource requests.
     pub requests: Resources,
     /// Priority from its PriorityClass.
@@ -181,7 +182,7 @@ pub struct PodView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadView {
     /// Workload name.
-    pub name: String,
+    pub name: Name,
     /// Desired replicas.
     pub replicas: u32,
     /// PodDisruptionBudget `minAvailable` (0 = no budget).

@@ -36,7 +36,7 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
         .ok_or_else(|| PlanError::UnknownInstance(notice.instance_id.clone()))?;
     let mut plan = Plan {
         notice: notice.key(),
-        node: node.name.clone(),
+        node: node.name.to_string(),
         deadline: notice.deadline(),
         steps: Vec::new(),
         unevictable: Vec::new(),
@@ -48,7 +48,7 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
                 if plan.steps_of("restore-capacity").next().is_some() {
                     let after = now.saturating_add(policy.rebalance_window_minutes * MINUTE);
                     let bridge = policy.bridge_enabled;
-                    plan.steps.push(Step::RetireNode { node: node.name.clone(), after, bridge });
+                    plan.steps.push(Step::RetireNode { node: node.name.to_string(), after, bridge });
                 }
             }
         }
@@ -60,7 +60,7 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
 }
 
 fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, policy: &Policy, now: Millis) {
-    plan.steps.push(Step::TaintAndCordon { node: node.name.clone() });
+    plan.steps.push(Step::TaintAndCordon { node: node.name.to_string() });
     let displaced: Vec<&PodView> = view.workload_pods_on(&node.name).collect();
     plan_bridge(plan, view, &displaced, policy);
     let need = displaced.iter().fold(Resources::default(), |acc, p| acc.plus(&p.requests));
@@ -114,7 +114,7 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
             break;
         }
         room = room.plus(&p.requests);
-        claimed.push(p.name.clone());
+        claimed.push(p.name.to_string());
     }
     let woken = plan_standbys(plan, view, node, need.minus(&room.plus(&coming)));
     if !claimed.is_empty() {
@@ -123,10 +123,10 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
     plan_volumes(plan, node, &displaced, &woken, &safe_nodes);
     plan_evictions(plan, view, &displaced);
     if policy.deregister_on_notice && node.in_load_balancer {
-        plan.steps.push(Step::DeregisterTargets { node: node.name.clone() });
+        plan.steps.push(Step::DeregisterTargets { node: node.name.to_string() });
     }
     for standby in &woken {
-        plan.steps.push(Step::ReturnStandby { node: standby.name.clone() });
+        plan.steps.push(Step::ReturnStandby { node: standby.name.to_string() });
     }
     let bridged: Vec<String> = plan
         .steps
@@ -182,7 +182,7 @@ fn plan_standbys<'a>(
         let gives = if retype { node.allocatable } else { standby.allocatable };
         left = left.minus(&gives);
         plan.steps.push(Step::WakeStandby {
-            node: standby.name.clone(),
+            node: standby.name.to_string(),
             retype_to: retype.then(|| node.pool.instance_type.clone()),
         });
         woken.push(standby);
@@ -242,9 +242,9 @@ fn plan_volumes(
     for pod in displaced {
         for v in &pod.volumes {
             plan.steps.push(Step::MoveVolume {
-                volume_id: v.volume_id.clone(),
-                from_node: node.name.clone(),
-                to_node: target.name.clone(),
+                volume_id: v.volume_id.to_string(),
+                from_node: node.name.to_string(),
+                to_node: target.name.to_string(),
                 to_zone: target.pool.zone.clone(),
                 via_snapshot: target.pool.zone != v.zone,
             });
@@ -267,14 +267,14 @@ fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView]) {
         let budget = workload.and_then(|w| view.workload(w)).filter(|w| w.min_available > 0);
         let Some(w) = budget else {
             waves.resize_with(waves.len().max(1), Vec::new);
-            waves[0].extend(pods.iter().map(|p| p.name.clone()));
+            waves[0].extend(pods.iter().map(|p| p.name.to_string()));
             continue;
         };
         let per_wave = w.replicas.saturating_sub(w.min_available) as usize;
         let ready = ready_of.get(w.name.as_str()).copied().unwrap_or(0);
         let now_allowed = ready.saturating_sub(w.min_available as usize);
         if per_wave == 0 {
-            plan.unevictable.extend(pods.iter().map(|p| p.name.clone()));
+            plan.unevictable.extend(pods.iter().map(|p| p.name.to_string()));
             continue;
         }
         let mut rest = pods.as_slice();
@@ -282,14 +282,14 @@ fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView]) {
         let mut wave = 0usize;
         if first > 0 {
             waves.resize_with(waves.len().max(1), Vec::new);
-            waves[0].extend(rest[..first].iter().map(|p| p.name.clone()));
+            waves[0].extend(rest[..first].iter().map(|p| p.name.to_string()));
             rest = &rest[first..];
         }
         while !rest.is_empty() {
             wave += 1;
             let take = per_wave.min(rest.len());
             waves.resize_with(waves.len().max(wave + 1), Vec::new);
-            waves[wave].extend(rest[..take].iter().map(|p| p.name.clone()));
+            waves[wave].extend(rest[..take].iter().map(|p| p.name.to_string()));
             rest = &rest[take..];
         }
     }

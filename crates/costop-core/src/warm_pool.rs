@@ -88,7 +88,7 @@ pub fn plan_warm_pool(view: &ClusterView, pending: &[PendingStandby], policy: &P
                     plan.launch.push(StandbyLaunch {
                         zone: zone.to_string(),
                         instance_type: twin.pool.instance_type.clone(),
-                        twin_of: twin.name.clone(),
+                        twin_of: twin.name.to_string(),
                     });
                 }
             }
@@ -105,7 +105,7 @@ pub fn plan_warm_pool(view: &ClusterView, pending: &[PendingStandby], policy: &P
             joined.sort_by_key(|n| {
                 (n.capacity_type != CapacityType::StandbyRunning, n.allocatable.cpu_millis, n.name.clone())
             });
-            plan.surplus.extend(joined.iter().take(extra).map(|n| n.name.clone()));
+            plan.surplus.extend(joined.iter().take(extra).map(|n| n.name.to_string()));
         }
     }
     plan
@@ -161,7 +161,7 @@ mod tests {
     fn node(name: &str, zone: &str, ty: &str, capacity: CapacityType, cpu: u64) -> NodeView {
         NodeView {
             name: name.into(),
-            instance_id: format!("i-{name}"),
+            instance_id: format!("i-{name}").into(),
             pool: PoolId::new(ty, zone),
             capacity_type: capacity,
             allocatable: Resources::new(cpu, cpu * 4),
@@ -179,7 +179,7 @@ mod tests {
 
     fn pod(name: &str, on: &str, cpu: u64) -> PodView {
         PodView {
-            name: format!("default/{name}"),
+            name: format!("default/{name}").into(),
             workload: Some("default/web".into()),
             node: Some(on.into()),
             requests: Resources::new(cpu, cpu),

@@ -39,8 +39,8 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
                 let (t, z) = POOLS[i % POOLS.len()];
                 let standby = i >= nodes;
                 view.nodes.push(NodeView {
-                    name: format!("node-{i}"),
-                    instance_id: format!("i-{i:04}"),
+                    name: format!("node-{i}").into(),
+                    instance_id: format!("i-{i:04}").into(),
                     pool: PoolId::new(t, z),
                     capacity_type: if standby { CapacityType::StandbyStopped } else { CapacityType::Spot },
                     allocatable: Resources::new(4000, 15000),
@@ -57,7 +57,7 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
             }
             for (i, (replicas, min_available)) in workloads.iter().enumerate() {
                 view.workloads.push(WorkloadView {
-                    name: format!("w{i}"),
+                    name: format!("w{i}").into(),
                     replicas: *replicas,
                     min_available: (*min_available).min(*replicas),
                     bridged: false,
@@ -67,9 +67,9 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
                 let workload = &view.workloads[w % view.workloads.len()].name;
                 let node = format!("node-{}", n % nodes);
                 view.pods.push(PodView {
-                    name: format!("pod-{i}"),
+                    name: format!("pod-{i}").into(),
                     workload: Some(workload.clone()),
-                    node: Some(node),
+                    node: Some(node.into()),
                     requests: Resources::new(500, 1024),
                     priority: 0,
                     ready: *ready,
@@ -77,7 +77,7 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
                     daemon: false,
                     volumes: if *volume {
                         vec![VolumeView {
-                            volume_id: format!("vol-{i}"),
+                            volume_id: format!("vol-{i}").into(),
                             zone: "us-east-1a".into(),
                             attached_to: None,
                         }]
@@ -88,9 +88,9 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
             }
             for i in 0..placeholders {
                 view.pods.push(PodView {
-                    name: format!("placeholder-{i}"),
+                    name: format!("placeholder-{i}").into(),
                     workload: None,
-                    node: Some(format!("node-{}", i % nodes)),
+                    node: Some(format!("node-{}", i % nodes).into()),
                     requests: Resources::new(1000, 2048),
                     priority: -10,
                     ready: true,
@@ -130,7 +130,7 @@ proptest! {
                     prop_assert!(seen.insert(name.clone()), "pod {} evicted twice", name);
                     let pod = view.pods.iter().find(|p| &p.name == name).unwrap();
                     prop_assert_eq!(pod.node.as_deref(), Some(node.name.as_str()));
-                    *per_workload.entry(pod.workload.clone().unwrap()).or_default() += 1;
+                    *per_workload.entry(pod.workload.clone().unwrap().to_string()).or_default() += 1;
                 }
                 for (w, count) in per_workload {
                     let wl = view.workload(&w).unwrap();
@@ -146,7 +146,7 @@ proptest! {
         }
         // Every displaced pod is either evicted in some wave or named unevictable.
         for p in view.workload_pods_on(&node.name) {
-            prop_assert!(seen.contains(&p.name) ^ plan.unevictable.contains(&p.name));
+            prop_assert!(seen.contains(p.name.as_str()) ^ plan.unevictable.iter().any(|u| *u == p.name));
         }
     }
 
@@ -179,7 +179,7 @@ proptest! {
         let spot: Vec<_> = view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot).collect();
         let node = spot[pick % spot.len()];
         let plan = respond(&view, &interruption(&node.instance_id), &Policy::default(), 1_000).unwrap();
-        prop_assert_eq!(&plan.steps[0], &Step::TaintAndCordon { node: node.name.clone() });
+        prop_assert_eq!(&plan.steps[0], &Step::TaintAndCordon { node: node.name.to_string() });
         // Serving capacity is never taken away before its replacement is
         // under way: the bridge and the restore come before any eviction,
         // and the node leaves the load balancer only after its evictions.
@@ -225,7 +225,7 @@ fn rebalance_prelaunches_and_retires_later_but_never_cordons() {
     };
     let node = view.nodes.iter().find(|n| n.capacity_type == CapacityType::Spot).unwrap();
     let notice = Notice {
-        instance_id: node.instance_id.clone(),
+        instance_id: node.instance_id.to_string(),
         kind: NoticeKind::RebalanceRecommendation { notice_time: 5 },
         received_at: 5,
         source: NoticeSource::Agent,
@@ -235,7 +235,7 @@ fn rebalance_prelaunches_and_retires_later_but_never_cordons() {
     assert_eq!(kinds, vec!["restore-capacity", "retire-node"]);
     assert_eq!(
         plan.steps[1],
-        Step::RetireNode { node: node.name.clone(), after: 5 + 15 * 60_000, bridge: true }
+        Step::RetireNode { node: node.name.to_string(), after: 5 + 15 * 60_000, bridge: true }
     );
     let off = Policy { act_on_rebalance: false, ..Policy::default() };
     assert!(respond(&view, &notice, &off, 5).unwrap().steps.is_empty());

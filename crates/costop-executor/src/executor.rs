@@ -90,7 +90,9 @@ fn displaced_workloads(plan: &Plan, view: &ClusterView) -> BTreeSet<String> {
             _ => None,
         })
         .flatten()
-        .filter_map(|p| view.pods.iter().find(|v| &v.name == p).and_then(|v| v.workload.clone()))
+        .filter_map(|p| {
+            view.pods.iter().find(|v| &v.name == p).and_then(|v| v.workload.as_deref().map(String::from))
+        })
         .collect()
 }
 
@@ -278,9 +280,9 @@ where
         }
         self.cluster.taint_and_cordon(node).await.map_err(|e| e.to_string())?;
         let view = self.cluster.view();
-        let pods: Vec<String> = view.workload_pods_on(node).map(|p| p.name.clone()).collect();
+        let pods: Vec<String> = view.workload_pods_on(node).map(|p| p.name.to_string()).collect();
         let workloads: BTreeSet<String> =
-            view.workload_pods_on(node).filter_map(|p| p.workload.clone()).collect();
+            view.workload_pods_on(node).filter_map(|p| p.workload.as_deref().map(String::from)).collect();
         let names: Vec<String> = workloads.iter().cloned().collect();
         let bridged = bridge && !names.is_empty() && self.cloud.bridge(&names, true).await.is_ok();
         let until = self.clock.now_ms() + RETIRE_DRAIN;

@@ -129,7 +129,7 @@ where
             });
             if let Some(node) = woken {
                 if self.park(node, stop, &mut report).await {
-                    report.returned.push(node.name.clone());
+                    report.returned.push(node.name.to_string());
                     now_standby.insert(node.name.clone());
                 }
             }
@@ -215,7 +215,7 @@ where
     async fn park(&self, node: &NodeView, stop: bool, report: &mut RoundReport) -> bool {
         match self.put_on_standby(node, stop).await {
             Ok(()) => {
-                report.parked.push(node.instance_id.clone());
+                report.parked.push(node.instance_id.to_string());
                 true
             }
             Err(e) => {
@@ -386,7 +386,7 @@ mod tests {
     fn node(name: &str, zone: &str, capacity: CapacityType) -> NodeView {
         NodeView {
             name: name.into(),
-            instance_id: format!("i-{name}"),
+            instance_id: format!("i-{name}").into(),
             pool: PoolId::new("m5.xlarge", zone),
             capacity_type: capacity,
             allocatable: Resources::new(4000, 16000),
@@ -400,7 +400,7 @@ mod tests {
 
     fn pod(name: &str, on: &str) -> PodView {
         PodView {
-            name: format!("default/{name}"),
+            name: format!("default/{name}").into(),
             workload: Some("default/web".into()),
             node: Some(on.into()),
             requests: Resources::new(500, 500),

@@ -71,8 +71,8 @@ fn node_view(n: &Node) -> NodeView {
     };
     let alloc = status.allocatable.unwrap_or_default();
     NodeView {
-        name: n.metadata.name.clone().unwrap_or_default(),
-        instance_id,
+        name: n.metadata.name.clone().unwrap_or_default().into(),
+        instance_id: instance_id.into(),
         pool: PoolId::new(label(labels, "node.kubernetes.io/instance-type").unwrap_or(""), zone),
         capacity_type: capacity,
         allocatable: Resources::new(
@@ -199,9 +199,10 @@ fn pod_view(p: &Pod, ebs: &BTreeMap<String, (String, String)>) -> PodView {
             "{}/{}",
             p.metadata.namespace.as_deref().unwrap_or("default"),
             p.metadata.name.as_deref().unwrap_or("")
-        ),
-        workload: workload_of(p),
-        node: spec.node_name.clone(),
+        )
+        .into(),
+        workload: workload_of(p).map(Into::into),
+        node: spec.node_name.clone().map(Into::into),
         requests,
         priority: spec.priority.unwrap_or(0),
         ready,
@@ -214,9 +215,9 @@ fn pod_view(p: &Pod, ebs: &BTreeMap<String, (String, String)>) -> PodView {
                 .flatten()
                 .filter_map(|v| ebs.get(&format!("{ns}/{}", v.persistent_volume_claim.as_ref()?.claim_name)))
                 .map(|(id, zone)| VolumeView {
-                    volume_id: id.clone(),
-                    zone: zone.clone(),
-                    attached_to: spec.node_name.clone(),
+                    volume_id: id.as_str().into(),
+                    zone: zone.as_str().into(),
+                    attached_to: spec.node_name.clone().map(Into::into),
                 })
                 .collect()
         },
@@ -297,7 +298,7 @@ pub fn build(o: &Objects<'_>) -> ClusterView {
                 .max()
                 .unwrap_or(0);
             WorkloadView {
-                name: format!("{ns}/{}", d.metadata.name.as_deref().unwrap_or("")),
+                name: format!("{ns}/{}", d.metadata.name.as_deref().unwrap_or("")).into(),
                 replicas,
                 min_available,
                 bridged: false,

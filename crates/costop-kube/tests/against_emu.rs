@@ -186,7 +186,7 @@ async fn placeholders_scale_and_are_claimed_and_events_are_recorded() {
     let placeholders = until("three placeholders running", Duration::from_secs(10), || {
         let view = cluster.view();
         let ps: Vec<String> =
-            view.pods.iter().filter(|p| p.placeholder && p.ready).map(|p| p.name.clone()).collect();
+            view.pods.iter().filter(|p| p.placeholder && p.ready).map(|p| p.name.to_string()).collect();
         (ps.len() == 3).then_some(ps)
     })
     .await;

@@ -452,7 +452,7 @@ impl ServerState {
             }
             _ => None,
         };
-        Ok(Some((username, node)))
+        Ok(Some((username, node.map(String::from))))
     }
 
     /// Whether `token` may report `notice`, whatever path brought it
@@ -858,12 +858,12 @@ async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
             let nodes: Vec<(String, String)> = view
                 .nodes
                 .iter()
-                .map(|n| (n.name.clone(), serde_json::to_string(n).unwrap_or_default()))
+                .map(|n| (n.name.to_string(), serde_json::to_string(n).unwrap_or_default()))
                 .collect();
             let pods: Vec<(String, String)> = view
                 .pods
                 .iter()
-                .map(|p| (p.name.clone(), serde_json::to_string(p).unwrap_or_default()))
+                .map(|p| (p.name.to_string(), serde_json::to_string(p).unwrap_or_default()))
                 .collect();
             let pools: Vec<(String, String)> = st
                 .pools

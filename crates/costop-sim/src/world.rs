@@ -16,7 +16,7 @@ use costop_core::ports::{StandbyInstance, StandbyStage};
 use costop_core::time::{Millis, DAY, MINUTE, SECOND, SPOT_NOTICE_LEAD};
 use costop_core::Plan;
 use costop_core::{
-    CapacityType, ClusterView, NodeView, Notice, NoticeKind, NoticeSource, PodView, PoolId, PoolView,
+    CapacityType, ClusterView, Name, NodeView, Notice, NoticeKind, NoticeSource, PodView, PoolId, PoolView,
     Resources, Step, Taint, VolumeView, WorkloadView,
 };
 use std::cmp::Reverse;
@@ -55,8 +55,8 @@ enum NodeState {
 #[derive(Debug, Clone)]
 struct Node {
     /// `node-N` and `i-…`, made once.
-    name: String,
-    instance_id: String,
+    name: Name,
+    instance_id: Name,
     itype: &'static InstanceType,
     zone: usize,
     pool: Option<usize>,
@@ -100,7 +100,7 @@ enum Serve {
 #[derive(Debug, Clone)]
 struct Pod {
     /// `pod-N-GEN`, made when the pod is.
-    name: String,
+    name: Name,
     gen: u32,
     workload: u32,
     node: Option<u32>,
@@ -113,7 +113,7 @@ struct Pod {
 
 #[derive(Debug, Clone)]
 struct Workload {
-    name: String,
+    name: Name,
     replicas: u32,
     requests: Resources,
     rate: f64,
@@ -140,7 +140,7 @@ impl Workload {
     /// A workload with no traffic, no budget and nothing running yet.
     fn idle(name: String, replicas: u32, requests: Resources) -> Self {
         Workload {
-            name,
+            name: name.into(),
             replicas,
             requests,
             rate: 0.0,
@@ -166,6 +166,8 @@ impl Workload {
 
 #[derive(Debug, Clone)]
 struct Volume {
+    /// `vol-N`, made once.
+    id: Name,
     zone: usize,
     holder: Option<u32>,
     available_at: Millis,
@@ -258,7 +260,7 @@ pub struct World {
     cfg: Arc<SimConfig>,
     market: Arc<Market>,
     strategy: Strategy,
-    zones: Vec<String>,
+    zones: Vec<Name>,
     now: Millis,
     end: Millis,
     rng: Rng,
@@ -320,7 +322,7 @@ impl World {
             cfg,
             market,
             strategy,
-            zones,
+            zones: zones.into_iter().map(Name::from).collect(),
             now: 0,
             end,
             rng: Rng::new(seed).fork(0xC0575),
@@ -464,7 +466,13 @@ impl World {
                 for r in 0..replicas {
                     w.volumes.push(self.volumes.len() as u32);
                     let zone = (r as usize + i as usize) % self.zones.len().max(1);
-                    self.volumes.push(Volume { zone, holder: None, available_at: 0, move_requested: false });
+                    self.volumes.push(Volume {
+                        id: format!("vol-{}", self.volumes.len()).into(),
+                        zone,
+                        holder: None,
+                        available_at: 0,
+                        move_requested: false,
+                    });
                 }
             }
             self.total_rate += w.rate;
@@ -495,8 +503,8 @@ impl World {
         let itype = catalog::instance_type(&p.id.instance_type).unwrap_or(self.node_type());
         let index = self.nodes.len() as u32;
         let node = Node {
-            name: node_name(index),
-            instance_id: instance_id(index),
+            name: node_name(index).into(),
+            instance_id: instance_id(index).into(),
             itype,
             zone: self.zone_index(&p.id.zone),
             pool: Some(pool),
@@ -1441,7 +1449,7 @@ impl World {
     fn new_pod(&mut self, w: u32) -> u32 {
         self.seq += 1;
         let pod = Pod {
-            name: String::new(),
+            name: String::new().into(),
             gen: 0,
             workload: w,
             node: None,
@@ -1454,12 +1462,12 @@ impl World {
         let idx = match self.free_pods.pop() {
             Some(i) => {
                 let gen = self.pods[i as usize].gen + 1;
-                self.pods[i as usize] = Pod { gen, name: pod_name(i, gen), ..pod };
+                self.pods[i as usize] = Pod { gen, name: pod_name(i, gen).into(), ..pod };
                 i
             }
             None => {
                 let i = self.pods.len() as u32;
-                self.pods.push(Pod { name: pod_name(i, 0), ..pod });
+                self.pods.push(Pod { name: pod_name(i, 0).into(), ..pod });
                 i
             }
         };
@@ -2146,7 +2154,7 @@ impl World {
             .filter_map(|(i, n)| {
                 n.standby_stage.map(|(stage, launched_at)| StandbyInstance {
                     instance_id: instance_id(i as u32),
-                    zone: self.zones[n.zone].clone(),
+                    zone: self.zones[n.zone].to_string(),
                     stage,
                     launched_at,
                 })
@@ -2329,7 +2337,7 @@ impl World {
                 volumes: p
                     .volume
                     .map(|v| VolumeView {
-                        volume_id: format!("vol-{v}"),
+                        volume_id: self.volumes[v as usize].id.clone(),
                         zone: self.zones[self.volumes[v as usize].zone].clone(),
                         attached_to: p.node.map(|n| self.nodes[n as usize].name.clone()),
                     })

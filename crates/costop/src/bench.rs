@@ -276,8 +276,8 @@ pub fn queue(config: &super::config::Config, notices: u32) -> Result<()> {
         let mut view = costop_core::ClusterView::default();
         for i in 0..notices {
             view.nodes.push(costop_core::NodeView {
-                name: format!("node-{i}"),
-                instance_id: format!("i-{i:08x}"),
+                name: format!("node-{i}").into(),
+                instance_id: format!("i-{i:08x}").into(),
                 pool: costop_core::PoolId::new("m5.xlarge", "us-east-1a"),
                 capacity_type: costop_core::CapacityType::Spot,
                 allocatable: costop_core::Resources::new(3680, 14000),
