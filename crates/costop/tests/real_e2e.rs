@@ -1,0 +1,354 @@
+//! End to end on both backends: real `costop server` and `costop agent`
+//! processes and redis-server, against `costop emu` and against a real
+//! kube-apiserver v1.20.2 (scripts/real-apiserver: built once from Debian's
+//! source package and cached under ~/.cache/costop). A real-backend test
+//! fails, saying why, when the control plane cannot be built or started.
+//!
+//! The real-backend tests take one control plane each and run one at a time.
+
+use costop_store::redis_server::RedisServer;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{bin, free_port, Proc};
+#[path = "common/cluster.rs"]
+mod cluster;
+use cluster::{cordoned, Backend, Cluster, Scenario};
+
+/// One real control plane at a time (2 cores).
+static REAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct World {
+    c: Cluster,
+    redis: RedisServer,
+    servers: Vec<(Proc, String, PathBuf)>,
+    agents: Vec<Proc>,
+    /// For costop's own endpoints (no API server credentials).
+    http: reqwest::Client,
+    _real: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+fn test_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("costop-{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().rev().take(n).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+impl World {
+    async fn start(backend: Backend, name: &str, scenario: Scenario) -> World {
+        let guard = match backend {
+            Backend::Real => Some(REAL.lock().await),
+            Backend::Emu => None,
+        };
+        let dir = test_dir(name);
+        let c = Cluster::start(backend, &dir, &scenario, 0.05).await;
+        let redis = RedisServer::start().expect("redis-server (scripts/test installs it)");
+        let w = World {
+            c,
+            redis,
+            servers: Vec::new(),
+            agents: Vec::new(),
+            http: reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap(),
+            _real: guard,
+        };
+        if let Some((replicas, _)) = scenario.web {
+            w.wait("web running", Duration::from_secs(60), async |w| {
+                w.c.ready_pods("default").await >= replicas as usize
+            })
+            .await;
+        }
+        w
+    }
+
+    /// A `costop server`; returns its index in `servers`.
+    async fn server(&mut self, identity: &str) -> usize {
+        let port = free_port();
+        let log = self.c.dir.join(format!("server-{identity}-{port}.log"));
+        let mut cmd = Command::new(bin());
+        cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--redis-url", &self.redis.url()])
+            .args(["--identity", identity, "--kubeconfig"])
+            .arg(&self.c.kubeconfig);
+        if let Some(emu) = &self.c.emu_url {
+            cmd.args(["--emu-url", emu]);
+        }
+        let child = cmd
+            .env("COSTOP_LOG", "info")
+            .env("COSTOP_PLAN_KEY", "a key from a Secret shared by the replicas")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        self.servers.push((Proc(child), format!("http://127.0.0.1:{port}"), log));
+        self.servers.len() - 1
+    }
+
+    async fn lead(&mut self) -> usize {
+        let i = self.server("e2e").await;
+        self.wait("the server leads", Duration::from_secs(40), async |w| w.role(i).await == "leader").await;
+        i
+    }
+
+    async fn role(&self, i: usize) -> String {
+        let url = format!("{}/readyz", self.servers[i].1);
+        match reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    fn agent(&mut self, node: &str, token: &Path, http: bool) {
+        let mut cmd = Command::new(bin());
+        cmd.args(["agent", "--imds-url", &self.c.imds_url(node), "--redis-url", &self.redis.url()])
+            .args(["--poll-ms", "100", "--token-path"])
+            .arg(token);
+        if http {
+            cmd.args(["--server-url", &self.servers[0].1]);
+        }
+        let child = cmd
+            .env("COSTOP_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.c.dir.join(format!("agent-{node}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        self.agents.push(Proc(child));
+    }
+
+    async fn wait(&self, what: &str, timeout: Duration, check: impl AsyncFn(&World) -> bool) {
+        let start = Instant::now();
+        while !check(self).await {
+            if start.elapsed() > timeout {
+                let logs: Vec<String> = self
+                    .servers
+                    .iter()
+                    .map(|(_, _, log)| format!("{}:\n{}", log.display(), tail(log, 25)))
+                    .collect();
+                panic!(
+                    "{:?}: timed out waiting for {what}; server logs:\n{}",
+                    self.c.backend,
+                    logs.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn metrics(&self, i: usize) -> String {
+        let url = format!("{}/metrics", self.servers[i].1);
+        self.http.get(url).send().await.unwrap().text().await.unwrap_or_default()
+    }
+
+    async fn metric(&self, i: usize, prefix: &str) -> f64 {
+        let text = self.metrics(i).await;
+        text.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|n| n.trim().parse().ok()).unwrap_or(0.0)
+    }
+
+    async fn post_notice(&self, i: usize, notice: &Value, token: Option<&str>) -> (u16, String) {
+        let mut req = self.http.post(format!("{}/v1/notices", self.servers[i].1)).json(notice);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    async fn response_keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS").arg("costop:response:*").query_async(&mut c).await.unwrap_or_default()
+    }
+
+    async fn workload_pods_on(&self, node: &str) -> usize {
+        self.c.pods_on(node).await.iter().filter(|p| p["metadata"]["namespace"] == "default").count()
+    }
+}
+
+fn notice_for(instance_id: &str, effective_at: u64) -> Value {
+    serde_json::to_value(costop_core::Notice {
+        instance_id: instance_id.to_string(),
+        kind: costop_core::NoticeKind::SpotInterruption {
+            action: costop_core::notice::InstanceAction::Terminate,
+            effective_at,
+        },
+        received_at: now_ms(),
+        source: costop_core::NoticeSource::Agent,
+    })
+    .unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Agent → server (HTTP and stream) → taint and cordon → budget-keeping
+/// evictions → the workload whole again elsewhere → placeholders back; the
+/// response recorded; duplicates, forged and junk notices refused.
+async fn notice_end_to_end(backend: Backend) {
+    let mut w = World::start(backend, "e2e-notice", Scenario::default()).await;
+    let leader = w.lead().await;
+    let (token0, file0) = w.c.agent_token("node-0").await;
+    w.agent("node-0", &file0, true);
+    assert!(w.workload_pods_on("node-0").await > 0, "web has pods on node-0");
+    let injected = Instant::now();
+    w.c.inject("node-0").await;
+    w.wait("node-0 tainted and cordoned", Duration::from_secs(10), async |w| {
+        cordoned(&w.c.node("node-0").await)
+    })
+    .await;
+    let to_taint = injected.elapsed();
+    println!("{backend:?}: notice in IMDS → node-0 tainted and cordoned: {to_taint:?}");
+    w.wait("web pods evicted from node-0", Duration::from_secs(40), async |w| {
+        w.workload_pods_on("node-0").await == 0
+    })
+    .await;
+    w.wait("web whole again elsewhere", Duration::from_secs(40), async |w| {
+        w.c.ready_pods("default").await >= 6
+    })
+    .await;
+    w.wait("placeholders back", Duration::from_secs(40), async |w| {
+        w.c.ready_pods("costop-system").await >= 2
+    })
+    .await;
+    // Never fewer than the budget's 4 ready web pods: checked by the API
+    // server's eviction (429) on the real one; the record says no step failed.
+    w.wait("one response, finished", Duration::from_secs(40), async |w| {
+        let keys = w.response_keys().await;
+        keys.len() == 1 && {
+            let store = costop_store::RedisStore::connect(&w.redis.url()).await.unwrap();
+            use costop_core::ports::StorePort;
+            store.unfinished().await.map(|u| u.is_empty()).unwrap_or(false)
+        }
+    })
+    .await;
+    let keys = w.response_keys().await;
+    let key = costop_store::parse_notice_key(keys[0].trim_start_matches("costop:response:")).unwrap();
+    let store = costop_store::RedisStore::connect(&w.redis.url()).await.unwrap();
+    use costop_core::ports::StorePort;
+    let record = store.response(&key).await.unwrap().unwrap();
+    let kinds: Vec<&str> = record.plan.steps.iter().map(|s| s.kind()).collect();
+    assert_eq!(kinds[0], "taint-and-cordon");
+    assert!(kinds.contains(&"evict"), "{kinds:?}");
+    for (step, rec) in record.plan.steps.iter().zip(&record.steps) {
+        assert!(
+            rec.outcome.as_deref().is_some_and(|o| !o.starts_with("failed")),
+            "{backend:?}: {step:?}: {:?}",
+            rec.outcome
+        );
+    }
+    // Events on the node, as kubectl describe shows them.
+    let events = w.c.events("default").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["involvedObject"]["kind"] == "Node" && e["involvedObject"]["name"] == "node-0"),
+        "{backend:?}: no Event on node-0: {events:?}"
+    );
+
+    // The same notice by hand on the fast path: a duplicate.
+    let notice = notice_for(&key.instance_id, key.stated_time);
+    let (code, body) = w.post_notice(leader, &notice, Some(&token0)).await;
+    assert_eq!((code, body.contains("duplicate")), (200, true), "{backend:?}: {body}");
+    // A pod on node-1 reporting for node-0: refused, not acted on.
+    let (token1, _) = w.c.agent_token("node-1").await;
+    let forged = notice_for(&key.instance_id, key.stated_time + 1000);
+    let (code, body) = w.post_notice(leader, &forged, Some(&token1)).await;
+    assert_eq!(code, 403, "{backend:?}: {body}");
+    // No token, or junk: 401.
+    let (code, _) = w.post_notice(leader, &forged, None).await;
+    assert_eq!(code, 401);
+    let (code, _) = w.post_notice(leader, &forged, Some("not-a-token")).await;
+    assert_eq!(code, 401);
+    assert_eq!(w.response_keys().await.len(), 1, "{backend:?}: no action on refused notices");
+    let latency = w.metric(leader, "costop_notice_to_cordon_seconds_count").await;
+    assert_eq!(latency, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emu_notice_end_to_end() {
+    notice_end_to_end(Backend::Emu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_notice_end_to_end() {
+    notice_end_to_end(Backend::Real).await;
+}
+
+/// TokenReview on the durable path: an agent run with a workload pod's
+/// token is refused (counted), the agent's own token gets its node answered.
+async fn only_the_agents_token(backend: Backend) {
+    let mut w = World::start(backend, "e2e-token", Scenario { placeholders: 0, ..Scenario::default() }).await;
+    w.lead().await;
+    let workload = w.c.workload_token("default", "default", "workload-on-node-1", "node-1").await;
+    w.agent("node-1", &workload, false);
+    w.c.inject("node-1").await;
+    w.wait("the workload token's entry refused", Duration::from_secs(20), async |w| {
+        w.metric(0, "costop_stream_entries_refused_total{reason=\"not-the-agent\"}").await == 1.0
+    })
+    .await;
+    let (_, agent) = w.c.agent_token("node-0").await;
+    w.agent("node-0", &agent, false);
+    w.c.inject("node-0").await;
+    w.wait("node-0 cordoned", Duration::from_secs(20), async |w| cordoned(&w.c.node("node-0").await)).await;
+    assert!(!cordoned(&w.c.node("node-1").await), "{backend:?}: the workload token's notice was acted on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emu_only_the_agents_token_is_acted_on() {
+    only_the_agents_token(Backend::Emu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_only_the_agents_token_is_acted_on() {
+    only_the_agents_token(Backend::Real).await;
+}
+
+/// Lease failover: SIGTERM to the leader hands the Lease to the follower
+/// within 2 s.
+async fn lease_failover(backend: Backend) {
+    let scenario = Scenario { nodes: 2, web: None, db: None, placeholders: 0 };
+    let mut w = World::start(backend, "e2e-lease", scenario).await;
+    let a = w.server("a").await;
+    w.wait("a leads", Duration::from_secs(40), async |w| w.role(a).await == "leader").await;
+    let b = w.server("b").await;
+    w.wait("b follows", Duration::from_secs(40), async |w| w.role(b).await == "follower").await;
+    let sent = Instant::now();
+    let pid = w.servers[a].0 .0.id();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    w.wait("b leads", Duration::from_secs(20), async |w| w.role(b).await == "leader").await;
+    let handover = sent.elapsed();
+    println!("{backend:?}: SIGTERM to the next leader: {handover:?}");
+    assert!(handover <= Duration::from_secs(2), "{backend:?}: hand-over took {handover:?}");
+    let lease = w.c.get("/apis/coordination.k8s.io/v1/namespaces/costop-system/leases").await;
+    let holders: Vec<&Value> =
+        lease["items"].as_array().into_iter().flatten().map(|l| &l["spec"]["holderIdentity"]).collect();
+    assert!(
+        holders.iter().any(|h| h.as_str().is_some_and(|h| h.starts_with('b'))),
+        "{backend:?}: {holders:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emu_lease_failover() {
+    lease_failover(Backend::Emu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_lease_failover() {
+    lease_failover(Backend::Real).await;
+}
