@@ -34,6 +34,9 @@ pub struct Apis {
     pub server_version: String,
     /// Budgets and evictions.
     pub policy: PolicyVersion,
+    /// Whether `apps/v1 statefulsets` is served (their pods are workloads
+    /// with budgets; a cluster without them has none to watch).
+    pub statefulsets: bool,
 }
 
 /// The resources costop reads or writes, by group version (`""` core):
@@ -111,10 +114,12 @@ async fn discover_once(client: &Client) -> Result<Apis, DiscoveryError> {
             served.insert(gv, resources(client, gv).await.map_err(unreachable)?);
         }
     }
+    let has = |gv: &str, plural: &str| {
+        served.get(gv).and_then(|r| r.as_ref()).is_some_and(|r| r.iter().any(|n| n == plural))
+    };
     let mut missing = Vec::new();
     for (gv, plural, what) in NEEDED {
-        let has = served.get(gv).and_then(|r| r.as_ref()).is_some_and(|r| r.iter().any(|n| n == plural));
-        if !has {
+        if !has(gv, plural) {
             missing.push(format!("{gv} {plural} ({what})"));
         }
     }
@@ -130,7 +135,9 @@ async fn discover_once(client: &Client) -> Result<Apis, DiscoveryError> {
         missing.push("policy/v1 or policy/v1beta1 poddisruptionbudgets (budgets)".into());
     }
     match policy {
-        Some(policy) if missing.is_empty() => Ok(Apis { server_version: version, policy }),
+        Some(policy) if missing.is_empty() => {
+            Ok(Apis { server_version: version, policy, statefulsets: has("apps/v1", "statefulsets") })
+        }
         _ => Err(DiscoveryError::Missing { version, missing }),
     }
 }

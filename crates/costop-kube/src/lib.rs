@@ -15,7 +15,7 @@ use costop_core::ports::{ClusterPort, Evicted};
 use costop_core::time::Millis;
 use costop_core::{ClusterView, StandbyMode};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -82,6 +82,7 @@ pub struct KubeCluster {
     nodes: Store<Node>,
     pods: Store<Pod>,
     deployments: Store<Deployment>,
+    statefulsets: Store<StatefulSet>,
     budgets: Store<PodDisruptionBudget>,
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
@@ -236,6 +237,31 @@ fn budget_from_beta(o: DynamicObject) -> Option<PodDisruptionBudget> {
     }
 }
 
+/// The StatefulSets cache, when the cluster serves them (the emulator does
+/// not); otherwise an empty cache that counts as listed.
+fn reflect_statefulsets(
+    client: Client,
+    apis: Arc<tokio::sync::OnceCell<Result<Apis, DiscoveryError>>>,
+    health: Arc<Vec<CacheHealth>>,
+    index: usize,
+) -> (Store<StatefulSet>, tokio::task::JoinHandle<()>) {
+    let (reader, mut writer) = reflector::store();
+    let task = tokio::spawn(async move {
+        let found = apis.get_or_init(|| apis::discover(&client, DISCOVERY_PATIENCE)).await.clone();
+        if found.as_ref().is_ok_and(|a| a.statefulsets) {
+            let api = Api::<StatefulSet>::all(client);
+            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+                .backoff(QuickBackoff::new());
+            drive(stream, health, index).await
+        } else {
+            writer.apply_watcher_event(&watcher::Event::Init);
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            health[index].listed();
+        }
+    });
+    (reader, task)
+}
+
 /// The budgets cache: on the policy version discovery found.
 fn reflect_budgets(
     client: Client,
@@ -296,6 +322,7 @@ impl KubeCluster {
                 "poddisruptionbudgets",
                 "persistentvolumeclaims",
                 "persistentvolumes",
+                "statefulsets",
             ]
             .into_iter()
             .map(CacheHealth::new)
@@ -308,17 +335,19 @@ impl KubeCluster {
         let (budgets, d) = reflect_budgets(client.clone(), apis.clone(), health.clone(), 3);
         let (claims, e) = reflect(Api::<PersistentVolumeClaim>::all(client.clone()), health.clone(), 4);
         let (volumes, f) = reflect(Api::<PersistentVolume>::all(client.clone()), health.clone(), 5);
+        let (statefulsets, g) = reflect_statefulsets(client.clone(), apis.clone(), health.clone(), 6);
         Self {
             client,
             nodes,
             pods,
             deployments,
+            statefulsets,
             budgets,
             claims,
             volumes,
             apis,
             health,
-            tasks: std::sync::Arc::new(vec![a, b, c, d, e, f]),
+            tasks: std::sync::Arc::new(vec![a, b, c, d, e, f, g]),
         }
     }
 
@@ -397,6 +426,7 @@ impl KubeCluster {
             self.nodes.wait_until_ready().await.ok();
             self.pods.wait_until_ready().await.ok();
             self.deployments.wait_until_ready().await.ok();
+            self.statefulsets.wait_until_ready().await.ok();
             self.budgets.wait_until_ready().await.ok();
             self.claims.wait_until_ready().await.ok();
             self.volumes.wait_until_ready().await.ok();
@@ -505,6 +535,7 @@ impl ClusterPort for KubeCluster {
             nodes: &self.nodes.state(),
             pods: &self.pods.state(),
             deployments: &self.deployments.state(),
+            statefulsets: &self.statefulsets.state(),
             budgets: &self.budgets.state(),
             claims: &self.claims.state(),
             volumes: &self.volumes.state(),
@@ -599,6 +630,7 @@ impl ClusterPort for KubeCluster {
                 Err(e) if status_code(&e) == Some(429) => {
                     let left = deadline.saturating_sub(now_ms());
                     if left == 0 {
+                        self.warn_unevictable(ns, name, attempts).await;
                         return Err(KubeError::BudgetDeadline { pod: pod.into(), attempts });
                     }
                     tracing::debug!(pod, attempts, "eviction refused by a disruption budget; retrying");
@@ -700,20 +732,72 @@ impl ClusterPort for KubeCluster {
     }
 
     async fn node_event(&self, node: &str, reason: &str, message: &str) -> Result<(), KubeError> {
-        let uid = self.node(node).and_then(|n| n.metadata.uid.clone());
+        self.record_event("Node", None, node, "Normal", reason, message).await
+    }
+}
+
+impl KubeCluster {
+    /// An Event on a node (`namespace` None; recorded in `default`) or a pod.
+    async fn record_event(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), KubeError> {
+        let uid = match namespace {
+            None => self.node(name).and_then(|n| n.metadata.uid.clone()),
+            Some(ns) => self
+                .pods
+                .get(&reflector::ObjectRef::new(name).within(ns))
+                .and_then(|p| p.metadata.uid.clone()),
+        };
         let now = k8s_openapi::jiff::Timestamp::now();
         let event: Event = serde_json::from_value(json!({
-            "metadata": {"generateName": format!("{node}.costop.")},
-            "involvedObject": {"kind": "Node", "apiVersion": "v1", "name": node, "uid": uid},
-            "reason": reason, "message": message, "type": "Normal",
+            "metadata": {"generateName": format!("{name}.costop.")},
+            "involvedObject": {"kind": kind, "apiVersion": "v1", "name": name, "namespace": namespace, "uid": uid},
+            "reason": reason, "message": message, "type": type_,
             "source": {"component": "costop"}, "reportingComponent": "costop", "reportingInstance": "costop",
             "firstTimestamp": now.to_string(), "lastTimestamp": now.to_string(), "count": 1}))
         .map_err(|e| KubeError::Invalid(e.to_string()))?;
-        Api::<Event>::namespaced(self.client.clone(), "default")
+        Api::<Event>::namespaced(self.client.clone(), namespace.unwrap_or("default"))
             .create(&PostParams::default(), &event)
             .await
-            .map_err(api_err("record event on", format!("node/{node}")))?;
+            .map_err(api_err("record event on", format!("{}/{name}", kind.to_ascii_lowercase())))?;
         Ok(())
+    }
+
+    /// A pod its budget kept from being evicted until the deadline: a
+    /// Warning Event on the pod and on its node, as `kubectl describe` shows.
+    async fn warn_unevictable(&self, ns: &str, name: &str, attempts: u32) {
+        let node = self
+            .pods
+            .get(&reflector::ObjectRef::new(name).within(ns))
+            .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()));
+        let on = node.as_deref().map(|n| format!(" from {n}")).unwrap_or_default();
+        let message = format!(
+            "costop could not evict {ns}/{name}{on} before the deadline: its disruption budget refused all \
+             {attempts} requests; it stays until the node goes"
+        );
+        tracing::warn!(
+            pod = format!("{ns}/{name}"),
+            node = node.as_deref(),
+            attempts,
+            "pod not evicted: budget"
+        );
+        if let Err(e) = self.record_event("Pod", Some(ns), name, "Warning", "EvictionBlocked", &message).await
+        {
+            tracing::warn!(error = %e, "cannot record the Warning Event on the pod");
+        }
+        if let Some(node) = node {
+            if let Err(e) =
+                self.record_event("Node", None, &node, "Warning", "EvictionBlocked", &message).await
+            {
+                tracing::warn!(error = %e, "cannot record the Warning Event on the node");
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use costop_core::model::{
 };
 use costop_core::quantity::{cpu_millis, memory_mib};
 use costop_core::ClusterView;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -265,6 +265,8 @@ pub struct Objects<'a> {
     pub pods: &'a [Arc<Pod>],
     /// Deployments.
     pub deployments: &'a [Arc<Deployment>],
+    /// StatefulSets.
+    pub statefulsets: &'a [Arc<StatefulSet>],
     /// PodDisruptionBudgets.
     pub budgets: &'a [Arc<PodDisruptionBudget>],
     /// PersistentVolumeClaims.
@@ -275,16 +277,24 @@ pub struct Objects<'a> {
 
 /// The core's view of these objects.
 pub fn build(o: &Objects<'_>) -> ClusterView {
-    let Objects { nodes, pods, deployments, budgets, claims, volumes } = *o;
+    let Objects { nodes, pods, deployments, statefulsets, budgets, claims, volumes } = *o;
     let ebs = ebs_by_claim(claims, volumes);
     let live_pods = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !is_finished(p));
-    let workloads = deployments
-        .iter()
-        .map(|d| {
-            let ns = d.metadata.namespace.as_deref().unwrap_or("default");
-            let spec = d.spec.clone().unwrap_or_default();
-            let replicas = spec.replicas.unwrap_or(1).max(0) as u32;
-            let template_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone());
+    // A workload: its namespace and name, replicas, and pod template labels
+    // (what budgets select).
+    let deployed = deployments.iter().map(|d| {
+        let spec = d.spec.clone().unwrap_or_default();
+        (&d.metadata, spec.replicas, spec.template.metadata.and_then(|m| m.labels))
+    });
+    let stateful = statefulsets.iter().map(|s| {
+        let spec = s.spec.clone().unwrap_or_default();
+        (&s.metadata, spec.replicas, spec.template.metadata.and_then(|m| m.labels))
+    });
+    let workloads = deployed
+        .chain(stateful)
+        .map(|(meta, replicas, template_labels)| {
+            let ns = meta.namespace.as_deref().unwrap_or("default");
+            let replicas = replicas.unwrap_or(1).max(0) as u32;
             let min_available = budgets
                 .iter()
                 .filter(|b| b.metadata.namespace.as_deref() == Some(ns))
@@ -298,7 +308,7 @@ pub fn build(o: &Objects<'_>) -> ClusterView {
                 .max()
                 .unwrap_or(0);
             WorkloadView {
-                name: format!("{ns}/{}", d.metadata.name.as_deref().unwrap_or("")).into(),
+                name: format!("{ns}/{}", meta.name.as_deref().unwrap_or("")).into(),
                 replicas,
                 min_available,
                 bridged: false,

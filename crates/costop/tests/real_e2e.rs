@@ -514,3 +514,163 @@ async fn emu_stream_notice_to_taint_p99() {
 async fn real_stream_notice_to_taint_p99() {
     stream_latency(Backend::Real).await;
 }
+
+/// The record of the only response.
+async fn only_response(w: &World) -> costop_core::ports::ResponseRecord {
+    use costop_core::ports::StorePort;
+    let keys = w.response_keys().await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = costop_store::parse_notice_key(keys[0].trim_start_matches("costop:response:")).unwrap();
+    let store = costop_store::RedisStore::connect(&w.redis.url()).await.unwrap();
+    store.response(&key).await.unwrap().unwrap()
+}
+
+async fn ready_of(w: &World, app: &str) -> usize {
+    let pods = w.c.get(&format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}")).await;
+    pods["items"].as_array().map_or(0, |a| a.iter().filter(|p| cluster::pod_ready(p)).count())
+}
+
+/// A StatefulSet of 6 with minAvailable 5: its pods on the doomed node are
+/// evicted in waves (one at a time), never below 5 Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_statefulset_pods_are_evicted_in_budget_keeping_waves() {
+    let scenario = Scenario { nodes: 3, web: None, db: Some((6, 5)), placeholders: 0 };
+    let mut w = World::start(Backend::Real, "e2e-sts", scenario).await;
+    w.wait("db running", Duration::from_secs(60), async |w| ready_of(w, "db").await >= 6).await;
+    w.lead().await;
+    let on_node: Vec<String> =
+        w.c.pods_on("node-0")
+            .await
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "db")
+            .map(|p| format!("default/{}", p["metadata"]["name"].as_str().unwrap()))
+            .collect();
+    let (_, file) = w.c.agent_token("node-0").await;
+    w.agent("node-0", &file, false);
+    w.c.inject("node-0").await;
+    let start = Instant::now();
+    let mut lowest = usize::MAX;
+    loop {
+        lowest = lowest.min(ready_of(&w, "db").await);
+        let left = w.workload_pods_on("node-0").await;
+        if left == 0 && ready_of(&w, "db").await >= 6 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "db not moved off node-0: {left} left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "db pods on node-0: {on_node:?}; fewest Ready while moving: {lowest}; moved in {:?}",
+        start.elapsed()
+    );
+    assert!(lowest >= 5, "the budget (minAvailable 5) was broken: {lowest} Ready");
+    w.wait("the response finished", Duration::from_secs(30), async |w| {
+        use costop_core::ports::StorePort;
+        let store = costop_store::RedisStore::connect(&w.redis.url()).await.unwrap();
+        store.unfinished().await.map(|u| u.is_empty()).unwrap_or(false) && !w.response_keys().await.is_empty()
+    })
+    .await;
+    let record = only_response(&w).await;
+    let waves: Vec<(u32, Vec<String>)> = record
+        .plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            costop_core::Step::Evict { pods, wave } => Some((*wave, pods.clone())),
+            _ => None,
+        })
+        .collect();
+    println!("evict waves: {waves:?}");
+    if on_node.len() >= 2 {
+        for (wave, pods) in &waves {
+            let db = pods.iter().filter(|p| on_node.contains(p)).count();
+            assert!(db <= 1, "wave {wave} evicts {db} db pods at once with a budget allowing 1: {waves:?}");
+        }
+    }
+}
+
+fn summary(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}/{}: {}",
+                e["type"].as_str().unwrap_or(""),
+                e["reason"].as_str().unwrap_or(""),
+                e["involvedObject"]["kind"].as_str().unwrap_or(""),
+                e["involvedObject"]["name"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+async fn finished(w: &World) -> bool {
+    use costop_core::ports::StorePort;
+    let store = costop_store::RedisStore::connect(&w.redis.url()).await.unwrap();
+    store.unfinished().await.map(|u| u.is_empty()).unwrap_or(false) && !w.response_keys().await.is_empty()
+}
+
+/// A pod whose budget allows no disruption (a bare pod with a budget of
+/// minAvailable 1): the API server refuses its eviction until the deadline;
+/// the pod stays, a Warning Event says so on the pod and on the node, and
+/// the evict step does not claim success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_budget_zero_warns_on_pod_and_node() {
+    let scenario = Scenario { nodes: 2, web: None, db: None, placeholders: 0 };
+    let mut w = World::start(Backend::Real, "e2e-budget0", scenario).await;
+    w.c.create_bare_pod("solo", "node-0").await;
+    w.c.create_budget("solo", 1).await;
+    w.wait("solo running", Duration::from_secs(30), async |w| ready_of(w, "solo").await == 1).await;
+    w.lead().await;
+    let (_, file) = w.c.agent_token("node-0").await;
+    w.agent("node-0", &file, false);
+    // The notice is 20 s ahead: the eviction is retried until then.
+    w.c.inject_in("node-0", 20).await;
+    w.wait("the response finished", Duration::from_secs(60), async |w| finished(w).await).await;
+    let record = only_response(&w).await;
+    let outcomes: Vec<(String, Option<String>)> = record
+        .plan
+        .steps
+        .iter()
+        .zip(&record.steps)
+        .map(|(s, r)| (s.kind().to_string(), r.outcome.clone()))
+        .collect();
+    println!("budget 0: {outcomes:?}");
+    assert_eq!(w.workload_pods_on("node-0").await, 1, "the budget allows no eviction");
+    let events = summary(&w.c.events("default").await);
+    let warned =
+        |kind: &str| events.iter().any(|e| e.starts_with(&format!("Warning EvictionBlocked {kind}/")));
+    assert!(warned("Pod"), "no Warning Event on the pod: {events:#?}");
+    assert!(warned("Node"), "no Warning Event on the node: {events:#?}");
+    let evict = outcomes.iter().find(|(k, _)| k == "evict");
+    assert!(
+        evict.is_some_and(|(_, o)| o.as_deref().is_some_and(|o| !o.starts_with("ok"))),
+        "the evict step claims success: {outcomes:?}"
+    );
+}
+
+/// The same with a StatefulSet whose budget allows no disruption: the
+/// planner leaves its pod out of every evict step (it knows the budget now),
+/// so nothing is tried and nothing says so. Needs the planner/executor to
+/// report the pods a plan leaves (a Warning Event, a metric, a partial
+/// outcome): ignored until then, so that it shows as ignored, not passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the planner leaves budget-0 workload pods silently (issue 12); costop-core/executor change needed"]
+async fn real_budget_zero_statefulset_is_reported() {
+    let scenario = Scenario { nodes: 2, web: None, db: Some((2, 2)), placeholders: 0 };
+    let mut w = World::start(Backend::Real, "e2e-budget0-sts", scenario).await;
+    w.wait("db running", Duration::from_secs(60), async |w| ready_of(w, "db").await >= 2).await;
+    w.lead().await;
+    let on0 = w.c.pods_on("node-0").await.iter().any(|p| p["metadata"]["labels"]["app"] == "db");
+    let node = if on0 { "node-0" } else { "node-1" };
+    let (_, file) = w.c.agent_token(node).await;
+    w.agent(node, &file, false);
+    w.c.inject_in(node, 20).await;
+    w.wait("the response finished", Duration::from_secs(60), async |w| finished(w).await).await;
+    let events = summary(&w.c.events("default").await);
+    assert!(
+        events.iter().any(|e| e.starts_with("Warning ") && e.contains("Pod/db-")),
+        "no Warning Event on the db pod left on {node}: {events:#?}"
+    );
+}

@@ -433,7 +433,8 @@ impl Cluster {
         .await;
     }
 
-    async fn create_budget(&self, app: &str, min: u32) {
+    /// A PodDisruptionBudget `app` in `default` selecting `app=<app>`.
+    pub async fn create_budget(&self, app: &str, min: u32) {
         self.create(
             "/apis/policy/v1beta1/namespaces/default/poddisruptionbudgets",
             json!({"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget", "metadata": {"name": app},
@@ -513,20 +514,25 @@ impl Cluster {
 
     /// A two-minute interruption notice in `node`'s instance metadata.
     pub async fn inject(&self, node: &str) {
+        self.inject_in(node, 120).await
+    }
+
+    /// An interruption notice `secs` ahead in `node`'s instance metadata.
+    pub async fn inject_in(&self, node: &str, secs: i64) {
         match self.backend {
             Backend::Emu => {
                 let emu = self.emu_url.as_ref().unwrap();
                 let r = self
                     .http
                     .post(format!("{emu}/admin/nodes/{node}/notice"))
-                    .json(&json!({"interruption": {"action": "terminate", "in_seconds": 120}}))
+                    .json(&json!({"interruption": {"action": "terminate", "in_seconds": secs}}))
                     .send()
                     .await
                     .unwrap();
                 assert_eq!(r.status().as_u16(), 200);
             }
             Backend::Real => {
-                let body = json!({"action": "terminate", "time": now_rfc3339(120)}).to_string();
+                let body = json!({"action": "terminate", "time": now_rfc3339(secs)}).to_string();
                 self.imds.lock().unwrap().action.insert(node.to_string(), body);
             }
         }
@@ -592,6 +598,15 @@ impl Cluster {
             .await;
         assert_eq!(code, 201, "TokenRequest: {reply}");
         reply["status"]["token"].as_str().unwrap().to_string()
+    }
+
+    /// A pod with no controller (`app=<name>`) bound to `node` in `default`.
+    pub async fn create_bare_pod(&self, name: &str, node: &str) -> Value {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 5,
+                     "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10",
+                                     "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}});
+        self.create("/api/v1/namespaces/default/pods", pod).await
     }
 
     /// A workload pod of `account` on `node` and its bound token (what a
