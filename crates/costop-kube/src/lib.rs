@@ -66,7 +66,7 @@ pub enum KubeError {
     #[error("{0}")]
     Invalid(String),
     /// The cluster lacks an API costop needs, or could not be asked.
-    #[error("{0}")]
+    #[error(transparent)]
     Discovery(#[from] DiscoveryError),
 }
 
@@ -302,7 +302,7 @@ fn reflect_budgets(
                 drive(stream, health, index).await
             }
             // `ready` reports it; there is nothing to watch.
-            Err(e) => tracing::error!(error = %e, "budgets are not watched"),
+            Err(e) => tracing::debug!(error = %e, "budgets are not watched"),
         }
     });
     (reader, task)

@@ -674,3 +674,91 @@ async fn real_budget_zero_statefulset_is_reported() {
         "no Warning Event on the db pod left on {node}: {events:#?}"
     );
 }
+
+/// A cluster that serves no PodDisruptionBudget API (policy turned off):
+/// the server stops at start with one line naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_server_names_a_missing_api_and_stops() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let dir = test_dir("e2e-missing-api");
+    let real = tokio::task::block_in_place(|| {
+        cluster::RealControlPlane::start_with(&dir, "--runtime-config=policy/v1beta1=false")
+    });
+    let out = tokio::task::block_in_place(|| {
+        Command::new(bin())
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--identity",
+                "x",
+                "--kubeconfig",
+            ])
+            .arg(&real.kubeconfig)
+            .env("COSTOP_PLAN_KEY", "a key from a Secret shared by the replicas")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the server started without a budget API: {stderr}");
+    let line = stderr.lines().find(|l| l.contains("does not serve")).unwrap_or_else(|| panic!("{stderr}"));
+    println!("{line}");
+    assert!(line.contains("policy/v1 or policy/v1beta1 poddisruptionbudgets"), "{line}");
+    assert_eq!(stderr.matches("does not serve").count(), 1, "said once: {stderr}");
+}
+
+/// kill -9 of the server as soon as the first step is recorded done; a new
+/// server resumes the response and runs no step twice.
+async fn killed_server_resumes(backend: Backend) {
+    use costop_core::ports::StorePort;
+    let mut w = World::start(backend, "e2e-resume", Scenario::default()).await;
+    let first = w.lead().await;
+    let (_, file0) = w.c.agent_token("node-0").await;
+    w.agent("node-0", &file0, false);
+    w.c.inject("node-0").await;
+    let store = costop_store::RedisStore::connect(&w.redis.url()).await.unwrap();
+    let start = Instant::now();
+    let key = loop {
+        if let Some(k) = w.response_keys().await.first() {
+            let key = costop_store::parse_notice_key(k.trim_start_matches("costop:response:")).unwrap();
+            if store.response(&key).await.unwrap().is_some_and(|r| r.steps[0].done_at.is_some()) {
+                break key;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{backend:?}: no step done");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let server = &mut w.servers[first].0 .0;
+    server.kill().unwrap();
+    let _ = server.wait();
+    let killed_at = store.response(&key).await.unwrap().unwrap();
+    let second = w.server("e2e-2").await;
+    w.wait("the second server leads", Duration::from_secs(40), async |w| w.role(second).await == "leader")
+        .await;
+    w.wait("the resumed response finished", Duration::from_secs(60), async |w| {
+        let store = costop_store::RedisStore::connect(&w.redis.url()).await.unwrap();
+        store.unfinished().await.map(|u| u.is_empty()).unwrap_or(false)
+    })
+    .await;
+    let done = store.response(&key).await.unwrap().unwrap();
+    for (i, (before, after)) in killed_at.steps.iter().zip(&done.steps).enumerate() {
+        assert!(after.done_at.is_some(), "{backend:?}: step {i} not done");
+        if before.done_at.is_some() {
+            assert_eq!(before, after, "{backend:?}: step {i} ran again after the restart");
+        }
+    }
+    assert!(cordoned(&w.c.node("node-0").await));
+    assert_eq!(w.response_keys().await.len(), 1);
+    w.wait("web whole again", Duration::from_secs(40), async |w| w.c.ready_pods("default").await >= 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emu_killed_server_resumes() {
+    killed_server_resumes(Backend::Emu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_killed_server_resumes() {
+    killed_server_resumes(Backend::Real).await;
+}

@@ -149,12 +149,18 @@ fn script() -> PathBuf {
 impl RealControlPlane {
     /// Build (once, cached) and start; panics naming the reason when it cannot.
     pub fn start(dir: &Path) -> RealControlPlane {
+        Self::start_with(dir, "")
+    }
+
+    /// The same, with extra kube-apiserver flags (space-separated).
+    pub fn start_with(dir: &Path, apiserver_flags: &str) -> RealControlPlane {
         let dir = dir.join("control-plane");
         let started = Instant::now();
         let out = Command::new("bash")
             .arg(script())
             .arg("start")
             .arg(&dir)
+            .env("KUBE_APISERVER_EXTRA_ARGS", apiserver_flags)
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run scripts/real-apiserver: {e}"));
