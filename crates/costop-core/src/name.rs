@@ -1,16 +1,17 @@
 //! [`Name`]: the names in a snapshot of the cluster.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smol_str::SmolStr;
 use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
 
 /// A name in a snapshot of the cluster (node, pod, workload, volume,
 /// instance id, zone). Snapshots are taken often and share their names: a
-/// clone is a reference count, not a copy of the text.
+/// clone never copies text to the heap (up to 23 bytes the text is held
+/// inline, longer text is shared behind a reference count).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Name(Arc<str>);
+pub struct Name(SmolStr);
 
 impl Name {
     /// The text.
@@ -40,25 +41,25 @@ impl Borrow<str> for Name {
 
 impl From<&str> for Name {
     fn from(s: &str) -> Self {
-        Name(Arc::from(s))
+        Name(SmolStr::new(s))
     }
 }
 
 impl From<String> for Name {
     fn from(s: String) -> Self {
-        Name(Arc::from(s))
+        Name(SmolStr::from(s))
     }
 }
 
 impl From<&String> for Name {
     fn from(s: &String) -> Self {
-        Name(Arc::from(s.as_str()))
+        Name(SmolStr::new(s))
     }
 }
 
 impl From<Name> for String {
     fn from(n: Name) -> Self {
-        n.0.to_string()
+        n.0.into()
     }
 }
 

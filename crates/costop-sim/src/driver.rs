@@ -122,25 +122,30 @@ fn answer(
 
 /// The warm-pool keeper's loop, as the server runs it: a round every 20 s
 /// unless a response is under way. A round that changed nothing is not
-/// repeated until the world changes (it would decide the same again).
+/// repeated until the world changes in more than prices (it would decide
+/// the same again: no rule of the keeper reads a price).
 fn spawn_keeper(rt: &mut Runtime, exec: &SimExecutor, world: &Arc<Mutex<World>>, cfg: &SimConfig) {
     let open = exec.open.clone();
+    let responding = open.clone();
     let keeper = WarmPoolKeeper {
         cluster: exec.cluster.clone(),
         cloud: exec.cluster.clone(),
         clock: exec.clock.clone(),
         policy: cfg.policy.clone(),
-        responding: Arc::new(move || open.busy()),
+        responding: Arc::new(move || responding.busy()),
     };
     let (clock, world) = (exec.clock.clone(), world.clone());
     rt.spawn(async move {
         let mut idle_at: Option<u64> = None;
         loop {
-            let version = world.lock().unwrap_or_else(|e| e.into_inner()).version();
+            let version = world.lock().unwrap_or_else(|e| e.into_inner()).version_but_prices();
             if idle_at != Some(version) {
+                let busy = open.busy();
                 let report = keeper.round().await;
-                let nothing = report == costop_executor::warm_pool::RoundReport::default();
-                idle_at = nothing.then_some(version);
+                // A round held back by a response did not decide anything.
+                let decided_nothing =
+                    report == costop_executor::warm_pool::RoundReport::default() && !busy && !open.busy();
+                idle_at = decided_nothing.then_some(version);
             }
             clock.sleep(KEEPER_ROUND).await;
         }

@@ -176,11 +176,18 @@ struct Volume {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
+    /// A pool's Spot price moved.
     Price(usize),
+    /// A pool started or stopped refusing launches.
+    Availability(usize),
     MarketNotice(usize, u32),
     Reclaim(usize),
     Rebalance(usize),
-    Detected { node: u32, interruption: bool, deadline: Millis },
+    Detected {
+        node: u32,
+        interruption: bool,
+        deadline: Millis,
+    },
     NodeReady(u32),
     PodReady(u32, u32),
     PodGone(u32, u32),
@@ -188,7 +195,10 @@ enum Ev {
     LbDetect(u32),
     LbRemove(u32),
     EndpointGone(u32, u32),
-    Provision { zone: Option<usize>, exclude: Option<usize> },
+    Provision {
+        zone: Option<usize>,
+        exclude: Option<usize>,
+    },
     Wake,
     Sample,
     Consolidate,
@@ -278,6 +288,8 @@ pub struct World {
     inbox: Vec<Detection>,
     drains: Vec<Drain>,
     version: u64,
+    /// Like `version`, but price moves do not count.
+    version_but_prices: u64,
     rebuilds: u64,
     view_cache: Option<(u64, Millis, Arc<ClusterView>)>,
     incidents: Vec<Incident>,
@@ -339,6 +351,7 @@ impl World {
             inbox: Vec::new(),
             drains: Vec::new(),
             version: 0,
+            version_but_prices: 0,
             rebuilds: 0,
             view_cache: None,
             incidents: Vec::new(),
@@ -667,11 +680,12 @@ impl World {
         let lead = ms(self.cfg.rebalance_lead_s);
         for (i, pool) in market.pools.iter().enumerate() {
             // Prices and whether the pool can launch are what costop's view shows.
-            let changes = pool.prices.iter().skip(1).map(|(t, _)| *t);
-            let spans = pool.unavailable.iter().flat_map(|(a, b)| [*a, *b]);
             let end = self.end;
-            for t in changes.chain(spans).filter(|t| *t < end) {
-                self.push(t, Ev::Price(i));
+            for (t, _) in pool.prices.iter().skip(1).filter(|(t, _)| *t < end) {
+                self.push(*t, Ev::Price(i));
+            }
+            for t in pool.unavailable.iter().flat_map(|(a, b)| [*a, *b]).filter(|t| *t < end) {
+                self.push(t, Ev::Availability(i));
             }
             for (k, r) in pool.reclaims.iter().enumerate() {
                 if r.at >= self.end || r.at < SPOT_NOTICE_LEAD {
@@ -828,6 +842,7 @@ impl World {
     /// Something a port can observe changed: the next view is rebuilt.
     fn changed(&mut self) {
         self.version += 1;
+        self.version_but_prices += 1;
     }
 
     /// The cluster as costop's ports observe it, like a watch-backed cache:
@@ -848,6 +863,12 @@ impl World {
     /// A counter that moves whenever the observable world changes.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// A counter that moves whenever the observable world changes in more
+    /// than Spot prices (which the warm-pool keeper does not read).
+    pub fn version_but_prices(&self) -> u64 {
+        self.version_but_prices
     }
 
     /// Now, in the world.
@@ -970,6 +991,10 @@ impl World {
         match ev {
             Ev::Price(_) => {
                 // Prices are part of what costop's view shows.
+                self.cost_rate_dirty = true;
+                self.version += 1;
+            }
+            Ev::Availability(_) => {
                 self.cost_rate_dirty = true;
                 self.changed();
             }
