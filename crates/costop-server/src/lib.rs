@@ -173,8 +173,21 @@ pub fn check_times(notice: &Notice, now: costop_core::time::Millis) -> Result<()
         }
     }
     // A week either way covers scheduled events; anything further is not a real notice.
-    if stated.abs_diff(now) > 7 * DAY_MS || notice.received_at.abs_diff(now) > DAY_MS {
-        return Err(IntakeError::Invalid(format!("notice {key} names a time too far from now")));
+    let off = |t: u64| {
+        let (h, side) = (t.abs_diff(now) / 3_600_000, if t < now { "ago" } else { "ahead" });
+        format!("{h} h {side}")
+    };
+    if stated.abs_diff(now) > 7 * DAY_MS {
+        return Err(IntakeError::Invalid(format!(
+            "notice {key}: its time is {}, more than a week from now; refused",
+            off(stated)
+        )));
+    }
+    if notice.received_at.abs_diff(now) > DAY_MS {
+        return Err(IntakeError::Invalid(format!(
+            "notice {key}: it was received {}, more than a day from now; refused",
+            off(notice.received_at)
+        )));
     }
     Ok(())
 }
@@ -1021,6 +1034,44 @@ impl leader::Leadership for ServerState {
 
 #[cfg(test)]
 mod tests {
+    use costop_core::notice::InstanceAction;
+    use costop_core::{Notice, NoticeKind, NoticeSource};
+
+    fn notice(kind: NoticeKind, received_at: u64) -> Notice {
+        Notice { instance_id: "i-0abc".into(), kind, received_at, source: NoticeSource::Agent }
+    }
+
+    #[test]
+    fn times_far_in_the_past_or_future_are_refused_saying_why() {
+        const NOW: u64 = 1_795_000_000_000;
+        const H: u64 = 3_600_000;
+        let spot = |at| NoticeKind::SpotInterruption { action: InstanceAction::Terminate, effective_at: at };
+        let refused = |n: Notice| super::check_times(&n, NOW).unwrap_err().to_string();
+        // Interruptions: within their 2-minute notice back, 15 minutes ahead.
+        assert!(super::check_times(&notice(spot(NOW - 119_000), NOW), NOW).is_ok());
+        assert!(super::check_times(&notice(spot(NOW + 15 * 60_000), NOW), NOW).is_ok());
+        let e = refused(notice(spot(NOW - 6 * 24 * H), NOW));
+        assert!(e.contains("took effect 518400 s ago, longer ago than its 120 s notice lasts"), "{e}");
+        let e = refused(notice(spot(NOW + H), NOW));
+        assert!(e.contains("is 3600 s ahead"), "{e}");
+        let e = refused(notice(spot(u64::MAX), NOW));
+        assert!(e.contains("ahead") && e.contains("refused"), "{e}");
+        let e = refused(notice(spot(0), NOW));
+        assert!(e.contains("ago"), "{e}");
+        // Other kinds: a week either way.
+        let rebalance = |t| NoticeKind::RebalanceRecommendation { notice_time: t };
+        assert!(super::check_times(&notice(rebalance(NOW - 6 * 24 * H), NOW), NOW).is_ok());
+        let e = refused(notice(rebalance(NOW - 8 * 24 * H), NOW));
+        assert!(e.contains("192 h ago, more than a week from now"), "{e}");
+        let e = refused(notice(rebalance(NOW + 30 * 24 * H), NOW));
+        assert!(e.contains("720 h ahead, more than a week from now"), "{e}");
+        let event = NoticeKind::ScheduledEvent { code: "instance-retirement".into(), not_before: u64::MAX };
+        assert!(refused(notice(event, NOW)).contains("more than a week"));
+        // The reception time: a day either way.
+        let e = refused(notice(rebalance(NOW), NOW + 2 * 24 * H));
+        assert!(e.contains("received 48 h ahead, more than a day from now"), "{e}");
+    }
+
     #[test]
     fn agent_accounts_are_service_account_usernames() {
         assert_eq!(super::parse_accounts(""), vec!["system:serviceaccount:costop-system:costop-agent"]);

@@ -47,6 +47,14 @@ async fn one_response_per_instance_and_kind_whatever_time_is_stated() {
         assert_eq!(code, 422, "{body}");
         assert!(body.contains("longer ago than its 120 s notice lasts"), "{body}");
     }
+    // ... or one an hour ahead (a notice is given two minutes ahead), or a
+    // recommendation a month old.
+    let (code, body) = server.post(&interruption(&instance1, now_ms() + 3_600_000), &token1).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("s ahead; an interruption notice is given 120 s ahead; refused"), "{body}");
+    let (code, body) = server.post(&rebalance(&instance1, now_ms() - 30 * 24 * 3_600_000), &token1).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("ago, more than a week from now; refused"), "{body}");
     // ... and a refused time does not hold the instance's one response.
     let (code, body) = server.post(&interruption(&instance1, now_ms() + 60_000), &token1).await;
     assert_eq!(code, 202, "{body}");
