@@ -25,18 +25,29 @@ pub struct ApiError {
     pub reason: &'static str,
     /// What was wrong.
     pub message: String,
+    /// The Status `details` (the object's name and kind; for 422 the causes).
+    pub details: Option<Value>,
 }
 
 impl ApiError {
     /// A new error.
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into() }
+        Self { code, reason, message: message.into(), details: None }
+    }
+
+    /// With Status `details`.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        status(self.code, self.reason, self.message)
+        match self.details {
+            Some(d) => status_details(self.code, self.reason, self.message, d),
+            None => status(self.code, self.reason, self.message),
+        }
     }
 }
 
@@ -50,17 +61,151 @@ pub fn status(code: u16, reason: &str, message: impl Into<String>) -> Response {
     reply(code, &body)
 }
 
+/// A Kubernetes `Status` failure with `details` (what the real API server
+/// sends for 404, 409 and 422: the object's name and kind, and causes).
+pub fn status_details(code: u16, reason: &str, message: impl Into<String>, details: Value) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message.into(), "reason": reason, "details": details, "code": code,
+    });
+    reply(code, &body)
+}
+
+/// The real API server's answer to a path outside every API group it serves.
+fn page_not_found() -> Response {
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "404 page not found\n")
+        .into_response()
+}
+
+/// A `resourceVersion` that is not a number: the real API server (1.20)
+/// answers 500 with no reason.
+fn bad_resource_version(rv: &str) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 500,
+        "message": format!("resourceVersion: Invalid value: \"{rv}\": strconv.ParseUint: parsing \"{rv}\": invalid syntax")});
+    reply(500, &body)
+}
+
+/// Fields a field selector may name, by kind (the rest get 400 as on a real
+/// API server); every kind takes `metadata.name` and `metadata.namespace`.
+fn selectable_field(kind: &str, field: &str) -> bool {
+    let extra: &[&str] = match kind {
+        "Pod" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        ],
+        "Node" => &["spec.unschedulable"],
+        "Namespace" => &["status.phase"],
+        "Event" => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        _ => &[],
+    };
+    field == "metadata.name" || field == "metadata.namespace" || extra.contains(&field)
+}
+
+/// Media types a body may be sent as (the real server also takes YAML and
+/// protobuf; the emulator reads JSON only, and refuses the others as 400).
+fn body_media_type_ok(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()) {
+        None => true,
+        Some(ct) => {
+            let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            matches!(
+                media.as_str(),
+                "" | "application/json" | "application/yaml" | "application/vnd.kubernetes.protobuf" | "*/*"
+            )
+        }
+    }
+}
+
+fn unsupported_media_type() -> Response {
+    status(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+    )
+}
+
+/// A list page: the items after the `continue` token, at most `limit`, and
+/// the token for the next page (items are in namespace/name order).
+fn page(
+    items: Vec<Value>,
+    query: &HashMap<String, String>,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let key = |o: &Value| {
+        format!(
+            "{}/{}",
+            o["metadata"]["namespace"].as_str().unwrap_or(""),
+            o["metadata"]["name"].as_str().unwrap_or("")
+        )
+    };
+    let after = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => Some(decode_continue(token).ok_or_else(|| {
+            ApiError::new(
+                400,
+                "BadRequest",
+                "continue key is not valid: the token was not issued by this server",
+            )
+        })?),
+        None => None,
+    };
+    let mut items: Vec<Value> = match &after {
+        Some(a) => items.into_iter().filter(|o| key(o).as_str() > a.as_str()).collect(),
+        None => items,
+    };
+    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    match limit {
+        Some(limit) if items.len() > limit => {
+            items.truncate(limit);
+            let next = items.last().map(|o| encode_continue(&key(o)));
+            Ok((items, next))
+        }
+        _ => Ok((items, None)),
+    }
+}
+
+fn encode_continue(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(token: &str) -> Option<String> {
+    if !token.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> =
+        (0..token.len()).step_by(2).map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok()).collect();
+    String::from_utf8(bytes?).ok()
+}
+
 fn reply(code: u16, body: &Value) -> Response {
     let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::NotFound { .. } => status(404, "NotFound", e.to_string()),
-        StoreError::AlreadyExists { .. } => status(409, "AlreadyExists", e.to_string()),
-        StoreError::Conflict { .. } => status(409, "Conflict", e.to_string()),
-    }
+    let (code, reason, kind, name) = match &e {
+        StoreError::NotFound { kind, name } => (404, "NotFound", kind, name),
+        StoreError::AlreadyExists { kind, name } => (409, "AlreadyExists", kind, name),
+        StoreError::Conflict { kind, name } => (409, "Conflict", kind, name),
+    };
+    let details = json!({"name": name, "kind": kind});
+    status_details(code, reason, e.to_string(), details)
 }
 
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
@@ -140,11 +285,7 @@ pub async fn handle(
         ["api", "v1"] => reply(200, &resource_list("", "v1")),
         ["apis", g] => match group(g) {
             Some(g) => reply(200, &g),
-            None => status(
-                404,
-                "NotFound",
-                format!("the server could not find the requested resource (group {g})"),
-            ),
+            None => page_not_found(),
         },
         ["apis", g, v] if KINDS.iter().any(|k| k.group == *g && k.version == *v) => {
             reply(200, &resource_list(g, v))
@@ -265,6 +406,9 @@ async fn resource(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Response {
+    if !KINDS.iter().any(|k| k.group == g && k.version == v) {
+        return page_not_found();
+    }
     let Some(t) = parse_target(g, v, rest) else {
         return status(
             404,
@@ -286,6 +430,16 @@ async fn resource(
                 Ok(s) => s,
                 Err(e) => return status(400, "BadRequest", format!("invalid fieldSelector: {e}")),
             };
+            if let Some(f) =
+                fields.as_ref().and_then(|f| f.fields().find(|f| !selectable_field(kind.kind, f)))
+            {
+                return status(400, "BadRequest", format!("field label not supported: {f}"));
+            }
+            if let Some(rv) =
+                query.get("resourceVersion").filter(|r| !r.is_empty() && r.parse::<u64>().is_err())
+            {
+                return bad_resource_version(rv);
+            }
             let keep = move |o: &Value| {
                 labels.as_ref().is_none_or(|l| l.matches(o)) && fields.as_ref().is_none_or(|f| f.matches(o))
             };
@@ -293,21 +447,33 @@ async fn resource(
                 return watch(st, t.kind, t.namespace.map(str::to_string), query, keep);
             }
             let (items, rv) = st.store.list(t.kind, t.namespace, keep);
+            let (items, next) = match page(items, query) {
+                Ok(p) => p,
+                Err(e) => return e.into_response(),
+            };
             if want_table {
                 return reply(200, &table::table(kind, &items, rv));
+            }
+            let mut metadata = json!({"resourceVersion": rv.to_string()});
+            if let Some(next) = next {
+                metadata["continue"] = json!(next);
             }
             reply(
                 200,
                 &json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(),
-                               "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+                               "metadata": metadata, "items": items}),
             )
         }
+        (Method::POST | Method::PUT, _, _) if !body_media_type_ok(headers) => unsupported_media_type(),
         (Method::POST, None, None) => {
             let object = match parse_body(body) {
                 Ok(o) => o,
                 Err(r) => return r.into_response(),
             };
             if t.kind == idx::TOKEN_REVIEWS {
+                if object["spec"]["token"].as_str().is_none_or(str::is_empty) {
+                    return status(400, "BadRequest", "token is required for TokenReview in authentication");
+                }
                 return reply(201, &st.review_token(&object));
             }
             if kind.namespaced && t.namespace.is_none() {
@@ -344,6 +510,16 @@ async fn resource(
             if let Err(r) = crate::validate::object(kind, &object) {
                 return r.into_response();
             }
+            // As on a real API server, a stale resourceVersion is a 409
+            // before the update is validated.
+            let sent_rv = object["metadata"]["resourceVersion"].as_str();
+            if let Ok(current) = st.store.get(t.kind, ns, name) {
+                let fresh =
+                    sent_rv.is_none_or(|rv| Some(rv) == current["metadata"]["resourceVersion"].as_str());
+                if let (true, Err(r)) = (fresh, crate::validate::update(kind, &current, &object)) {
+                    return r.into_response();
+                }
+            }
             let rv = object["metadata"]["resourceVersion"].as_str().map(str::to_string);
             match st.store.replace(t.kind, ns, name, object, rv.as_deref()) {
                 Ok(o) => reply(200, &o),
@@ -354,9 +530,14 @@ async fn resource(
             patch_object(st, t.kind, ns, name, headers, body)
         }
         (Method::DELETE, Some(name), None) => {
-            let grace = query.get("gracePeriodSeconds").and_then(|g| g.parse::<i64>().ok()).or_else(|| {
-                serde_json::from_slice::<Value>(body).ok().and_then(|b| b["gracePeriodSeconds"].as_i64())
-            });
+            let options = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+            let grace = query
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse::<i64>().ok())
+                .or_else(|| options["gracePeriodSeconds"].as_i64());
+            if let Err(e) = preconditions(st, t.kind, ns, name, &options["preconditions"]) {
+                return e.into_response();
+            }
             match st.delete(t.kind, ns, name, grace) {
                 Ok(o) => reply(200, &o),
                 Err(e) => store_error(e),
@@ -406,6 +587,36 @@ async fn resource(
     }
 }
 
+/// DELETE's `preconditions` (uid, resourceVersion): a mismatch is a 409, as
+/// on a real API server.
+fn preconditions(st: &Arc<EmuState>, kind: usize, ns: &str, name: &str, pre: &Value) -> Result<(), ApiError> {
+    if !pre.is_object() {
+        return Ok(());
+    }
+    let Ok(current) = st.store.get(kind, ns, name) else {
+        // The delete itself answers 404.
+        return Ok(());
+    };
+    for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+        if let Some(want) = pre[field].as_str() {
+            let have = current["metadata"][field].as_str().unwrap_or("");
+            if want != have {
+                let details = json!({"name": name, "kind": KINDS[kind].plural});
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: {label} in precondition: {want}, {label} in object meta: {have}",
+                        KINDS[kind].plural
+                    ),
+                )
+                .with_details(details));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn scale_of(d: &Value) -> Value {
     json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
            "metadata": {"name": d["metadata"]["name"], "namespace": d["metadata"]["namespace"],
@@ -444,6 +655,9 @@ fn patch_object(
     if let Err(r) = crate::validate::object(&KINDS[kind], &next) {
         return r.into_response();
     }
+    if let Err(r) = crate::validate::update(&KINDS[kind], &current, &next) {
+        return r.into_response();
+    }
     // Optimistic concurrency only when the patch itself names a version.
     let expected = match patch_kind {
         PatchKind::Json => None,
@@ -467,6 +681,9 @@ fn watch(
     query: &HashMap<String, String>,
     keep: impl Fn(&Value) -> bool + Send + Sync + 'static,
 ) -> Response {
+    if let Some(rv) = query.get("resourceVersion").filter(|r| !r.is_empty() && r.parse::<u64>().is_err()) {
+        return bad_resource_version(rv);
+    }
     // Subscribe before reading history so no change falls between the two.
     let mut rx = st.store.subscribe();
     let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800).min(3600);

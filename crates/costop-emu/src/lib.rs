@@ -256,7 +256,10 @@ impl EmuState {
         let _one_at_a_time = self.evictions.lock().unwrap_or_else(|e| e.into_inner());
         let pod = match self.store.get(idx::PODS, namespace, name) {
             Ok(p) => p,
-            Err(e) => return api::status(404, "NotFound", e.to_string()),
+            Err(e) => {
+                let details = serde_json::json!({"name": name, "kind": "pods"});
+                return api::status_details(404, "NotFound", e.to_string(), details);
+            }
         };
         if pod["metadata"]["deletionTimestamp"].is_string() {
             return success(201);

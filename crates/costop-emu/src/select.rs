@@ -13,6 +13,40 @@ enum Requirement {
     NotIn(String, Vec<String>),
 }
 
+/// A label key: an optional DNS prefix and `/`, then a name of letters,
+/// digits, `-`, `_` and `.` (what the API server's selector parser takes).
+fn valid_key(k: &str) -> bool {
+    let name = k.rsplit_once('/').map_or(k, |(prefix, name)| if prefix.is_empty() { "" } else { name });
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// A label value: empty, or letters, digits, `-`, `_` and `.`.
+fn valid_value(v: &str) -> bool {
+    v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+impl Requirement {
+    /// Refuse what the API server's parser refuses (`===`, `=x`, `a=b=c`).
+    fn check(&self) -> Result<(), String> {
+        let (key, values): (&str, Vec<&str>) = match self {
+            Requirement::Exists(k) | Requirement::NotExists(k) => (k, vec![]),
+            Requirement::Equals(k, v) | Requirement::NotEquals(k, v) => (k, vec![v]),
+            Requirement::In(k, vs) | Requirement::NotIn(k, vs) => {
+                (k, vs.iter().map(String::as_str).collect())
+            }
+        };
+        if !valid_key(key) {
+            return Err(format!("invalid label key `{key}`"));
+        }
+        match values.iter().find(|v| !valid_value(v)) {
+            Some(v) => Err(format!("invalid label value `{v}` for `{key}`")),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A parsed `labelSelector` query.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LabelSelector(Vec<Requirement>);
@@ -66,6 +100,7 @@ impl LabelSelector {
             } else {
                 return Err(format!("unable to parse requirement `{part}`"));
             };
+            req.check()?;
             reqs.push(req);
         }
         Ok(Self(reqs))
@@ -107,6 +142,11 @@ impl FieldSelector {
             reqs.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
         Ok(Self(reqs))
+    }
+
+    /// The field paths it names.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(f, _, _)| f.as_str())
     }
 
     /// Whether the object's fields satisfy every requirement (a missing field is "").
@@ -170,8 +210,10 @@ mod tests {
         ] {
             assert_eq!(LabelSelector::parse(sel).unwrap().matches(&pod), want, "{sel}");
         }
-        assert!(LabelSelector::parse("a in b").is_err());
-        assert!(LabelSelector::parse("a=(b").is_ok());
+        // What the API server's parser refuses (400), the emulator refuses.
+        for bad in ["a in b", "a=(b", "===", "=x", "a=b=c", "a b"] {
+            assert!(LabelSelector::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::api::ApiError;
 use crate::kinds::Kind;
 use crate::store::meta_mut;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The most replicas one Deployment may ask for (the emulator holds every
 /// pod in memory; the real limit, 2^31 - 1, would exhaust it).
@@ -27,8 +27,76 @@ pub fn valid_name(name: &str) -> bool {
         })
 }
 
+/// A 422 as the real API server sends it: the message, and details naming
+/// the object with one cause (`field: what`) a client can read.
 fn invalid(kind: &Kind, name: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: {why}", kind.kind))
+    let why = why.to_string();
+    let (field, what) = why.split_once(": ").unwrap_or(("", why.as_str()));
+    let reason = if what.starts_with("Required value") {
+        "FieldValueRequired"
+    } else if what.starts_with("Unsupported value") {
+        "FieldValueNotSupported"
+    } else if what.starts_with("Forbidden") {
+        "FieldValueForbidden"
+    } else if what.starts_with("Too many") {
+        "FieldValueTooMany"
+    } else {
+        "FieldValueInvalid"
+    };
+    let mut details =
+        json!({"kind": kind.kind, "causes": [{"reason": reason, "message": what, "field": field}]});
+    if !name.is_empty() {
+        details["name"] = json!(name);
+    }
+    ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: {why}", kind.kind)).with_details(details)
+}
+
+/// The taint effects the API server takes.
+const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecute"];
+
+/// A node's taints: each with a key and one of the three effects.
+fn taints(spec: &Value) -> Result<(), String> {
+    let Some(list) = spec["taints"].as_array() else {
+        return match &spec["taints"] {
+            Value::Null => Ok(()),
+            _ => Err("spec.taints: Invalid value: must be a list".into()),
+        };
+    };
+    for (i, t) in list.iter().enumerate() {
+        let key = t["key"].as_str().unwrap_or("");
+        if key.is_empty() || t.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with('$'))) {
+            return Err(format!("spec.taints[{i}].key: Required value"));
+        }
+        match t["effect"].as_str() {
+            None | Some("") => return Err(format!("spec.taints[{i}].effect: Required value")),
+            Some(e) if !TAINT_EFFECTS.contains(&e) => {
+                return Err(format!(
+                    "spec.taints[{i}].effect: Unsupported value: \"{e}\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\""
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Check a change to an existing object: what may not change once set.
+pub fn update(kind: &Kind, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let name = new["metadata"]["name"].as_str().unwrap_or("");
+    if kind.kind == "Node" {
+        let (was, is) = (
+            old["spec"]["providerID"].as_str().unwrap_or(""),
+            new["spec"]["providerID"].as_str().unwrap_or(""),
+        );
+        if !was.is_empty() && was != is {
+            return Err(invalid(
+                kind,
+                name,
+                "spec.providerID: Forbidden: node updates may not change providerID except from \"\" to valid",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Check an object's shape for its kind.
@@ -65,6 +133,7 @@ pub fn object(kind: &Kind, o: &Value) -> Result<(), ApiError> {
     meta(&o["metadata"], "metadata").map_err(|why| invalid(kind, name, why))?;
     match kind.kind {
         "Pod" => pod_spec(&o["spec"], "spec").map_err(|why| invalid(kind, name, why))?,
+        "Node" => taints(&o["spec"]).map_err(|why| invalid(kind, name, why))?,
         "Deployment" => {
             if !o["spec"]["selector"].is_object() {
                 return Err(invalid(kind, name, "spec.selector: Required value"));
@@ -154,6 +223,9 @@ fn pod_spec(spec: &Value, at: &str) -> Result<(), String> {
             return Err(format!("{here}: Invalid value: must be an object"));
         }
         shape(c, &format!("{here}."), &["resources"])?;
+        if c["image"].as_str().is_none_or(|i| i.trim().is_empty()) {
+            return Err(format!("{here}.image: Required value"));
+        }
         for list in ["requests", "limits"] {
             let r = &c["resources"][list];
             if !r.is_null() && !r.is_object() {
@@ -196,6 +268,22 @@ pub fn for_create(kind: &Kind, namespace: &str, mut o: Value) -> Result<Value, A
         }
     }
     object(kind, &o)?;
+    // A core Event about a cluster-scoped object lives in `default`; about
+    // a namespaced one, in that object's namespace.
+    if kind.kind == "Event" && kind.group.is_empty() {
+        let about = o["involvedObject"]["namespace"].as_str().unwrap_or("");
+        let fits = if about.is_empty() { namespace == "default" } else { about == namespace };
+        if !fits {
+            let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
+            return Err(invalid(
+                kind,
+                &name,
+                format!(
+                    "involvedObject.namespace: Invalid value: \"{about}\": does not match event.namespace"
+                ),
+            ));
+        }
+    }
     Ok(o)
 }
 

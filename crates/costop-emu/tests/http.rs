@@ -71,12 +71,11 @@ async fn malformed_requests_get_kubernetes_status_errors() {
             "POST",
             "/api/v1/namespaces/nope/pods".into(),
             json,
-            r#"{"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a"}]}}"#,
+            r#"{"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a", "image": "i"}]}}"#,
             404,
             "NotFound",
         ),
         ("GET", "/api/v1/widgets".into(), json, "", 404, "NotFound"),
-        ("GET", "/apis/nope.io/v1/things".into(), json, "", 404, "NotFound"),
         ("GET", "/api/v1/nodes/ghost".into(), json, "", 404, "NotFound"),
         (
             "PATCH",
@@ -132,6 +131,9 @@ async fn malformed_requests_get_kubernetes_status_errors() {
         assert_eq!(st["reason"], reason, "{method} {path}: {text}");
         assert_eq!(st["code"], code);
     }
+    // A group the server does not serve: plain 404, as from the real API server.
+    let (got, text) = request(&emu, "GET", "/apis/nope.io/v1/things", json, "");
+    assert_eq!((got, text.trim()), (404, "404 page not found"));
     // A wrong bearer token is refused; none at all is the loopback admin.
     let mut s = TcpStream::connect(emu.addr).unwrap();
     write!(

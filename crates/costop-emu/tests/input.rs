@@ -240,7 +240,8 @@ async fn objects_of_the_wrong_shape_are_refused() {
         ("PATCH", "/apis/apps/v1/namespaces/default/deployments/svc-000/scale".into(), r#"{"spec": {"replicas": 1000000000000}}"#.into()),
     ];
     for (method, path, body) in cases {
-        let (code, text) = raw(&emu, method, path.as_bytes(), "application/merge-patch+json", "", &body);
+        let ct = if method == "PATCH" { "application/merge-patch+json" } else { JSON };
+        let (code, text) = raw(&emu, method, path.as_bytes(), ct, "", &body);
         assert!(code == 400 || code == 422, "{method} {path} {body}: {code} {text}");
         assert_eq!(json_of(&text)["kind"], "Status", "{text}");
     }
@@ -283,7 +284,7 @@ async fn oversized_or_invalid_scenarios_create_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_answers_only_to_the_admin_credential() {
     let emu = emulator().await;
-    let pod = json!({"metadata": {"name": "workload"}, "spec": {"containers": [{"name": "a"}]}});
+    let pod = json!({"metadata": {"name": "workload"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
     let (code, body) = request(&emu, "POST", "/api/v1/namespaces/default/pods", &pod.to_string());
     assert_eq!(code, 201, "{body}");
     // No credentials: the loopback admin.

@@ -12,7 +12,7 @@
 //! started, the test fails saying why.
 #![allow(dead_code)]
 
-use super::{bin, Proc};
+use crate::common::{bin, Proc};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
