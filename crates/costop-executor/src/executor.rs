@@ -10,7 +10,7 @@ use costop_core::ports::{Clock, CloudPort, ClusterPort, Evicted, StorePort};
 use costop_core::time::Millis;
 use costop_core::{respond, ClusterView, Notice, Plan, PlanError, Policy, Step};
 use futures::future::join_all;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,16 +83,20 @@ impl<S, K, C, T> Clone for Executor<S, K, C, T> {
 
 /// Workloads whose pods the plan evicts, from the view.
 fn displaced_workloads(plan: &Plan, view: &ClusterView) -> BTreeSet<String> {
-    plan.steps
+    let evicted: HashSet<&str> = plan
+        .steps
         .iter()
         .filter_map(|s| match s {
             Step::Evict { pods, .. } => Some(pods),
             _ => None,
         })
         .flatten()
-        .filter_map(|p| {
-            view.pods.iter().find(|v| &v.name == p).and_then(|v| v.workload.as_deref().map(String::from))
-        })
+        .map(String::as_str)
+        .collect();
+    view.pods
+        .iter()
+        .filter(|p| evicted.contains(p.name.as_str()))
+        .filter_map(|p| p.workload.as_deref().map(String::from))
         .collect()
 }
 

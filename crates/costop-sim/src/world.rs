@@ -288,6 +288,9 @@ pub struct World {
     inbox: Vec<Detection>,
     drains: Vec<Drain>,
     version: u64,
+    /// Indices of the nodes not gone, ascending: the only ones the
+    /// controllers look at (over a month most nodes ever launched are gone).
+    live: Vec<u32>,
     /// Like `version`, but price moves do not count.
     version_but_prices: u64,
     rebuilds: u64,
@@ -351,6 +354,7 @@ impl World {
             inbox: Vec::new(),
             drains: Vec::new(),
             version: 0,
+            live: Vec::new(),
             version_but_prices: 0,
             rebuilds: 0,
             view_cache: None,
@@ -537,6 +541,7 @@ impl World {
             images: vec![state == NodeState::Ready; self.workloads.len()],
         };
         self.nodes.push(node);
+        self.live.push(index);
         self.cost_rate_dirty = true;
         (self.nodes.len() - 1) as u32
     }
@@ -966,7 +971,7 @@ impl World {
         }
         let mut per_hour = 0.0;
         let mut by_kind = [0.0; 3];
-        for n in &self.nodes {
+        for n in self.live.iter().map(|&i| &self.nodes[i as usize]) {
             let (kind, usd) = match (n.state, n.capacity) {
                 (NodeState::Gone, _) => (0, 0.0),
                 (NodeState::Stopped, _) => (2, catalog::stopped_standby_usd_hr()),
@@ -1059,7 +1064,7 @@ impl World {
         self.pool_reclaims_seen[pool] += 1;
         self.pool_last_reclaim[pool] = Some(self.now);
         self.changed();
-        let mut hit: Vec<u32> = (0..self.nodes.len() as u32)
+        let mut hit: Vec<u32> = (self.live.iter().copied())
             .filter(|&i| {
                 let n = &self.nodes[i as usize];
                 n.pool == Some(pool)
@@ -1140,7 +1145,7 @@ impl World {
         if self.strategy != Strategy::Costop || !self.cfg.policy.act_on_rebalance {
             return;
         }
-        let nodes: Vec<u32> = (0..self.nodes.len() as u32)
+        let nodes: Vec<u32> = (self.live.iter().copied())
             .filter(|&i| {
                 let n = &self.nodes[i as usize];
                 n.pool == Some(pool) && n.capacity == CapacityType::Spot && n.state == NodeState::Ready
@@ -1184,13 +1189,21 @@ impl World {
         }
     }
 
+    /// Node `n` no longer exists.
+    fn mark_gone(&mut self, n: u32) {
+        self.nodes[n as usize].state = NodeState::Gone;
+        self.nodes[n as usize].in_lb = false;
+        self.cost_rate_dirty = true;
+        if let Ok(i) = self.live.binary_search(&n) {
+            self.live.remove(i);
+        }
+    }
+
     fn node_gone(&mut self, n: u32) {
         let t = &self.cfg.timings;
         let (recreate, detect, force, moved) =
             (ms(t.lost_pod_recreate_s), ms(t.lb_failure_detect_s), ms(t.force_detach_s), ms(t.volume_move_s));
-        self.nodes[n as usize].state = NodeState::Gone;
-        self.nodes[n as usize].in_lb = false;
-        self.cost_rate_dirty = true;
+        self.mark_gone(n);
         for p in self.nodes[n as usize].pods.clone() {
             let pod = self.pods[p as usize].clone();
             match pod.state {
@@ -1237,7 +1250,7 @@ impl World {
         self.provision_for_pending();
         self.remove_empty_nodes();
         let draining: Vec<u32> = self.drains.iter().map(|d| d.node).collect();
-        let fallbacks: Vec<u32> = (0..self.nodes.len() as u32)
+        let fallbacks: Vec<u32> = (self.live.iter().copied())
             .filter(|n| {
                 let node = &self.nodes[*n as usize];
                 node.fallback
@@ -1266,7 +1279,7 @@ impl World {
     /// cluster): pods pending for want of room get new nodes, once per
     /// tick, unless nodes are already on their way.
     fn provision_for_pending(&mut self) {
-        if self.nodes.iter().any(|n| n.state == NodeState::Booting) {
+        if self.live.iter().any(|&n| self.nodes[n as usize].state == NodeState::Booting) {
             return;
         }
         // Demand per zone a pod is bound to (by its volume), or anywhere.
@@ -1340,8 +1353,7 @@ impl World {
             .filter(|n| self.schedulable(n))
             .fold(Resources::default(), |a, n| a.plus(&n.alloc.minus(&n.used)));
         let mut drain_one: Option<u32> = None;
-        for n in 0..self.nodes.len() as u32 {
-            let busy = self.workload_pods_on_node(n);
+        for n in self.live.clone() {
             let node = &self.nodes[n as usize];
             let candidate = node.state == NodeState::Ready
                 && !node.unschedulable
@@ -1349,9 +1361,11 @@ impl World {
                 && node.standby_stage.is_none()
                 && !node.doomed
                 && !draining.contains(&n);
+            let empty = candidate && !self.has_workload_pods(n);
+            let node = &self.nodes[n as usize];
             let underused = node.used.cpu_millis * 2 < node.alloc.cpu_millis;
             let free_elsewhere = free_total.minus(&node.alloc.minus(&node.used));
-            let unneeded = candidate && (busy == 0 || (underused && free_elsewhere.fits(&node.used)));
+            let unneeded = candidate && (empty || (underused && free_elsewhere.fits(&node.used)));
             let node = &mut self.nodes[n as usize];
             if !unneeded {
                 node.empty_since = None;
@@ -1361,7 +1375,7 @@ impl World {
             if self.now < since + after {
                 continue;
             }
-            if busy == 0 {
+            if empty {
                 self.node_gone(n);
                 self.changed();
             } else if drain_one.is_none() && draining.is_empty() {
@@ -1378,15 +1392,12 @@ impl World {
         }
     }
 
-    fn workload_pods_on_node(&self, n: u32) -> usize {
-        self.nodes[n as usize]
-            .pods
-            .iter()
-            .filter(|&&p| {
-                let pod = &self.pods[p as usize];
-                pod.state != PodState::Free && !self.workloads[pod.workload as usize].placeholder
-            })
-            .count()
+    /// Whether a workload pod (not a placeholder) is on node `n`.
+    fn has_workload_pods(&self, n: u32) -> bool {
+        self.nodes[n as usize].pods.iter().any(|&p| {
+            let pod = &self.pods[p as usize];
+            pod.state != PodState::Free && !self.workloads[pod.workload as usize].placeholder
+        })
     }
 
     /// Replace one lost node, the strategy's way, retrying until it works.
@@ -1417,7 +1428,7 @@ impl World {
 
     fn costop_pick_pool(&self, exclude: Option<usize>) -> Option<usize> {
         let mut layout = BTreeMap::new();
-        for n in &self.nodes {
+        for n in self.live.iter().map(|&i| &self.nodes[i as usize]) {
             let live = matches!(n.state, NodeState::Booting | NodeState::Ready);
             if let (true, CapacityType::Spot, false, Some(p)) = (live, n.capacity, n.unschedulable, n.pool) {
                 *layout.entry(self.market.pools[p].id.clone()).or_insert(0u32) += 1;
@@ -1778,13 +1789,13 @@ impl World {
     fn find_node(&self, w: u32, zone: Option<usize>) -> Option<u32> {
         let req = self.workloads[w as usize].requests;
         let mut best: Option<(u64, u32)> = None;
-        for (i, n) in self.nodes.iter().enumerate() {
+        for (i, n) in self.live.iter().map(|&i| (i, &self.nodes[i as usize])) {
             if !self.schedulable(n) || zone.is_some_and(|z| z != n.zone) {
                 continue;
             }
             let free = n.alloc.minus(&n.used);
             if free.fits(&req) && best.is_none_or(|b| free.cpu_millis > b.0) {
-                best = Some((free.cpu_millis, i as u32));
+                best = Some((free.cpu_millis, i));
             }
         }
         best.map(|b| b.1)
@@ -1798,7 +1809,7 @@ impl World {
         }
         let req = wl.requests;
         let mut best: Option<(u32, Vec<u32>)> = None;
-        for (i, n) in self.nodes.iter().enumerate() {
+        for (i, n) in self.live.iter().map(|&i| (i, &self.nodes[i as usize])) {
             if !self.schedulable(n) || zone.is_some_and(|z| z != n.zone) {
                 continue;
             }
@@ -1815,7 +1826,7 @@ impl World {
                 }
             }
             if free.fits(&req) && best.as_ref().is_none_or(|b| victims.len() < b.1.len()) {
-                best = Some((i as u32, victims));
+                best = Some((i, victims));
             }
         }
         best
@@ -2266,9 +2277,7 @@ impl World {
             }
             let left = self.nodes[n].pods.iter().any(|&p| self.pods[p as usize].state != PodState::Free);
             if !left {
-                self.nodes[n].state = NodeState::Gone;
-                self.nodes[n].in_lb = false;
-                self.cost_rate_dirty = true;
+                self.mark_gone(n as u32);
                 self.changed();
                 self.drains.swap_remove(i);
                 continue;
@@ -2317,10 +2326,7 @@ impl World {
             headroom_target: self.headroom_target,
             ..ClusterView::default()
         };
-        for n in &self.nodes {
-            if n.state == NodeState::Gone {
-                continue;
-            }
+        for n in self.live.iter().map(|&i| &self.nodes[i as usize]) {
             let mut taints = Vec::new();
             if n.standby_taint {
                 taints.push(Taint { key: STANDBY_TAINT.into(), effect: "NoSchedule".into() });
