@@ -77,6 +77,8 @@ struct Node {
     /// Since when it has held no workload pod.
     empty_since: Option<Millis>,
     pods: Vec<u32>,
+    /// How many of `pods` are placeholders.
+    placeholders: u32,
     images: Vec<bool>,
 }
 
@@ -538,6 +540,7 @@ impl World {
             consolidation_tried: None,
             empty_since: None,
             pods: Vec::new(),
+            placeholders: 0,
             images: vec![state == NodeState::Ready; self.workloads.len()],
         };
         self.nodes.push(node);
@@ -1568,7 +1571,9 @@ impl World {
         if let Some(n) = pod.node {
             let node = &mut self.nodes[n as usize];
             node.pods.retain(|&x| x != p);
-            node.used = node.used.minus(&self.workloads[pod.workload as usize].requests);
+            let w = &self.workloads[pod.workload as usize];
+            node.used = node.used.minus(&w.requests);
+            node.placeholders -= u32::from(w.placeholder);
         }
         if let Some(v) = pod.volume {
             let vol = &mut self.volumes[v as usize];
@@ -1808,9 +1813,16 @@ impl World {
             return None;
         }
         let req = wl.requests;
+        // When no workload ranks below this pod, only placeholders can make
+        // room, and nodes without one need not be looked at.
+        let only_placeholders =
+            self.workloads.iter().filter(|w| !w.placeholder).all(|w| w.priority >= wl.priority);
         let mut best: Option<(u32, Vec<u32>)> = None;
         for (i, n) in self.live.iter().map(|&i| (i, &self.nodes[i as usize])) {
-            if !self.schedulable(n) || zone.is_some_and(|z| z != n.zone) {
+            if !self.schedulable(n)
+                || zone.is_some_and(|z| z != n.zone)
+                || (only_placeholders && n.placeholders == 0)
+            {
                 continue;
             }
             let mut free = n.alloc.minus(&n.used);
@@ -1839,6 +1851,7 @@ impl World {
         let node = &mut self.nodes[n as usize];
         node.used = node.used.plus(&self.workloads[w].requests);
         node.pods.push(p);
+        node.placeholders += u32::from(self.workloads[w].placeholder);
         let mut start = self.now + extra;
         if let Some(v) = pod.volume {
             start = start.max(self.volumes[v as usize].available_at);
