@@ -284,7 +284,8 @@ async fn oversized_or_invalid_scenarios_create_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_answers_only_to_the_admin_credential() {
     let emu = emulator().await;
-    let pod = json!({"metadata": {"name": "workload"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
+    let pod =
+        json!({"metadata": {"name": "workload"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
     let (code, body) = request(&emu, "POST", "/api/v1/namespaces/default/pods", &pod.to_string());
     assert_eq!(code, 201, "{body}");
     // No credentials: the loopback admin.

@@ -294,7 +294,8 @@ async fn script(r: &mut Runner<'_>) {
         "involvedObject": {"kind": "Node", "apiVersion": "v1", "name": "conf-a"},
         "reason": "Test", "message": "m", "type": "Normal", "source": {"component": "conf"},
         "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z", "count": 1});
-    r.json("POST event on a node in default", "POST", "/api/v1/namespaces/default/events", event.clone()).await;
+    r.json("POST event on a node in default", "POST", "/api/v1/namespaces/default/events", event.clone())
+        .await;
     r.json("POST event on a node outside default", "POST", "/api/v1/namespaces/conf/events", event).await;
     r.get("LIST events by reason", "/api/v1/namespaces/default/events?fieldSelector=reason%3DTest").await;
     // Token reviews.
