@@ -2334,6 +2334,8 @@ impl World {
     /// The cluster as it is now (what a fresh list would return).
     pub fn cluster_view(&self) -> ClusterView {
         let mut view = ClusterView {
+            nodes: Vec::with_capacity(self.live.len()),
+            pods: Vec::with_capacity(self.pods.len()),
             pools: self.pool_views(),
             capacity_requests: self.capacity_requests.clone(),
             headroom_target: self.headroom_target,
