@@ -9,6 +9,10 @@
 //! another live process renews the Lease under its identity
 //! ([`check_unique`]). `acquireTime` is the time of acquisition, kept on
 //! renewals.
+//!
+//! The holder also publishes the URL the other replicas reach it at
+//! (annotation [`URL_ANNOTATION`], from `--advertise-url`): a follower
+//! forwards the notices agents send it there (see `post_notice`).
 
 use costop_core::time::format_rfc3339;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -23,6 +27,9 @@ pub const LEASE: &str = "costop-server";
 pub const LEASE_SECONDS: i64 = 15;
 /// The annotation naming the holding process (its nonce).
 pub const NONCE_ANNOTATION: &str = "costop.io/holder-nonce";
+/// The annotation naming the URL the holder's intake is reached at (empty:
+/// it advertises none).
+pub const URL_ANNOTATION: &str = "costop.io/leader-url";
 
 /// Margin under the lease's duration within which a leader stops acting
 /// unless it renewed: another replica may take over only after the full duration.
@@ -40,6 +47,19 @@ pub trait Leadership: Send + Sync {
     fn renewed(&self, at: u64);
     /// The lease is another replica's, or could not be renewed.
     fn lost(&self);
+    /// A round read the Lease: its live holder (none when it is free).
+    fn seen(&self, _holder: Option<Holder>) {}
+}
+
+/// The live holder of the Lease, as a round read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its identity.
+    pub identity: String,
+    /// Its process's nonce.
+    pub nonce: String,
+    /// Where its intake is reached (`--advertise-url`), if it says.
+    pub url: Option<String>,
 }
 
 /// Who tries to lead: the configured identity and this process's nonce.
@@ -49,6 +69,9 @@ pub struct Candidate {
     pub identity: String,
     /// Drawn once per process.
     pub nonce: String,
+    /// The URL the other replicas reach this one's intake at, published
+    /// in the Lease while it leads.
+    pub url: Option<String>,
 }
 
 impl Candidate {
@@ -57,7 +80,13 @@ impl Candidate {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self { identity: identity.into(), nonce: format!("{}-{nanos:x}-{n}", std::process::id()) }
+        Self { identity: identity.into(), nonce: format!("{}-{nanos:x}-{n}", std::process::id()), url: None }
+    }
+
+    /// This candidate, advertising `url` while it leads.
+    pub fn advertising(mut self, url: Option<String>) -> Self {
+        self.url = url;
+        self
     }
 }
 
@@ -84,6 +113,7 @@ fn micro_time(ms: u64) -> String {
 struct Held {
     holder: String,
     nonce: String,
+    url: Option<String>,
     renewed_ms: u64,
     expired: bool,
     acquire_time: Option<String>,
@@ -95,14 +125,10 @@ fn held(lease: &Lease) -> Held {
     let holder = spec.holder_identity.unwrap_or_default();
     let renewed_ms = spec.renew_time.as_ref().map(|t| t.0.as_millisecond().max(0) as u64).unwrap_or(0);
     let duration_ms = spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS as i32).max(1) as u64 * 1000;
+    let annotation = |name: &str| lease.metadata.annotations.as_ref().and_then(|a| a.get(name)).cloned();
     Held {
-        nonce: lease
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(NONCE_ANNOTATION))
-            .cloned()
-            .unwrap_or_default(),
+        nonce: annotation(NONCE_ANNOTATION).unwrap_or_default(),
+        url: annotation(URL_ANNOTATION).filter(|u| !u.is_empty()),
         // A released Lease (no holder) is free at once.
         expired: holder.is_empty() || now_ms() > renewed_ms + duration_ms,
         holder,
@@ -119,13 +145,15 @@ fn lease_object(
     transitions: i32,
 ) -> Result<Lease, serde_json::Error> {
     let now = micro_time(now_ms());
-    let (identity, nonce, duration) = match holder {
-        Some(c) => (Some(c.identity.as_str()), c.nonce.as_str(), LEASE_SECONDS),
-        None => (None, "", 1),
+    let (identity, nonce, url, duration) = match holder {
+        Some(c) => {
+            (Some(c.identity.as_str()), c.nonce.as_str(), c.url.as_deref().unwrap_or(""), LEASE_SECONDS)
+        }
+        None => (None, "", "", 1),
     };
     serde_json::from_value(json!({
         "metadata": {"name": LEASE, "namespace": costop_kube::COSTOP_NAMESPACE, "resourceVersion": resource_version,
-                     "annotations": {NONCE_ANNOTATION: nonce}},
+                     "annotations": {NONCE_ANNOTATION: nonce, URL_ANNOTATION: url}},
         "spec": {"holderIdentity": identity, "leaseDurationSeconds": duration,
                  "acquireTime": acquire_time.unwrap_or_else(|| now.clone()), "renewTime": now,
                  "leaseTransitions": transitions}
@@ -138,6 +166,24 @@ fn leases(client: &kube::Client) -> Api<Lease> {
 
 /// One round: try to hold the lease. Returns whether this candidate leads.
 pub async fn try_lead(client: &kube::Client, me: &Candidate) -> Result<bool, kube::Error> {
+    Ok(round(client, me).await?.0)
+}
+
+/// The Lease's live holder now (none when it is free or absent).
+pub async fn holder(client: &kube::Client) -> Result<Option<Holder>, kube::Error> {
+    Ok(leases(client).get_opt(LEASE).await?.map(|l| held(&l)).and_then(live))
+}
+
+fn live(h: Held) -> Option<Holder> {
+    (!h.expired).then_some(Holder { identity: h.holder, nonce: h.nonce, url: h.url })
+}
+
+/// [`try_lead`], also returning the Lease's live holder after the round.
+async fn round(client: &kube::Client, me: &Candidate) -> Result<(bool, Option<Holder>), kube::Error> {
+    let mine = |won: bool| {
+        let holder = Holder { identity: me.identity.clone(), nonce: me.nonce.clone(), url: me.url.clone() };
+        (won, won.then_some(holder))
+    };
     let ns_api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
     if ns_api.get_opt(costop_kube::COSTOP_NAMESPACE).await?.is_none() {
         let ns = serde_json::from_value(json!({"metadata": {"name": costop_kube::COSTOP_NAMESPACE}}))
@@ -147,19 +193,20 @@ pub async fn try_lead(client: &kube::Client, me: &Candidate) -> Result<bool, kub
     let leases = leases(client);
     let Some(lease) = leases.get_opt(LEASE).await? else {
         let lease = lease_object(Some(me), None, None, 0).map_err(kube::Error::SerdeError)?;
-        return Ok(leases.create(&PostParams::default(), &lease).await.is_ok());
+        return Ok(mine(leases.create(&PostParams::default(), &lease).await.is_ok()));
     };
     let h = held(&lease);
-    let mine = h.holder == me.identity && h.nonce == me.nonce;
-    if !mine && !h.expired {
-        return Ok(false);
+    let is_mine = h.holder == me.identity && h.nonce == me.nonce;
+    if !is_mine && !h.expired {
+        return Ok((false, live(h)));
     }
     // Renewing keeps the acquisition time; taking over starts a new one.
     let (acquired, transitions) =
-        if mine { (h.acquire_time, h.transitions) } else { (None, h.transitions + 1) };
+        if is_mine { (h.acquire_time, h.transitions) } else { (None, h.transitions + 1) };
     let next = lease_object(Some(me), lease.metadata.resource_version.clone(), acquired, transitions)
         .map_err(kube::Error::SerdeError)?;
-    Ok(leases.replace(LEASE, &PostParams::default(), &next).await.is_ok())
+    // Losing the race: the winner is known at the next round.
+    Ok(mine(leases.replace(LEASE, &PostParams::default(), &next).await.is_ok()))
 }
 
 /// Give the Lease up if this candidate holds it: no holder, so the next
@@ -225,13 +272,15 @@ pub async fn elect<L: Leadership + 'static>(
 ) {
     loop {
         let started = now_ms();
-        let leading = match tokio::time::timeout(ROUND_TIMEOUT, try_lead(&client, &me)).await {
-            Ok(Ok(true)) => {
+        let leading = match tokio::time::timeout(ROUND_TIMEOUT, round(&client, &me)).await {
+            Ok(Ok((true, holder))) => {
                 state.renewed(started);
+                state.seen(holder);
                 true
             }
-            Ok(Ok(false)) => {
+            Ok(Ok((false, holder))) => {
                 state.lost();
+                state.seen(holder);
                 false
             }
             // A failed round leaves the last renewal in force until it runs

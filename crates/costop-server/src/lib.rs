@@ -2,7 +2,9 @@
 //! de-duplicates them, plans the response with `costop_core::respond`, and
 //! runs it step by step through the Cluster and Cloud ports, recording
 //! every step in the store so a restarted server resumes. Two replicas are
-//! safe: only the holder of the `costop-server` Lease acts.
+//! safe: only the holder of the `costop-server` Lease acts; a follower
+//! forwards the notices agents post to it to the leader (the URL the
+//! leader publishes in the Lease), so the Service may route to any replica.
 
 pub mod cloud;
 pub mod leader;
@@ -60,6 +62,12 @@ pub struct ServerConfig {
     /// there are then neither signed nor checked, so a plan planted in
     /// Redis would run. For trying costop out only.
     pub allow_unsigned_plans: bool,
+    /// The URL the other replicas reach this one's intake at, published in
+    /// the Lease while it leads (`--advertise-url`, `COSTOP_ADVERTISE_URL`;
+    /// in a pod `http://$(POD_IP):PORT` from the downward API). None:
+    /// `http://LISTEN` when the listen address names one address; when it
+    /// listens on all of them, none is published and followers answer 503.
+    pub advertise_url: Option<String>,
 }
 
 /// The shortest plan key accepted (128 bits).
@@ -102,9 +110,16 @@ pub enum ServerError {
     /// A Redis store without a plan key, or with a short one.
     #[error("{0}")]
     PlanKey(String),
+    /// An advertised URL that is not an http(s) URL.
+    #[error("{0}")]
+    AdvertiseUrl(String),
 }
 
 type Exec = Executor<AnyStore, KubeCluster, AnyCloud, SystemClock>;
+
+/// How long a notice waits for caches to relist before it is refused as
+/// unavailable (retried by the agent, left pending on the stream).
+const FRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Shared by the HTTP handlers and the loops.
 pub struct ServerState {
@@ -129,6 +144,10 @@ pub struct ServerState {
     agent_accounts: Vec<String>,
     /// Spot pools capacity may be restored into.
     pools: pools::PoolBook,
+    /// The Lease's live holder, as the last leader round read it.
+    leader_seen: Mutex<Option<leader::Holder>>,
+    /// Forwards notices to the leader (short timeout, no redirects).
+    forwarder: reqwest::Client,
 }
 
 /// A notice being planned in this process, until its plan is saved (or it fails).
@@ -277,6 +296,13 @@ impl ServerState {
 
     async fn take(self: &Arc<Self>, notice: Notice) -> Result<Intake, IntakeError> {
         let busy = |e: costop_store::StoreError| IntakeError::Unavailable(e.to_string());
+        // Never plan on caches that missed changes (a watch failed and has
+        // not relisted since): they relist within a second of the API's return.
+        self.exec
+            .cluster
+            .wait_fresh(FRESH_WAIT)
+            .await
+            .map_err(|why| IntakeError::Unavailable(format!("stale caches: {why}")))?;
         let store = &self.exec.store;
         let now = self.exec.clock.now_ms();
         check_times(&notice, now)?;
@@ -472,6 +498,12 @@ impl ServerState {
     /// (HTTP, the Redis stream): a live pod's token (TokenReview), of the
     /// agent's service account ([`AGENT_ACCOUNT_ENV`]), on the notice's node.
     pub async fn authorize(&self, token: &str, notice: &Notice) -> Result<(), Refusal> {
+        // The token's pod is looked up in the caches: only fresh ones.
+        self.exec
+            .cluster
+            .wait_fresh(FRESH_WAIT)
+            .await
+            .map_err(|why| Refusal::Unavailable(format!("stale caches: {why}")))?;
         let (username, token_node) = match self.review_token(token).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(Refusal::Unauthenticated("the token is not a live pod's".into())),
@@ -578,17 +610,130 @@ fn reply(code: StatusCode, body: serde_json::Value) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
+/// The header a follower marks a forwarded notice with (its identity): a
+/// replica never forwards a request that carries it, so no request loops.
+pub const FORWARDED_BY: &str = "x-costop-forwarded-by";
+/// The header of a follower's answer naming the leader that gave it.
+pub const FORWARDED_TO: &str = "x-costop-forwarded-to";
+/// How long a follower waits for the leader's answer (under the agent's
+/// 2 s, so the agent hears why rather than timing out).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The URL this replica publishes for the others: the configured one, or
+/// `http://LISTEN` when the listen address names one address.
+pub fn advertise_url(config: &ServerConfig) -> Result<Option<String>, ServerError> {
+    let Some(url) = &config.advertise_url else {
+        if config.listen.ip().is_unspecified() {
+            tracing::warn!(
+                listen = %config.listen,
+                "no --advertise-url (COSTOP_ADVERTISE_URL): while this replica leads, followers cannot forward notices to it"
+            );
+            return Ok(None);
+        }
+        return Ok(Some(format!("http://{}", config.listen)));
+    };
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ServerError::AdvertiseUrl(format!("--advertise-url `{url}`: {e}")))?;
+    // A host name of letters, digits, dots and dashes (an unexpanded
+    // `$(POD_IP)` would otherwise pass).
+    let host_ok = parsed.host_str().is_some_and(|h| {
+        h.starts_with('[')
+            || !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    });
+    if !matches!(parsed.scheme(), "http" | "https") || !host_ok {
+        return Err(ServerError::AdvertiseUrl(format!(
+            "--advertise-url `{url}`: give http://HOST:PORT (in a pod: http://$(POD_IP):PORT)"
+        )));
+    }
+    Ok(Some(url.trim_end_matches('/').to_string()))
+}
+
+/// A follower hands an agent's notice to the leader: the original body and
+/// `Authorization` header, to the URL the leader publishes in the Lease,
+/// marked with [`FORWARDED_BY`]; the leader's status and answer come back
+/// with `forwarded_to` (its identity). The leader checks the token, as for
+/// any request. If the leader cannot be reached, the Lease is read afresh
+/// and a new leader tried once, within [`FORWARD_TIMEOUT`] in all.
+async fn forward(st: &ServerState, authorization: &str, body: axum::body::Bytes) -> Response {
+    let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+    let mut holder = st.leader_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut tried: Option<String> = None;
+    let mut failure = String::new();
+    for _ in 0..2 {
+        let Some((leader, url)) = holder.clone().and_then(|h| h.url.clone().map(|u| (h, u))) else {
+            if failure.is_empty() {
+                failure = match &holder {
+                    None => "no replica holds the Lease now".into(),
+                    Some(h) => format!("the leader {} publishes no URL (--advertise-url)", h.identity),
+                };
+            }
+            break;
+        };
+        if tried.as_deref() == Some(url.as_str()) {
+            break;
+        }
+        tried = Some(url.clone());
+        let sent = st
+            .forwarder
+            .post(format!("{url}/v1/notices"))
+            .header(axum::http::header::AUTHORIZATION, authorization)
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .header(FORWARDED_BY, &st.identity)
+            .timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(r) => {
+                let code = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                let text = r.bytes().await.unwrap_or_default();
+                let mut answer = match serde_json::from_slice::<serde_json::Value>(&text) {
+                    Ok(v @ serde_json::Value::Object(_)) => v,
+                    _ => {
+                        json!({"error": String::from_utf8_lossy(&text).chars().take(300).collect::<String>()})
+                    }
+                };
+                answer["forwarded_to"] = json!(leader.identity);
+                st.metrics.forwarded(if code.is_success() { "answered" } else { "refused" });
+                tracing::info!(
+                    leader = leader.identity,
+                    status = code.as_u16(),
+                    "forwarded a notice to the leader"
+                );
+                let mut response = reply(code, answer);
+                if let Ok(v) = axum::http::HeaderValue::from_str(&leader.identity) {
+                    response.headers_mut().insert(FORWARDED_TO, v);
+                }
+                return response;
+            }
+            Err(e) => {
+                failure = format!("the leader {} at {url} did not answer: {e}", leader.identity);
+                tracing::warn!(leader = leader.identity, url, error = %e, "cannot forward a notice to the leader");
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                // It may have just handed over: read the Lease afresh.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                holder = match tokio::time::timeout(left, leader::holder(&st.client)).await {
+                    Ok(Ok(h)) => h,
+                    _ => break,
+                };
+                *st.leader_seen.lock().unwrap_or_else(|e| e.into_inner()) = holder.clone();
+            }
+        }
+    }
+    st.metrics.forwarded("failed");
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": format!("not the leader, and cannot forward to it: {failure}; retry, or use the Redis stream")}),
+    )
+}
+
 async fn post_notice(
     State(st): State<Arc<ServerState>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !st.is_leader() {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "not the leader; retry, or use the Redis stream"}),
-        );
-    }
     let Some(token) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -604,6 +749,22 @@ async fn post_notice(
         Ok(n) => n,
         Err(e) => return reply(StatusCode::BAD_REQUEST, json!({"error": format!("not a notice: {e}")})),
     };
+    let forwarded_by = headers.get(FORWARDED_BY).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    if !st.is_leader() {
+        // A forwarded request is never forwarded again.
+        if let Some(by) = forwarded_by {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": format!("not the leader (forwarded by {by}, which took this replica for it); retry, or use the Redis stream")}),
+            );
+        }
+        // The leader checks the token (it must anyway: anyone may reach it directly).
+        let authorization = format!("Bearer {token}");
+        return forward(&st, &authorization, body).await;
+    }
+    if let Some(by) = &forwarded_by {
+        tracing::debug!(by, instance = notice.instance_id, "a notice forwarded by a follower");
+    }
     if let Err(refusal) = st.authorize(token, &notice).await {
         if !matches!(refusal, Refusal::Unavailable(_) | Refusal::UnknownInstance(_)) {
             st.metrics.refused();
@@ -624,6 +785,9 @@ async fn metrics_text(State(st): State<Arc<ServerState>>) -> Response {
 }
 
 async fn ready(State(st): State<Arc<ServerState>>) -> Response {
+    if let Some(why) = st.exec.cluster.stale() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("stale caches: {why}")).into_response();
+    }
     let role = if st.is_leader() { "leader" } else { "follower" };
     (StatusCode::OK, role).into_response()
 }
@@ -929,12 +1093,13 @@ pub fn plan_key(config: &ServerConfig) -> Result<Option<&[u8]>, ServerError> {
 /// Run the server until `shutdown` turns true.
 pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
     let plan_key = plan_key(&config)?;
+    let advertise = advertise_url(&config)?;
     let store = Arc::new(AnyStore::open(config.redis_url.as_deref()).await?.with_plan_key(plan_key));
     let client = match &config.kubeconfig {
         Some(path) => KubeCluster::client_from_kubeconfig(path).await?,
         None => KubeCluster::infer_client().await?,
     };
-    let me = leader::Candidate::new(&config.identity);
+    let me = leader::Candidate::new(&config.identity).advertising(advertise);
     leader::check_unique(&client, &me).await?;
     let cluster = KubeCluster::start(client.clone());
     cluster.ready().await?;
@@ -975,6 +1140,13 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         pools: pools::PoolBook::new(
             config.aws.as_ref().map(|a| a.settings.pools.clone()).unwrap_or_default(),
         ),
+        leader_seen: Mutex::new(None),
+        forwarder: reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(FORWARD_TIMEOUT)
+            .build()
+            .map_err(|e| ServerError::AdvertiseUrl(format!("cannot build the forwarding client: {e}")))?,
     });
     let files = listener::raise_fd_limit();
     tracing::info!(open_files = files, "open-file limit");
@@ -1030,6 +1202,10 @@ impl leader::Leadership for ServerState {
             self.stop_responses();
         }
     }
+
+    fn seen(&self, holder: Option<leader::Holder>) {
+        *self.leader_seen.lock().unwrap_or_else(|e| e.into_inner()) = holder;
+    }
 }
 
 #[cfg(test)]
@@ -1070,6 +1246,33 @@ mod tests {
         // The reception time: a day either way.
         let e = refused(notice(rebalance(NOW), NOW + 2 * 24 * H));
         assert!(e.contains("received 48 h ahead, more than a day from now"), "{e}");
+    }
+
+    #[test]
+    fn the_advertised_url_is_given_or_the_listen_address() {
+        let config = |listen: &str, url: Option<&str>| super::ServerConfig {
+            listen: listen.parse().unwrap(),
+            redis_url: None,
+            kubeconfig: None,
+            emu_url: None,
+            aws: None,
+            policy: Default::default(),
+            identity: "x".into(),
+            plan_key: None,
+            allow_unsigned_plans: false,
+            advertise_url: url.map(String::from),
+        };
+        let url = |listen, given| super::advertise_url(&config(listen, given)).map_err(|e| e.to_string());
+        assert_eq!(url("127.0.0.1:8480", None), Ok(Some("http://127.0.0.1:8480".into())));
+        assert_eq!(url("0.0.0.0:8480", None), Ok(None), "all addresses: none to publish");
+        assert_eq!(
+            url("0.0.0.0:8480", Some("http://10.0.3.7:8480/")),
+            Ok(Some("http://10.0.3.7:8480".into()))
+        );
+        let e = url("0.0.0.0:8480", Some("10.0.3.7:8480")).unwrap_err();
+        assert!(e.contains("--advertise-url `10.0.3.7:8480`"), "{e}");
+        let e = url("0.0.0.0:8480", Some("http://$(POD_IP):8480")).unwrap_err();
+        assert!(e.contains("--advertise-url"), "an unexpanded variable is refused: {e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ struct Inner {
     refused: u64,
     stream_refused: BTreeMap<String, u64>,
     plans_refused: u64,
+    forwarded: BTreeMap<String, u64>,
     steps: BTreeMap<String, (u64, f64)>,
     cordon_buckets: [u64; BUCKETS.len()],
     cordon_count: u64,
@@ -53,6 +54,12 @@ impl Metrics {
         self.lock().plans_refused += 1;
     }
 
+    /// A follower forwarded a notice to the leader: `answered` (2xx),
+    /// `refused` (the leader's other answers), `failed` (no answer).
+    pub fn forwarded(&self, outcome: &str) {
+        *self.lock().forwarded.entry(outcome.into()).or_default() += 1;
+    }
+
     /// A step finished after `seconds`.
     pub fn step(&self, kind: &str, seconds: f64) {
         let mut inner = self.lock();
@@ -88,6 +95,10 @@ impl Metrics {
             out.push_str(&format!("costop_stream_entries_refused_total{{reason=\"{reason}\"}} {n}\n"));
         }
         out.push_str(&format!("# HELP costop_plans_refused_total Stored plans refused: no valid HMAC (planted or altered).\n# TYPE costop_plans_refused_total counter\ncostop_plans_refused_total {}\n", inner.plans_refused));
+        out.push_str("# HELP costop_notices_forwarded_total Notices a follower forwarded to the leader, by outcome (answered, refused, failed).\n# TYPE costop_notices_forwarded_total counter\n");
+        for (outcome, n) in &inner.forwarded {
+            out.push_str(&format!("costop_notices_forwarded_total{{outcome=\"{outcome}\"}} {n}\n"));
+        }
         out.push_str("# HELP costop_step_duration_seconds Time steps took.\n# TYPE costop_step_duration_seconds summary\n");
         for (kind, (count, sum)) in &inner.steps {
             out.push_str(&format!("costop_step_duration_seconds_sum{{step=\"{kind}\"}} {sum}\ncostop_step_duration_seconds_count{{step=\"{kind}\"}} {count}\n"));

@@ -101,6 +101,7 @@ async fn start_server(
         identity: "aws-test".into(),
         plan_key: None,
         allow_unsigned_plans: false,
+        advertise_url: None,
     };
     tokio::spawn(costop_server::run(config, stop));
     let base = format!("http://{listen}");

@@ -163,6 +163,7 @@ pub fn notice_latency(config: &super::config::Config, runs: u32, poll_ms: u64) -
             // One process: a key of its own signs and checks its plans.
             plan_key: Some(format!("bench-plan-key-{}", std::process::id())),
             allow_unsigned_plans: false,
+            advertise_url: None,
         };
         let server_stop = stop.clone();
         tokio::spawn(async move {

@@ -97,6 +97,11 @@ struct ServerArgs {
     /// nor checked, so a plan planted in Redis would run (trials only).
     #[arg(long, env = "COSTOP_ALLOW_UNSIGNED_PLANS")]
     allow_unsigned_plans: bool,
+    /// The URL the other replicas reach this one at, published in the Lease
+    /// while it leads so followers forward notices to it (in a pod:
+    /// http://$(POD_IP):PORT); default http://LISTEN unless LISTEN is 0.0.0.0.
+    #[arg(long, env = "COSTOP_ADVERTISE_URL")]
+    advertise_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -296,6 +301,7 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
             // From a Secret, never a flag (a command line is visible to every process).
             plan_key: std::env::var(costop_store::redis_store::PLAN_KEY_ENV).ok(),
             allow_unsigned_plans: args.allow_unsigned_plans,
+            advertise_url: args.advertise_url,
         };
         costop_server::run(server, shutdown_signal()).await.map_err(|e| anyhow!(e))
     })

@@ -137,6 +137,7 @@ pub fn server_config(
         identity: identity.into(),
         plan_key: Some(PLAN_KEY.into()),
         allow_unsigned_plans: false,
+        advertise_url: None,
     }
 }
 

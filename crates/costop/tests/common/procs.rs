@@ -95,7 +95,7 @@ pub struct Server {
 }
 
 /// `costop server` on a free loopback port with `emu` as cluster and cloud,
-/// the shared [`PLAN_KEY`], and `env` added.
+/// the shared [`PLAN_KEY`], and `env` added (`{port}` in a value: its port).
 pub fn server(dir: &Path, emu: &Emu, redis_url: &str, identity: &str, env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let log = dir.join(format!("server-{identity}-{port}.log"));
@@ -105,7 +105,7 @@ pub fn server(dir: &Path, emu: &Emu, redis_url: &str, identity: &str, env: &[(&s
         .arg(&emu.kubeconfig)
         .env("COSTOP_LOG", "info")
         .env("COSTOP_PLAN_KEY", PLAN_KEY)
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v.replace("{port}", &port.to_string()))))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
