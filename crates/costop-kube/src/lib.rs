@@ -364,6 +364,19 @@ impl KubeCluster {
         &self.health
     }
 
+    /// Wait up to `limit` for every cache to be fresh (listed, and relisted
+    /// since its last watch failure); the reason when they are not.
+    pub async fn wait_fresh(&self, limit: Duration) -> Result<(), String> {
+        let start = tokio::time::Instant::now();
+        loop {
+            match self.stale() {
+                None => return Ok(()),
+                Some(why) if start.elapsed() >= limit => return Err(why),
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     /// Why the caches cannot be trusted now, if they cannot: a cache whose
     /// watch failed and that has not relisted since, or one never listed.
     pub fn stale(&self) -> Option<String> {

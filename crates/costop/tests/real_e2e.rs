@@ -392,6 +392,22 @@ async fn real_api_server_restart_relists_at_once() {
     let (_, file1) = w.c.agent_token("node-1").await;
     w.agent("node-1", &file1, true);
     let log = w.servers[leader].2.clone();
+    // Readiness while the API is away: it says the caches are stale.
+    let readyz = format!("{}/readyz", w.servers[leader].1);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u16, String)>::new()));
+    let poller = {
+        let (seen, http) = (seen.clone(), w.http.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(r) = http.get(&readyz).timeout(Duration::from_secs(1)).send().await {
+                    let code = r.status().as_u16();
+                    let body = r.text().await.unwrap_or_default();
+                    seen.lock().unwrap().push((code, body));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     let stopped = now_ms();
     let real = w.c.real.as_ref().unwrap();
     tokio::task::block_in_place(|| real.restart_apiserver(Duration::from_secs(5)));
@@ -410,6 +426,7 @@ async fn real_api_server_restart_relists_at_once() {
         "nodes",
         "pods",
         "deployments",
+        "statefulsets",
         "poddisruptionbudgets",
         "persistentvolumeclaims",
         "persistentvolumes",
@@ -427,6 +444,12 @@ async fn real_api_server_restart_relists_at_once() {
         println!("{cache}: relisted {after} ms after the API server answered again");
         assert!(after <= 5000, "{cache} relisted {after} ms after the API was back");
     }
+    poller.abort();
+    let seen = seen.lock().unwrap().clone();
+    let stale = seen.iter().find(|(code, body)| *code == 503 && body.starts_with("stale caches"));
+    println!("readiness during the outage: {:?}", stale.map(|(_, b)| b));
+    assert!(stale.is_some(), "readiness never said the caches were stale: {seen:?}");
+    assert_eq!(w.role(leader).await, "leader");
     let last_relist = relists.iter().map(|(t, _)| *t).max().unwrap();
     let planned = log_times(&log, "responding").into_iter().map(|(t, _)| t).find(|t| *t >= back);
     let planned = planned.expect("the notice was planned");
