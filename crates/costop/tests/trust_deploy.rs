@@ -19,7 +19,8 @@ mod common;
 use common::{bin, free_port, Proc};
 
 /// One container of the manifest: its arguments and environment, in order
-/// (`value` or `valueFrom: {secretKeyRef: {name, key}}` as `secret:NAME/KEY`).
+/// (`value`, `valueFrom: {secretKeyRef: {name, key}}` as `secret:NAME/KEY`,
+/// or `valueFrom: {fieldRef: {fieldPath}}` as `field:PATH`).
 struct Container {
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -56,6 +57,8 @@ fn container(text: &str, kind: &str, object: &str, name: &str) -> Container {
         } else if let Some((var, from)) = entry.split_once(", valueFrom: {secretKeyRef: {name: ") {
             let (secret, key) = from.split_once(", key: ").expect("secretKeyRef name and key");
             env.push((var.to_string(), format!("secret:{secret}/{}", key.trim_end_matches('}').trim())));
+        } else if let Some((var, from)) = entry.split_once(", valueFrom: {fieldRef: {fieldPath: ") {
+            env.push((var.to_string(), format!("field:{}", from.trim_end_matches('}').trim())));
         }
     }
     Container { args, env }
@@ -69,9 +72,9 @@ fn random_hex(count: usize) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The environment as the kubelet gives it: Secrets read, `$(VAR)` of
-/// earlier variables expanded, then the cluster's names and mounts mapped
-/// onto this machine.
+/// The environment as the kubelet gives it: Secrets read, the downward API
+/// filled in (the pod's IP is loopback here), `$(VAR)` of earlier variables
+/// expanded, then the cluster's names and mounts mapped onto this machine.
 fn resolve(
     env: &[(String, String)],
     secrets: &HashMap<String, String>,
@@ -79,9 +82,11 @@ fn resolve(
 ) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (var, value) in env {
-        let mut value = match value.strip_prefix("secret:") {
-            Some(s) => secrets.get(s).unwrap_or_else(|| panic!("no Secret {s} for {var}")).clone(),
-            None => value.clone(),
+        let mut value = match (value.strip_prefix("secret:"), value.strip_prefix("field:")) {
+            (Some(s), _) => secrets.get(s).unwrap_or_else(|| panic!("no Secret {s} for {var}")).clone(),
+            (_, Some("status.podIP")) => "127.0.0.1".to_string(),
+            (_, Some(f)) => panic!("the test gives no {f} for {var}"),
+            _ => value.clone(),
         };
         for (earlier, v) in &out {
             value = value.replace(&format!("$({earlier})"), v);
@@ -256,17 +261,21 @@ async fn the_manifests_environment_starts_both_binaries_and_they_answer_a_notice
     std::fs::write(config_dir.join("costop.toml"), toml).unwrap();
 
     // Two server replicas with the manifest's environment and arguments.
+    // `port` is the replica's (its pod's IP:8480), `service` the replica
+    // the Service routes to.
     let ports = [free_port(), free_port()];
     let server_url = format!("http://127.0.0.1:{}", ports[0]);
-    let map = |port: u16| -> Vec<(String, String)> {
+    let map_to = |port: u16, service: u16| -> Vec<(String, String)> {
         vec![
             ("redis.costop-system:6379".into(), format!("127.0.0.1:{}", redis.port)),
-            ("http://costop-server.costop-system:8480".into(), format!("http://127.0.0.1:{}", ports[0])),
+            ("http://costop-server.costop-system:8480".into(), format!("http://127.0.0.1:{service}")),
             ("/etc/costop-redis/".into(), format!("{}/", tls.display())),
             ("/etc/costop/".into(), format!("{}/", config_dir.display())),
             ("0.0.0.0:8480".into(), format!("127.0.0.1:{port}")),
+            ("127.0.0.1:8480".into(), format!("127.0.0.1:{port}")),
         ]
     };
+    let map = |port: u16| map_to(port, ports[0]);
     let server_env = |port: u16| resolve(&server_c.env, &secrets, &map(port));
     let server_args = |port: u16| -> Vec<String> {
         let mut out = Vec::new();
@@ -285,11 +294,22 @@ async fn the_manifests_environment_starts_both_binaries_and_they_answer_a_notice
         }
         out
     };
-    for name in
-        ["COSTOP_REDIS_URL", "COSTOP_REDIS_CA_FILE", "COSTOP_PLAN_KEY", "COSTOP_AGENT_SERVICE_ACCOUNT"]
-    {
+    for name in [
+        "COSTOP_REDIS_URL",
+        "COSTOP_REDIS_CA_FILE",
+        "COSTOP_PLAN_KEY",
+        "COSTOP_AGENT_SERVICE_ACCOUNT",
+        "COSTOP_ADVERTISE_URL",
+    ] {
         assert!(server_c.env.iter().any(|(n, _)| n == name), "the server's environment sets {name}");
     }
+    assert!(
+        server_c.env.iter().any(|(n, v)| n == "POD_IP" && v == "field:status.podIP"),
+        "the pod's IP from the downward API"
+    );
+    assert!(server_env(ports[1])
+        .iter()
+        .any(|(n, v)| n == "COSTOP_ADVERTISE_URL" && *v == format!("http://127.0.0.1:{}", ports[1])));
     assert!(server_env(ports[0])
         .iter()
         .any(|(n, v)| n == "COSTOP_REDIS_URL" && v.starts_with("rediss://costop-server:")));
@@ -329,6 +349,8 @@ async fn the_manifests_environment_starts_both_binaries_and_they_answer_a_notice
         roles == ["follower", "leader"]
     })
     .await;
+    // The Service routes the agent to the follower, which forwards.
+    let follower = if text(&format!("{}/readyz", urls[0])).await == "follower" { 0 } else { 1 };
 
     // The agent of node-0: a pod of the agent's service account, its token
     // mounted; the manifest's environment, plus what the node provides
@@ -351,7 +373,7 @@ async fn the_manifests_environment_starts_both_binaries_and_they_answer_a_notice
     .unwrap();
     let token_file = dir.join("token");
     std::fs::write(&token_file, token["token"].as_str().unwrap()).unwrap();
-    let agent_env = resolve(&agent_c.env, &secrets, &map(ports[0]));
+    let agent_env = resolve(&agent_c.env, &secrets, &map_to(ports[0], ports[follower]));
     assert!(agent_env
         .iter()
         .any(|(n, v)| n == "COSTOP_REDIS_URL" && v.starts_with("rediss://costop-agent:")));
@@ -382,14 +404,16 @@ async fn the_manifests_environment_starts_both_binaries_and_they_answer_a_notice
         n["spec"]["unschedulable"] == true
     })
     .await;
-    // Redis took it (TLS, the agents' ACL user that may only XADD). The
-    // server URL is the Service's, which reaches either replica: the
-    // follower answers 503 and the agent keeps trying it, so only Redis is
-    // sure to have it.
-    wait("the agent's delivery through Redis", Duration::from_secs(20), &dir, async || {
-        std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default().contains("redis: Taken")
+    // Redis took it (TLS, the agents' ACL user that may only XADD), and so
+    // did the Service's replica, the follower: it forwarded the notice to
+    // the leader (whichever path came second got "duplicate", also taken).
+    wait("the agent's delivery through Redis and the server", Duration::from_secs(20), &dir, async || {
+        let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+        log.contains("redis: Taken") && log.contains("server: Taken")
     })
     .await;
+    let forwarded = text(&format!("{}/metrics", urls[follower])).await;
+    assert!(forwarded.contains("costop_notices_forwarded_total{outcome=\"answered\"} 1"), "{forwarded}");
 
     // The plan in Redis carries a MAC made with the Secret's key (read as
     // the servers' user, over TLS): it reads back with that key only.
