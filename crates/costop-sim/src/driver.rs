@@ -73,7 +73,7 @@ pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Stra
     }
     // Tasks still waiting (a keeper, a response past the end) stop here.
     drop(rt);
-    if std::env::var_os("COSTOP_SIM_RECORDS").is_some() {
+    if std::env::var_os("COSTOP_DEBUG_RECORDS").is_some() {
         print_records(&exec.store);
     }
     let result = world.lock().unwrap_or_else(|e| e.into_inner()).finish();
@@ -153,7 +153,7 @@ fn spawn_keeper(rt: &mut Runtime, exec: &SimExecutor, world: &Arc<Mutex<World>>,
 }
 
 /// Every response's steps with their virtual start and end (seconds) and
-/// outcome, for `COSTOP_SIM_RECORDS=1`.
+/// outcome, for `COSTOP_DEBUG_RECORDS=1`.
 fn print_records(store: &SimStore) {
     for r in store.records() {
         let start = r.steps.first().and_then(|s| s.started_at).unwrap_or(0);

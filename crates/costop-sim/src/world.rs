@@ -744,7 +744,7 @@ impl World {
 
     /// The outcome, once the run has reached its end.
     pub fn finish(&mut self) -> StrategyResult {
-        if std::env::var_os("COSTOP_SIM_DEBUG").is_some() {
+        if std::env::var_os("COSTOP_DEBUG_SIM").is_some() {
             let mut counts: BTreeMap<String, u32> = BTreeMap::new();
             for n in self.nodes.iter().filter(|n| n.state != NodeState::Gone) {
                 *counts
@@ -1009,7 +1009,7 @@ impl World {
             Ev::Sample => {
                 let (h, c, f) = (self.now as f64 / 3_600_000.0, self.cost, self.requests_failed);
                 self.series.push((h, c, f));
-                if std::env::var_os("COSTOP_SIM_DEBUG").is_some() {
+                if std::env::var_os("COSTOP_DEBUG_SIM").is_some() {
                     self.debug_open_incidents();
                 }
             }
@@ -1212,7 +1212,7 @@ impl World {
             match pod.state {
                 PodState::Terminating => self.terminated(p),
                 PodState::Starting | PodState::Ready => {
-                    if std::env::var_os("COSTOP_SIM_DEBUG").is_some()
+                    if std::env::var_os("COSTOP_DEBUG_SIM").is_some()
                         && pod.serve == Serve::Live
                         && !self.workloads[pod.workload as usize].placeholder
                     {
