@@ -652,81 +652,80 @@ pub fn advertise_url(config: &ServerConfig) -> Result<Option<String>, ServerErro
 /// `Authorization` header, to the URL the leader publishes in the Lease,
 /// marked with [`FORWARDED_BY`]; the leader's status and answer come back
 /// with `forwarded_to` (its identity). The leader checks the token, as for
-/// any request. If the leader cannot be reached, the Lease is read afresh
-/// and a new leader tried once, within [`FORWARD_TIMEOUT`] in all.
+/// any request. If no leader is known yet or it cannot be reached, the
+/// Lease is read afresh and a new leader tried once, within
+/// [`FORWARD_TIMEOUT`] in all.
 async fn forward(st: &ServerState, authorization: &str, body: axum::body::Bytes) -> Response {
     let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     let mut holder = st.leader_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut tried: Option<String> = None;
     let mut failure = String::new();
-    for _ in 0..2 {
-        let Some((leader, url)) = holder.clone().and_then(|h| h.url.clone().map(|u| (h, u))) else {
-            if failure.is_empty() {
-                failure = match &holder {
-                    None => "no replica holds the Lease now".into(),
-                    Some(h) => format!("the leader {} publishes no URL (--advertise-url)", h.identity),
-                };
+    let mut reread = false;
+    loop {
+        match holder.as_ref().map(|h| (h.identity.clone(), h.url.clone())) {
+            None => failure = "no replica holds the Lease now".into(),
+            Some((leader, None)) => {
+                failure = format!("the leader {leader} publishes no URL (--advertise-url)");
             }
-            break;
-        };
-        if tried.as_deref() == Some(url.as_str()) {
-            break;
-        }
-        tried = Some(url.clone());
-        let sent = st
-            .forwarder
-            .post(format!("{url}/v1/notices"))
-            .header(axum::http::header::AUTHORIZATION, authorization)
-            .header(axum::http::header::CONTENT_TYPE, "application/json")
-            .header(FORWARDED_BY, &st.identity)
-            .timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
-            .body(body.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(r) => {
-                let code = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-                let text = r.bytes().await.unwrap_or_default();
-                let mut answer = match serde_json::from_slice::<serde_json::Value>(&text) {
-                    Ok(v @ serde_json::Value::Object(_)) => v,
-                    _ => {
-                        json!({"error": String::from_utf8_lossy(&text).chars().take(300).collect::<String>()})
+            Some((_, Some(url))) if tried.as_deref() == Some(url.as_str()) => {}
+            Some((leader, Some(url))) => {
+                tried = Some(url.clone());
+                let sent = st
+                    .forwarder
+                    .post(format!("{url}/v1/notices"))
+                    .header(axum::http::header::AUTHORIZATION, authorization)
+                    .header(axum::http::header::CONTENT_TYPE, "application/json")
+                    .header(FORWARDED_BY, &st.identity)
+                    .timeout(left())
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) => return forwarded_answer(st, &leader, r).await,
+                    Err(e) => {
+                        failure = format!("the leader {leader} at {url} did not answer: {e}");
+                        tracing::warn!(leader, url, error = %e, "cannot forward a notice to the leader");
                     }
-                };
-                answer["forwarded_to"] = json!(leader.identity);
-                st.metrics.forwarded(if code.is_success() { "answered" } else { "refused" });
-                tracing::info!(
-                    leader = leader.identity,
-                    status = code.as_u16(),
-                    "forwarded a notice to the leader"
-                );
-                let mut response = reply(code, answer);
-                if let Ok(v) = axum::http::HeaderValue::from_str(&leader.identity) {
-                    response.headers_mut().insert(FORWARDED_TO, v);
                 }
-                return response;
-            }
-            Err(e) => {
-                failure = format!("the leader {} at {url} did not answer: {e}", leader.identity);
-                tracing::warn!(leader = leader.identity, url, error = %e, "cannot forward a notice to the leader");
-                if tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                // It may have just handed over: read the Lease afresh.
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                holder = match tokio::time::timeout(left, leader::holder(&st.client)).await {
-                    Ok(Ok(h)) => h,
-                    _ => break,
-                };
-                *st.leader_seen.lock().unwrap_or_else(|e| e.into_inner()) = holder.clone();
             }
         }
+        // No leader known yet, or it did not answer (it may have just
+        // handed over): read the Lease afresh, once.
+        if reread || left().is_zero() {
+            break;
+        }
+        reread = true;
+        holder = match tokio::time::timeout(left(), leader::holder(&st.client)).await {
+            Ok(Ok(h)) => h,
+            _ => break,
+        };
+        *st.leader_seen.lock().unwrap_or_else(|e| e.into_inner()) = holder.clone();
     }
     st.metrics.forwarded("failed");
     reply(
         StatusCode::SERVICE_UNAVAILABLE,
         json!({"error": format!("not the leader, and cannot forward to it: {failure}; retry, or use the Redis stream")}),
     )
+}
+
+/// The leader's answer to a forwarded notice, as the follower gives it:
+/// its status and body, with `forwarded_to` (and [`FORWARDED_TO`]).
+async fn forwarded_answer(st: &ServerState, leader: &str, r: reqwest::Response) -> Response {
+    let code = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let text = r.bytes().await.unwrap_or_default();
+    let mut answer = match serde_json::from_slice::<serde_json::Value>(&text) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => json!({"error": String::from_utf8_lossy(&text).chars().take(300).collect::<String>()}),
+    };
+    answer["forwarded_to"] = json!(leader);
+    st.metrics.forwarded(if code.is_success() { "answered" } else { "refused" });
+    tracing::info!(leader, status = code.as_u16(), "forwarded a notice to the leader");
+    let mut response = reply(code, answer);
+    if let Ok(v) = axum::http::HeaderValue::from_str(leader) {
+        response.headers_mut().insert(FORWARDED_TO, v);
+    }
+    response
 }
 
 async fn post_notice(

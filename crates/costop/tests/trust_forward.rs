@@ -99,7 +99,9 @@ async fn a_follower_forwards_a_notice_to_the_leader_which_acts_on_it() {
 
     // Hand-over: a stops; whichever of b and c follows forwards to the new leader.
     a.terminate();
+    let handed = std::time::Instant::now();
     let (leader, follower) = loop {
+        assert!(handed.elapsed() < Duration::from_secs(20), "neither b nor c took the Lease over");
         if b.role().await == "leader" {
             break (&b, &c);
         }
