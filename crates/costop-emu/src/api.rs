@@ -444,7 +444,7 @@ async fn resource(
                 labels.as_ref().is_none_or(|l| l.matches(o)) && fields.as_ref().is_none_or(|f| f.matches(o))
             };
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return watch(st, t.kind, t.namespace.map(str::to_string), query, keep);
+                return watch(st, t.kind, t.namespace.map(str::to_string), query, want_table, keep);
             }
             let (items, rv) = st.store.list(t.kind, t.namespace, keep);
             let (items, next) = match page(items, query) {
@@ -679,8 +679,19 @@ fn watch(
     kind: usize,
     namespace: Option<String>,
     query: &HashMap<String, String>,
+    want_table: bool,
     keep: impl Fn(&Value) -> bool + Send + Sync + 'static,
 ) -> Response {
+    // `kubectl get -w` asks for tables: each event's object is then a Table
+    // of that one object, as from the real API server.
+    let event_line = move |event: &str, object: &Value| {
+        if want_table {
+            let rv = object["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0);
+            event_line(event, &table::table(&KINDS[kind], std::slice::from_ref(object), rv))
+        } else {
+            event_line(event, object)
+        }
+    };
     if let Some(rv) = query.get("resourceVersion").filter(|r| !r.is_empty() && r.parse::<u64>().is_err()) {
         return bad_resource_version(rv);
     }

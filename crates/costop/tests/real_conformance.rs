@@ -46,6 +46,10 @@ fn fields_of(code: u16, body: &Value) -> Vec<(String, String)> {
             f.push(("details.causes".into(), causes.to_string()));
         }
     }
+    // A watch event: the kind of object it carries (a Table when asked for one).
+    if let Some(event) = body["type"].as_str() {
+        f.push(("event".into(), format!("{event} {}", body["object"]["kind"].as_str().unwrap_or(""))));
+    }
     if let Some(items) = body["items"].as_array() {
         f.push(("items".into(), items.len().to_string()));
         let more = body["metadata"]["continue"].as_str().is_some_and(|c| !c.is_empty());
@@ -63,10 +67,22 @@ impl Runner<'_> {
         ctype: &str,
         body: Option<String>,
     ) -> Value {
+        self.send_accepting(label, method, path, ctype, body, "application/json").await
+    }
+
+    async fn send_accepting(
+        &mut self,
+        label: &str,
+        method: &str,
+        path: &str,
+        ctype: &str,
+        body: Option<String>,
+        accept: &str,
+    ) -> Value {
         let path = path.replace("{policy}", &self.policy);
         let url = format!("{}{path}", self.c.api);
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.c.http().request(m, url).timeout(Duration::from_secs(10));
+        let mut req = self.c.http().request(m, url).timeout(Duration::from_secs(10)).header("Accept", accept);
         if let Some(b) = body {
             req = req.header("Content-Type", ctype).body(b.replace("{policy}", &self.policy));
         }
@@ -316,6 +332,10 @@ async fn script(r: &mut Runner<'_>) {
     r.json("POST priority class again", "POST", PC, class).await;
     // Watches: the first event, or the error.
     r.get("WATCH nodes", &format!("{N}?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Dconf-a")).await;
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let watch = format!("{N}?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Dconf-a");
+    r.send_accepting("WATCH nodes as Table (kubectl get -w)", "GET", &watch, "", None, table).await;
+    r.send_accepting("LIST nodes as Table (kubectl get)", "GET", N, "", None, table).await;
     r.get(
         "WATCH nodes from a bad resourceVersion",
         &format!("{N}?watch=1&timeoutSeconds=1&resourceVersion=notanumber"),
