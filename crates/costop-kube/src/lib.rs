@@ -248,7 +248,23 @@ fn reflect_statefulsets(
     let (reader, mut writer) = reflector::store();
     let task = tokio::spawn(async move {
         let found = apis.get_or_init(|| apis::discover(&client, DISCOVERY_PATIENCE)).await.clone();
-        if found.as_ref().is_ok_and(|a| a.statefulsets) {
+        let served = found.as_ref().is_ok_and(|a| a.statefulsets);
+        // A ClusterRole written before costop read StatefulSets does not let
+        // it list them: say how to fix it, and go on without (their pods are
+        // then planned as pods without a workload), rather than never ready.
+        let allowed = !served
+            || match Api::<StatefulSet>::all(client.clone()).list(&ListParams::default().limit(1)).await {
+                Err(e) if status_code(&e) == Some(403) => {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot list StatefulSets: add {{apiGroups: [apps], resources: [statefulsets], verbs: [get, list, watch]}} \
+                         to costop-server's ClusterRole; until then their budgets do not shape the waves"
+                    );
+                    false
+                }
+                _ => true,
+            };
+        if served && allowed {
             let api = Api::<StatefulSet>::all(client);
             let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
                 .backoff(QuickBackoff::new());

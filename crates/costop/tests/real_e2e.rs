@@ -69,12 +69,18 @@ impl World {
 
     /// A `costop server`; returns its index in `servers`.
     async fn server(&mut self, identity: &str) -> usize {
+        let kubeconfig = self.c.kubeconfig.clone();
+        self.server_as(identity, &kubeconfig).await
+    }
+
+    /// A `costop server` with the credentials of `kubeconfig`.
+    async fn server_as(&mut self, identity: &str, kubeconfig: &Path) -> usize {
         let port = free_port();
         let log = self.c.dir.join(format!("server-{identity}-{port}.log"));
         let mut cmd = Command::new(bin());
         cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--redis-url", &self.redis.url()])
             .args(["--identity", identity, "--kubeconfig"])
-            .arg(&self.c.kubeconfig);
+            .arg(kubeconfig);
         if let Some(emu) = &self.c.emu_url {
             cmd.args(["--emu-url", emu]);
         }
@@ -792,4 +798,87 @@ async fn emu_killed_server_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_killed_server_resumes() {
     killed_server_resumes(Backend::Real).await;
+}
+
+/// The server run as deploy/kubernetes.yaml deploys it: its ServiceAccount
+/// with the manifest's ClusterRole (applied with kubectl to the real API
+/// server, RBAC on). It leads and answers a notice: taint, cordon,
+/// evictions; nothing it needs is forbidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_server_runs_with_the_manifests_rbac() {
+    let scenario = Scenario { placeholders: 0, ..Scenario::default() };
+    let mut w = World::start(Backend::Real, "e2e-rbac", scenario).await;
+    // The manifest's Namespace, ServiceAccounts and RBAC objects.
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes.yaml"))
+            .expect("deploy/kubernetes.yaml");
+    let rbac: Vec<&str> = manifest
+        .split("\n---")
+        .filter(|doc| {
+            doc.lines().any(|l| {
+                ["kind: Namespace", "kind: ServiceAccount", "kind: ClusterRole", "kind: ClusterRoleBinding"]
+                    .contains(&l.trim())
+            })
+        })
+        .collect();
+    assert!(rbac.len() >= 4, "the manifest's RBAC objects: {}", rbac.len());
+    let file = w.c.dir.join("rbac.yaml");
+    std::fs::write(&file, rbac.join("\n---\n")).unwrap();
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&w.c.kubeconfig)
+        .args(["apply", "-f"])
+        .arg(&file)
+        .output()
+        .expect("kubectl (scripts/test installs kubernetes-client)");
+    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+    // A token of costop-server's ServiceAccount, in a kubeconfig.
+    let (code, reply) =
+        w.c.post(
+            "/api/v1/namespaces/costop-system/serviceaccounts/costop-server/token",
+            serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                               "spec": {"expirationSeconds": 3600}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{reply}");
+    let token = reply["status"]["token"].as_str().unwrap();
+    let admin = std::fs::read_to_string(&w.c.kubeconfig).unwrap();
+    let kubeconfig = w.c.dir.join("kubeconfig-costop-server");
+    let as_server: String =
+        admin
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("token:") {
+                    format!("    token: {token}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    std::fs::write(&kubeconfig, as_server).unwrap();
+    let i = w.server_as("rbac", &kubeconfig).await;
+    w.wait("the server leads as costop-server", Duration::from_secs(40), async |w| {
+        w.role(i).await == "leader"
+    })
+    .await;
+    let (_, file0) = w.c.agent_token("node-0").await;
+    w.agent("node-0", &file0, false);
+    w.c.inject("node-0").await;
+    w.wait("node-0 cordoned", Duration::from_secs(20), async |w| cordoned(&w.c.node("node-0").await)).await;
+    w.wait("web evicted from node-0", Duration::from_secs(40), async |w| {
+        w.workload_pods_on("node-0").await == 0
+    })
+    .await;
+    let log = std::fs::read_to_string(&w.servers[i].2).unwrap_or_default();
+    let forbidden: Vec<&str> =
+        log.lines().filter(|l| l.contains("forbidden") || l.contains("Forbidden")).collect();
+    println!("RBAC refusals in the server log: {}", forbidden.len());
+    for l in forbidden.iter().take(5) {
+        println!("  {}", strip_ansi(l));
+    }
+    assert!(
+        forbidden.is_empty(),
+        "the manifest's ClusterRole forbids something the server does: {forbidden:#?}"
+    );
 }
