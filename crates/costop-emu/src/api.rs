@@ -303,9 +303,12 @@ fn version() -> Value {
 }
 
 fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut gs: Vec<(&str, &str)> =
-        KINDS.iter().filter(|k| !k.group.is_empty()).map(|k| (k.group, k.version)).collect();
-    gs.dedup();
+    let mut gs: Vec<(&str, &str)> = Vec::new();
+    for k in KINDS.iter().filter(|k| !k.group.is_empty()) {
+        if !gs.contains(&(k.group, k.version)) {
+            gs.push((k.group, k.version));
+        }
+    }
     gs
 }
 

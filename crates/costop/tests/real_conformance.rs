@@ -382,3 +382,52 @@ async fn the_emulator_answers_as_the_real_api_server() {
     assert!(emu.len() >= 40);
     assert!(differ.is_empty(), "the emulator differs from the real API server:\n{}", differ.join("\n"));
 }
+
+/// `kubectl apply -f deploy/kubernetes.yaml` on one backend: each object's
+/// outcome, with created/configured/unchanged as "ok" (the real world's
+/// harness made some of them already). The emulator serves no OpenAPI
+/// document, so kubectl's client-side validation is off on both.
+fn apply_manifest(kubeconfig: &std::path::Path) -> Vec<String> {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes.yaml");
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "--validate=false", "-f"])
+        .arg(manifest)
+        .output()
+        .expect("kubectl (scripts/test installs kubernetes-client)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut lines: Vec<String> = text
+        .lines()
+        // Warnings about objects the real world's harness made without kubectl.
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("Warning: resource "))
+        .map(|l| {
+            for done in [" created", " configured", " unchanged"] {
+                if let Some(object) = l.strip_suffix(done) {
+                    return format!("{object} ok");
+                }
+            }
+            l.to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_of_the_manifest_maps_every_object_on_both() {
+    let dir =
+        std::env::temp_dir().join(format!("costop-apply-{}-{}", std::process::id(), common::free_port()));
+    let scenario = Scenario { nodes: 2, web: None, db: None, placeholders: 0 };
+    let emu = Cluster::start(Backend::Emu, &dir.join("emu"), &scenario, 1.0).await;
+    let on_emu = tokio::task::block_in_place(|| apply_manifest(&emu.kubeconfig));
+    let real = Cluster::start(Backend::Real, &dir.join("real"), &scenario, 1.0).await;
+    let on_real = tokio::task::block_in_place(|| apply_manifest(&real.kubeconfig));
+    println!("kubectl apply -f deploy/kubernetes.yaml:\n  real: {on_real:#?}\n  emulator: {on_emu:#?}");
+    assert!(on_real.iter().all(|l| l.ends_with(" ok")), "the real API server refused some: {on_real:#?}");
+    assert!(on_real.len() >= 11, "{on_real:#?}");
+    assert_eq!(on_emu, on_real, "the emulator does not take the manifest as the real API server does");
+    // Applied again: nothing to change on either.
+    let again = tokio::task::block_in_place(|| apply_manifest(&emu.kubeconfig));
+    assert_eq!(again, on_real);
+}
