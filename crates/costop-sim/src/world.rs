@@ -19,6 +19,10 @@ use costop_core::{
     CapacityType, ClusterView, Name, NodeView, Notice, NoticeKind, NoticeSource, PodView, PoolId, PoolView,
     Resources, Step, Taint, VolumeView, WorkloadView,
 };
+use costop_world::budget::{self, Amount, BudgetSpec, BudgetStatus, EvictedPod};
+use costop_world::kubelet::{self, PodStart};
+use costop_world::replicas::{self, Controller, ReplicaDecision, ReplicaPod};
+use costop_world::scheduler::{self, Effect, NodeFit, PodFit, Victim};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::sync::Arc;
@@ -36,6 +40,9 @@ const CONSOLIDATION_RETRY: Millis = 5 * MINUTE;
 const WATCH_LAG: Millis = 100;
 /// Priority of costop's placeholder pods.
 const PLACEHOLDER_PRIORITY: i32 = -10;
+/// The taint a warm standby carries.
+const STANDBY_TAINTS: [scheduler::Taint<'static>; 1] =
+    [scheduler::Taint { key: STANDBY_TAINT, value: "", effect: Effect::NoSchedule }];
 /// Memory of the bridge function (GB) and its run time per request (s). Estimates.
 const BRIDGE_FUNCTION_GB: f64 = 0.5;
 const BRIDGE_FUNCTION_S: f64 = 0.1;
@@ -1520,36 +1527,80 @@ impl World {
         idx
     }
 
-    /// The replica controller: keep `replicas` pods that are not terminating.
+    /// The workload's controller: a StatefulSet when it has volumes.
+    fn controller(&self, w: u32) -> Controller {
+        if self.workloads[w as usize].volumes.is_empty() {
+            Controller::Deployment
+        } else {
+            Controller::StatefulSet
+        }
+    }
+
+    /// One sync of the replica controller (the shared decision): `active`
+    /// counts the pods that hold a replica (terminating ones too for a
+    /// StatefulSet, see `Controller::counts_terminating`).
     fn reconcile(&mut self, w: u32) {
-        loop {
-            let wl = &self.workloads[w as usize];
-            if wl.active >= wl.replicas {
-                break;
+        let wl = &self.workloads[w as usize];
+        match replicas::decide(wl.replicas, wl.active) {
+            ReplicaDecision::Create(n) => {
+                for _ in 0..n {
+                    self.workloads[w as usize].active += 1;
+                    self.new_pod(w);
+                }
             }
-            self.workloads[w as usize].active += 1;
-            self.new_pod(w);
+            ReplicaDecision::Delete(n) => {
+                for p in self.scale_down_victims(w, n as usize) {
+                    self.delete_now(p);
+                }
+            }
+            ReplicaDecision::Steady => {}
         }
-        // Scale-down (placeholders only): drop pending ones first.
-        while self.workloads[w as usize].active > self.workloads[w as usize].replicas {
-            let victim = self
-                .pending
-                .iter()
-                .copied()
-                .find(|&p| {
-                    self.pods[p as usize].workload == w && self.pods[p as usize].state == PodState::Pending
-                })
-                .or_else(|| {
-                    (0..self.pods.len() as u32).find(|&p| {
-                        let pod = &self.pods[p as usize];
-                        pod.workload == w && matches!(pod.state, PodState::Starting | PodState::Ready)
-                    })
-                });
-            match victim {
-                Some(p) => self.delete_now(p),
-                None => break,
+    }
+
+    /// The `count` pods of workload `w` a scale-down deletes, in the
+    /// controller's order (`replicas::pick_for_deletion`).
+    fn scale_down_victims(&self, w: u32, count: usize) -> Vec<u32> {
+        let placeholder = self.workloads[w as usize].placeholder;
+        let mut keys: Vec<u32> = Vec::new();
+        let mut ranked: Vec<ReplicaPod> = Vec::new();
+        let rank = |pod: &Pod, colocated: u32| ReplicaPod {
+            assigned: pod.node.is_some(),
+            phase: phase_of(pod.state),
+            ready: pod.state == PodState::Ready,
+            deletion_cost: 0,
+            colocated,
+            ready_since: 0,
+            restarts: 0,
+            created: pod.seq,
+        };
+        let mut pending: Vec<u32> = self
+            .pending
+            .iter()
+            .copied()
+            .filter(|&p| self.pods[p as usize].workload == w && self.pods[p as usize].state == PodState::Pending)
+            .collect();
+        pending.sort_unstable();
+        pending.dedup();
+        for p in pending {
+            keys.push(p);
+            ranked.push(rank(&self.pods[p as usize], 0));
+        }
+        for &n in &self.live {
+            let node = &self.nodes[n as usize];
+            if placeholder && node.placeholders == 0 {
+                continue;
+            }
+            let mine = |p: &&u32| {
+                let pod = &self.pods[**p as usize];
+                pod.workload == w && matches!(pod.state, PodState::Starting | PodState::Ready)
+            };
+            let colocated = node.pods.iter().filter(mine).count() as u32;
+            for &p in node.pods.iter().filter(mine) {
+                keys.push(p);
+                ranked.push(rank(&self.pods[p as usize], colocated));
             }
         }
+        replicas::pick_for_deletion(&ranked, count).into_iter().map(|i| keys[i]).collect()
     }
 
     /// Remove a pod at once (grace period 0), as for placeholders.
@@ -1606,14 +1657,14 @@ impl World {
         // A StatefulSet (a workload with volumes) recreates a pod, with the
         // same identity and volume, only once the old one is gone; a
         // Deployment replaces it at once.
-        let stateful = !self.workloads[w as usize].volumes.is_empty();
-        if !stateful {
+        if !self.controller(w).counts_terminating() {
             self.workloads[w as usize].active -= 1;
         }
         if pod.state == PodState::Pending || pod.node.is_none() {
             self.terminated(p);
         } else {
-            self.push(self.now + ms(self.cfg.timings.pod_shutdown_s), Ev::PodGone(p, pod.gen));
+            let gone = kubelet::shutdown_ms(&self.cfg.timings, None);
+            self.push(self.now + gone, Ev::PodGone(p, pod.gen));
         }
         self.reconcile(w);
     }
@@ -1623,7 +1674,7 @@ impl World {
     fn terminated(&mut self, p: u32) {
         let w = self.pods[p as usize].workload;
         self.release_pod(p);
-        if !self.workloads[w as usize].volumes.is_empty() {
+        if self.controller(w).counts_terminating() {
             self.workloads[w as usize].active -= 1;
             self.reconcile(w);
         }
@@ -1791,57 +1842,84 @@ impl World {
         self.schedule_dirty = false;
     }
 
-    fn find_node(&self, w: u32, zone: Option<usize>) -> Option<u32> {
-        let req = self.workloads[w as usize].requests;
-        let mut best: Option<(u64, u32)> = None;
-        for (i, n) in self.live.iter().map(|&i| (i, &self.nodes[i as usize])) {
-            if !self.schedulable(n) || zone.is_some_and(|z| z != n.zone) {
-                continue;
-            }
-            let free = n.alloc.minus(&n.used);
-            if free.fits(&req) && best.is_none_or(|b| free.cpu_millis > b.0) {
-                best = Some((free.cpu_millis, i));
-            }
-        }
-        best.map(|b| b.1)
+    /// A pod of workload `w` (bound to a volume in `zone`), as the shared
+    /// scheduler sees it. Workload pods have no tolerations or selectors.
+    fn pod_fit(&self, w: u32, zone: Option<usize>) -> PodFit<'_> {
+        let wl = &self.workloads[w as usize];
+        PodFit { zone: zone.map(|z| &*self.zones[z]), ..PodFit::new(wl.requests, wl.priority) }
     }
 
-    /// A node where deleting placeholder pods makes room, fewest victims first.
+    /// A node as the shared scheduler sees it.
+    fn node_fit<'a>(&'a self, n: &'a Node) -> NodeFit<'a> {
+        NodeFit {
+            ready: n.state == NodeState::Ready,
+            unschedulable: n.unschedulable,
+            taints: if n.standby_taint { &STANDBY_TAINTS } else { &[] },
+            labels: &[],
+            zone: &self.zones[n.zone],
+            allocatable: n.alloc,
+            max_pods: scheduler::DEFAULT_MAX_PODS,
+            requested: n.used,
+            score_requested: n.used,
+            pods: n.pods.len() as u32,
+        }
+    }
+
+    /// Where the scheduler binds a pod of workload `w` (`scheduler::pick_node`
+    /// over the live nodes).
+    fn find_node(&self, w: u32, zone: Option<usize>) -> Option<u32> {
+        let pod = self.pod_fit(w, zone);
+        let nodes = self.live.iter().map(|&i| (i, self.node_fit(&self.nodes[i as usize])));
+        scheduler::pick_node(&pod, nodes)
+    }
+
+    /// Where the scheduler preempts for a pod of workload `w`, and whom
+    /// (`scheduler::pick_preemption` over the live nodes).
     fn find_preemption(&self, w: u32, zone: Option<usize>) -> Option<(u32, Vec<u32>)> {
         let wl = &self.workloads[w as usize];
+        // Nothing ranks below a placeholder.
         if wl.priority <= PLACEHOLDER_PRIORITY {
             return None;
         }
-        let req = wl.requests;
         // When no workload ranks below this pod, only placeholders can make
         // room, and nodes without one need not be looked at.
         let only_placeholders =
             self.workloads.iter().filter(|w| !w.placeholder).all(|w| w.priority >= wl.priority);
-        let mut best: Option<(u32, Vec<u32>)> = None;
-        for (i, n) in self.live.iter().map(|&i| (i, &self.nodes[i as usize])) {
-            if !self.schedulable(n)
-                || zone.is_some_and(|z| z != n.zone)
-                || (only_placeholders && n.placeholders == 0)
-            {
-                continue;
-            }
-            let mut free = n.alloc.minus(&n.used);
-            let mut victims = Vec::new();
-            for &p in &n.pods {
-                if free.fits(&req) {
-                    break;
-                }
-                let pw = &self.workloads[self.pods[p as usize].workload as usize];
-                if pw.priority < wl.priority && self.pods[p as usize].state != PodState::Terminating {
-                    free = free.plus(&pw.requests);
-                    victims.push(p);
-                }
-            }
-            if free.fits(&req) && best.as_ref().is_none_or(|b| victims.len() < b.1.len()) {
-                best = Some((i, victims));
-            }
+        let pod = self.pod_fit(w, zone);
+        let nodes = self
+            .live
+            .iter()
+            .map(|&i| (i, &self.nodes[i as usize]))
+            .filter(|(_, n)| !only_placeholders || n.placeholders > 0)
+            .map(|(i, n)| (i, self.node_fit(n), n.pods.iter().filter_map(|&p| self.victim(p))));
+        scheduler::pick_preemption(&pod, nodes)
+    }
+
+    /// A bound pod as preemption sees it; `None` when terminating.
+    fn victim(&self, p: u32) -> Option<Victim<u32>> {
+        let pod = &self.pods[p as usize];
+        if pod.state == PodState::Terminating {
+            return None;
         }
-        best
+        let wl = &self.workloads[pod.workload as usize];
+        Some(Victim {
+            key: p,
+            priority: wl.priority,
+            requests: wl.requests,
+            violates_budget: self.budget(pod.workload).is_some_and(|b| b.disruptions_allowed == 0),
+            started: pod.seq,
+        })
+    }
+
+    /// The status of workload `w`'s disruption budget (`minAvailable`),
+    /// if it has one.
+    fn budget(&self, w: u32) -> Option<BudgetStatus> {
+        let wl = &self.workloads[w as usize];
+        if wl.min_available == 0 {
+            return None;
+        }
+        let spec = BudgetSpec { min_available: Some(Amount::Count(wl.min_available)), max_unavailable: None };
+        Some(budget::status(&spec, wl.active, wl.ready))
     }
 
     fn bind(&mut self, p: u32, n: u32, extra: Millis) {
@@ -1852,18 +1930,12 @@ impl World {
         node.used = node.used.plus(&self.workloads[w].requests);
         node.pods.push(p);
         node.placeholders += u32::from(self.workloads[w].placeholder);
-        let mut start = self.now + extra;
-        if let Some(v) = pod.volume {
-            start = start.max(self.volumes[v as usize].available_at);
-        }
-        let ready_at = if self.workloads[w].placeholder {
-            start + SECOND
-        } else {
-            let pull = if node.images[w] { 0 } else { ms(t.image_pull_s) };
-            let raw = start + pull + ms(t.container_start_s) + ms(t.app_ready_s);
-            let relist = ms(t.pleg_relist_s).max(1);
-            raw.div_ceil(relist) * relist
-        };
+        let volumes_at = pod.volume.map_or(0, |v| self.volumes[v as usize].available_at);
+        // Placeholders run the pause image (baked into the node image) and
+        // have no readiness probe; workloads' apps do.
+        let placeholder = self.workloads[w].placeholder;
+        let start = PodStart { image_present: placeholder || node.images[w], readiness_probe: !placeholder };
+        let ready_at = kubelet::ready_at(t, start, self.now + extra, volumes_at);
         node.images[w] = true;
         self.pods[p as usize].node = Some(n);
         self.pods[p as usize].state = PodState::Starting;
@@ -2024,16 +2096,22 @@ impl World {
         Ok(())
     }
 
-    /// One eviction request, as the API server answers it: a Ready pod goes
-    /// only if the rest of its workload still meet `minAvailable`.
+    /// One eviction request, as the API server answers it
+    /// (`budget::may_evict`): a Ready pod goes only if the rest of its
+    /// workload still meet `minAvailable`; a starting one only while the
+    /// budget is met.
     pub fn evict_request(&mut self, name: &str) -> EvictAnswer {
         let Some(p) = self.live_pod(name) else { return EvictAnswer::Gone };
         let pod = &self.pods[p as usize];
         if !matches!(pod.state, PodState::Starting | PodState::Ready | PodState::Pending) {
             return EvictAnswer::Gone;
         }
-        let wl = &self.workloads[pod.workload as usize];
-        if pod.state == PodState::Ready && wl.min_available > 0 && wl.ready <= wl.min_available {
+        let evicted = match pod.state {
+            PodState::Ready => EvictedPod::Ready,
+            PodState::Starting => EvictedPod::Unready,
+            _ => EvictedPod::Exempt,
+        };
+        if self.budget(pod.workload).is_some_and(|b| !budget::may_evict(evicted, &b)) {
             return EvictAnswer::Refused;
         }
         self.evict(p);
@@ -2419,6 +2497,15 @@ impl World {
 /// loader refuses those, so this is a guard, not a default).
 static FALLBACK_TYPE: InstanceType =
     InstanceType { name: "m5.xlarge", vcpu: 4, memory_gib: 16, on_demand_usd_hr: 0.192 };
+
+/// A pod's phase as the controllers rank it: Pending until bound (the sim
+/// does not split image pull from container start), then Running.
+fn phase_of(state: PodState) -> replicas::Phase {
+    match state {
+        PodState::Pending | PodState::Free => replicas::Phase::Pending,
+        _ => replicas::Phase::Running,
+    }
+}
 
 fn node_name(n: u32) -> String {
     format!("node-{n}")
