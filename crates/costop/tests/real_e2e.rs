@@ -882,3 +882,52 @@ async fn real_server_runs_with_the_manifests_rbac() {
         "the manifest's ClusterRole forbids something the server does: {forbidden:#?}"
     );
 }
+
+/// Standard base64 (Secret data), for the test's own use.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let digits: Vec<u8> = s.bytes().filter_map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, d)| n | (u32::from(*d) << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+/// A legacy service-account token (the Secret the 1.20 controller-manager
+/// makes for the agent's account: no pod, no node in its TokenReview) is
+/// refused with 401 and a reason naming what is missing; the bound token of
+/// the agent's pod on the same node is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_legacy_token_is_refused_with_a_reason() {
+    let scenario = Scenario { nodes: 2, web: None, db: None, placeholders: 0 };
+    let mut w = World::start(Backend::Real, "e2e-legacy", scenario).await;
+    let leader = w.lead().await;
+    let start = Instant::now();
+    let secret = loop {
+        let sa = w.c.get("/api/v1/namespaces/costop-system/serviceaccounts/costop-agent").await;
+        if let Some(name) = sa["secrets"][0]["name"].as_str() {
+            break name.to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no token Secret for costop-agent: {sa}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let secret = w.c.get(&format!("/api/v1/namespaces/costop-system/secrets/{secret}")).await;
+    let legacy = String::from_utf8(base64_decode(secret["data"]["token"].as_str().unwrap())).unwrap();
+    let notice = notice_for(&cluster::instance_id("node-0"), now_ms() + 120_000);
+    let (code, body) = w.post_notice(leader, &notice, Some(&legacy)).await;
+    println!("legacy token: {code} {body}");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("names no pod"), "the reason says what is missing: {body}");
+    let (bound, _) = w.c.agent_token("node-0").await;
+    let (code, body) = w.post_notice(leader, &notice, Some(&bound)).await;
+    assert!(code == 200 || code == 202, "the agent pod's bound token: {code} {body}");
+}
