@@ -2,14 +2,23 @@
 //! scheduler (resources, taints and tolerations, node selectors, priority
 //! and preemption), kubelets (start-up and shutdown in scaled real time)
 //! and disruption-budget status. One `reconcile` pass runs every tick.
+//!
+//! The decisions are `costop-world`'s, the same the simulator makes; this
+//! file adapts the stored JSON objects to its typed inputs and applies the
+//! answers to the store.
 
 use crate::kinds::idx;
 use crate::select::selector_object_matches;
 use crate::store::Store;
 use crate::EmuState;
+use costop_core::Resources;
+use costop_world::budget::{self, Amount, BudgetSpec, BudgetStatus, EvictedPod};
+use costop_world::kubelet::{self, PodStart};
+use costop_world::replicas::{self, Controller, Phase, ReplicaDecision, ReplicaPod};
+use costop_world::scheduler::{self, Effect, NodeFit, PodFit, Taint, Toleration, Victim};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A node whose instance is gone turns NotReady after the node-monitor
 /// grace period: 50 s since Kubernetes 1.32 (kubernetes#126287).
@@ -27,6 +36,24 @@ pub struct ClusterState {
     pub(crate) imds_tokens: HashMap<String, (String, Instant)>,
     /// Notices injected per node.
     pub(crate) notices: HashMap<String, crate::imds::InstanceNotices>,
+}
+
+/// The pause image is baked into the EKS node image (amazon-eks-ami caches
+/// it at build time), so pods of it never pull.
+fn preloaded(image: &str) -> bool {
+    image.rsplit('/').next().is_some_and(|i| i.starts_with("pause:") || i == "pause")
+}
+
+/// What decides a pod's start-up, as the emulator reads it. A pod of only
+/// the pause image (placeholders) pulls nothing and is Ready once it runs.
+/// Any other container stands for an application, as in the simulator: its
+/// image is pulled (the emulator keeps no per-node image cache) and it is
+/// Ready once the application is, as with a readiness probe.
+fn pod_start(p: &Value) -> PodStart {
+    let containers = p["spec"]["containers"].as_array().map_or(&[][..], Vec::as_slice);
+    let apps = containers.iter().any(|c| !c["image"].as_str().is_some_and(preloaded));
+    let probe = containers.iter().any(|c| c["readinessProbe"].is_object());
+    PodStart { image_present: !apps, readiness_probe: apps || probe }
 }
 
 /// Whether a pod's Ready condition is True.
@@ -64,19 +91,36 @@ struct PodInfo {
     phase: String,
     ready: bool,
     terminating: bool,
-    priority: i64,
-    cpu: u64,
-    mem: u64,
+    priority: i32,
+    requests: Resources,
+    /// Requests as the scheduler's score counts them (`scheduler::nonzero`).
+    score_requests: Resources,
     owner_uid: Option<String>,
     created: String,
+    labels: Value,
+    /// Seconds since the epoch it started (or was created).
+    started: u64,
+    ready_since: u64,
+    restarts: u32,
+    deletion_cost: i32,
 }
 
 fn pod_info(ns: &str, name: &str, p: &Value) -> PodInfo {
-    let (mut cpu, mut mem) = (0, 0);
+    let (mut requests, mut score_requests) = (Resources::default(), Resources::default());
     for c in p["spec"]["containers"].as_array().into_iter().flatten() {
-        cpu += parse_cpu(&c["resources"]["requests"]["cpu"]);
-        mem += parse_memory_mib(&c["resources"]["requests"]["memory"]);
+        let r = Resources::new(
+            parse_cpu(&c["resources"]["requests"]["cpu"]),
+            parse_memory_mib(&c["resources"]["requests"]["memory"]),
+        );
+        requests = requests.plus(&r);
+        score_requests = score_requests.plus(&scheduler::nonzero(r));
     }
+    let time = |v: &Value| v.as_str().and_then(crate::time::parse_rfc3339);
+    let created = &p["metadata"]["creationTimestamp"];
+    let ready_since = p["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| time(&c["lastTransitionTime"]));
     PodInfo {
         ns: ns.into(),
         name: name.into(),
@@ -85,60 +129,156 @@ fn pod_info(ns: &str, name: &str, p: &Value) -> PodInfo {
         phase: p["status"]["phase"].as_str().unwrap_or("Pending").into(),
         ready: is_ready(p),
         terminating: p["metadata"]["deletionTimestamp"].is_string(),
-        priority: p["spec"]["priority"].as_i64().unwrap_or(0),
-        cpu,
-        mem,
+        priority: p["spec"]["priority"].as_i64().unwrap_or(0).clamp(i32::MIN.into(), i32::MAX.into()) as i32,
+        requests,
+        score_requests,
         owner_uid: p["metadata"]["ownerReferences"]
             .as_array()
             .and_then(|o| o.iter().find(|r| r["controller"] == true))
             .and_then(|r| r["uid"].as_str().map(str::to_string)),
-        created: p["metadata"]["creationTimestamp"].as_str().unwrap_or("").into(),
+        created: created.as_str().unwrap_or("").into(),
+        labels: p["metadata"]["labels"].clone(),
+        started: time(&p["status"]["startTime"]).or_else(|| time(created)).unwrap_or(0),
+        ready_since: ready_since.unwrap_or(0),
+        restarts: p["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["restartCount"].as_u64())
+            .sum::<u64>()
+            .min(u32::MAX.into()) as u32,
+        deletion_cost: p["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"]
+            .as_str()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
     }
 }
 
-#[derive(Debug, Clone)]
-struct NodeInfo {
-    name: String,
-    ready: bool,
-    schedulable: bool,
-    taints: Vec<Value>,
-    labels: Value,
-    cpu: u64,
-    mem: u64,
-    pods: u64,
-}
-
-fn tolerates(tolerations: &Value, taint: &Value) -> bool {
-    tolerations.as_array().is_some_and(|ts| {
-        ts.iter().any(|t| {
-            let key_ok = match t["key"].as_str() {
-                None | Some("") => t["operator"] == "Exists",
-                Some(k) => Some(k) == taint["key"].as_str(),
+/// A pod's tolerations as the scheduler reads them (unknown effects are
+/// dropped: the API server would have refused them).
+fn tolerations_of(spec: &Value) -> Vec<Toleration<'_>> {
+    spec["tolerations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let effect = match t["effect"].as_str().unwrap_or("") {
+                "" => None,
+                e => Some(Effect::parse(e)?),
             };
-            let effect_ok =
-                t["effect"].as_str().is_none_or(|e| e.is_empty() || Some(e) == taint["effect"].as_str());
-            let value_ok = t["operator"] == "Exists"
-                || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
-            key_ok && effect_ok && value_ok
+            Some(Toleration {
+                key: t["key"].as_str().unwrap_or(""),
+                exists: t["operator"] == "Exists",
+                value: t["value"].as_str().unwrap_or(""),
+                effect,
+            })
         })
-    })
+        .collect()
 }
 
-/// Healthy pods a budget covers and how many it needs, as the API server's
-/// eviction check counts them.
-pub fn budget_numbers(store: &Store, pdb: &Value) -> (u64, u64) {
+/// A node's taints as the scheduler reads them.
+fn taints_of(node: &Value) -> Vec<Taint<'_>> {
+    node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some(Taint {
+                key: t["key"].as_str().unwrap_or(""),
+                value: t["value"].as_str().unwrap_or(""),
+                effect: Effect::parse(t["effect"].as_str()?)?,
+            })
+        })
+        .collect()
+}
+
+/// String pairs of a JSON map (labels, `nodeSelector`).
+fn pairs(map: &Value) -> Vec<(&str, &str)> {
+    map.as_object().into_iter().flatten().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))).collect()
+}
+
+/// A budget's spec as the shared arithmetic reads it.
+fn budget_spec(pdb: &Value) -> BudgetSpec {
+    let amount = |v: &Value| -> Option<Amount> {
+        match v {
+            Value::Number(n) => n.as_u64().map(|n| Amount::Count(n.min(u32::MAX.into()) as u32)),
+            Value::String(s) => s.strip_suffix('%').and_then(|p| p.trim().parse().ok()).map(Amount::Percent),
+            _ => None,
+        }
+    };
+    BudgetSpec {
+        min_available: amount(&pdb["spec"]["minAvailable"]),
+        max_unavailable: amount(&pdb["spec"]["maxUnavailable"]),
+    }
+}
+
+/// The replicas of each Deployment, by uid: the scale a budget expects.
+fn scales(store: &Store) -> HashMap<String, u32> {
+    let mut out = HashMap::new();
+    store.scan(idx::DEPLOYMENTS, |_, _, d| {
+        if let Some(uid) = d["metadata"]["uid"].as_str() {
+            out.insert(
+                uid.to_string(),
+                d["spec"]["replicas"].as_u64().unwrap_or(1).min(u32::MAX.into()) as u32,
+            );
+        }
+    });
+    out
+}
+
+/// A budget's status from the pods it selects (each: ready, terminating,
+/// controller uid). The expected count is the pods' controllers' scale
+/// when the spec asks for it; a pod without a known controller counts as
+/// one (kube-controller-manager would report an error for it instead).
+fn budget_status<'a>(
+    spec: &BudgetSpec,
+    pods: impl IntoIterator<Item = (bool, bool, Option<&'a str>)>,
+    scales: &HashMap<String, u32>,
+) -> BudgetStatus {
+    let (mut healthy, mut count, mut scale) = (0u32, 0u32, 0u32);
+    let mut owners = HashSet::new();
+    for (ready, terminating, owner) in pods {
+        if terminating {
+            continue;
+        }
+        count += 1;
+        healthy += u32::from(ready);
+        match owner.and_then(|o| scales.get(o).map(|s| (o, *s))) {
+            Some((o, s)) => {
+                if owners.insert(o) {
+                    scale += s;
+                }
+            }
+            None => scale += 1,
+        }
+    }
+    budget::status(spec, if spec.counts_scale() { scale } else { count }, healthy)
+}
+
+/// The answer of `pdb` to evicting `pod`: `None` lets it through, else
+/// (healthy, desired) for the 429 message (`budget::may_evict`).
+pub fn eviction_refused(store: &Store, pod: &Value, pdb: &Value) -> Option<(u32, u32)> {
     let ns = pdb["metadata"]["namespace"].as_str().unwrap_or("");
     // In policy/v1 a budget without a selector selects no pod.
     let selector = &pdb["spec"]["selector"];
-    let (pods, _) = store.list(idx::PODS, Some(ns), |p| {
-        selector.is_object()
-            && selector_object_matches(selector, p)
-            && !p["metadata"]["deletionTimestamp"].is_string()
-    });
-    let expected = pods.len() as u64;
-    let healthy = pods.iter().filter(|p| is_ready(p)).count() as u64;
-    let desired = budget_desired(pdb, expected);
-    (healthy, desired)
+    let (pods, _) =
+        store.list(idx::PODS, Some(ns), |p| selector.is_object() && selector_object_matches(selector, p));
+    let infos: Vec<PodInfo> = pods.iter().map(|p| pod_info(ns, "", p)).collect();
+    let status = budget_status(
+        &budget_spec(pdb),
+        infos.iter().map(|p| (p.ready, p.terminating, p.owner_uid.as_deref())),
+        &scales(store),
+    );
+    let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+    let exempt = matches!(phase, "Pending" | "Succeeded" | "Failed");
+    let evicted = if pod["metadata"]["deletionTimestamp"].is_string() || exempt {
+        EvictedPod::Exempt
+    } else if is_ready(pod) {
+        EvictedPod::Ready
+    } else {
+        EvictedPod::Unready
+    };
+    (!budget::may_evict(evicted, &status)).then_some((status.current_healthy, status.desired_healthy))
 }
 
 fn set_condition(p: &mut Value, kind: &str, status: bool) {
@@ -149,28 +289,6 @@ fn set_condition(p: &mut Value, kind: &str, status: bool) {
         json!({"type": kind, "status": if status { "True" } else { "False" }, "lastTransitionTime": now}),
     );
     p["status"]["conditions"] = json!(conds);
-}
-
-/// Healthy pods a budget requires of `expected` pods (minAvailable, or
-/// expected minus maxUnavailable; percentages round up).
-fn budget_desired(pdb: &Value, expected: u64) -> u64 {
-    let amount = |v: &Value| -> Option<u64> {
-        match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s
-                .strip_suffix('%')
-                .and_then(|p| p.parse::<f64>().ok())
-                .map(|p| (p / 100.0 * expected as f64).ceil() as u64),
-            _ => None,
-        }
-    };
-    if let Some(min) = amount(&pdb["spec"]["minAvailable"]) {
-        min
-    } else if let Some(max) = amount(&pdb["spec"]["maxUnavailable"]) {
-        expected.saturating_sub(max)
-    } else {
-        0
-    }
 }
 
 /// One pass of every controller.
@@ -253,32 +371,59 @@ fn deployments(st: &EmuState) {
         let uid = d["metadata"]["uid"].as_str().unwrap_or("").to_string();
         let ns = d["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
         let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
+        let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1).min(u32::MAX.into()) as u32;
         let owned = pods_by_owner.remove(&uid).unwrap_or_default();
-        let mut active: Vec<&PodInfo> =
-            owned.iter().filter(|p| !p.terminating && p.phase != "Failed").collect();
-        if active.len() < replicas {
-            for _ in active.len()..replicas {
-                let template = &d["spec"]["template"];
-                let pod = json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"generateName": format!("{name}-"), "name": format!("{name}-{}", crate::random_suffix()),
-                        "labels": template["metadata"]["labels"].clone(),
-                        "annotations": template["metadata"]["annotations"].clone(),
-                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid,
-                                             "controller": true, "blockOwnerDeletion": true}]},
-                    "spec": template["spec"].clone(),
-                });
-                let _ = st.create(idx::PODS, &ns, pod);
+        let counts = |p: &PodInfo| {
+            (Controller::Deployment.counts_terminating() || !p.terminating)
+                && p.phase != "Failed"
+                && p.phase != "Succeeded"
+        };
+        let active: Vec<&PodInfo> = owned.iter().filter(|p| counts(p)).collect();
+        match replicas::decide(replicas, active.len() as u32) {
+            ReplicaDecision::Create(n) => {
+                for _ in 0..n {
+                    let template = &d["spec"]["template"];
+                    let pod = json!({
+                        "apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"generateName": format!("{name}-"), "name": format!("{name}-{}", crate::random_suffix()),
+                            "labels": template["metadata"]["labels"].clone(),
+                            "annotations": template["metadata"]["annotations"].clone(),
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid,
+                                                 "controller": true, "blockOwnerDeletion": true}]},
+                        "spec": template["spec"].clone(),
+                    });
+                    let _ = st.create(idx::PODS, &ns, pod);
+                }
             }
-        } else if active.len() > replicas {
-            // Scale down: unscheduled first, then not ready, then newest.
-            active.sort_by(|a, b| {
-                (a.node.is_some(), a.ready, &b.created).cmp(&(b.node.is_some(), b.ready, &a.created))
-            });
-            for p in active.iter().take(active.len() - replicas) {
-                let _ = st.delete(idx::PODS, &p.ns, &p.name, None);
+            ReplicaDecision::Delete(n) => {
+                let mut on_node: HashMap<&str, u32> = HashMap::new();
+                for p in &active {
+                    if let Some(node) = &p.node {
+                        *on_node.entry(node.as_str()).or_default() += 1;
+                    }
+                }
+                let ranked: Vec<ReplicaPod> = active
+                    .iter()
+                    .map(|p| ReplicaPod {
+                        assigned: p.node.is_some(),
+                        phase: match p.phase.as_str() {
+                            "Running" => Phase::Running,
+                            "Unknown" => Phase::Unknown,
+                            _ => Phase::Pending,
+                        },
+                        ready: p.ready,
+                        deletion_cost: p.deletion_cost,
+                        colocated: p.node.as_deref().and_then(|n| on_node.get(n)).copied().unwrap_or(0),
+                        ready_since: p.ready_since,
+                        restarts: p.restarts,
+                        created: crate::time::parse_rfc3339(&p.created).unwrap_or(0),
+                    })
+                    .collect();
+                for i in replicas::pick_for_deletion(&ranked, n as usize) {
+                    let _ = st.delete(idx::PODS, &active[i].ns, &active[i].name, None);
+                }
             }
+            ReplicaDecision::Steady => {}
         }
         let ready = owned.iter().filter(|p| p.ready && !p.terminating).count();
         let total = owned.iter().filter(|p| !p.terminating && p.phase != "Failed").count();
@@ -292,32 +437,104 @@ fn deployments(st: &EmuState) {
     }
 }
 
-fn schedule(st: &EmuState) {
-    let mut nodes: Vec<NodeInfo> = Vec::new();
-    st.store.scan(idx::NODES, |_, name, n| {
-        let ready = n["status"]["conditions"]
+/// A node as the scheduler reads it, borrowing its stored object.
+struct NodeParts<'a> {
+    name: &'a str,
+    ready: bool,
+    unschedulable: bool,
+    taints: Vec<Taint<'a>>,
+    labels: Vec<(&'a str, &'a str)>,
+    zone: &'a str,
+    allocatable: Resources,
+    max_pods: u32,
+}
+
+fn node_parts<'a>(name: &'a str, n: &'a Value) -> NodeParts<'a> {
+    let pods = &n["status"]["allocatable"]["pods"];
+    NodeParts {
+        name,
+        ready: n["status"]["conditions"]
             .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
-        nodes.push(NodeInfo {
-            name: name.into(),
-            ready,
-            schedulable: n["spec"]["unschedulable"] != true,
-            taints: n["spec"]["taints"].as_array().cloned().unwrap_or_default(),
-            labels: n["metadata"]["labels"].clone(),
-            cpu: parse_cpu(&n["status"]["allocatable"]["cpu"]),
-            mem: parse_memory_mib(&n["status"]["allocatable"]["memory"]),
-            pods: n["status"]["allocatable"]["pods"].as_str().and_then(|p| p.parse().ok()).unwrap_or(110),
-        });
-    });
-    let mut used: HashMap<String, (u64, u64, u64)> = HashMap::new();
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")),
+        unschedulable: n["spec"]["unschedulable"] == true,
+        taints: taints_of(n),
+        labels: pairs(&n["metadata"]["labels"]),
+        zone: n["metadata"]["labels"]["topology.kubernetes.io/zone"].as_str().unwrap_or(""),
+        allocatable: Resources::new(
+            parse_cpu(&n["status"]["allocatable"]["cpu"]),
+            parse_memory_mib(&n["status"]["allocatable"]["memory"]),
+        ),
+        max_pods: pods
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .or_else(|| pods.as_u64().map(|p| p.min(u32::MAX.into()) as u32))
+            .unwrap_or(scheduler::DEFAULT_MAX_PODS),
+    }
+}
+
+/// What the pods bound to a node use: requests, score requests, count.
+#[derive(Debug, Default, Clone, Copy)]
+struct Used {
+    requests: Resources,
+    score: Resources,
+    pods: u32,
+}
+
+impl Used {
+    fn add(&mut self, p: &PodInfo) {
+        self.requests = self.requests.plus(&p.requests);
+        self.score = self.score.plus(&p.score_requests);
+        self.pods += 1;
+    }
+
+    fn remove(&mut self, p: &PodInfo) {
+        self.requests = self.requests.minus(&p.requests);
+        self.score = self.score.minus(&p.score_requests);
+        self.pods = self.pods.saturating_sub(1);
+    }
+}
+
+fn node_fit<'a>(n: &'a NodeParts<'a>, used: Used) -> NodeFit<'a> {
+    NodeFit {
+        ready: n.ready,
+        unschedulable: n.unschedulable,
+        taints: &n.taints,
+        labels: &n.labels,
+        zone: n.zone,
+        allocatable: n.allocatable,
+        max_pods: n.max_pods,
+        requested: used.requests,
+        score_requested: used.score,
+        pods: used.pods,
+    }
+}
+
+/// Whether evicting the pod now would break a budget that selects it (the
+/// budget's status allows no disruption), for preemption's choice.
+fn breaks_budget(pdbs: &[Value], ns: &str, labels: &Value) -> bool {
+    let pod = json!({"metadata": {"labels": labels}});
+    pdbs.iter().any(|b| {
+        b["metadata"]["namespace"] == ns
+            && b["spec"]["selector"].is_object()
+            && selector_object_matches(&b["spec"]["selector"], &pod)
+            && b["status"]["disruptionsAllowed"].as_u64() == Some(0)
+    })
+}
+
+fn schedule(st: &EmuState) {
+    let mut stored: Vec<(String, Value)> = Vec::new();
+    st.store.scan(idx::NODES, |_, name, n| stored.push((name.to_string(), n.clone())));
+    // Candidates in name order: the first of equal scores wins.
+    stored.sort_by(|a, b| a.0.cmp(&b.0));
+    let nodes: Vec<NodeParts<'_>> = stored.iter().map(|(name, n)| node_parts(name, n)).collect();
+    let mut used: HashMap<String, Used> = HashMap::new();
     let mut on_node: HashMap<String, Vec<PodInfo>> = HashMap::new();
     let mut pending: Vec<(PodInfo, Value)> = Vec::new();
     st.store.scan(idx::PODS, |ns, name, p| {
         let info = pod_info(ns, name, p);
         match &info.node {
             Some(n) if info.phase != "Failed" && info.phase != "Succeeded" => {
-                let u = used.entry(n.clone()).or_default();
-                *u = (u.0 + info.cpu, u.1 + info.mem, u.2 + 1);
+                used.entry(n.clone()).or_default().add(&info);
                 on_node.entry(n.clone()).or_default().push(info);
             }
             None if !info.terminating => pending.push((info, p["spec"].clone())),
@@ -327,65 +544,56 @@ fn schedule(st: &EmuState) {
     if pending.is_empty() {
         return;
     }
+    // The scheduling queue: higher priority first, then older.
     pending.sort_by(|a, b| b.0.priority.cmp(&a.0.priority).then_with(|| a.0.created.cmp(&b.0.created)));
+    let mut pdbs: Option<Vec<Value>> = None;
     for (pod, spec) in pending {
-        let fits_node = |n: &NodeInfo| {
-            n.ready
-                && n.schedulable
-                && n.taints.iter().all(|t| {
-                    !matches!(t["effect"].as_str(), Some("NoSchedule") | Some("NoExecute"))
-                        || tolerates(&spec["tolerations"], t)
-                })
-                && spec["nodeSelector"]
-                    .as_object()
-                    .is_none_or(|sel| sel.iter().all(|(k, v)| &n.labels[k] == v))
+        let tolerations = tolerations_of(&spec);
+        let selector = pairs(&spec["nodeSelector"]);
+        let fit = PodFit {
+            priority: pod.priority,
+            requests: pod.requests,
+            score_requests: pod.score_requests,
+            tolerations: &tolerations,
+            node_selector: &selector,
+            zone: None,
+            may_preempt: spec["preemptionPolicy"] != "Never",
         };
-        let free = |n: &NodeInfo, used: &HashMap<String, (u64, u64, u64)>| {
-            let u = used.get(&n.name).copied().unwrap_or_default();
-            (n.cpu.saturating_sub(u.0), n.mem.saturating_sub(u.1), n.pods.saturating_sub(u.2))
-        };
-        let fits = |f: (u64, u64, u64)| f.0 >= pod.cpu && f.1 >= pod.mem && f.2 >= 1;
-        // Least allocated first, as the default scheduler's scoring does.
-        let best = nodes
-            .iter()
-            .filter(|n| fits_node(n) && fits(free(n, &used)))
-            .max_by_key(|n| (free(n, &used).0, std::cmp::Reverse(n.name.clone())))
-            .map(|n| n.name.clone());
+        let used_on = |n: &NodeParts<'_>| used.get(n.name).copied().unwrap_or_default();
+        let best = scheduler::pick_node(&fit, nodes.iter().map(|n| (n.name, node_fit(n, used_on(n)))));
         let target = match best {
-            Some(n) => Some(n),
+            Some(n) => Some(n.to_string()),
             None => {
-                // Preemption: the node where the fewest lower-priority pods make room.
-                let mut choice: Option<(String, Vec<PodInfo>)> = None;
-                for n in nodes.iter().filter(|n| fits_node(n)) {
-                    let mut f = free(n, &used);
-                    let mut victims = Vec::new();
-                    let mut candidates: Vec<&PodInfo> = on_node
-                        .get(&n.name)
-                        .map(|v| v.iter().filter(|p| p.priority < pod.priority && !p.terminating).collect())
-                        .unwrap_or_default();
-                    candidates.sort_by_key(|p| p.priority);
-                    for v in candidates {
-                        if fits(f) {
-                            break;
-                        }
-                        f = (f.0 + v.cpu, f.1 + v.mem, f.2 + 1);
-                        victims.push(v.clone());
-                    }
-                    if fits(f) && choice.as_ref().is_none_or(|c| victims.len() < c.1.len()) {
-                        choice = Some((n.name.clone(), victims));
-                    }
-                }
-                choice.map(|(node, victims)| {
-                    for v in victims {
+                let pdbs = pdbs.get_or_insert_with(|| st.store.list(idx::PDBS, None, |_| true).0);
+                let candidates = nodes.iter().map(|n| {
+                    let victims = on_node
+                        .get(n.name)
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .filter(|(_, p)| !p.terminating)
+                        .map(|(i, p)| Victim {
+                            key: i,
+                            priority: p.priority,
+                            requests: p.requests,
+                            violates_budget: breaks_budget(pdbs, &p.ns, &p.labels),
+                            started: p.started,
+                        });
+                    (n.name, node_fit(n, used_on(n)), victims)
+                });
+                scheduler::pick_preemption(&fit, candidates).map(|(node, victims)| {
+                    let list = on_node.get(node).cloned().unwrap_or_default();
+                    let gone: HashSet<&str> = victims.iter().map(|&i| list[i].uid.as_str()).collect();
+                    for &i in &victims {
+                        let v = &list[i];
                         st.forget_pod(&v.ns, &v.name);
                         let _ = st.store.delete(idx::PODS, &v.ns, &v.name);
-                        let u = used.entry(node.clone()).or_default();
-                        *u = (u.0.saturating_sub(v.cpu), u.1.saturating_sub(v.mem), u.2.saturating_sub(1));
-                        if let Some(list) = on_node.get_mut(&node) {
-                            list.retain(|p| p.uid != v.uid);
-                        }
+                        used.entry(node.to_string()).or_default().remove(v);
                     }
-                    node
+                    if let Some(list) = on_node.get_mut(node) {
+                        list.retain(|p| !gone.contains(p.uid.as_str()));
+                    }
+                    node.to_string()
                 })
             }
         };
@@ -395,8 +603,7 @@ fn schedule(st: &EmuState) {
                 set_condition(p, "PodScheduled", true);
             });
             if bound.is_ok() {
-                let u = used.entry(node.clone()).or_default();
-                *u = (u.0 + pod.cpu, u.1 + pod.mem, u.2 + 1);
+                used.entry(node.clone()).or_default().add(&pod);
                 on_node.entry(node).or_default().push(pod);
             }
         }
@@ -405,30 +612,28 @@ fn schedule(st: &EmuState) {
 
 fn kubelets(st: &EmuState, now: Instant) {
     let t = &st.config.timings;
-    let start = st.scaled(t.image_pull_s + t.container_start_s + t.app_ready_s);
-    let shutdown = st.scaled(t.pod_shutdown_s);
-    let relist = st.scaled(t.pleg_relist_s).max(Duration::from_millis(1));
+    // Durations in the world's seconds, then scaled to real time.
+    let scaled_ms = |ms: u64| st.scaled(ms as f64 / 1000.0);
     let mut starting = Vec::new();
     let mut stopping = Vec::new();
     st.store.scan(idx::PODS, |ns, name, p| {
         if p["spec"]["nodeName"].is_string() {
             let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
             if p["metadata"]["deletionTimestamp"].is_string() {
-                let grace = p["metadata"]["deletionGracePeriodSeconds"].as_f64().unwrap_or(30.0);
+                let grace = p["metadata"]["deletionGracePeriodSeconds"].as_f64();
                 stopping.push((ns.to_string(), name.to_string(), uid, grace));
             } else if p["status"]["phase"] == "Pending" {
-                starting.push((ns.to_string(), name.to_string(), uid));
+                starting.push((ns.to_string(), name.to_string(), uid, pod_start(p)));
             }
         }
     });
     let mut cs = st.cluster.lock().unwrap_or_else(|e| e.into_inner());
     let mut ready_now = Vec::new();
-    for (ns, name, uid) in starting {
-        let at = *cs.ready_at.entry(uid.clone()).or_insert_with(|| {
-            // Readiness is seen on the PLEG relist after the container is up.
-            let ticks = start.as_nanos().div_ceil(relist.as_nanos()).max(1);
-            now + relist * ticks as u32
-        });
+    for (ns, name, uid, start) in starting {
+        let at = *cs
+            .ready_at
+            .entry(uid.clone())
+            .or_insert_with(|| now + scaled_ms(kubelet::ready_at(t, start, 0, 0)));
         if now >= at {
             cs.ready_at.remove(&uid);
             ready_now.push((ns, name));
@@ -436,7 +641,8 @@ fn kubelets(st: &EmuState, now: Instant) {
     }
     let mut remove_now = Vec::new();
     for (ns, name, uid, grace) in stopping {
-        let at = *cs.gone_at.entry(uid.clone()).or_insert_with(|| now + shutdown.min(st.scaled(grace)));
+        let at =
+            *cs.gone_at.entry(uid.clone()).or_insert_with(|| now + scaled_ms(kubelet::shutdown_ms(t, grace)));
         if now >= at {
             cs.gone_at.remove(&uid);
             remove_now.push((ns, name));
@@ -477,8 +683,8 @@ fn budgets(st: &EmuState) {
     if pdbs.is_empty() {
         return;
     }
-    // (namespace, key, value) -> (ready, terminating, labels) of each pod.
-    type Summary = (bool, bool, Value);
+    // (namespace, key, value) -> (ready, terminating, labels, controller) of each pod.
+    type Summary = (bool, bool, Value, Option<String>);
     let mut by_label: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
     let mut by_ns: HashMap<String, Vec<usize>> = HashMap::new();
     let mut pods: Vec<Summary> = Vec::new();
@@ -491,12 +697,18 @@ fn budgets(st: &EmuState) {
             }
         }
         by_ns.entry(ns.into()).or_default().push(i);
+        let owner = p["metadata"]["ownerReferences"]
+            .as_array()
+            .and_then(|o| o.iter().find(|r| r["controller"] == true))
+            .and_then(|r| r["uid"].as_str().map(str::to_string));
         pods.push((
             is_ready(p),
             p["metadata"]["deletionTimestamp"].is_string(),
             json!({"metadata": {"labels": labels}}),
+            owner,
         ));
     });
+    let scales = scales(&st.store);
     for pdb in pdbs {
         let ns = pdb["metadata"]["namespace"].as_str().unwrap_or("").to_string();
         let name = pdb["metadata"]["name"].as_str().unwrap_or("").to_string();
@@ -512,16 +724,18 @@ fn budgets(st: &EmuState) {
         let matched: Vec<&Summary> = candidates
             .iter()
             .map(|&i| &pods[i])
-            .filter(|(_, _, l)| selector_object_matches(selector, l))
+            .filter(|(_, _, l, _)| selector_object_matches(selector, l))
             .collect();
-        let expected = matched.iter().filter(|(_, terminating, _)| !terminating).count() as u64;
-        let healthy = matched.iter().filter(|(ready, terminating, _)| *ready && !terminating).count() as u64;
-        let desired = budget_desired(&pdb, expected);
+        let status = budget_status(
+            &budget_spec(&pdb),
+            matched.iter().map(|(ready, terminating, _, owner)| (*ready, *terminating, owner.as_deref())),
+            &scales,
+        );
         let _ = st.store.update(idx::PDBS, &ns, &name, |b| {
-            b["status"]["currentHealthy"] = json!(healthy);
-            b["status"]["desiredHealthy"] = json!(desired);
-            b["status"]["disruptionsAllowed"] = json!(healthy.saturating_sub(desired));
-            b["status"]["expectedPods"] = json!(matched.len());
+            b["status"]["currentHealthy"] = json!(status.current_healthy);
+            b["status"]["desiredHealthy"] = json!(status.desired_healthy);
+            b["status"]["disruptionsAllowed"] = json!(status.disruptions_allowed);
+            b["status"]["expectedPods"] = json!(status.expected_pods);
             b["status"]["observedGeneration"] = json!(1);
         });
     }
@@ -542,11 +756,49 @@ mod tests {
     }
 
     #[test]
-    fn tolerations() {
-        let taint = json!({"key": "costop.io/standby", "effect": "NoSchedule"});
-        assert!(tolerates(&json!([{"key": "costop.io/standby", "operator": "Exists"}]), &taint));
-        assert!(tolerates(&json!([{"operator": "Exists"}]), &taint));
-        assert!(!tolerates(&json!([{"key": "other", "operator": "Exists"}]), &taint));
-        assert!(!tolerates(&Value::Null, &taint));
+    fn tolerations_and_taints_are_read_from_the_objects() {
+        let node = json!({"spec": {"taints": [{"key": "costop.io/standby", "effect": "NoSchedule"},
+                                               {"key": "odd", "effect": "Sometimes"}]}});
+        let taints = taints_of(&node);
+        assert_eq!(taints, vec![Taint { key: "costop.io/standby", value: "", effect: Effect::NoSchedule }]);
+        let tolerates = |spec: Value| tolerations_of(&spec).iter().any(|t| t.tolerates(&taints[0]));
+        assert!(tolerates(json!({"tolerations": [{"key": "costop.io/standby", "operator": "Exists"}]})));
+        assert!(tolerates(json!({"tolerations": [{"operator": "Exists"}]})));
+        assert!(!tolerates(json!({"tolerations": [{"key": "other", "operator": "Exists"}]})));
+        assert!(!tolerates(json!({"tolerations": [{"operator": "Exists", "effect": "NoExecute"}]})));
+        assert!(!tolerates(Value::Null));
+    }
+
+    #[test]
+    fn budgets_are_read_and_counted() {
+        let spec = budget_spec(&json!({"spec": {"minAvailable": "50%"}}));
+        assert_eq!(spec.min_available, Some(Amount::Percent(50)));
+        assert_eq!(
+            budget_spec(&json!({"spec": {"maxUnavailable": 1}})).max_unavailable,
+            Some(Amount::Count(1))
+        );
+        let scales = HashMap::from([("d".to_string(), 4)]);
+        // Three pods of a Deployment of 4 (one being replaced), one bare pod.
+        let pods = [
+            (true, false, Some("d")),
+            (true, false, Some("d")),
+            (false, false, Some("d")),
+            (true, false, None),
+        ];
+        let status = budget_status(&spec, pods, &scales);
+        assert_eq!((status.expected_pods, status.current_healthy, status.desired_healthy), (5, 3, 3));
+        assert_eq!(status.disruptions_allowed, 0);
+        let count = budget_status(&budget_spec(&json!({"spec": {"minAvailable": 2}})), pods, &scales);
+        assert_eq!((count.expected_pods, count.disruptions_allowed), (4, 1));
+    }
+
+    #[test]
+    fn the_pause_image_is_preloaded_and_apps_start() {
+        assert!(preloaded("registry.k8s.io/pause:3.10"));
+        assert!(!preloaded("public.ecr.aws/costop/app:1"));
+        let pause = json!({"spec": {"containers": [{"image": "registry.k8s.io/pause:3.10"}]}});
+        assert_eq!(pod_start(&pause), PodStart { image_present: true, readiness_probe: false });
+        let app = json!({"spec": {"containers": [{"image": "public.ecr.aws/costop/app:1"}]}});
+        assert_eq!(pod_start(&app), PodStart { image_present: false, readiness_probe: true });
     }
 }

@@ -267,23 +267,20 @@ impl EmuState {
         let (pdbs, _) = self.store.list(idx::PDBS, Some(namespace), |b| {
             b["spec"]["selector"].is_object() && selector_object_matches(&b["spec"]["selector"], &pod)
         });
-        if cluster::is_ready(&pod) {
-            for pdb in &pdbs {
-                let (healthy, desired) = cluster::budget_numbers(&self.store, pdb);
-                if healthy <= desired {
-                    let budget = store::name_of(pdb);
-                    let message = "Cannot evict pod as it would violate the pod's disruption budget.";
-                    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                        "message": message, "reason": "TooManyRequests", "code": 429,
-                        "details": {"causes": [{"reason": "DisruptionBudget",
-                            "message": format!("The disruption budget {budget} needs {desired} healthy pods and has {healthy} currently")}]}});
-                    return (
-                        axum::http::StatusCode::TOO_MANY_REQUESTS,
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        body.to_string(),
-                    )
-                        .into_response();
-                }
+        for pdb in &pdbs {
+            if let Some((healthy, desired)) = cluster::eviction_refused(&self.store, &pod, pdb) {
+                let budget = store::name_of(pdb);
+                let message = "Cannot evict pod as it would violate the pod's disruption budget.";
+                let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": message, "reason": "TooManyRequests", "code": 429,
+                    "details": {"causes": [{"reason": "DisruptionBudget",
+                        "message": format!("The disruption budget {budget} needs {desired} healthy pods and has {healthy} currently")}]}});
+                return (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body.to_string(),
+                )
+                    .into_response();
             }
         }
         match self.delete(idx::PODS, namespace, name, None) {

@@ -1577,7 +1577,9 @@ impl World {
             .pending
             .iter()
             .copied()
-            .filter(|&p| self.pods[p as usize].workload == w && self.pods[p as usize].state == PodState::Pending)
+            .filter(|&p| {
+                self.pods[p as usize].workload == w && self.pods[p as usize].state == PodState::Pending
+            })
             .collect();
         pending.sort_unstable();
         pending.dedup();

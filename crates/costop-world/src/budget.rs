@@ -65,7 +65,12 @@ pub fn status(spec: &BudgetSpec, expected: u32, healthy: u32) -> BudgetStatus {
         (None, None) => 0,
     };
     let allowed = if expected == 0 { 0 } else { healthy.saturating_sub(desired) };
-    BudgetStatus { expected_pods: expected, current_healthy: healthy, desired_healthy: desired, disruptions_allowed: allowed }
+    BudgetStatus {
+        expected_pods: expected,
+        current_healthy: healthy,
+        desired_healthy: desired,
+        disruptions_allowed: allowed,
+    }
 }
 
 /// The pod an eviction is asked for.
@@ -111,7 +116,10 @@ mod tests {
         assert_eq!(status(&pct, 3, 3).desired_healthy, 2, "50 % of 3 rounds up");
         assert!(pct.counts_scale());
         let max = BudgetSpec { max_unavailable: Some(Amount::Count(1)), ..BudgetSpec::default() };
-        assert_eq!(status(&max, 4, 4), BudgetStatus { expected_pods: 4, current_healthy: 4, desired_healthy: 3, disruptions_allowed: 1 });
+        assert_eq!(
+            status(&max, 4, 4),
+            BudgetStatus { expected_pods: 4, current_healthy: 4, desired_healthy: 3, disruptions_allowed: 1 }
+        );
         let max_pct = BudgetSpec { max_unavailable: Some(Amount::Percent(10)), ..BudgetSpec::default() };
         assert_eq!(status(&max_pct, 15, 15).desired_healthy, 13, "10 % of 15 rounds up to 2");
         let all = BudgetSpec { max_unavailable: Some(Amount::Count(9)), ..BudgetSpec::default() };

@@ -183,9 +183,8 @@ pub struct NodeFit<'a> {
 /// Whether the pod passes every filter except resources: the node is one
 /// preemption could make room on.
 pub fn passes_filters(pod: &PodFit<'_>, node: &NodeFit<'_>) -> bool {
-    let untolerated = |key: &str| {
-        !tolerated(pod.tolerations, &Taint { key, value: "", effect: Effect::NoSchedule })
-    };
+    let untolerated =
+        |key: &str| !tolerated(pod.tolerations, &Taint { key, value: "", effect: Effect::NoSchedule });
     if !node.ready && untolerated(NOT_READY_TAINT) {
         return false;
     }
@@ -370,7 +369,13 @@ mod tests {
     }
 
     fn victim(key: u32, priority: i32, cpu: u64) -> Victim<u32> {
-        Victim { key, priority, requests: Resources::new(cpu, 0), violates_budget: false, started: u64::from(key) }
+        Victim {
+            key,
+            priority,
+            requests: Resources::new(cpu, 0),
+            violates_budget: false,
+            started: u64::from(key),
+        }
     }
 
     #[test]
@@ -395,7 +400,10 @@ mod tests {
         assert!(!feasible(&pod, &NodeFit { unschedulable: true, ..node(Resources::default(), 0) }));
         let daemon = [Toleration { key: "", exists: true, value: "", effect: None }];
         let tolerant = PodFit { tolerations: &daemon, ..pod };
-        assert!(feasible(&tolerant, &NodeFit { unschedulable: true, ready: false, ..node(Resources::default(), 0) }));
+        assert!(feasible(
+            &tolerant,
+            &NodeFit { unschedulable: true, ready: false, ..node(Resources::default(), 0) }
+        ));
         let taints = [
             Taint { key: "costop.io/standby", value: "", effect: Effect::NoSchedule },
             Taint { key: "soft", value: "", effect: Effect::PreferNoSchedule },
@@ -403,7 +411,10 @@ mod tests {
         let tainted = NodeFit { taints: &taints, ..node(Resources::default(), 0) };
         assert!(!feasible(&pod, &tainted));
         let standby = [Toleration { key: "costop.io/standby", exists: true, value: "", effect: None }];
-        assert!(feasible(&PodFit { tolerations: &standby, ..pod }, &tainted), "PreferNoSchedule does not filter");
+        assert!(
+            feasible(&PodFit { tolerations: &standby, ..pod }, &tainted),
+            "PreferNoSchedule does not filter"
+        );
         let labels = [("costop.io/capacity-type", "spot")];
         let selector = [("costop.io/capacity-type", "spot")];
         let picky = PodFit { node_selector: &selector, ..pod };
@@ -495,7 +506,11 @@ mod tests {
         let pod = PodFit::new(Resources::new(2000, 0), 10);
         let full = node(ALLOC, 2);
         let guarded = vec![Victim { violates_budget: true, ..victim(0, 0, 2000) }, victim(1, 0, 2000)];
-        assert_eq!(pick_preemption(&pod, [(0, full, guarded)]), Some((0, vec![1])), "the guarded pod is reprieved");
+        assert_eq!(
+            pick_preemption(&pod, [(0, full, guarded)]),
+            Some((0, vec![1])),
+            "the guarded pod is reprieved"
+        );
         let old = vec![victim(0, 0, 4000)];
         let young = vec![victim(9, 0, 4000)];
         assert_eq!(pick_preemption(&pod, [(0, full, old), (1, full, young)]), Some((1, vec![9])));
