@@ -34,7 +34,9 @@ pub struct Policy {
     /// × (1 + weight × interruptions per day). Default 0.05.
     pub risk_weight: f64,
     /// Minutes a pool is avoided for new capacity after it reclaimed an
-    /// instance. Default 30.
+    /// instance. Default 3: over 92 % of same-type same-zone interruptions
+    /// come within 3 minutes of each other (arXiv 2604.16457); avoiding a
+    /// pool longer sends capacity to dearer pools, where it stays.
     pub pool_cooldown_minutes: u64,
     /// Bridge a workload's traffic to a serverless function when this share
     /// of its Ready pods is displaced (0–1). Default 0.0 (always bridge).
@@ -61,7 +63,7 @@ impl Default for Policy {
             standby_mode: StandbyMode::Stopped,
             max_pool_share: 0.34,
             risk_weight: 0.05,
-            pool_cooldown_minutes: 30,
+            pool_cooldown_minutes: 3,
             bridge_threshold: 0.0,
             bridge_enabled: true,
             act_on_rebalance: true,

@@ -21,6 +21,12 @@ fn main() {
     if let Some(h) = std::env::var("HEADROOM").ok().and_then(|v| v.parse().ok()) {
         cfg.policy.headroom_share_of_shortfall = h;
     }
+    if let Some(m) = std::env::var("COOLDOWN").ok().and_then(|v| v.parse().ok()) {
+        cfg.policy.pool_cooldown_minutes = m;
+    }
+    if let Some(w) = std::env::var("RISK").ok().and_then(|v| v.parse().ok()) {
+        cfg.policy.risk_weight = w;
+    }
     if let Some(h) = std::env::var("MAX_POOL").ok().and_then(|v| v.parse().ok()) {
         cfg.policy.max_pool_share = h;
     }

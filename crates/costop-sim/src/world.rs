@@ -86,6 +86,8 @@ struct Node {
     pods: Vec<u32>,
     /// How many of `pods` are placeholders.
     placeholders: u32,
+    /// When it was launched and when it went (for `COSTOP_DEBUG_SIM`).
+    lifetime: (Millis, Option<Millis>),
     images: Vec<bool>,
 }
 
@@ -548,6 +550,7 @@ impl World {
             empty_since: None,
             pods: Vec::new(),
             placeholders: 0,
+            lifetime: (self.now, None),
             images: vec![state == NodeState::Ready; self.workloads.len()],
         };
         self.nodes.push(node);
@@ -762,6 +765,32 @@ impl World {
                         if n.fallback { "/fallback" } else { "" }
                     ))
                     .or_default() += 1;
+            }
+            let mut launches: BTreeMap<String, u32> = BTreeMap::new();
+            for n in &self.nodes {
+                *launches
+                    .entry(format!("{}/{}/{:?}", n.itype.name, self.zones[n.zone], n.capacity))
+                    .or_default() += 1;
+            }
+            eprintln!("[{}] launches by type/zone/capacity {launches:?}", self.strategy.name());
+            // Spot node-hours and the money paid per pool (at each pool's mean price).
+            let mut hours = vec![0.0; self.market.pools.len()];
+            for n in self.nodes.iter().filter(|n| n.capacity == CapacityType::Spot) {
+                if let Some(p) = n.pool {
+                    hours[p] += (n.lifetime.1.unwrap_or(self.now) - n.lifetime.0) as f64 / 3_600_000.0;
+                }
+            }
+            for (p, h) in hours.iter().enumerate().filter(|(_, h)| **h > 0.0) {
+                let pool = &self.market.pools[p];
+                let samples = 200;
+                let mean =
+                    (0..samples).map(|i| pool.price_at(self.end / samples * i)).sum::<f64>() / samples as f64;
+                eprintln!(
+                    "[{}] pool {} node-hours {h:.0} mean price {mean:.3} reclaims {}",
+                    self.strategy.name(),
+                    pool.id,
+                    pool.reclaims.len()
+                );
             }
             let pending = self.pods.iter().filter(|p| p.state == PodState::Pending).count();
             eprintln!(
@@ -1201,6 +1230,7 @@ impl World {
 
     /// Node `n` no longer exists.
     fn mark_gone(&mut self, n: u32) {
+        self.nodes[n as usize].lifetime.1 = Some(self.now);
         self.nodes[n as usize].state = NodeState::Gone;
         self.nodes[n as usize].in_lb = false;
         self.cost_rate_dirty = true;
