@@ -37,6 +37,9 @@ pub struct Apis {
     /// Whether `apps/v1 statefulsets` is served (their pods are workloads
     /// with budgets; a cluster without them has none to watch).
     pub statefulsets: bool,
+    /// Whether `apps/v1 replicasets` is served (a ReplicaSet no Deployment
+    /// owns is a workload of its own).
+    pub replicasets: bool,
 }
 
 /// The resources costop reads or writes, by group version (`""` core):
@@ -135,9 +138,12 @@ async fn discover_once(client: &Client) -> Result<Apis, DiscoveryError> {
         missing.push("policy/v1 or policy/v1beta1 poddisruptionbudgets (budgets)".into());
     }
     match policy {
-        Some(policy) if missing.is_empty() => {
-            Ok(Apis { server_version: version, policy, statefulsets: has("apps/v1", "statefulsets") })
-        }
+        Some(policy) if missing.is_empty() => Ok(Apis {
+            server_version: version,
+            policy,
+            statefulsets: has("apps/v1", "statefulsets"),
+            replicasets: has("apps/v1", "replicasets"),
+        }),
         _ => Err(DiscoveryError::Missing { version, missing }),
     }
 }

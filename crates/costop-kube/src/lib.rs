@@ -15,7 +15,7 @@ use costop_core::ports::{ClusterPort, Evicted};
 use costop_core::time::Millis;
 use costop_core::{ClusterView, StandbyMode};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -83,6 +83,7 @@ pub struct KubeCluster {
     pods: Store<Pod>,
     deployments: Store<Deployment>,
     statefulsets: Store<StatefulSet>,
+    replicasets: Store<ReplicaSet>,
     budgets: Store<PodDisruptionBudget>,
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
@@ -237,27 +238,39 @@ fn budget_from_beta(o: DynamicObject) -> Option<PodDisruptionBudget> {
     }
 }
 
-/// The StatefulSets cache, when the cluster serves them (the emulator does
-/// not); otherwise an empty cache that counts as listed.
-fn reflect_statefulsets(
+/// A cache of an optional kind (StatefulSets, ReplicaSets), when the
+/// cluster serves it (the emulator may not) and costop may list it;
+/// otherwise an empty cache that counts as listed.
+fn reflect_optional<K>(
     client: Client,
     apis: Arc<tokio::sync::OnceCell<Result<Apis, DiscoveryError>>>,
     health: Arc<Vec<CacheHealth>>,
     index: usize,
-) -> (Store<StatefulSet>, tokio::task::JoinHandle<()>) {
+    served: fn(&Apis) -> bool,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, mut writer) = reflector::store();
     let task = tokio::spawn(async move {
         let found = apis.get_or_init(|| apis::discover(&client, DISCOVERY_PATIENCE)).await.clone();
-        let served = found.as_ref().is_ok_and(|a| a.statefulsets);
-        // A ClusterRole written before costop read StatefulSets does not let
+        let served = found.as_ref().is_ok_and(served);
+        let plural = K::plural(&()).to_string();
+        // A ClusterRole written before costop read this kind does not let
         // it list them: say how to fix it, and go on without (their pods are
         // then planned as pods without a workload), rather than never ready.
         let allowed = !served
-            || match Api::<StatefulSet>::all(client.clone()).list(&ListParams::default().limit(1)).await {
+            || match Api::<K>::all(client.clone()).list(&ListParams::default().limit(1)).await {
                 Err(e) if status_code(&e) == Some(403) => {
                     tracing::warn!(
                         error = %e,
-                        "cannot list StatefulSets: add {{apiGroups: [apps], resources: [statefulsets], verbs: [get, list, watch]}} \
+                        "cannot list {plural}: add {{apiGroups: [apps], resources: [{plural}], verbs: [get, list, watch]}} \
                          to costop-server's ClusterRole; until then their budgets do not shape the waves"
                     );
                     false
@@ -265,7 +278,7 @@ fn reflect_statefulsets(
                 _ => true,
             };
         if served && allowed {
-            let api = Api::<StatefulSet>::all(client);
+            let api = Api::<K>::all(client);
             let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
                 .backoff(QuickBackoff::new());
             drive(stream, health, index).await
@@ -339,6 +352,7 @@ impl KubeCluster {
                 "persistentvolumeclaims",
                 "persistentvolumes",
                 "statefulsets",
+                "replicasets",
             ]
             .into_iter()
             .map(CacheHealth::new)
@@ -351,19 +365,23 @@ impl KubeCluster {
         let (budgets, d) = reflect_budgets(client.clone(), apis.clone(), health.clone(), 3);
         let (claims, e) = reflect(Api::<PersistentVolumeClaim>::all(client.clone()), health.clone(), 4);
         let (volumes, f) = reflect(Api::<PersistentVolume>::all(client.clone()), health.clone(), 5);
-        let (statefulsets, g) = reflect_statefulsets(client.clone(), apis.clone(), health.clone(), 6);
+        let (statefulsets, g) =
+            reflect_optional(client.clone(), apis.clone(), health.clone(), 6, |a: &Apis| a.statefulsets);
+        let (replicasets, h) =
+            reflect_optional(client.clone(), apis.clone(), health.clone(), 7, |a: &Apis| a.replicasets);
         Self {
             client,
             nodes,
             pods,
             deployments,
             statefulsets,
+            replicasets,
             budgets,
             claims,
             volumes,
             apis,
             health,
-            tasks: std::sync::Arc::new(vec![a, b, c, d, e, f, g]),
+            tasks: std::sync::Arc::new(vec![a, b, c, d, e, f, g, h]),
         }
     }
 
@@ -456,6 +474,7 @@ impl KubeCluster {
             self.pods.wait_until_ready().await.ok();
             self.deployments.wait_until_ready().await.ok();
             self.statefulsets.wait_until_ready().await.ok();
+            self.replicasets.wait_until_ready().await.ok();
             self.budgets.wait_until_ready().await.ok();
             self.claims.wait_until_ready().await.ok();
             self.volumes.wait_until_ready().await.ok();
@@ -565,6 +584,7 @@ impl ClusterPort for KubeCluster {
             pods: &self.pods.state(),
             deployments: &self.deployments.state(),
             statefulsets: &self.statefulsets.state(),
+            replicasets: &self.replicasets.state(),
             budgets: &self.budgets.state(),
             claims: &self.claims.state(),
             volumes: &self.volumes.state(),

@@ -6,7 +6,7 @@ use costop_core::model::{
 };
 use costop_core::quantity::{cpu_millis, memory_mib};
 use costop_core::ClusterView;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -87,14 +87,46 @@ fn node_view(n: &Node) -> NodeView {
     }
 }
 
-/// The workload a pod belongs to: `namespace/deployment`, from its
-/// controller (a ReplicaSet `deploy-hash`, or a Deployment directly).
-fn workload_of(p: &Pod) -> Option<String> {
+/// The controller owner of an object, if any.
+fn controller_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<(&str, &str)> {
+    let owner = meta.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true))?;
+    Some((owner.kind.as_str(), owner.name.as_str()))
+}
+
+/// What owns each ReplicaSet (`namespace/name` → its Deployment's name, or
+/// None for a standalone one).
+type ReplicaSetOwners = BTreeMap<String, Option<String>>;
+
+fn replicaset_owners(replicasets: &[Arc<ReplicaSet>]) -> ReplicaSetOwners {
+    replicasets
+        .iter()
+        .map(|rs| {
+            let key = format!(
+                "{}/{}",
+                rs.metadata.namespace.as_deref().unwrap_or("default"),
+                rs.metadata.name.as_deref().unwrap_or("")
+            );
+            let deployment = controller_of(&rs.metadata)
+                .filter(|(kind, _)| *kind == "Deployment")
+                .map(|(_, n)| n.to_string());
+            (key, deployment)
+        })
+        .collect()
+}
+
+/// The workload a pod belongs to, `namespace/name`: its controller, and
+/// for a ReplicaSet the Deployment owning it (when the ReplicaSet is not in
+/// the cache, the name before its hash suffix).
+fn workload_of(p: &Pod, owners: &ReplicaSetOwners) -> Option<String> {
     let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-    let owner = p.metadata.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true))?;
-    let name = match owner.kind.as_str() {
-        "ReplicaSet" => owner.name.rsplit_once('-').map_or(owner.name.as_str(), |(d, _)| d),
-        _ => owner.name.as_str(),
+    let (kind, owner) = controller_of(&p.metadata)?;
+    let name = match kind {
+        "ReplicaSet" => match owners.get(&format!("{ns}/{owner}")) {
+            Some(Some(deployment)) => deployment.as_str(),
+            Some(None) => owner,
+            None => owner.rsplit_once('-').map_or(owner, |(d, _)| d),
+        },
+        _ => owner,
     };
     Some(format!("{ns}/{name}"))
 }
@@ -180,7 +212,7 @@ pub fn ebs_volume(pv: &PersistentVolume) -> Option<(String, String)> {
     Some((id, zone))
 }
 
-fn pod_view(p: &Pod, ebs: &BTreeMap<String, (String, String)>) -> PodView {
+fn pod_view(p: &Pod, ebs: &BTreeMap<String, (String, String)>, owners: &ReplicaSetOwners) -> PodView {
     let spec = p.spec.clone().unwrap_or_default();
     let requests = spec.containers.iter().fold(Resources::default(), |acc, c| {
         let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
@@ -201,7 +233,7 @@ fn pod_view(p: &Pod, ebs: &BTreeMap<String, (String, String)>) -> PodView {
             p.metadata.name.as_deref().unwrap_or("")
         )
         .into(),
-        workload: workload_of(p).map(Into::into),
+        workload: workload_of(p, owners).map(Into::into),
         node: spec.node_name.clone().map(Into::into),
         requests,
         priority: spec.priority.unwrap_or(0),
@@ -267,6 +299,8 @@ pub struct Objects<'a> {
     pub deployments: &'a [Arc<Deployment>],
     /// StatefulSets.
     pub statefulsets: &'a [Arc<StatefulSet>],
+    /// ReplicaSets (those a Deployment owns, and standalone ones).
+    pub replicasets: &'a [Arc<ReplicaSet>],
     /// PodDisruptionBudgets.
     pub budgets: &'a [Arc<PodDisruptionBudget>],
     /// PersistentVolumeClaims.
@@ -277,7 +311,8 @@ pub struct Objects<'a> {
 
 /// The core's view of these objects.
 pub fn build(o: &Objects<'_>) -> ClusterView {
-    let Objects { nodes, pods, deployments, statefulsets, budgets, claims, volumes } = *o;
+    let Objects { nodes, pods, deployments, statefulsets, replicasets, budgets, claims, volumes } = *o;
+    let owners = replicaset_owners(replicasets);
     let ebs = ebs_by_claim(claims, volumes);
     let live_pods = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !is_finished(p));
     // A workload: its namespace and name, replicas, and pod template labels
@@ -290,8 +325,14 @@ pub fn build(o: &Objects<'_>) -> ClusterView {
         let spec = s.spec.clone().unwrap_or_default();
         (&s.metadata, spec.replicas, spec.template.metadata.and_then(|m| m.labels))
     });
+    // A ReplicaSet no Deployment owns is a workload of its own.
+    let standalone = replicasets.iter().filter(|rs| controller_of(&rs.metadata).is_none()).map(|rs| {
+        let spec = rs.spec.clone().unwrap_or_default();
+        (&rs.metadata, spec.replicas, spec.template.and_then(|t| t.metadata).and_then(|m| m.labels))
+    });
     let workloads = deployed
         .chain(stateful)
+        .chain(standalone)
         .map(|(meta, replicas, template_labels)| {
             let ns = meta.namespace.as_deref().unwrap_or("default");
             let replicas = replicas.unwrap_or(1).max(0) as u32;
@@ -317,7 +358,7 @@ pub fn build(o: &Objects<'_>) -> ClusterView {
         .collect();
     ClusterView {
         nodes: nodes.iter().map(|n| node_view(n)).collect(),
-        pods: live_pods.map(|p| pod_view(p, &ebs)).collect(),
+        pods: live_pods.map(|p| pod_view(p, &ebs, &owners)).collect(),
         workloads,
         ..ClusterView::default()
     }

@@ -438,6 +438,7 @@ async fn real_api_server_restart_relists_at_once() {
         "pods",
         "deployments",
         "statefulsets",
+        "replicasets",
         "poddisruptionbudgets",
         "persistentvolumeclaims",
         "persistentvolumes",
@@ -930,4 +931,56 @@ async fn real_legacy_token_is_refused_with_a_reason() {
     let (bound, _) = w.c.agent_token("node-0").await;
     let (code, body) = w.post_notice(leader, &notice, Some(&bound)).await;
     assert!(code == 200 || code == 202, "the agent pod's bound token: {code} {body}");
+}
+
+/// A ReplicaSet no Deployment owns (4 pods, minAvailable 3) is a workload
+/// with a budget: its pods on the doomed node go one wave at a time, never
+/// below 3 Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_standalone_replicaset_pods_are_evicted_in_budget_keeping_waves() {
+    let scenario = Scenario { nodes: 2, web: None, db: None, placeholders: 0 };
+    let mut w = World::start(Backend::Real, "e2e-rs", scenario).await;
+    w.c.create_workload("ReplicaSet", "batch", 4, 3).await;
+    w.wait("batch running", Duration::from_secs(60), async |w| ready_of(w, "batch").await >= 4).await;
+    w.lead().await;
+    let on_node: Vec<String> =
+        w.c.pods_on("node-0")
+            .await
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "batch")
+            .map(|p| format!("default/{}", p["metadata"]["name"].as_str().unwrap()))
+            .collect();
+    let (_, file) = w.c.agent_token("node-0").await;
+    w.agent("node-0", &file, false);
+    w.c.inject("node-0").await;
+    let start = Instant::now();
+    let mut lowest = usize::MAX;
+    loop {
+        lowest = lowest.min(ready_of(&w, "batch").await);
+        if w.workload_pods_on("node-0").await == 0 && ready_of(&w, "batch").await >= 4 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "batch not moved off node-0");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.wait("the response finished", Duration::from_secs(30), async |w| finished(w).await).await;
+    let record = only_response(&w).await;
+    let waves: Vec<(u32, Vec<String>)> = record
+        .plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            costop_core::Step::Evict { pods, wave } => Some((*wave, pods.clone())),
+            _ => None,
+        })
+        .collect();
+    println!("batch pods on node-0: {on_node:?}; fewest Ready: {lowest}; evict waves: {waves:?}");
+    assert!(lowest >= 3, "the budget (minAvailable 3) was broken: {lowest} Ready");
+    for (wave, pods) in &waves {
+        let here = pods.iter().filter(|p| on_node.contains(p)).count();
+        assert!(
+            here <= 1,
+            "wave {wave} evicts {here} batch pods at once with a budget allowing 1: {waves:?}"
+        );
+    }
 }

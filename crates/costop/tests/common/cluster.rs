@@ -439,6 +439,15 @@ impl Cluster {
         .await;
     }
 
+    /// A workload of `kind` (Deployment, StatefulSet, ReplicaSet) `name` in
+    /// `default` with `replicas` pods, and a budget of `min` available.
+    pub async fn create_workload(&self, kind: &str, name: &str, replicas: u32, min: u32) {
+        let plural = format!("{}s", kind.to_ascii_lowercase());
+        self.create(&format!("/apis/apps/v1/namespaces/default/{plural}"), workload(kind, name, replicas))
+            .await;
+        self.create_budget(name, min).await;
+    }
+
     /// A PodDisruptionBudget `app` in `default` selecting `app=<app>`.
     pub async fn create_budget(&self, app: &str, min: u32) {
         self.create(
