@@ -182,16 +182,17 @@ pub struct NodeFit<'a> {
 
 /// Whether the pod passes every filter except resources: the node is one
 /// preemption could make room on.
+#[inline(always)]
 pub fn passes_filters(pod: &PodFit<'_>, node: &NodeFit<'_>) -> bool {
+    if pod.zone.is_some_and(|z| !same_str(z, node.zone)) {
+        return false;
+    }
     let untolerated =
         |key: &str| !tolerated(pod.tolerations, &Taint { key, value: "", effect: Effect::NoSchedule });
     if !node.ready && untolerated(NOT_READY_TAINT) {
         return false;
     }
     if node.unschedulable && untolerated(UNSCHEDULABLE_TAINT) {
-        return false;
-    }
-    if pod.zone.is_some_and(|z| z != node.zone) {
         return false;
     }
     let blocking = |t: &&Taint<'_>| matches!(t.effect, Effect::NoSchedule | Effect::NoExecute);
@@ -201,32 +202,49 @@ pub fn passes_filters(pod: &PodFit<'_>, node: &NodeFit<'_>) -> bool {
     pod.node_selector.iter().all(|(k, v)| node.labels.iter().any(|(lk, lv)| lk == k && lv == v))
 }
 
+/// String equality, at once when both are the same slice (callers that
+/// borrow zone names from one table, as the simulator does).
+#[inline(always)]
+fn same_str(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 /// Whether the pod's requests fit in `free` with `pods` pods already there.
+#[inline(always)]
 fn fits_in(pod: &PodFit<'_>, free: Resources, pods: u32, max_pods: u32) -> bool {
     free.fits(&pod.requests) && pods < max_pods
 }
 
 /// Whether the pod fits the node's free resources and pod slots.
+#[inline(always)]
 pub fn fits_resources(pod: &PodFit<'_>, node: &NodeFit<'_>) -> bool {
     fits_in(pod, node.allocatable.minus(&node.requested), node.pods, node.max_pods)
 }
 
 /// Whether the pod can be bound to the node now.
+#[inline(always)]
 pub fn feasible(pod: &PodFit<'_>, node: &NodeFit<'_>) -> bool {
     fits_resources(pod, node) && passes_filters(pod, node)
 }
 
 /// `LeastAllocated` score of one resource: the share left free once the
 /// pod is placed, 0–100 (`leastRequestedScore`).
+#[inline(always)]
 fn least_requested(requested: u64, capacity: u64) -> u64 {
     if capacity == 0 || requested > capacity {
         return 0;
     }
-    (capacity - requested) * MAX_NODE_SCORE / capacity
+    let free = (capacity - requested) * MAX_NODE_SCORE;
+    // The same quotient; a 32-bit division is the cheaper one.
+    match (u32::try_from(free), u32::try_from(capacity)) {
+        (Ok(f), Ok(c)) => u64::from(f / c),
+        _ => free / capacity,
+    }
 }
 
 /// The node's score for the pod, 0–100: the mean of the CPU and memory
 /// `LeastAllocated` scores.
+#[inline(always)]
 pub fn score(pod: &PodFit<'_>, node: &NodeFit<'_>) -> u64 {
     let after = node.score_requested.plus(&pod.score_requests);
     (least_requested(after.cpu_millis, node.allocatable.cpu_millis)
@@ -270,15 +288,18 @@ pub struct Victim<V> {
 /// (`pickOneNodeForPreemption`).
 type Rank = (u32, i32, i64, usize, Reverse<u64>);
 
-/// The victims on one node, and the node's rank; `None` when removing every
-/// lower-priority pod would not make room (`selectVictimsOnNode`).
+/// The victims on one node (into `victims`), and the node's rank; `None`
+/// when removing every lower-priority pod would not make room
+/// (`selectVictimsOnNode`).
 fn victims_on<V: Copy>(
     pod: &PodFit<'_>,
     node: &NodeFit<'_>,
     candidates: impl IntoIterator<Item = Victim<V>>,
     potential: &mut Vec<Victim<V>>,
-) -> Option<(Rank, Vec<V>)> {
+    victims: &mut Vec<V>,
+) -> Option<Rank> {
     potential.clear();
+    victims.clear();
     potential.extend(candidates.into_iter().filter(|v| v.priority < pod.priority));
     let mut requested = node.requested;
     let mut pods = node.pods;
@@ -292,7 +313,6 @@ fn victims_on<V: Copy>(
     // The most important first (`MoreImportantPod`: higher priority, then
     // earlier start); violating ones are reprieved before the others.
     potential.sort_by_key(|v| (!v.violates_budget, Reverse(v.priority), v.started));
-    let mut victims = Vec::new();
     let mut violations = 0u32;
     let (mut highest, mut sum, mut earliest_top) = (i32::MIN, 0i64, u64::MAX);
     for v in potential.iter() {
@@ -312,7 +332,7 @@ fn victims_on<V: Copy>(
         }
         victims.push(v.key);
     }
-    Some(((violations, highest, sum, victims.len(), Reverse(earliest_top)), victims))
+    Some((violations, highest, sum, victims.len(), Reverse(earliest_top)))
 }
 
 /// Where to preempt for the pod, and whom: the best node of `nodes` (each
@@ -329,22 +349,23 @@ where
     if !pod.may_preempt {
         return None;
     }
-    let mut potential = Vec::new();
-    let mut best: Option<(Rank, K, Vec<V>)> = None;
+    let (mut potential, mut victims, mut best_victims) = (Vec::new(), Vec::new(), Vec::new());
+    let mut best: Option<(Rank, K)> = None;
     for (key, node, candidates) in nodes {
         if !passes_filters(pod, &node) {
             continue;
         }
-        let Some((rank, victims)) = victims_on(pod, &node, candidates, &mut potential) else { continue };
+        let Some(rank) = victims_on(pod, &node, candidates, &mut potential, &mut victims) else { continue };
         if victims.is_empty() {
             // It fits without preempting anyone.
             return Some((key, victims));
         }
         if best.as_ref().is_none_or(|b| rank < b.0) {
-            best = Some((rank, key, victims));
+            best = Some((rank, key));
+            std::mem::swap(&mut victims, &mut best_victims);
         }
     }
-    best.map(|(_, k, v)| (k, v))
+    best.map(|(_, k)| (k, best_victims))
 }
 
 #[cfg(test)]
@@ -448,6 +469,15 @@ mod tests {
         assert_eq!(score(&pod, &nodes[2]), 71);
         let full = [node(ALLOC, 1)];
         assert_eq!(pick_node(&pod, full.iter().copied().enumerate()), None);
+    }
+
+    #[test]
+    fn scores_of_huge_nodes_are_exact() {
+        let big = u64::from(u32::MAX) * 4;
+        assert_eq!(least_requested(big / 4, big), 75);
+        assert_eq!(least_requested(1, 3), 66);
+        assert_eq!(least_requested(4, 3), 0);
+        assert_eq!(least_requested(0, 0), 0);
     }
 
     #[test]
