@@ -72,6 +72,14 @@ pub trait ClusterPort {
         reason: &str,
         message: &str,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Say, where people look (a Warning Event on the pod and on its node),
+    /// that the response leaves `pod` on its doomed node, and why. A world
+    /// with no such record keeps nothing.
+    fn warn_pod_left(&self, pod: &str, why: &str) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = (pod, why);
+        async { Ok(()) }
+    }
 }
 
 /// What is recorded of one step of a response.

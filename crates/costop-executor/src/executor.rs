@@ -202,6 +202,9 @@ where
             .map(|i| record.as_ref().and_then(|r| r.steps.get(i)).is_some_and(|s| s.done_at.is_some()))
             .collect();
         self.open.opened(plan, done.clone());
+        if !done.iter().any(|d| *d) {
+            self.report_pods_left(plan).await;
+        }
         // Closes the open entry however this future ends (done, or dropped
         // when leadership is lost).
         let _open = CloseOnDrop(&self.open, key);
@@ -237,6 +240,22 @@ where
         futures::join!(in_order, alongside);
         let at = self.clock.now_ms();
         self.durably("response done", || self.store.response_done(key, at)).await;
+    }
+
+    /// The pods the plan leaves on the doomed node (their budget allows no
+    /// disruption at all): a Warning on each and a count, once, when the
+    /// response starts.
+    async fn report_pods_left(&self, plan: &Plan) {
+        if plan.unevictable.is_empty() {
+            return;
+        }
+        self.observer.pods_left(plan.unevictable.len());
+        let why = "its disruption budget allows no disruption (minAvailable is all its replicas)";
+        for pod in &plan.unevictable {
+            if let Err(e) = self.cluster.warn_pod_left(pod, why).await {
+                tracing::warn!(error = %e, pod, "cannot record that the pod is left");
+            }
+        }
     }
 
     /// Run step `i`, recording it before and after, with a node event.
@@ -410,7 +429,9 @@ where
                 if refused.is_empty() {
                     Ok(format!("ok: {summary}"))
                 } else {
-                    Err(format!("{summary}: {}", refused.join("; ")))
+                    // The adapter has said so on each pod; the response goes on.
+                    self.observer.pods_left(refused.len());
+                    Ok(format!("partial: {summary}: {}", refused.join("; ")))
                 }
             }
             Step::RestoreCapacity { key, pools } => {

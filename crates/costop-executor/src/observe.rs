@@ -7,6 +7,12 @@ pub trait ResponseObserver: Send + Sync {
     fn step(&self, kind: &str, seconds: f64);
     /// A node was tainted and cordoned `seconds` after its notice arrived.
     fn notice_to_cordon(&self, seconds: f64);
+    /// `count` pods were left on a doomed node: their budget allowed no
+    /// disruption (the plan left them) or refused every eviction until the
+    /// deadline.
+    fn pods_left(&self, count: usize) {
+        let _ = count;
+    }
 }
 
 /// An observer that keeps nothing.

@@ -783,6 +783,22 @@ impl ClusterPort for KubeCluster {
     async fn node_event(&self, node: &str, reason: &str, message: &str) -> Result<(), KubeError> {
         self.record_event("Node", None, node, "Normal", reason, message).await
     }
+
+    async fn warn_pod_left(&self, pod: &str, why: &str) -> Result<(), KubeError> {
+        let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
+        let node = self
+            .pods
+            .get(&reflector::ObjectRef::new(name).within(ns))
+            .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()));
+        let on = node.as_deref().map(|n| format!(" on {n}")).unwrap_or_default();
+        let message = format!("costop leaves {ns}/{name}{on} until the node goes: {why}");
+        tracing::warn!(pod, node = node.as_deref(), why, "pod left on a doomed node");
+        self.record_event("Pod", Some(ns), name, "Warning", "EvictionBlocked", &message).await?;
+        if let Some(node) = node {
+            self.record_event("Node", None, &node, "Warning", "EvictionBlocked", &message).await?;
+        }
+        Ok(())
+    }
 }
 
 impl KubeCluster {

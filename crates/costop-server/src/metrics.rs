@@ -14,6 +14,7 @@ struct Inner {
     stream_refused: BTreeMap<String, u64>,
     plans_refused: u64,
     forwarded: BTreeMap<String, u64>,
+    pods_left: u64,
     steps: BTreeMap<String, (u64, f64)>,
     cordon_buckets: [u64; BUCKETS.len()],
     cordon_count: u64,
@@ -60,6 +61,11 @@ impl Metrics {
         *self.lock().forwarded.entry(outcome.into()).or_default() += 1;
     }
 
+    /// Pods left on a doomed node (their budget allowed no eviction).
+    pub fn pods_left(&self, count: usize) {
+        self.lock().pods_left += count as u64;
+    }
+
     /// A step finished after `seconds`.
     pub fn step(&self, kind: &str, seconds: f64) {
         let mut inner = self.lock();
@@ -99,6 +105,7 @@ impl Metrics {
         for (outcome, n) in &inner.forwarded {
             out.push_str(&format!("costop_notices_forwarded_total{{outcome=\"{outcome}\"}} {n}\n"));
         }
+        out.push_str(&format!("# HELP costop_pods_left_total Pods left on a doomed node: their disruption budget allowed no eviction before the deadline.\n# TYPE costop_pods_left_total counter\ncostop_pods_left_total {}\n", inner.pods_left));
         out.push_str("# HELP costop_step_duration_seconds Time steps took.\n# TYPE costop_step_duration_seconds summary\n");
         for (kind, (count, sum)) in &inner.steps {
             out.push_str(&format!("costop_step_duration_seconds_sum{{step=\"{kind}\"}} {sum}\ncostop_step_duration_seconds_count{{step=\"{kind}\"}} {count}\n"));
@@ -126,6 +133,10 @@ impl costop_executor::ResponseObserver for Metrics {
 
     fn notice_to_cordon(&self, seconds: f64) {
         Metrics::notice_to_cordon(self, seconds);
+    }
+
+    fn pods_left(&self, count: usize) {
+        Metrics::pods_left(self, count);
     }
 }
 
