@@ -189,15 +189,23 @@ async fn infinite_and_nan_timings_never_panic() {
         "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}});
     let (code, body) = request(&emu, "POST", "/api/v1/nodes", &node.to_string());
     assert_eq!(code, 201, "{body}");
-    // Huge grace periods on deletion, from the query and from a patch.
-    let (_, pods) = request(&emu, "GET", "/api/v1/namespaces/default/pods", "");
-    let names: Vec<String> = json_of(&pods)["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
-    assert!(!names.is_empty());
+    // Huge grace periods on deletion, from the query and from a patch. The
+    // controllers create the scenario's pods on their first pass: wait for it.
+    let mut names: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let (_, pods) = request(&emu, "GET", "/api/v1/namespaces/default/pods", "");
+        names = json_of(&pods)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        if !names.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!names.is_empty(), "no pod within 5 s of the scenario");
     let (code, body) = request(
         &emu,
         "DELETE",
