@@ -432,9 +432,37 @@ impl<C: Clock + 'static> Agent<C> {
                 let body = r.text().await.unwrap_or_default();
                 let body: String = body.chars().take(300).collect();
                 let what = if code.is_client_error() { "refused" } else { "could not take" };
-                Err(format!("POST {url}: HTTP {code} ({what} the notice): {body}"))
+                Err(format!(
+                    "POST {url}: HTTP {code} ({what} the notice): {body}{}",
+                    token_hint(code.as_u16(), &body)
+                ))
             }
             Err(e) => Err(format!("POST {url}: not reachable: {e}")),
         }
+    }
+}
+
+/// How to fix a token the server refused because it names no pod: a legacy
+/// service-account token (before Kubernetes 1.22 the default mount holds
+/// one) instead of a bound one.
+fn token_hint(code: u16, body: &str) -> &'static str {
+    if code == 401 && body.contains("names no pod") {
+        " (this is a legacy service-account token: mount a projected serviceAccountToken volume, \
+         which binds the token to this pod, and point COSTOP_TOKEN_PATH at it, as deploy/kubernetes.yaml does)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_hint;
+
+    #[test]
+    fn a_legacy_token_refusal_says_how_to_fix_it() {
+        let body = r#"{"error":"system:serviceaccount:costop-system:costop-agent: the token names no pod on a node"}"#;
+        assert!(token_hint(401, body).contains("COSTOP_TOKEN_PATH"));
+        assert_eq!(token_hint(401, "bad token"), "");
+        assert_eq!(token_hint(403, body), "");
     }
 }
