@@ -786,18 +786,11 @@ impl ClusterPort for KubeCluster {
 
     async fn warn_pod_left(&self, pod: &str, why: &str) -> Result<(), KubeError> {
         let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
-        let node = self
-            .pods
-            .get(&reflector::ObjectRef::new(name).within(ns))
-            .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()));
+        let node = self.node_of_pod(ns, name);
         let on = node.as_deref().map(|n| format!(" on {n}")).unwrap_or_default();
         let message = format!("costop leaves {ns}/{name}{on} until the node goes: {why}");
         tracing::warn!(pod, node = node.as_deref(), why, "pod left on a doomed node");
-        self.record_event("Pod", Some(ns), name, "Warning", "EvictionBlocked", &message).await?;
-        if let Some(node) = node {
-            self.record_event("Node", None, &node, "Warning", "EvictionBlocked", &message).await?;
-        }
-        Ok(())
+        self.warn_on_pod_and_node(ns, name, node.as_deref(), &message).await
     }
 }
 
@@ -837,10 +830,7 @@ impl KubeCluster {
     /// A pod its budget kept from being evicted until the deadline: a
     /// Warning Event on the pod and on its node, as `kubectl describe` shows.
     async fn warn_unevictable(&self, ns: &str, name: &str, attempts: u32) {
-        let node = self
-            .pods
-            .get(&reflector::ObjectRef::new(name).within(ns))
-            .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()));
+        let node = self.node_of_pod(ns, name);
         let on = node.as_deref().map(|n| format!(" from {n}")).unwrap_or_default();
         let message = format!(
             "costop could not evict {ns}/{name}{on} before the deadline: its disruption budget refused all \
@@ -852,17 +842,34 @@ impl KubeCluster {
             attempts,
             "pod not evicted: budget"
         );
-        if let Err(e) = self.record_event("Pod", Some(ns), name, "Warning", "EvictionBlocked", &message).await
-        {
-            tracing::warn!(error = %e, "cannot record the Warning Event on the pod");
+        if let Err(e) = self.warn_on_pod_and_node(ns, name, node.as_deref(), &message).await {
+            tracing::warn!(error = %e, "cannot record the Warning Event");
         }
-        if let Some(node) = node {
-            if let Err(e) =
-                self.record_event("Node", None, &node, "Warning", "EvictionBlocked", &message).await
-            {
-                tracing::warn!(error = %e, "cannot record the Warning Event on the node");
-            }
-        }
+    }
+
+    /// The node the cached pod `ns/name` is bound to.
+    fn node_of_pod(&self, ns: &str, name: &str) -> Option<String> {
+        self.pods
+            .get(&reflector::ObjectRef::new(name).within(ns))
+            .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+    }
+
+    /// A Warning `EvictionBlocked` Event on the pod and on its node (if
+    /// bound), as `kubectl describe` shows them. Both are tried; the first
+    /// failure is returned.
+    async fn warn_on_pod_and_node(
+        &self,
+        ns: &str,
+        name: &str,
+        node: Option<&str>,
+        message: &str,
+    ) -> Result<(), KubeError> {
+        let on_pod = self.record_event("Pod", Some(ns), name, "Warning", "EvictionBlocked", message).await;
+        let on_node = match node {
+            Some(node) => self.record_event("Node", None, node, "Warning", "EvictionBlocked", message).await,
+            None => Ok(()),
+        };
+        on_pod.and(on_node)
     }
 }
 

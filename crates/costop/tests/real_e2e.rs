@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{bin, free_port, Proc};
+use common::{bin, free_port, strip_ansi, Proc};
 #[path = "common/cluster.rs"]
 mod cluster;
 use cluster::{cordoned, Backend, Cluster, Scenario};
@@ -373,23 +373,6 @@ fn log_times(log: &Path, what: &str) -> Vec<(u64, String)> {
             Some((ts.as_millisecond() as u64, l))
         })
         .collect()
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The API server goes away for 5 s and comes back: every cache relists

@@ -4,7 +4,7 @@
 //! with `mod common; #[path = "common/procs.rs"] mod procs;`.
 #![allow(dead_code)]
 
-use crate::common::{bin, free_port, Proc};
+use crate::common::{bin, free_port, strip_ansi, Proc};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -137,22 +137,7 @@ impl Server {
 
     /// Its log so far, without terminal colours.
     pub fn log_text(&self) -> String {
-        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                // CSI: ESC [ parameters final-letter.
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 
     /// SIGTERM, and wait for it to exit cleanly.
