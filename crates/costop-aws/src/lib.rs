@@ -22,10 +22,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Every AWS action the adapter calls. The IAM policy in
-/// `deploy/iam-policy.json` grants exactly these (terminating and tagging
-/// only standbys, or tagging at launch), plus `iam:PassRole` so standbys
-/// launched from a cloned template keep the node's instance profile; a
-/// test checks the code, this list and the policy agree.
+/// `deploy/iam-policy.json` grants exactly these, plus `iam:PassRole` on
+/// the node role only (standbys launched from a cloned template keep the
+/// node's instance profile). Reads (`Describe*`, `Get*`) are granted on
+/// every resource; every other EC2 action only under a tag condition:
+/// what costop creates must carry [`MANAGED_TAG`] and the cluster tag
+/// ([`cluster_tag`]) in the request, what it changes later must carry them
+/// (or [`STANDBY_TAG`], or the EBS CSI driver's [`EBS_CSI_TAG`]) already.
+/// Tests check the code, this list and the policy agree, and that every
+/// mutating EC2 statement has a condition (`deploy/iam/README.md`).
 pub const IAM_ACTIONS: &[&str] = &[
     "autoscaling:CompleteLifecycleAction",
     "autoscaling:DescribeAutoScalingGroups",
@@ -117,10 +122,46 @@ pub struct AwsSettings {
     pub bridges: BTreeMap<String, Bridge>,
     /// Device name volumes are attached under.
     pub volume_device: String,
+    /// The cluster's name (the EKS cluster name). When set, everything
+    /// costop creates is tagged `kubernetes.io/cluster/<name>=owned`
+    /// ([`cluster_tag`]) and only standbys carrying that tag are this
+    /// cluster's; `deploy/iam-policy.json` requires it.
+    pub cluster_name: Option<String>,
 }
 
-/// Tag on standby instances; its value is the [`StandbyStage`].
+/// Tag on standby instances; its value is the [`StandbyStage`]
+/// ([`standby_tag_value`]).
 pub const STANDBY_TAG: &str = "costop.io/standby";
+
+/// Tag on everything costop creates: launch templates, instances (standbys
+/// and instant fleets) with their volumes and network interfaces, fleets,
+/// snapshots and volume copies. Its value is [`MANAGED_VALUE`].
+pub const MANAGED_TAG: &str = "costop.io/managed-by";
+
+/// The value of [`MANAGED_TAG`].
+pub const MANAGED_VALUE: &str = "costop";
+
+/// The value of the cluster tag on what costop creates.
+pub const CLUSTER_TAG_VALUE: &str = "owned";
+
+/// The tag the EBS CSI driver puts on every volume and snapshot it
+/// manages (value `true`); volume copies carry it too, so the driver
+/// manages a copy once a PersistentVolume is bound to it.
+pub const EBS_CSI_TAG: &str = "ebs.csi.aws.com/cluster";
+
+/// The cluster tag, `kubernetes.io/cluster/<cluster>`, which EKS managed
+/// node groups, Karpenter and self-managed groups put on their nodes.
+pub fn cluster_tag(cluster: &str) -> String {
+    format!("kubernetes.io/cluster/{cluster}")
+}
+
+/// The value of [`STANDBY_TAG`] for a stage.
+pub fn standby_tag_value(stage: StandbyStage) -> &'static str {
+    match stage {
+        StandbyStage::New => "new",
+        StandbyStage::Kept => "kept",
+    }
+}
 
 /// The AWS Cloud port.
 #[derive(Clone)]
@@ -254,6 +295,26 @@ impl AwsCloud {
         &self.settings
     }
 
+    /// The tags everything costop creates carries: [`MANAGED_TAG`] and,
+    /// when the cluster is named, its [`cluster_tag`].
+    pub fn creation_tags(&self) -> Vec<ec2t::Tag> {
+        let mut tags = vec![ec2t::Tag::builder().key(MANAGED_TAG).value(MANAGED_VALUE).build()];
+        if let Some(cluster) = self.settings.cluster_name.as_deref().filter(|c| !c.is_empty()) {
+            tags.push(ec2t::Tag::builder().key(cluster_tag(cluster)).value(CLUSTER_TAG_VALUE).build());
+        }
+        tags
+    }
+
+    /// A tag specification for a resource created: [`AwsCloud::creation_tags`]
+    /// and `extra`.
+    fn tagged(&self, resource: ec2t::ResourceType, extra: &[(&str, &str)]) -> ec2t::TagSpecification {
+        let extra = extra.iter().map(|(k, v)| ec2t::Tag::builder().key(*k).value(*v).build());
+        ec2t::TagSpecification::builder()
+            .resource_type(resource)
+            .set_tags(Some(self.creation_tags().into_iter().chain(extra).collect()))
+            .build()
+    }
+
     /// Clone a live instance into a launch template (a new version if the
     /// name exists), so a standby is its twin. Returns the template id.
     pub async fn clone_launch_template(&self, instance_id: &str, name: &str) -> Result<String, AwsError> {
@@ -304,6 +365,7 @@ impl AwsCloud {
             .create_launch_template()
             .launch_template_name(name)
             .launch_template_data(req.clone())
+            .tag_specifications(self.tagged(ec2t::ResourceType::LaunchTemplate, &[]))
             .send()
             .await;
         match created {
@@ -329,7 +391,8 @@ impl AwsCloud {
 
     /// Launch an on-demand standby from a template in a zone (in `subnet`
     /// when given: the twin's, so it lands in the cluster's VPC), as
-    /// `instance_type` when given; tagged `costop.io/standby=new`.
+    /// `instance_type` when given; tagged `costop.io/standby=new` and with
+    /// the creation tags, as are its volumes and network interface.
     pub async fn launch_standby(
         &self,
         template_id: &str,
@@ -341,19 +404,19 @@ impl AwsCloud {
             .launch_template_id(template_id)
             .version("$Latest")
             .build();
-        let mut req = self
-            .ec2
-            .run_instances()
-            .launch_template(spec)
-            .min_count(1)
-            .max_count(1)
-            .placement(ec2t::Placement::builder().availability_zone(zone).build())
-            .tag_specifications(
-                ec2t::TagSpecification::builder()
-                    .resource_type(ec2t::ResourceType::Instance)
-                    .tags(ec2t::Tag::builder().key(STANDBY_TAG).value("new").build())
-                    .build(),
-            );
+        let mut req =
+            self.ec2
+                .run_instances()
+                .launch_template(spec)
+                .min_count(1)
+                .max_count(1)
+                .placement(ec2t::Placement::builder().availability_zone(zone).build())
+                .tag_specifications(self.tagged(
+                    ec2t::ResourceType::Instance,
+                    &[(STANDBY_TAG, standby_tag_value(StandbyStage::New))],
+                ))
+                .tag_specifications(self.tagged(ec2t::ResourceType::Volume, &[]))
+                .tag_specifications(self.tagged(ec2t::ResourceType::NetworkInterface, &[]));
         if let Some(t) = instance_type {
             req = req.instance_type(ec2t::InstanceType::from(t));
         }
@@ -367,14 +430,23 @@ impl AwsCloud {
             .ok_or_else(|| missing("RunInstances", template_id, "instance"))
     }
 
-    /// Every standby instance not terminated (tag `costop.io/standby`).
+    /// Every standby instance not terminated (tag `costop.io/standby`), of
+    /// this cluster when it is named (its [`cluster_tag`]).
     pub async fn standbys(&self) -> Result<Vec<StandbyInstance>, AwsError> {
         let mut found = Vec::new();
         let mut token: Option<String> = None;
+        let cluster = self.settings.cluster_name.as_deref().filter(|c| !c.is_empty());
         loop {
-            let out = self
-                .ec2
-                .describe_instances()
+            let mut request = self.ec2.describe_instances();
+            if let Some(c) = cluster {
+                request = request.filters(
+                    ec2t::Filter::builder()
+                        .name(format!("tag:{}", cluster_tag(c)))
+                        .values(CLUSTER_TAG_VALUE)
+                        .build(),
+                );
+            }
+            let out = request
                 .filters(ec2t::Filter::builder().name("tag-key").values(STANDBY_TAG).build())
                 .filters(
                     ec2t::Filter::builder()
@@ -437,10 +509,7 @@ impl AwsCloud {
 
     /// Record a standby's stage on its instance.
     pub async fn tag_standby(&self, id: &str, stage: StandbyStage) -> Result<(), AwsError> {
-        let value = match stage {
-            StandbyStage::New => "new",
-            StandbyStage::Kept => "kept",
-        };
+        let value = standby_tag_value(stage);
         self.ec2
             .create_tags()
             .resources(id)
@@ -661,6 +730,8 @@ impl AwsCloud {
     }
 
     /// Copy a volume into another zone: snapshot, then a new volume from it.
+    /// Both carry the creation tags; the copy also the EBS CSI driver's
+    /// [`EBS_CSI_TAG`], as the volume a PersistentVolume will name.
     pub async fn copy_to_zone(
         &self,
         volume: &str,
@@ -672,6 +743,7 @@ impl AwsCloud {
             .create_snapshot()
             .volume_id(volume)
             .description("costop: move across zones")
+            .tag_specifications(self.tagged(ec2t::ResourceType::Snapshot, &[]))
             .send()
             .await
             .map_err(aws_err("CreateSnapshot", volume))?
@@ -699,6 +771,7 @@ impl AwsCloud {
             .availability_zone(zone)
             .snapshot_id(&snap)
             .volume_type(ec2t::VolumeType::Gp3)
+            .tag_specifications(self.tagged(ec2t::ResourceType::Volume, &[(EBS_CSI_TAG, "true")]))
             .send()
             .await
             .map_err(aws_err("CreateVolume", &snap))?
@@ -920,7 +993,8 @@ impl AwsCloud {
     }
 
     /// An instant fleet for restore step `key` (if any): sent with the
-    /// step's ClientToken, its instances tagged [`RESTORE_TAG`] with it.
+    /// step's ClientToken, its instances tagged [`RESTORE_TAG`] with it;
+    /// the fleet and its instances carry the creation tags.
     async fn instant_fleet_for(
         &self,
         key: Option<&str>,
@@ -957,14 +1031,17 @@ impl AwsCloud {
                     .allocation_strategy(ec2t::SpotAllocationStrategy::PriceCapacityOptimized)
                     .build(),
             );
-        if let Some(key) = key {
-            let token = restore_token(key);
-            request = request.client_token(&token).tag_specifications(
-                ec2t::TagSpecification::builder()
-                    .resource_type(ec2t::ResourceType::Instance)
-                    .tags(ec2t::Tag::builder().key(RESTORE_TAG).value(&token).build())
-                    .build(),
-            );
+        // An instant fleet tags only itself and its instances at creation
+        // (EC2 API reference, CreateFleet TagSpecifications).
+        request = request.tag_specifications(self.tagged(ec2t::ResourceType::Fleet, &[]));
+        match key {
+            Some(key) => {
+                let token = restore_token(key);
+                request = request
+                    .client_token(&token)
+                    .tag_specifications(self.tagged(ec2t::ResourceType::Instance, &[(RESTORE_TAG, &token)]));
+            }
+            None => request = request.tag_specifications(self.tagged(ec2t::ResourceType::Instance, &[])),
         }
         let out = request.send().await.map_err(aws_err("CreateFleet", template_id))?;
         Ok(out.instances().iter().flat_map(|i| i.instance_ids()).cloned().collect())
@@ -972,7 +1049,8 @@ impl AwsCloud {
 
     /// End an instance and shrink its Auto Scaling group by one; an
     /// instance in no group is terminated (the IAM policy allows that only
-    /// for instances costop launched).
+    /// for instances costop launched: tagged [`MANAGED_TAG`] and the
+    /// cluster tag).
     pub async fn retire(&self, id: &str) -> Result<String, AwsError> {
         let out = self
             .asg
@@ -1180,7 +1258,12 @@ impl WarmPoolPort for AwsCloud {
 
 #[cfg(test)]
 mod tests {
-    use super::IAM_ACTIONS;
+    use super::{
+        cluster_tag, standby_tag_value, CLUSTER_TAG_VALUE, EBS_CSI_TAG, IAM_ACTIONS, MANAGED_TAG,
+        MANAGED_VALUE, STANDBY_TAG,
+    };
+    use costop_core::ports::StandbyStage;
+    use serde_json::Value;
     use std::collections::BTreeSet;
 
     /// `self.ec2.describe_instances()` → `ec2:DescribeInstances`, for every
@@ -1208,25 +1291,215 @@ mod tests {
         found
     }
 
+    fn repo_file(path: &str) -> String {
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path);
+        std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+    }
+
+    /// `deploy/iam-policy.json`, parsed as it is (placeholders and all).
+    fn policy() -> Value {
+        serde_json::from_str(&repo_file("deploy/iam-policy.json"))
+            .unwrap_or_else(|e| panic!("deploy/iam-policy.json is not JSON: {e}"))
+    }
+
+    /// A policy element that is a string or a list of strings.
+    fn strings(v: &Value) -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().map(|x| x.as_str().expect("a string").to_string()).collect(),
+            other => panic!("not a string or a list of strings: {other}"),
+        }
+    }
+
+    fn statements(policy: &Value) -> Vec<&Value> {
+        policy["Statement"].as_array().expect("a Statement list").iter().collect()
+    }
+
+    fn sid(s: &Value) -> &str {
+        s["Sid"].as_str().unwrap_or("(no Sid)")
+    }
+
+    /// `Describe*` and `Get*` only read.
+    fn reads_only(action: &str) -> bool {
+        let verb = action.split_once(':').map_or(action, |(_, v)| v);
+        verb.starts_with("Describe") || verb.starts_with("Get")
+    }
+
     #[test]
     fn the_iam_policy_grants_exactly_what_the_code_calls() {
         let called = actions_called();
         let listed: BTreeSet<String> = IAM_ACTIONS.iter().map(|s| s.to_string()).collect();
         assert_eq!(called, listed, "IAM_ACTIONS differs from the SDK calls in src/");
-        let policy: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/iam-policy.json"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let granted: BTreeSet<String> = policy["Statement"]
-            .as_array()
-            .unwrap()
+        let policy = policy();
+        let granted: BTreeSet<String> = statements(&policy)
             .iter()
-            .flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()))
+            .flat_map(|s| strings(&s["Action"]))
             .filter(|a| a != "iam:PassRole")
             .collect();
         assert_eq!(granted, listed, "deploy/iam-policy.json differs from IAM_ACTIONS");
+    }
+
+    #[test]
+    fn every_mutating_ec2_action_is_granted_under_a_condition() {
+        let policy = policy();
+        assert_eq!(policy["Version"], "2012-10-17");
+        let mut sids = BTreeSet::new();
+        for s in statements(&policy) {
+            let name = sid(s);
+            assert!(sids.insert(name.to_string()), "Sid {name} twice");
+            assert_eq!(s["Effect"], "Allow", "{name}: only Allow statements");
+            assert!(s.get("NotAction").is_none() && s.get("NotResource").is_none(), "{name}: no Not*");
+            let actions = strings(&s["Action"]);
+            let resources = strings(&s["Resource"]);
+            assert!(!actions.is_empty() && !resources.is_empty(), "{name}: actions and resources");
+            assert!(actions.iter().all(|a| !a.contains('*')), "{name}: actions are named, not patterns");
+            let mutating: Vec<&String> = actions.iter().filter(|a| !reads_only(a)).collect();
+            if mutating.is_empty() {
+                continue;
+            }
+            // Anything that changes something names its resources…
+            assert!(
+                resources.iter().all(|r| r != "*" && r.starts_with("arn:aws:")),
+                "{name}: {mutating:?} on {resources:?}: not on every resource"
+            );
+            // …and every EC2 change is also bound by a condition (a tag, a VPC, the region).
+            if mutating.iter().any(|a| a.starts_with("ec2:")) {
+                let condition = s["Condition"].as_object();
+                let filled = condition.is_some_and(|c| {
+                    !c.is_empty() && c.values().all(|keys| keys.as_object().is_some_and(|k| !k.is_empty()))
+                });
+                assert!(filled, "{name}: {mutating:?} without a condition");
+                for (op, keys) in condition.into_iter().flatten() {
+                    for (key, value) in keys.as_object().into_iter().flatten() {
+                        assert!(!strings(value).is_empty(), "{name}: {op} {key} has no value");
+                    }
+                }
+            }
+        }
+        // No mutating EC2 action escapes through a statement without a condition.
+        let unconditioned: Vec<String> = statements(&policy)
+            .iter()
+            .filter(|s| s.get("Condition").is_none())
+            .flat_map(|s| strings(&s["Action"]))
+            .filter(|a| a.starts_with("ec2:") && !reads_only(a))
+            .collect();
+        assert!(unconditioned.is_empty(), "{unconditioned:?}");
+    }
+
+    #[test]
+    fn pass_role_is_for_the_node_role_and_ec2_only() {
+        let policy = policy();
+        let passing: Vec<&Value> = statements(&policy)
+            .into_iter()
+            .filter(|s| strings(&s["Action"]).iter().any(|a| a == "iam:PassRole"))
+            .collect();
+        assert_eq!(passing.len(), 1, "one statement passes a role");
+        let s = passing[0];
+        assert_eq!(strings(&s["Action"]), ["iam:PassRole"], "{}: PassRole alone", sid(s));
+        assert_eq!(strings(&s["Resource"]), ["arn:aws:iam::ACCOUNT_ID:role/NODE_ROLE_NAME"]);
+        assert_eq!(s["Condition"]["StringEquals"]["iam:PassedToService"], "ec2.amazonaws.com");
+    }
+
+    /// The tags the policy asks for are the ones the adapter puts on.
+    #[test]
+    fn the_policy_asks_for_the_tags_the_code_sets() {
+        let policy = policy();
+        let cluster = cluster_tag("CLUSTER_NAME");
+        let stages: BTreeSet<String> =
+            [StandbyStage::New, StandbyStage::Kept].map(|s| standby_tag_value(s).to_string()).into();
+        let mut required_at_creation = BTreeSet::new();
+        for s in statements(&policy) {
+            for (op, keys) in s["Condition"].as_object().into_iter().flatten() {
+                for (key, value) in keys.as_object().into_iter().flatten() {
+                    let values: BTreeSet<String> = strings(value).into_iter().collect();
+                    let tag = key
+                        .strip_prefix("aws:RequestTag/")
+                        .or_else(|| key.strip_prefix("aws:ResourceTag/"))
+                        .or_else(|| key.strip_prefix("ec2:ResourceTag/"))
+                        .or_else(|| key.strip_prefix("autoscaling:ResourceTag/"));
+                    let Some(tag) = tag else { continue };
+                    if key.starts_with("aws:RequestTag/") {
+                        required_at_creation.insert(tag.to_string());
+                    }
+                    let want: BTreeSet<String> = if tag == MANAGED_TAG {
+                        [MANAGED_VALUE.to_string()].into()
+                    } else if tag == STANDBY_TAG {
+                        stages.clone()
+                    } else if tag == EBS_CSI_TAG {
+                        ["true".to_string()].into()
+                    } else if tag == cluster && key.starts_with("aws:RequestTag/") {
+                        [CLUSTER_TAG_VALUE.to_string()].into()
+                    } else if tag == cluster {
+                        // Nodes and what costop created are `owned`; groups,
+                        // target groups and rules may also be `shared`.
+                        let shared = values.contains("shared").then(|| "shared".to_string());
+                        [CLUSTER_TAG_VALUE.to_string()].into_iter().chain(shared).collect()
+                    } else if tag == "elbv2.k8s.aws/cluster" {
+                        ["CLUSTER_NAME".to_string()].into()
+                    } else {
+                        panic!("{}: {op} {key}: a tag the adapter knows nothing of", sid(s))
+                    };
+                    assert_eq!(values, want, "{}: {op} {key}", sid(s));
+                }
+            }
+        }
+        let want: BTreeSet<String> = [MANAGED_TAG.to_string(), cluster, STANDBY_TAG.to_string()].into();
+        assert_eq!(required_at_creation, want);
+    }
+
+    /// Every placeholder (`ACCOUNT_ID`, `CLUSTER_NAME`, …) is explained in
+    /// `deploy/iam/README.md`; the trust policies there are JSON; with the
+    /// placeholders filled in, the policy fits IAM's 10,240-character limit
+    /// of a role's inline policies (its managed-policy limit, 6,144, it does not).
+    #[test]
+    fn the_placeholders_are_documented_and_the_policy_fits() {
+        let text = repo_file("deploy/iam-policy.json");
+        let readme = repo_file("deploy/iam/README.md");
+        let mut placeholders = BTreeSet::new();
+        for word in text.split(|c: char| !(c.is_ascii_uppercase() || c == '_')) {
+            if word.len() >= 3 && word.contains(|c: char| c.is_ascii_uppercase()) {
+                placeholders.insert(word.to_string());
+            }
+        }
+        let want: BTreeSet<String> = [
+            "ACCOUNT_ID",
+            "CLUSTER_NAME",
+            "DEAD_LETTER_QUEUE_NAME",
+            "NODE_ROLE_NAME",
+            "QUEUE_NAME",
+            "REGION",
+            "VPC_ID",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(placeholders, want, "placeholders in deploy/iam-policy.json");
+        for p in &placeholders {
+            assert!(readme.contains(&format!("`{p}`")), "deploy/iam/README.md does not explain `{p}`");
+        }
+        for trust in ["deploy/iam/trust-irsa.json", "deploy/iam/trust-pod-identity.json"] {
+            let t: Value = serde_json::from_str(&repo_file(trust)).unwrap_or_else(|e| panic!("{trust}: {e}"));
+            assert!(!statements(&t).is_empty(), "{trust}");
+            assert!(readme.contains(trust.trim_start_matches("deploy/iam/")), "README names {trust}");
+        }
+        // The longest names EKS and IAM allow for the cluster and role.
+        let filled = [
+            ("DEAD_LETTER_QUEUE_NAME", "d".repeat(80)),
+            ("QUEUE_NAME", "q".repeat(80)),
+            ("NODE_ROLE_NAME", "r".repeat(64)),
+            ("CLUSTER_NAME", "c".repeat(100)),
+            ("ACCOUNT_ID", "123456789012".to_string()),
+            ("REGION", "ap-southeast-2".to_string()),
+            ("VPC_ID", "vpc-0123456789abcdef0".to_string()),
+        ]
+        .iter()
+        .fold(text.clone(), |t, (p, v)| t.replace(p, v));
+        let size = filled.chars().filter(|c| !c.is_whitespace()).count();
+        assert!(size <= 10_240, "{size} characters: over IAM's inline limit");
+        let arns: Value = serde_json::from_str(&filled).unwrap();
+        for s in statements(&arns) {
+            for r in strings(&s["Resource"]).iter().filter(|r| *r != "*") {
+                assert!(r.splitn(6, ':').count() == 6, "{}: {r} is no ARN", sid(s));
+            }
+        }
     }
 }

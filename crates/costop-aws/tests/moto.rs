@@ -4,9 +4,13 @@ use aws_sdk_ec2::types as ec2t;
 use aws_sdk_elasticloadbalancingv2::types as elbt;
 use costop_aws::moto::MotoServer;
 use costop_aws::queue::QueueConsumer;
-use costop_aws::{AwsCloud, AwsSettings, Bridge};
+use costop_aws::{
+    AwsCloud, AwsSettings, Bridge, CLUSTER_TAG_VALUE, EBS_CSI_TAG, MANAGED_TAG, MANAGED_VALUE, RESTORE_TAG,
+    STANDBY_TAG,
+};
 use costop_core::ports::{CloudPort, StandbyStage, WarmPoolPort};
 use costop_core::PoolId;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -413,4 +417,205 @@ async fn spot_prices_are_read_per_pool() {
         p
     });
     assert!(prices.values().all(|p| *p > 0.0), "{prices:?}");
+}
+
+/// The tags of a resource as (key, value) pairs.
+fn tag_pairs(tags: &[ec2t::Tag]) -> BTreeSet<(String, String)> {
+    tags.iter().map(|t| (t.key().unwrap_or("").to_string(), t.value().unwrap_or("").to_string())).collect()
+}
+
+/// Everything created carries `costop.io/managed-by=costop` and the
+/// cluster tag, which deploy/iam-policy.json requires in the request.
+fn assert_created_by_costop(what: &str, tags: &BTreeSet<(String, String)>) {
+    for want in [(MANAGED_TAG, MANAGED_VALUE), ("kubernetes.io/cluster/prod", CLUSTER_TAG_VALUE)] {
+        assert!(tags.contains(&(want.0.to_string(), want.1.to_string())), "{what} lacks {want:?}: {tags:?}");
+    }
+}
+
+/// Every EC2 request body the adapter sends (form fields, decoded): the
+/// tags IAM sees as `aws:RequestTag`, whether or not the emulator keeps them.
+#[derive(Debug, Clone, Default)]
+struct Requests(Arc<Mutex<Vec<BTreeMap<String, String>>>>);
+
+impl aws_sdk_ec2::config::Intercept for Requests {
+    fn name(&self) -> &'static str {
+        "requests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_ec2::config::RuntimeComponents,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let body = context.request().body().bytes().unwrap_or_default();
+        let decode = |s: &str| {
+            let s = s.replace('+', " ");
+            let mut out = Vec::new();
+            let mut bytes = s.bytes();
+            while let Some(b) = bytes.next() {
+                if b == b'%' {
+                    let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                    out.push(u8::from_str_radix(&hex, 16).unwrap_or(b'?'));
+                } else {
+                    out.push(b);
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let fields = String::from_utf8_lossy(body)
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (decode(k), decode(v)))
+            .collect();
+        self.0.lock().unwrap().push(fields);
+        Ok(())
+    }
+}
+
+impl Requests {
+    /// The tag specifications of every `action` request: resource type → tags.
+    fn tag_specifications(&self, action: &str) -> Vec<BTreeMap<String, BTreeSet<(String, String)>>> {
+        let all = self.0.lock().unwrap();
+        all.iter()
+            .filter(|f| f.get("Action").map(String::as_str) == Some(action))
+            .map(|f| {
+                let mut specs = BTreeMap::new();
+                for n in 1.. {
+                    let Some(kind) = f.get(&format!("TagSpecification.{n}.ResourceType")) else { break };
+                    let mut tags = BTreeSet::new();
+                    for t in 1.. {
+                        let Some(k) = f.get(&format!("TagSpecification.{n}.Tag.{t}.Key")) else { break };
+                        let v = f
+                            .get(&format!("TagSpecification.{n}.Tag.{t}.Value"))
+                            .cloned()
+                            .unwrap_or_default();
+                        tags.insert((k.clone(), v));
+                    }
+                    specs.insert(kind.clone(), tags);
+                }
+                specs
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_costop_creates_is_tagged_at_creation() {
+    let settings = AwsSettings { cluster_name: Some("prod".into()), ..Default::default() };
+    let (moto, mut c) = cloud(settings.clone()).await;
+    let sdk = moto.sdk_config().await;
+    // What the test itself makes goes through a client of its own.
+    let plain = aws_sdk_ec2::Client::new(&sdk);
+    let requests = Requests::default();
+    c.ec2 = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&sdk).interceptor(requests.clone()).build(),
+    );
+    let spot = costop_aws::moto::run_instance(&plain, "us-east-1a", "m5.xlarge").await.unwrap();
+
+    // The cloned template.
+    let template = c.clone_launch_template(&spot, "costop-standby").await.unwrap();
+    let t = c.ec2.describe_launch_templates().launch_template_ids(&template).send().await.unwrap();
+    assert_created_by_costop("the launch template", &tag_pairs(t.launch_templates()[0].tags()));
+
+    // A standby and its volumes (moto keeps no tags on network interfaces;
+    // the request's are checked below).
+    let standby = c.launch_standby(&template, "us-east-1a", None, Some("m5.large")).await.unwrap();
+    let d = c.ec2.describe_instances().instance_ids(&standby).send().await.unwrap();
+    let tags = tag_pairs(d.reservations()[0].instances()[0].tags());
+    assert_created_by_costop("the standby", &tags);
+    assert!(tags.contains(&(STANDBY_TAG.into(), "new".into())), "{tags:?}");
+    let volumes = c
+        .ec2
+        .describe_volumes()
+        .filters(ec2t::Filter::builder().name("attachment.instance-id").values(&standby).build())
+        .send()
+        .await
+        .unwrap();
+    assert!(!volumes.volumes().is_empty(), "the standby has a root volume");
+    for v in volumes.volumes() {
+        let tags = tag_pairs(v.tags());
+        assert_created_by_costop("the standby's volume", &tags);
+        assert!(tags.iter().all(|(k, _)| k != STANDBY_TAG), "only the instance is a standby: {tags:?}");
+    }
+
+    // Standbys are this cluster's only: one of another cluster is not listed.
+    let other = plain
+        .run_instances()
+        .image_id(costop_aws::moto::any_image(&plain).await.unwrap())
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            ec2t::TagSpecification::builder()
+                .resource_type(ec2t::ResourceType::Instance)
+                .tags(ec2t::Tag::builder().key(STANDBY_TAG).value("kept").build())
+                .tags(ec2t::Tag::builder().key("kubernetes.io/cluster/staging").value("owned").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let other = other.instances()[0].instance_id().unwrap().to_string();
+    let listed: Vec<String> =
+        c.standby_instances().await.unwrap().into_iter().map(|s| s.instance_id).collect();
+    assert_eq!(listed, std::slice::from_ref(&standby), "{other} is another cluster's");
+    // With no cluster named, nothing is filtered (as before).
+    let unnamed = AwsCloud::new(&sdk, AwsSettings::default());
+    assert_eq!(unnamed.standby_instances().await.unwrap().len(), 2);
+
+    // A volume copied across zones: the snapshot and the copy.
+    let csi = plain
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(20)
+        .tag_specifications(
+            ec2t::TagSpecification::builder()
+                .resource_type(ec2t::ResourceType::Volume)
+                .tags(ec2t::Tag::builder().key(EBS_CSI_TAG).value("true").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .volume_id
+        .unwrap();
+    let copy = c.copy_to_zone(&csi, "us-east-1b", soon()).await.unwrap();
+    let v = c.ec2.describe_volumes().volume_ids(&copy).send().await.unwrap();
+    let tags = tag_pairs(v.volumes()[0].tags());
+    assert_created_by_costop("the copy", &tags);
+    assert!(tags.contains(&(EBS_CSI_TAG.into(), "true".into())), "{tags:?}");
+    let snap = v.volumes()[0].snapshot_id().unwrap().to_string();
+    let s = c.ec2.describe_snapshots().snapshot_ids(&snap).send().await.unwrap();
+    assert_created_by_costop("the snapshot", &tag_pairs(s.snapshots()[0].tags()));
+
+    // An instant fleet: its instances carry the restore token too.
+    let mut f = AwsCloud::new(&sdk, AwsSettings { launch_template_id: Some(template.clone()), ..settings });
+    f.ec2 = c.ec2.clone();
+    let done =
+        f.restore_capacity("restore:i-1", &[(PoolId::new("m5.xlarge", "us-east-1c"), 1)]).await.unwrap();
+    assert!(done.starts_with("fleet i-"), "{done}");
+    let launched = f.restored_instances("restore:i-1").await.unwrap();
+    assert_eq!(launched.len(), 1);
+    let d = c.ec2.describe_instances().instance_ids(&launched[0]).send().await.unwrap();
+    let tags = tag_pairs(d.reservations()[0].instances()[0].tags());
+    assert_created_by_costop("the fleet's instance", &tags);
+    assert!(tags.contains(&(RESTORE_TAG.into(), costop_aws::restore_token("restore:i-1"))), "{tags:?}");
+
+    // What IAM sees: every create call names the tags for each resource it
+    // makes (deploy/iam-policy.json requires them as aws:RequestTag).
+    let kinds = |list: &[&str]| list.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
+    for (action, tagged) in [
+        ("CreateLaunchTemplate", kinds(&["launch-template"])),
+        ("RunInstances", kinds(&["instance", "network-interface", "volume"])),
+        ("CreateSnapshot", kinds(&["snapshot"])),
+        ("CreateVolume", kinds(&["volume"])),
+        ("CreateFleet", kinds(&["fleet", "instance"])),
+    ] {
+        let sent = requests.tag_specifications(action);
+        assert_eq!(sent.len(), 1, "one {action}");
+        assert_eq!(sent[0].keys().cloned().collect::<BTreeSet<_>>(), tagged, "{action} tags");
+        for (kind, tags) in &sent[0] {
+            assert_created_by_costop(&format!("{action} {kind}"), tags);
+        }
+    }
 }
