@@ -343,10 +343,16 @@ pub struct Emulator {
 impl Emulator {
     /// Bind, start the controllers and the server, and write the kubeconfig.
     pub async fn start(config: EmuConfig) -> std::io::Result<Emulator> {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let listen = config.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr()?;
         let state = EmuState::new(config);
-        write_kubeconfig(&state.config.kubeconfig, addr, &state.admin_token)?;
+        write_kubeconfig(&state.config.kubeconfig, addr, &state.admin_token).map_err(|e| {
+            let path = state.config.kubeconfig.display();
+            std::io::Error::new(e.kind(), format!("cannot write the kubeconfig {path}: {e}"))
+        })?;
         let (shutdown, mut stop) = tokio::sync::watch::channel(false);
         let app = axum::Router::new().fallback(api::handle).with_state(state.clone());
         tokio::spawn(serve(listener, app, state.config.http.clone(), stop.clone()));

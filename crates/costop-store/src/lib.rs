@@ -35,6 +35,17 @@ pub enum StoreError {
         /// The client's error.
         source: redis::RedisError,
     },
+    /// Redis could not be reached or its URL is not valid: names the URL
+    /// (password hidden) once.
+    #[error("redis at {url}: cannot {action}: {message}")]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// open (parse the URL, read the CA) or connect.
+        action: &'static str,
+        /// The client's error, its causes joined once.
+        message: String,
+    },
     /// A stored plan whose integrity check fails: not written by a server
     /// holding the plan key (planted), or altered. Never run.
     #[error("the stored plan of {key} fails its integrity check ({why}): refused")]
@@ -52,6 +63,38 @@ pub enum StoreError {
         /// The parser's complaint.
         message: String,
     },
+}
+
+/// `url` with its password replaced by `***` (for messages and logs).
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_string() };
+            format!("{}{hidden}{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// An error's message followed by those of its causes, each said once: a
+/// cause whose text the message already holds is left out.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// How long the one response of an (instance, kind) is held: a day. A
@@ -105,5 +148,32 @@ mod tests {
         };
         assert_eq!(parse_notice_key(&k.to_string()), Some(k));
         assert_eq!(parse_notice_key("junk"), None);
+    }
+
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(redact_url("rediss://costop-server:s3cret@redis.x:6379/"), "rediss://costop-server:***@redis.x:6379/");
+        assert_eq!(redact_url("redis://:s3cret@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redact_url("redis://token@h:1"), "redis://***@h:1");
+        assert_eq!(redact_url("redis://h:1/a@b"), "redis://h:1/a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn causes_already_said_are_left_out() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        #[derive(Debug)]
+        struct Wrap(std::io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "connect: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert_eq!(error_chain(&Wrap(io)), "connect: Connection refused (os error 111)");
     }
 }

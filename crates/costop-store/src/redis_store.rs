@@ -67,7 +67,30 @@ fn timeout_err(action: &'static str) -> StoreError {
 
 impl RedisStore {
     /// Connect (`redis://host:port/db`). Reconnects on its own after failures.
+    /// A failure names the URL (password hidden).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_unnamed(url).await.map_err(|e| match e {
+            StoreError::Redis { action, source } => StoreError::Connect {
+                url: crate::redact_url(url),
+                action,
+                message: if source.kind() == redis::ErrorKind::InvalidClientConfig {
+                    "not a valid Redis URL (redis://[USER:PASSWORD@]HOST:PORT/DB, rediss:// for TLS, \
+                     or unix:///PATH)"
+                        .to_string()
+                } else {
+                    crate::error_chain(&source)
+                },
+            },
+            StoreError::Corrupt { what, message } => StoreError::Connect {
+                url: crate::redact_url(url),
+                action: "open",
+                message: format!("{what}: {message}"),
+            },
+            other => other,
+        })
+    }
+
+    async fn connect_unnamed(url: &str) -> Result<Self, StoreError> {
         let ca_file = std::env::var(REDIS_CA_ENV).ok().filter(|f| !f.is_empty());
         let client = match (url.starts_with("rediss:"), ca_file) {
             (true, ca) => {

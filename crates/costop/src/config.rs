@@ -79,6 +79,10 @@ pub struct AwsSection {
     pub keep_warm_pool: bool,
     /// Function bridges: `NAMESPACE/NAME=RULE_ARN|SERVICE_TG_ARN|FUNCTION_TG_ARN|WEIGHT`.
     pub bridges: Vec<String>,
+    /// The EKS cluster's name: what costop creates is tagged
+    /// `kubernetes.io/cluster/NAME=owned`, and only that cluster's standbys
+    /// are listed. `deploy/iam-policy.json` requires the tag; empty = untagged.
+    pub cluster_name: String,
 }
 
 impl Default for AwsSection {
@@ -91,6 +95,7 @@ impl Default for AwsSection {
             volume_device: "/dev/xvdf".into(),
             keep_warm_pool: false,
             bridges: Vec::new(),
+            cluster_name: String::new(),
         }
     }
 }
@@ -103,6 +108,7 @@ impl AwsSection {
             standby_template_id: Some(self.standby_template_id.clone()).filter(|t| !t.is_empty()),
             standby_template_name: self.standby_template_name.clone(),
             volume_device: self.volume_device.clone(),
+            cluster_name: Some(self.cluster_name.trim().to_string()).filter(|c| !c.is_empty()),
             ..Default::default()
         };
         for entry in &self.pools {
@@ -616,6 +622,11 @@ mod tests {
             vec![("COSTOP_AWS_POOLS".to_string(), "r5.xlarge@eu-west-1c, m5.xlarge@eu-west-1a".to_string())];
         let c = Config::load(None, env.into_iter()).unwrap();
         assert_eq!(c.aws.settings().unwrap().pools.len(), 2);
+        // The cluster name the IAM policy's tag conditions need.
+        assert_eq!(s.cluster_name, None);
+        let env = vec![("COSTOP_AWS_CLUSTER_NAME".to_string(), "prod-eu".to_string())];
+        let c = Config::load(None, env.into_iter()).unwrap();
+        assert_eq!(c.aws.settings().unwrap().cluster_name.as_deref(), Some("prod-eu"));
         for (body, expect) in [
             ("[aws]\npools = [\"m5.xlarge\"]\n", "`m5.xlarge`: no `@`"),
             ("[aws]\npools = [\"m5.xlarge@us-east-1a=\"]\n", "empty Auto Scaling group"),

@@ -216,9 +216,25 @@ fn main() {
         .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("costop: {e:#}");
+        eprintln!("costop: {}", said_once(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each said once (a cause whose text is already
+/// in the message, as many clients' errors repeat their source, is left out).
+fn said_once(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&more);
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -281,6 +297,12 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "costop".into());
         format!("{}-{}", host.trim(), std::process::id())
     });
+    if (args.aws || args.queue_url.is_some()) && config.aws.cluster_name.trim().is_empty() {
+        tracing::warn!(
+            "[aws] cluster_name (COSTOP_AWS_CLUSTER_NAME) is empty: what costop creates is not tagged with the \
+             cluster, and deploy/iam-policy.json refuses launches without that tag"
+        );
+    }
     runtime.block_on(async {
         let server = costop_server::ServerConfig {
             listen: args.listen,
@@ -329,7 +351,7 @@ fn emu(config: &Config, args: EmuArgs) -> Result<()> {
             ..Default::default()
         })
         .await
-        .with_context(|| format!("emu: cannot listen on {}", args.listen))?;
+        .context("emu")?;
         costop_emu::admin::load(&emu.state, &scenario).map_err(|e| anyhow!("scenario: {e}"))?;
         let path = std::fs::canonicalize(&emu.kubeconfig).unwrap_or(emu.kubeconfig.clone());
         // A reader may close our stdout once it has the address: never die of that.
