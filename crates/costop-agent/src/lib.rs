@@ -448,7 +448,7 @@ impl<C: Clock + 'static> Agent<C> {
 fn token_hint(code: u16, body: &str) -> &'static str {
     if code == 401 && body.contains("names no pod") {
         " (this is a legacy service-account token: mount a projected serviceAccountToken volume, \
-         which binds the token to this pod, and point COSTOP_TOKEN_PATH at it, as deploy/kubernetes.yaml does)"
+         which binds the token to this pod, and point COSTOP_TOKEN_PATH at it, as deploy/base/agent.yaml does)"
     } else {
         ""
     }

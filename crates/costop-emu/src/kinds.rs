@@ -159,8 +159,8 @@ pub const KINDS: &[Kind] = &[
         short: &["pv"],
         subresources: &["status"],
     },
-    // Stored as sent, with no controller behind them: what `kubectl apply -f
-    // deploy/kubernetes.yaml` creates besides the kinds above.
+    // Stored as sent, with no controller behind them: what `kubectl apply -k
+    // deploy/overlays/<kind>` creates besides the kinds above.
     Kind {
         group: "",
         version: "v1",
@@ -269,6 +269,17 @@ pub const KINDS: &[Kind] = &[
         namespaced: true,
         verbs: ALL_VERBS,
         short: &[],
+        subresources: &[],
+    },
+    Kind {
+        group: "networking.k8s.io",
+        version: "v1",
+        plural: "networkpolicies",
+        singular: "networkpolicy",
+        kind: "NetworkPolicy",
+        namespaced: true,
+        verbs: ALL_VERBS,
+        short: &["netpol"],
         subresources: &[],
     },
 ];

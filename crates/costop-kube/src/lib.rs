@@ -191,14 +191,25 @@ async fn drive<K>(
     index: usize,
 ) {
     futures::pin_mut!(stream);
+    // One warning per outage: the retries that follow (every second at
+    // most) are debug lines; the relist that ends it is logged by `listed`.
+    let mut failing = false;
     while let Some(item) = stream.next().await {
         let h = &health[index];
         match item {
-            Ok(watcher::Event::InitDone) => h.listed(),
+            Ok(watcher::Event::InitDone) => {
+                failing = false;
+                h.listed()
+            }
             Ok(_) => {}
-            Err(e) => {
+            Err(e) if failing => {
                 h.failed();
-                tracing::warn!(cache = h.name, error = %e, "watch failed; retrying");
+                tracing::debug!(cache = h.name, error = %e, "watch failed again; retrying");
+            }
+            Err(e) => {
+                failing = true;
+                h.failed();
+                tracing::warn!(cache = h.name, error = %e, "watch failed; retrying every second at most");
             }
         }
     }
@@ -434,9 +445,23 @@ impl KubeCluster {
     /// A client from the environment: in a pod its service account, else
     /// `$KUBECONFIG` or `~/.kube/config`.
     pub async fn infer_client() -> Result<Client, KubeError> {
-        let config =
-            kube::Config::infer().await.map_err(|e| KubeError::Invalid(format!("kube config: {e}")))?;
-        Self::client_from_config(config)
+        Self::client_from_config(Self::load_config(None).await?)
+    }
+
+    /// The client configuration from a kubeconfig file, or (None) from the
+    /// environment as [`KubeCluster::infer_client`] finds it. Its
+    /// `cluster_url` names the API server in messages.
+    pub async fn load_config(kubeconfig: Option<&std::path::Path>) -> Result<kube::Config, KubeError> {
+        match kubeconfig {
+            Some(path) => {
+                let invalid = |e: &dyn std::fmt::Display| {
+                    KubeError::Invalid(format!("kubeconfig {}: {e}", path.display()))
+                };
+                let file = kube::config::Kubeconfig::read_from(path).map_err(|e| invalid(&e))?;
+                kube::Config::from_custom_kubeconfig(file, &Default::default()).await.map_err(|e| invalid(&e))
+            }
+            None => kube::Config::infer().await.map_err(|e| KubeError::Invalid(format!("kube config: {e}"))),
+        }
     }
 
     /// A client from a config. The client's own retry of 429/503/504 is
@@ -451,12 +476,7 @@ impl KubeCluster {
 
     /// A client from a kubeconfig file.
     pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<Client, KubeError> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(path)
-            .map_err(|e| KubeError::Invalid(format!("kubeconfig {}: {e}", path.display())))?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .map_err(|e| KubeError::Invalid(format!("kubeconfig {}: {e}", path.display())))?;
-        Self::client_from_config(config)
+        Self::client_from_config(Self::load_config(Some(path)).await?)
     }
 
     /// Wait until every cache has its first full list.

@@ -169,6 +169,7 @@ impl costop_aws::RestoreLedger for StoreLedger {
 
 /// AWS, the emulated cloud, or none, chosen at run time.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one per server, never moved in a hot path
 pub enum AnyCloud {
     /// AWS (aws-sdk-rust).
     Aws(costop_aws::AwsCloud),

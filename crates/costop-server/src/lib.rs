@@ -101,6 +101,14 @@ pub enum ServerError {
     /// Kubernetes.
     #[error(transparent)]
     Kube(#[from] costop_kube::KubeError),
+    /// The API server at `url` is unreachable or lacks what costop needs.
+    #[error("Kubernetes API at {url}: {source}")]
+    KubeAt {
+        /// The API server's URL.
+        url: String,
+        /// What went wrong.
+        source: Box<costop_kube::KubeError>,
+    },
     /// Another live server has this identity.
     #[error(transparent)]
     Leader(#[from] leader::LeaderError),
@@ -142,6 +150,8 @@ pub struct ServerState {
     identity: String,
     /// Service accounts (usernames) whose pods may report notices.
     agent_accounts: Vec<String>,
+    /// The audiences agents' tokens must be bound to (empty: the API server's).
+    token_audiences: Vec<String>,
     /// Spot pools capacity may be restored into.
     pools: pools::PoolBook,
     /// The Lease's live holder, as the last leader round read it.
@@ -232,6 +242,10 @@ pub enum IntakeError {
     /// The store or the cluster cannot take it now: retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The instance is not a node of this cluster (the queue's EventBridge
+    /// rules see the whole region): never retry, nothing to worry about.
+    #[error("{0}")]
+    NotInCluster(String),
 }
 
 /// What happened to a notice handed in.
@@ -362,7 +376,11 @@ impl ServerState {
                 if let Err(e) = store.release_claim(&key).await {
                     tracing::warn!(notice = %key, error = %e, "cannot release the claim of a refused notice");
                 }
-                return Err(IntakeError::Invalid(e.to_string()));
+                return Err(match e {
+                    costop_core::respond::PlanError::UnknownInstance(_) => {
+                        IntakeError::NotInCluster(e.to_string())
+                    }
+                });
             }
         };
         if !store.save_plan(&plan).await.map_err(busy)? {
@@ -465,8 +483,11 @@ impl ServerState {
     /// account it belongs to and the node its pod runs on (`None`: not a
     /// live pod's token).
     async fn review_token(&self, token: &str) -> Result<Option<(String, Option<String>)>, String> {
-        let review: TokenReview =
-            serde_json::from_value(json!({"spec": {"token": token}})).map_err(|e| e.to_string())?;
+        let mut spec = json!({"token": token});
+        if !self.token_audiences.is_empty() {
+            spec["audiences"] = json!(self.token_audiences);
+        }
+        let review: TokenReview = serde_json::from_value(json!({"spec": spec})).map_err(|e| e.to_string())?;
         let reviewed = Api::<TokenReview>::all(self.client.clone())
             .create(&PostParams::default(), &review)
             .await
@@ -540,6 +561,24 @@ impl ServerState {
 pub const AGENT_ACCOUNT_ENV: &str = "COSTOP_AGENT_SERVICE_ACCOUNT";
 /// The agent's service account as deployed.
 pub const DEFAULT_AGENT_ACCOUNT: &str = "costop-system:costop-agent";
+
+/// The environment variable naming the audience agents' tokens are bound
+/// to (the projected token's `audience`, `costop` in deploy/base):
+/// TokenReviews ask the API server for it, so a token minted for the API
+/// server itself, or for anything else, is refused. Unset: the API
+/// server's own audience.
+pub const TOKEN_AUDIENCE_ENV: &str = "COSTOP_TOKEN_AUDIENCE";
+
+/// The audiences of [`TOKEN_AUDIENCE_ENV`] (comma-separated; none if unset).
+pub fn token_audiences() -> Vec<String> {
+    std::env::var(TOKEN_AUDIENCE_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect()
+}
 
 /// The usernames (`system:serviceaccount:NS:NAME`) allowed to report.
 pub fn agent_accounts() -> Vec<String> {
@@ -774,7 +813,9 @@ async fn post_notice(
     match st.accept(notice).await {
         Ok(Intake::Accepted) => reply(StatusCode::ACCEPTED, json!({"status": "accepted"})),
         Ok(Intake::Duplicate) => reply(StatusCode::OK, json!({"status": "duplicate"})),
-        Err(IntakeError::Invalid(e)) => reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": e})),
+        Err(IntakeError::Invalid(e) | IntakeError::NotInCluster(e)) => {
+            reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": e}))
+        }
         Err(IntakeError::Unavailable(e)) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
     }
 }
@@ -891,7 +932,7 @@ async fn take_entry(st: &Arc<ServerState>, entry: &costop_store::redis_store::Si
     }
     match st.accept(notice.clone()).await {
         Ok(_) => true,
-        Err(IntakeError::Invalid(e)) => {
+        Err(IntakeError::Invalid(e) | IntakeError::NotInCluster(e)) => {
             st.metrics.stream_refused("invalid");
             tracing::error!(
                 id,
@@ -933,6 +974,10 @@ async fn consume_queue(
                     // A notice that can never be taken is not retried.
                     Err(IntakeError::Invalid(e)) => {
                         tracing::error!(error = e, "invalid queued notice dropped");
+                        Ok(())
+                    }
+                    Err(IntakeError::NotInCluster(e)) => {
+                        tracing::debug!(error = e, "queued notice for another cluster's instance ignored");
                         Ok(())
                     }
                     Err(IntakeError::Unavailable(e)) => Err(e),
@@ -1089,22 +1134,53 @@ pub fn plan_key(config: &ServerConfig) -> Result<Option<&[u8]>, ServerError> {
     }
 }
 
+/// `work`'s result, or None when `shutdown` turns true first.
+async fn unless_shut_down<T>(
+    shutdown: &watch::Receiver<bool>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        done = work => Some(done),
+        _ = stop.wait_for(|s| *s) => {
+            tracing::info!("shut down while starting");
+            None
+        }
+    }
+}
+
 /// Run the server until `shutdown` turns true.
 pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
     let plan_key = plan_key(&config)?;
     let advertise = advertise_url(&config)?;
-    let store = Arc::new(AnyStore::open(config.redis_url.as_deref()).await?.with_plan_key(plan_key));
-    let client = match &config.kubeconfig {
-        Some(path) => KubeCluster::client_from_kubeconfig(path).await?,
-        None => KubeCluster::infer_client().await?,
+    // Startup waits on Redis, the API server and AWS: a SIGTERM meanwhile
+    // ends it at once.
+    let Some(store) = unless_shut_down(&shutdown, AnyStore::open(config.redis_url.as_deref())).await else {
+        return Ok(());
     };
+    let store = Arc::new(store?.with_plan_key(plan_key));
+    let kube_config = KubeCluster::load_config(config.kubeconfig.as_deref()).await?;
+    let api_url = kube_config.cluster_url.to_string();
+    tracing::info!(url = api_url, "Kubernetes API");
+    let client = KubeCluster::client_from_config(kube_config)?;
     let me = leader::Candidate::new(&config.identity).advertising(advertise);
-    leader::check_unique(&client, &me).await?;
+    let Some(unique) = unless_shut_down(&shutdown, leader::check_unique(&client, &me)).await else {
+        return Ok(());
+    };
+    unique?;
     let cluster = KubeCluster::start(client.clone());
-    cluster.ready().await?;
+    let Some(synced) = unless_shut_down(&shutdown, cluster.ready()).await else { return Ok(()) };
+    synced.map_err(|source| ServerError::KubeAt { url: api_url.clone(), source: Box::new(source) })?;
     let cloud = match (&config.aws, &config.emu_url) {
         (Some(aws), _) => {
-            let sdk = costop_aws::sdk_config(aws.region.as_deref(), aws.endpoint.as_deref()).await;
+            let Some(sdk) = unless_shut_down(
+                &shutdown,
+                costop_aws::sdk_config(aws.region.as_deref(), aws.endpoint.as_deref()),
+            )
+            .await
+            else {
+                return Ok(());
+            };
             AnyCloud::Aws(
                 costop_aws::AwsCloud::new(&sdk, aws.settings.clone())
                     .with_ledger(Arc::new(cloud::StoreLedger(store.clone()))),
@@ -1136,6 +1212,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         resumed: std::sync::atomic::AtomicBool::new(false),
         identity: config.identity.clone(),
         agent_accounts: agent_accounts(),
+        token_audiences: token_audiences(),
         pools: pools::PoolBook::new(
             config.aws.as_ref().map(|a| a.settings.pools.clone()).unwrap_or_default(),
         ),

@@ -152,7 +152,10 @@ mod tests {
 
     #[test]
     fn passwords_are_hidden_in_urls() {
-        assert_eq!(redact_url("rediss://costop-server:s3cret@redis.x:6379/"), "rediss://costop-server:***@redis.x:6379/");
+        assert_eq!(
+            redact_url("rediss://costop-server:s3cret@redis.x:6379/"),
+            "rediss://costop-server:***@redis.x:6379/"
+        );
         assert_eq!(redact_url("redis://:s3cret@h:1/0"), "redis://:***@h:1/0");
         assert_eq!(redact_url("redis://token@h:1"), "redis://***@h:1");
         assert_eq!(redact_url("redis://h:1/a@b"), "redis://h:1/a@b");
@@ -161,7 +164,8 @@ mod tests {
 
     #[test]
     fn causes_already_said_are_left_out() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let io =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
         #[derive(Debug)]
         struct Wrap(std::io::Error);
         impl std::fmt::Display for Wrap {

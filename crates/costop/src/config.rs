@@ -490,7 +490,7 @@ mod tests {
         assert!(Config::load(None, env("COSTOP_DATA_DIR", "/x")).is_ok());
     }
 
-    /// The variables of `deploy/kubernetes.yaml` and of every flag are not
+    /// The variables of the deployed manifests (`deploy/`) and of every flag are not
     /// config keys: the loader leaves them alone.
     #[test]
     fn flag_variables_are_not_config_keys() {

@@ -207,10 +207,17 @@ struct SimArgs {
     stats: bool,
 }
 
+/// The log filter when `COSTOP_LOG` is unset (its syntax: tracing's
+/// `EnvFilter`, e.g. `debug` or `info,costop_kube=debug`): costop's own
+/// records at info (a line per notice and per response step); the
+/// Kubernetes client's own error lines are off, as costop logs each failure
+/// with what it was doing.
+const DEFAULT_LOG: &str = "info,kube_client=off,kube_runtime=warn,aws_config=warn,aws_smithy_runtime=warn";
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COSTOP_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("COSTOP_LOG").unwrap_or_else(|_| DEFAULT_LOG.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -253,6 +260,18 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Run `service` to its end, then give the tasks it leaves (a connect in
+/// flight, a blocking DNS lookup) half a second: SIGTERM ends the process
+/// within 2 s however far startup got.
+fn until_done(
+    runtime: tokio::runtime::Runtime,
+    service: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    let result = runtime.block_on(service);
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
+}
+
 /// Run until Ctrl-C or SIGTERM flips the returned shutdown signal.
 fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -280,7 +299,7 @@ fn agent(args: AgentArgs) -> Result<()> {
     let agent = costop_agent::Agent::try_new(config, std::sync::Arc::new(costop_store::SystemClock), tx)
         .context("agent: refusing to start")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(async {
+    until_done(runtime, async {
         tokio::spawn(async move {
             while let Some((key, delivered)) = rx.recv().await {
                 tracing::info!(%key, ?delivered, "notice delivery");
@@ -303,7 +322,7 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
              cluster, and deploy/iam-policy.json refuses launches without that tag"
         );
     }
-    runtime.block_on(async {
+    until_done(runtime, async {
         let server = costop_server::ServerConfig {
             listen: args.listen,
             redis_url: args.redis_url,

@@ -1,5 +1,7 @@
 //! The `costop` binary as a user runs it.
 
+mod common;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -159,17 +161,22 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
     assert!(!o.status.success() && stderr(&o).contains("COSTOP_SIM_NODEZ"), "{}", stderr(&o));
 }
 
-/// The `COSTOP_*` variables `deploy/kubernetes.yaml` gives the containers.
+/// The `COSTOP_*` variables the overlays give the containers (plain
+/// values; those from Secrets and fields are left out).
 fn deployed_environment() -> Vec<(String, String)> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes.yaml");
-    let text = std::fs::read_to_string(&manifest).expect("deploy/kubernetes.yaml");
-    let mut vars = Vec::new();
-    for line in text.lines() {
-        let Some(entry) = line.trim().strip_prefix("- {name: ") else { continue };
-        let Some((name, rest)) = entry.split_once(", value: ") else { continue };
-        let value = rest.trim_end_matches('}').trim().trim_matches('"');
-        if name.starts_with("COSTOP_") && !vars.iter().any(|(n, _)| n == name) {
-            vars.push((name.to_string(), value.to_string()));
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for overlay in common::OVERLAYS {
+        for o in common::overlay_objects(overlay) {
+            for c in o["spec"]["template"]["spec"]["containers"].as_array().into_iter().flatten() {
+                for e in c["env"].as_array().into_iter().flatten() {
+                    let (Some(name), Some(value)) = (e["name"].as_str(), e["value"].as_str()) else {
+                        continue;
+                    };
+                    if name.starts_with("COSTOP_") && !vars.iter().any(|(n, _)| n == name) {
+                        vars.push((name.to_string(), value.to_string()));
+                    }
+                }
+            }
         }
     }
     vars
@@ -179,7 +186,7 @@ fn deployed_environment() -> Vec<(String, String)> {
 fn the_deployed_environment_is_not_read_as_configuration() {
     let vars = deployed_environment();
     for name in ["COSTOP_REDIS_URL", "COSTOP_SERVER_URL", "COSTOP_LOG"] {
-        assert!(vars.iter().any(|(n, _)| n == name), "{name} not in deploy/kubernetes.yaml: {vars:?}");
+        assert!(vars.iter().any(|(n, _)| n == name), "{name} not in the overlays: {vars:?}");
     }
     // Every flag's variable as well, pointing nowhere: none is a config key.
     let flags = [

@@ -70,11 +70,11 @@ impl World {
     /// A `costop server`; returns its index in `servers`.
     async fn server(&mut self, identity: &str) -> usize {
         let kubeconfig = self.c.kubeconfig.clone();
-        self.server_as(identity, &kubeconfig).await
+        self.server_as(identity, &kubeconfig, &[]).await
     }
 
-    /// A `costop server` with the credentials of `kubeconfig`.
-    async fn server_as(&mut self, identity: &str, kubeconfig: &Path) -> usize {
+    /// A `costop server` with the credentials of `kubeconfig` and `env` added.
+    async fn server_as(&mut self, identity: &str, kubeconfig: &Path, env: &[(String, String)]) -> usize {
         let port = free_port();
         let log = self.c.dir.join(format!("server-{identity}-{port}.log"));
         let mut cmd = Command::new(bin());
@@ -87,6 +87,7 @@ impl World {
         let child = cmd
             .env("COSTOP_LOG", "info")
             .env("COSTOP_PLAN_KEY", "a key from a Secret shared by the replicas")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -782,38 +783,66 @@ async fn real_killed_server_resumes() {
     killed_server_resumes(Backend::Real).await;
 }
 
-/// The server run as deploy/kubernetes.yaml deploys it: its ServiceAccount
-/// with the manifest's ClusterRole (applied with kubectl to the real API
-/// server, RBAC on). It leads and answers a notice: taint, cordon,
-/// evictions; nothing it needs is forbidden.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_server_runs_with_the_manifests_rbac() {
-    let scenario = Scenario { placeholders: 0, ..Scenario::default() };
-    let mut w = World::start(Backend::Real, "e2e-rbac", scenario).await;
-    // The manifest's Namespace, ServiceAccounts and RBAC objects.
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes.yaml"))
-            .expect("deploy/kubernetes.yaml");
-    let rbac: Vec<&str> = manifest
-        .split("\n---")
-        .filter(|doc| {
-            doc.lines().any(|l| {
-                ["kind: Namespace", "kind: ServiceAccount", "kind: ClusterRole", "kind: ClusterRoleBinding"]
-                    .contains(&l.trim())
-            })
-        })
-        .collect();
-    assert!(rbac.len() >= 4, "the manifest's RBAC objects: {}", rbac.len());
-    let file = w.c.dir.join("rbac.yaml");
-    std::fs::write(&file, rbac.join("\n---\n")).unwrap();
+/// `kubectl` with `kubeconfig`, `args` and the file `file`; its output, or
+/// a panic with its error.
+fn kubectl_file(kubeconfig: &Path, args: &[&str], file: &Path) -> String {
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(&w.c.kubeconfig)
-        .args(["apply", "-f"])
-        .arg(&file)
+        .arg(kubeconfig)
+        .args(args)
+        .arg(file)
         .output()
-        .expect("kubectl (scripts/test installs kubernetes-client)");
-    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+        .expect("kubectl (scripts/deps installs kubernetes-client)");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The server run as the overlays deploy it. Every overlay renders with
+/// `kubectl kustomize` and the real API server takes each of its objects
+/// (server-side dry run; the budget as policy/v1beta1 on 1.20); the three
+/// carry the same RBAC. Applied for real, costop-server's ServiceAccount
+/// and ClusterRole let the server lead and answer a notice (taint, cordon,
+/// evictions) with the overlay's environment for agents' tokens (their
+/// audience): nothing it does is forbidden, and an agent's token minted for
+/// another audience is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_server_runs_with_the_overlays_rbac() {
+    let scenario = Scenario { placeholders: 0, ..Scenario::default() };
+    let mut w = World::start(Backend::Real, "e2e-rbac", scenario).await;
+    const RBAC_KINDS: [&str; 4] = ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"];
+    let mut rbac_of: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+    for overlay in common::OVERLAYS {
+        let objects = common::overlay_objects(overlay);
+        let rbac: Vec<serde_json::Value> =
+            objects.iter().filter(|o| RBAC_KINDS.iter().any(|k| o["kind"] == *k)).cloned().collect();
+        assert!(rbac.len() >= 5, "{overlay}: the RBAC objects: {rbac:#?}");
+        rbac_of.push((overlay.to_string(), rbac));
+    }
+    for (overlay, rbac) in &rbac_of[1..] {
+        assert_eq!(rbac, &rbac_of[0].1, "{overlay}'s RBAC differs from {}'s", rbac_of[0].0);
+    }
+    // The RBAC objects for real, then every object of each overlay, dry run.
+    let rbac_file = w.c.dir.join("rbac.json");
+    std::fs::write(
+        &rbac_file,
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": rbac_of[0].1}).to_string(),
+    )
+    .unwrap();
+    let kubeconfig_admin = w.c.kubeconfig.clone();
+    kubectl_file(&kubeconfig_admin, &["apply", "-f"], &rbac_file);
+    for overlay in common::OVERLAYS {
+        let file = w.c.dir.join(format!("{overlay}.yaml"));
+        std::fs::write(&file, common::with_policy_v1beta1(&common::render_overlay(overlay))).unwrap();
+        let out = kubectl_file(&kubeconfig_admin, &["apply", "--dry-run=server", "-f"], &file);
+        let taken = out.lines().filter(|l| l.ends_with("(server dry run)")).count();
+        println!("{overlay}: {taken} objects taken by the real API server (dry run)");
+        assert!(taken >= 16, "{overlay}: {out}");
+    }
     // A token of costop-server's ServiceAccount, in a kubeconfig.
     let (code, reply) =
         w.c.post(
@@ -839,12 +868,38 @@ async fn real_server_runs_with_the_manifests_rbac() {
             .collect::<Vec<_>>()
             .join("\n");
     std::fs::write(&kubeconfig, as_server).unwrap();
-    let i = w.server_as("rbac", &kubeconfig).await;
+    // The overlay's audience: the server's variable and the agent's token.
+    let objects = common::overlay_objects("eks-managed");
+    let server_env: Vec<(String, String)> = common::object(&objects, "Deployment", "costop-server")["spec"]
+        ["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "COSTOP_TOKEN_AUDIENCE")
+        .map(|e| ("COSTOP_TOKEN_AUDIENCE".to_string(), e["value"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(server_env.len(), 1, "the server's COSTOP_TOKEN_AUDIENCE");
+    let audience = common::object(&objects, "DaemonSet", "costop-agent")["spec"]["template"]["spec"]
+        ["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["projected"]["sources"].as_array().cloned().unwrap_or_default())
+        .find_map(|s| s["serviceAccountToken"]["audience"].as_str().map(String::from))
+        .expect("the agent's projected token names an audience");
+    assert_eq!(server_env[0].1, audience, "the server asks for the audience the agents' tokens carry");
+    let i = w.server_as("rbac", &kubeconfig, &server_env).await;
     w.wait("the server leads as costop-server", Duration::from_secs(40), async |w| {
         w.role(i).await == "leader"
     })
     .await;
-    let (_, file0) = w.c.agent_token("node-0").await;
+    // A token for the API server's own audience is refused; one for the
+    // overlay's audience is taken.
+    let (default_audience, _) = w.c.agent_token("node-0").await;
+    let notice = notice_for(&cluster::instance_id("node-0"), now_ms() + 120_000);
+    let (code, body) = w.post_notice(i, &notice, Some(&default_audience)).await;
+    assert_eq!(code, 401, "a token for another audience: {body}");
+    let (_, file0) = w.c.agent_token_for("node-0", Some(&audience)).await;
     w.agent("node-0", &file0, false);
     w.c.inject("node-0").await;
     w.wait("node-0 cordoned", Duration::from_secs(20), async |w| cordoned(&w.c.node("node-0").await)).await;
@@ -861,7 +916,7 @@ async fn real_server_runs_with_the_manifests_rbac() {
     }
     assert!(
         forbidden.is_empty(),
-        "the manifest's ClusterRole forbids something the server does: {forbidden:#?}"
+        "the overlays' ClusterRole forbids something the server does: {forbidden:#?}"
     );
 }
 

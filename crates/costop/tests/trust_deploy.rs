@@ -1,5 +1,6 @@
-//! `deploy/kubernetes.yaml`'s environment starts both binaries and they
-//! answer a notice: Redis runs with the manifest's arguments (TLS only, the
+//! The deployed environment (`deploy/overlays/eks-managed` as `kubectl
+//! kustomize` renders it) starts both binaries and they answer a notice:
+//! Redis runs with the manifest's arguments (TLS only, the
 //! default user off, the agents' user limited to `XADD` on the notice
 //! stream, the servers' user), two `costop server` replicas and a `costop
 //! agent` run with the manifest's environment (passwords and plan key from
@@ -11,7 +12,7 @@
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,40 +27,32 @@ struct Container {
     env: Vec<(String, String)>,
 }
 
-fn manifest() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes.yaml");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The quoted strings of a flow list (`["a", "b", …]`), which may span lines.
-fn quoted(list: &str) -> Vec<String> {
-    list.split('"').skip(1).step_by(2).map(str::to_string).collect()
-}
-
-/// The container `name` of the document of `kind` named `object`.
-fn container(text: &str, kind: &str, object: &str, name: &str) -> Container {
-    let doc = text
-        .split("\n---")
-        .find(|d| d.contains(&format!("kind: {kind}")) && d.contains(&format!("name: {object},")))
-        .unwrap_or_else(|| panic!("no {kind} {object} in deploy/kubernetes.yaml"));
-    let at =
-        doc.find(&format!("- name: {name}")).unwrap_or_else(|| panic!("no container {name} in {object}"));
-    let body = &doc[at..];
-    let args = body.find("args: [").map_or_else(Vec::new, |a| {
-        let rest = &body[a + "args: [".len()..];
-        quoted(&rest[..rest.find(']').expect("the args list ends")])
+/// The container `name` of the `kind` named `object` in the rendered
+/// overlay: its arguments and environment.
+fn container(objects: &[Value], kind: &str, object: &str, name: &str) -> Container {
+    let o = common::object(objects, kind, object);
+    let c = o["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no container {name} in {kind} {object}"));
+    let args = c["args"].as_array().map_or_else(Vec::new, |a| {
+        a.iter().map(|v| v.as_str().expect("string arguments").to_string()).collect()
     });
     let mut env = Vec::new();
-    for line in body.lines() {
-        let Some(entry) = line.trim().strip_prefix("- {name: ") else { continue };
-        if let Some((var, value)) = entry.split_once(", value: ") {
-            env.push((var.to_string(), value.trim_end_matches('}').trim().trim_matches('"').to_string()));
-        } else if let Some((var, from)) = entry.split_once(", valueFrom: {secretKeyRef: {name: ") {
-            let (secret, key) = from.split_once(", key: ").expect("secretKeyRef name and key");
-            env.push((var.to_string(), format!("secret:{secret}/{}", key.trim_end_matches('}').trim())));
-        } else if let Some((var, from)) = entry.split_once(", valueFrom: {fieldRef: {fieldPath: ") {
-            env.push((var.to_string(), format!("field:{}", from.trim_end_matches('}').trim())));
-        }
+    for e in c["env"].as_array().into_iter().flatten() {
+        let var = e["name"].as_str().expect("env name").to_string();
+        let from = &e["valueFrom"];
+        let value = if let Some(v) = e["value"].as_str() {
+            v.to_string()
+        } else if from["secretKeyRef"].is_object() {
+            let r = &from["secretKeyRef"];
+            format!("secret:{}/{}", r["name"].as_str().unwrap(), r["key"].as_str().unwrap())
+        } else if let Some(path) = from["fieldRef"]["fieldPath"].as_str() {
+            format!("field:{path}")
+        } else {
+            panic!("{kind} {object}: env {var} is neither a value, a Secret nor a field: {e}")
+        };
+        env.push((var, value));
     }
     Container { args, env }
 }
@@ -205,10 +198,10 @@ async fn the_manifests_environment_starts_both_binaries_and_they_answer_a_notice
     let dir =
         std::env::temp_dir().join(format!("costop-trust-deploy-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
-    let text_of_manifest = manifest();
-    let redis_c = container(&text_of_manifest, "Deployment", "redis", "redis");
-    let server_c = container(&text_of_manifest, "Deployment", "costop-server", "server");
-    let agent_c = container(&text_of_manifest, "DaemonSet", "costop-agent", "agent");
+    let objects = common::overlay_objects("eks-managed");
+    let redis_c = container(&objects, "StatefulSet", "redis", "redis");
+    let server_c = container(&objects, "Deployment", "costop-server", "server");
+    let agent_c = container(&objects, "DaemonSet", "costop-agent", "agent");
 
     // The Secrets the manifest's header says to create.
     let secrets: HashMap<String, String> = [
@@ -232,6 +225,15 @@ async fn the_manifests_environment_starts_both_binaries_and_they_answer_a_notice
             a = a.replace(&format!("$({var})"), v);
         }
         redis_args.push(a.replace("/tls/", &format!("{}/", tls.display())));
+        if redis_args.last().unwrap() == "--dir" {
+            // The volume claim's mount: the test's directory.
+            assert_eq!(
+                args.next().map(String::as_str),
+                Some("/data"),
+                "Redis's data directory in the manifest"
+            );
+            redis_args.push(dir.to_string_lossy().into_owned());
+        }
         if redis_args.last().unwrap() == "--tls-port" {
             assert_eq!(args.next().map(String::as_str), Some("6379"), "Redis's TLS port in the manifest");
             redis_args.push("{port}".into());
@@ -251,13 +253,10 @@ async fn the_manifests_environment_starts_both_binaries_and_they_answer_a_notice
     let emu_url = kc.lines().find_map(|l| l.trim().strip_prefix("server:")).unwrap().trim().to_string();
     let config_dir = dir.join("config");
     std::fs::create_dir_all(&config_dir).unwrap();
-    let toml_at = text_of_manifest.find("costop.toml: |").expect("the ConfigMap's costop.toml");
-    let toml: String = text_of_manifest[toml_at..]
-        .lines()
-        .skip(1)
-        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
-        .map(|l| format!("{}\n", l.trim_start()))
-        .collect();
+    let toml = common::object(&objects, "ConfigMap", "costop-config")["data"]["costop.toml"]
+        .as_str()
+        .expect("the ConfigMap's costop.toml")
+        .to_string();
     std::fs::write(config_dir.join("costop.toml"), toml).unwrap();
 
     // Two server replicas with the manifest's environment and arguments.
@@ -300,6 +299,7 @@ async fn the_manifests_environment_starts_both_binaries_and_they_answer_a_notice
         "COSTOP_PLAN_KEY",
         "COSTOP_AGENT_SERVICE_ACCOUNT",
         "COSTOP_ADVERTISE_URL",
+        "COSTOP_TOKEN_AUDIENCE",
     ] {
         assert!(server_c.env.iter().any(|(n, _)| n == name), "the server's environment sets {name}");
     }

@@ -562,6 +562,12 @@ impl Cluster {
 
     /// The agent pod on `node` and a token bound to it (its projected token).
     pub async fn agent_token(&self, node: &str) -> (String, PathBuf) {
+        self.agent_token_for(node, None).await
+    }
+
+    /// As [`Cluster::agent_token`], the token bound to `audience` (None: the
+    /// API server's own); the emulator does not check audiences.
+    pub async fn agent_token_for(&self, node: &str, audience: Option<&str>) -> (String, PathBuf) {
         let token = match self.backend {
             Backend::Emu => {
                 let name = format!("costop-agent-{node}");
@@ -578,7 +584,7 @@ impl Cluster {
             }
             Backend::Real => {
                 let pod = self.wait_agent_pod(node).await;
-                self.bound_token("costop-system", "costop-agent", &pod).await
+                self.bound_token("costop-system", "costop-agent", &pod, audience).await
             }
         };
         let file = self.dir.join(format!("token-{node}"));
@@ -604,13 +610,16 @@ impl Cluster {
 
     /// A token of `account` bound to `pod` (TokenRequest), as the kubelet
     /// projects into the pod.
-    async fn bound_token(&self, ns: &str, account: &str, pod: &Value) -> String {
+    async fn bound_token(&self, ns: &str, account: &str, pod: &Value, audience: Option<&str>) -> String {
+        let mut spec = json!({"expirationSeconds": 3600, "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+                              "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}});
+        if let Some(audience) = audience {
+            spec["audiences"] = json!([audience]);
+        }
         let (code, reply) = self
             .post(
                 &format!("/api/v1/namespaces/{ns}/serviceaccounts/{account}/token"),
-                json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                       "spec": {"expirationSeconds": 3600, "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
-                                "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}}}),
+                json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}),
             )
             .await;
         assert_eq!(code, 201, "TokenRequest: {reply}");
@@ -645,7 +654,7 @@ impl Cluster {
             Backend::Emu => {
                 self.get(&format!("/admin/tokens/{ns}/{name}")).await["token"].as_str().unwrap().to_string()
             }
-            Backend::Real => self.bound_token(ns, account, &created).await,
+            Backend::Real => self.bound_token(ns, account, &created, None).await,
         };
         let file = self.dir.join(format!("token-{name}"));
         std::fs::write(&file, token).unwrap();

@@ -61,3 +61,50 @@ pub fn start_emu(dir: &Path, nodes: u32, pods: u32) -> (Proc, PathBuf) {
     std::thread::spawn(move || for _ in lines.lines() {});
     (Proc(emu), kubeconfig)
 }
+
+/// The Kustomize overlays in `deploy/overlays`, one per kind of node group.
+pub const OVERLAYS: [&str; 3] = ["eks-managed", "karpenter", "self-managed"];
+
+/// `kubectl kustomize deploy/overlays/<overlay>`: the YAML a user applies.
+pub fn render_overlay(overlay: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/overlays").join(overlay);
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .expect("kubectl (scripts/deps installs kubernetes-client)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kustomize renders UTF-8")
+}
+
+/// The objects of a rendered overlay, as JSON.
+pub fn overlay_objects(overlay: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let text = render_overlay(overlay);
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| {
+            serde_json::Value::deserialize(doc).unwrap_or_else(|e| panic!("{overlay} renders bad YAML: {e}"))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The object of `kind` named `name` among `objects`.
+pub fn object<'a>(objects: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered overlay"))
+}
+
+/// Rendered YAML for an API server before 1.21, which serves
+/// PodDisruptionBudgets only as policy/v1beta1 (the same fields the base
+/// sets): the real API server of the tests is 1.20.
+pub fn with_policy_v1beta1(yaml: &str) -> String {
+    yaml.replace("apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n")
+}
