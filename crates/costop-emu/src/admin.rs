@@ -97,8 +97,13 @@ pub const PLACEHOLDER_CLASS: &str = "costop-placeholder";
 
 /// Kubernetes labels and spec of one node.
 pub fn node_object(name: &str, instance_id: &str, group: &NodeGroup) -> Result<Value, String> {
-    let t = costop_facts::catalog::instance_type(&group.instance_type)
-        .ok_or_else(|| format!("unknown instance type `{}`", group.instance_type))?;
+    let t = costop_facts::catalog::instance_type(&group.instance_type).ok_or_else(|| {
+        format!(
+            "unknown instance type `{}` (known: {})",
+            group.instance_type,
+            costop_facts::catalog::known_type_names()
+        )
+    })?;
     let (eks, taints) = match group.capacity_type.as_str() {
         "spot" => ("SPOT", json!([])),
         "on-demand" | "burstable" => ("ON_DEMAND", json!([])),

@@ -40,6 +40,12 @@ pub fn instance_type(name: &str) -> Option<&'static InstanceType> {
     TYPES.iter().find(|t| t.name == name)
 }
 
+/// The names of every type the catalog knows, comma-separated (for
+/// messages about a type it does not).
+pub fn known_type_names() -> String {
+    TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+}
+
 /// EBS gp3 storage, USD per GB-month (us-east-1; AWS EBS pricing page).
 pub const EBS_GP3_USD_PER_GB_MONTH: f64 = 0.08;
 /// Root volume size assumed for every node, GB.

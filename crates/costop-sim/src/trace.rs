@@ -294,8 +294,12 @@ fn load_pool(
         None => instance_type_for_tag(tag)
             .ok_or_else(|| invalid(format!("unknown instance tag `{tag}`; pass --instance-type")))?,
     };
-    let catalog = catalog::instance_type(ty)
-        .ok_or_else(|| invalid(format!("no on-demand price known for instance type `{ty}`")))?;
+    let catalog = catalog::instance_type(ty).ok_or_else(|| {
+        invalid(format!(
+            "no on-demand price known for instance type `{ty}` (known: {})",
+            catalog::known_type_names()
+        ))
+    })?;
     let region = region_of(zone);
     let gap_ms = (gap * SECOND as f64) as Millis;
     let duration = gap_ms
