@@ -242,6 +242,42 @@ where
         self.durably("response done", || self.store.response_done(key, at)).await;
     }
 
+    /// Dry run: record the plan's remaining steps, in order, as done with
+    /// the outcome `dry run: <what the step would do>` (see [`would_do`]),
+    /// each with its node Event, and the response as done, without running
+    /// any of them: nothing in the cluster or the cloud changes and no step
+    /// waits for what would never happen. Resumes like [`Self::execute`]:
+    /// steps already recorded as done are left as they are.
+    pub async fn rehearse(&self, plan: &Plan) {
+        let key = &plan.notice;
+        let record = loop {
+            match self.store.response(key).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the response record; retrying");
+                    self.clock.sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        for (i, step) in plan.steps.iter().enumerate() {
+            if record.as_ref().and_then(|r| r.steps.get(i)).is_some_and(|s| s.done_at.is_some()) {
+                continue;
+            }
+            let started = self.clock.now_ms();
+            self.durably("step started", || self.store.step_started(key, i, started)).await;
+            let outcome = format!("dry run: {}", would_do(step, self.returns_standbys));
+            let finished = self.clock.now_ms();
+            self.durably("step done", || self.store.step_done(key, i, finished, &outcome)).await;
+            self.observer.step(step.kind(), (finished - started) as f64 / 1000.0);
+            tracing::info!(notice = %key, step = step.kind(), outcome, "step recorded (dry run)");
+            if let Err(e) = self.cluster.node_event(&plan.node, &event_reason(step), &outcome).await {
+                tracing::warn!(error = %e, "cannot record the event");
+            }
+        }
+        let at = self.clock.now_ms();
+        self.durably("response done", || self.store.response_done(key, at)).await;
+    }
+
     /// The pods the plan leaves on the doomed node (their budget allows no
     /// disruption at all): a Warning on each and a count, once, when the
     /// response starts.
@@ -279,8 +315,7 @@ where
         self.open.step_done(key, i, finished);
         self.observer.step(step.kind(), (finished - started) as f64 / 1000.0);
         tracing::info!(notice = %key, step = step.kind(), outcome, "step done");
-        let reason = format!("Costop{}", step.kind().split('-').map(capitalize).collect::<String>());
-        if let Err(e) = self.cluster.node_event(&plan.node, &reason, &outcome).await {
+        if let Err(e) = self.cluster.node_event(&plan.node, &event_reason(step), &outcome).await {
             tracing::warn!(error = %e, "cannot record the event");
         }
     }
@@ -465,7 +500,273 @@ impl Drop for CloseOnDrop<'_> {
     }
 }
 
+/// The reason of a step's node Event: `Costop` and the step's kind in
+/// camel case (`CostopTaintAndCordon`).
+pub fn event_reason(step: &Step) -> String {
+    format!("Costop{}", step.kind().split('-').map(capitalize).collect::<String>())
+}
+
+/// What running `step` would do, in words, for a dry run's record
+/// (`returns_standbys`: a warm-pool keeper runs and would return woken
+/// standbys).
+pub fn would_do(step: &Step, returns_standbys: bool) -> String {
+    let list = |names: &[String]| {
+        const SHOWN: usize = 10;
+        let mut text = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if names.len() > SHOWN {
+            text.push_str(&format!(" and {} more", names.len() - SHOWN));
+        }
+        text
+    };
+    match step {
+        Step::TaintAndCordon { node } => {
+            format!("would taint {node} with {INTERRUPTION_TAINT}:NoSchedule and cordon it")
+        }
+        Step::DeregisterTargets { node } => {
+            format!("would deregister {node} from every load balancer target group")
+        }
+        Step::ClaimHeadroom { placeholders } => format!(
+            "would delete {} placeholder pods for the evicted pods' room: {}",
+            placeholders.len(),
+            list(placeholders)
+        ),
+        Step::WakeStandby { node, retype_to } => format!(
+            "would start standby {node}{} and take its standby taint off",
+            retype_to.as_deref().map(|t| format!(" as {t}")).unwrap_or_default()
+        ),
+        Step::MoveVolume { volume_id, from_node, to_node, to_zone, via_snapshot } => format!(
+            "would move volume {volume_id} from {from_node} to {to_node} ({to_zone}){} once its pod stops",
+            if *via_snapshot { " through a snapshot" } else { "" }
+        ),
+        Step::BridgeTraffic { workloads } => {
+            format!("would shift part of the traffic of {} to their functions", list(workloads))
+        }
+        Step::UnbridgeTraffic { workloads } => format!(
+            "would shift the traffic of {} back from their functions once their pods are Ready",
+            list(workloads)
+        ),
+        Step::Evict { pods, wave } => {
+            format!("would evict {} pods (wave {wave}) within their budgets: {}", pods.len(), list(pods))
+        }
+        Step::RestoreCapacity { pools, .. } => format!(
+            "would launch {}",
+            pools.iter().map(|(p, n)| format!("{n}×{p}")).collect::<Vec<_>>().join(", ")
+        ),
+        Step::ReturnStandby { node } => {
+            if returns_standbys {
+                format!("would return {node} to standby once other nodes can hold its pods")
+            } else {
+                format!("would leave {node} in service (no warm-pool keeper runs)")
+            }
+        }
+        Step::RetireNode { node, after, bridge } => format!(
+            "would drain {node}{} and end its instance at {} unless an interruption follows",
+            if *bridge { " (its workloads bridged to their functions)" } else { "" },
+            costop_core::time::format_rfc3339(*after)
+        ),
+        Step::RestoreHeadroom { placeholders } => {
+            format!("would set the placeholder pods to {placeholders} once the displaced workloads are whole")
+        }
+    }
+}
+
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
     c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use costop_core::model::{NodeView, PoolId};
+    use costop_core::notice::InstanceAction;
+    use costop_core::{NoticeKind, NoticeSource};
+    use costop_store::MemoryStore;
+    use std::sync::Mutex;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fake")]
+    struct Never;
+
+    /// A cluster that refuses every change (a dry run must make none) and
+    /// keeps the Events put on nodes.
+    #[derive(Default)]
+    struct ReadOnlyCluster {
+        events: Mutex<Vec<(String, String, String)>>,
+    }
+
+    impl ClusterPort for ReadOnlyCluster {
+        type Error = Never;
+        fn view(&self) -> Arc<ClusterView> {
+            Arc::new(ClusterView::default())
+        }
+        async fn taint_and_cordon(&self, node: &str) -> Result<(), Never> {
+            panic!("dry run tainted {node}")
+        }
+        async fn untaint_standby(&self, node: &str) -> Result<(), Never> {
+            panic!("dry run untainted {node}")
+        }
+        async fn taint_standby(&self, node: &str, _: costop_core::StandbyMode) -> Result<(), Never> {
+            panic!("dry run put {node} on standby")
+        }
+        async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
+            panic!("dry run evicted {pod}")
+        }
+        async fn scale_placeholders(&self, _: u32) -> Result<(), Never> {
+            panic!("dry run scaled placeholders")
+        }
+        async fn claim_placeholders(&self, _: &[String]) -> Result<(), Never> {
+            panic!("dry run claimed placeholders")
+        }
+        fn volume_in_use(&self, _: &str, _: &str) -> bool {
+            true
+        }
+        fn workload_pods_bound(&self, _: &str) -> usize {
+            0
+        }
+        async fn delete_node(&self, node: &str) -> Result<(), Never> {
+            panic!("dry run deleted {node}")
+        }
+        async fn node_event(&self, node: &str, reason: &str, message: &str) -> Result<(), Never> {
+            self.events.lock().unwrap().push((node.into(), reason.into(), message.into()));
+            Ok(())
+        }
+        async fn warn_pod_left(&self, pod: &str, _: &str) -> Result<(), Never> {
+            panic!("dry run warned about {pod}")
+        }
+    }
+
+    /// A cloud that refuses every call.
+    struct NoCalls;
+
+    impl CloudPort for NoCalls {
+        type Error = Never;
+        async fn deregister_targets(&self, _: &NodeView) -> Result<String, Never> {
+            panic!("dry run deregistered targets")
+        }
+        async fn wake_standby(&self, _: &NodeView, _: Option<&str>) -> Result<String, Never> {
+            panic!("dry run woke a standby")
+        }
+        async fn move_volume(&self, _: &str, _: &NodeView, _: bool, _: bool) -> Result<String, Never> {
+            panic!("dry run moved a volume")
+        }
+        async fn bridge(&self, _: &[String], _: bool) -> Result<String, Never> {
+            panic!("dry run bridged traffic")
+        }
+        async fn restore_capacity(&self, _: &str, _: &[(PoolId, u32)]) -> Result<String, Never> {
+            panic!("dry run launched capacity")
+        }
+        async fn retire_node(&self, _: &NodeView) -> Result<String, Never> {
+            panic!("dry run retired a node")
+        }
+    }
+
+    /// A clock that never waits (a dry run must not wait anyway).
+    struct Instant;
+
+    impl Clock for Instant {
+        fn now_ms(&self) -> Millis {
+            5_000
+        }
+        async fn sleep(&self, _: Duration) {}
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_records_what_each_step_would_do_and_changes_nothing() {
+        let notice = Notice {
+            instance_id: "i-0abc".into(),
+            kind: NoticeKind::SpotInterruption { action: InstanceAction::Terminate, effective_at: 125_000 },
+            received_at: 5_000,
+            source: NoticeSource::Agent,
+        };
+        let pool = PoolId { instance_type: "m5.large".into(), zone: "us-east-1b".into() };
+        let plan = Plan {
+            notice: notice.key(),
+            node: "node-1".into(),
+            deadline: Some(125_000),
+            steps: vec![
+                Step::TaintAndCordon { node: "node-1".into() },
+                Step::BridgeTraffic { workloads: vec!["web".into()] },
+                Step::RestoreCapacity { key: "k".into(), pools: vec![(pool, 2)] },
+                Step::MoveVolume {
+                    volume_id: "vol-1".into(),
+                    from_node: "node-1".into(),
+                    to_node: "node-2".into(),
+                    to_zone: "us-east-1b".into(),
+                    via_snapshot: true,
+                },
+                Step::Evict { pods: vec!["default/web-1".into(), "default/web-2".into()], wave: 0 },
+                Step::DeregisterTargets { node: "node-1".into() },
+                Step::UnbridgeTraffic { workloads: vec!["web".into()] },
+                Step::RestoreHeadroom { placeholders: 3 },
+            ],
+            unevictable: vec!["default/db-0".into()],
+        };
+        let store = Arc::new(MemoryStore::new());
+        assert!(store.save_plan(&plan).await.unwrap());
+        // The first step was recorded before a restart: it stays as it is.
+        store.step_started(&plan.notice, 0, 4_000).await.unwrap();
+        store.step_done(&plan.notice, 0, 4_001, "dry run: earlier").await.unwrap();
+        let cluster = Arc::new(ReadOnlyCluster::default());
+        let exec = Executor {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            cloud: Arc::new(NoCalls),
+            clock: Arc::new(Instant),
+            observer: Arc::new(crate::NoObserver),
+            returns_standbys: false,
+            open: Arc::new(OpenResponses::default()),
+            ready: Arc::new(ReadyCounts::default()),
+            waits: Waits::default(),
+        };
+        exec.rehearse(&plan).await;
+
+        let record = store.response(&plan.notice).await.unwrap().unwrap();
+        assert_eq!(record.done_at, Some(5_000), "the response is recorded as done");
+        let outcomes: Vec<&str> = record.steps.iter().map(|s| s.outcome.as_deref().unwrap()).collect();
+        assert_eq!(outcomes[0], "dry run: earlier");
+        assert_eq!(
+            outcomes[1..],
+            [
+                "dry run: would shift part of the traffic of web to their functions",
+                "dry run: would launch 2×m5.large/us-east-1b",
+                "dry run: would move volume vol-1 from node-1 to node-2 (us-east-1b) through a snapshot once its pod stops",
+                "dry run: would evict 2 pods (wave 0) within their budgets: default/web-1, default/web-2",
+                "dry run: would deregister node-1 from every load balancer target group",
+                "dry run: would shift the traffic of web back from their functions once their pods are Ready",
+                "dry run: would set the placeholder pods to 3 once the displaced workloads are whole",
+            ]
+        );
+        assert!(record.steps.iter().all(|s| s.started_at.is_some() && s.done_at.is_some()));
+        assert!(store.unfinished().await.unwrap().is_empty());
+        let events = cluster.events.lock().unwrap().clone();
+        assert_eq!(events.len(), 7, "one Event per step run: {events:?}");
+        assert_eq!(
+            events[0],
+            (
+                "node-1".to_string(),
+                "CostopBridgeTraffic".to_string(),
+                "dry run: would shift part of the traffic of web to their functions".to_string()
+            )
+        );
+        assert!(events.iter().all(|(node, reason, message)| node == "node-1"
+            && reason.starts_with("Costop")
+            && message.starts_with("dry run: would ")));
+    }
+
+    #[test]
+    fn long_lists_are_cut_short_and_standbys_follow_the_keeper() {
+        let pods: Vec<String> = (0..13).map(|i| format!("p{i}")).collect();
+        let said = would_do(&Step::Evict { pods, wave: 1 }, false);
+        assert!(said.starts_with("would evict 13 pods (wave 1)"), "{said}");
+        assert!(said.ends_with("p9 and 3 more"), "{said}");
+        let ret = Step::ReturnStandby { node: "sb-1".into() };
+        assert!(would_do(&ret, true).contains("return sb-1 to standby"));
+        assert!(would_do(&ret, false).contains("leave sb-1 in service"));
+        assert_eq!(
+            would_do(&Step::TaintAndCordon { node: "n".into() }, false),
+            format!("would taint n with {INTERRUPTION_TAINT}:NoSchedule and cordon it")
+        );
+        assert_eq!(event_reason(&Step::RestoreHeadroom { placeholders: 1 }), "CostopRestoreHeadroom");
+    }
 }

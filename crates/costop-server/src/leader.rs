@@ -174,6 +174,25 @@ pub async fn holder(client: &kube::Client) -> Result<Option<Holder>, kube::Error
     Ok(leases(client).get_opt(LEASE).await?.map(|l| held(&l)).and_then(live))
 }
 
+/// The Lease's live holder as a reader outside the server sees it
+/// (`costop status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    /// The holder.
+    pub holder: Holder,
+    /// When it last renewed the Lease (Unix ms).
+    pub renewed_at: u64,
+}
+
+/// The Lease's live holder and when it last renewed it (none when the
+/// Lease is free, released, expired or absent).
+pub async fn leader(client: &kube::Client) -> Result<Option<Leader>, kube::Error> {
+    Ok(leases(client).get_opt(LEASE).await?.map(|l| held(&l)).and_then(|h| {
+        let renewed_at = h.renewed_ms;
+        live(h).map(|holder| Leader { holder, renewed_at })
+    }))
+}
+
 fn live(h: Held) -> Option<Holder> {
     (!h.expired).then_some(Holder { identity: h.holder, nonce: h.nonce, url: h.url })
 }

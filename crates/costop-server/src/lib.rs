@@ -68,6 +68,13 @@ pub struct ServerConfig {
     /// `http://LISTEN` when the listen address names one address; when it
     /// listens on all of them, none is published and followers answer 503.
     pub advertise_url: Option<String>,
+    /// Dry run (`--dry-run`, `COSTOP_DRY_RUN`): notices are taken, planned
+    /// and recorded as usual, and each step is recorded, and put on its
+    /// node as an Event, with the outcome `dry run: <what it would do>`
+    /// without running it: no taint, cordon, eviction or placeholder
+    /// change, no cloud call that changes anything, no lifecycle hook
+    /// completed, and the warm-pool keeper does not run.
+    pub dry_run: bool,
 }
 
 /// The shortest plan key accepted (128 bits).
@@ -158,6 +165,8 @@ pub struct ServerState {
     leader_seen: Mutex<Option<leader::Holder>>,
     /// Forwards notices to the leader (short timeout, no redirects).
     forwarder: reqwest::Client,
+    /// Dry run: responses are recorded, not run (see [`ServerConfig::dry_run`]).
+    dry_run: bool,
 }
 
 /// A notice being planned in this process, until its plan is saved (or it fails).
@@ -274,7 +283,11 @@ impl ServerState {
         let key = plan.notice.clone();
         let exec = self.exec.clone();
         let deadline = plan.deadline;
-        let task = tokio::spawn(async move { exec.execute(&plan, received_at).await });
+        let task = if self.dry_run {
+            tokio::spawn(async move { exec.rehearse(&plan).await })
+        } else {
+            tokio::spawn(async move { exec.execute(&plan, received_at).await })
+        };
         running.insert(key, Running { task, deadline });
     }
 
@@ -1006,6 +1019,10 @@ async fn consume_queue(
 /// is done (the node drained), or after 10 minutes at most.
 async fn complete_when_done(st: Arc<ServerState>, hook: costop_aws::events::LifecycleAction) {
     let AnyCloud::Aws(cloud) = st.exec.cloud.as_ref() else { return };
+    if st.dry_run {
+        tracing::info!(notice = %hook.notice, "dry run: the lifecycle hook is not completed");
+        return;
+    }
     let give_up = st.exec.clock.now_ms() + 10 * 60 * 1000;
     while st.exec.clock.now_ms() < give_up {
         if let Ok(Some(r)) = st.exec.store.response(&hook.notice).await {
@@ -1153,6 +1170,13 @@ async fn unless_shut_down<T>(
 pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
     let plan_key = plan_key(&config)?;
     let advertise = advertise_url(&config)?;
+    if config.dry_run {
+        tracing::warn!(
+            "dry run: responses are planned and recorded, and nothing is changed: no taint, cordon, \
+             eviction or placeholder change, no cloud call that changes anything, no lifecycle hook \
+             completed, no warm-pool keeper"
+        );
+    }
     // Startup waits on Redis, the API server and AWS: a SIGTERM meanwhile
     // ends it at once.
     let Some(store) = unless_shut_down(&shutdown, AnyStore::open(config.redis_url.as_deref())).await else {
@@ -1190,6 +1214,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         (None, None) => AnyCloud::None(NoCloud),
     };
     let metrics = Arc::new(Metrics::default());
+    metrics.set_dry_run(config.dry_run);
     let state = Arc::new(ServerState {
         metrics: metrics.clone(),
         exec: Executor {
@@ -1198,7 +1223,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             cloud: Arc::new(cloud),
             clock: Arc::new(SystemClock),
             observer: metrics,
-            returns_standbys: config.aws.as_ref().is_some_and(|a| a.keep_warm_pool),
+            returns_standbys: !config.dry_run && config.aws.as_ref().is_some_and(|a| a.keep_warm_pool),
             open: Arc::new(OpenResponses::default()),
             ready: Default::default(),
             waits: Default::default(),
@@ -1223,6 +1248,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             .connect_timeout(FORWARD_TIMEOUT)
             .build()
             .map_err(|e| ServerError::AdvertiseUrl(format!("cannot build the forwarding client: {e}")))?,
+        dry_run: config.dry_run,
     });
     let files = listener::raise_fd_limit();
     tracing::info!(open_files = files, "open-file limit");
@@ -1240,7 +1266,11 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             tokio::spawn(consume_queue(state.clone(), consumer, shutdown.clone()));
         }
         tokio::spawn(refresh_prices(state.clone(), cloud.clone(), shutdown.clone()));
-        if aws.keep_warm_pool {
+        if aws.keep_warm_pool && config.dry_run {
+            tracing::warn!(
+                "dry run: the warm-pool keeper does not run (it would launch, stop and terminate standbys)"
+            );
+        } else if aws.keep_warm_pool {
             let st = state.clone();
             let keeper = warm_pool::WarmPoolKeeper {
                 cluster: state.exec.cluster.clone(),
@@ -1337,6 +1367,7 @@ mod tests {
             plan_key: None,
             allow_unsigned_plans: false,
             advertise_url: url.map(String::from),
+            dry_run: false,
         };
         let url = |listen, given| super::advertise_url(&config(listen, given)).map_err(|e| e.to_string());
         assert_eq!(url("127.0.0.1:8480", None), Ok(Some("http://127.0.0.1:8480".into())));

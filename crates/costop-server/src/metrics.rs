@@ -19,6 +19,7 @@ struct Inner {
     cordon_buckets: [u64; BUCKETS.len()],
     cordon_count: u64,
     cordon_sum: f64,
+    dry_run: bool,
 }
 
 /// The server's metrics.
@@ -33,6 +34,11 @@ impl Metrics {
     /// A notice accepted, by kind and path.
     pub fn notice(&self, kind: &str, source: &str) {
         *self.lock().notices.entry((kind.into(), source.into())).or_default() += 1;
+    }
+
+    /// Whether the server runs in dry-run mode (gauge `costop_dry_run`).
+    pub fn set_dry_run(&self, on: bool) {
+        self.lock().dry_run = on;
     }
 
     /// A duplicate notice.
@@ -90,6 +96,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let inner = self.lock();
         let mut out = String::new();
+        out.push_str(&format!(
+            "# HELP costop_dry_run 1 when the server runs in dry-run mode (records plans, changes nothing).\n# TYPE costop_dry_run gauge\ncostop_dry_run {}\n",
+            u8::from(inner.dry_run)
+        ));
         out.push_str("# HELP costop_notices_total Notices accepted, by kind and path.\n# TYPE costop_notices_total counter\n");
         for ((kind, source), n) in &inner.notices {
             out.push_str(&format!("costop_notices_total{{kind=\"{kind}\",source=\"{source}\"}} {n}\n"));

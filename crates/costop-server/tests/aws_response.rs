@@ -102,6 +102,7 @@ async fn start_server(
         plan_key: None,
         allow_unsigned_plans: false,
         advertise_url: None,
+        dry_run: false,
     };
     tokio::spawn(costop_server::run(config, stop));
     let base = format!("http://{listen}");

@@ -86,6 +86,15 @@ impl AnyStore {
         }
     }
 
+    /// The notice keys of the `limit` responses whose plans were saved
+    /// last, newest first (finished or not).
+    pub async fn recent(&self, limit: usize) -> Result<Vec<NoticeKey>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => Ok(s.recent(limit)),
+            AnyStore::Redis(s) => s.recent(limit).await,
+        }
+    }
+
     /// Give up the claim of `key`, if it still holds it.
     pub async fn release_claim(&self, key: &NoticeKey) -> Result<(), StoreError> {
         match self {

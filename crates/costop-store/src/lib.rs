@@ -9,6 +9,7 @@
 //! | `costop:notices` | stream | fields `notice` (JSON) and `token` (the agent's service-account token, verified before acting); consumer group `costop-server` |
 //! | `costop:response:{notice key}` | hash | `plan` (JSON), `plan_mac` (HMAC-SHA256 of the key and the plan, with [`redis_store::PLAN_KEY_ENV`]'s key), `step:{i}:started`, `step:{i}:done`, `step:{i}:outcome`, `done_at` |
 //! | `costop:responses:open` | set | notice keys of responses not finished |
+//! | `costop:responses:recent` | sorted set | notice keys of responses by when their plan was saved (Unix ms), the latest 1000 (`costop status`) |
 //! | `costop:claim:{instance}:{kind}` | string (TTL [`CLAIM_TTL_MS`]) | the notice key holding the one response of that instance and kind |
 //! | `costop:restore:{step key}` | hash (TTL two days) | Auto Scaling group → the absolute desired capacity the restore step set |
 //! | `costop:mirror:{nodes,pods,pools}` | hash | name → JSON of the object |

@@ -14,6 +14,8 @@ struct Inner {
     next_id: u64,
     delivered: u64,
     responses: BTreeMap<NoticeKey, ResponseRecord>,
+    /// Notice keys of the responses in the order their plans were saved.
+    saved: Vec<NoticeKey>,
     mirror: HashMap<String, HashMap<String, String>>,
     claims: HashMap<(String, String), NoticeKey>,
     restore_targets: HashMap<(String, String), i32>,
@@ -80,6 +82,12 @@ impl MemoryStore {
         if inner.claims.get(&slot) == Some(key) {
             inner.claims.remove(&slot);
         }
+    }
+
+    /// The notice keys of the `limit` responses whose plans were saved
+    /// last, newest first (finished or not).
+    pub fn recent(&self, limit: usize) -> Vec<NoticeKey> {
+        self.lock().saved.iter().rev().take(limit).cloned().collect()
     }
 
     /// Mirrored entries of a kind.
@@ -153,6 +161,7 @@ impl StorePort for MemoryStore {
         if inner.responses.contains_key(&plan.notice) {
             return Ok(false);
         }
+        inner.saved.push(plan.notice.clone());
         inner.responses.insert(
             plan.notice.clone(),
             ResponseRecord {

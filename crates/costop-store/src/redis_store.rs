@@ -15,6 +15,11 @@ pub const STREAM: &str = "costop:notices";
 pub const GROUP: &str = "costop-server";
 /// Open responses.
 pub const OPEN: &str = "costop:responses:open";
+/// Notice keys of responses by when their plans were saved (sorted set,
+/// score: Unix ms), the latest [`RECENT_KEPT`] only.
+pub const RECENT: &str = "costop:responses:recent";
+/// How many responses [`RECENT`] keeps.
+pub const RECENT_KEPT: usize = 1000;
 /// Entries unacknowledged this long are taken over by the reading consumer.
 pub const CLAIM_IDLE_MS: u64 = 5_000;
 /// Every command gives up after this, so a dead Redis never hangs a caller.
@@ -311,6 +316,18 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The notice keys of the `limit` responses whose plans were saved
+    /// last, newest first (finished or not; see [`RECENT`]).
+    pub async fn recent(&self, limit: usize) -> Result<Vec<NoticeKey>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = self
+            .run("list recent responses", redis::cmd("ZREVRANGE").arg(RECENT).arg(0).arg(limit - 1))
+            .await?;
+        Ok(keys.iter().filter_map(|k| parse_notice_key(k)).collect())
+    }
+
     /// Delete every costop key (tests and `costop` resets).
     pub async fn flush_costop_keys(&self) -> Result<(), StoreError> {
         let keys: Vec<String> = self.run("scan keys", redis::cmd("KEYS").arg("costop:*")).await?;
@@ -445,18 +462,27 @@ impl StorePort for RedisStore {
         // step: a crash between them would leave a plan nobody runs.
         let script = "if redis.call('HSETNX', KEYS[1], 'plan', ARGV[1]) == 1 then \
                       if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'plan_mac', ARGV[3]) end \
-                      redis.call('SADD', KEYS[2], ARGV[2]) return 1 else return 0 end";
+                      redis.call('SADD', KEYS[2], ARGV[2]) \
+                      redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2]) \
+                      redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[5])) \
+                      return 1 else return 0 end";
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let new: i64 = self
             .run(
                 "save plan",
                 redis::cmd("EVAL")
                     .arg(script)
-                    .arg(2)
+                    .arg(3)
                     .arg(response_key(&plan.notice))
                     .arg(OPEN)
+                    .arg(RECENT)
                     .arg(body)
                     .arg(plan.notice.to_string())
-                    .arg(mac),
+                    .arg(mac)
+                    .arg(now)
+                    .arg(RECENT_KEPT),
             )
             .await?;
         Ok(new == 1)

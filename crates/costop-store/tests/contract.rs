@@ -188,3 +188,58 @@ async fn redis_store_keeps_one_claim_per_instance_and_kind() {
         redis::cmd("PTTL").arg("costop:claim:i-0bbb:spot-interruption").query_async(&mut c).await.unwrap();
     assert!(ttl > 0 && ttl as u64 <= costop_store::CLAIM_TTL_MS, "{ttl}");
 }
+
+/// A plan for `instance`'s notice at `at`, of one step.
+fn plan_of(instance: &str, at: u64) -> Plan {
+    Plan {
+        notice: notice(instance, at).key(),
+        node: format!("node-{instance}"),
+        deadline: Some(at),
+        steps: vec![Step::TaintAndCordon { node: format!("node-{instance}") }],
+        unevictable: vec![],
+    }
+}
+
+/// The responses saved last are listed newest first, finished or not, up
+/// to the limit; a plan saved again does not move.
+async fn recent(store: &costop_store::AnyStore) {
+    assert!(store.recent(10).await.unwrap().is_empty());
+    let plans: Vec<Plan> = ["i-01", "i-02", "i-03"].iter().map(|i| plan_of(i, 1_000_000)).collect();
+    for p in &plans {
+        assert!(store.save_plan(p).await.unwrap());
+        // Redis orders by the saving time in ms.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    store.response_done(&plans[0].notice, 7).await.unwrap();
+    assert!(!store.save_plan(&plans[0]).await.unwrap());
+    let keys = |ps: &[&Plan]| ps.iter().map(|p| p.notice.clone()).collect::<Vec<_>>();
+    assert_eq!(store.recent(10).await.unwrap(), keys(&[&plans[2], &plans[1], &plans[0]]));
+    assert_eq!(store.recent(2).await.unwrap(), keys(&[&plans[2], &plans[1]]));
+    assert!(store.recent(0).await.unwrap().is_empty());
+    assert_eq!(store.unfinished().await.unwrap(), keys(&[&plans[1], &plans[2]]), "listing changes nothing");
+}
+
+#[tokio::test]
+async fn memory_store_lists_recent_responses() {
+    recent(&costop_store::AnyStore::Memory(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_lists_recent_responses_and_keeps_the_latest_only() {
+    use costop_store::redis_store::{RECENT, RECENT_KEPT};
+    let server = RedisServer::start().expect("redis-server");
+    let store = costop_store::AnyStore::open(Some(&server.url())).await.unwrap();
+    recent(&store).await;
+    // Beyond RECENT_KEPT the oldest go from the list (their records stay).
+    for i in 0..RECENT_KEPT {
+        assert!(store.save_plan(&plan_of(&format!("i-1{i:04}"), 2_000_000)).await.unwrap());
+    }
+    let raw = redis::Client::open(server.url()).unwrap();
+    let mut c = raw.get_multiplexed_async_connection().await.unwrap();
+    let kept: usize = redis::cmd("ZCARD").arg(RECENT).query_async(&mut c).await.unwrap();
+    assert_eq!(kept, RECENT_KEPT);
+    let listed = store.recent(RECENT_KEPT + 10).await.unwrap();
+    assert_eq!(listed.len(), RECENT_KEPT);
+    assert!(!listed.contains(&plan_of("i-01", 1_000_000).notice), "the oldest left the list");
+    assert!(store.response(&plan_of("i-01", 1_000_000).notice).await.unwrap().is_some());
+}

@@ -164,6 +164,7 @@ pub fn notice_latency(config: &super::config::Config, runs: u32, poll_ms: u64) -
             plan_key: Some(format!("bench-plan-key-{}", std::process::id())),
             allow_unsigned_plans: false,
             advertise_url: None,
+            dry_run: false,
         };
         let server_stop = stop.clone();
         tokio::spawn(async move {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod status;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Agent(AgentArgs),
     /// The server: take notices, plan, run and record responses.
     Server(ServerArgs),
+    /// The current leader and the open and recent responses, with each step's outcome (from the Lease and Redis).
+    Status(status::StatusArgs),
     /// Benchmarks that print numbers.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -102,6 +105,10 @@ struct ServerArgs {
     /// http://$(POD_IP):PORT); default http://LISTEN unless LISTEN is 0.0.0.0.
     #[arg(long, env = "COSTOP_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// Dry run: take, plan and record responses, recording each step as
+    /// `dry run: <what it would do>` without running it; change nothing.
+    #[arg(long, env = "COSTOP_DRY_RUN")]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -251,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Emu(args) => emu(&config, args),
         Command::Agent(args) => agent(args),
         Command::Server(args) => server(&config, args),
+        Command::Status(args) => status::run(args),
         Command::Bench(BenchCommand::Emu(args)) => bench::emu(args.nodes, args.pods, args.patches),
         Command::Bench(BenchCommand::Queue(args)) => bench::queue(&config, args.notices),
         Command::Bench(BenchCommand::NoticeLatency(args)) => {
@@ -343,6 +351,7 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
             plan_key: std::env::var(costop_store::redis_store::PLAN_KEY_ENV).ok(),
             allow_unsigned_plans: args.allow_unsigned_plans,
             advertise_url: args.advertise_url,
+            dry_run: args.dry_run,
         };
         costop_server::run(server, shutdown_signal()).await.map_err(|e| anyhow!(e))
     })

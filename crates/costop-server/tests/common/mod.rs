@@ -138,6 +138,7 @@ pub fn server_config(
         plan_key: Some(PLAN_KEY.into()),
         allow_unsigned_plans: false,
         advertise_url: None,
+        dry_run: false,
     }
 }
 
