@@ -189,18 +189,7 @@ where
     /// done when all are.
     pub async fn execute(&self, plan: &Plan, received_at: Millis) {
         let key = &plan.notice;
-        let record = loop {
-            match self.store.response(key).await {
-                Ok(r) => break r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the response record; retrying");
-                    self.clock.sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
-        let done: Vec<bool> = (0..plan.steps.len())
-            .map(|i| record.as_ref().and_then(|r| r.steps.get(i)).is_some_and(|s| s.done_at.is_some()))
-            .collect();
+        let done = self.steps_done(plan).await;
         self.open.opened(plan, done.clone());
         if !done.iter().any(|d| *d) {
             self.report_pods_left(plan).await;
@@ -250,29 +239,14 @@ where
     /// steps already recorded as done are left as they are.
     pub async fn rehearse(&self, plan: &Plan) {
         let key = &plan.notice;
-        let record = loop {
-            match self.store.response(key).await {
-                Ok(r) => break r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the response record; retrying");
-                    self.clock.sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
+        let done = self.steps_done(plan).await;
         for (i, step) in plan.steps.iter().enumerate() {
-            if record.as_ref().and_then(|r| r.steps.get(i)).is_some_and(|s| s.done_at.is_some()) {
+            if done[i] {
                 continue;
             }
-            let started = self.clock.now_ms();
-            self.durably("step started", || self.store.step_started(key, i, started)).await;
+            let started = self.step_started(plan, i).await;
             let outcome = format!("dry run: {}", would_do(step, self.returns_standbys));
-            let finished = self.clock.now_ms();
-            self.durably("step done", || self.store.step_done(key, i, finished, &outcome)).await;
-            self.observer.step(step.kind(), (finished - started) as f64 / 1000.0);
-            tracing::info!(notice = %key, step = step.kind(), outcome, "step recorded (dry run)");
-            if let Err(e) = self.cluster.node_event(&plan.node, &event_reason(step), &outcome).await {
-                tracing::warn!(error = %e, "cannot record the event");
-            }
+            self.step_finished(plan, i, started, &outcome).await;
         }
         let at = self.clock.now_ms();
         self.durably("response done", || self.store.response_done(key, at)).await;
@@ -303,19 +277,49 @@ where
         deadline: Millis,
         displaced: &BTreeSet<String>,
     ) {
-        let (key, step) = (&plan.notice, &plan.steps[i]);
-        let started = self.clock.now_ms();
-        self.durably("step started", || self.store.step_started(key, i, started)).await;
-        let outcome = match self.run_step(plan, step, received_at, deadline, displaced).await {
+        let started = self.step_started(plan, i).await;
+        let outcome = match self.run_step(plan, &plan.steps[i], received_at, deadline, displaced).await {
             Ok(done) => done,
             Err(failed) => format!("failed: {failed}"),
         };
+        self.step_finished(plan, i, started, &outcome).await;
+    }
+
+    /// Which of the plan's steps the stored record has as done (read until
+    /// the store answers): what a resumed response skips.
+    async fn steps_done(&self, plan: &Plan) -> Vec<bool> {
+        let record = loop {
+            match self.store.response(&plan.notice).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the response record; retrying");
+                    self.clock.sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        (0..plan.steps.len())
+            .map(|i| record.as_ref().and_then(|r| r.steps.get(i)).is_some_and(|s| s.done_at.is_some()))
+            .collect()
+    }
+
+    /// Record step `i` as started; when it started.
+    async fn step_started(&self, plan: &Plan, i: usize) -> Millis {
+        let started = self.clock.now_ms();
+        self.durably("step started", || self.store.step_started(&plan.notice, i, started)).await;
+        started
+    }
+
+    /// Record step `i` as done with `outcome`: in the store, in the open
+    /// responses (if this one is open), in the metrics, the log and the
+    /// node's Event.
+    async fn step_finished(&self, plan: &Plan, i: usize, started: Millis, outcome: &str) {
+        let (key, step) = (&plan.notice, &plan.steps[i]);
         let finished = self.clock.now_ms();
-        self.durably("step done", || self.store.step_done(key, i, finished, &outcome)).await;
+        self.durably("step done", || self.store.step_done(key, i, finished, outcome)).await;
         self.open.step_done(key, i, finished);
         self.observer.step(step.kind(), (finished - started) as f64 / 1000.0);
         tracing::info!(notice = %key, step = step.kind(), outcome, "step done");
-        if let Err(e) = self.cluster.node_event(&plan.node, &event_reason(step), &outcome).await {
+        if let Err(e) = self.cluster.node_event(&plan.node, &event_reason(step), outcome).await {
             tracing::warn!(error = %e, "cannot record the event");
         }
     }

@@ -230,25 +230,10 @@ fn main() {
         .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("costop: {}", said_once(&e));
+        // Each cause once: many clients' errors repeat their source.
+        eprintln!("costop: {}", costop_store::error_chain(e.as_ref()));
         std::process::exit(1);
     }
-}
-
-/// The error and its causes, each said once (a cause whose text is already
-/// in the message, as many clients' errors repeat their source, is left out).
-fn said_once(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&more);
-        }
-    }
-    text
 }
 
 fn run(cli: Cli) -> Result<()> {

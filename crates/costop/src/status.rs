@@ -3,7 +3,7 @@
 //! as lines or as one JSON object (`--json`).
 
 use anyhow::{anyhow, Result};
-use costop_core::ports::{ResponseRecord, StorePort};
+use costop_core::ports::{Clock, ResponseRecord, StorePort};
 use costop_core::time::{format_rfc3339, Millis};
 use costop_core::NoticeKey;
 use costop_store::redis_store::PLAN_KEY_ENV;
@@ -92,10 +92,6 @@ pub struct Status {
     pub recent: Vec<ResponseStatus>,
 }
 
-fn now_ms() -> Millis {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A response's record as printed.
 pub fn response_status(key: &NoticeKey, record: Result<Option<ResponseRecord>, String>) -> ResponseStatus {
     let missing = |error: String| ResponseStatus {
@@ -159,7 +155,7 @@ async fn leader(kubeconfig: Option<&Path>) -> Result<Option<Leader>, String> {
         Ok(Ok(held)) => Ok(held.map(|l| Leader {
             identity: l.holder.identity,
             url: l.holder.url,
-            renewed_ms_ago: now_ms().saturating_sub(l.renewed_at),
+            renewed_ms_ago: costop_store::SystemClock.now_ms().saturating_sub(l.renewed_at),
         })),
     }
 }

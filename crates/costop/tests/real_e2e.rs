@@ -783,25 +783,6 @@ async fn real_killed_server_resumes() {
     killed_server_resumes(Backend::Real).await;
 }
 
-/// `kubectl` with `kubeconfig`, `args` and the file `file`; its output, or
-/// a panic with its error.
-fn kubectl_file(kubeconfig: &Path, args: &[&str], file: &Path) -> String {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .arg(file)
-        .output()
-        .expect("kubectl (scripts/deps installs kubernetes-client)");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The server run as the overlays deploy it. Every overlay renders with
 /// `kubectl kustomize` and the real API server takes each of its objects
 /// (server-side dry run; the budget as policy/v1beta1 on 1.20); the three
@@ -834,11 +815,17 @@ async fn real_server_runs_with_the_overlays_rbac() {
     )
     .unwrap();
     let kubeconfig_admin = w.c.kubeconfig.clone();
-    kubectl_file(&kubeconfig_admin, &["apply", "-f"], &rbac_file);
+    let admin = |args: &[&str], file: &Path| {
+        let mut all: Vec<&std::ffi::OsStr> = vec!["--kubeconfig".as_ref(), kubeconfig_admin.as_os_str()];
+        all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        all.push(file.as_os_str());
+        common::kubectl(&all)
+    };
+    admin(&["apply", "-f"], &rbac_file);
     for overlay in common::OVERLAYS {
         let file = w.c.dir.join(format!("{overlay}.yaml"));
         std::fs::write(&file, common::with_policy_v1beta1(&common::render_overlay(overlay))).unwrap();
-        let out = kubectl_file(&kubeconfig_admin, &["apply", "--dry-run=server", "-f"], &file);
+        let out = admin(&["apply", "--dry-run=server", "-f"], &file);
         let taken = out.lines().filter(|l| l.ends_with("(server dry run)")).count();
         println!("{overlay}: {taken} objects taken by the real API server (dry run)");
         assert!(taken >= 16, "{overlay}: {out}");

@@ -65,21 +65,21 @@ pub fn start_emu(dir: &Path, nodes: u32, pods: u32) -> (Proc, PathBuf) {
 /// The Kustomize overlays in `deploy/overlays`, one per kind of node group.
 pub const OVERLAYS: [&str; 3] = ["eks-managed", "karpenter", "self-managed"];
 
+/// `kubectl ARGS…`'s output; a panic with its error if it fails.
+pub fn kubectl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("kubectl (scripts/deps installs kubernetes-client)");
+    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+    assert!(out.status.success(), "kubectl {}: {}", shown.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
+}
+
 /// `kubectl kustomize deploy/overlays/<overlay>`: the YAML a user applies.
 pub fn render_overlay(overlay: &str) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/overlays").join(overlay);
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-        .expect("kubectl (scripts/deps installs kubernetes-client)");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("kustomize renders UTF-8")
+    kubectl(&[Path::new("kustomize"), &dir])
 }
 
 /// The objects of a rendered overlay, as JSON.
