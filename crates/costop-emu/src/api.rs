@@ -4,7 +4,7 @@
 use crate::kinds::{idx, kind_at, KINDS};
 use crate::patch::{self, PatchKind};
 use crate::select::{FieldSelector, LabelSelector};
-use crate::store::{meta_mut, name_of, Change, StoreError};
+use crate::store::{meta_mut, name_of, Change, IndexBy, StoreError};
 use crate::table;
 use crate::EmuState;
 use axum::body::{Body, Bytes};
@@ -443,13 +443,20 @@ async fn resource(
             {
                 return bad_resource_version(rv);
             }
+            // One node's pods come from the node index, not a scan of every pod.
+            let on_node = (t.kind == idx::PODS)
+                .then(|| fields.as_ref().and_then(|f| f.equals("spec.nodeName")).map(str::to_string))
+                .flatten();
             let keep = move |o: &Value| {
                 labels.as_ref().is_none_or(|l| l.matches(o)) && fields.as_ref().is_none_or(|f| f.matches(o))
             };
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 return watch(st, t.kind, t.namespace.map(str::to_string), query, want_table, keep);
             }
-            let (items, rv) = st.store.list(t.kind, t.namespace, keep);
+            let (items, rv) = match &on_node {
+                Some(node) => st.store.list_by(IndexBy::NodeName, node, t.namespace, keep),
+                None => st.store.list(t.kind, t.namespace, keep),
+            };
             let (items, next) = match page(items, query) {
                 Ok(p) => p,
                 Err(e) => return e.into_response(),
@@ -727,7 +734,7 @@ fn watch(
         None => {
             let (items, rv) = st.store.list(kind, None, |_| true);
             for o in items {
-                let c = Change { rv, kind, event: "ADDED", object: o };
+                let c = Change { rv, kind, event: "ADDED", object: Arc::new(o) };
                 if wanted(&c) {
                     initial.push(event_line("ADDED", &c.object));
                 }

@@ -9,7 +9,7 @@
 
 use crate::kinds::idx;
 use crate::select::selector_object_matches;
-use crate::store::Store;
+use crate::store::{label_value, IndexBy, Store};
 use crate::EmuState;
 use costop_core::Resources;
 use costop_world::budget::{self, Amount, BudgetSpec, BudgetStatus, EvictedPod};
@@ -36,6 +36,35 @@ pub struct ClusterState {
     pub(crate) imds_tokens: HashMap<String, (String, Instant)>,
     /// Notices injected per node.
     pub(crate) notices: HashMap<String, crate::imds::InstanceNotices>,
+    /// Each Deployment's uid → the resourceVersion its pods and status were
+    /// last brought up to date at (a pass skips it until something changed).
+    deployments_seen: HashMap<String, u64>,
+    /// Each budget → the resourceVersion its status was last computed at.
+    budgets_seen: HashMap<(String, String), u64>,
+    /// The Deployments' scales at the last budget pass.
+    scales_seen: HashMap<String, u32>,
+    /// Each node → what its pods request, and the node index's version it
+    /// was counted at.
+    used: HashMap<String, (u64, Used)>,
+    /// Where the scheduler's next search for feasible nodes starts
+    /// (kube-scheduler's `nextStartNodeIndex`).
+    next_start_node: usize,
+}
+
+/// kube-scheduler's `minFeasibleNodesToFind`: below this many nodes every
+/// node is looked at.
+const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+
+/// How many feasible nodes the scheduler looks for before it scores
+/// (kube-scheduler `numFeasibleNodesToFind` with the default adaptive
+/// `percentageOfNodesToScore`: 50 % minus one point per 125 nodes, at least
+/// 5 %, at least 100 nodes; pkg/scheduler/schedule_one.go).
+pub fn feasible_nodes_to_find(all: usize) -> usize {
+    if all < MIN_FEASIBLE_NODES_TO_FIND {
+        return all;
+    }
+    let percentage = 50usize.saturating_sub(all / 125).max(5);
+    (all * percentage / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
 }
 
 /// The pause image is baked into the EKS node image (amazon-eks-ami caches
@@ -105,7 +134,8 @@ struct PodInfo {
     deletion_cost: i32,
 }
 
-fn pod_info(ns: &str, name: &str, p: &Value) -> PodInfo {
+/// A pod's requests, and its requests as the scheduler's score counts them.
+fn pod_requests(p: &Value) -> (Resources, Resources) {
     let (mut requests, mut score_requests) = (Resources::default(), Resources::default());
     for c in p["spec"]["containers"].as_array().into_iter().flatten() {
         let r = Resources::new(
@@ -115,6 +145,11 @@ fn pod_info(ns: &str, name: &str, p: &Value) -> PodInfo {
         requests = requests.plus(&r);
         score_requests = score_requests.plus(&scheduler::nonzero(r));
     }
+    (requests, score_requests)
+}
+
+fn pod_info(ns: &str, name: &str, p: &Value) -> PodInfo {
+    let (requests, score_requests) = pod_requests(p);
     let time = |v: &Value| v.as_str().and_then(crate::time::parse_rfc3339);
     let created = &p["metadata"]["creationTimestamp"];
     let ready_since = p["status"]["conditions"]
@@ -261,8 +296,14 @@ pub fn eviction_refused(store: &Store, pod: &Value, pdb: &Value) -> Option<(u32,
     let ns = pdb["metadata"]["namespace"].as_str().unwrap_or("");
     // In policy/v1 a budget without a selector selects no pod.
     let selector = &pdb["spec"]["selector"];
-    let (pods, _) =
-        store.list(idx::PODS, Some(ns), |p| selector.is_object() && selector_object_matches(selector, p));
+    let matches = |p: &Value| selector.is_object() && selector_object_matches(selector, p);
+    // The pods carrying the budget's first label, from the label index.
+    let (pods, _) = match selector["matchLabels"].as_object().and_then(|m| m.iter().next()) {
+        Some((k, v)) => {
+            store.list_by(IndexBy::Label, &label_value(ns, k, v.as_str().unwrap_or("")), Some(ns), matches)
+        }
+        None => store.list(idx::PODS, Some(ns), matches),
+    };
     let infos: Vec<PodInfo> = pods.iter().map(|p| pod_info(ns, "", p)).collect();
     let status = budget_status(
         &budget_spec(pdb),
@@ -336,15 +377,20 @@ fn nodes(st: &EmuState, now: Instant) {
     });
     let mut failed = Vec::new();
     let mut orphans = Vec::new();
-    st.store.scan(idx::PODS, |ns, name, p| {
-        if let Some(node) = p["spec"]["nodeName"].as_str() {
-            if !existing.contains(node) {
-                orphans.push((ns.to_string(), name.to_string()));
-            } else if gone_nodes.contains(node) && p["status"]["phase"] != "Failed" {
+    for node in gone_nodes.iter().filter(|n| existing.contains(*n)) {
+        st.store.scan_by(IndexBy::NodeName, node, |ns, name, p| {
+            if p["status"]["phase"] != "Failed" {
                 failed.push((ns.to_string(), name.to_string()));
             }
+        });
+    }
+    for (node, _) in st.store.index_values(IndexBy::NodeName) {
+        if !node.is_empty() && !existing.contains(&node) {
+            st.store.scan_by(IndexBy::NodeName, &node, |ns, name, _| {
+                orphans.push((ns.to_string(), name.to_string()));
+            });
         }
-    });
+    }
     for (ns, name) in failed {
         let _ = st.store.update(idx::PODS, &ns, &name, |p| {
             p["status"]["phase"] = json!("Failed");
@@ -358,21 +404,28 @@ fn nodes(st: &EmuState, now: Instant) {
     }
 }
 
+/// The Deployment controller. A Deployment is looked at again only when
+/// it or one of its pods (the owner index) changed since its last pass.
 fn deployments(st: &EmuState) {
-    let mut pods_by_owner: HashMap<String, Vec<PodInfo>> = HashMap::new();
-    st.store.scan(idx::PODS, |ns, name, p| {
-        let info = pod_info(ns, name, p);
-        if let Some(owner) = info.owner_uid.clone() {
-            pods_by_owner.entry(owner).or_default().push(info);
-        }
-    });
+    let pass_rv = st.store.resource_version();
     let (deploys, _) = st.store.list(idx::DEPLOYMENTS, None, |_| true);
+    let seen = std::mem::take(&mut st.cluster.lock().unwrap_or_else(|e| e.into_inner()).deployments_seen);
+    let mut now_seen = HashMap::new();
     for d in deploys {
         let uid = d["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let rv: u64 =
+            d["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(u64::MAX);
+        let last = seen.get(&uid).copied();
+        now_seen.insert(uid.clone(), last.unwrap_or(0));
+        if last.is_some_and(|l| rv <= l && st.store.changed_by(IndexBy::Owner, &uid) <= l) {
+            continue;
+        }
+        now_seen.insert(uid.clone(), pass_rv);
         let ns = d["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
         let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
         let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1).min(u32::MAX.into()) as u32;
-        let owned = pods_by_owner.remove(&uid).unwrap_or_default();
+        let mut owned = Vec::new();
+        st.store.scan_by(IndexBy::Owner, &uid, |ns, name, p| owned.push(pod_info(ns, name, p)));
         let counts = |p: &PodInfo| {
             (Controller::Deployment.counts_terminating() || !p.terminating)
                 && p.phase != "Failed"
@@ -435,6 +488,7 @@ fn deployments(st: &EmuState) {
             d["status"]["observedGeneration"] = json!(1);
         });
     }
+    st.cluster.lock().unwrap_or_else(|e| e.into_inner()).deployments_seen = now_seen;
 }
 
 /// A node as the scheduler reads it, borrowing its stored object.
@@ -521,31 +575,56 @@ fn breaks_budget(pdbs: &[Value], ns: &str, labels: &Value) -> bool {
     })
 }
 
+/// The scheduler: binds the pods no node has yet (the node index's ""),
+/// highest priority first. Like kube-scheduler it looks for
+/// [`feasible_nodes_to_find`] feasible nodes, starting where the last
+/// search stopped, and scores only those; a pod that fits nowhere may
+/// preempt lower-priority pods. What each node's pods request is counted
+/// again only for nodes whose pods changed.
 fn schedule(st: &EmuState) {
-    let mut stored: Vec<(String, Value)> = Vec::new();
-    st.store.scan(idx::NODES, |_, name, n| stored.push((name.to_string(), n.clone())));
-    // Candidates in name order: the first of equal scores wins.
-    stored.sort_by(|a, b| a.0.cmp(&b.0));
-    let nodes: Vec<NodeParts<'_>> = stored.iter().map(|(name, n)| node_parts(name, n)).collect();
-    let mut used: HashMap<String, Used> = HashMap::new();
-    let mut on_node: HashMap<String, Vec<PodInfo>> = HashMap::new();
     let mut pending: Vec<(PodInfo, Value)> = Vec::new();
-    st.store.scan(idx::PODS, |ns, name, p| {
+    st.store.scan_by(IndexBy::NodeName, "", |ns, name, p| {
         let info = pod_info(ns, name, p);
-        match &info.node {
-            Some(n) if info.phase != "Failed" && info.phase != "Succeeded" => {
-                used.entry(n.clone()).or_default().add(&info);
-                on_node.entry(n.clone()).or_default().push(info);
-            }
-            None if !info.terminating => pending.push((info, p["spec"].clone())),
-            _ => {}
+        if !info.terminating {
+            pending.push((info, p["spec"].clone()));
         }
     });
     if pending.is_empty() {
         return;
     }
+    let mut stored: Vec<(String, Value)> = Vec::new();
+    st.store.scan(idx::NODES, |_, name, n| stored.push((name.to_string(), n.clone())));
+    // Candidates in name order: the first of equal scores wins.
+    stored.sort_by(|a, b| a.0.cmp(&b.0));
+    let nodes: Vec<NodeParts<'_>> = stored.iter().map(|(name, n)| node_parts(name, n)).collect();
+    let versions: HashMap<String, u64> = st.store.index_values(IndexBy::NodeName).into_iter().collect();
+    let (mut used, mut start) = {
+        let mut cs = st.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        (std::mem::take(&mut cs.used), cs.next_start_node)
+    };
+    used.retain(|name, _| versions.contains_key(name));
+    for (name, version) in &versions {
+        if name.is_empty() || used.get(name).is_some_and(|(v, _)| v == version) {
+            continue;
+        }
+        let mut u = Used::default();
+        st.store.scan_by(IndexBy::NodeName, name, |_, _, p| {
+            if p["status"]["phase"] != "Failed" && p["status"]["phase"] != "Succeeded" {
+                let (requests, score) = pod_requests(p);
+                u.requests = u.requests.plus(&requests);
+                u.score = u.score.plus(&score);
+                u.pods += 1;
+            }
+        });
+        used.insert(name.clone(), (*version, u));
+    }
+    // Bindings and preemptions of this pass change the counts here; as they
+    // change the node index's versions, those nodes are counted again next pass.
+    // The pods on each node, for preemption: read once, when first needed.
+    let mut on_node: Option<HashMap<String, Vec<PodInfo>>> = None;
     // The scheduling queue: higher priority first, then older.
     pending.sort_by(|a, b| b.0.priority.cmp(&a.0.priority).then_with(|| a.0.created.cmp(&b.0.created)));
+    let to_find = feasible_nodes_to_find(nodes.len());
     let mut pdbs: Option<Vec<Value>> = None;
     for (pod, spec) in pending {
         let tolerations = tolerations_of(&spec);
@@ -559,12 +638,42 @@ fn schedule(st: &EmuState) {
             zone: None,
             may_preempt: spec["preemptionPolicy"] != "Never",
         };
-        let used_on = |n: &NodeParts<'_>| used.get(n.name).copied().unwrap_or_default();
-        let best = scheduler::pick_node(&fit, nodes.iter().map(|n| (n.name, node_fit(n, used_on(n)))));
+        let used_on = |n: &NodeParts<'_>| used.get(n.name).map(|(_, u)| *u).unwrap_or_default();
+        // Feasible nodes from `start` on, until enough are found.
+        let mut feasible = Vec::new();
+        let mut looked = 0;
+        while looked < nodes.len() && feasible.len() < to_find {
+            let i = (start + looked) % nodes.len();
+            looked += 1;
+            let n = &nodes[i];
+            if scheduler::feasible(&fit, &node_fit(n, used_on(n))) {
+                feasible.push(i);
+            }
+        }
+        if !nodes.is_empty() {
+            start = (start + looked) % nodes.len();
+        }
+        feasible.sort_unstable();
+        let best = scheduler::pick_node(
+            &fit,
+            feasible.iter().map(|&i| (nodes[i].name, node_fit(&nodes[i], used_on(&nodes[i])))),
+        );
         let target = match best {
             Some(n) => Some(n.to_string()),
             None => {
                 let pdbs = pdbs.get_or_insert_with(|| st.store.list(idx::PDBS, None, |_| true).0);
+                let on_node = on_node.get_or_insert_with(|| {
+                    let mut all: HashMap<String, Vec<PodInfo>> = HashMap::new();
+                    for n in &nodes {
+                        st.store.scan_by(IndexBy::NodeName, n.name, |ns, name, p| {
+                            let info = pod_info(ns, name, p);
+                            if info.phase != "Failed" && info.phase != "Succeeded" {
+                                all.entry(n.name.to_string()).or_default().push(info);
+                            }
+                        });
+                    }
+                    all
+                });
                 let candidates = nodes.iter().map(|n| {
                     let victims = on_node
                         .get(n.name)
@@ -588,7 +697,7 @@ fn schedule(st: &EmuState) {
                         let v = &list[i];
                         st.forget_pod(&v.ns, &v.name);
                         let _ = st.store.delete(idx::PODS, &v.ns, &v.name);
-                        used.entry(node.to_string()).or_default().remove(v);
+                        used.entry(node.to_string()).or_default().1.remove(v);
                     }
                     if let Some(list) = on_node.get_mut(node) {
                         list.retain(|p| !gone.contains(p.uid.as_str()));
@@ -603,29 +712,33 @@ fn schedule(st: &EmuState) {
                 set_condition(p, "PodScheduled", true);
             });
             if bound.is_ok() {
-                used.entry(node.clone()).or_default().add(&pod);
-                on_node.entry(node).or_default().push(pod);
+                used.entry(node.clone()).or_default().1.add(&pod);
+                if let Some(on_node) = on_node.as_mut() {
+                    on_node.entry(node).or_default().push(pod);
+                }
             }
         }
     }
+    let mut cs = st.cluster.lock().unwrap_or_else(|e| e.into_inner());
+    cs.used = used;
+    cs.next_start_node = start;
 }
 
 fn kubelets(st: &EmuState, now: Instant) {
     let t = &st.config.timings;
     // Durations in the world's seconds, then scaled to real time.
     let scaled_ms = |ms: u64| st.scaled(ms as f64 / 1000.0);
+    // Only the pods with kubelet work, from the kubelet index.
     let mut starting = Vec::new();
     let mut stopping = Vec::new();
-    st.store.scan(idx::PODS, |ns, name, p| {
-        if p["spec"]["nodeName"].is_string() {
-            let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
-            if p["metadata"]["deletionTimestamp"].is_string() {
-                let grace = p["metadata"]["deletionGracePeriodSeconds"].as_f64();
-                stopping.push((ns.to_string(), name.to_string(), uid, grace));
-            } else if p["status"]["phase"] == "Pending" {
-                starting.push((ns.to_string(), name.to_string(), uid, pod_start(p)));
-            }
-        }
+    st.store.scan_by(IndexBy::Kubelet, "stopping", |ns, name, p| {
+        let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let grace = p["metadata"]["deletionGracePeriodSeconds"].as_f64();
+        stopping.push((ns.to_string(), name.to_string(), uid, grace));
+    });
+    st.store.scan_by(IndexBy::Kubelet, "starting", |ns, name, p| {
+        let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        starting.push((ns.to_string(), name.to_string(), uid, pod_start(p)));
     });
     let mut cs = st.cluster.lock().unwrap_or_else(|e| e.into_inner());
     let mut ready_now = Vec::new();
@@ -675,60 +788,70 @@ fn kubelets(st: &EmuState, now: Instant) {
     }
 }
 
-/// Budget status for every PodDisruptionBudget. Pods are indexed once by
-/// namespace and label, so each budget looks only at pods that carry its
-/// first `matchLabels` pair.
+/// Budget status for every PodDisruptionBudget. A budget reads the pods
+/// carrying its first `matchLabels` pair (the label index), and is counted
+/// again only when one of those pods, the budget or the Deployments'
+/// scales changed since its last count.
 fn budgets(st: &EmuState) {
     let (pdbs, _) = st.store.list(idx::PDBS, None, |_| true);
     if pdbs.is_empty() {
         return;
     }
-    // (namespace, key, value) -> (ready, terminating, labels, controller) of each pod.
-    type Summary = (bool, bool, Value, Option<String>);
-    let mut by_label: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
-    let mut by_ns: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut pods: Vec<Summary> = Vec::new();
-    st.store.scan(idx::PODS, |ns, _, p| {
-        let i = pods.len();
-        let labels = p["metadata"]["labels"].clone();
-        if let Some(m) = labels.as_object() {
-            for (k, v) in m {
-                by_label.entry((ns.into(), k.clone(), v.as_str().unwrap_or("").into())).or_default().push(i);
-            }
-        }
-        by_ns.entry(ns.into()).or_default().push(i);
-        let owner = p["metadata"]["ownerReferences"]
-            .as_array()
-            .and_then(|o| o.iter().find(|r| r["controller"] == true))
-            .and_then(|r| r["uid"].as_str().map(str::to_string));
-        pods.push((
-            is_ready(p),
-            p["metadata"]["deletionTimestamp"].is_string(),
-            json!({"metadata": {"labels": labels}}),
-            owner,
-        ));
-    });
+    let pass_rv = st.store.resource_version();
     let scales = scales(&st.store);
+    let (seen, scales_changed) = {
+        let mut cs = st.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = cs.scales_seen != scales;
+        cs.scales_seen = scales.clone();
+        (std::mem::take(&mut cs.budgets_seen), changed)
+    };
+    let mut now_seen = HashMap::new();
     for pdb in pdbs {
         let ns = pdb["metadata"]["namespace"].as_str().unwrap_or("").to_string();
         let name = pdb["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let rv: u64 =
+            pdb["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(u64::MAX);
         let selector = &pdb["spec"]["selector"];
-        let first = selector["matchLabels"].as_object().and_then(|m| m.iter().next());
-        let candidates: &[usize] = match first {
-            _ if !selector.is_object() => &[],
-            Some((k, v)) => by_label
-                .get(&(ns.clone(), k.clone(), v.as_str().unwrap_or("").into()))
-                .map_or(&[], Vec::as_slice),
-            None => by_ns.get(&ns).map_or(&[], Vec::as_slice),
+        let first = selector["matchLabels"]
+            .as_object()
+            .and_then(|m| m.iter().next())
+            .map(|(k, v)| label_value(&ns, k, v.as_str().unwrap_or("")));
+        let pods_changed = match &first {
+            Some(label) => st.store.changed_by(IndexBy::Label, label),
+            None => st.store.kind_changed(idx::PODS),
         };
-        let matched: Vec<&Summary> = candidates
-            .iter()
-            .map(|&i| &pods[i])
-            .filter(|(_, _, l, _)| selector_object_matches(selector, l))
-            .collect();
+        let key = (ns.clone(), name.clone());
+        let last = seen.get(&key).copied();
+        if !scales_changed && last.is_some_and(|l| rv <= l && pods_changed <= l) {
+            now_seen.insert(key, last.unwrap_or(0));
+            continue;
+        }
+        now_seen.insert(key, pass_rv);
+        // (ready, terminating, controller) of each selected pod.
+        let mut matched: Vec<(bool, bool, Option<String>)> = Vec::new();
+        let mut visit = |_: &str, _: &str, p: &Value| {
+            if selector.is_object() && selector_object_matches(selector, p) {
+                let owner = p["metadata"]["ownerReferences"]
+                    .as_array()
+                    .and_then(|o| o.iter().find(|r| r["controller"] == true))
+                    .and_then(|r| r["uid"].as_str().map(str::to_string));
+                matched.push((is_ready(p), p["metadata"]["deletionTimestamp"].is_string(), owner));
+            }
+        };
+        match &first {
+            _ if !selector.is_object() => {}
+            Some(label) => {
+                st.store.scan_by(IndexBy::Label, label, &mut visit);
+            }
+            None => st.store.scan(idx::PODS, |pns, pname, p| {
+                if pns == ns {
+                    visit(pns, pname, p);
+                }
+            }),
+        }
         let status = budget_status(
             &budget_spec(&pdb),
-            matched.iter().map(|(ready, terminating, _, owner)| (*ready, *terminating, owner.as_deref())),
+            matched.iter().map(|(ready, terminating, owner)| (*ready, *terminating, owner.as_deref())),
             &scales,
         );
         let _ = st.store.update(idx::PDBS, &ns, &name, |b| {
@@ -739,11 +862,25 @@ fn budgets(st: &EmuState) {
             b["status"]["observedGeneration"] = json!(1);
         });
     }
+    st.cluster.lock().unwrap_or_else(|e| e.into_inner()).budgets_seen = now_seen;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scheduler_looks_at_as_many_nodes_as_kube_scheduler() {
+        assert_eq!(feasible_nodes_to_find(50), 50);
+        assert_eq!(feasible_nodes_to_find(100), 100);
+        // 50 % - 500/125 = 46 %.
+        assert_eq!(feasible_nodes_to_find(500), 230);
+        // 50 % - 40 = 10 %.
+        assert_eq!(feasible_nodes_to_find(5000), 500);
+        // At least 5 %.
+        assert_eq!(feasible_nodes_to_find(10_000), 500);
+        assert_eq!(feasible_nodes_to_find(100_000), 5000);
+    }
 
     #[test]
     fn quantities() {

@@ -47,6 +47,14 @@ pub struct PodIdentity {
     pub service_account: String,
 }
 
+/// The pods' service-account tokens, both ways.
+#[derive(Debug, Default)]
+struct Tokens {
+    by_token: HashMap<String, PodIdentity>,
+    /// (namespace, pod) → its token.
+    by_pod: HashMap<(String, String), String>,
+}
+
 /// How the emulator runs.
 #[derive(Debug, Clone)]
 pub struct EmuConfig {
@@ -83,7 +91,7 @@ pub struct EmuState {
     pub store: Arc<Store>,
     /// Bearer token of the kubeconfig's user.
     pub admin_token: String,
-    tokens: Mutex<HashMap<String, PodIdentity>>,
+    tokens: Mutex<Tokens>,
     /// Scaled durations.
     pub config: EmuConfig,
     pub(crate) cluster: Mutex<cluster::ClusterState>,
@@ -123,7 +131,7 @@ impl EmuState {
         let st = Arc::new(Self {
             store: Arc::new(Store::new()),
             admin_token: token(),
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(Tokens::default()),
             config,
             cluster: Mutex::new(cluster::ClusterState::default()),
             evictions: Mutex::new(()),
@@ -159,7 +167,8 @@ impl EmuState {
         let Some(token) = auth.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")) else {
             return false;
         };
-        token == self.admin_token || self.tokens.lock().unwrap_or_else(|e| e.into_inner()).contains_key(token)
+        token == self.admin_token
+            || self.tokens.lock().unwrap_or_else(|e| e.into_inner()).by_token.contains_key(token)
     }
 
     /// Whether the request carries the admin credential: no credentials at
@@ -179,9 +188,9 @@ impl EmuState {
         self.tokens
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(_, id)| id.namespace == namespace && id.pod == pod)
-            .map(|(t, _)| t.clone())
+            .by_pod
+            .get(&(namespace.to_string(), pod.to_string()))
+            .cloned()
     }
 
     /// Create an object, with the defaults the real API server and
@@ -211,7 +220,10 @@ impl EmuState {
                 uid: created["metadata"]["uid"].as_str().unwrap_or("").into(),
                 service_account: created["spec"]["serviceAccountName"].as_str().unwrap_or("default").into(),
             };
-            self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(token(), id);
+            let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+            let t = token();
+            tokens.by_pod.insert((id.namespace.clone(), id.pod.clone()), t.clone());
+            tokens.by_token.insert(t, id);
         }
         Ok(created)
     }
@@ -245,10 +257,10 @@ impl EmuState {
     }
 
     pub(crate) fn forget_pod(&self, namespace: &str, name: &str) {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, id| !(id.namespace == namespace && id.pod == name));
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tokens.by_pod.remove(&(namespace.to_string(), name.to_string())) {
+            tokens.by_token.remove(&t);
+        }
     }
 
     /// The eviction subresource: allowed unless a disruption budget forbids.
@@ -292,7 +304,7 @@ impl EmuState {
     /// Answer a TokenReview for a token the emulator issued to a pod.
     pub fn review_token(&self, review: &Value) -> Value {
         let token = review["spec"]["token"].as_str().unwrap_or("");
-        let id = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned();
+        let id = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).by_token.get(token).cloned();
         let pod = id.as_ref().and_then(|id| {
             self.store
                 .get(idx::PODS, &id.namespace, &id.pod)

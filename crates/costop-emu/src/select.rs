@@ -149,6 +149,12 @@ impl FieldSelector {
         self.0.iter().map(|(f, _, _)| f.as_str())
     }
 
+    /// The value an equality requirement (`field=value`) asks of `field`,
+    /// if the selector has one.
+    pub fn equals(&self, field: &str) -> Option<&str> {
+        self.0.iter().find(|(f, eq, _)| *eq && f == field).map(|(_, _, v)| v.as_str())
+    }
+
     /// Whether the object's fields satisfy every requirement (a missing field is "").
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(path, eq, want)| {
@@ -223,6 +229,9 @@ mod tests {
         assert!(FieldSelector::parse("spec.nodeName=n1").unwrap().matches(&pod));
         assert!(FieldSelector::parse("spec.nodeName=n1,status.phase!=Succeeded").unwrap().matches(&pod));
         assert!(!FieldSelector::parse("spec.nodeName=n2").unwrap().matches(&pod));
+        let both = FieldSelector::parse("status.phase!=Failed,spec.nodeName==n1").unwrap();
+        assert_eq!(both.equals("spec.nodeName"), Some("n1"));
+        assert_eq!(both.equals("status.phase"), None);
         assert!(FieldSelector::parse("bogus").is_err());
     }
 

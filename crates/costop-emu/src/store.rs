@@ -1,10 +1,15 @@
 //! The object store behind the emulated API server: JSON objects keyed by
-//! kind, namespace and name, one resourceVersion counter, and a history of
-//! changes that watches replay from.
+//! kind, namespace and name, one resourceVersion counter, a history of
+//! changes that watches replay from, and secondary indexes of pods (by
+//! node, by controller, by label, by kubelet work) so that a field-selector
+//! list, an eviction or a controller pass reads only the pods it concerns.
+//!
+//! An object is stored once, behind an `Arc`, and shared with the history
+//! and with watch events.
 
-use crate::kinds::{Kind, KINDS};
+use crate::kinds::{idx, Kind, KINDS};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
@@ -21,7 +26,99 @@ pub struct Change {
     /// `ADDED`, `MODIFIED` or `DELETED`.
     pub event: &'static str,
     /// The object after the change (before it, for `DELETED`).
-    pub object: Value,
+    pub object: Arc<Value>,
+}
+
+/// What a secondary index of pods keys them by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndexBy {
+    /// `spec.nodeName`; "" for a pod not bound yet (what the scheduler
+    /// lists with `spec.nodeName=`).
+    NodeName,
+    /// The uid of the pod's controller (`ownerReferences[controller]`).
+    Owner,
+    /// Each label, as `namespace/key=value`.
+    Label,
+    /// What its kubelet has to do: `starting` (bound, phase Pending, not
+    /// terminating) or `stopping` (bound, terminating).
+    Kubelet,
+}
+
+const INDEXES: [IndexBy; 4] = [IndexBy::NodeName, IndexBy::Owner, IndexBy::Label, IndexBy::Kubelet];
+
+/// The values a pod is indexed under, for one index.
+pub fn index_values(by: IndexBy, namespace: &str, pod: &Value) -> Vec<String> {
+    let bound = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty());
+    match by {
+        IndexBy::NodeName => vec![bound.unwrap_or("").to_string()],
+        IndexBy::Owner => pod["metadata"]["ownerReferences"]
+            .as_array()
+            .and_then(|o| o.iter().find(|r| r["controller"] == true))
+            .and_then(|r| r["uid"].as_str())
+            .map(|u| vec![u.to_string()])
+            .unwrap_or_default(),
+        IndexBy::Label => pod["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| label_value(namespace, k, v.as_str().unwrap_or("")))
+            .collect(),
+        IndexBy::Kubelet => {
+            let terminating = pod["metadata"]["deletionTimestamp"].is_string();
+            match (bound, terminating) {
+                (None, _) => vec![],
+                (Some(_), true) => vec!["stopping".into()],
+                (Some(_), false) if pod["status"]["phase"] == "Pending" => vec!["starting".into()],
+                _ => vec![],
+            }
+        }
+    }
+}
+
+/// The [`IndexBy::Label`] value of one label in one namespace.
+pub fn label_value(namespace: &str, key: &str, value: &str) -> String {
+    format!("{namespace}/{key}={value}")
+}
+
+/// One value of an index: the pods under it, and the resourceVersion of
+/// the last change that added, changed or removed one of them.
+#[derive(Debug, Default)]
+struct Slot {
+    keys: BTreeSet<(String, String)>,
+    changed: u64,
+}
+
+/// The secondary indexes of pods.
+#[derive(Debug, Default)]
+struct Indexes {
+    by: HashMap<IndexBy, HashMap<String, Slot>>,
+}
+
+impl Indexes {
+    fn remove(&mut self, rv: u64, ns: &str, name: &str, pod: &Value) {
+        for by in INDEXES {
+            let map = self.by.entry(by).or_default();
+            for v in index_values(by, ns, pod) {
+                // An emptied slot stays: its version tells readers that
+                // its last pod left.
+                if let Some(slot) = map.get_mut(&v) {
+                    slot.keys.remove(&(ns.to_string(), name.to_string()));
+                    slot.changed = rv;
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, rv: u64, ns: &str, name: &str, pod: &Value) {
+        for by in INDEXES {
+            let map = self.by.entry(by).or_default();
+            for v in index_values(by, ns, pod) {
+                let slot = map.entry(v).or_default();
+                slot.keys.insert((ns.to_string(), name.to_string()));
+                slot.changed = rv;
+            }
+        }
+    }
 }
 
 /// Why a store operation failed; maps onto a Kubernetes Status.
@@ -58,7 +155,10 @@ type Key = (usize, String, String);
 struct Inner {
     rv: u64,
     uid: u64,
-    objects: BTreeMap<Key, Value>,
+    objects: BTreeMap<Key, Arc<Value>>,
+    indexes: Indexes,
+    /// The resourceVersion of the last change of each kind.
+    kind_changed: HashMap<usize, u64>,
     history: VecDeque<Arc<Change>>,
     /// Every change after this resourceVersion is still in `history`.
     complete_after: u64,
@@ -92,6 +192,8 @@ impl Store {
                 rv: 1,
                 uid: 0,
                 objects: BTreeMap::new(),
+                indexes: Indexes::default(),
+                kind_changed: HashMap::new(),
                 history: VecDeque::new(),
                 complete_after: 0,
             }),
@@ -114,7 +216,35 @@ impl Store {
         self.lock().rv
     }
 
-    fn record(&self, inner: &mut Inner, kind: usize, event: &'static str, object: Value) {
+    /// Store `object` under `key` (or remove it when `None`), keep the
+    /// indexes, and record the change.
+    fn put(
+        &self,
+        inner: &mut Inner,
+        key: Key,
+        object: Option<Arc<Value>>,
+        event: &'static str,
+        shown: Arc<Value>,
+    ) {
+        let rv = inner.rv;
+        let kind = key.0;
+        inner.kind_changed.insert(kind, rv);
+        let old = match object {
+            Some(o) => inner.objects.insert(key.clone(), o),
+            None => inner.objects.remove(&key),
+        };
+        if kind == idx::PODS {
+            if let Some(old) = old {
+                inner.indexes.remove(rv, &key.1, &key.2, &old);
+            }
+            if let Some(new) = inner.objects.get(&key).cloned() {
+                inner.indexes.insert(rv, &key.1, &key.2, &new);
+            }
+        }
+        self.record(inner, kind, event, shown);
+    }
+
+    fn record(&self, inner: &mut Inner, kind: usize, event: &'static str, object: Arc<Value>) {
         let change = Arc::new(Change { rv: inner.rv, kind, event, object });
         inner.history.push_back(change.clone());
         if inner.history.len() > self.history_len {
@@ -146,9 +276,9 @@ impl Store {
             meta.remove("namespace");
         }
         set_type_meta(&mut object, &KINDS[kind]);
-        inner.objects.insert(key, object.clone());
-        self.record(&mut inner, kind, "ADDED", object.clone());
-        Ok(object)
+        let stored = Arc::new(object);
+        self.put(&mut inner, key, Some(stored.clone()), "ADDED", stored.clone());
+        Ok(Value::clone(&stored))
     }
 
     /// Get one object.
@@ -156,7 +286,7 @@ impl Store {
         self.lock()
             .objects
             .get(&(kind, namespace.to_string(), name.to_string()))
-            .cloned()
+            .map(|o| Value::clone(o))
             .ok_or_else(|| StoreError::NotFound { kind: KINDS[kind].plural.into(), name: name.into() })
     }
 
@@ -175,9 +305,72 @@ impl Store {
             .take_while(|((k, _, _), _)| *k == kind)
             .filter(|((_, ns, _), _)| namespace.is_none_or(|n| n == ns))
             .filter(|(_, v)| keep(v))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| Value::clone(v))
             .collect();
         (items, inner.rv)
+    }
+
+    /// List the pods indexed under `value` by `by` (in namespace/name
+    /// order, within `namespace` when given) that pass `keep`, with the
+    /// resourceVersion of the snapshot. Reads only those pods.
+    pub fn list_by(
+        &self,
+        by: IndexBy,
+        value: &str,
+        namespace: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, u64) {
+        let mut items = Vec::new();
+        let rv = self.scan_by(by, value, |ns, _, v| {
+            if namespace.is_none_or(|n| n == ns) && keep(v) {
+                items.push(v.clone());
+            }
+        });
+        (items, rv)
+    }
+
+    /// Visit the pods indexed under `value` by `by` under the lock, without
+    /// copying; returns the current resourceVersion.
+    pub fn scan_by(&self, by: IndexBy, value: &str, mut visit: impl FnMut(&str, &str, &Value)) -> u64 {
+        let inner = self.lock();
+        if let Some(slot) = inner.indexes.by.get(&by).and_then(|m| m.get(value)) {
+            for (ns, name) in &slot.keys {
+                if let Some(v) = inner.objects.get(&(idx::PODS, ns.clone(), name.clone())) {
+                    visit(ns, name, v);
+                }
+            }
+        }
+        inner.rv
+    }
+
+    /// The values an index holds pods under (e.g. every node some pod is
+    /// bound to), each with the resourceVersion of its last change.
+    pub fn index_values(&self, by: IndexBy) -> Vec<(String, u64)> {
+        let inner = self.lock();
+        inner.indexes.by.get(&by).into_iter().flatten().map(|(v, s)| (v.clone(), s.changed)).collect()
+    }
+
+    /// The resourceVersion of the last change to a pod under `value` of
+    /// `by` (added, changed or removed); 0 when none was ever seen.
+    pub fn changed_by(&self, by: IndexBy, value: &str) -> u64 {
+        let inner = self.lock();
+        inner.indexes.by.get(&by).and_then(|m| m.get(value)).map_or(0, |s| s.changed)
+    }
+
+    /// The resourceVersion of the last change to any object of a kind; 0
+    /// when none.
+    pub fn kind_changed(&self, kind: usize) -> u64 {
+        self.lock().kind_changed.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// How many objects of a kind are stored.
+    pub fn count(&self, kind: usize) -> usize {
+        let inner = self.lock();
+        inner
+            .objects
+            .range((kind, String::new(), String::new())..)
+            .take_while(|((k, _, _), _)| *k == kind)
+            .count()
     }
 
     /// Visit every object of a kind under the lock, without copying.
@@ -224,9 +417,9 @@ impl Store {
         }
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
         set_type_meta(&mut object, &KINDS[kind]);
-        inner.objects.insert(key, object.clone());
-        self.record(&mut inner, kind, "MODIFIED", object.clone());
-        Ok(object)
+        let stored = Arc::new(object);
+        self.put(&mut inner, key, Some(stored.clone()), "MODIFIED", stored.clone());
+        Ok(Value::clone(&stored))
     }
 
     /// Change an object in place (controllers). Returns the new object; no
@@ -243,31 +436,33 @@ impl Store {
         let Some(current) = inner.objects.get(&key) else {
             return Err(StoreError::NotFound { kind: KINDS[kind].plural.into(), name: name.into() });
         };
-        let mut next = current.clone();
+        let mut next = Value::clone(current);
         change(&mut next);
-        if &next == current {
+        if &next == current.as_ref() {
             return Ok(next);
         }
         inner.rv += 1;
         let rv = inner.rv;
         meta_mut(&mut next).insert("resourceVersion".into(), json!(rv.to_string()));
-        inner.objects.insert(key, next.clone());
-        self.record(&mut inner, kind, "MODIFIED", next.clone());
-        Ok(next)
+        let stored = Arc::new(next);
+        self.put(&mut inner, key, Some(stored.clone()), "MODIFIED", stored.clone());
+        Ok(Value::clone(&stored))
     }
 
     /// Delete an object now.
     pub fn delete(&self, kind: usize, namespace: &str, name: &str) -> Result<Value, StoreError> {
         let mut inner = self.lock();
         let key = (kind, namespace.to_string(), name.to_string());
-        let Some(mut object) = inner.objects.remove(&key) else {
+        let Some(current) = inner.objects.get(&key) else {
             return Err(StoreError::NotFound { kind: KINDS[kind].plural.into(), name: name.into() });
         };
+        let mut object = Value::clone(current);
         inner.rv += 1;
         let rv = inner.rv;
         meta_mut(&mut object).insert("resourceVersion".into(), json!(rv.to_string()));
-        self.record(&mut inner, kind, "DELETED", object.clone());
-        Ok(object)
+        let shown = Arc::new(object);
+        self.put(&mut inner, key, None, "DELETED", shown.clone());
+        Ok(Value::clone(&shown))
     }
 
     /// Changes after `rv` of a kind, or `None` when `rv` is older than the
@@ -324,6 +519,43 @@ mod tests {
         assert!(store.get(pods, "default", "a").is_err());
         let since: Vec<_> = store.changes_since(pods, 0).unwrap().iter().map(|c| c.event).collect();
         assert_eq!(since, vec!["ADDED", "MODIFIED", "DELETED"]);
+    }
+
+    #[test]
+    fn the_pod_indexes_follow_every_change() {
+        let store = Store::new();
+        let pods = idx::PODS;
+        let pod = |node: Option<&str>, phase: &str| {
+            json!({"metadata": {"name": "p", "labels": {"app": "web"},
+                                "ownerReferences": [{"uid": "d1", "controller": true}]},
+                   "spec": {"nodeName": node}, "status": {"phase": phase}})
+        };
+        let names = |by, v: &str| -> Vec<String> {
+            store.list_by(by, v, None, |_| true).0.iter().map(|p| name_of(p).to_string()).collect()
+        };
+        store.create(pods, "default", pod(None, "Pending")).unwrap();
+        assert_eq!(names(IndexBy::NodeName, ""), ["p"]);
+        assert_eq!(names(IndexBy::Owner, "d1"), ["p"]);
+        assert_eq!(names(IndexBy::Label, &label_value("default", "app", "web")), ["p"]);
+        assert!(names(IndexBy::Label, &label_value("other", "app", "web")).is_empty());
+        assert!(names(IndexBy::Kubelet, "starting").is_empty());
+        let before = store.changed_by(IndexBy::NodeName, "n1");
+        store.update(pods, "default", "p", |p| *p = pod(Some("n1"), "Pending")).unwrap();
+        assert!(names(IndexBy::NodeName, "").is_empty());
+        assert_eq!(names(IndexBy::NodeName, "n1"), ["p"]);
+        assert_eq!(names(IndexBy::Kubelet, "starting"), ["p"]);
+        assert!(store.changed_by(IndexBy::NodeName, "n1") > before);
+        store.replace(pods, "default", "p", pod(Some("n1"), "Running"), None).unwrap();
+        assert!(names(IndexBy::Kubelet, "starting").is_empty());
+        assert_eq!(store.list_by(IndexBy::NodeName, "n1", Some("kube-system"), |_| true).0.len(), 0);
+        let bound = store.changed_by(IndexBy::NodeName, "n1");
+        store.delete(pods, "default", "p").unwrap();
+        assert!(names(IndexBy::NodeName, "n1").is_empty());
+        assert!(names(IndexBy::Owner, "d1").is_empty());
+        // The emptied slot's version says its last pod left.
+        assert!(store.changed_by(IndexBy::NodeName, "n1") > bound);
+        assert_eq!(store.kind_changed(pods), store.resource_version());
+        assert_eq!(store.count(pods), 0);
     }
 
     #[test]
