@@ -234,6 +234,148 @@ pub fn load(st: &EmuState, scenario: &Scenario) -> Result<(usize, usize), String
     Ok((nodes, scenario.deployments.len()))
 }
 
+/// The cloud's part of a scenario: Spot pools, the function bridge's
+/// concurrency, and stateful workloads with an EBS volume. Given in the
+/// same JSON body as the [`Scenario`] (`POST /admin/scenario`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudScenario {
+    /// Spot pools (instance type × zone, price).
+    #[serde(default)]
+    pub pools: Vec<crate::cloud::PoolSpec>,
+    /// The account's function concurrency limit (default 1,000).
+    #[serde(default)]
+    pub bridge_concurrency: Option<u32>,
+    /// One-replica workloads, each with an EBS volume.
+    #[serde(default)]
+    pub stateful: Vec<StatefulSpec>,
+}
+
+/// A one-replica workload whose pod mounts an EBS volume in one zone (a
+/// claim bound to the volume's PersistentVolume; the pod kept in that zone).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatefulSpec {
+    /// Name.
+    pub name: String,
+    /// Namespace (default `default`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// CPU request.
+    #[serde(default = "default_cpu")]
+    pub cpu: String,
+    /// Memory request.
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// Size of the volume, GB.
+    pub volume_gb: u32,
+    /// Zone of the volume.
+    pub zone: String,
+}
+
+/// The keys of a scenario body that belong to [`CloudScenario`].
+const CLOUD_KEYS: &[&str] = &["pools", "bridge_concurrency", "stateful"];
+
+/// Read a scenario body: the cluster's part and the cloud's part.
+pub fn parse_scenario(body: &[u8]) -> Result<(Scenario, CloudScenario), String> {
+    let mut v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let Some(all) = v.as_object_mut() else { return Err("a scenario is a JSON object".into()) };
+    let mut cloud = serde_json::Map::new();
+    for k in CLOUD_KEYS {
+        if let Some(x) = all.remove(*k) {
+            cloud.insert((*k).to_string(), x);
+        }
+    }
+    let scenario = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    let cloud = serde_json::from_value(Value::Object(cloud)).map_err(|e| e.to_string())?;
+    Ok((scenario, cloud))
+}
+
+fn check_cloud(c: &CloudScenario) -> Result<(), String> {
+    for p in &c.pools {
+        crate::cloud::check_pool(p)?;
+    }
+    for s in &c.stateful {
+        if !(1..=16_384).contains(&s.volume_gb) {
+            return Err(format!("{}: volume_gb must be 1..16384 (gp3), got {}", s.name, s.volume_gb));
+        }
+        if !crate::validate::valid_name(&s.zone) {
+            return Err(format!("{}: zone `{}` is not a zone name", s.name, s.zone));
+        }
+        let ns = s.namespace.as_deref().unwrap_or("default");
+        if !crate::validate::valid_name(ns) {
+            return Err(format!("namespace `{ns}` is not a lowercase RFC 1123 name"));
+        }
+        let d = deployment_object(&s.name, 1, &s.cpu, &s.memory, None);
+        crate::validate::object(&KINDS[idx::DEPLOYMENTS], &d).map_err(|e| e.message)?;
+    }
+    Ok(())
+}
+
+/// Create the cloud's part of a scenario (nothing when it is refused):
+/// pools, the bridge's limit, and each stateful workload with its volume.
+/// Returns the volumes created.
+pub fn load_cloud(st: &EmuState, c: &CloudScenario) -> Result<Vec<String>, String> {
+    check_cloud(c)?;
+    crate::cloud::set_pools(st, &c.pools)?;
+    if let Some(limit) = c.bridge_concurrency {
+        crate::cloud::set_bridge_limit(st, limit);
+    }
+    let mut volumes = Vec::new();
+    for s in &c.stateful {
+        let ns = s.namespace.as_deref().unwrap_or("default");
+        if st.store.get(idx::NAMESPACES, "", ns).is_err() {
+            st.create(idx::NAMESPACES, "", json!({"metadata": {"name": ns}})).map_err(|e| e.to_string())?;
+        }
+        let (claim, id) = stateful_volume(st, ns, &s.name, &s.zone, s.volume_gb)?;
+        let mut object = deployment_object(&s.name, 1, &s.cpu, &s.memory, None);
+        let spec = &mut object["spec"]["template"]["spec"];
+        spec["volumes"] = json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+        spec["nodeSelector"] = json!({"topology.kubernetes.io/zone": s.zone});
+        spec["containers"][0]["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}]);
+        st.create(idx::DEPLOYMENTS, ns, object).map_err(|e| e.to_string())?;
+        volumes.push(id);
+    }
+    Ok(volumes)
+}
+
+/// An EBS volume in `zone` for workload `name`: the volume in the cloud,
+/// its PersistentVolume (in-tree form, zone affinity) and a claim bound to
+/// it. Returns the claim's name.
+fn stateful_volume(
+    st: &EmuState,
+    ns: &str,
+    name: &str,
+    zone: &str,
+    gb: u32,
+) -> Result<(String, String), String> {
+    let id = crate::cloud::create_volume(st, zone, gb);
+    let (pv, claim) = (format!("pv-{id}"), format!("data-{name}"));
+    let affinity = json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": [zone]}]}]}});
+    st.create(
+        idx::PVS,
+        "",
+        json!({"metadata": {"name": pv, "labels": {"topology.kubernetes.io/zone": zone}},
+        "spec": {"capacity": {"storage": format!("{gb}Gi")}, "accessModes": ["ReadWriteOnce"],
+                 "awsElasticBlockStore": {"volumeID": format!("aws://{zone}/{id}"), "fsType": "ext4"},
+                 "claimRef": {"namespace": ns, "name": claim}, "nodeAffinity": affinity,
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "gp3"},
+        "status": {"phase": "Bound"}}),
+    )
+    .map_err(|e| e.to_string())?;
+    st.create(
+        idx::PVCS,
+        ns,
+        json!({"metadata": {"name": claim},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": format!("{gb}Gi")}},
+                 "volumeName": pv, "storageClassName": "gp3"},
+        "status": {"phase": "Bound"}}),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((claim, id))
+}
+
 /// A generated scenario: `nodes` Spot m5.xlarge nodes over three zones,
 /// Deployments of 50 replicas (budget: 90 % available) filling
 /// `pods_per_node` pods a node, and placeholders worth a fifth of the nodes.
@@ -269,6 +411,45 @@ pub fn generated_scenario(nodes: u32, pods_per_node: u32) -> Scenario {
     Scenario { nodes: groups, deployments, placeholders }
 }
 
+/// `POST /admin/nodes/N/start`: re-type a stopped standby first when given.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    #[serde(default)]
+    instance_type: Option<String>,
+}
+
+/// `POST /admin/launch`: Spot instances into pools, once per key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LaunchRequest {
+    key: String,
+    pools: Vec<LaunchPool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LaunchPool {
+    instance_type: String,
+    zone: String,
+    count: u32,
+}
+
+/// `POST /admin/bridge`: these workloads (`ns/name`) to their function, or back.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BridgeRequest {
+    workloads: Vec<String>,
+    on: bool,
+}
+
+/// Read a JSON body (an empty one as `{}`), or the 400 that names what is wrong.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, Box<Response>> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(status(400, "BadRequest", format!("invalid {what}: {e}"))))
+}
+
 fn ok(body: Value) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
@@ -277,12 +458,17 @@ fn ok(body: Value) -> Response {
 pub fn handle(st: &Arc<EmuState>, method: &Method, rest: &[&str], body: &Bytes) -> Response {
     match (method.clone(), rest) {
         (Method::POST, ["scenario"]) => {
-            let scenario: Scenario = match serde_json::from_slice(body) {
+            let (scenario, cloud) = match parse_scenario(body) {
                 Ok(s) => s,
                 Err(e) => return status(400, "BadRequest", format!("invalid scenario: {e}")),
             };
-            match load(st, &scenario) {
-                Ok((nodes, deployments)) => ok(json!({"nodes": nodes, "deployments": deployments})),
+            if let Err(e) = check(&scenario).and_then(|()| check_cloud(&cloud)) {
+                return status(422, "Invalid", format!("scenario: {e}"));
+            }
+            match load(st, &scenario).and_then(|(n, d)| Ok((n, d, load_cloud(st, &cloud)?))) {
+                Ok((nodes, deployments, volumes)) => {
+                    ok(json!({"nodes": nodes, "deployments": deployments, "volumes": volumes}))
+                }
                 Err(e) => status(422, "Invalid", format!("scenario: {e}")),
             }
         }
@@ -306,21 +492,63 @@ pub fn handle(st: &Arc<EmuState>, method: &Method, rest: &[&str], body: &Bytes) 
                 Err(e) => status(404, "NotFound", e.to_string()),
             }
         }
-        (Method::POST, ["nodes", name, "start"]) => match st.store.get(idx::NODES, "", name) {
-            // Emulated standbys are joined already; starting one only re-types it when asked.
-            Ok(_) => {
-                let retype = serde_json::from_slice::<Value>(body)
-                    .ok()
-                    .and_then(|b| b["instance_type"].as_str().map(str::to_string));
-                if let Some(t) = retype.filter(|t| costop_facts::catalog::instance_type(t).is_some()) {
-                    let _ = st.store.update(idx::NODES, "", name, |n| {
-                        n["metadata"]["labels"]["node.kubernetes.io/instance-type"] = json!(t);
-                    });
-                }
-                ok(json!({"started": name}))
+        (Method::POST, ["nodes", name, "start"]) => {
+            let retype = match parse::<StartRequest>(body, "start request") {
+                Ok(r) => r.instance_type,
+                Err(e) => return *e,
+            };
+            match crate::cloud::start(st, name, retype.as_deref()) {
+                Ok(done) => ok(json!({"started": name, "instance": done})),
+                Err(e) if e.starts_with("no instance") => status(404, "NotFound", e),
+                Err(e) => status(409, "Conflict", e),
             }
-            Err(e) => status(404, "NotFound", e.to_string()),
+        }
+        (Method::GET, ["pools"]) => ok(crate::cloud::pools_json(st)),
+        (Method::POST, ["pools"]) => match parse::<Vec<crate::cloud::PoolSpec>>(body, "pools") {
+            Ok(pools) => match crate::cloud::set_pools(st, &pools) {
+                Ok(()) => ok(crate::cloud::pools_json(st)),
+                Err(e) => status(422, "Invalid", format!("pools: {e}")),
+            },
+            Err(e) => *e,
         },
+        (Method::POST, ["launch"]) => {
+            let req = match parse::<LaunchRequest>(body, "launch request") {
+                Ok(r) => r,
+                Err(e) => return *e,
+            };
+            let pools: Vec<(crate::cloud::PoolKey, u32)> = req
+                .pools
+                .into_iter()
+                .map(|p| (crate::cloud::PoolKey { instance_type: p.instance_type, zone: p.zone }, p.count))
+                .collect();
+            match crate::cloud::launch(st, &req.key, &pools) {
+                Ok(ids) => ok(json!({"key": req.key, "instances": ids})),
+                Err(e) => status(409, "Conflict", e),
+            }
+        }
+        (Method::POST, ["volumes", id, "move"]) => {
+            match parse::<crate::cloud::MoveRequest>(body, "volume move") {
+                Ok(req) => match crate::cloud::move_volume(st, id, &req) {
+                    Ok(done) => ok(json!({"volume": id, "done": done})),
+                    Err((404, e)) => status(404, "NotFound", e),
+                    Err((409, e)) => status(409, "Conflict", e),
+                    Err((_, e)) => status(400, "BadRequest", e),
+                },
+                Err(e) => *e,
+            }
+        }
+        (Method::POST, ["bridge"]) => match parse::<BridgeRequest>(body, "bridge request") {
+            Ok(req) => ok(json!({"done": crate::cloud::bridge(st, &req.workloads, req.on)})),
+            Err(e) => *e,
+        },
+        (Method::GET | Method::POST, ["requests", ns, name]) => {
+            match crate::cloud::serve(st, &format!("{ns}/{name}")) {
+                crate::cloud::Served::Pod(pod) => ok(json!({"served_by": "pod", "pod": pod})),
+                crate::cloud::Served::Function => ok(json!({"served_by": "function"})),
+                crate::cloud::Served::Failed(why) => status(502, "BadGateway", why),
+            }
+        }
+        (Method::GET, ["cloud"]) => ok(crate::cloud::summary(st)),
         (Method::GET, ["tokens", ns, pod]) => match st.pod_token(ns, pod) {
             Some(token) => ok(json!({"token": token})),
             None => status(404, "NotFound", format!("no token for pod {ns}/{pod}")),

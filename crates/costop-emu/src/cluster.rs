@@ -351,12 +351,14 @@ fn nodes(st: &EmuState, now: Instant) {
         .scan(idx::NODES, |_, name, n| names.push((name.to_string(), n["status"]["conditions"].is_array())));
     let grace = st.scaled(NODE_MONITOR_GRACE_S);
     let boot = st.scaled(st.config.timings.node_ready_s);
+    // A stopped or booting instance's kubelet posts no status.
+    let down = crate::cloud::down_nodes(st);
     let mut cs = st.cluster.lock().unwrap_or_else(|e| e.into_inner());
     for (name, has_conditions) in names {
         let gone = cs.terminated.get(&name).is_some_and(|t| now >= *t + grace);
         let ready_at =
             *cs.node_ready_at.entry(name.clone()).or_insert(if has_conditions { now } else { now + boot });
-        let ready = !gone && now >= ready_at;
+        let ready = !gone && now >= ready_at && !down.contains(&name);
         let _ = st.store.update(idx::NODES, "", &name, |n| {
             let current = n["status"]["conditions"]
                 .as_array()
@@ -740,6 +742,8 @@ fn kubelets(st: &EmuState, now: Instant) {
         let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
         starting.push((ns.to_string(), name.to_string(), uid, pod_start(p)));
     });
+    // A pod waits for its EBS volumes to be attached to its node.
+    starting.retain(|(ns, name, _, _)| crate::cloud::may_start(st, ns, name));
     let mut cs = st.cluster.lock().unwrap_or_else(|e| e.into_inner());
     let mut ready_now = Vec::new();
     for (ns, name, uid, start) in starting {

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod cloud;
 pub mod cluster;
 pub mod imds;
 pub mod kinds;
@@ -95,6 +96,8 @@ pub struct EmuState {
     /// Scaled durations.
     pub config: EmuConfig,
     pub(crate) cluster: Mutex<cluster::ClusterState>,
+    /// The emulated cloud (instances, pools, volumes, load balancer, bridge).
+    pub(crate) cloud: Mutex<cloud::CloudState>,
     /// Evictions are checked and carried out one at a time, so two
     /// concurrent ones cannot both pass a budget that allows one.
     evictions: Mutex<()>,
@@ -134,6 +137,7 @@ impl EmuState {
             tokens: Mutex::new(Tokens::default()),
             config,
             cluster: Mutex::new(cluster::ClusterState::default()),
+            cloud: Mutex::new(cloud::CloudState::default()),
             evictions: Mutex::new(()),
         });
         for ns in ["default", "kube-system"] {
@@ -374,7 +378,10 @@ impl Emulator {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = every.tick() => cluster::reconcile(&cluster_state, Instant::now()),
+                    _ = every.tick() => {
+                        cluster::reconcile(&cluster_state, Instant::now());
+                        cloud::tick(&cluster_state, Instant::now());
+                    }
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }

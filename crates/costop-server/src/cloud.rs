@@ -1,5 +1,6 @@
-//! Cloud ports for the server: the emulated world's (over its admin API),
-//! or none. The AWS adapter is its own crate (a later issue).
+//! Cloud ports for the server: the emulated cloud's (over `costop emu`'s
+//! admin API: load balancer, standbys, volumes, function bridge, Spot
+//! launches), AWS (its own crate), or none.
 
 use costop_core::ports::CloudPort;
 use costop_core::{NodeView, PoolId};
@@ -60,6 +61,66 @@ impl EmuCloud {
     }
 }
 
+/// A string field of the emulator's JSON answer (the whole text when it has none).
+fn answer_field(text: &str, field: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v[field].as_str().map(str::to_string))
+        .unwrap_or_else(|| text.to_string())
+}
+
+impl EmuCloud {
+    /// The emulated cloud's Spot pools with their prices (`GET /admin/pools`).
+    /// Junk in the answer is an error naming what is wrong.
+    pub async fn pools(&self) -> Result<Vec<(PoolId, f64)>, CloudError> {
+        let err = |message: String| CloudError { action: "list pools", resource: self.base.clone(), message };
+        let resp = self
+            .http
+            .get(format!("{}/admin/pools", self.base))
+            .send()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let code = resp.status();
+        let text = resp.text().await.map_err(|e| err(e.to_string()))?;
+        if !code.is_success() {
+            return Err(err(format!("HTTP {code}: {text}")));
+        }
+        parse_pools(&text).map_err(err)
+    }
+}
+
+/// Read `GET /admin/pools`: `[{"instance_type", "zone", "spot_price", …}]`.
+pub fn parse_pools(text: &str) -> Result<Vec<(PoolId, f64)>, String> {
+    #[derive(serde::Deserialize)]
+    struct Pool {
+        instance_type: String,
+        zone: String,
+        spot_price: f64,
+        #[serde(default = "yes")]
+        launchable: bool,
+    }
+    fn yes() -> bool {
+        true
+    }
+    let pools: Vec<Pool> = serde_json::from_str(text).map_err(|e| format!("not a list of pools: {e}"))?;
+    pools
+        .into_iter()
+        .filter(|p| p.launchable)
+        .map(|p| {
+            if p.instance_type.is_empty() || p.zone.is_empty() {
+                return Err("a pool without an instance type or zone".to_string());
+            }
+            if !(p.spot_price.is_finite() && p.spot_price > 0.0) {
+                return Err(format!(
+                    "pool {}@{}: spot_price {} is not a price",
+                    p.instance_type, p.zone, p.spot_price
+                ));
+            }
+            Ok((PoolId::new(&p.instance_type, &p.zone), p.spot_price))
+        })
+        .collect()
+}
+
 impl CloudPort for EmuCloud {
     type Error = CloudError;
 
@@ -83,35 +144,41 @@ impl CloudPort for EmuCloud {
             json!({"instance_type": retype_to}),
         )
         .await?;
-        Ok(format!("{node} started{}", retype_to.map(|t| format!(" as {t}")).unwrap_or_default()))
+        Ok(format!("{node} starting{}", retype_to.map(|t| format!(" as {t}")).unwrap_or_default()))
     }
 
     async fn move_volume(
         &self,
         volume_id: &str,
         to: &NodeView,
-        _: bool,
-        _: bool,
+        via_snapshot: bool,
+        force: bool,
     ) -> Result<String, CloudError> {
-        Ok(format!("skipped: the emulated cloud has no volumes ({volume_id} → {})", to.name))
+        let body = json!({"to_node": to.name, "via_snapshot": via_snapshot, "force": force});
+        let text =
+            self.post("move volume", volume_id, &format!("/admin/volumes/{volume_id}/move"), body).await?;
+        Ok(format!("ok: {}", answer_field(&text, "done")))
     }
 
     async fn bridge(&self, workloads: &[String], on: bool) -> Result<String, CloudError> {
-        Ok(format!(
-            "skipped: the emulated cloud has no functions ({} workloads, {})",
-            workloads.len(),
-            if on { "on" } else { "off" }
-        ))
+        let resource = workloads.join(",");
+        let text = self
+            .post("bridge", &resource, "/admin/bridge", json!({"workloads": workloads, "on": on}))
+            .await?;
+        Ok(format!("ok: {}", answer_field(&text, "done")))
     }
 
     async fn restore_capacity(&self, key: &str, pools: &[(PoolId, u32)]) -> Result<String, CloudError> {
-        let nodes: Vec<_> = pools
+        let wanted: Vec<_> = pools
             .iter()
-            .map(|(p, n)| json!({"count": n, "instance_type": p.instance_type, "zone": p.zone, "capacity_type": "spot"}))
+            .map(|(p, n)| json!({"count": n, "instance_type": p.instance_type, "zone": p.zone}))
             .collect();
-        self.post("restore capacity", key, "/admin/scenario", json!({"nodes": nodes})).await?;
+        let text =
+            self.post("restore capacity", key, "/admin/launch", json!({"key": key, "pools": wanted})).await?;
+        let launched: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let ids = launched["instances"].as_array().map_or(0, Vec::len);
         Ok(format!(
-            "launched {}",
+            "ok: launched {} ({ids} instances)",
             pools.iter().map(|(p, n)| format!("{n}×{p}")).collect::<Vec<_>>().join(", ")
         ))
     }

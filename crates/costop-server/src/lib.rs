@@ -1213,6 +1213,14 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         (None, Some(url)) => AnyCloud::Emu(EmuCloud::new(url)),
         (None, None) => AnyCloud::None(NoCloud),
     };
+    // The emulated cloud names its Spot pools and their prices.
+    let emu_pools = match &cloud {
+        AnyCloud::Emu(emu) => emu.pools().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no Spot pools from the emulated cloud: capacity is not restored");
+            Vec::new()
+        }),
+        _ => Vec::new(),
+    };
     let metrics = Arc::new(Metrics::default());
     metrics.set_dry_run(config.dry_run);
     let state = Arc::new(ServerState {
@@ -1238,9 +1246,10 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         identity: config.identity.clone(),
         agent_accounts: agent_accounts(),
         token_audiences: token_audiences(),
-        pools: pools::PoolBook::new(
-            config.aws.as_ref().map(|a| a.settings.pools.clone()).unwrap_or_default(),
-        ),
+        pools: match config.aws.as_ref() {
+            Some(a) => pools::PoolBook::new(a.settings.pools.clone()),
+            None => pools::PoolBook::priced(&emu_pools),
+        },
         leader_seen: Mutex::new(None),
         forwarder: reqwest::Client::builder()
             .no_proxy()
@@ -1281,6 +1290,14 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             };
             tokio::spawn(keep_warm_pool(state.clone(), keeper, aws.warm_pool_every, shutdown.clone()));
         }
+    }
+    if let AnyCloud::Emu(emu) = state.exec.cloud.as_ref() {
+        let st = state.clone();
+        tokio::spawn(pools::refresh_emu_prices(
+            emu.clone(),
+            move |p| st.pools.set_prices(&p),
+            shutdown.clone(),
+        ));
     }
     let app = axum::Router::new()
         .route("/v1/notices", post(post_notice))

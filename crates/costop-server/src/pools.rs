@@ -29,6 +29,14 @@ impl PoolBook {
         Self { pools, seen: Mutex::default() }
     }
 
+    /// A book of these pools with their current Spot prices (the emulated
+    /// cloud's, which names its pools).
+    pub fn priced(pools: &[(PoolId, f64)]) -> Self {
+        let book = Self::new(pools.iter().map(|(p, _)| p.clone()).collect());
+        book.set_prices(&pools.iter().cloned().collect());
+        book
+    }
+
     /// The configured pools.
     pub fn pools(&self) -> &[PoolId] {
         &self.pools
@@ -82,6 +90,31 @@ impl PoolBook {
     }
 }
 
+/// How often the emulated cloud's Spot prices are read again.
+pub const EMU_PRICE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Read the emulated cloud's Spot prices every [`EMU_PRICE_EVERY`] and hand
+/// them to `set` (pools the book does not hold are ignored by it), until
+/// `shutdown` turns true.
+pub async fn refresh_emu_prices(
+    cloud: crate::cloud::EmuCloud,
+    set: impl Fn(BTreeMap<PoolId, f64>) + Send + 'static,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EMU_PRICE_EVERY) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        match cloud.pools().await {
+            Ok(pools) => set(pools.into_iter().collect()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the emulated cloud's Spot prices; keeping the last ones")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +140,23 @@ mod tests {
         assert!(!views[2].launchable);
         // Reclaims older than the window drop out.
         assert_eq!(book.views(13 * DAY)[1].interruptions_per_day, 1.0 / 7.0);
+    }
+
+    #[test]
+    fn priced_pools_from_the_emulated_cloud() {
+        let text = r#"[{"instance_type": "m5.xlarge", "zone": "us-east-1b", "spot_price": 0.07, "on_demand_price": 0.192, "launchable": true},
+                       {"instance_type": "c5.xlarge", "zone": "us-east-1c", "spot_price": 0.06, "launchable": false}]"#;
+        let pools = crate::cloud::parse_pools(text).unwrap();
+        assert_eq!(pools, vec![(PoolId::new("m5.xlarge", "us-east-1b"), 0.07)]);
+        let views = PoolBook::priced(&pools).views(DAY);
+        assert_eq!((views.len(), views[0].spot_price, views[0].launchable), (1, 0.07, true));
+        for junk in [
+            "",
+            "{}",
+            r#"[{"zone": "a"}]"#,
+            r#"[{"instance_type": "m5.xlarge", "zone": "z", "spot_price": -1}]"#,
+        ] {
+            assert!(crate::cloud::parse_pools(junk).is_err(), "{junk}");
+        }
     }
 }
