@@ -2,6 +2,8 @@
 
 mod bench;
 mod config;
+mod demo;
+mod demo_report;
 mod status;
 
 use anyhow::{anyhow, Context, Result};
@@ -39,6 +41,8 @@ enum Command {
     /// Benchmarks that print numbers.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The whole system in one process: emulated cluster and cloud, server, agents, load, replayed reclaims.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -222,13 +226,17 @@ struct SimArgs {
 const DEFAULT_LOG: &str = "info,kube_client=off,kube_runtime=warn,aws_config=warn,aws_smithy_runtime=warn";
 
 fn main() {
+    let cli = Cli::parse();
+    if let Command::Demo(args) = &cli.command {
+        // Its own log: the response steps as lines, other records at warn.
+        demo::main(cli.config.as_deref(), args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COSTOP_LOG").unwrap_or_else(|_| DEFAULT_LOG.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     if let Err(e) = run(cli) {
         // Each cause once: many clients' errors repeat their source.
         eprintln!("costop: {}", costop_store::error_chain(e.as_ref()));
@@ -244,6 +252,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Agent(args) => agent(args),
         Command::Server(args) => server(&config, args),
         Command::Status(args) => status::run(args),
+        Command::Demo(_) => Err(anyhow!("the demo runs from main")),
         Command::Bench(BenchCommand::Emu(args)) => bench::emu(args.nodes, args.pods, args.patches),
         Command::Bench(BenchCommand::Queue(args)) => bench::queue(&config, args.notices),
         Command::Bench(BenchCommand::NoticeLatency(args)) => {
