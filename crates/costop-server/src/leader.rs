@@ -10,6 +10,14 @@
 //! ([`check_unique`]). `acquireTime` is the time of acquisition, kept on
 //! renewals.
 //!
+//! Renewal never waits on response work: [`spawn_elect`] runs the rounds
+//! on an OS thread of their own, with a single-threaded runtime and a
+//! client (connections) of their own, so a burst of responses that keeps
+//! the server's runtime busy cannot delay a renewal. A round has
+//! [`ROUND_TIMEOUT`]; the leader acts only until [`RENEW_DEADLINE_MS`]
+//! after its last renewal (well inside the lease's duration) and, after a
+//! failed round, tries again every [`FOLLOW_EVERY`].
+//!
 //! The holder also publishes the URL the other replicas reach it at
 //! (annotation [`URL_ANNOTATION`], from `--advertise-url`): a follower
 //! forwards the notices agents send it there (see `post_notice`).
@@ -34,6 +42,9 @@ pub const URL_ANNOTATION: &str = "costop.io/leader-url";
 /// Margin under the lease's duration within which a leader stops acting
 /// unless it renewed: another replica may take over only after the full duration.
 pub const SAFETY_MARGIN_MS: u64 = 5_000;
+/// How long after its last renewal a leader keeps acting (client-go's
+/// `RenewDeadline`, 10 s of a 15 s lease).
+pub const RENEW_DEADLINE_MS: u64 = LEASE_SECONDS as u64 * 1000 - SAFETY_MARGIN_MS;
 /// A lease round that takes longer than this counts as failed.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(4);
 /// The leader renews this often.
@@ -203,14 +214,15 @@ async fn round(client: &kube::Client, me: &Candidate) -> Result<(bool, Option<Ho
         let holder = Holder { identity: me.identity.clone(), nonce: me.nonce.clone(), url: me.url.clone() };
         (won, won.then_some(holder))
     };
-    let ns_api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
-    if ns_api.get_opt(costop_kube::COSTOP_NAMESPACE).await?.is_none() {
-        let ns = serde_json::from_value(json!({"metadata": {"name": costop_kube::COSTOP_NAMESPACE}}))
-            .map_err(kube::Error::SerdeError)?;
-        let _ = ns_api.create(&PostParams::default(), &ns).await;
-    }
     let leases = leases(client);
     let Some(lease) = leases.get_opt(LEASE).await? else {
+        // The first Lease: its namespace may not exist yet.
+        let ns_api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+        if ns_api.get_opt(costop_kube::COSTOP_NAMESPACE).await?.is_none() {
+            let ns = serde_json::from_value(json!({"metadata": {"name": costop_kube::COSTOP_NAMESPACE}}))
+                .map_err(kube::Error::SerdeError)?;
+            let _ = ns_api.create(&PostParams::default(), &ns).await;
+        }
         let lease = lease_object(Some(me), None, None, 0).map_err(kube::Error::SerdeError)?;
         return Ok(mine(leases.create(&PostParams::default(), &lease).await.is_ok()));
     };
@@ -281,8 +293,9 @@ pub async fn check_unique(client: &kube::Client, me: &Candidate) -> Result<(), L
 }
 
 /// Keep trying to lead (renewing every [`RENEW_EVERY`], trying every
-/// [`FOLLOW_EVERY`] while following) until shutdown; then stop acting and
-/// release the Lease.
+/// [`FOLLOW_EVERY`] while following or after a failed round) until
+/// shutdown; then stop acting and release the Lease. Runs on the caller's
+/// runtime: a server runs it with [`spawn_elect`].
 pub async fn elect<L: Leadership + 'static>(
     client: kube::Client,
     me: Candidate,
@@ -291,7 +304,7 @@ pub async fn elect<L: Leadership + 'static>(
 ) {
     loop {
         let started = now_ms();
-        let leading = match tokio::time::timeout(ROUND_TIMEOUT, round(&client, &me)).await {
+        let renewed = match tokio::time::timeout(ROUND_TIMEOUT, round(&client, &me)).await {
             Ok(Ok((true, holder))) => {
                 state.renewed(started);
                 state.seen(holder);
@@ -313,7 +326,7 @@ pub async fn elect<L: Leadership + 'static>(
                 false
             }
         };
-        let wait = if leading { RENEW_EVERY } else { FOLLOW_EVERY };
+        let wait = if renewed { RENEW_EVERY } else { FOLLOW_EVERY };
         let stopping = tokio::select! {
             _ = tokio::time::sleep(wait) => false,
             _ = shutdown.wait_for(|s| *s) => true,
@@ -330,4 +343,28 @@ pub async fn elect<L: Leadership + 'static>(
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the Lease; it expires on its own"),
         Err(_) => tracing::warn!("releasing the Lease timed out; it expires on its own"),
     }
+}
+
+/// Run [`elect`] on an OS thread of its own (`costop-lease`), with a
+/// single-threaded runtime and a client built from `config` on it, so its
+/// requests share no runtime, task queue or connection with response work.
+/// Joining the thread waits until the Lease is released after shutdown.
+pub fn spawn_elect<L: Leadership + 'static>(
+    config: kube::Config,
+    me: Candidate,
+    state: std::sync::Arc<L>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("costop-lease".into()).spawn(move || {
+        runtime.block_on(async move {
+            match costop_kube::KubeCluster::client_from_config(config) {
+                Ok(client) => elect(client, me, state, shutdown).await,
+                Err(e) => {
+                    // Never leads: every notice is forwarded or refused, and /readyz says follower.
+                    tracing::error!(error = %e, "cannot build the Lease's client; this replica never leads");
+                }
+            }
+        });
+    })
 }

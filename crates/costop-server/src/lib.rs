@@ -122,6 +122,9 @@ pub enum ServerError {
     /// Listening.
     #[error("listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// The Lease's thread or runtime could not start.
+    #[error("cannot start the Lease thread: {0}")]
+    LeaseThread(std::io::Error),
     /// A Redis store without a plan key, or with a short one.
     #[error("{0}")]
     PlanKey(String),
@@ -1186,6 +1189,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
     let kube_config = KubeCluster::load_config(config.kubeconfig.as_deref()).await?;
     let api_url = kube_config.cluster_url.to_string();
     tracing::info!(url = api_url, "Kubernetes API");
+    let lease_config = kube_config.clone();
     let client = KubeCluster::client_from_config(kube_config)?;
     let me = leader::Candidate::new(&config.identity).advertising(advertise);
     let Some(unique) = unless_shut_down(&shutdown, leader::check_unique(&client, &me)).await else {
@@ -1265,7 +1269,9 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         .await
         .map_err(|e| ServerError::Listen(config.listen, e))?;
     tracing::info!(addr = %listener.local_addr().map_err(|e| ServerError::Listen(config.listen, e))?, "costop server listening");
-    let elect = tokio::spawn(leader::elect(client, me, state.clone(), shutdown.clone()));
+    // Lease renewal on a thread and runtime of its own: no response work delays it.
+    let elect = leader::spawn_elect(lease_config, me, state.clone(), shutdown.clone())
+        .map_err(ServerError::LeaseThread)?;
     tokio::spawn(consume(state.clone(), shutdown.clone()));
     tokio::spawn(mirror(state.clone(), shutdown.clone()));
     if let (Some(aws), AnyCloud::Aws(cloud)) = (&config.aws, state.exec.cloud.as_ref()) {
@@ -1307,13 +1313,13 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         .with_state(state);
     listener::serve(listener, app, listener::Limits::default(), shutdown).await;
     // The Lease is released (responses stopped first) before the process ends.
-    let _ = elect.await;
+    let _ = tokio::task::spawn_blocking(move || elect.join()).await;
     Ok(())
 }
 
 impl leader::Leadership for ServerState {
     fn renewed(&self, at: costop_core::time::Millis) {
-        let until = at + leader::LEASE_SECONDS as u64 * 1000 - leader::SAFETY_MARGIN_MS;
+        let until = at + leader::RENEW_DEADLINE_MS;
         if self.leader_until.swap(until, Ordering::Relaxed) == 0 {
             tracing::info!(identity = self.identity, "leading");
         }

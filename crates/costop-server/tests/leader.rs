@@ -111,3 +111,59 @@ async fn shutdown_releases_the_lease_and_the_next_server_leads_within_two_second
     tokio::time::timeout(Duration::from_secs(5), a.task).await.expect("a stops").unwrap().unwrap();
     b.stop.send(true).unwrap();
 }
+
+/// Counts renewals.
+#[derive(Default)]
+struct Renewals(std::sync::atomic::AtomicU32);
+
+impl leader::Leadership for Renewals {
+    fn renewed(&self, _at: u64) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn lost(&self) {}
+}
+
+/// The emulator on a runtime of its own thread, so blocking the test's
+/// runtime blocks only the test.
+fn emu_on_own_thread(name: &str) -> (std::path::PathBuf, std::sync::mpsc::Sender<()>) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let emu = emu(&name).await;
+            addr_tx.send(emu.kubeconfig.clone()).unwrap();
+            let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+            emu.stop();
+        });
+    });
+    (addr_rx.recv().unwrap(), stop_tx)
+}
+
+#[test]
+fn renewals_go_on_while_response_work_holds_the_servers_runtime() {
+    let (kubeconfig, stop_emu) = emu_on_own_thread("busy");
+    // The server's runtime: one thread, which the "burst" below holds.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let renewals = std::sync::Arc::new(Renewals::default());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let config = rt.block_on(KubeCluster::load_config(Some(&kubeconfig))).unwrap();
+    let thread = leader::spawn_elect(config, Candidate::new("busy"), renewals.clone(), shutdown).unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while renewals.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "never led");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let before = renewals.0.load(std::sync::atomic::Ordering::SeqCst);
+        // Response work that never yields, for longer than the renew deadline.
+        std::thread::sleep(Duration::from_millis(leader::RENEW_DEADLINE_MS + 1_000));
+        let during = renewals.0.load(std::sync::atomic::Ordering::SeqCst) - before;
+        let want = (leader::RENEW_DEADLINE_MS / leader::RENEW_EVERY.as_millis() as u64) as u32 - 1;
+        assert!(during >= want, "{during} renewals while the runtime was held, want at least {want}");
+    });
+    stop.send(true).unwrap();
+    thread.join().unwrap();
+    let _ = stop_emu.send(());
+}
