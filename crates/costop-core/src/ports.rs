@@ -27,6 +27,19 @@ pub trait ClusterPort {
     /// hand out one snapshot until the cluster changes.
     fn view(&self) -> std::sync::Arc<ClusterView>;
 
+    /// Whether [`ClusterPort::changed_since`] resolves when the cluster
+    /// changes. Without it, waits look at the view on a timer.
+    const NOTIFIES_CHANGES: bool = false;
+
+    /// Resolves once [`ClusterPort::view`] may return something other than
+    /// `seen` (a watch delivered a change after it was taken), so a wait
+    /// can sleep until the cluster moves instead of looking on a timer.
+    /// The default never resolves (see [`ClusterPort::NOTIFIES_CHANGES`]).
+    fn changed_since(&self, seen: &std::sync::Arc<ClusterView>) -> impl Future<Output = ()> + Send {
+        let _ = seen;
+        std::future::pending()
+    }
+
     /// Cordon the node and add the `costop.io/interruption:NoSchedule` taint.
     fn taint_and_cordon(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 

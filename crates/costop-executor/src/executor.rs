@@ -330,13 +330,7 @@ where
     /// functions (when `bridge`) until their pods are Ready elsewhere.
     async fn retire(&self, node: &str, after: Millis, bridge: bool) -> Result<String, String> {
         let answered = |v: &ClusterView| v.node(node).is_none_or(|n| n.has_taint(INTERRUPTION_TAINT));
-        while self.clock.now_ms() < after {
-            if answered(&self.cluster.view()) {
-                break;
-            }
-            let left = after.saturating_sub(self.clock.now_ms());
-            self.clock.sleep(Duration::from_millis(left.min(1000))).await;
-        }
+        self.wait_until(after, |v| answered(v)).await;
         if answered(&self.cluster.view()) {
             return Ok(format!("skipped: {node} was interrupted (or is gone); its replacement stays"));
         }
@@ -366,10 +360,12 @@ where
         Ok(format!("ok: no interruption followed; {ended}"))
     }
 
-    /// Wait, looking each second (what waits here, shifting traffic back
-    /// and restoring headroom, is not urgent), until `ok` holds for the
-    /// cluster or `until` has passed. A snapshot already looked at is not
-    /// judged again.
+    /// Wait until `ok` holds for the cluster or `until` has passed,
+    /// looking at most once a second (what waits here, shifting traffic
+    /// back, restoring headroom, retiring a node later, is not urgent). A
+    /// snapshot already looked at is not judged again, and when the
+    /// adapter tells of changes a quiet cluster is not looked at at all
+    /// until it changes or `until` comes.
     async fn wait_until(&self, until: Millis, mut ok: impl FnMut(&Arc<ClusterView>) -> bool) -> bool {
         let mut judged: Option<Arc<ClusterView>> = None;
         loop {
@@ -378,12 +374,19 @@ where
                 if ok(&view) {
                     return true;
                 }
-                judged = Some(view);
+                judged = Some(view.clone());
             }
-            if self.clock.now_ms() >= until {
+            let now = self.clock.now_ms();
+            if now >= until {
                 return false;
             }
-            self.clock.sleep(Duration::from_secs(1)).await;
+            self.clock.sleep(Duration::from_millis((until - now).min(1000))).await;
+            if K::NOTIFIES_CHANGES && Arc::ptr_eq(&self.cluster.view(), &view) {
+                let left = until.saturating_sub(self.clock.now_ms());
+                let changed = std::pin::pin!(self.cluster.changed_since(&view));
+                let timeout = std::pin::pin!(self.clock.sleep(Duration::from_millis(left)));
+                futures::future::select(changed, timeout).await;
+            }
         }
     }
 

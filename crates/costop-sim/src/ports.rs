@@ -20,6 +20,28 @@ use std::time::Duration;
 #[error("{0}")]
 pub struct SimError(pub String);
 
+/// Resolves at the world's next change after its first poll.
+struct WorldChange<'a> {
+    world: &'a Mutex<World>,
+    since: Option<u64>,
+}
+
+impl std::future::Future for WorldChange<'_> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        let version = w.version();
+        if self.since.is_some_and(|v| v != version) {
+            return std::task::Poll::Ready(());
+        }
+        w.on_change(cx.waker().clone());
+        drop(w);
+        self.since = Some(version);
+        std::task::Poll::Pending
+    }
+}
+
 /// The world behind costop's Cluster, Cloud and warm-pool ports.
 #[derive(Clone)]
 pub struct SimPorts {
@@ -50,6 +72,24 @@ impl ClusterPort for SimPorts {
 
     fn view(&self) -> Arc<ClusterView> {
         self.world().view()
+    }
+
+    const NOTIFIES_CHANGES: bool = true;
+
+    async fn changed_since(&self, seen: &Arc<ClusterView>) {
+        loop {
+            let lag_left = {
+                let mut w = self.world();
+                if !Arc::ptr_eq(&w.view(), seen) {
+                    return;
+                }
+                w.view_lag_left()
+            };
+            match lag_left {
+                Some(ms) => self.clock.sleep(Duration::from_millis(ms)).await,
+                None => WorldChange { world: &self.world, since: None }.await,
+            }
+        }
     }
 
     async fn taint_and_cordon(&self, node: &str) -> Result<(), SimError> {

@@ -306,6 +306,8 @@ pub struct World {
     version_but_prices: u64,
     rebuilds: u64,
     view_cache: Option<(u64, Millis, Arc<ClusterView>)>,
+    /// Tasks waiting for the view to change ([`World::on_change`]).
+    view_watchers: Vec<std::task::Waker>,
     incidents: Vec<Incident>,
     open_incidents: Vec<usize>,
     schedule_dirty: bool,
@@ -369,6 +371,7 @@ impl World {
             version_but_prices: 0,
             rebuilds: 0,
             view_cache: None,
+            view_watchers: Vec::new(),
             incidents: Vec::new(),
             open_incidents: Vec::new(),
             schedule_dirty: true,
@@ -885,8 +888,36 @@ impl World {
 
     /// Something a port can observe changed: the next view is rebuilt.
     fn changed(&mut self) {
-        self.version += 1;
         self.version_but_prices += 1;
+        self.views_move();
+    }
+
+    /// The view shows something new: its version moves and those waiting
+    /// for a change are woken.
+    fn views_move(&mut self) {
+        self.version += 1;
+        for w in self.view_watchers.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// When the view is behind the world by less than the watch lag, the
+    /// milliseconds until [`World::view`] shows the change (`None` when
+    /// the view is current).
+    pub fn view_lag_left(&self) -> Option<Millis> {
+        match &self.view_cache {
+            Some((v, at, _)) if *v != self.version && self.now < at + WATCH_LAG => {
+                Some(at + WATCH_LAG - self.now)
+            }
+            _ => None,
+        }
+    }
+
+    /// Wake `waker` at the world's next change.
+    pub fn on_change(&mut self, waker: std::task::Waker) {
+        if !self.view_watchers.iter().any(|w| w.will_wake(&waker)) {
+            self.view_watchers.push(waker);
+        }
     }
 
     /// The cluster as costop's ports observe it, like a watch-backed cache:
@@ -898,7 +929,15 @@ impl World {
                 return view.clone();
             }
         }
-        let view = Arc::new(self.cluster_view());
+        // The last snapshot's buffers are reused when no one holds it any
+        // more: a view is ~0.5 MB of pods, and allocating and freeing that
+        // each time made the allocator map and unmap pages every rebuild.
+        let mut view = match self.view_cache.take() {
+            Some((_, _, old)) => Arc::try_unwrap(old).unwrap_or_default(),
+            None => ClusterView::default(),
+        };
+        self.fill_view(&mut view);
+        let view = Arc::new(view);
         self.rebuilds += 1;
         self.view_cache = Some((self.version, self.now, view.clone()));
         view
@@ -1036,7 +1075,7 @@ impl World {
             Ev::Price(_) => {
                 // Prices are part of what costop's view shows.
                 self.cost_rate_dirty = true;
-                self.version += 1;
+                self.views_move();
             }
             Ev::Availability(_) => {
                 self.cost_rate_dirty = true;
@@ -2443,14 +2482,26 @@ impl World {
 
     /// The cluster as it is now (what a fresh list would return).
     pub fn cluster_view(&self) -> ClusterView {
-        let mut view = ClusterView {
-            nodes: Vec::with_capacity(self.live.len()),
-            pods: Vec::with_capacity(self.pods.len()),
-            pools: self.pool_views(),
-            capacity_requests: self.capacity_requests.clone(),
-            headroom_target: self.headroom_target,
-            ..ClusterView::default()
-        };
+        let mut view = ClusterView::default();
+        self.fill_view(&mut view);
+        view
+    }
+
+    /// Write the cluster as it is now into `view`, reusing its buffers.
+    fn fill_view(&self, view: &mut ClusterView) {
+        view.nodes.clear();
+        view.pods.clear();
+        view.pools = self.pool_views();
+        // Only the live nodes' launches can matter to a plan (a notice
+        // comes for a live node); the set of every launch ever made grows
+        // all run long.
+        view.capacity_requests = self
+            .live
+            .iter()
+            .map(|&i| costop_core::respond::restore_key(&self.nodes[i as usize].instance_id))
+            .filter(|k| self.capacity_requests.contains(k))
+            .collect();
+        view.headroom_target = self.headroom_target;
         for n in self.live.iter().map(|&i| &self.nodes[i as usize]) {
             let mut taints = Vec::new();
             if n.standby_taint {
@@ -2512,7 +2563,6 @@ impl World {
                 bridged: w.bridged,
             })
             .collect();
-        view
     }
 
     /// Refresh traffic of bridged workloads (a bridge may have gone live).
