@@ -50,6 +50,9 @@ pub struct DemoArgs {
     /// Spot nodes at the start (spread over the pools of three zones).
     #[arg(long, default_value_t = 24)]
     pub nodes: u32,
+    /// Serve the live dashboard here (e.g. 127.0.0.1:8490; port 0 picks one, printed).
+    #[arg(long)]
+    pub dashboard: Option<std::net::SocketAddr>,
     /// Where the emulated cluster's kubeconfig is written (for kubectl while it runs).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
@@ -350,7 +353,15 @@ async fn run(
     let agents_task = tokio::spawn(agents.clone().keep(shutdown.clone(), say.clone()));
 
     // Load through the load balancer.
-    let monitor = Arc::new(Monitor::new(st.clone(), say.clone()));
+    let monitor = Arc::new(Monitor::new(st.clone(), say.clone(), args.time_scale));
+    tokio::spawn(monitor.clone().sample(shutdown.clone()));
+    if let Some(addr) = args.dashboard {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("dashboard: cannot listen on {addr}"))?;
+        say.line(format!("dashboard at http://{}/", listener.local_addr()?));
+        tokio::spawn(crate::demo_dashboard::serve(listener, monitor.clone(), shutdown.clone()));
+    }
     let mut targets: Vec<String> = WORKLOADS.iter().map(|(n, ..)| format!("default/{n}")).collect();
     targets.push(format!("default/{STATEFUL}"));
     let load = tokio::spawn(crate::demo_report::load(

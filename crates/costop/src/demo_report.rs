@@ -94,7 +94,8 @@ pub fn init_tracing(events: tokio::sync::mpsc::UnboundedSender<StepEvent>) {
 /// the summary is JSON, so stdout holds only the JSON).
 #[derive(Clone)]
 pub struct Say {
-    start: Instant,
+    /// When the demo started.
+    pub start: Instant,
     to_stderr: bool,
 }
 
@@ -138,12 +139,55 @@ pub struct Monitor {
     sent: AtomicU64,
     failed: AtomicU64,
     first_failures: Mutex<Vec<String>>,
+    /// Each response as it went: node, when it started, its steps as they finished.
+    log: Mutex<Vec<ResponseLog>>,
+    /// One sample a second, the latest last.
+    history: Mutex<std::collections::VecDeque<Sample>>,
+    time_scale: f64,
 }
+
+/// One response as the dashboard shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseLog {
+    /// The notice key.
+    pub notice: String,
+    /// The doomed node.
+    pub node: String,
+    /// When it started, seconds since the demo's start.
+    pub at_s: f64,
+    /// Its planned steps, in order.
+    pub planned: Vec<String>,
+    /// Steps as they finished: (kind, outcome, seconds since the response started).
+    pub done: Vec<(String, String, f64)>,
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// Seconds since the demo's start.
+    pub t: f64,
+    /// Requests answered in that second (pods and function).
+    pub served: u64,
+    /// Requests that failed in it.
+    pub failed: u64,
+    /// Requests the function answered in it.
+    pub by_function: u64,
+    /// What the cloud costs now, USD per hour (world time).
+    pub cost_usd_hr: f64,
+    /// What its running nodes would cost all on-demand, USD per hour.
+    pub on_demand_usd_hr: f64,
+}
+
+/// How many one-second samples are kept (ten minutes).
+pub const HISTORY: usize = 600;
 
 impl Monitor {
     /// A monitor of this cluster.
-    pub fn new(st: Arc<EmuState>, say: Say) -> Self {
+    pub fn new(st: Arc<EmuState>, say: Say, time_scale: f64) -> Self {
         Self {
+            log: Mutex::default(),
+            history: Mutex::default(),
+            time_scale,
             st,
             say,
             tracked: Mutex::default(),
@@ -207,7 +251,15 @@ impl Monitor {
             match e {
                 StepEvent::Responding { notice, node, steps } => {
                     self.responses.fetch_add(1, Ordering::Relaxed);
-                    self.say.line(format!("server responds to {node}: {}", steps.replace('"', "")));
+                    let steps = steps.replace(['"', '[', ']'], "");
+                    self.say.line(format!("server responds to {node}: {steps}"));
+                    self.log.lock().unwrap_or_else(|e| e.into_inner()).push(ResponseLog {
+                        notice: notice.clone(),
+                        node: node.clone(),
+                        at_s: self.say.start.elapsed().as_secs_f64(),
+                        planned: steps.split(", ").map(str::to_string).collect(),
+                        done: Vec::new(),
+                    });
                     nodes.insert(notice, node);
                 }
                 StepEvent::StepDone { notice, step, outcome } => {
@@ -220,6 +272,16 @@ impl Monitor {
                         } else {
                             e.0 += 1;
                         }
+                    }
+                    let now = self.say.start.elapsed().as_secs_f64();
+                    if let Some(r) = self
+                        .log
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter_mut()
+                        .find(|r| r.notice == notice)
+                    {
+                        r.done.push((step.clone(), outcome.clone(), now - r.at_s));
                     }
                     let node = nodes.get(&notice).cloned().unwrap_or(notice);
                     self.say.line(format!("  {node} {step}: {outcome}"));
@@ -270,6 +332,95 @@ impl Monitor {
                 }
             }
         }
+    }
+
+    /// Take a sample every second until `shutdown`.
+    pub async fn sample(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut last: Option<(Instant, u64, u64, u64, f64, f64)> = None;
+        loop {
+            let cloud = costop_emu::cloud::summary(&self.st);
+            let now = Instant::now();
+            let sent = self.sent.load(Ordering::Relaxed);
+            let failed = self.failed.load(Ordering::Relaxed);
+            let function = cloud["requests"]["served_by_function"].as_u64().unwrap_or(0);
+            let cost = cloud["cost_usd"].as_f64().unwrap_or(0.0);
+            let od = cloud["on_demand_usd"].as_f64().unwrap_or(0.0);
+            if let Some((t0, s0, f0, b0, c0, o0)) = last {
+                // Money accrues in world time: a real second is 1 / time_scale world seconds.
+                let world_h = now.duration_since(t0).as_secs_f64() / self.time_scale / 3600.0;
+                let sample = Sample {
+                    t: round(self.say.start.elapsed().as_secs_f64(), 1),
+                    served: (sent - s0).saturating_sub(failed - f0),
+                    failed: failed - f0,
+                    by_function: function.saturating_sub(b0),
+                    cost_usd_hr: if world_h > 0.0 { round((cost - c0) / world_h, 3) } else { 0.0 },
+                    on_demand_usd_hr: if world_h > 0.0 { round((od - o0) / world_h, 3) } else { 0.0 },
+                };
+                let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+                h.push_back(sample);
+                while h.len() > HISTORY {
+                    h.pop_front();
+                }
+            }
+            last = Some((now, sent, failed, function, cost, od));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// What the dashboard shows now: nodes by pool and capacity type, pods
+    /// starting and stopping, each response's steps, one sample a second,
+    /// and the summary so far.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let mut pods_on: BTreeMap<String, (u32, u32, u32)> = BTreeMap::new();
+        let (mut pending, mut terminating) = (0u32, 0u32);
+        self.st.store.scan(idx::PODS, |ns, _, p| {
+            if ns == "costop-system" {
+                return;
+            }
+            let stopping = p["metadata"]["deletionTimestamp"].is_string();
+            let ready = costop_emu::cluster::is_ready(p);
+            match p["spec"]["nodeName"].as_str() {
+                Some(n) => {
+                    let e = pods_on.entry(n.to_string()).or_default();
+                    if stopping {
+                        e.2 += 1;
+                        terminating += 1;
+                    } else if ready {
+                        e.0 += 1;
+                    } else {
+                        e.1 += 1;
+                        pending += 1;
+                    }
+                }
+                None => pending += 1,
+            }
+        });
+        let mut nodes = Vec::new();
+        self.st.store.scan(idx::NODES, |_, name, n| {
+            let labels = &n["metadata"]["labels"];
+            let (ready, starting, stopping) = pods_on.get(name).copied().unwrap_or_default();
+            nodes.push(serde_json::json!({
+                "name": name,
+                "pool": format!("{} {}", labels["node.kubernetes.io/instance-type"].as_str().unwrap_or("?"),
+                                labels["topology.kubernetes.io/zone"].as_str().unwrap_or("?")),
+                "capacity": labels["costop.io/capacity-type"],
+                "ready": costop_emu::cluster::is_ready(n),
+                "cordoned": n["spec"]["unschedulable"] == true,
+                "pods": {"ready": ready, "starting": starting, "stopping": stopping},
+            }));
+        });
+        let summary = self.summary(self.say.start.elapsed(), 0.0, self.time_scale, "");
+        serde_json::json!({
+            "t": round(self.say.start.elapsed().as_secs_f64(), 1),
+            "nodes": nodes,
+            "pods": {"starting": pending, "stopping": terminating},
+            "responses": *self.log.lock().unwrap_or_else(|e| e.into_inner()),
+            "history": self.history.lock().unwrap_or_else(|e| e.into_inner()).iter().collect::<Vec<_>>(),
+            "summary": summary,
+        })
     }
 
     /// Count one request and its result.

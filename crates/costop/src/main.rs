@@ -3,6 +3,7 @@
 mod bench;
 mod config;
 mod demo;
+mod demo_dashboard;
 mod demo_report;
 mod status;
 
