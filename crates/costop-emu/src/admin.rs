@@ -465,7 +465,8 @@ pub fn handle(st: &Arc<EmuState>, method: &Method, rest: &[&str], body: &Bytes) 
             if let Err(e) = check(&scenario).and_then(|()| check_cloud(&cloud)) {
                 return status(422, "Invalid", format!("scenario: {e}"));
             }
-            match load(st, &scenario).and_then(|(n, d)| Ok((n, d, load_cloud(st, &cloud)?))) {
+            // The cloud first: its pools decide how the nodes' instances start.
+            match load_cloud(st, &cloud).and_then(|v| load(st, &scenario).map(|(n, d)| (n, d, v))) {
                 Ok((nodes, deployments, volumes)) => {
                     ok(json!({"nodes": nodes, "deployments": deployments, "volumes": volumes}))
                 }

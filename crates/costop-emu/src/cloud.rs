@@ -5,7 +5,8 @@
 //! account-wide concurrency limit, and what all of it costs.
 //!
 //! Nodes the scenario creates are registered as running instances on the
-//! next tick (a `standby-stopped` one as stopped). Everything here runs in
+//! next tick (a `standby-stopped` one as stopped once the cloud has pools:
+//! load the cloud's part of a scenario first). Everything here runs in
 //! the emulator's scaled real time: durations are the world's
 //! (`costop_facts::timings`), scaled by the time factor.
 
@@ -132,6 +133,9 @@ pub struct CloudState {
     next_node: usize,
     next_volume: u64,
     routes: BTreeMap<String, Vec<Target>>,
+    /// When the load balancer last served a request: its targets are kept
+    /// up to date only while it is in use (a pass reads every pod).
+    lb_used: Option<Instant>,
     cursor: HashMap<String, usize>,
     bridged: BTreeSet<String>,
     bridge_limit: u32,
@@ -276,7 +280,10 @@ fn register_nodes(st: &EmuState, c: &mut CloudState) {
         }
         let capacity = label(&n, "costop.io/capacity-type");
         let purchase = if capacity == "spot" { Purchase::Spot } else { Purchase::OnDemand };
-        let power = if capacity == "standby-stopped" { Power::Stopped } else { Power::Running };
+        // A standby is stopped where the emulator is the cloud (it has pools);
+        // where another cloud (AWS in tests) runs the instances, the node stays as created.
+        let stopped = capacity == "standby-stopped" && !c.pools.is_empty();
+        let power = if stopped { Power::Stopped } else { Power::Running };
         if power == Power::Stopped {
             c.down.insert(name.clone());
         }
@@ -624,7 +631,12 @@ pub fn serve(st: &EmuState, workload: &str) -> Served {
 /// [`serve`] at `now` (the function's concurrency slots are held until
 /// `now` plus the function's duration).
 pub fn serve_at(st: &EmuState, workload: &str, now: Instant) -> Served {
+    let idle = lock(st).lb_used.is_none_or(|t| now.saturating_duration_since(t) > LB_IDLE);
+    if idle {
+        routes(st, now);
+    }
     let mut c = lock(st);
+    c.lb_used = Some(now);
     let bridged = c.bridged.contains(workload);
     let slot = st.scaled(FUNCTION_DURATION_S);
     let function = |c: &mut CloudState| {
@@ -755,8 +767,14 @@ pub fn tick(st: &EmuState, now: Instant) {
         }
     }
     volumes(st, now, &gone);
-    routes(st, now);
+    let in_use = lock(st).lb_used.is_some_and(|t| now.saturating_duration_since(t) <= LB_IDLE);
+    if in_use {
+        routes(st, now);
+    }
 }
+
+/// The load balancer stops following the pods this long after its last request.
+const LB_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The attach/detach controller and the volume moves under way.
 fn volumes(st: &EmuState, now: Instant, gone: &HashMap<String, Instant>) {

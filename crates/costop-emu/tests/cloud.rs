@@ -68,7 +68,6 @@ async fn pools_standbys_volumes_load_balancer_and_bridge() {
         }],
         placeholders: None,
     };
-    admin::load(&st, &scenario).unwrap();
     let pools = vec![
         PoolSpec {
             instance_type: "m5.xlarge".into(),
@@ -93,6 +92,7 @@ async fn pools_standbys_volumes_load_balancer_and_bridge() {
     }];
     let volumes =
         admin::load_cloud(&st, &CloudScenario { pools, bridge_concurrency: Some(2), stateful }).unwrap();
+    admin::load(&st, &scenario).unwrap();
     assert_eq!(volumes.len(), 1);
 
     // Pools: priced from the scenario, or 65 % off on-demand.

@@ -275,8 +275,8 @@ async fn run(
     .context("emulator")?;
     let st = emu.state.clone();
     let (cluster, cloud) = scenario(&zones, args.nodes, &reclaims[0].zone);
-    admin::load(&st, &cluster).map_err(|e| anyhow!("scenario: {e}"))?;
     admin::load_cloud(&st, &cloud).map_err(|e| anyhow!("scenario: {e}"))?;
+    admin::load(&st, &cluster).map_err(|e| anyhow!("scenario: {e}"))?;
     let start = Instant::now();
     let say = crate::demo_report::Say::new(start, args.json);
     say.line(format!(
