@@ -334,11 +334,28 @@ fn set_condition(p: &mut Value, kind: &str, status: bool) {
 
 /// One pass of every controller.
 pub fn reconcile(st: &EmuState, now: Instant) {
-    nodes(st, now);
-    deployments(st);
-    schedule(st);
-    kubelets(st, now);
-    budgets(st);
+    let mut took = [0u128; 5];
+    let mut timed = |i: usize, f: &dyn Fn()| {
+        let t = Instant::now();
+        f();
+        took[i] = t.elapsed().as_millis();
+    };
+    timed(0, &|| nodes(st, now));
+    timed(1, &|| deployments(st));
+    timed(2, &|| schedule(st));
+    timed(3, &|| kubelets(st, now));
+    timed(4, &|| budgets(st));
+    if took.iter().sum::<u128>() >= 200 {
+        let [nodes, deployments, schedule, kubelets, budgets] = took;
+        tracing::debug!(
+            nodes,
+            deployments,
+            schedule,
+            kubelets,
+            budgets,
+            "emulator: slow controller pass (ms)"
+        );
+    }
 }
 
 fn nodes(st: &EmuState, now: Instant) {
@@ -426,15 +443,21 @@ fn deployments(st: &EmuState) {
         let ns = d["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
         let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
         let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1).min(u32::MAX.into()) as u32;
-        let mut owned = Vec::new();
-        st.store.scan_by(IndexBy::Owner, &uid, |ns, name, p| owned.push(pod_info(ns, name, p)));
-        let counts = |p: &PodInfo| {
-            (Controller::Deployment.counts_terminating() || !p.terminating)
-                && p.phase != "Failed"
-                && p.phase != "Succeeded"
+        let counts = |terminating: bool, phase: &str| {
+            (Controller::Deployment.counts_terminating() || !terminating)
+                && phase != "Failed"
+                && phase != "Succeeded"
         };
-        let active: Vec<&PodInfo> = owned.iter().filter(|p| counts(p)).collect();
-        match replicas::decide(replicas, active.len() as u32) {
+        // Counts first (cheap); every pod's details only to choose whom to delete.
+        let (mut active, mut ready, mut total) = (0u32, 0, 0);
+        st.store.scan_by(IndexBy::Owner, &uid, |_, _, p| {
+            let terminating = p["metadata"]["deletionTimestamp"].is_string();
+            let phase = p["status"]["phase"].as_str().unwrap_or("Pending");
+            active += u32::from(counts(terminating, phase));
+            ready += usize::from(!terminating && is_ready(p));
+            total += usize::from(!terminating && phase != "Failed");
+        });
+        match replicas::decide(replicas, active) {
             ReplicaDecision::Create(n) => {
                 for _ in 0..n {
                     let template = &d["spec"]["template"];
@@ -451,6 +474,9 @@ fn deployments(st: &EmuState) {
                 }
             }
             ReplicaDecision::Delete(n) => {
+                let mut owned = Vec::new();
+                st.store.scan_by(IndexBy::Owner, &uid, |ns, name, p| owned.push(pod_info(ns, name, p)));
+                let active: Vec<&PodInfo> = owned.iter().filter(|p| counts(p.terminating, &p.phase)).collect();
                 let mut on_node: HashMap<&str, u32> = HashMap::new();
                 for p in &active {
                     if let Some(node) = &p.node {
@@ -480,8 +506,6 @@ fn deployments(st: &EmuState) {
             }
             ReplicaDecision::Steady => {}
         }
-        let ready = owned.iter().filter(|p| p.ready && !p.terminating).count();
-        let total = owned.iter().filter(|p| !p.terminating && p.phase != "Failed").count();
         let _ = st.store.update(idx::DEPLOYMENTS, &ns, &name, |d| {
             d["status"]["replicas"] = json!(total);
             d["status"]["readyReplicas"] = json!(ready);
@@ -628,6 +652,10 @@ fn schedule(st: &EmuState) {
     pending.sort_by(|a, b| b.0.priority.cmp(&a.0.priority).then_with(|| a.0.created.cmp(&b.0.created)));
     let to_find = feasible_nodes_to_find(nodes.len());
     let mut pdbs: Option<Vec<Value>> = None;
+    // What each node's pods request, by the node's position (no hashing in
+    // the search below); written back to the cache after the pass.
+    let mut usage: Vec<Used> =
+        nodes.iter().map(|n| used.get(n.name).map(|(_, u)| *u).unwrap_or_default()).collect();
     for (pod, spec) in pending {
         let tolerations = tolerations_of(&spec);
         let selector = pairs(&spec["nodeSelector"]);
@@ -640,28 +668,26 @@ fn schedule(st: &EmuState) {
             zone: None,
             may_preempt: spec["preemptionPolicy"] != "Never",
         };
-        let used_on = |n: &NodeParts<'_>| used.get(n.name).map(|(_, u)| *u).unwrap_or_default();
-        // Feasible nodes from `start` on, until enough are found.
-        let mut feasible = Vec::new();
-        let mut looked = 0;
-        while looked < nodes.len() && feasible.len() < to_find {
+        // Feasible nodes from `start` on, until enough are found; the best
+        // score wins, the first in name order of equals (`pick_node`).
+        let (mut best, mut found, mut looked) = (None::<(u64, usize)>, 0, 0);
+        while looked < nodes.len() && found < to_find {
             let i = (start + looked) % nodes.len();
             looked += 1;
-            let n = &nodes[i];
-            if scheduler::feasible(&fit, &node_fit(n, used_on(n))) {
-                feasible.push(i);
+            let node = node_fit(&nodes[i], usage[i]);
+            if scheduler::feasible(&fit, &node) {
+                found += 1;
+                let score = scheduler::score(&fit, &node);
+                if best.is_none_or(|(s, b)| score > s || (score == s && i < b)) {
+                    best = Some((score, i));
+                }
             }
         }
         if !nodes.is_empty() {
             start = (start + looked) % nodes.len();
         }
-        feasible.sort_unstable();
-        let best = scheduler::pick_node(
-            &fit,
-            feasible.iter().map(|&i| (nodes[i].name, node_fit(&nodes[i], used_on(&nodes[i])))),
-        );
         let target = match best {
-            Some(n) => Some(n.to_string()),
+            Some((_, i)) => Some(nodes[i].name.to_string()),
             None => {
                 let pdbs = pdbs.get_or_insert_with(|| st.store.list(idx::PDBS, None, |_| true).0);
                 let on_node = on_node.get_or_insert_with(|| {
@@ -676,7 +702,7 @@ fn schedule(st: &EmuState) {
                     }
                     all
                 });
-                let candidates = nodes.iter().map(|n| {
+                let candidates = nodes.iter().zip(&usage).map(|(n, u)| {
                     let victims = on_node
                         .get(n.name)
                         .into_iter()
@@ -690,7 +716,7 @@ fn schedule(st: &EmuState) {
                             violates_budget: breaks_budget(pdbs, &p.ns, &p.labels),
                             started: p.started,
                         });
-                    (n.name, node_fit(n, used_on(n)), victims)
+                    (n.name, node_fit(n, *u), victims)
                 });
                 scheduler::pick_preemption(&fit, candidates).map(|(node, victims)| {
                     let list = on_node.get(node).cloned().unwrap_or_default();
@@ -699,7 +725,9 @@ fn schedule(st: &EmuState) {
                         let v = &list[i];
                         st.forget_pod(&v.ns, &v.name);
                         let _ = st.store.delete(idx::PODS, &v.ns, &v.name);
-                        used.entry(node.to_string()).or_default().1.remove(v);
+                        if let Ok(i) = nodes.binary_search_by(|n| n.name.cmp(node)) {
+                            usage[i].remove(v);
+                        }
                     }
                     if let Some(list) = on_node.get_mut(node) {
                         list.retain(|p| !gone.contains(p.uid.as_str()));
@@ -714,12 +742,20 @@ fn schedule(st: &EmuState) {
                 set_condition(p, "PodScheduled", true);
             });
             if bound.is_ok() {
-                used.entry(node.clone()).or_default().1.add(&pod);
+                if let Ok(i) = nodes.binary_search_by(|n| n.name.cmp(node.as_str())) {
+                    usage[i].add(&pod);
+                }
                 if let Some(on_node) = on_node.as_mut() {
                     on_node.entry(node).or_default().push(pod);
                 }
             }
         }
+    }
+    // A node whose pods changed in this pass has a new index version: it is
+    // counted again next pass whatever is kept here.
+    for (n, u) in nodes.iter().zip(usage) {
+        let version = used.get(n.name).map_or(0, |(v, _)| *v);
+        used.insert(n.name.to_string(), (version, u));
     }
     let mut cs = st.cluster.lock().unwrap_or_else(|e| e.into_inner());
     cs.used = used;

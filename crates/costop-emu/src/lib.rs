@@ -378,12 +378,17 @@ impl Emulator {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = every.tick() => {
-                        cluster::reconcile(&cluster_state, Instant::now());
-                        cloud::tick(&cluster_state, Instant::now());
-                    }
+                    _ = every.tick() => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
+                // On a blocking thread: a long pass must not hold a runtime
+                // worker that HTTP requests wait on.
+                let st = cluster_state.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    cluster::reconcile(&st, Instant::now());
+                    cloud::tick(&st, Instant::now());
+                })
+                .await;
             }
         });
         Ok(Emulator { addr, kubeconfig: state.config.kubeconfig.clone(), state, shutdown })

@@ -95,26 +95,30 @@ struct Indexes {
 }
 
 impl Indexes {
-    fn remove(&mut self, rv: u64, ns: &str, name: &str, pod: &Value) {
+    /// A pod went from `old` to `new` (`None`: absent) at `rv`: move its
+    /// key between slots where its values changed, and mark every slot it
+    /// was or is under as changed.
+    fn change(&mut self, rv: u64, ns: &str, name: &str, old: Option<&Value>, new: Option<&Value>) {
         for by in INDEXES {
             let map = self.by.entry(by).or_default();
-            for v in index_values(by, ns, pod) {
-                // An emptied slot stays: its version tells readers that
-                // its last pod left.
-                if let Some(slot) = map.get_mut(&v) {
-                    slot.keys.remove(&(ns.to_string(), name.to_string()));
+            let before = old.map(|o| index_values(by, ns, o)).unwrap_or_default();
+            let after = new.map(|o| index_values(by, ns, o)).unwrap_or_default();
+            for v in &before {
+                // An emptied slot stays: its version tells readers that its
+                // last pod left.
+                if let Some(slot) = map.get_mut(v) {
+                    if !after.contains(v) {
+                        slot.keys.remove(&(ns.to_string(), name.to_string()));
+                    }
                     slot.changed = rv;
                 }
             }
-        }
-    }
-
-    fn insert(&mut self, rv: u64, ns: &str, name: &str, pod: &Value) {
-        for by in INDEXES {
-            let map = self.by.entry(by).or_default();
-            for v in index_values(by, ns, pod) {
+            for v in after {
+                let moved = !before.contains(&v);
                 let slot = map.entry(v).or_default();
-                slot.keys.insert((ns.to_string(), name.to_string()));
+                if moved {
+                    slot.keys.insert((ns.to_string(), name.to_string()));
+                }
                 slot.changed = rv;
             }
         }
@@ -234,12 +238,8 @@ impl Store {
             None => inner.objects.remove(&key),
         };
         if kind == idx::PODS {
-            if let Some(old) = old {
-                inner.indexes.remove(rv, &key.1, &key.2, &old);
-            }
-            if let Some(new) = inner.objects.get(&key).cloned() {
-                inner.indexes.insert(rv, &key.1, &key.2, &new);
-            }
+            let new = inner.objects.get(&key).cloned();
+            inner.indexes.change(rv, &key.1, &key.2, old.as_deref(), new.as_deref());
         }
         self.record(inner, kind, event, shown);
     }

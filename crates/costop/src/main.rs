@@ -1,6 +1,8 @@
 //! `costop`: run Kubernetes on Spot and keep serving through every reclaim.
 
 mod bench;
+mod bench_burst;
+mod bench_scale;
 mod config;
 mod demo;
 mod demo_dashboard;
@@ -118,12 +120,39 @@ struct ServerArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// The emulator at scale: full pod list through kube-rs, watch latency, memory.
+    /// The emulator at scale: settle time, one node's pod list, full list, watch latency, memory.
     Emu(BenchEmuArgs),
+    /// A whole pool reclaimed at once: emulator and server processes, notices over HTTP, cordon and eviction times.
+    Burst(BenchBurstArgs),
     /// Notice in instance metadata → node tainted, through agent, Redis and server.
     NoticeLatency(BenchNoticeArgs),
     /// Queue mode: notices from SQS (moto_server) to recorded responses, per second.
     Queue(BenchQueueArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchBurstArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 5000)]
+    nodes: u32,
+    /// Application pods per node (plus a placeholder per five nodes).
+    #[arg(long, default_value_t = 30)]
+    pods_per_node: u32,
+    /// Notices, one node each.
+    #[arg(long, default_value_t = 1700)]
+    notices: u32,
+    /// Notices posted at once.
+    #[arg(long, default_value_t = 64)]
+    parallel: usize,
+    /// The emulator's time scale.
+    #[arg(long, default_value_t = 0.05)]
+    time_scale: f64,
+    /// Seconds to wait for the world to settle, and then for the responses.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+    /// Print JSON (the only output format; kept for the documented command).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -151,12 +180,21 @@ struct BenchEmuArgs {
     /// Nodes.
     #[arg(long, default_value_t = 5000)]
     nodes: u32,
-    /// Pods (spread evenly over the nodes).
-    #[arg(long, default_value_t = 50000)]
-    pods: u32,
+    /// Application pods per node (plus a placeholder per five nodes).
+    #[arg(long, default_value_t = 30)]
+    pods_per_node: u32,
+    /// One-node pod lists (field selector spec.nodeName) to time.
+    #[arg(long, default_value_t = 100)]
+    lists: u32,
     /// Node patches whose watch events are timed.
     #[arg(long, default_value_t = 200)]
     patches: u32,
+    /// Seconds to wait for every pod to run.
+    #[arg(long, default_value_t = 600)]
+    settle_timeout_s: u64,
+    /// Print JSON (the only output format; kept for the documented command).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -254,7 +292,27 @@ fn run(cli: Cli) -> Result<()> {
         Command::Server(args) => server(&config, args),
         Command::Status(args) => status::run(args),
         Command::Demo(_) => Err(anyhow!("the demo runs from main")),
-        Command::Bench(BenchCommand::Emu(args)) => bench::emu(args.nodes, args.pods, args.patches),
+        Command::Bench(BenchCommand::Emu(args)) => {
+            let _ = args.json;
+            bench_scale::emu(bench_scale::EmuBench {
+                nodes: args.nodes,
+                pods_per_node: args.pods_per_node,
+                lists: args.lists,
+                patches: args.patches,
+                settle_timeout: std::time::Duration::from_secs(args.settle_timeout_s),
+            })
+        }
+        Command::Bench(BenchCommand::Burst(args)) => {
+            let _ = args.json;
+            bench_burst::burst(bench_burst::BurstBench {
+                nodes: args.nodes,
+                pods_per_node: args.pods_per_node,
+                notices: args.notices,
+                parallel: args.parallel,
+                time_scale: args.time_scale,
+                timeout: std::time::Duration::from_secs(args.timeout_s),
+            })
+        }
         Command::Bench(BenchCommand::Queue(args)) => bench::queue(&config, args.notices),
         Command::Bench(BenchCommand::NoticeLatency(args)) => {
             let _ = args.json;
