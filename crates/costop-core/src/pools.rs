@@ -37,7 +37,12 @@ pub fn choose_pools(
     policy: &Policy,
     now: Millis,
 ) -> BTreeMap<PoolId, u32> {
-    let usable = |p: &&PoolView| p.launchable && !exclude.contains(&p.id);
+    // Spot dearer than an on-demand node of the cheapest type is never
+    // worth its risk: on-demand (the node autoscaler's fallback, moved back
+    // to Spot once a pool can take it) is then the better buy.
+    let on_demand_floor =
+        pools.iter().map(|p| p.on_demand_price).filter(|p| *p > 0.0).fold(f64::INFINITY, f64::min);
+    let usable = |p: &&PoolView| p.launchable && !exclude.contains(&p.id) && p.spot_price <= on_demand_floor;
     let mut candidates: Vec<&PoolView> =
         pools.iter().filter(usable).filter(|p| !in_cooldown(p, policy, now)).collect();
     if candidates.is_empty() {
@@ -52,24 +57,13 @@ pub fn choose_pools(
     });
     let total_after: u32 = current.values().sum::<u32>() + count;
     let cap = ((policy.max_pool_share * f64::from(total_after)).floor() as u32).max(1);
-    // Zones are kept even too: volumes and zone-pinned pods need room in
-    // every zone they live in.
-    let zones: std::collections::BTreeSet<&str> = pools.iter().map(|p| p.id.zone.as_str()).collect();
-    let zone_cap = total_after.div_ceil(zones.len().max(1) as u32);
+    // Zones are not kept even: pods pinned to a zone by their volumes get
+    // their room there from the caller (a replacement goes to the volume's
+    // zone first), and an even spread over zones would hold nodes in dear
+    // zones for pods that can run anywhere.
     let mut counts = current.clone();
-    let mut zone_counts: BTreeMap<String, u32> = BTreeMap::new();
-    for (id, n) in current {
-        *zone_counts.entry(id.zone.clone()).or_insert(0) += n;
-    }
     for _ in 0..count {
-        let under_cap = candidates
-            .iter()
-            .find(|p| {
-                counts.get(&p.id).copied().unwrap_or(0) < cap
-                    && zone_counts.get(&p.id.zone).copied().unwrap_or(0) < zone_cap
-            })
-            .or_else(|| candidates.iter().find(|p| counts.get(&p.id).copied().unwrap_or(0) < cap))
-            .copied();
+        let under_cap = candidates.iter().find(|p| counts.get(&p.id).copied().unwrap_or(0) < cap).copied();
         // All full: put it where the fewest nodes are, cheapest first on ties.
         let pick = under_cap.unwrap_or_else(|| {
             candidates
@@ -79,7 +73,6 @@ pub fn choose_pools(
                 .unwrap_or(candidates[0])
         });
         *counts.entry(pick.id.clone()).or_insert(0) += 1;
-        *zone_counts.entry(pick.id.zone.clone()).or_insert(0) += 1;
         *chosen.entry(pick.id.clone()).or_insert(0) += 1;
     }
     chosen
@@ -145,8 +138,7 @@ mod tests {
         assert_eq!(spare, 1);
         // With room to spare on every node, the cheap pools win.
         let (packed, spare) = recommend_layout(&pools, 60, 0.3, &policy, 0);
-        // (zones kept even: the third zone's cheapest pool too)
-        assert_eq!(packed.len(), 3, "{packed:?}");
+        assert_eq!(packed.len(), 2, "{packed:?}");
         assert!(
             packed.contains_key(&PoolId::new("t0", "z0")) && packed.contains_key(&PoolId::new("t1", "z1"))
         );
@@ -175,18 +167,33 @@ mod tests {
     }
 
     #[test]
-    fn zones_are_kept_even() {
+    fn zones_are_not_kept_even_the_cheapest_pools_win() {
         let pools = vec![
             pool("a", "z1", 0.1, 0.0),
             pool("b", "z1", 0.2, 0.0),
             pool("a", "z2", 0.3, 0.0),
             pool("a", "z3", 0.4, 0.0),
         ];
+        let policy = Policy { max_pool_share: 0.5, ..Policy::default() };
+        let got = choose_pools(&pools, &BTreeMap::new(), 10, &[], &policy, 0);
+        assert_eq!(got.get(&PoolId::new("a", "z1")), Some(&5));
+        assert_eq!(got.get(&PoolId::new("b", "z1")), Some(&5), "{got:?}");
+    }
+
+    #[test]
+    fn spot_dearer_than_the_cheapest_on_demand_node_is_not_bought() {
+        // A big type's Spot node (5.6 USD/h) would replace a small one whose
+        // on-demand price is 0.9: on-demand is the better buy.
+        let mut big = pool("p2.8xlarge", "z1", 5.6, 0.0);
+        big.on_demand_price = 7.2;
+        let mut small = pool("p2.xlarge", "z1", 0.3, 0.0);
+        small.on_demand_price = 0.9;
+        small.launchable = false;
         let policy = Policy { max_pool_share: 1.0, ..Policy::default() };
-        let got = choose_pools(&pools, &BTreeMap::new(), 9, &[], &policy, 0);
-        let in_zone = |z: &str| got.iter().filter(|(p, _)| p.zone == z).map(|(_, n)| n).sum::<u32>();
-        assert_eq!((in_zone("z1"), in_zone("z2"), in_zone("z3")), (3, 3, 3));
-        assert_eq!(got.get(&PoolId::new("a", "z1")), Some(&3), "cheapest pool of the zone first");
+        assert!(choose_pools(&[big.clone(), small.clone()], &BTreeMap::new(), 1, &[], &policy, 0).is_empty());
+        small.launchable = true;
+        let got = choose_pools(&[big, small], &BTreeMap::new(), 1, &[], &policy, 0);
+        assert_eq!(got.keys().collect::<Vec<_>>(), vec![&PoolId::new("p2.xlarge", "z1")]);
     }
 
     #[test]
