@@ -776,4 +776,128 @@ mod tests {
         );
         assert_eq!(event_reason(&Step::RestoreHeadroom { placeholders: 1 }), "CostopRestoreHeadroom");
     }
+
+    /// A clock that waits by moving its own time forward.
+    #[derive(Default)]
+    struct Stepping(std::sync::atomic::AtomicU64);
+
+    impl Clock for Stepping {
+        fn now_ms(&self) -> Millis {
+            self.0.load(Ordering::SeqCst)
+        }
+        async fn sleep(&self, d: Duration) {
+            self.0.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+        }
+    }
+
+    /// A cluster whose node-1 is tainted for an interruption at 60 s, and
+    /// which tells of changes: waiting for one moves the clock to 60 s.
+    struct TaintedAtOneMinute {
+        clock: Arc<Stepping>,
+        before: Arc<ClusterView>,
+        after: Arc<ClusterView>,
+        looks: AtomicUsize,
+    }
+
+    impl TaintedAtOneMinute {
+        fn new(clock: Arc<Stepping>) -> Self {
+            let node = |taints: Vec<costop_core::model::Taint>| NodeView {
+                name: "node-1".into(),
+                instance_id: "i-1".into(),
+                pool: PoolId::new("m5.large", "us-east-1b"),
+                capacity_type: costop_core::CapacityType::Spot,
+                allocatable: costop_core::Resources::new(2000, 8192),
+                price_per_hour: 0.04,
+                unschedulable: !taints.is_empty(),
+                taints,
+                ready: true,
+                in_load_balancer: true,
+            };
+            let view = |n| Arc::new(ClusterView { nodes: vec![n], ..ClusterView::default() });
+            let taint =
+                costop_core::model::Taint { key: INTERRUPTION_TAINT.into(), effect: "NoSchedule".into() };
+            Self {
+                clock,
+                before: view(node(vec![])),
+                after: view(node(vec![taint])),
+                looks: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl ClusterPort for TaintedAtOneMinute {
+        type Error = Never;
+        fn view(&self) -> Arc<ClusterView> {
+            self.looks.fetch_add(1, Ordering::SeqCst);
+            if self.clock.now_ms() >= 60_000 {
+                self.after.clone()
+            } else {
+                self.before.clone()
+            }
+        }
+        const NOTIFIES_CHANGES: bool = true;
+        async fn changed_since(&self, seen: &Arc<ClusterView>) {
+            if Arc::ptr_eq(seen, &self.before) {
+                self.clock.0.fetch_max(60_000, Ordering::SeqCst);
+            }
+        }
+        async fn taint_and_cordon(&self, node: &str) -> Result<(), Never> {
+            panic!("tainted {node}: the interruption's response does that")
+        }
+        async fn untaint_standby(&self, node: &str) -> Result<(), Never> {
+            panic!("untainted {node}")
+        }
+        async fn taint_standby(&self, node: &str, _: costop_core::StandbyMode) -> Result<(), Never> {
+            panic!("put {node} on standby")
+        }
+        async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
+            panic!("evicted {pod}")
+        }
+        async fn scale_placeholders(&self, _: u32) -> Result<(), Never> {
+            panic!("scaled placeholders")
+        }
+        async fn claim_placeholders(&self, _: &[String]) -> Result<(), Never> {
+            panic!("claimed placeholders")
+        }
+        fn volume_in_use(&self, _: &str, _: &str) -> bool {
+            false
+        }
+        fn workload_pods_bound(&self, _: &str) -> usize {
+            0
+        }
+        async fn delete_node(&self, node: &str) -> Result<(), Never> {
+            panic!("deleted {node}")
+        }
+        async fn node_event(&self, _: &str, _: &str, _: &str) -> Result<(), Never> {
+            Ok(())
+        }
+        async fn warn_pod_left(&self, pod: &str, _: &str) -> Result<(), Never> {
+            panic!("warned about {pod}")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_wakes_when_the_cluster_changes_instead_of_looking_each_second() {
+        let clock = Arc::new(Stepping::default());
+        let cluster = Arc::new(TaintedAtOneMinute::new(clock.clone()));
+        let exec = Executor {
+            store: Arc::new(MemoryStore::new()),
+            cluster: cluster.clone(),
+            cloud: Arc::new(NoCalls),
+            clock: clock.clone(),
+            observer: Arc::new(crate::NoObserver),
+            returns_standbys: false,
+            open: Arc::new(OpenResponses::default()),
+            ready: Arc::new(ReadyCounts::default()),
+            waits: Waits::default(),
+        };
+        // A node a recommendation replaced is to be retired at 15 min; it is
+        // interrupted at 1 min, and the retirement is skipped then.
+        let outcome = exec.retire("node-1", 15 * 60_000, false).await;
+        assert!(outcome.as_ref().is_ok_and(|o| o.starts_with("skipped")), "{outcome:?}");
+        assert!(clock.now_ms() < 62_000, "noticed at {} ms", clock.now_ms());
+        // Looking each second would have taken 60 looks.
+        let looks = cluster.looks.load(Ordering::SeqCst);
+        assert!(looks <= 5, "{looks} looks at the cluster");
+    }
 }
