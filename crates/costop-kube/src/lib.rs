@@ -90,6 +90,38 @@ pub struct KubeCluster {
     apis: Arc<tokio::sync::OnceCell<Result<Apis, DiscoveryError>>>,
     health: Arc<Vec<CacheHealth>>,
     tasks: std::sync::Arc<Vec<tokio::task::JoinHandle<()>>>,
+    /// Bumped by every event any cache applies.
+    changes: Arc<Changes>,
+    /// The last view built, shared by every reader until the caches change
+    /// (or, while they keep changing, for [`VIEW_MAX_AGE`]).
+    memo: Arc<std::sync::Mutex<Option<Memo>>>,
+}
+
+/// How long a view is handed out again while the caches keep changing: a
+/// burst of notices and the responses' waits read one view per this
+/// period instead of each building its own from every pod (the caches are
+/// themselves a watch behind the API server).
+pub const VIEW_MAX_AGE: Duration = Duration::from_millis(250);
+
+/// The caches' change counter, and a wake-up for those waiting on it.
+#[derive(Default)]
+struct Changes {
+    generation: AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl Changes {
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
+/// A view and the change counter it was built at.
+struct Memo {
+    generation: u64,
+    built: std::time::Instant,
+    view: std::sync::Arc<ClusterView>,
 }
 
 /// How long discovery keeps retrying an API server it cannot reach.
@@ -105,11 +137,19 @@ pub struct CacheHealth {
     broken_since: AtomicU64,
     /// Full lists done (the first one and every relist).
     lists: AtomicU64,
+    /// The cluster's change counter this cache's events bump.
+    changes: Arc<Changes>,
 }
 
 impl CacheHealth {
-    fn new(name: &'static str) -> Self {
-        Self { name, listed_at: AtomicU64::new(0), broken_since: AtomicU64::new(0), lists: AtomicU64::new(0) }
+    fn new(name: &'static str, changes: Arc<Changes>) -> Self {
+        Self {
+            name,
+            listed_at: AtomicU64::new(0),
+            broken_since: AtomicU64::new(0),
+            lists: AtomicU64::new(0),
+            changes,
+        }
     }
 
     /// When the last full list finished (ms since the epoch), if ever.
@@ -196,6 +236,9 @@ async fn drive<K>(
     let mut failing = false;
     while let Some(item) = stream.next().await {
         let h = &health[index];
+        if item.is_ok() {
+            h.changes.bump();
+        }
         match item {
             Ok(watcher::Event::InitDone) => {
                 failing = false;
@@ -354,6 +397,7 @@ impl KubeCluster {
     /// Discovery runs first for the budgets (`policy/v1` or `policy/v1beta1`);
     /// [`KubeCluster::ready`] reports any API the cluster lacks.
     pub fn start(client: Client) -> Self {
+        let changes = Arc::new(Changes::default());
         let health: Arc<Vec<CacheHealth>> = Arc::new(
             [
                 "nodes",
@@ -366,7 +410,7 @@ impl KubeCluster {
                 "replicasets",
             ]
             .into_iter()
-            .map(CacheHealth::new)
+            .map(|name| CacheHealth::new(name, changes.clone()))
             .collect(),
         );
         let apis = Arc::new(tokio::sync::OnceCell::new());
@@ -393,6 +437,8 @@ impl KubeCluster {
             apis,
             health,
             tasks: std::sync::Arc::new(vec![a, b, c, d, e, f, g, h]),
+            changes,
+            memo: Arc::default(),
         }
     }
 
@@ -598,8 +644,21 @@ fn status_code(e: &kube::Error) -> Option<u16> {
 impl ClusterPort for KubeCluster {
     type Error = KubeError;
 
+    const NOTIFIES_CHANGES: bool = true;
+
+    /// The caches' view: built again only when a cache has applied an
+    /// event since the last one, and no more often than every
+    /// [`VIEW_MAX_AGE`]; readers in between share one (the same `Arc`).
     fn view(&self) -> std::sync::Arc<ClusterView> {
-        std::sync::Arc::new(view::build(&view::Objects {
+        // One builder at a time; the others wait and take its view.
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.changes.generation.load(Ordering::SeqCst);
+        if let Some(m) = memo.as_ref() {
+            if m.generation == generation || m.built.elapsed() < VIEW_MAX_AGE {
+                return m.view.clone();
+            }
+        }
+        let view = std::sync::Arc::new(view::build(&view::Objects {
             nodes: &self.nodes.state(),
             pods: &self.pods.state(),
             deployments: &self.deployments.state(),
@@ -608,7 +667,34 @@ impl ClusterPort for KubeCluster {
             budgets: &self.budgets.state(),
             claims: &self.claims.state(),
             volumes: &self.volumes.state(),
-        }))
+        }));
+        *memo = Some(Memo { generation, built: std::time::Instant::now(), view: view.clone() });
+        view
+    }
+
+    fn changed_since(
+        &self,
+        seen: &std::sync::Arc<ClusterView>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let (changes, memo, seen) = (self.changes.clone(), self.memo.clone(), seen.clone());
+        async move {
+            loop {
+                let notified = changes.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let stale = match memo.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    Some(m) if std::sync::Arc::ptr_eq(&m.view, &seen) => {
+                        changes.generation.load(Ordering::SeqCst) != m.generation
+                    }
+                    // A newer view exists already.
+                    _ => true,
+                };
+                if stale {
+                    return;
+                }
+                notified.await;
+            }
+        }
     }
 
     fn workload_pods_bound(&self, node: &str) -> usize {

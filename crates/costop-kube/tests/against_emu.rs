@@ -213,3 +213,29 @@ async fn placeholders_scale_and_are_claimed_and_events_are_recorded() {
     cluster.delete_node("node-1").await.unwrap();
     assert!(Api::<Node>::all(cluster.client().clone()).get_opt("node-1").await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_share_one_view_until_the_caches_change_and_waiters_are_woken() {
+    let emu = emulator(2, vec![]).await;
+    let cluster = adapter(&emu).await;
+    // Let the emulator's first node-status writes reach the caches.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = cluster.view();
+    tokio::time::sleep(costop_kube::VIEW_MAX_AGE * 2).await;
+    let again = cluster.view();
+    assert!(std::sync::Arc::ptr_eq(&first, &again), "nothing changed: the same view, however old");
+    assert!(!first.node("node-0").unwrap().unschedulable);
+    let (woken, _) =
+        tokio::join!(tokio::time::timeout(Duration::from_secs(10), cluster.changed_since(&again)), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cluster.taint_and_cordon("node-0").await.unwrap();
+        });
+    assert!(woken.is_ok(), "a waiter on the view is woken by the change");
+    let cordoned = until("the cordon in the view", Duration::from_secs(5), || {
+        let v = cluster.view();
+        let cordoned = v.node("node-0").is_some_and(|n| n.unschedulable);
+        cordoned.then_some(v)
+    })
+    .await;
+    assert!(!std::sync::Arc::ptr_eq(&first, &cordoned));
+}

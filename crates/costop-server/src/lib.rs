@@ -504,10 +504,24 @@ impl ServerState {
             spec["audiences"] = json!(self.token_audiences);
         }
         let review: TokenReview = serde_json::from_value(json!({"spec": spec})).map_err(|e| e.to_string())?;
-        let reviewed = Api::<TokenReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| format!("token review: {e}"))?;
+        let api = Api::<TokenReview>::all(self.client.clone());
+        let mut retries = 0;
+        let reviewed = loop {
+            match api.create(&PostParams::default(), &review).await {
+                Ok(r) => break r,
+                // A pooled connection the API server closed as idle fails
+                // before the request reaches it (hyper's SendRequest); a
+                // review changes nothing, so it is sent again.
+                Err(e @ (kube::Error::Service(_) | kube::Error::HyperError(_)))
+                    if retries < TOKEN_REVIEW_RETRIES =>
+                {
+                    retries += 1;
+                    tracing::debug!(error = %e, retries, "token review failed to send; again");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(retries))).await;
+                }
+                Err(e) => return Err(format!("token review: {e}")),
+            }
+        };
         let status = reviewed.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             return Ok(None);
@@ -577,6 +591,10 @@ impl ServerState {
 pub const AGENT_ACCOUNT_ENV: &str = "COSTOP_AGENT_SERVICE_ACCOUNT";
 /// The agent's service account as deployed.
 pub const DEFAULT_AGENT_ACCOUNT: &str = "costop-system:costop-agent";
+
+/// How many times a TokenReview that could not be sent (a connection
+/// error, not an answer) is sent again.
+const TOKEN_REVIEW_RETRIES: u32 = 3;
 
 /// The environment variable naming the audience agents' tokens are bound
 /// to (the projected token's `audience`, `costop` in deploy/base):
