@@ -183,3 +183,68 @@ async fn pools_standbys_volumes_load_balancer_and_bridge() {
     emu.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn cloud_requests_with_junk_bodies_are_refused_with_what_is_wrong() {
+    use axum::body::Bytes;
+    use axum::http::Method;
+    let dir = std::env::temp_dir().join(format!("costop-emu-cloud-junk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let emu = Emulator::start(EmuConfig { kubeconfig: dir.join("kubeconfig"), ..Default::default() })
+        .await
+        .unwrap();
+    let st = emu.state.clone();
+    admin::load(&st, &Scenario { nodes: vec![group(1, "us-east-1a", "spot")], ..Default::default() })
+        .unwrap();
+    let cases: &[(&[&str], &str, u16, &str)] = &[
+        (&["launch"], "{}", 400, "invalid launch request"),
+        (
+            &["launch"],
+            r#"{"key": "k", "pools": [{"instance_type": "m5.xlarge", "zone": "z", "count": -1}]}"#,
+            400,
+            "expected u32",
+        ),
+        (
+            &["launch"],
+            r#"{"key": "k", "pools": [{"instance_type": "m5.xlarge", "zone": "nowhere-1a", "count": 1}]}"#,
+            409,
+            "no pool",
+        ),
+        (&["bridge"], r#"{"workloads": "web", "on": true}"#, 400, "invalid bridge request"),
+        (&["bridge"], r#"{"workloads": [], "on": true, "extra": 1}"#, 400, "unknown field"),
+        (&["volumes", "vol-1", "move"], "not json", 400, "invalid volume move"),
+        (&["volumes", "vol-1", "move"], r#"{"to_node": "node-0"}"#, 404, "vol-1"),
+        (&["volumes", "vol-1", "move"], r#"{"to_node": "nothing"}"#, 404, "nothing"),
+        (&["pools"], r#"[{"instance_type": "x9.huge", "zone": "us-east-1a"}]"#, 422, "unknown instance type"),
+        (
+            &["pools"],
+            r#"[{"instance_type": "m5.xlarge", "zone": "us-east-1a", "spot_price": -2}]"#,
+            422,
+            "spot_price",
+        ),
+        (&["nodes", "node-0", "start"], r#"{"instance_type": 7}"#, 400, "invalid start request"),
+        (&["nodes", "node-0", "start"], r#"{"instance_type": "x9.huge"}"#, 409, "unknown instance type"),
+        (&["nodes", "nothing", "start"], "", 404, "no instance"),
+        (
+            &["scenario"],
+            r#"{"stateful": [{"name": "db", "volume_gb": 0, "zone": "us-east-1a"}]}"#,
+            422,
+            "volume_gb",
+        ),
+        (&["scenario"], r#"{"pools": {}}"#, 400, "invalid scenario"),
+    ];
+    for (path, body, code, says) in cases {
+        let resp = admin::handle(&st, &Method::POST, path, &Bytes::from(body.to_string()));
+        let got = resp.status().as_u16();
+        let text = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(got, *code, "{path:?} {body}: {text}");
+        assert!(text.contains(says), "{path:?} {body}: {text} does not say {says}");
+    }
+    // Nothing was created by the refused requests.
+    let summary = cloud::summary(&st);
+    assert!(summary["volumes"].as_array().unwrap().is_empty(), "{summary}");
+    assert_eq!(summary["instances_by_state"]["pending"], Value::Null, "{summary}");
+    emu.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
