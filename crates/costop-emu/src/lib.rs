@@ -6,7 +6,9 @@
 //! `validate`) keeps objects and serves them; the cluster part (`cluster`)
 //! plays the scheduler, the kubelets, the Deployment and disruption-budget
 //! controllers and the node lifecycle, with the world's timings
-//! (`costop_facts::timings`), scaled by a time factor for tests.
+//! (`costop_facts::timings`), scaled by a time factor for tests; the cloud
+//! part (`cloud`) plays the instances, Spot pools, EBS volumes, load
+//! balancer and function bridge behind them (the admin API drives it).
 
 pub mod admin;
 pub mod api;
