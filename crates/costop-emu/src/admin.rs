@@ -1,5 +1,8 @@
-//! The emulator's admin API: load a scenario, terminate an instance, read a
-//! pod's service-account token. Same bearer token as the kubeconfig.
+//! The emulator's admin API: load a scenario, terminate an instance, inject
+//! notices, read a pod's service-account token, and drive the emulated
+//! cloud (`cloud`): pools, launches, standby starts, volume moves, the
+//! function bridge, requests through the load balancer, the bill. Same
+//! bearer token as the kubeconfig.
 
 use crate::api::status;
 use crate::kinds::{idx, KINDS};
