@@ -85,7 +85,12 @@ pub fn init_tracing(events: tokio::sync::mpsc::UnboundedSender<StepEvent>) {
         .with_target("costop_executor", tracing::Level::INFO)
         .with_target("costop_server", tracing::Level::INFO);
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
+        )
         .with(StepLayer(events).with_filter(steps))
         .init();
 }
@@ -612,7 +617,7 @@ impl Summary {
             self.responses,
             self.steps_done,
             self.steps_failed,
-            steps.join(", "),
+            if steps.is_empty() { "(no step yet)".to_string() } else { steps.join(", ") },
             self.requests_sent,
             self.requests_failed,
             self.requests_by_function,
