@@ -27,6 +27,12 @@ fn main() {
     if let Some(w) = std::env::var("RISK").ok().and_then(|v| v.parse().ok()) {
         cfg.policy.risk_weight = w;
     }
+    if let Some(s) = std::env::var("STANDBY").ok().and_then(|v| v.parse().ok()) {
+        cfg.policy.standby_share_of_shortfall = s;
+    }
+    if let Some(w) = std::env::var("REBALANCE_WINDOW").ok().and_then(|v| v.parse().ok()) {
+        cfg.policy.rebalance_window_minutes = w;
+    }
     if let Some(h) = std::env::var("MAX_POOL").ok().and_then(|v| v.parse().ok()) {
         cfg.policy.max_pool_share = h;
     }
