@@ -24,17 +24,23 @@ struct World {
     server_url: String,
     agent: Option<Proc>,
     http: reqwest::Client,
+    /// Extra environment of the server (policy overrides).
+    server_env: Vec<(String, String)>,
 }
 
 impl World {
     async fn start(time_scale: f64) -> World {
-        let dir = std::env::temp_dir().join(format!("costop-e2e-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
         let scenario = json!({
             "nodes": [{"count": 3, "instance_type": "m5.xlarge", "zone": "us-east-1a", "capacity_type": "spot"}],
             "deployments": [{"name": "web", "replicas": 6, "cpu": "250m", "memory": "256Mi", "min_available": 4}],
             "placeholders": {"count": 2, "cpu": "500m", "memory": "512Mi"}
         });
+        Self::start_with(time_scale, scenario, &[]).await
+    }
+
+    async fn start_with(time_scale: f64, scenario: Value, server_env: &[(&str, &str)]) -> World {
+        let dir = std::env::temp_dir().join(format!("costop-e2e-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("scenario.json"), scenario.to_string()).unwrap();
         let kubeconfig = dir.join("kubeconfig");
         let mut emu = Command::new(bin())
@@ -65,6 +71,7 @@ impl World {
             server_url: format!("http://127.0.0.1:{}", free_port()),
             agent: None,
             http,
+            server_env: server_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         world.start_server().await;
         world
@@ -92,6 +99,7 @@ impl World {
             .env("COSTOP_LOG", "info")
             // Plans in Redis are signed; a restarted server checks them with the same key.
             .env("COSTOP_PLAN_KEY", "the e2e plan key from a Secret")
+            .envs(self.server_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("server.log")).unwrap())
             .spawn()
@@ -313,6 +321,54 @@ async fn a_notice_is_answered_end_to_end_and_recorded() {
     let metrics = w.get_text(&format!("{}/metrics", w.server_url)).await.unwrap();
     assert!(metrics.contains("costop_notice_to_cordon_seconds_count 1"), "{metrics}");
     assert!(metrics.contains("costop_notices_refused_total 2"), "{metrics}");
+    w.agent.take();
+}
+
+/// Issue 10: a rebalance recommendation that no interruption follows
+/// pre-launches a replacement without a cordon, and once the window ends
+/// the recommended node is retired: nothing is left cordoned and the
+/// cluster is back to its size (the emulated cloud launches into its pools).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_recommendation_with_no_interruption_leaves_no_cordon_and_no_extra_capacity() {
+    let scenario = json!({
+        "nodes": [{"count": 3, "instance_type": "m5.xlarge", "zone": "us-east-1a", "capacity_type": "spot"}],
+        "deployments": [{"name": "web", "replicas": 6, "cpu": "250m", "memory": "256Mi", "min_available": 4}],
+        "pools": [
+            {"instance_type": "m5.xlarge", "zone": "us-east-1a", "spot_price": 0.07},
+            {"instance_type": "m5.xlarge", "zone": "us-east-1b", "spot_price": 0.07},
+            {"instance_type": "m5a.xlarge", "zone": "us-east-1b", "spot_price": 0.06}
+        ]
+    });
+    let mut w = World::start_with(0.05, scenario, &[("COSTOP_POLICY_REBALANCE_WINDOW_MINUTES", "1")]).await;
+    let nodes = async |w: &World| -> Vec<Value> {
+        w.get("/api/v1/nodes").await["items"].as_array().cloned().unwrap_or_default()
+    };
+    assert_eq!(nodes(&w).await.len(), 3);
+    let (_, file0) = w.token_of_pod_on("node-0").await;
+    w.start_agent("node-0", &file0);
+    let (code, body) =
+        w.post(&format!("{}/admin/nodes/node-0/notice", w.emu_url), json!({"rebalance": true}), None).await;
+    assert_eq!(code, 200, "{body}");
+
+    // The replacement comes, and node-0 keeps serving meanwhile: no cordon.
+    w.wait("a replacement launched", Duration::from_secs(30), async |w| nodes(w).await.len() == 4).await;
+    assert!(
+        nodes(&w).await.iter().all(|n| n["spec"]["unschedulable"] != true),
+        "a recommendation cordons nothing: {:?}",
+        nodes(&w).await.iter().map(|n| &n["spec"]).collect::<Vec<_>>()
+    );
+    // After the window (1 min), node-0 is drained and ended.
+    w.wait("node-0 retired after the window", Duration::from_secs(150), async |w| {
+        let n = nodes(w).await;
+        n.len() == 3 && n.iter().all(|n| n["metadata"]["name"] != "node-0")
+    })
+    .await;
+    let left = nodes(&w).await;
+    assert!(left.iter().all(|n| !cordoned(n) && n["spec"]["unschedulable"] != true), "{left:?}");
+    w.wait("web whole on the nodes left", Duration::from_secs(30), async |w| {
+        w.ready_pods("default").await >= 6
+    })
+    .await;
     w.agent.take();
 }
 
