@@ -132,11 +132,21 @@ impl ReadyCounts {
     }
 }
 
-/// Whether every one of these workloads has all its replicas Ready.
-fn whole(view: &ClusterView, ready: &HashMap<String, usize>, workloads: &BTreeSet<String>) -> bool {
-    workloads
-        .iter()
-        .all(|w| ready.get(w).copied().unwrap_or(0) >= view.workload(w).map_or(0, |x| x.replicas as usize))
+/// Whether every one of these workloads has all its replicas Ready off
+/// `node` (the node being given up: its pods, terminating or about to be,
+/// do not count, even while a lagging view still shows them Ready).
+fn whole(
+    view: &ClusterView,
+    ready: &HashMap<String, usize>,
+    workloads: &BTreeSet<String>,
+    node: &str,
+) -> bool {
+    workloads.iter().all(|w| {
+        let on_node =
+            view.pods_on(node).filter(|p| p.ready && p.workload.as_deref() == Some(w.as_str())).count();
+        ready.get(w).copied().unwrap_or(0).saturating_sub(on_node)
+            >= view.workload(w).map_or(0, |x| x.replicas as usize)
+    })
 }
 
 impl<S, K, C, T> Executor<S, K, C, T>
@@ -345,7 +355,7 @@ where
         let results = join_all(pods.iter().map(|p| self.cluster.evict(p, until))).await;
         let failed = results.into_iter().find_map(Result::err);
         if bridged {
-            self.wait_until(until, |v| whole(v, &self.ready.of(v), &workloads)).await;
+            self.wait_until(until, |v| whole(v, &self.ready.of(v), &workloads, node)).await;
             if let Err(e) = self.cloud.bridge(&names, false).await {
                 tracing::warn!(error = %e, node, "cannot shift traffic back after a retirement");
             }
@@ -447,7 +457,7 @@ where
             Step::UnbridgeTraffic { workloads } => {
                 let set: BTreeSet<String> = workloads.iter().cloned().collect();
                 self.wait_until(deadline.saturating_add(self.waits.after_deadline), |v| {
-                    whole(v, &self.ready.of(v), &set)
+                    whole(v, &self.ready.of(v), &set, &plan.node)
                 })
                 .await;
                 self.cloud.bridge(workloads, false).await.map_err(|x| e(&x))
@@ -488,7 +498,7 @@ where
             Step::RestoreHeadroom { placeholders } => {
                 let ready = self
                     .wait_until(deadline.saturating_add(self.waits.after_deadline), |v| {
-                        whole(v, &self.ready.of(v), displaced)
+                        whole(v, &self.ready.of(v), displaced, &plan.node)
                     })
                     .await;
                 self.cluster.scale_placeholders(*placeholders).await.map_err(|x| e(&x))?;

@@ -372,6 +372,104 @@ async fn a_rebalance_recommendation_with_no_interruption_leaves_no_cordon_and_no
     w.agent.take();
 }
 
+/// Issue 10: while a Spot interruption is answered, the workload keeps at
+/// least its budget's minimum of Ready pods routed by the load balancer
+/// (looked at every 100 ms), its traffic is bridged to its function before
+/// any target is deregistered, and no request sent meanwhile fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_response_the_budget_stays_routed_and_the_bridge_is_live_before_deregistration() {
+    let scenario = json!({
+        "nodes": [{"count": 3, "instance_type": "m5.xlarge", "zone": "us-east-1a", "capacity_type": "spot"}],
+        "deployments": [{"name": "web", "replicas": 6, "cpu": "250m", "memory": "256Mi", "min_available": 4}],
+        "pools": [
+            {"instance_type": "m5.xlarge", "zone": "us-east-1a", "spot_price": 0.07},
+            {"instance_type": "m5.xlarge", "zone": "us-east-1b", "spot_price": 0.07},
+            {"instance_type": "m5a.xlarge", "zone": "us-east-1b", "spot_price": 0.06}
+        ]
+    });
+    let mut w = World::start_with(1.0, scenario, &[]).await;
+    let (_, file0) = w.token_of_pod_on("node-0").await;
+    w.start_agent("node-0", &file0);
+    assert!(!w.pods_on("node-0").await.is_empty());
+
+    // Requests to web every 20 ms through the emulated load balancer.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (http, url, stop) =
+            (w.http.clone(), format!("{}/admin/requests/default/web", w.emu_url), stop.clone());
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = http.get(&url).send().await.unwrap();
+                sent += 1;
+                if !r.status().is_success() {
+                    failed.push(r.text().await.unwrap_or_default());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (sent, failed)
+        })
+    };
+    let routed = async |w: &World| w.get("/admin/cloud").await["routes"]["default/web"].as_u64().unwrap_or(0);
+    w.wait("web's six pods routed", Duration::from_secs(20), async |w| routed(w).await >= 6).await;
+
+    w.inject("node-0").await;
+    let started = Instant::now();
+    let mut fewest = u64::MAX;
+    loop {
+        fewest = fewest.min(routed(&w).await);
+        let done = match w.response_keys().await.first() {
+            Some(k) => {
+                let key = costop_store::parse_notice_key(k.trim_start_matches("costop:response:")).unwrap();
+                let record = w.store().await.response(&key).await.ok().flatten();
+                record.is_some_and(|r| r.done_at.is_some()) && w.ready_pods("default").await >= 6
+            }
+            None => false,
+        };
+        if done {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(240), "the response did not finish in 4 min");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, failed) = load.await.unwrap();
+    assert!(fewest >= 4, "web had {fewest} routed Ready pods, its budget's minimum is 4");
+    assert!(
+        sent > 0 && failed.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+
+    // The record: the bridge was live before the first deregistration.
+    let keys = w.response_keys().await;
+    let key = costop_store::parse_notice_key(keys[0].trim_start_matches("costop:response:")).unwrap();
+    let record = w.store().await.response(&key).await.unwrap().unwrap();
+    let step = |kind: &str| {
+        let i = record.plan.steps.iter().position(|s| s.kind() == kind);
+        i.map(|i| &record.steps[i]).unwrap_or_else(|| panic!("no {kind} step: {:?}", record.plan.steps))
+    };
+    let (bridged, deregistered) = (step("bridge-traffic"), step("deregister-targets"));
+    assert!(
+        bridged.done_at.unwrap() <= deregistered.started_at.unwrap(),
+        "bridged at {:?}, deregistration started at {:?}",
+        bridged.done_at,
+        deregistered.started_at
+    );
+    // And it stayed live until web was whole off node-0: its evicted pods'
+    // replacements take seconds to start, and a view still showing the
+    // evicted pods Ready must not end it at once.
+    let (evicted, unbridged) = (step("evict"), step("unbridge-traffic"));
+    assert!(
+        unbridged.done_at.unwrap() > evicted.done_at.unwrap() + 1000,
+        "traffic shifted back {} ms after the evictions",
+        unbridged.done_at.unwrap() - evicted.done_at.unwrap()
+    );
+    assert!(w.get("/admin/cloud").await["bridge"]["switches"].as_u64().unwrap_or(0) >= 1);
+    w.agent.take();
+}
+
 impl World {
     async fn response_keys_sync(&self) -> Vec<String> {
         self.response_keys().await
