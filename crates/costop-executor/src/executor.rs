@@ -460,7 +460,20 @@ where
                     whole(v, &self.ready.of(v), &set, &plan.node)
                 })
                 .await;
-                self.cloud.bridge(workloads, false).await.map_err(|x| e(&x))
+                // Workloads another response still has on their functions
+                // stay there: that response shifts them back when it ends.
+                let others = self.open.shift_back(&plan.notice, self.clock.now_ms());
+                let (kept, back): (Vec<String>, Vec<String>) =
+                    workloads.iter().cloned().partition(|w| others.contains(w));
+                if back.is_empty() {
+                    return Ok(format!("ok: {} workloads left bridged for other responses", kept.len()));
+                }
+                let done = self.cloud.bridge(&back, false).await.map_err(|x| e(&x))?;
+                Ok(if kept.is_empty() {
+                    done
+                } else {
+                    format!("{done}; {} left bridged for other responses", kept.len())
+                })
             }
             Step::Evict { pods, .. } => {
                 // Later waves are not held back: every eviction is retried

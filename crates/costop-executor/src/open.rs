@@ -9,7 +9,7 @@
 
 use costop_core::effects::apply_steps;
 use costop_core::{ClusterView, Millis, NoticeKey, Plan, Step};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 /// A step done this recently may not show in a watch-backed view yet, so
@@ -87,6 +87,60 @@ impl OpenResponses {
     }
 }
 
+impl OpenResponses {
+    /// Response `key` shifts its workloads back from their functions at
+    /// `now`: marks its shift-back as done and returns the workloads
+    /// another open response has bridged and not shifted back yet, which
+    /// must stay bridged (the last response to finish shifts them back).
+    /// One lock for both, so two responses finishing together cannot each
+    /// leave a workload to the other.
+    pub fn shift_back(&self, key: &NoticeKey, now: Millis) -> BTreeSet<String> {
+        let mut open = self.lock();
+        if let Some((plan, done)) = open.get_mut(key) {
+            let i = plan.steps.iter().position(|s| matches!(s, Step::UnbridgeTraffic { .. }));
+            if let Some(flag) = i.and_then(|i| done.get_mut(i)) {
+                *flag = Some(now);
+            }
+        }
+        Self::bridged_by_others_in(&open, key)
+    }
+
+    /// Workloads another open response has bridged to their functions and
+    /// not shifted back yet.
+    pub fn bridged_by_others(&self, key: &NoticeKey) -> BTreeSet<String> {
+        Self::bridged_by_others_in(&self.lock(), key)
+    }
+
+    fn bridged_by_others_in(
+        open: &BTreeMap<NoticeKey, (Plan, Progress)>,
+        key: &NoticeKey,
+    ) -> BTreeSet<String> {
+        let mut bridged = BTreeSet::new();
+        for (_, (plan, done)) in open.iter().filter(|(k, _)| *k != key) {
+            let ran = |want: fn(&Step) -> Option<&Vec<String>>| -> BTreeSet<String> {
+                plan.steps
+                    .iter()
+                    .zip(done)
+                    .filter(|(_, d)| d.is_some())
+                    .filter_map(|(s, _)| want(s))
+                    .flatten()
+                    .cloned()
+                    .collect()
+            };
+            let on = ran(|s| match s {
+                Step::BridgeTraffic { workloads } => Some(workloads),
+                _ => None,
+            });
+            let off = ran(|s| match s {
+                Step::UnbridgeTraffic { workloads } => Some(workloads),
+                _ => None,
+            });
+            bridged.extend(on.difference(&off).cloned());
+        }
+        bridged
+    }
+}
+
 /// Steps that take something another response could also want.
 fn is_claim(step: &Step) -> bool {
     matches!(
@@ -151,5 +205,31 @@ mod tests {
         assert_eq!(open.claimed(&view_with_placeholder("ph-1"), 1_000 + CLAIM_SETTLES_MS).pods.len(), 1);
         open.closed(&plan.notice);
         assert!(open.is_empty());
+    }
+
+    #[test]
+    fn a_workload_another_response_bridged_stays_bridged_until_that_one_shifts_it_back() {
+        let bridging = |instance: &str, workloads: &[&str]| {
+            let mut plan = plan_claiming(instance, "ph");
+            let w: Vec<String> = workloads.iter().map(|w| w.to_string()).collect();
+            plan.steps =
+                vec![Step::BridgeTraffic { workloads: w.clone() }, Step::UnbridgeTraffic { workloads: w }];
+            plan
+        };
+        let open = OpenResponses::default();
+        let (a, b) = (bridging("i-1", &["web", "api"]), bridging("i-2", &["web"]));
+        open.opened(&a, vec![]);
+        open.opened(&b, vec![]);
+        // b has not bridged yet: a may shift everything back.
+        assert!(open.bridged_by_others(&a.notice).is_empty());
+        open.step_done(&b.notice, 0, 1_000);
+        assert_eq!(open.bridged_by_others(&a.notice), BTreeSet::from(["web".to_string()]));
+        assert!(open.bridged_by_others(&b.notice).is_empty(), "a has not bridged yet");
+        // Both shift back together: a first keeps web for b, then b (seeing
+        // a's shift-back done) takes web back; nothing is left on.
+        assert_eq!(open.shift_back(&a.notice, 2_000), BTreeSet::from(["web".to_string()]));
+        open.step_done(&a.notice, 0, 1_500);
+        assert!(open.shift_back(&b.notice, 2_000).is_empty());
+        assert!(open.bridged_by_others(&a.notice).is_empty());
     }
 }
