@@ -124,6 +124,56 @@ struct Memo {
     view: std::sync::Arc<ClusterView>,
 }
 
+/// What one API client may ask of the API server: requests in flight at
+/// once (the rest wait their turn, so a burst of responses never opens a
+/// connection per request) and requests started per second (a burst may
+/// start `qps` at once, then waits for the next second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Requests in flight at once ([`MAX_IN_FLIGHT_ENV`], default 64).
+    pub max_in_flight: usize,
+    /// Requests started per second ([`QPS_ENV`], default 500; client-go's
+    /// default is 5, which a whole-pool reclaim of thousands of pods would
+    /// wait minutes on).
+    pub qps: u64,
+}
+
+/// Environment variable: the API client's requests in flight.
+pub const MAX_IN_FLIGHT_ENV: &str = "COSTOP_KUBE_MAX_IN_FLIGHT";
+/// Environment variable: the API client's requests per second.
+pub const QPS_ENV: &str = "COSTOP_KUBE_QPS";
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self { max_in_flight: 64, qps: 500 }
+    }
+}
+
+impl ClientLimits {
+    /// The limits from [`MAX_IN_FLIGHT_ENV`] and [`QPS_ENV`] (unset: the
+    /// defaults); anything but a whole number from 1 to 100,000 is refused.
+    pub fn from_env() -> Result<Self, KubeError> {
+        Self::parse(std::env::var(MAX_IN_FLIGHT_ENV).ok().as_deref(), std::env::var(QPS_ENV).ok().as_deref())
+    }
+
+    /// The limits from the two settings' text (`None`: the default).
+    pub fn parse(max_in_flight: Option<&str>, qps: Option<&str>) -> Result<Self, KubeError> {
+        let number = |name: &str, text: Option<&str>, default: u64| -> Result<u64, KubeError> {
+            match text.map(str::trim) {
+                None | Some("") => Ok(default),
+                Some(t) => t.parse::<u64>().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| {
+                    KubeError::Invalid(format!("{name}={t:?}: want a whole number from 1 to 100000"))
+                }),
+            }
+        };
+        let d = Self::default();
+        Ok(Self {
+            max_in_flight: number(MAX_IN_FLIGHT_ENV, max_in_flight, d.max_in_flight as u64)? as usize,
+            qps: number(QPS_ENV, qps, d.qps)?,
+        })
+    }
+}
+
 /// How long discovery keeps retrying an API server it cannot reach.
 const DISCOVERY_PATIENCE: Duration = Duration::from_secs(20);
 
@@ -510,14 +560,21 @@ impl KubeCluster {
         }
     }
 
-    /// A client from a config. The client's own retry of 429/503/504 is
-    /// turned off: costop retries evictions itself, bounded by the notice's deadline.
+    /// A client from a config, within [`ClientLimits::from_env`]'s limits.
+    /// The client's own retry of 429/503/504 is turned off: costop retries
+    /// evictions itself, bounded by the notice's deadline.
     pub fn client_from_config(mut config: kube::Config) -> Result<Client, KubeError> {
         config.default_retry = false;
         // With more than one rustls crypto backend linked (the AWS SDK brings
         // another), rustls cannot pick one itself: choose ring for the process.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Client::try_from(config).map_err(api_err("connect to", "the API server"))
+        let limits = ClientLimits::from_env()?;
+        let builder =
+            kube::client::ClientBuilder::try_from(config).map_err(api_err("connect to", "the API server"))?;
+        Ok(builder
+            .with_layer(&tower::limit::ConcurrencyLimitLayer::new(limits.max_in_flight))
+            .with_layer(&tower::limit::RateLimitLayer::new(limits.qps, Duration::from_secs(1)))
+            .build())
     }
 
     /// A client from a kubeconfig file.
@@ -986,4 +1043,24 @@ pub async fn list_pods(client: &Client) -> Result<usize, KubeError> {
         .await
         .map_err(api_err("list", "pods"))?;
     Ok(pods.items.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_limits_are_read_and_junk_is_refused() {
+        assert_eq!(ClientLimits::parse(None, None).unwrap(), ClientLimits::default());
+        assert_eq!(
+            ClientLimits::parse(Some(" 8 "), Some("")).unwrap(),
+            ClientLimits { max_in_flight: 8, qps: 500 }
+        );
+        assert_eq!(ClientLimits::parse(None, Some("50")).unwrap().qps, 50);
+        for junk in ["0", "-1", "1.5", "lots", "100001"] {
+            let err = ClientLimits::parse(Some(junk), None).unwrap_err().to_string();
+            assert!(err.contains(MAX_IN_FLIGHT_ENV) && err.contains("whole number"), "{err}");
+            assert!(ClientLimits::parse(None, Some(junk)).is_err(), "{junk}");
+        }
+    }
 }
