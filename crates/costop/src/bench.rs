@@ -1,7 +1,7 @@
 //! `costop bench …`: benchmarks that print JSON. Not timed tests.
 
-use anyhow::{anyhow, Context, Result};
 use super::bench_scale::percentile;
+use anyhow::{anyhow, Context, Result};
 use std::time::{Duration, Instant};
 
 fn round(x: f64) -> f64 {
