@@ -476,7 +476,8 @@ fn deployments(st: &EmuState) {
             ReplicaDecision::Delete(n) => {
                 let mut owned = Vec::new();
                 st.store.scan_by(IndexBy::Owner, &uid, |ns, name, p| owned.push(pod_info(ns, name, p)));
-                let active: Vec<&PodInfo> = owned.iter().filter(|p| counts(p.terminating, &p.phase)).collect();
+                let active: Vec<&PodInfo> =
+                    owned.iter().filter(|p| counts(p.terminating, &p.phase)).collect();
                 let mut on_node: HashMap<&str, u32> = HashMap::new();
                 for p in &active {
                     if let Some(node) = &p.node {
