@@ -79,6 +79,8 @@ fn api_err(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube:
 #[derive(Clone)]
 pub struct KubeCluster {
     client: Client,
+    /// For cordons: a client of its own (see [`KubeCluster::with_urgent_client`]).
+    urgent: Client,
     nodes: Store<Node>,
     pods: Store<Pod>,
     deployments: Store<Deployment>,
@@ -475,6 +477,7 @@ impl KubeCluster {
         let (replicasets, h) =
             reflect_optional(client.clone(), apis.clone(), health.clone(), 7, |a: &Apis| a.replicasets);
         Self {
+            urgent: client.clone(),
             client,
             nodes,
             pods,
@@ -490,6 +493,15 @@ impl KubeCluster {
             changes,
             memo: Arc::default(),
         }
+    }
+
+    /// Cordon (taint and cordon) through `client`, a client of its own
+    /// (its own requests in flight and per second): in a burst, every
+    /// response's cordon, what stops new pods landing, goes out at once
+    /// instead of waiting behind the evictions of the responses before it.
+    pub fn with_urgent_client(mut self, client: Client) -> Self {
+        self.urgent = client;
+        self
     }
 
     /// What discovery found (it runs once, on first use).
@@ -624,11 +636,12 @@ impl KubeCluster {
 
     async fn patch_node(
         &self,
+        client: &Client,
         node: &str,
         action: &'static str,
         f: impl Fn(&mut Node),
     ) -> Result<(), KubeError> {
-        let api = Api::<Node>::all(self.client.clone());
+        let api = Api::<Node>::all(client.clone());
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -780,7 +793,7 @@ impl ClusterPort for KubeCluster {
     }
 
     async fn taint_and_cordon(&self, node: &str) -> Result<(), KubeError> {
-        self.patch_node(node, "taint and cordon", |n| {
+        self.patch_node(&self.urgent, node, "taint and cordon", |n| {
             set_taint(n, INTERRUPTION_TAINT, true);
             n.spec.get_or_insert_with(Default::default).unschedulable = Some(true);
         })
@@ -788,7 +801,7 @@ impl ClusterPort for KubeCluster {
     }
 
     async fn untaint_standby(&self, node: &str) -> Result<(), KubeError> {
-        self.patch_node(node, "untaint standby", |n| {
+        self.patch_node(&self.client, node, "untaint standby", |n| {
             set_taint(n, STANDBY_TAINT, false);
             n.spec.get_or_insert_with(Default::default).unschedulable = None;
             set_capacity_label(n, "on-demand");
@@ -797,7 +810,7 @@ impl ClusterPort for KubeCluster {
     }
 
     async fn taint_standby(&self, node: &str, mode: StandbyMode) -> Result<(), KubeError> {
-        self.patch_node(node, "taint standby", |n| {
+        self.patch_node(&self.client, node, "taint standby", |n| {
             set_taint(n, STANDBY_TAINT, true);
             set_taint(n, INTERRUPTION_TAINT, false);
             n.spec.get_or_insert_with(Default::default).unschedulable = None;

@@ -1208,13 +1208,15 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
     let api_url = kube_config.cluster_url.to_string();
     tracing::info!(url = api_url, "Kubernetes API");
     let lease_config = kube_config.clone();
+    // Cordons through a client of their own: never behind evictions.
+    let urgent = KubeCluster::client_from_config(kube_config.clone())?;
     let client = KubeCluster::client_from_config(kube_config)?;
     let me = leader::Candidate::new(&config.identity).advertising(advertise);
     let Some(unique) = unless_shut_down(&shutdown, leader::check_unique(&client, &me)).await else {
         return Ok(());
     };
     unique?;
-    let cluster = KubeCluster::start(client.clone());
+    let cluster = KubeCluster::start(client.clone()).with_urgent_client(urgent);
     let Some(synced) = unless_shut_down(&shutdown, cluster.ready()).await else { return Ok(()) };
     synced.map_err(|source| ServerError::KubeAt { url: api_url.clone(), source: Box::new(source) })?;
     let cloud = match (&config.aws, &config.emu_url) {
