@@ -141,11 +141,21 @@ fn whole(
     workloads: &BTreeSet<String>,
     node: &str,
 ) -> bool {
+    let replicas = |w: &str| view.workload(w).map_or(0, |x| x.replicas as usize);
+    // Short of Ready pods even counting the node's: no need to look at it.
+    if workloads.iter().any(|w| ready.get(w).copied().unwrap_or(0) < replicas(w)) {
+        return false;
+    }
+    let mut on_node: HashMap<&str, usize> = HashMap::new();
+    for p in view.pods_on(node).filter(|p| p.ready) {
+        if let Some(w) = p.workload.as_deref().filter(|w| workloads.contains(*w)) {
+            *on_node.entry(w).or_default() += 1;
+        }
+    }
     workloads.iter().all(|w| {
-        let on_node =
-            view.pods_on(node).filter(|p| p.ready && p.workload.as_deref() == Some(w.as_str())).count();
-        ready.get(w).copied().unwrap_or(0).saturating_sub(on_node)
-            >= view.workload(w).map_or(0, |x| x.replicas as usize)
+        let off_node =
+            ready.get(w).copied().unwrap_or(0).saturating_sub(on_node.get(w.as_str()).copied().unwrap_or(0));
+        off_node >= replicas(w)
     })
 }
 
