@@ -455,7 +455,13 @@ async fn resource(
             }
             let (items, rv) = match &on_node {
                 Some(node) => st.store.list_by(IndexBy::NodeName, node, t.namespace, keep),
-                None => st.store.list(t.kind, t.namespace, keep),
+                // A page reads from the `continue` key on and stops after `limit`.
+                None => {
+                    let after =
+                        query.get("continue").filter(|c| !c.is_empty()).and_then(|c| decode_continue(c));
+                    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+                    st.store.list_page(t.kind, t.namespace, keep, after.as_deref(), limit)
+                }
             };
             let (items, next) = match page(items, query) {
                 Ok(p) => p,

@@ -310,6 +310,42 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// One page of [`Store::list`]: the objects after the one whose
+    /// `namespace/name` is `after`, stopping once `limit` of them passed
+    /// `keep` and one more is known to follow, so a paginated list copies
+    /// only what each page returns.
+    pub fn list_page(
+        &self,
+        kind: usize,
+        namespace: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> (Vec<Value>, u64) {
+        let inner = self.lock();
+        let mut items = Vec::new();
+        for ((_, ns, name), v) in inner
+            .objects
+            .range((kind, String::new(), String::new())..)
+            .take_while(|((k, _, _), _)| *k == kind)
+        {
+            if namespace.is_some_and(|n| n != ns) {
+                continue;
+            }
+            let key = ns.bytes().chain(std::iter::once(b'/')).chain(name.bytes());
+            if after.is_some_and(|a| key.cmp(a.bytes()) != std::cmp::Ordering::Greater) {
+                continue;
+            }
+            if keep(v) {
+                items.push(Value::clone(v));
+                if limit.is_some_and(|l| items.len() > l) {
+                    break;
+                }
+            }
+        }
+        (items, inner.rv)
+    }
+
     /// List the pods indexed under `value` by `by` (in namespace/name
     /// order, within `namespace` when given) that pass `keep`, with the
     /// resourceVersion of the snapshot. Reads only those pods.
@@ -556,6 +592,26 @@ mod tests {
         assert!(store.changed_by(IndexBy::NodeName, "n1") > bound);
         assert_eq!(store.kind_changed(pods), store.resource_version());
         assert_eq!(store.count(pods), 0);
+    }
+
+    #[test]
+    fn a_page_copies_only_what_it_returns() {
+        let store = Store::new();
+        let pods = idx::PODS;
+        for name in ["a", "b", "c", "d"] {
+            store.create(pods, "default", json!({"metadata": {"name": name}})).unwrap();
+        }
+        store.create(pods, "other", json!({"metadata": {"name": "e"}})).unwrap();
+        let names = |(items, _): (Vec<Value>, u64)| -> Vec<String> {
+            items.iter().map(|p| name_of(p).to_string()).collect()
+        };
+        assert_eq!(names(store.list_page(pods, None, |_| true, None, Some(2))), ["a", "b", "c"]);
+        assert_eq!(names(store.list_page(pods, None, |_| true, Some("default/b"), Some(2))), ["c", "d", "e"]);
+        assert_eq!(names(store.list_page(pods, Some("default"), |_| true, Some("default/c"), None)), ["d"]);
+        assert_eq!(
+            names(store.list_page(pods, None, |p| name_of(p) != "c", Some("default/a"), Some(1))),
+            ["b", "d"]
+        );
     }
 
     #[test]
