@@ -134,12 +134,14 @@ impl ReadyCounts {
 
 /// Whether every one of these workloads has all its replicas Ready off
 /// `node` (the node being given up: its pods, terminating or about to be,
-/// do not count, even while a lagging view still shows them Ready).
+/// do not count, even while a lagging view still shows them Ready), but
+/// for the pods in `staying` (left on it, which serve until it goes).
 fn whole(
     view: &ClusterView,
     ready: &HashMap<String, usize>,
     workloads: &BTreeSet<String>,
     node: &str,
+    staying: &[String],
 ) -> bool {
     let replicas = |w: &str| view.workload(w).map_or(0, |x| x.replicas as usize);
     // Short of Ready pods even counting the node's: no need to look at it.
@@ -147,7 +149,7 @@ fn whole(
         return false;
     }
     let mut on_node: HashMap<&str, usize> = HashMap::new();
-    for p in view.pods_on(node).filter(|p| p.ready) {
+    for p in view.pods_on(node).filter(|p| p.ready && !staying.iter().any(|s| same_pod(s, &p.name))) {
         if let Some(w) = p.workload.as_deref().filter(|w| workloads.contains(*w)) {
             *on_node.entry(w).or_default() += 1;
         }
@@ -157,6 +159,12 @@ fn whole(
             ready.get(w).copied().unwrap_or(0).saturating_sub(on_node.get(w.as_str()).copied().unwrap_or(0));
         off_node >= replicas(w)
     })
+}
+
+/// Whether `a` and `b` name one pod, either written `namespace/name` or `name`.
+fn same_pod(a: &str, b: &str) -> bool {
+    let name = |x: &str| x.rsplit('/').next().unwrap_or(x).to_string();
+    a == b || (!(a.contains('/') && b.contains('/')) && name(a) == name(b))
 }
 
 impl<S, K, C, T> Executor<S, K, C, T>
@@ -365,7 +373,7 @@ where
         let results = join_all(pods.iter().map(|p| self.cluster.evict(p, until))).await;
         let failed = results.into_iter().find_map(Result::err);
         if bridged {
-            self.wait_until(until, |v| whole(v, &self.ready.of(v), &workloads, node)).await;
+            self.wait_until(until, |v| whole(v, &self.ready.of(v), &workloads, node, &[])).await;
             if let Err(e) = self.cloud.bridge(&names, false).await {
                 tracing::warn!(error = %e, node, "cannot shift traffic back after a retirement");
             }
@@ -378,6 +386,16 @@ where
         let ended = self.cloud.retire_node(n).await.map_err(|e| e.to_string())?;
         self.cluster.delete_node(node).await.map_err(|e| e.to_string())?;
         Ok(format!("ok: no interruption followed; {ended}"))
+    }
+
+    /// The pods the plan leaves on its node (no budget lets them go):
+    /// they serve until the node goes at the deadline.
+    fn left_until<'p>(&self, plan: &'p Plan, deadline: Millis) -> &'p [String] {
+        if self.clock.now_ms() < deadline {
+            &plan.unevictable
+        } else {
+            &[]
+        }
     }
 
     /// Wait until `ok` holds for the cluster or `until` has passed,
@@ -467,7 +485,7 @@ where
             Step::UnbridgeTraffic { workloads } => {
                 let set: BTreeSet<String> = workloads.iter().cloned().collect();
                 self.wait_until(deadline.saturating_add(self.waits.after_deadline), |v| {
-                    whole(v, &self.ready.of(v), &set, &plan.node)
+                    whole(v, &self.ready.of(v), &set, &plan.node, self.left_until(plan, deadline))
                 })
                 .await;
                 // Workloads another response still has on their functions
@@ -521,7 +539,7 @@ where
             Step::RestoreHeadroom { placeholders } => {
                 let ready = self
                     .wait_until(deadline.saturating_add(self.waits.after_deadline), |v| {
-                        whole(v, &self.ready.of(v), displaced, &plan.node)
+                        whole(v, &self.ready.of(v), displaced, &plan.node, self.left_until(plan, deadline))
                     })
                     .await;
                 self.cluster.scale_placeholders(*placeholders).await.map_err(|x| e(&x))?;
