@@ -1426,9 +1426,11 @@ impl World {
             _ => 10 * MINUTE,
         };
         let draining: Vec<u32> = self.drains.iter().map(|d| d.node).collect();
+        // Only live nodes can be Ready (every node ever launched is kept).
         let free_total = self
-            .nodes
+            .live
             .iter()
+            .map(|&i| &self.nodes[i as usize])
             .filter(|n| self.schedulable(n))
             .fold(Resources::default(), |a, n| a.plus(&n.alloc.minus(&n.used)));
         let mut drain_one: Option<u32> = None;
