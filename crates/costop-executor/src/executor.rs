@@ -163,7 +163,9 @@ fn whole(
 
 /// Whether `a` and `b` name one pod, either written `namespace/name` or `name`.
 fn same_pod(a: &str, b: &str) -> bool {
-    let name = |x: &str| x.rsplit('/').next().unwrap_or(x).to_string();
+    fn name(x: &str) -> &str {
+        x.rsplit('/').next().unwrap_or(x)
+    }
     a == b || (!(a.contains('/') && b.contains('/')) && name(a) == name(b))
 }
 

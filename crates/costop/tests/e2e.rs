@@ -224,6 +224,15 @@ impl World {
         RedisStore::connect(&self.redis.url()).await.unwrap()
     }
 
+    /// The first response recorded in Redis, with its key (none yet: `None`).
+    async fn first_response(&self) -> Option<(costop_core::NoticeKey, costop_core::ports::ResponseRecord)> {
+        let keys = self.response_keys().await;
+        let key =
+            costop_store::parse_notice_key(keys.first()?.trim_start_matches("costop:response:")).unwrap();
+        let record = self.store().await.response(&key).await.unwrap()?;
+        Some((key, record))
+    }
+
     async fn response_keys(&self) -> Vec<String> {
         let client = redis::Client::open(self.redis.url()).unwrap();
         let mut c = client.get_multiplexed_async_connection().await.unwrap();
@@ -324,13 +333,10 @@ async fn a_notice_is_answered_end_to_end_and_recorded() {
     w.agent.take();
 }
 
-/// Issue 10: a rebalance recommendation that no interruption follows
-/// pre-launches a replacement without a cordon, and once the window ends
-/// the recommended node is retired: nothing is left cordoned and the
-/// cluster is back to its size (the emulated cloud launches into its pools).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebalance_recommendation_with_no_interruption_leaves_no_cordon_and_no_extra_capacity() {
-    let scenario = json!({
+/// Three Spot nodes running web (6 replicas, at least 4 available) and
+/// three Spot pools the emulated cloud launches replacements into.
+fn three_nodes_and_pools() -> Value {
+    json!({
         "nodes": [{"count": 3, "instance_type": "m5.xlarge", "zone": "us-east-1a", "capacity_type": "spot"}],
         "deployments": [{"name": "web", "replicas": 6, "cpu": "250m", "memory": "256Mi", "min_available": 4}],
         "pools": [
@@ -338,7 +344,16 @@ async fn a_rebalance_recommendation_with_no_interruption_leaves_no_cordon_and_no
             {"instance_type": "m5.xlarge", "zone": "us-east-1b", "spot_price": 0.07},
             {"instance_type": "m5a.xlarge", "zone": "us-east-1b", "spot_price": 0.06}
         ]
-    });
+    })
+}
+
+/// Issue 10: a rebalance recommendation that no interruption follows
+/// pre-launches a replacement without a cordon, and once the window ends
+/// the recommended node is retired: nothing is left cordoned and the
+/// cluster is back to its size (the emulated cloud launches into its pools).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_recommendation_with_no_interruption_leaves_no_cordon_and_no_extra_capacity() {
+    let scenario = three_nodes_and_pools();
     let mut w = World::start_with(0.05, scenario, &[("COSTOP_POLICY_REBALANCE_WINDOW_MINUTES", "1")]).await;
     let nodes = async |w: &World| -> Vec<Value> {
         w.get("/api/v1/nodes").await["items"].as_array().cloned().unwrap_or_default()
@@ -378,15 +393,7 @@ async fn a_rebalance_recommendation_with_no_interruption_leaves_no_cordon_and_no
 /// any target is deregistered, and no request sent meanwhile fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_a_response_the_budget_stays_routed_and_the_bridge_is_live_before_deregistration() {
-    let scenario = json!({
-        "nodes": [{"count": 3, "instance_type": "m5.xlarge", "zone": "us-east-1a", "capacity_type": "spot"}],
-        "deployments": [{"name": "web", "replicas": 6, "cpu": "250m", "memory": "256Mi", "min_available": 4}],
-        "pools": [
-            {"instance_type": "m5.xlarge", "zone": "us-east-1a", "spot_price": 0.07},
-            {"instance_type": "m5.xlarge", "zone": "us-east-1b", "spot_price": 0.07},
-            {"instance_type": "m5a.xlarge", "zone": "us-east-1b", "spot_price": 0.06}
-        ]
-    });
+    let scenario = three_nodes_and_pools();
     let mut w = World::start_with(1.0, scenario, &[]).await;
     let (_, file0) = w.token_of_pod_on("node-0").await;
     w.start_agent("node-0", &file0);
@@ -418,14 +425,8 @@ async fn during_a_response_the_budget_stays_routed_and_the_bridge_is_live_before
     let mut fewest = u64::MAX;
     loop {
         fewest = fewest.min(routed(&w).await);
-        let done = match w.response_keys().await.first() {
-            Some(k) => {
-                let key = costop_store::parse_notice_key(k.trim_start_matches("costop:response:")).unwrap();
-                let record = w.store().await.response(&key).await.ok().flatten();
-                record.is_some_and(|r| r.done_at.is_some()) && w.ready_pods("default").await >= 6
-            }
-            None => false,
-        };
+        let done = w.first_response().await.is_some_and(|(_, r)| r.done_at.is_some())
+            && w.ready_pods("default").await >= 6;
         if done {
             break;
         }
@@ -443,9 +444,7 @@ async fn during_a_response_the_budget_stays_routed_and_the_bridge_is_live_before
     );
 
     // The record: the bridge was live before the first deregistration.
-    let keys = w.response_keys().await;
-    let key = costop_store::parse_notice_key(keys[0].trim_start_matches("costop:response:")).unwrap();
-    let record = w.store().await.response(&key).await.unwrap().unwrap();
+    let (_, record) = w.first_response().await.expect("a response record");
     let step = |kind: &str| {
         let i = record.plan.steps.iter().position(|s| s.kind() == kind);
         i.map(|i| &record.steps[i]).unwrap_or_else(|| panic!("no {kind} step: {:?}", record.plan.steps))
@@ -485,10 +484,8 @@ async fn a_killed_server_resumes_without_running_a_step_twice() {
     // Kill -9 the server as soon as the first step is recorded done.
     let store = w.store().await;
     let key = loop {
-        let keys = w.response_keys().await;
-        if let Some(k) = keys.first() {
-            let key = costop_store::parse_notice_key(k.trim_start_matches("costop:response:")).unwrap();
-            if store.response(&key).await.unwrap().is_some_and(|r| r.steps[0].done_at.is_some()) {
+        if let Some((key, r)) = w.first_response().await {
+            if r.steps[0].done_at.is_some() {
                 break key;
             }
         }
