@@ -8,7 +8,6 @@
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -54,21 +53,7 @@ async fn wait_for(
 async fn a_burst_of_170_notices_on_500_nodes_is_taken_by_the_leader_and_cordons_every_node() {
     let dir = std::env::temp_dir().join(format!("costop-burst-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    let mut emu = Command::new(bin())
-        .args(["emu", "--nodes", &NODES.to_string(), "--pods-per-node", &PODS_PER_NODE.to_string()])
-        .args(["--time-scale", "0.05", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(emu.stdout.take().unwrap());
-    let mut line = String::new();
-    lines.read_line(&mut line).unwrap();
-    let emu_url = line.split_whitespace().last().unwrap().to_string();
-    std::thread::spawn(move || for _ in lines.lines() {});
-    let _emu = Proc(emu);
+    let (_emu, kubeconfig, emu_url) = common::start_emu_scaled(&dir, NODES, PODS_PER_NODE, 0.05);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
     let server_url = format!("http://127.0.0.1:{}", free_port());

@@ -47,9 +47,16 @@ pub fn free_port() -> u16 {
 /// `costop emu` with `nodes` nodes of `pods` pods each, writing its
 /// kubeconfig into `dir`; returns once it listens (its first line).
 pub fn start_emu(dir: &Path, nodes: u32, pods: u32) -> (Proc, PathBuf) {
+    let (proc, kubeconfig, _) = start_emu_scaled(dir, nodes, pods, 1.0);
+    (proc, kubeconfig)
+}
+
+/// [`start_emu`] with its clock at `time_scale`; also returns its URL.
+pub fn start_emu_scaled(dir: &Path, nodes: u32, pods: u32, time_scale: f64) -> (Proc, PathBuf, String) {
     let kubeconfig = dir.join("kubeconfig");
     let mut emu = Command::new(bin())
-        .args(["emu", "--nodes", &nodes.to_string(), "--pods-per-node", &pods.to_string(), "--kubeconfig"])
+        .args(["emu", "--nodes", &nodes.to_string(), "--pods-per-node", &pods.to_string()])
+        .args(["--time-scale", &time_scale.to_string(), "--kubeconfig"])
         .arg(&kubeconfig)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -58,8 +65,9 @@ pub fn start_emu(dir: &Path, nodes: u32, pods: u32) -> (Proc, PathBuf) {
     let mut lines = BufReader::new(emu.stdout.take().unwrap());
     let mut line = String::new();
     lines.read_line(&mut line).unwrap();
+    let url = line.split_whitespace().last().unwrap_or_default().to_string();
     std::thread::spawn(move || for _ in lines.lines() {});
-    (Proc(emu), kubeconfig)
+    (Proc(emu), kubeconfig, url)
 }
 
 /// The Kustomize overlays in `deploy/overlays`, one per kind of node group.
