@@ -1,256 +1,370 @@
-//! `--report FILE.html`: the comparison table and one chart per metric
-//! (cumulative cost, cost as a share of on-demand, failed requests), as
-//! inline SVG in one self-contained HTML page.
+//! `--report FILE.html`: the comparison table, its columns explained, and
+//! one uPlot chart per metric (cumulative cost, cost as a share of
+//! on-demand, failed requests), in one self-contained HTML page: uPlot's
+//! script and style are inlined, and so is the data, as JSON.
 //!
-//! Each chart has gridlines at round values, tick labels that never share a
-//! place with the axis titles, and its legend to the right of the plot. The
-//! failed-requests chart switches to a log scale (log10(1 + n)) when one
-//! strategy's total dwarfs another's, so the small ones stay readable.
+//! What is decided here, in Rust (and unit-tested): the panels, their
+//! series on one shared time axis, each strategy's color and dash (the same
+//! in every panel), and whether the failed-requests panel is drawn on a log
+//! scale (when one strategy's total dwarfs another's). The page's script
+//! only draws: gridlines, axis titles, tick labels sized so they never
+//! reach the axis title, the legend below the plot (outside it), and a
+//! layout check of what uPlot laid out (tick labels that overlap, a legend
+//! or a title on the plot), written into the page as `#layout-check` so a
+//! headless browser's DOM shows it (`crates/costop/tests/sim_report.rs`).
+//!
+//! uPlot (1.6.32, MIT licence, `assets/uplot/LICENSE`) lives in this crate
+//! once; the demo's dashboard serves the same bytes through [`UPLOT_JS`],
+//! [`UPLOT_CSS`] and [`UPLOT_LICENSE`].
 
-use crate::summary::{table, Summary};
+use crate::summary::{Summary, RECOVERY_NOTE};
 use crate::world::StrategyResult;
+use serde::Serialize;
 
+/// uPlot's script (an IIFE defining the global `uPlot`).
+pub const UPLOT_JS: &str = include_str!("../assets/uplot/uPlot.iife.min.js");
+/// uPlot's style sheet.
+pub const UPLOT_CSS: &str = include_str!("../assets/uplot/uPlot.min.css");
+/// uPlot's licence (MIT), served or quoted with it.
+pub const UPLOT_LICENSE: &str = include_str!("../assets/uplot/LICENSE");
+/// The uPlot release the files above are.
+pub const UPLOT_VERSION: &str = "1.6.32";
+
+/// The page's drawing and layout-check script.
+const SCRIPT: &str = include_str!("../assets/report.js");
+/// The page's own style.
+const STYLE: &str = include_str!("../assets/report.css");
+
+/// Line colors, by strategy (in run order), the same in every panel.
 const COLORS: [&str; 8] =
-    ["#555555", "#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"];
-
-/// Width and height of a chart, and the plot's margins inside it.
-const W: f64 = 900.0;
-const H: f64 = 340.0;
-const LEFT: f64 = 84.0;
-const RIGHT: f64 = 190.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 52.0;
+    ["#5a6473", "#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"];
+/// Dash patterns (CSS px on, off), by strategy: lines that coincide (two
+/// strategies paying for the same nodes) still show both.
+const DASHES: [&[u32]; 3] = [&[], &[10, 5], &[3, 4]];
 
 /// When the largest total of failed requests exceeds the smallest by this
-/// factor (as 1 + n), the failed-requests chart uses a log scale.
-const LOG_WHEN_RATIO: f64 = 20.0;
+/// factor (as 1 + n), the failed-requests panel uses a log scale.
+pub const LOG_WHEN_RATIO: f64 = 20.0;
+
+/// At most this many points per line (the samples are thinned evenly past it).
+const MAX_POINTS: usize = 2000;
+
+/// One strategy's line in a panel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Line {
+    /// Strategy name, shown in the legend.
+    pub name: String,
+    /// CSS color.
+    pub color: &'static str,
+    /// Dash pattern (empty: solid).
+    pub dash: &'static [u32],
+    /// One value per point of the shared x axis; `None` before the
+    /// strategy's first sample.
+    pub values: Vec<Option<f64>>,
+}
+
+/// One chart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Panel {
+    /// Element id.
+    pub id: &'static str,
+    /// Heading.
+    pub title: String,
+    /// What it shows and how to read it.
+    pub note: String,
+    /// Title of the y axis.
+    pub y_label: String,
+    /// Log scale (uPlot's asinh: log-like above 1, linear through 0).
+    pub log: bool,
+    /// Format of the y tick labels: `usd`, `ratio` or `count`.
+    pub format: &'static str,
+    /// One line per strategy.
+    pub lines: Vec<Line>,
+}
+
+/// Everything the page's script draws.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Charts {
+    /// Title of the shared x axis.
+    pub x_label: &'static str,
+    /// The shared x axis (days or hours since the start).
+    pub x: Vec<f64>,
+    /// The panels, top to bottom.
+    pub panels: Vec<Panel>,
+}
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// About `target` round tick values (1, 2, 5 × 10^k steps) covering [lo, hi].
-pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
-    let span = (hi - lo).max(1e-9);
-    let raw = span / target.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
-    let first = (lo / step).floor() * step;
-    let mut ticks = Vec::new();
-    let mut i = 0;
-    loop {
-        let t = first + step * i as f64;
-        // Snap away float noise (0.30000000000000004).
-        let t = (t / step).round() * step;
-        ticks.push(t);
-        if t >= hi - 1e-9 * span {
-            break;
-        }
-        i += 1;
-    }
-    ticks
-}
-
-/// A tick label: short, no float noise (1.5, 250, 12k, 3.4M).
-pub fn tick_label(v: f64) -> String {
-    let a = v.abs();
-    let (x, suffix) = if a >= 1e6 {
-        (v / 1e6, "M")
-    } else if a >= 1e4 {
-        (v / 1e3, "k")
-    } else {
-        (v, "")
-    };
-    let text = format!("{:.2}", x);
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    format!("{}{suffix}", if text == "-0" { "0" } else { text })
-}
-
-/// How values map onto the y axis.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Scale {
-    Linear,
-    /// log10(1 + y): zero stays at the bottom.
-    Log,
-}
-
-impl Scale {
-    fn f(self, y: f64) -> f64 {
-        match self {
-            Scale::Linear => y,
-            Scale::Log => (1.0 + y.max(0.0)).log10(),
-        }
-    }
-}
-
-/// One strategy's line: its name, its color (the same in every chart) and
-/// its (hours, value) points.
-struct Series<'a> {
-    name: &'a str,
-    color: &'static str,
-    points: Vec<(f64, f64)>,
-}
-
-/// One chart of one line per strategy.
-fn chart(title: &str, y_label: &str, scale: Scale, series: &[Series]) -> String {
-    let points = || series.iter().flat_map(|s| s.points.iter());
-    let max_x = points().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
-    let (min_y, max_y) =
-        points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let (min_y, max_y) = if min_y.is_finite() { (min_y, max_y) } else { (0.0, 1.0) };
-    let x_ticks = nice_ticks(0.0, max_x, 8);
-    let x_end = *x_ticks.last().unwrap_or(&max_x);
-    let y_ticks: Vec<f64> = match scale {
-        Scale::Linear => {
-            // Ratios (cost vs on-demand) need not start at zero; totals do.
-            let lo = if min_y > 0.0 && min_y < 1.0 && max_y <= 1.5 { min_y } else { min_y.min(0.0) };
-            nice_ticks(lo, max_y.max(lo + 1e-9), 5)
-        }
-        Scale::Log => {
-            let decades = (1.0 + max_y.max(1.0)).log10().ceil() as i32;
-            // 0, 10, 100, …: a tick at 1 would crowd the one at 0.
-            std::iter::once(0.0).chain((1..=decades.max(1)).map(|k| 10f64.powi(k))).collect()
-        }
-    };
-    let (y_lo, y_hi) = (scale.f(y_ticks[0]), scale.f(*y_ticks.last().unwrap_or(&1.0)));
-    let plot_w = W - LEFT - RIGHT;
-    let plot_h = H - TOP - BOTTOM;
-    let px = |x: f64| LEFT + x / x_end.max(1e-9) * plot_w;
-    let py = |y: f64| TOP + plot_h - (scale.f(y) - y_lo) / (y_hi - y_lo).max(1e-12) * plot_h;
-
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" \
-         font-family=\"sans-serif\" font-size=\"12\" role=\"img\" aria-label=\"{t}\">\
-         <text class=\"title\" x=\"{LEFT}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">{t}</text>",
-        t = escape(title)
-    );
-    // Gridlines and tick labels.
-    for y in &y_ticks {
-        let yy = py(*y);
-        svg.push_str(&format!(
-            "<line class=\"grid\" x1=\"{LEFT}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#e3e3e3\"/>\
-             <text class=\"ytick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            LEFT + plot_w,
-            LEFT - 6.0,
-            yy + 4.0,
-            tick_label(*y)
-        ));
-    }
-    for x in &x_ticks {
-        let xx = px(*x);
-        svg.push_str(&format!(
-            "<line class=\"grid\" x1=\"{xx:.1}\" y1=\"{TOP}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#eeeeee\"/>\
-             <text class=\"xtick\" x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            TOP + plot_h,
-            TOP + plot_h + 16.0,
-            tick_label(*x)
-        ));
-    }
-    // Axes and their titles: x below the tick labels, y rotated left of them.
-    let scale_note = if scale == Scale::Log { " (log scale)" } else { "" };
-    svg.push_str(&format!(
-        "<line x1=\"{LEFT}\" y1=\"{b:.1}\" x2=\"{r:.1}\" y2=\"{b:.1}\" stroke=\"#000\"/>\
-         <line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{b:.1}\" stroke=\"#000\"/>\
-         <text class=\"xlabel\" x=\"{cx:.1}\" y=\"{xl:.1}\" text-anchor=\"middle\">hours</text>\
-         <text class=\"ylabel\" transform=\"translate(16 {cy:.1}) rotate(-90)\" text-anchor=\"middle\">{}{scale_note}</text>",
-        escape(y_label),
-        b = TOP + plot_h,
-        r = LEFT + plot_w,
-        cx = LEFT + plot_w / 2.0,
-        xl = H - 10.0,
-        cy = TOP + plot_h / 2.0,
-    ));
-    // Lines, then the legend right of the plot (never on it).
-    for (i, Series { name, color, points }) in series.iter().enumerate() {
-        let path: Vec<String> = points.iter().map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y))).collect();
-        let ly = TOP + 8.0 + 20.0 * i as f64;
-        let lx = LEFT + plot_w + 16.0;
-        svg.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\
-             <line class=\"legend\" x1=\"{lx:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"/>\
-             <text class=\"legend\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            path.join(" "),
-            lx + 22.0,
-            lx + 28.0,
-            ly + 4.0,
-            escape(name)
-        ));
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
 /// Value of a cumulative series at `t` (the last sample at or before it).
-fn at(series: &[(f64, f64, f64)], t: f64) -> Option<f64> {
+fn at(series: &[(f64, f64, f64)], t: f64, value: fn(&(f64, f64, f64)) -> f64) -> Option<f64> {
     let i = series.partition_point(|s| s.0 <= t);
-    i.checked_sub(1).map(|i| series[i].1)
+    i.checked_sub(1).map(|i| value(&series[i]))
+}
+
+/// Whether the failed-requests panel needs a log scale: the largest final
+/// total exceeds the smallest by more than [`LOG_WHEN_RATIO`] (as 1 + n,
+/// so a strategy with none counts as 1).
+pub fn failed_needs_log(finals: &[f64]) -> bool {
+    let (smallest, largest) =
+        finals.iter().fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| (lo.min(v.max(0.0)), hi.max(*v)));
+    finals.len() > 1 && (1.0 + largest) / (1.0 + smallest.min(largest)) > LOG_WHEN_RATIO
+}
+
+/// The panels of a run's results.
+pub fn charts(summary: &Summary, results: &[StrategyResult]) -> Charts {
+    // One x axis for every line: the union of the sample times, thinned.
+    let mut hours: Vec<f64> = results.iter().flat_map(|r| r.series.iter().map(|p| p.0)).collect();
+    hours.sort_by(f64::total_cmp);
+    hours.dedup();
+    if hours.len() > MAX_POINTS {
+        let step = hours.len().div_ceil(MAX_POINTS);
+        let last = hours[hours.len() - 1];
+        hours = hours.iter().copied().step_by(step).collect();
+        if hours.last() != Some(&last) {
+            hours.push(last);
+        }
+    }
+    let in_days = summary.sim_days >= 2.0;
+    let (x_label, x) = if in_days {
+        ("days since the start", hours.iter().map(|h| h / 24.0).collect())
+    } else {
+        ("hours since the start", hours.clone())
+    };
+    // Solid, unless an earlier strategy's cost ends where this one's does:
+    // then dashed, so both lines show.
+    let dashes: Vec<&'static [u32]> = (0..results.len())
+        .map(|i| {
+            let before = results[..i].iter().filter(|r| same_cost(r.cost_usd, results[i].cost_usd)).count();
+            DASHES[before % DASHES.len()]
+        })
+        .collect();
+    let style = |i: usize| (COLORS[i % COLORS.len()], dashes[i]);
+    let line = |i: usize, r: &StrategyResult, values: Vec<Option<f64>>| {
+        let (color, dash) = style(i);
+        Line { name: r.name.clone(), color, dash, values }
+    };
+    let each = |value: fn(&(f64, f64, f64)) -> f64| -> Vec<Line> {
+        results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| line(i, r, hours.iter().map(|t| at(&r.series, *t, value)).collect()))
+            .collect()
+    };
+    let cost = each(|p| p.1);
+    let mut panels = vec![Panel {
+        id: "cost",
+        title: "Cumulative cost".into(),
+        note: format!(
+            "What each strategy has paid for its nodes so far, in USD.{}",
+            coinciding(results).map(|names| format!(" {names} pay for the same nodes here: their lines lie on each other (dashed over solid).")).unwrap_or_default()
+        ),
+        y_label: "USD".into(),
+        log: false,
+        format: "usd",
+        lines: cost,
+    }];
+    if let Some(od) = results.iter().find(|r| r.name == "on-demand") {
+        let lines = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.name != "on-demand")
+            .map(|(i, r)| {
+                let share = |t: &f64| {
+                    let o = at(&od.series, *t, |p| p.1).filter(|o| *o > 0.0)?;
+                    Some(at(&r.series, *t, |p| p.1)? / o)
+                };
+                line(i, r, hours.iter().map(share).collect())
+            })
+            .collect();
+        panels.push(Panel {
+            id: "share",
+            title: "Cumulative cost as a share of on-demand".into(),
+            note: "Each strategy's cost so far divided by what the same cluster cost all on-demand \
+                   (1 = no saving, 0.25 = a quarter of it)."
+                .into(),
+            y_label: "cost / on-demand cost".into(),
+            log: false,
+            format: "ratio",
+            lines,
+        });
+    }
+    let failed = each(|p| p.2);
+    let finals: Vec<f64> =
+        failed.iter().filter_map(|l| l.values.iter().rev().flatten().next().copied()).collect();
+    let log = failed_needs_log(&finals);
+    panels.push(Panel {
+        id: "failed",
+        title: "Cumulative failed requests".into(),
+        note: {
+            let mut note = String::from("Requests the load balancer could not serve, so far.");
+            if log {
+                note.push_str(&format!(
+                    " Log scale: the largest total is more than {LOG_WHEN_RATIO}× the smallest, and on a \
+                     linear scale the small ones would lie on zero."
+                ));
+            }
+            let none: Vec<&str> =
+                results.iter().filter(|r| r.requests_failed < 0.5).map(|r| r.name.as_str()).collect();
+            if let [rest @ .., last] = none.as_slice() {
+                let names = if rest.is_empty() {
+                    last.to_string()
+                } else {
+                    format!("{} and {last}", rest.join(", "))
+                };
+                note.push_str(&format!(" {names} failed none: on the bottom line."));
+            }
+            note
+        },
+        y_label: if log { "requests (log scale)".into() } else { "requests".into() },
+        log,
+        format: "count",
+        lines: failed,
+    });
+    Charts { x_label, x, panels }
+}
+
+/// Names of strategies whose total cost is within 0.1 % of another's,
+/// joined for a sentence (`None` when no two are).
+fn coinciding(results: &[StrategyResult]) -> Option<String> {
+    let names: Vec<&str> = results
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            results.iter().enumerate().any(|(j, b)| *i != j && same_cost(a.cost_usd, b.cost_usd))
+        })
+        .map(|(_, r)| r.name.as_str())
+        .collect();
+    match names.len() {
+        0 | 1 => None,
+        n => Some(format!("{} and {}", names[..n - 1].join(", "), names[n - 1])),
+    }
+}
+
+/// Two totals a chart cannot tell apart.
+fn same_cost(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 0.001 * a.abs().max(b.abs())
+}
+
+/// The table's columns: header, what it means.
+pub const COLUMNS: [(&str, &str); 13] = [
+    ("strategy", "how the cluster buys nodes and answers reclaims (see the README's strategy list)"),
+    ("cost USD", "what the run's nodes cost"),
+    ("vs on-demand", "that cost divided by the all on-demand run's (1 = no saving)"),
+    ("requests", "requests offered to the load balancer over the run"),
+    ("failed", "requests that failed (no Ready, routed pod to serve them)"),
+    ("served %", "share of the requests that were served"),
+    ("reclaims", "nodes that received a reclaim notice"),
+    ("n", "incidents (reclaim events) whose displaced workloads were all Ready again by the end"),
+    ("open", "incidents still open when the run ended (not in the percentiles)"),
+    ("p50 s", "median recovery: notice → every displaced workload Ready again, seconds"),
+    ("p90 s", "90th percentile of recovery (nearest rank; * with under 10 incidents: the maximum)"),
+    ("p99 s", "99th percentile of recovery (nearest rank; * with under 100 incidents: the maximum)"),
+    ("max s", "longest recovery"),
+];
+
+/// A percentile cell, as in the text table: `-` without incidents, `*`
+/// when too few incidents make it the maximum.
+fn percentile(value: f64, q: f64, n: u64) -> String {
+    if n == 0 {
+        return "-".into();
+    }
+    let starved = (n as f64) < 1.0 / (1.0 - q) - 1e-9;
+    format!("{value:.1}{}", if starved { "*" } else { "" })
+}
+
+/// A count with thousands separators (3,628,800,000).
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The comparison as an HTML table, each header carrying its meaning.
+fn table(summary: &Summary) -> String {
+    let mut out = String::from("<table id=\"summary\"><thead><tr>");
+    for (name, meaning) in COLUMNS {
+        out.push_str(&format!("<th title=\"{}\">{}</th>", escape(meaning), escape(name)));
+    }
+    out.push_str("</tr></thead><tbody>");
+    for (i, s) in summary.strategies.iter().enumerate() {
+        let cells = [
+            format!("{:.2}", s.cost_usd),
+            s.cost_vs_on_demand.map_or("-".into(), |v| format!("{v:.3}")),
+            grouped(s.requests_total),
+            grouped(s.requests_failed),
+            format!("{:.4}", s.success_rate * 100.0),
+            s.interruptions.to_string(),
+            s.incidents.to_string(),
+            s.unfinished_incidents.to_string(),
+            percentile(s.p50_recovery_s, 0.50, s.incidents),
+            percentile(s.p90_recovery_s, 0.90, s.incidents),
+            percentile(s.p99_recovery_s, 0.99, s.incidents),
+            percentile(s.max_recovery_s, 0.0, s.incidents),
+        ];
+        out.push_str(&format!(
+            "<tr><td><i class=\"swatch\" style=\"background:{}\"></i>{}</td>",
+            COLORS[i % COLORS.len()],
+            escape(&s.name)
+        ));
+        for c in cells {
+            out.push_str(&format!("<td class=\"num\">{}</td>", escape(&c)));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table><dl class=\"columns\">");
+    for (name, meaning) in COLUMNS {
+        out.push_str(&format!("<dt>{}</dt><dd>{}</dd>", escape(name), escape(meaning)));
+    }
+    out.push_str(&format!("</dl><p class=\"note\">{}</p>", escape(&RECOVERY_NOTE.replace('\n', " "))));
+    out
+}
+
+/// JSON safe inside a `<script>` element.
+fn script_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into()).replace('<', "\\u003c")
 }
 
 /// The report page.
 pub fn html(summary: &Summary, results: &[StrategyResult]) -> String {
-    let color = |i: usize| COLORS[i % COLORS.len()];
-    let lines = |value: fn(&(f64, f64, f64)) -> f64| -> Vec<Series> {
-        results
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Series {
-                name: &r.name,
-                color: color(i),
-                points: r.series.iter().map(|p| (p.0, value(p))).collect(),
-            })
-            .collect()
-    };
-    let cost = lines(|p| p.1);
-    let failed = lines(|p| p.2);
-    let share: Option<Vec<Series>> = results.iter().find(|r| r.name == "on-demand").map(|od| {
-        results
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.name != "on-demand")
-            .map(|(i, r)| Series {
-                name: &r.name,
-                color: color(i),
-                points: r
-                    .series
-                    .iter()
-                    .filter_map(|(t, c, _)| at(&od.series, *t).filter(|o| *o > 0.0).map(|o| (*t, c / o)))
-                    .collect(),
-            })
-            .collect()
-    });
-    // Log scale when the largest total dwarfs the smallest (zero counts as
-    // 1 on the log10(1 + n) scale).
-    let finals = failed.iter().filter_map(|s| s.points.last().map(|p| p.1));
-    let (smallest, largest) =
-        finals.fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| (lo.min(v.max(0.0)), hi.max(v)));
-    let failed_scale = if (1.0 + largest) / (1.0 + smallest.min(largest)) > LOG_WHEN_RATIO {
-        Scale::Log
-    } else {
-        Scale::Linear
-    };
-    let mut charts = vec![chart("Cumulative cost", "USD", Scale::Linear, &cost)];
-    if let Some(share) = &share {
-        charts.push(chart(
-            "Cumulative cost as a share of on-demand",
-            "cost / on-demand cost",
-            Scale::Linear,
-            share,
-        ));
-    }
-    charts.push(chart("Cumulative failed requests", "requests", failed_scale, &failed));
+    let charts = charts(summary, results);
+    let panels: String = charts
+        .panels
+        .iter()
+        .map(|p| {
+            format!(
+                "<section class=\"panel\" id=\"panel-{id}\"><h2>{}</h2><p class=\"note\">{}</p>\
+                 <div class=\"chart\" id=\"chart-{id}\"></div></section>",
+                escape(&p.title),
+                escape(&p.note),
+                id = p.id
+            )
+        })
+        .collect();
     format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>costop sim report</title>\
-         <style>body{{font-family:sans-serif;max-width:960px;margin:1em auto}} svg{{display:block;margin:1.5em 0}} \
-         dt{{font-weight:bold}} pre{{overflow-x:auto}}</style></head>\
-         <body><h1>costop sim</h1><pre>{}</pre>\
-         <dl><dt>cost USD, vs OD</dt><dd>what the run cost, and that as a share of the all on-demand run</dd>\
-         <dt>requests, failed, served %</dt><dd>requests offered to the load balancer, those that failed, the share served</dd>\
-         <dt>reclaims</dt><dd>nodes that received a reclaim notice</dd>\
-         <dt>n, open</dt><dd>incidents (reclaim events) whose displaced workloads were Ready again by the end, and those still open</dd>\
-         <dt>p50 s … max s</dt><dd>recovery (notice → every displaced workload Ready again), nearest-rank percentiles over n</dd></dl>\
-         {}</body></html>\n",
-        escape(&table(summary)),
-        charts.join("\n")
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>costop sim report</title>\n\
+         <style>{UPLOT_CSS}</style>\n<style>{STYLE}</style>\n<script>{js}</script>\n</head>\n<body><main>\n\
+         <h1>costop sim</h1>\n<p class=\"sub\">{} — {} nodes, {:.1} days, seed {}. Model: {}.</p>\n{}\n\
+         {panels}\n<pre id=\"layout-check\" hidden></pre>\n\
+         <footer>Charts: uPlot {UPLOT_VERSION} (MIT licence: {}), inlined in this file.</footer>\n</main>\n\
+         <script type=\"application/json\" id=\"report-data\">{}</script>\n<script>{SCRIPT}</script>\n\
+         </body></html>\n",
+        escape(&summary.market),
+        summary.nodes,
+        summary.sim_days,
+        summary.seed,
+        escape(&summary.pool_hit_model),
+        table(summary),
+        escape(UPLOT_LICENSE.lines().find(|l| l.contains("Copyright")).unwrap_or("see uPlot's LICENSE")),
+        script_json(&charts),
+        js = UPLOT_JS.replace("</script", "<\\/script"),
     )
 }
 
@@ -283,60 +397,88 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(nice_ticks(0.0, 10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
-        assert_eq!(nice_ticks(0.0, 167.0, 8), vec![0.0, 25.0, 50.0, 75.0, 100.0, 125.0, 150.0, 175.0]);
-        let t = nice_ticks(0.31, 1.0, 5);
-        assert!(t[0] <= 0.31 && *t.last().unwrap() >= 1.0, "{t:?}");
-        assert!(t.iter().all(|v| tick_label(*v).len() <= 4), "{t:?}");
-        assert_eq!(tick_label(0.30000000000000004), "0.3");
-        assert_eq!(tick_label(12_000.0), "12k");
-        assert_eq!(tick_label(3_400_000.0), "3.4M");
-        assert_eq!(tick_label(250.0), "250");
+    fn panel<'a>(c: &'a Charts, id: &str) -> &'a Panel {
+        c.panels.iter().find(|p| p.id == id).unwrap_or_else(|| panic!("no panel {id}"))
     }
 
     #[test]
-    fn the_legend_sits_right_of_the_plot_and_labels_do_not_collide() {
+    fn one_panel_per_metric_on_one_time_axis_with_a_color_per_strategy() {
         let results =
             [result("on-demand", 10.0, 0.0), result("spot-naive", 4.0, 50_000.0), result("costop", 3.5, 3.0)];
-        let page = html(&summary(&results), &results);
-        assert!(page.contains("Cumulative cost") && page.contains("polyline"));
-        assert!(page.contains("as a share of on-demand"));
-        for svg in page.split("<svg").skip(1) {
-            // Legend entries start right of the plot area.
-            for part in svg.split("<text class=\"legend\" x=\"").skip(1) {
-                let x: f64 = part.split('"').next().unwrap().parse().unwrap();
-                assert!(x > W - RIGHT, "legend inside the plot at x={x}");
-            }
-            // Every text has its own place: no two share a baseline within 10 px horizontally.
-            let mut places: Vec<(f64, f64)> = Vec::new();
-            for part in svg.split("<text ").skip(1) {
-                let attr = |name: &str| -> Option<f64> {
-                    part.split(&format!(" {name}=\"")).nth(1)?.split('"').next()?.parse().ok()
-                };
-                if let (Some(x), Some(y)) = (attr("x"), attr("y")) {
-                    assert!(
-                        !places.iter().any(|(px, py)| (px - x).abs() < 10.0 && (py - y).abs() < 10.0),
-                        "text at ({x}, {y}) overlaps another"
-                    );
-                    places.push((x, y));
-                }
-            }
-            assert!(svg.contains("class=\"grid\""), "no gridlines");
+        let c = charts(&summary(&results), &results);
+        let ids: Vec<&str> = c.panels.iter().map(|p| p.id).collect();
+        assert_eq!(ids, ["cost", "share", "failed"]);
+        assert_eq!(c.x, (0..=10).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(c.x_label, "hours since the start");
+        for p in &c.panels {
+            assert!(p.lines.iter().all(|l| l.values.len() == c.x.len()), "{}", p.id);
         }
+        // The share panel has no on-demand line (it would be 1 throughout),
+        // and a strategy keeps its color in every panel.
+        let share = panel(&c, "share");
+        assert_eq!(share.lines.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["spot-naive", "costop"]);
+        assert_eq!(share.lines[1].color, panel(&c, "cost").lines[2].color);
+        assert_eq!(share.lines[1].values[10], Some(0.35));
+        assert_eq!(share.lines[1].values[0], None, "no share before on-demand has cost anything");
+        let colors: std::collections::HashSet<_> = panel(&c, "cost").lines.iter().map(|l| l.color).collect();
+        assert_eq!(colors.len(), 3);
     }
 
     #[test]
     fn failed_requests_go_log_when_one_strategy_dwarfs_the_rest() {
         let results =
             [result("on-demand", 10.0, 0.0), result("spot-naive", 4.0, 50_000.0), result("costop", 3.5, 3.0)];
-        let page = html(&summary(&results), &results);
-        let failed = page.split("<svg").find(|s| s.contains("Cumulative failed requests")).unwrap();
-        assert!(failed.contains("(log scale)"), "expected a log scale");
+        let failed = panel(&charts(&summary(&results), &results), "failed").clone();
+        assert!(failed.log && failed.y_label.contains("log scale"), "{failed:?}");
+        assert!(failed.note.contains("on-demand failed none"), "{}", failed.note);
         let results = [result("a", 4.0, 100.0), result("b", 4.0, 120.0)];
+        let failed = panel(&charts(&summary(&results), &results), "failed").clone();
+        assert!(!failed.log && !failed.y_label.contains("log"), "comparable totals stay linear");
+        assert!(
+            !failed_needs_log(&[0.0]) && failed_needs_log(&[0.0, 25.0]) && !failed_needs_log(&[0.0, 15.0])
+        );
+    }
+
+    #[test]
+    fn coinciding_cost_lines_are_named_and_dashed_apart() {
+        let results =
+            [result("on-demand", 10.0, 0.0), result("spot-naive", 4.0, 9.0), result("drain", 4.0, 3.0)];
+        let c = charts(&summary(&results), &results);
+        let cost = panel(&c, "cost");
+        assert!(cost.note.contains("spot-naive and drain pay for the same nodes"), "{}", cost.note);
+        assert_ne!(cost.lines[1].dash, cost.lines[2].dash);
+        let apart = [result("on-demand", 10.0, 0.0), result("costop", 3.5, 3.0)];
+        assert!(!panel(&charts(&summary(&apart), &apart), "cost").note.contains("same nodes"));
+    }
+
+    #[test]
+    fn long_runs_are_in_days_and_thinned() {
+        let mut r = result("on-demand", 1.0, 0.0);
+        r.series = (0..=10_000).map(|i| (i as f64 * 0.1, i as f64, 0.0)).collect();
+        let mut s = summary(std::slice::from_ref(&r));
+        s.sim_days = 1000.0 / 24.0;
+        let c = charts(&s, std::slice::from_ref(&r));
+        assert_eq!(c.x_label, "days since the start");
+        assert!(c.x.len() <= MAX_POINTS + 1, "{}", c.x.len());
+        assert_eq!(c.x.last(), Some(&(1000.0 / 24.0)), "the last sample is kept");
+    }
+
+    #[test]
+    fn the_page_is_self_contained_and_explains_every_column() {
+        let results = [result("on-demand", 10.0, 0.0), result("<costop>", 3.5, 3.0)];
         let page = html(&summary(&results), &results);
-        let failed = page.split("<svg").find(|s| s.contains("Cumulative failed requests")).unwrap();
-        assert!(!failed.contains("(log scale)"), "comparable totals stay linear");
+        assert!(page.contains(UPLOT_JS.get(..200).unwrap()), "uPlot is not inlined");
+        assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "an external asset");
+        assert!(page.contains("id=\"report-data\"") && page.contains("id=\"layout-check\""));
+        for (name, _) in COLUMNS {
+            assert!(page.contains(&format!("<dt>{}</dt>", escape(name))), "{name} unexplained");
+        }
+        assert!(page.contains("<td class=\"num\">1,000,000</td>"), "requests grouped");
+        assert_eq!((grouped(0), grouped(999), grouped(1000)), ("0".into(), "999".into(), "1,000".into()));
+        assert!(page.contains("&lt;costop&gt;") && !page.contains("\"<costop>\""), "names are escaped");
+        // The data parses back.
+        let data = page.split("id=\"report-data\">").nth(1).unwrap().split("</script>").next().unwrap();
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["panels"].as_array().unwrap().len(), 3);
     }
 }

@@ -1,6 +1,6 @@
 //! The demo's live dashboard: one page (`assets/dashboard.html`) with
-//! uPlot charts (uPlot 1.6.32, MIT licence, `assets/uplot/LICENSE`; the
-//! files are in the binary), fed by server-sent events of the monitor's
+//! uPlot charts (uPlot 1.6.32, MIT licence; the files are in the binary,
+//! the same bytes `costop sim --report` inlines: `costop_sim::report`), fed by server-sent events of the monitor's
 //! snapshot every second (`/events`), or one snapshot (`/state`).
 
 use crate::demo_report::Monitor;
@@ -14,9 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 const PAGE: &str = include_str!("../assets/dashboard.html");
-const UPLOT_JS: &str = include_str!("../assets/uplot/uPlot.iife.min.js");
-const UPLOT_CSS: &str = include_str!("../assets/uplot/uPlot.min.css");
-const UPLOT_LICENSE: &str = include_str!("../assets/uplot/LICENSE");
+use costop_sim::report::{UPLOT_CSS, UPLOT_JS, UPLOT_LICENSE};
 
 /// Serve the dashboard on `listener` until `shutdown`.
 pub async fn serve(

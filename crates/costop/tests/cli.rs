@@ -121,7 +121,9 @@ fn builtin_run_needs_no_data_and_writes_a_report() {
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("costop") && table.contains("on-demand"), "{table}");
     let html = std::fs::read_to_string(&report).unwrap();
-    assert!(html.contains("<svg") && html.contains("Cumulative cost") && html.contains("polyline"));
+    assert!(
+        html.contains("Cumulative cost") && html.contains("id=\"report-data\"") && html.contains("uPlot")
+    );
     let seeds: Vec<Value> = ["1", "2"]
         .iter()
         .map(|s| json(&costop(&["sim", "--days", "1", "--nodes", "12", "--seed", s, "--json"])))
