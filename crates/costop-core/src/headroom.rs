@@ -194,12 +194,18 @@ mod tests {
 
     #[test]
     fn placeholders_cover_the_shortfall_and_standbys_only_when_nothing_can_launch() {
-        let policy = Policy { headroom_share_of_shortfall: 1.0, ..Policy::default() };
+        let policy =
+            Policy { headroom_share_of_shortfall: 1.0, standby_share_of_shortfall: 1.0, ..Policy::default() };
         let got = size_spare_capacity(&view(true), |_| 1.0, &policy);
         assert_eq!(got, SpareCapacity { headroom_nodes: 1, standby_nodes: 0 });
         let stuck = size_spare_capacity(&view(false), |_| 1.0, &policy);
         assert_eq!(stuck, SpareCapacity { headroom_nodes: 1, standby_nodes: 1 });
         let none = Policy::default();
         assert_eq!(size_spare_capacity(&view(true), |_| 1.0, &none).headroom_nodes, 0);
+        assert_eq!(
+            size_spare_capacity(&view(false), |_| 1.0, &none).standby_nodes,
+            0,
+            "no standbys by default"
+        );
     }
 }

@@ -7,6 +7,7 @@
 pub mod effects;
 pub mod headroom;
 pub mod model;
+pub mod move_back;
 pub mod name;
 pub mod notice;
 pub mod plan;

@@ -97,6 +97,11 @@ pub enum Step {
         /// Bridge the node's workloads to their functions while it drains.
         #[serde(default)]
         bridge: bool,
+        /// Drain as soon as the other nodes have room for its pods (a
+        /// move to a cheaper pool: its replacement has joined) instead of
+        /// at `after`; with no room by `after` the node stays.
+        #[serde(default)]
+        once_room: bool,
     },
 }
 

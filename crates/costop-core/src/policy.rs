@@ -24,7 +24,13 @@ pub struct Policy {
     /// start displaced pods at once.
     pub headroom_share_of_shortfall: f64,
     /// Share of that shortfall covered by warm standbys while fewer than two
-    /// other Spot pools can launch (0–1). Default 1.0.
+    /// other Spot pools can launch (0–1). Default 0.0: a stopped standby
+    /// boots like a new node (about 30 s) and its start can fail for
+    /// capacity like a launch, so it only pays where images are large (it
+    /// has them pulled) or on-demand capacity is scarce. On every shipped
+    /// trace it cost more and served less than launching the replacement
+    /// (on-demand when no Spot pool can): 04-19, 20 nodes, 4,125 vs 3,532
+    /// USD and 99.9953 % vs 99.9969 % served. Raise it for such clusters.
     pub standby_share_of_shortfall: f64,
     /// How standbys wait. Default `stopped`.
     pub standby_mode: StandbyMode,
@@ -53,13 +59,18 @@ pub struct Policy {
     /// Deregister the doomed node's targets from the load balancer once its
     /// pods are evicted (they leave it one by one as they terminate). Default true.
     pub deregister_on_notice: bool,
+    /// Move a Spot node, between responses, to another pool whose
+    /// risk-adjusted price is at least this share below its own pool's
+    /// (0–1; 1 turns moves off). Default 0.15: replacements launched where
+    /// capacity was when it was needed would otherwise stay in dear pools.
+    pub move_back_saving: f64,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Self {
             headroom_share_of_shortfall: 0.0,
-            standby_share_of_shortfall: 1.0,
+            standby_share_of_shortfall: 0.0,
             standby_mode: StandbyMode::Stopped,
             max_pool_share: 0.34,
             risk_weight: 0.05,
@@ -69,6 +80,7 @@ impl Default for Policy {
             act_on_rebalance: true,
             rebalance_window_minutes: 15,
             deregister_on_notice: true,
+            move_back_saving: 0.15,
         }
     }
 }
@@ -96,6 +108,7 @@ impl Policy {
         share("headroom_share_of_shortfall", self.headroom_share_of_shortfall)?;
         share("standby_share_of_shortfall", self.standby_share_of_shortfall)?;
         share("bridge_threshold", self.bridge_threshold)?;
+        share("move_back_saving", self.move_back_saving)?;
         if !(self.max_pool_share > 0.0 && self.max_pool_share <= 1.0) {
             return Err(PolicyError {
                 key: "max_pool_share",

@@ -48,7 +48,12 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
                 if plan.steps_of("restore-capacity").next().is_some() {
                     let after = now.saturating_add(policy.rebalance_window_minutes * MINUTE);
                     let bridge = policy.bridge_enabled;
-                    plan.steps.push(Step::RetireNode { node: node.name.to_string(), after, bridge });
+                    plan.steps.push(Step::RetireNode {
+                        node: node.name.to_string(),
+                        after,
+                        bridge,
+                        once_room: false,
+                    });
                 }
             }
         }

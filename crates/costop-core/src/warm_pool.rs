@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn each_zone_keeps_standbys_for_its_worst_shortfall_while_nothing_launches() {
         let mut view = spot_cluster();
-        let policy = Policy::default();
+        let policy = Policy { standby_share_of_shortfall: 1.0, ..Policy::default() };
         let wanted = standbys_wanted(&view, &policy);
         // Losing the three m5.xlarge: 10,500 m against 6,000 m free
         // elsewhere, 4,500 m = 0.56 of an m5.2xlarge: one standby.
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn pending_launches_and_joined_standbys_count() {
         let mut view = spot_cluster();
-        let policy = Policy::default();
+        let policy = Policy { standby_share_of_shortfall: 1.0, ..Policy::default() };
         let pending = [PendingStandby { instance_id: "i-new".into(), zone: "z-a".into() }];
         let plan = plan_warm_pool(&view, &pending, &policy);
         assert!(plan.launch.is_empty(), "the pending launch is z-a's one standby");
@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn surplus_standbys_without_workloads_go_running_first() {
         let mut view = spot_cluster();
-        let policy = Policy::default();
+        let policy = Policy { standby_share_of_shortfall: 1.0, ..Policy::default() };
         view.nodes.push(node("sb-stopped", "z-a", "m5.xlarge", CapacityType::StandbyStopped, 4000));
         view.nodes.push(node("sb-running", "z-a", "m5.xlarge", CapacityType::StandbyRunning, 4000));
         view.nodes.push(node("sb-busy", "z-a", "m5.xlarge", CapacityType::StandbyRunning, 4000));
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn launches_not_yet_joined_are_surplus_first() {
         let mut view = spot_cluster();
-        let policy = Policy::default();
+        let policy = Policy { standby_share_of_shortfall: 1.0, ..Policy::default() };
         view.nodes.push(node("sb-1", "z-a", "m5.xlarge", CapacityType::StandbyStopped, 4000));
         let pending = [PendingStandby { instance_id: "i-late".into(), zone: "z-a".into() }];
         let plan = plan_warm_pool(&view, &pending, &policy);

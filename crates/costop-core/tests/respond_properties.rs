@@ -235,7 +235,12 @@ fn rebalance_prelaunches_and_retires_later_but_never_cordons() {
     assert_eq!(kinds, vec!["restore-capacity", "retire-node"]);
     assert_eq!(
         plan.steps[1],
-        Step::RetireNode { node: node.name.to_string(), after: 5 + 15 * 60_000, bridge: true }
+        Step::RetireNode {
+            node: node.name.to_string(),
+            after: 5 + 15 * 60_000,
+            bridge: true,
+            once_room: false
+        }
     );
     let off = Policy { act_on_rebalance: false, ..Policy::default() };
     assert!(respond(&view, &notice, &off, 5).unwrap().steps.is_empty());

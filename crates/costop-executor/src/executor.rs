@@ -15,6 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Time between rounds of moving capacity back to cheap pools (see
+/// [`Executor::move_once`]): prices and pools' launchability change over
+/// minutes, and each move takes [`costop_core::move_back::MOVE_SETTLE`].
+pub const MOVE_ROUND: Duration = Duration::from_secs(60);
+
 /// The executor's wait rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Waits {
@@ -212,6 +217,37 @@ where
         respond(&self.open.claimed(view, now), notice, policy, now)
     }
 
+    /// Between responses: the plan that moves one Spot node to a cheaper
+    /// pool (see [`costop_core::move_back`]), saved, to be run with
+    /// [`Self::execute`]. None while a response has claims to make or
+    /// another move is under way, or when no move is worth it.
+    pub async fn next_move(&self, policy: &Policy) -> Option<Plan> {
+        if self.open.busy() || self.open.any_of_kind(costop_core::move_back::MOVE_BACK_KIND) {
+            return None;
+        }
+        let now = self.clock.now_ms();
+        let chosen = costop_core::move_back::choose_move(&self.cluster.view(), policy, now)?;
+        let plan = costop_core::move_back::move_plan(&chosen, policy, now);
+        match self.store.save_plan(&plan).await {
+            Ok(true) => Some(plan),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, node = %chosen.node, "cannot record a move; not moving");
+                None
+            }
+        }
+    }
+
+    /// One round of moving capacity back: the move worth making now, if
+    /// any, run to its end. Whether a move ran. The server and the
+    /// simulator call it every [`MOVE_ROUND`] between responses.
+    pub async fn move_once(&self, policy: &Policy) -> bool {
+        let Some(plan) = self.next_move(policy).await else { return false };
+        tracing::info!(node = %plan.node, steps = ?plan.steps, "moving a Spot node to a cheaper pool");
+        self.execute(&plan, self.clock.now_ms()).await;
+        true
+    }
+
     /// Run the plan's remaining steps in order. `received_at` is when the
     /// notice arrived (for the notice → cordon metric). Volume moves wait
     /// for their pod to stop, which a later step (the eviction) brings
@@ -354,15 +390,29 @@ where
         }
     }
 
-    /// At `after`, drain a node a rebalance recommendation replaced early
-    /// and end it, unless it is gone or an interruption is being answered
-    /// for it (its taint) by then. Its workloads are bridged to their
+    /// At `after` (or, `once_room`, as soon as the other nodes can hold
+    /// its pods), drain a node a rebalance recommendation or a move
+    /// replaced and end it, unless it is gone or an interruption is being
+    /// answered for it (its taint) by then. Its workloads are bridged to their
     /// functions (when `bridge`) until their pods are Ready elsewhere.
-    async fn retire(&self, node: &str, after: Millis, bridge: bool) -> Result<String, String> {
+    async fn retire(
+        &self,
+        node: &str,
+        after: Millis,
+        bridge: bool,
+        once_room: bool,
+    ) -> Result<String, String> {
         let answered = |v: &ClusterView| v.node(node).is_none_or(|n| n.has_taint(INTERRUPTION_TAINT));
-        self.wait_until(after, |v| answered(v)).await;
-        if answered(&self.cluster.view()) {
+        let room = |v: &ClusterView| once_room && costop_core::move_back::room_elsewhere(v, node);
+        self.wait_until(after, |v| answered(v) || room(v)).await;
+        let view = self.cluster.view();
+        if answered(&view) {
             return Ok(format!("skipped: {node} was interrupted (or is gone); its replacement stays"));
+        }
+        if once_room && !room(&view) {
+            return Ok(format!(
+                "skipped: no room for {node}'s pods on other nodes by the deadline; it stays"
+            ));
         }
         self.cluster.taint_and_cordon(node).await.map_err(|e| e.to_string())?;
         let view = self.cluster.view();
@@ -537,7 +587,9 @@ where
             } else {
                 format!("deferred: {node} stays in service (no warm-pool keeper runs)")
             }),
-            Step::RetireNode { node, after, bridge } => self.retire(node, *after, *bridge).await,
+            Step::RetireNode { node, after, bridge, once_room } => {
+                self.retire(node, *after, *bridge, *once_room).await
+            }
             Step::RestoreHeadroom { placeholders } => {
                 let ready = self
                     .wait_until(deadline.saturating_add(self.waits.after_deadline), |v| {
@@ -619,9 +671,10 @@ pub fn would_do(step: &Step, returns_standbys: bool) -> String {
                 format!("would leave {node} in service (no warm-pool keeper runs)")
             }
         }
-        Step::RetireNode { node, after, bridge } => format!(
-            "would drain {node}{} and end its instance at {} unless an interruption follows",
+        Step::RetireNode { node, after, bridge, once_room } => format!(
+            "would drain {node}{} and end its instance {} {} unless an interruption follows",
             if *bridge { " (its workloads bridged to their functions)" } else { "" },
+            if *once_room { "once other nodes have room for its pods, by" } else { "at" },
             costop_core::time::format_rfc3339(*after)
         ),
         Step::RestoreHeadroom { placeholders } => {
@@ -946,7 +999,7 @@ mod tests {
         };
         // A node a recommendation replaced is to be retired at 15 min; it is
         // interrupted at 1 min, and the retirement is skipped then.
-        let outcome = exec.retire("node-1", 15 * 60_000, false).await;
+        let outcome = exec.retire("node-1", 15 * 60_000, false, false).await;
         assert!(outcome.as_ref().is_ok_and(|o| o.starts_with("skipped")), "{outcome:?}");
         assert!(clock.now_ms() < 62_000, "noticed at {} ms", clock.now_ms());
         // Looking each second would have taken 60 looks.

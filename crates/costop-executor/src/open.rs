@@ -57,6 +57,11 @@ impl OpenResponses {
         self.len() == 0
     }
 
+    /// Whether an open plan answers a notice of this kind label.
+    pub fn any_of_kind(&self, kind: &str) -> bool {
+        self.lock().keys().any(|k| k.kind == kind)
+    }
+
     /// Whether some open response still has a claim to make (a cordon,
     /// launch, wake, placeholder claim or eviction): the warm-pool keeper
     /// keeps still meanwhile. A response that only waits (to shift traffic

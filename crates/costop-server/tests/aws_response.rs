@@ -372,7 +372,9 @@ async fn the_warm_pool_is_kept_used_replenished_and_returned() {
     let token = agent_on(&emu, "spot-node");
     until("web running on the Spot node", Duration::from_secs(20), async || ready_web(&emu).len() == 4).await;
     // Stopped standbys, one per Spot node of the zone's worst pool (the defaults).
-    let (base, stop_tx) = start_server(&emu, &moto, settings, true, costop_core::Policy::default()).await;
+    // Standbys are kept only when the policy asks (none by default).
+    let policy = costop_core::Policy { standby_share_of_shortfall: 1.0, ..Default::default() };
+    let (base, stop_tx) = start_server(&emu, &moto, settings, true, policy).await;
 
     // 1. The keeper launches the Spot node's twin in its zone.
     let mut first = String::new();

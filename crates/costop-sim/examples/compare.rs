@@ -33,6 +33,9 @@ fn main() {
     if let Some(w) = std::env::var("REBALANCE_WINDOW").ok().and_then(|v| v.parse().ok()) {
         cfg.policy.rebalance_window_minutes = w;
     }
+    if let Some(m) = std::env::var("MOVE_SAVING").ok().and_then(|v| v.parse().ok()) {
+        cfg.policy.move_back_saving = m;
+    }
     if let Some(h) = std::env::var("MAX_POOL").ok().and_then(|v| v.parse().ok()) {
         cfg.policy.max_pool_share = h;
     }

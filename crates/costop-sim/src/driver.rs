@@ -46,6 +46,9 @@ pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Stra
     if keeps_pool {
         spawn_keeper(&mut rt, &exec, &world, &cfg);
     }
+    if strategy == Strategy::Costop {
+        spawn_mover(&mut rt, &exec, &cfg);
+    }
     let end = world.lock().unwrap_or_else(|e| e.into_inner()).end();
     loop {
         let next_event = world.lock().unwrap_or_else(|e| e.into_inner()).next_event_at();
@@ -148,6 +151,18 @@ fn spawn_keeper(rt: &mut Runtime, exec: &SimExecutor, world: &Arc<Mutex<World>>,
                 idle_at = decided_nothing.then_some(version);
             }
             clock.sleep(KEEPER_ROUND).await;
+        }
+    });
+}
+
+/// The move-back loop, as the server runs it: a round every
+/// [`costop_executor::MOVE_ROUND`], each move run to its end.
+fn spawn_mover(rt: &mut Runtime, exec: &SimExecutor, cfg: &SimConfig) {
+    let (exec, policy) = (exec.clone(), cfg.policy.clone());
+    rt.spawn(async move {
+        loop {
+            exec.move_once(&policy).await;
+            exec.clock.sleep(costop_executor::MOVE_ROUND).await;
         }
     });
 }

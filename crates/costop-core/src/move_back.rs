@@ -1,0 +1,347 @@
+//! Moving Spot capacity back to cheap pools.
+//!
+//! A replacement goes where it can launch when it is needed: after a
+//! reclaim, or while the cheap pools cannot launch, that is often a dear
+//! pool, and nothing else brings it back. Between responses costop moves
+//! one node at a time from a pool whose risk-adjusted price is well above
+//! the best pool that can take it now: its replacement is launched first,
+//! and the node is drained within its budgets and ended only once the
+//! replacement had time to join (the steps a rebalance recommendation uses).
+
+use crate::model::{CapacityType, ClusterView, NodeView, PoolId, INTERRUPTION_TAINT};
+use crate::notice::NoticeKey;
+use crate::plan::{Plan, Step};
+use crate::policy::Policy;
+use crate::pools::{choose_pools, in_cooldown, pool_score};
+use crate::respond::restore_key;
+use crate::time::{Millis, MINUTE};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
+
+/// The notice kind label of a move: the plan is recorded and resumed like
+/// a response to a notice, under this kind.
+pub const MOVE_BACK_KIND: &str = "move-back";
+
+/// Longest a moved node waits for its replacement to join (a Spot node
+/// joins in well under a minute; 30–40 s on EKS): without room for its
+/// pods on the other nodes by then, the node stays where it is.
+pub const MOVE_SETTLE: Millis = 5 * MINUTE;
+
+/// One move: a Spot node, the pool it leaves and the pool it goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Move {
+    /// The node to replace.
+    pub node: String,
+    /// Its EC2 instance id.
+    pub instance_id: String,
+    /// Its pool.
+    pub from: PoolId,
+    /// The pool its replacement goes to.
+    pub to: PoolId,
+    /// Risk-adjusted price of `to` over that of `from` (below 1).
+    pub score_ratio: f64,
+}
+
+/// Whether the nodes that take pods, other than `node`, have free room for
+/// the workload pods on `node` (both CPU and memory, summed: a move waits
+/// for its replacement by this).
+pub fn room_elsewhere(view: &ClusterView, node: &str) -> bool {
+    let open: HashMap<&str, ()> = view
+        .nodes
+        .iter()
+        .filter(|n| n.name != node && n.accepts_pods())
+        .map(|n| (n.name.as_str(), ()))
+        .collect();
+    let mut free = view
+        .nodes
+        .iter()
+        .filter(|n| open.contains_key(n.name.as_str()))
+        .fold(crate::Resources::default(), |acc, n| acc.plus(&n.allocatable));
+    let mut need = crate::Resources::default();
+    for p in &view.pods {
+        match p.node.as_deref() {
+            Some(n) if open.contains_key(n) => free = free.minus(&p.requests),
+            Some(n) if n == node && !p.daemon && !p.placeholder => need = need.plus(&p.requests),
+            None if !p.daemon && !p.placeholder => need = need.plus(&p.requests),
+            _ => {}
+        }
+    }
+    free.fits(&need)
+}
+
+/// The one Spot node whose move saves the most, if any saves at least
+/// `policy.move_back_saving` of its pool's risk-adjusted price.
+///
+/// Nothing moves while a pod waits for room (the cluster is short, not
+/// dear), from a node that is cordoned, being answered or not Ready, or
+/// into a pool that cannot launch, is cooling down after a reclaim, is
+/// dearer than on-demand, or would go over the cap on one pool's share. A
+/// node holding a pod with a volume only moves within its zone.
+pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis) -> Option<Move> {
+    if policy.move_back_saving >= 1.0 {
+        return None;
+    }
+    if view.pods.iter().any(|p| p.node.is_none() && !p.placeholder && !p.daemon) {
+        return None;
+    }
+    let spot = |n: &&NodeView| n.capacity_type == CapacityType::Spot && !n.unschedulable;
+    let mut layout: BTreeMap<PoolId, u32> = BTreeMap::new();
+    for n in view.nodes.iter().filter(spot) {
+        *layout.entry(n.pool.clone()).or_default() += 1;
+    }
+    let targets: Vec<crate::PoolView> =
+        view.pools.iter().filter(|p| p.launchable && !in_cooldown(p, policy, now)).cloned().collect();
+    if targets.is_empty() {
+        return None;
+    }
+    let cheapest = targets.iter().map(|p| pool_score(p, policy)).fold(f64::INFINITY, f64::min);
+    let worth = |n: &NodeView| {
+        view.pool(&n.pool)
+            .is_some_and(|p| cheapest <= pool_score(p, policy) * (1.0 - policy.move_back_saving))
+    };
+    let candidates: Vec<&NodeView> = view
+        .nodes
+        .iter()
+        .filter(spot)
+        .filter(|n| n.ready && !n.has_taint(INTERRUPTION_TAINT) && worth(n))
+        .filter(|n| !view.capacity_requests.contains(&restore_key(&n.instance_id)))
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    // Pods per candidate node, and whether one has a volume: one pass.
+    let mut load: HashMap<&str, (usize, bool)> =
+        candidates.iter().map(|n| (n.name.as_str(), (0, false))).collect();
+    for p in view.pods.iter().filter(|p| !p.daemon && !p.placeholder) {
+        if let Some(l) = p.node.as_deref().and_then(|n| load.get_mut(n)) {
+            l.0 += 1;
+            l.1 |= !p.volumes.is_empty();
+        }
+    }
+    let mut candidates: Vec<(&NodeView, usize, bool)> =
+        candidates.into_iter().map(|n| (n, load[n.name.as_str()].0, load[n.name.as_str()].1)).collect();
+    candidates.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.name.cmp(&b.0.name)));
+    let mut best: Option<Move> = None;
+    // Nodes of one pool are alike but for their volumes: one look per
+    // pool and kind, the node with the fewest pods moves.
+    let mut seen: Vec<(&PoolId, bool)> = Vec::new();
+    for (node, _, zonal) in candidates {
+        if seen.contains(&(&node.pool, zonal)) {
+            continue;
+        }
+        seen.push((&node.pool, zonal));
+        let Some(from) = view.pool(&node.pool) else { continue };
+        let from_score = pool_score(from, policy);
+        let mut others = layout.clone();
+        if let Some(c) = others.get_mut(&node.pool) {
+            *c -= 1;
+        }
+        let allowed: Vec<crate::PoolView> =
+            targets.iter().filter(|p| !zonal || p.id.zone == node.pool.zone).cloned().collect();
+        let chosen = choose_pools(&allowed, &others, 1, std::slice::from_ref(&node.pool), policy, now);
+        let Some(to) = chosen.keys().next().and_then(|id| view.pool(id)) else { continue };
+        let total: u32 = layout.values().sum();
+        let cap = ((policy.max_pool_share * f64::from(total)).floor() as u32).max(1);
+        if others.get(&to.id).copied().unwrap_or(0) >= cap {
+            continue;
+        }
+        let ratio = pool_score(to, policy) / from_score.max(f64::MIN_POSITIVE);
+        if ratio > 1.0 - policy.move_back_saving {
+            continue;
+        }
+        if best.as_ref().is_none_or(|b| ratio < b.score_ratio) {
+            best = Some(Move {
+                node: node.name.to_string(),
+                instance_id: node.instance_id.to_string(),
+                from: node.pool.clone(),
+                to: to.id.clone(),
+                score_ratio: ratio,
+            });
+        }
+    }
+    best
+}
+
+/// The plan that carries a move out: launch the replacement in the
+/// cheaper pool (under the node's restore key, so an interruption of the
+/// node meanwhile launches nothing more), then, once the other nodes have
+/// room for its pods (within [`MOVE_SETTLE`]), drain the node within
+/// budgets and end it, unless an interruption is being answered for it.
+pub fn move_plan(m: &Move, policy: &Policy, now: Millis) -> Plan {
+    Plan {
+        notice: NoticeKey {
+            instance_id: m.instance_id.clone(),
+            kind: MOVE_BACK_KIND.into(),
+            stated_time: now,
+        },
+        node: m.node.clone(),
+        deadline: None,
+        steps: vec![
+            Step::RestoreCapacity { key: restore_key(&m.instance_id), pools: vec![(m.to.clone(), 1)] },
+            Step::RetireNode {
+                node: m.node.clone(),
+                after: now + MOVE_SETTLE,
+                bridge: policy.bridge_enabled,
+                once_room: true,
+            },
+        ],
+        unevictable: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PodView, PoolView, Resources, VolumeView};
+    use crate::Name;
+
+    fn pool(t: &str, z: &str, price: f64) -> PoolView {
+        PoolView {
+            id: PoolId::new(t, z),
+            spot_price: price,
+            on_demand_price: 1.0,
+            interruptions_per_day: 0.0,
+            launchable: true,
+            last_interruption: None,
+        }
+    }
+
+    fn node(i: u32, pool: &PoolView) -> NodeView {
+        NodeView {
+            name: Name::from(format!("n{i}")),
+            instance_id: Name::from(format!("i-{i}")),
+            pool: pool.id.clone(),
+            capacity_type: CapacityType::Spot,
+            allocatable: Resources::new(4000, 16384),
+            price_per_hour: pool.spot_price,
+            unschedulable: false,
+            taints: vec![],
+            ready: true,
+            in_load_balancer: true,
+        }
+    }
+
+    fn pod(name: &str, node: Option<&str>) -> PodView {
+        PodView {
+            name: Name::from(name),
+            workload: Some(Name::from("web")),
+            node: node.map(Name::from),
+            requests: Resources::new(1000, 1024),
+            priority: 0,
+            ready: node.is_some(),
+            placeholder: false,
+            daemon: false,
+            volumes: vec![],
+        }
+    }
+
+    /// Six nodes: four in a cheap pool, two in a dear one; a third pool as cheap as the first.
+    fn drifted() -> ClusterView {
+        let (cheap, cheap2, dear) = (pool("a", "z1", 0.3), pool("a", "z2", 0.3), pool("a", "z3", 0.9));
+        let mut nodes: Vec<NodeView> = (0..2).map(|i| node(i, &cheap)).collect();
+        nodes.extend((2..4).map(|i| node(i, &cheap2)));
+        nodes.extend((4..6).map(|i| node(i, &dear)));
+        let pods = vec![pod("p4", Some("n4")), pod("p5a", Some("n5")), pod("p5b", Some("n5"))];
+        ClusterView { nodes, pods, pools: vec![cheap, cheap2, dear], ..ClusterView::default() }
+    }
+
+    fn policy() -> Policy {
+        Policy { max_pool_share: 0.5, ..Policy::default() }
+    }
+
+    #[test]
+    fn a_node_in_a_dear_pool_moves_to_the_cheapest_pool_with_room() {
+        let m = choose_move(&drifted(), &policy(), 0).expect("a move");
+        // The dear pool's node with the fewest pods moves, to a cheap pool under the cap (3 of 6).
+        assert_eq!(m.node, "n4");
+        assert_eq!(m.from, PoolId::new("a", "z3"));
+        assert!(m.to.zone == "z1" || m.to.zone == "z2", "{m:?}");
+        assert!((m.score_ratio - 1.0 / 3.0).abs() < 1e-9);
+        let plan = move_plan(&m, &policy(), 1_000);
+        assert_eq!(plan.notice.kind, MOVE_BACK_KIND);
+        assert!(
+            matches!(&plan.steps[0], Step::RestoreCapacity { key, pools } if key == "restore:i-4" && pools == &vec![(m.to.clone(), 1)])
+        );
+        assert!(
+            matches!(&plan.steps[1], Step::RetireNode { node, after, .. } if node == "n4" && *after == 1_000 + MOVE_SETTLE)
+        );
+    }
+
+    #[test]
+    fn nothing_moves_for_a_small_saving_or_into_a_full_pool() {
+        let mut view = drifted();
+        view.pools[2].spot_price = 0.33;
+        for n in view.nodes.iter_mut().filter(|n| n.pool.zone == "z3") {
+            n.price_per_hour = 0.33;
+        }
+        assert_eq!(choose_move(&view, &policy(), 0), None, "a 9 % saving is under the 15 % default");
+        // Cap of one pool at a third of six: both cheap pools hold two already.
+        let tight = Policy { max_pool_share: 0.34, ..Policy::default() };
+        assert_eq!(choose_move(&drifted(), &tight, 0), None);
+    }
+
+    #[test]
+    fn nothing_moves_while_pods_wait_or_into_pools_that_cannot_take_it() {
+        let mut waiting = drifted();
+        waiting.pods.push(pod("pending", None));
+        assert_eq!(choose_move(&waiting, &policy(), 0), None);
+
+        let mut closed = drifted();
+        closed.pools[0].launchable = false;
+        closed.pools[1].last_interruption = Some(0);
+        assert_eq!(
+            choose_move(&closed, &policy(), MINUTE),
+            None,
+            "one pool cannot launch, the other cools down"
+        );
+        assert!(choose_move(&closed, &policy(), 10 * MINUTE).is_some(), "after the cooldown it can");
+
+        let off = Policy { move_back_saving: 1.0, ..policy() };
+        assert_eq!(choose_move(&drifted(), &off, 0), None);
+    }
+
+    #[test]
+    fn a_node_being_answered_or_already_replaced_stays() {
+        let mut view = drifted();
+        for n in view.nodes.iter_mut().filter(|n| n.pool.zone == "z3") {
+            n.taints.push(crate::Taint { key: INTERRUPTION_TAINT.into(), effect: "NoSchedule".into() });
+        }
+        assert_eq!(choose_move(&view, &policy(), 0), None);
+        let mut view = drifted();
+        view.capacity_requests.insert(restore_key("i-4"));
+        view.capacity_requests.insert(restore_key("i-5"));
+        assert_eq!(choose_move(&view, &policy(), 0), None);
+    }
+
+    #[test]
+    fn room_elsewhere_counts_free_room_on_the_nodes_that_take_pods() {
+        let mut view = drifted();
+        // n5's two pods (2 CPU) fit in the five other nodes' room.
+        assert!(room_elsewhere(&view, "n5"));
+        for n in view.nodes.iter_mut().filter(|n| n.name != "n5") {
+            n.unschedulable = true;
+        }
+        assert!(!room_elsewhere(&view, "n5"), "cordoned nodes take no pods");
+        view.nodes[0].unschedulable = false;
+        assert!(room_elsewhere(&view, "n5"));
+        // A pending pod needs room too: 4 CPU free on n0, 3 wanted, then 5.
+        view.pods.push(pod("waiting", None));
+        assert!(room_elsewhere(&view, "n5"));
+        view.pods.push(pod("waiting2", None));
+        view.pods.push(pod("waiting3", None));
+        assert!(!room_elsewhere(&view, "n5"));
+    }
+
+    #[test]
+    fn a_node_holding_a_volume_moves_only_within_its_zone() {
+        let mut view = drifted();
+        for p in view.pods.iter_mut() {
+            p.volumes.push(VolumeView { volume_id: "vol-1".into(), zone: "z3".into(), attached_to: None });
+        }
+        assert_eq!(choose_move(&view, &policy(), 0), None, "no cheaper pool in z3");
+        let cheap_z3 = pool("b", "z3", 0.3);
+        view.pools.push(cheap_z3);
+        let m = choose_move(&view, &policy(), 0).expect("a move within z3");
+        assert_eq!(m.to, PoolId::new("b", "z3"));
+    }
+}
