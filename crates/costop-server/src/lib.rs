@@ -10,6 +10,7 @@ pub mod cloud;
 pub mod leader;
 pub mod listener;
 pub mod metrics;
+mod mover;
 pub mod pools;
 pub use costop_executor::warm_pool;
 
@@ -450,7 +451,9 @@ impl ServerState {
     /// that ran without failing, so `respond` does not restore twice.
     async fn capacity_requested(&self, key: &costop_core::NoticeKey) -> Vec<String> {
         let mut keys = Vec::new();
-        for kind in ["spot-interruption", "rebalance-recommendation", "scheduled-event"] {
+        use costop_core::move_back::MOVE_BACK_KIND;
+        let kinds = ["spot-interruption", "rebalance-recommendation", "scheduled-event", MOVE_BACK_KIND];
+        for kind in kinds {
             if kind == key.kind {
                 continue;
             }
@@ -1294,6 +1297,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
         .map_err(ServerError::LeaseThread)?;
     tokio::spawn(consume(state.clone(), shutdown.clone()));
     tokio::spawn(mirror(state.clone(), shutdown.clone()));
+    tokio::spawn(mover::move_back(state.clone(), shutdown.clone()));
     if let (Some(aws), AnyCloud::Aws(cloud)) = (&config.aws, state.exec.cloud.as_ref()) {
         if let Some(url) = &aws.queue_url {
             let consumer =

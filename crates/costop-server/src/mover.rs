@@ -1,0 +1,29 @@
+//! Moving Spot capacity back to cheap pools, while this replica leads:
+//! a round every [`costop_executor::MOVE_ROUND`] asks the executor for the
+//! move worth making (`costop_core::move_back`) and runs it as a response,
+//! recorded like one, so a new leader resumes it and leadership loss stops it.
+
+use crate::ServerState;
+use costop_core::ports::Clock;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The loop: nothing moves during a dry run, before the responses a
+/// previous leader left are resumed, or while a notice is being answered.
+pub(crate) async fn move_back(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let ready = st.is_leader() && st.resumed.load(Ordering::SeqCst) && !st.dry_run;
+        if ready && !st.responding() {
+            if let Some(plan) = st.exec.next_move(&st.policy).await {
+                tracing::info!(node = %plan.node, "moving a Spot node to a cheaper pool");
+                let now = st.exec.clock.now_ms();
+                st.spawn_response(plan, now);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(costop_executor::MOVE_ROUND) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
