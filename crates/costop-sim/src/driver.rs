@@ -242,4 +242,53 @@ mod tests {
             none.requests_failed
         );
     }
+
+    #[test]
+    fn nodes_launched_where_capacity_was_move_back_once_a_cheap_pool_can_take_them() {
+        // The cheap pools cannot launch for the first hour: every node
+        // starts in the dear one.
+        let pool = |zone: &str, price: f64, closed: Vec<(u64, u64)>| PoolMarket {
+            id: PoolId::new("m5.xlarge", zone),
+            on_demand_usd_hr: 0.192,
+            prices: vec![(0, price)],
+            unavailable: closed,
+            reclaims: vec![],
+            prior_interruptions_per_day: 0.1,
+        };
+        let hour = 3_600_000;
+        let market = Arc::new(Market {
+            pools: vec![
+                pool("us-east-1a", 0.06, vec![(0, hour)]),
+                pool("us-east-1b", 0.06, vec![(0, hour)]),
+                pool("us-east-1c", 0.15, vec![]),
+            ],
+            duration: 6 * hour,
+            source: "test".into(),
+        });
+        let run = |move_back_saving| {
+            let cfg = SimConfig {
+                days: 0.25,
+                nodes: 6,
+                pods_per_node: 10,
+                rebalance_probability: 0.0,
+                policy: costop_core::Policy { move_back_saving, ..Default::default() },
+                ..SimConfig::default()
+            };
+            run(Arc::new(cfg), market.clone(), Strategy::Costop)
+        };
+        let (moved, stayed) = (run(0.15), run(1.0));
+        assert!(
+            moved.cost_usd < 0.8 * stayed.cost_usd,
+            "with moves {:.2} USD, without {:.2} USD",
+            moved.cost_usd,
+            stayed.cost_usd
+        );
+        // Moves drain within budgets: next to no request fails.
+        assert!(
+            moved.requests_failed <= 1e-4 * moved.requests_total,
+            "{} of {} failed",
+            moved.requests_failed,
+            moved.requests_total
+        );
+    }
 }
