@@ -1,7 +1,12 @@
-//! The demo's live dashboard: one page (`assets/dashboard.html`) with
+//! The live dashboard of `costop demo` and `costop server --dashboard`:
+//! one page (`assets/dashboard.html`) with
 //! uPlot charts (uPlot 1.6.32, MIT licence; the files are in the binary,
 //! the same bytes `costop sim --report` inlines: `costop_sim::report`), fed by server-sent events of the monitor's
-//! snapshot every second (`/events`), or one snapshot (`/state`).
+//! snapshot every second (`/events`), or one snapshot (`/state`). What it
+//! shows comes from a [`Source`]: the demo's [`Monitor`] (the emulated
+//! world, the load generator, the server's responses) or the server's view
+//! (`crate::server_dashboard`: its responses and its cluster view; the
+//! page hides what only the demo knows).
 
 use crate::demo_report::Monitor;
 use axum::http::header;
@@ -16,10 +21,23 @@ use tokio::sync::watch;
 const PAGE: &str = include_str!("../assets/dashboard.html");
 use costop_sim::report::{UPLOT_CSS, UPLOT_JS, UPLOT_LICENSE};
 
+/// What the page shows, as one JSON object: `mode` (`demo` or `server`),
+/// `t`, `nodes`, `pods`, `responses`, `history` and `summary`.
+pub trait Source: Send + Sync + 'static {
+    /// The state now.
+    fn snapshot(&self) -> serde_json::Value;
+}
+
+impl Source for Monitor {
+    fn snapshot(&self) -> serde_json::Value {
+        Monitor::snapshot(self)
+    }
+}
+
 /// Serve the dashboard on `listener` until `shutdown`.
-pub async fn serve(
+pub async fn serve<S: Source>(
     listener: tokio::net::TcpListener,
-    monitor: Arc<Monitor>,
+    monitor: Arc<S>,
     shutdown: watch::Receiver<bool>,
 ) {
     let events_monitor = monitor.clone();
@@ -55,8 +73,8 @@ pub async fn serve(
 }
 
 /// A snapshot every second until the demo stops.
-fn events(
-    monitor: Arc<Monitor>,
+fn events<S: Source>(
+    monitor: Arc<S>,
     shutdown: watch::Receiver<bool>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let stream = futures::stream::unfold((monitor, shutdown, true), |(m, mut stop, first)| async move {

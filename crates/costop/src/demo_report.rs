@@ -76,11 +76,17 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StepLayer {
 /// The demo's log: warnings (or `COSTOP_LOG`) to stderr, and the
 /// executor's response events to `events`.
 pub fn init_tracing(events: tokio::sync::mpsc::UnboundedSender<StepEvent>) {
+    init_tracing_with("warn,kube_client=off", events);
+}
+
+/// The log at `default_filter` (or `COSTOP_LOG`) to stderr, and the
+/// server's and executor's response events to `events` whatever the filter.
+pub fn init_tracing_with(default_filter: &str, events: tokio::sync::mpsc::UnboundedSender<StepEvent>) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COSTOP_LOG")
-        .unwrap_or_else(|_| "warn,kube_client=off".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("COSTOP_LOG").unwrap_or_else(|_| default_filter.into());
     let steps = tracing_subscriber::filter::Targets::new()
         .with_target("costop_executor", tracing::Level::INFO)
         .with_target("costop_server", tracing::Level::INFO);
@@ -133,19 +139,92 @@ struct Tracked {
     ready: Option<Duration>,
 }
 
+/// The responses the server's log events tell of (see [`StepEvent`]): each
+/// with its steps as they finished, and the steps done and failed by kind.
+/// The demo's monitor and `costop server --dashboard` both keep one.
+#[derive(Default)]
+pub struct ResponseBook {
+    responses: AtomicU64,
+    /// Step kind → (done, failed).
+    steps: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Each response as it went, the newest last (at most [`RESPONSES_SHOWN`]).
+    log: Mutex<std::collections::VecDeque<ResponseLog>>,
+    /// Notice key → node.
+    nodes: Mutex<BTreeMap<String, String>>,
+}
+
+/// How many responses the book keeps for the dashboard (the counts cover all).
+pub const RESPONSES_SHOWN: usize = 100;
+
+impl ResponseBook {
+    /// Take one event, `now_s` seconds since the start; returns its line.
+    pub fn record(&self, e: StepEvent, now_s: f64) -> String {
+        match e {
+            StepEvent::Responding { notice, node, steps } => {
+                self.responses.fetch_add(1, Ordering::Relaxed);
+                let steps = steps.replace(['"', '[', ']'], "");
+                let line = format!("server responds to {node}: {steps}");
+                let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_back(ResponseLog {
+                    notice: notice.clone(),
+                    node: node.clone(),
+                    at_s: now_s,
+                    planned: steps.split(", ").map(str::to_string).collect(),
+                    done: Vec::new(),
+                });
+                while log.len() > RESPONSES_SHOWN {
+                    log.pop_front();
+                }
+                self.nodes.lock().unwrap_or_else(|e| e.into_inner()).insert(notice, node);
+                line
+            }
+            StepEvent::StepDone { notice, step, outcome } => {
+                let failed = outcome.starts_with("failed");
+                {
+                    let mut s = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+                    let e = s.entry(step.clone()).or_default();
+                    if failed {
+                        e.1 += 1;
+                    } else {
+                        e.0 += 1;
+                    }
+                }
+                if let Some(r) =
+                    self.log.lock().unwrap_or_else(|e| e.into_inner()).iter_mut().find(|r| r.notice == notice)
+                {
+                    r.done.push((step.clone(), outcome.clone(), now_s - r.at_s));
+                }
+                let node = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).get(&notice).cloned();
+                format!("  {} {step}: {outcome}", node.unwrap_or(notice))
+            }
+        }
+    }
+
+    /// Responses started.
+    pub fn responses(&self) -> u64 {
+        self.responses.load(Ordering::Relaxed)
+    }
+
+    /// Step kind → (done, failed).
+    pub fn steps(&self) -> BTreeMap<String, (u64, u64)> {
+        self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The responses kept, oldest first.
+    pub fn log(&self) -> Vec<ResponseLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
+}
+
 /// Watches notices, steps and requests, and sums them up.
 pub struct Monitor {
     st: Arc<EmuState>,
     say: Say,
     tracked: Mutex<Vec<Tracked>>,
-    responses: AtomicU64,
-    steps: Mutex<BTreeMap<String, (u64, u64)>>,
-    /// Notice key → node, from the responses.
+    book: ResponseBook,
     sent: AtomicU64,
     failed: AtomicU64,
     first_failures: Mutex<Vec<String>>,
-    /// Each response as it went: node, when it started, its steps as they finished.
-    log: Mutex<Vec<ResponseLog>>,
     /// One sample a second, the latest last.
     history: Mutex<std::collections::VecDeque<Sample>>,
     time_scale: f64,
@@ -190,14 +269,12 @@ impl Monitor {
     /// A monitor of this cluster.
     pub fn new(st: Arc<EmuState>, say: Say, time_scale: f64) -> Self {
         Self {
-            log: Mutex::default(),
+            book: ResponseBook::default(),
             history: Mutex::default(),
             time_scale,
             st,
             say,
             tracked: Mutex::default(),
-            responses: AtomicU64::new(0),
-            steps: Mutex::default(),
             sent: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             first_failures: Mutex::default(),
@@ -251,47 +328,9 @@ impl Monitor {
 
     /// Print and count the server's response events until the channel closes.
     pub async fn steps(self: Arc<Self>, mut events: tokio::sync::mpsc::UnboundedReceiver<StepEvent>) {
-        let mut nodes: BTreeMap<String, String> = BTreeMap::new();
         while let Some(e) = events.recv().await {
-            match e {
-                StepEvent::Responding { notice, node, steps } => {
-                    self.responses.fetch_add(1, Ordering::Relaxed);
-                    let steps = steps.replace(['"', '[', ']'], "");
-                    self.say.line(format!("server responds to {node}: {steps}"));
-                    self.log.lock().unwrap_or_else(|e| e.into_inner()).push(ResponseLog {
-                        notice: notice.clone(),
-                        node: node.clone(),
-                        at_s: self.say.start.elapsed().as_secs_f64(),
-                        planned: steps.split(", ").map(str::to_string).collect(),
-                        done: Vec::new(),
-                    });
-                    nodes.insert(notice, node);
-                }
-                StepEvent::StepDone { notice, step, outcome } => {
-                    let failed = outcome.starts_with("failed");
-                    {
-                        let mut s = self.steps.lock().unwrap_or_else(|e| e.into_inner());
-                        let e = s.entry(step.clone()).or_default();
-                        if failed {
-                            e.1 += 1;
-                        } else {
-                            e.0 += 1;
-                        }
-                    }
-                    let now = self.say.start.elapsed().as_secs_f64();
-                    if let Some(r) = self
-                        .log
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter_mut()
-                        .find(|r| r.notice == notice)
-                    {
-                        r.done.push((step.clone(), outcome.clone(), now - r.at_s));
-                    }
-                    let node = nodes.get(&notice).cloned().unwrap_or(notice);
-                    self.say.line(format!("  {node} {step}: {outcome}"));
-                }
-            }
+            let line = self.book.record(e, self.say.start.elapsed().as_secs_f64());
+            self.say.line(line);
         }
     }
 
@@ -422,7 +461,8 @@ impl Monitor {
             "t": round(self.say.start.elapsed().as_secs_f64(), 1),
             "nodes": nodes,
             "pods": {"starting": pending, "stopping": terminating},
-            "responses": *self.log.lock().unwrap_or_else(|e| e.into_inner()),
+            "mode": "demo",
+            "responses": self.book.log(),
             "history": self.history.lock().unwrap_or_else(|e| e.into_inner()).iter().collect::<Vec<_>>(),
             "summary": summary,
         })
@@ -447,7 +487,7 @@ impl Monitor {
         let mut cordon: Vec<f64> =
             tracked.iter().filter_map(|t| t.cordoned).map(|d| d.as_secs_f64() * 1000.0).collect();
         let mut ready: Vec<f64> = tracked.iter().filter_map(|t| t.ready).map(|d| d.as_secs_f64()).collect();
-        let steps = self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let steps = self.book.steps();
         let cloud = costop_emu::cloud::summary(&self.st);
         let done = |k: &str| steps.get(k).map_or(0, |s| s.0);
         let cost = cloud["cost_usd"].as_f64().unwrap_or(0.0);
@@ -460,7 +500,7 @@ impl Monitor {
             speed: round(speed, 1),
             time_scale,
             notices: tracked.len() as u64,
-            responses: self.responses.load(Ordering::Relaxed),
+            responses: self.book.responses(),
             steps_done: steps.values().map(|s| s.0).sum(),
             steps_failed: steps.values().map(|s| s.1).sum(),
             steps: steps.iter().map(|(k, v)| (k.clone(), StepCount { done: v.0, failed: v.1 })).collect(),

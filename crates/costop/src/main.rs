@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod demo_dashboard;
 mod demo_report;
+mod server_dashboard;
 mod status;
 
 use anyhow::{anyhow, Context, Result};
@@ -116,6 +117,10 @@ struct ServerArgs {
     /// `dry run: <what it would do>` without running it; change nothing.
     #[arg(long, env = "COSTOP_DRY_RUN")]
     dry_run: bool,
+    /// Serve a live page on ADDR: the responses this server runs with their
+    /// steps, and the nodes of its cluster view (the demo's dashboard).
+    #[arg(long, value_name = "ADDR")]
+    dashboard: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -285,12 +290,18 @@ fn main() {
         demo::main(cli.config.as_deref(), args);
     }
     let default_log = if matches!(cli.command, Command::Sim(_)) { SIM_LOG } else { DEFAULT_LOG };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COSTOP_LOG").unwrap_or_else(|_| default_log.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if matches!(&cli.command, Command::Server(a) if a.dashboard.is_some()) {
+        // The same log, and the response events for the page.
+        server_dashboard::init_tracing(default_log);
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("COSTOP_LOG")
+                    .unwrap_or_else(|_| default_log.into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if let Err(e) = run(cli) {
         // Each cause once: many clients' errors repeat their source.
         eprintln!("costop: {}", costop_store::error_chain(e.as_ref()));
@@ -399,6 +410,10 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
         );
     }
     until_done(runtime, async {
+        let shutdown = shutdown_signal();
+        if let Some(addr) = args.dashboard {
+            server_dashboard::start(addr, args.kubeconfig.as_deref(), shutdown.clone()).await?;
+        }
         let server = costop_server::ServerConfig {
             listen: args.listen,
             redis_url: args.redis_url,
@@ -421,7 +436,7 @@ fn server(config: &Config, args: ServerArgs) -> Result<()> {
             advertise_url: args.advertise_url,
             dry_run: args.dry_run,
         };
-        costop_server::run(server, shutdown_signal()).await.map_err(|e| anyhow!(e))
+        costop_server::run(server, shutdown).await.map_err(|e| anyhow!(e))
     })
 }
 
