@@ -12,6 +12,8 @@
   const GAP = 5; // between a tick mark and its label
   const LABEL_SIZE = 22; // the band of an axis title
   const HEIGHT = 280;
+  const COUNT_STEPS = [];
+  for (let p = 1; p <= 1e12; p *= 10) COUNT_STEPS.push(p, 2 * p, 5 * p);
 
   const ctx = document.createElement("canvas").getContext("2d");
   ctx.font = FONT;
@@ -86,6 +88,8 @@
           label: panel.y_label, font: FONT, labelFont: LABEL_FONT, labelSize: LABEL_SIZE, gap: GAP,
           grid: grid, ticks: ticks, size: ySize(rec), space: 36, values: axisValues(rec, 1, panel.format),
           splits: panel.log ? logSplits : undefined,
+          // Whole requests: no 0.2 of one.
+          incrs: panel.format === "count" && !panel.log ? COUNT_STEPS : undefined,
           // Every split gets its label (uPlot's log filter would blank some).
           filter: panel.log ? (u, splits) => splits : undefined,
         },
