@@ -62,14 +62,7 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
         Step::Evict { pods, .. } => {
             // Each evicted pod is replaced by a pending one of the same
             // shape (its controller's), which needs room elsewhere.
-            let names: HashSet<&str> = pods.iter().map(String::as_str).collect();
-            for p in view.pods.iter_mut().filter(|p| names.contains(p.name.as_str())) {
-                p.node = None;
-                p.ready = false;
-                for v in &mut p.volumes {
-                    v.attached_to = None;
-                }
-            }
+            view.pods.unbind(&pods.iter().map(String::as_str).collect());
         }
         Step::RestoreCapacity { key, .. } => {
             view.capacity_requests.insert(key.clone());
@@ -95,17 +88,12 @@ pub fn apply_steps<'a>(view: &mut ClusterView, steps: impl IntoIterator<Item = &
             other => apply_step(view, other),
         }
     }
-    if !claimed.is_empty() {
+    // Only a list that holds one of the claimed placeholders is copied.
+    if claimed.iter().any(|n| view.pod(n).is_some_and(|p| p.placeholder)) {
         view.pods.retain(|p| !(p.placeholder && claimed.contains(p.name.as_str())));
     }
     if !evicted.is_empty() {
-        for p in view.pods.iter_mut().filter(|p| evicted.contains(p.name.as_str())) {
-            p.node = None;
-            p.ready = false;
-            for v in &mut p.volumes {
-                v.attached_to = None;
-            }
-        }
+        view.pods.unbind(&evicted);
     }
 }
 

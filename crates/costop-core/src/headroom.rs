@@ -174,8 +174,8 @@ mod tests {
             last_interruption: None,
         };
         ClusterView {
-            nodes: vec![node("a1", &a), node("a2", &a), node("b1", &b)],
-            pods: vec![pod("p1", "a1", 3500), pod("p2", "a2", 3500), pod("p3", "b1", 1000)],
+            nodes: vec![node("a1", &a), node("a2", &a), node("b1", &b)].into(),
+            pods: vec![pod("p1", "a1", 3500), pod("p2", "a2", 3500), pod("p3", "b1", 1000)].into(),
             pools: vec![pool(&a), pool(&b), pool(&PoolId::new("c5.xlarge", "z3"))],
             ..ClusterView::default()
         }

@@ -6,6 +6,7 @@
 
 pub mod effects;
 pub mod headroom;
+pub mod listed;
 pub mod model;
 pub mod move_back;
 pub mod name;

@@ -1,5 +1,6 @@
 //! The cluster as the core sees it: nodes, pods, workloads and Spot pools.
 
+pub use crate::listed::{Nodes, Pods};
 pub use crate::name::Name;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -212,10 +213,12 @@ pub struct PoolView {
 /// Everything the decisions read about the cluster and its cloud.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ClusterView {
-    /// All nodes, including standbys.
-    pub nodes: Vec<NodeView>,
-    /// All pods, including placeholders.
-    pub pods: Vec<PodView>,
+    /// All nodes, including standbys (shared between copies of the view,
+    /// with lookups by name and instance: see [`crate::listed`]).
+    pub nodes: Nodes,
+    /// All pods, including placeholders (shared between copies of the
+    /// view, with lookups by node and workload: see [`crate::listed`]).
+    pub pods: Pods,
     /// Workloads with their budgets.
     pub workloads: Vec<WorkloadView>,
     /// Spot pools costop may use.
@@ -229,12 +232,12 @@ pub struct ClusterView {
 impl ClusterView {
     /// Node by name.
     pub fn node(&self, name: &str) -> Option<&NodeView> {
-        self.nodes.iter().find(|n| n.name == name)
+        self.nodes.lookups().by_name(name).map(|i| &self.nodes[i])
     }
 
     /// Node by EC2 instance id.
     pub fn node_by_instance(&self, instance_id: &str) -> Option<&NodeView> {
-        self.nodes.iter().find(|n| n.instance_id == instance_id)
+        self.nodes.lookups().by_instance(instance_id).map(|i| &self.nodes[i])
     }
 
     /// Workload by name.
@@ -242,9 +245,14 @@ impl ClusterView {
         self.workloads.iter().find(|w| w.name == name)
     }
 
+    /// Pod by name (`namespace/name`).
+    pub fn pod(&self, name: &str) -> Option<&PodView> {
+        self.pods.lookups().by_name(&self.pods, name).map(|i| &self.pods[i])
+    }
+
     /// Pods bound to a node.
     pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodView> + 'a {
-        self.pods.iter().filter(move |p| p.node.as_deref() == Some(node))
+        self.pods.lookups().on_node(node).iter().map(|i| &self.pods[*i as usize])
     }
 
     /// Workload pods bound to a node: neither DaemonSet pods (they stay
@@ -253,19 +261,41 @@ impl ClusterView {
         self.pods_on(node).filter(|p| !p.daemon && !p.placeholder)
     }
 
+    /// Pods bound to no node (waiting for the scheduler).
+    pub fn unbound_pods(&self) -> impl Iterator<Item = &PodView> + '_ {
+        self.pods.lookups().unbound().iter().map(|i| &self.pods[*i as usize])
+    }
+
+    /// Placeholder pods, bound or not.
+    pub fn placeholder_pods(&self) -> impl Iterator<Item = &PodView> + '_ {
+        self.pods.lookups().placeholders().iter().map(|i| &self.pods[*i as usize])
+    }
+
     /// Ready pods of a workload.
     pub fn ready_pods_of(&self, workload: &str) -> usize {
-        self.pods.iter().filter(|p| p.ready && p.workload.as_deref() == Some(workload)).count()
+        self.pods.lookups().ready(workload)
+    }
+
+    /// Requests of the pods bound to a node, added up.
+    pub fn used_on(&self, node: &str) -> Resources {
+        self.pods.lookups().used(node)
     }
 
     /// Free resources on a node: allocatable minus the requests of its pods.
     pub fn free_on(&self, node: &NodeView) -> Resources {
-        let used = self.pods_on(&node.name).fold(Resources::default(), |acc, p| acc.plus(&p.requests));
-        node.allocatable.minus(&used)
+        node.allocatable.minus(&self.used_on(&node.name))
     }
 
     /// Pool by id.
     pub fn pool(&self, id: &PoolId) -> Option<&PoolView> {
         self.pools.iter().find(|p| &p.id == id)
+    }
+
+    /// Build the lookups of the nodes and pods now (the publisher of a
+    /// snapshot does, so the readers it is handed to do not), and return the view.
+    pub fn with_lookups(self) -> Self {
+        self.nodes.lookups();
+        self.pods.lookups();
+        self
     }
 }

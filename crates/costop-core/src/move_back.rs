@@ -242,7 +242,12 @@ mod tests {
         nodes.extend((2..4).map(|i| node(i, &cheap2)));
         nodes.extend((4..6).map(|i| node(i, &dear)));
         let pods = vec![pod("p4", Some("n4")), pod("p5a", Some("n5")), pod("p5b", Some("n5"))];
-        ClusterView { nodes, pods, pools: vec![cheap, cheap2, dear], ..ClusterView::default() }
+        ClusterView {
+            nodes: nodes.into(),
+            pods: pods.into(),
+            pools: vec![cheap, cheap2, dear],
+            ..ClusterView::default()
+        }
     }
 
     fn policy() -> Policy {

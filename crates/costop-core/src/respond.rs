@@ -6,7 +6,7 @@ use crate::plan::{Plan, Step};
 use crate::policy::Policy;
 use crate::pools::choose_pools;
 use crate::time::{Millis, MINUTE};
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashSet as HashSet;
 use std::collections::BTreeMap;
 
 /// Why no plan could be made.
@@ -79,20 +79,15 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         .filter(|n| n.name != node.name && n.pool != node.pool && n.accepts_pods())
         .collect();
     let safe_names: HashSet<&str> = safe_nodes.iter().map(|n| n.name.as_str()).collect();
-    let used = used_per_node(view);
-    let free = safe_nodes.iter().fold(Resources::default(), |acc, n| {
-        acc.plus(&n.allocatable.minus(used.get(n.name.as_str()).unwrap_or(&Resources::default())))
-    });
+    let free = safe_nodes.iter().fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
     let waiting = view
-        .pods
-        .iter()
-        .filter(|p| p.node.is_none() && !p.placeholder && !p.daemon)
+        .unbound_pods()
+        .filter(|p| !p.placeholder && !p.daemon)
         .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
     let mut room = free.minus(&waiting);
     let mut placeholders: Vec<&PodView> = view
-        .pods
-        .iter()
-        .filter(|p| p.placeholder && p.node.as_deref().is_some_and(|n| safe_names.contains(n)))
+        .placeholder_pods()
+        .filter(|p| p.node.as_deref().is_some_and(|n| safe_names.contains(n)))
         .collect();
     placeholders.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
 
@@ -150,18 +145,6 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
     }
 }
 
-/// Requests of the pods bound to each node, in one pass over the pods.
-fn used_per_node(view: &ClusterView) -> HashMap<&str, Resources> {
-    let mut used: HashMap<&str, Resources> = HashMap::default();
-    for p in &view.pods {
-        if let Some(n) = p.node.as_deref() {
-            let e = used.entry(n).or_default();
-            *e = e.plus(&p.requests);
-        }
-    }
-    used
-}
-
 /// Wake standbys until `deficit` is covered: running ones first (ready at
 /// once), the doomed node's zone first (volumes can follow). Returns the woken nodes.
 fn plan_standbys<'a>(
@@ -195,17 +178,6 @@ fn plan_standbys<'a>(
     woken
 }
 
-/// Ready pods per workload, in one pass over the pods.
-fn ready_per_workload(view: &ClusterView) -> HashMap<&str, usize> {
-    let mut ready: HashMap<&str, usize> = HashMap::default();
-    for p in view.pods.iter().filter(|p| p.ready) {
-        if let Some(w) = p.workload.as_deref() {
-            *ready.entry(w).or_default() += 1;
-        }
-    }
-    ready
-}
-
 fn plan_bridge(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView], policy: &Policy) {
     if !policy.bridge_enabled {
         return;
@@ -216,11 +188,10 @@ fn plan_bridge(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView], poli
             *per_workload.entry(w).or_default() += 1;
         }
     }
-    let ready_of = ready_per_workload(view);
     let workloads: Vec<String> = per_workload
         .into_iter()
         .filter(|(w, n)| {
-            let ready = ready_of.get(w).copied().unwrap_or(0).max(1);
+            let ready = view.ready_pods_of(w).max(1);
             *n as f64 / ready as f64 > policy.bridge_threshold || policy.bridge_threshold == 0.0
         })
         .map(|(w, _)| w.to_string())
@@ -263,7 +234,6 @@ fn plan_volumes(
 /// disruption at all are left unevicted.
 fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView]) {
     let mut waves: Vec<Vec<String>> = Vec::new();
-    let ready_of = ready_per_workload(view);
     let mut by_workload: BTreeMap<Option<&str>, Vec<&PodView>> = BTreeMap::new();
     for p in displaced {
         by_workload.entry(p.workload.as_deref()).or_default().push(p);
@@ -276,7 +246,7 @@ fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView]) {
             continue;
         };
         let per_wave = w.replicas.saturating_sub(w.min_available) as usize;
-        let ready = ready_of.get(w.name.as_str()).copied().unwrap_or(0);
+        let ready = view.ready_pods_of(&w.name);
         let now_allowed = ready.saturating_sub(w.min_available as usize);
         if per_wave == 0 {
             plan.unevictable.extend(pods.iter().map(|p| p.name.to_string()));

@@ -919,7 +919,7 @@ mod tests {
                 ready: true,
                 in_load_balancer: true,
             };
-            let view = |n| Arc::new(ClusterView { nodes: vec![n], ..ClusterView::default() });
+            let view = |n| Arc::new(ClusterView { nodes: vec![n].into(), ..ClusterView::default() });
             let taint =
                 costop_core::model::Taint { key: INTERRUPTION_TAINT.into(), effect: "NoSchedule".into() };
             Self {

@@ -193,7 +193,8 @@ mod tests {
                 placeholder: true,
                 daemon: false,
                 volumes: vec![],
-            }],
+            }]
+            .into(),
             ..ClusterView::default()
         }
     }

@@ -1,0 +1,398 @@
+//! [`Listed`]: the nodes and pods of a [`crate::ClusterView`], shared
+//! between snapshots, with lookups built once per snapshot.
+//!
+//! A server's view of a 150,000-pod cluster is read by every notice of a
+//! burst and by every response's wait loop. Copying it (to add the pools
+//! or the claims of the open responses) and scanning every pod for each
+//! question (which pods are on this node, how much room is left on each
+//! node, how many pods of this workload are Ready) made one plan cost tens
+//! of milliseconds. A `Listed` is shared behind a reference count, so a
+//! copy is free; its lookups ([`PodIndex`], [`NodeIndex`]) are built on
+//! first use and shared by every copy; and a change (any `&mut` access)
+//! first makes the list its own (copy on write) and drops its lookups, so
+//! they can never describe a list they were not built from.
+
+use crate::model::{NodeView, PodView, Resources};
+use crate::name::Name;
+use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, OnceLock};
+
+/// Lookups derived from a list, built in one pass over it.
+pub trait Lookups<T>: Sized {
+    /// The lookups of `items`.
+    fn build(items: &[T]) -> Self;
+}
+
+/// A list shared between copies, with lookups of type `I` built on first
+/// use (see the module's documentation).
+pub struct Listed<T, I> {
+    inner: Arc<Inner<T, I>>,
+}
+
+struct Inner<T, I> {
+    items: Vec<T>,
+    lookups: OnceLock<I>,
+}
+
+impl<T: Clone, I> Clone for Inner<T, I> {
+    /// Only [`Arc::make_mut`] clones an `Inner`, to change it: the lookups
+    /// are not carried over.
+    fn clone(&self) -> Self {
+        Self { items: self.items.clone(), lookups: OnceLock::new() }
+    }
+}
+
+impl<T, I: Lookups<T>> Listed<T, I> {
+    /// The lookups, built now if no copy of this list has built them yet.
+    pub fn lookups(&self) -> &I {
+        self.inner.lookups.get_or_init(|| I::build(&self.inner.items))
+    }
+}
+
+impl<T, I> Listed<T, I> {
+    /// Whether the lookups are built (a snapshot's publisher builds them
+    /// before handing it out, so no reader pays for them).
+    pub fn has_lookups(&self) -> bool {
+        self.inner.lookups.get().is_some()
+    }
+}
+
+impl<T, I> Clone for Listed<T, I> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<T, I> Default for Listed<T, I> {
+    fn default() -> Self {
+        Vec::new().into()
+    }
+}
+
+impl<T, I> From<Vec<T>> for Listed<T, I> {
+    fn from(items: Vec<T>) -> Self {
+        Self { inner: Arc::new(Inner { items, lookups: OnceLock::new() }) }
+    }
+}
+
+impl<T, I> FromIterator<T> for Listed<T, I> {
+    fn from_iter<It: IntoIterator<Item = T>>(iter: It) -> Self {
+        iter.into_iter().collect::<Vec<T>>().into()
+    }
+}
+
+impl<T, I> Deref for Listed<T, I> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        &self.inner.items
+    }
+}
+
+impl<T: Clone, I> DerefMut for Listed<T, I> {
+    /// The list to change: copied first if another snapshot shares it; its
+    /// lookups are dropped (they are built again on next use).
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.lookups = OnceLock::new();
+        &mut inner.items
+    }
+}
+
+impl<'a, T, I> IntoIterator for &'a Listed<T, I> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.inner.items.iter()
+    }
+}
+
+impl<T: PartialEq, I> PartialEq for Listed<T, I> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.items == other.inner.items
+    }
+}
+
+impl<T: std::fmt::Debug, I> std::fmt::Debug for Listed<T, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.items.fmt(f)
+    }
+}
+
+impl<T: Serialize, I> Serialize for Listed<T, I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.inner.items.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, I> Deserialize<'de> for Listed<T, I> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<T>::deserialize(d).map(Into::into)
+    }
+}
+
+/// Lookups of a node list: by name and by instance id.
+#[derive(Debug, Default)]
+pub struct NodeIndex {
+    by_name: HashMap<Name, u32>,
+    by_instance: HashMap<Name, u32>,
+}
+
+impl Lookups<NodeView> for NodeIndex {
+    fn build(nodes: &[NodeView]) -> Self {
+        let mut index = NodeIndex::default();
+        // The first of two nodes of one name (or instance) wins, as a scan would find it.
+        for (i, n) in nodes.iter().enumerate().rev() {
+            index.by_name.insert(n.name.clone(), i as u32);
+            if !n.instance_id.is_empty() {
+                index.by_instance.insert(n.instance_id.clone(), i as u32);
+            }
+        }
+        index
+    }
+}
+
+impl NodeIndex {
+    /// Position of the node of this name.
+    pub fn by_name(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).map(|i| *i as usize)
+    }
+
+    /// Position of the node of this instance id.
+    pub fn by_instance(&self, instance_id: &str) -> Option<usize> {
+        self.by_instance.get(instance_id).map(|i| *i as usize)
+    }
+}
+
+/// Lookups of a pod list: pods by node with each node's requested
+/// resources, Ready pods per workload, pods bound nowhere, placeholders;
+/// and pods by name (built on its first use: only some readers want it).
+#[derive(Debug, Default)]
+pub struct PodIndex {
+    on_node: HashMap<Name, (Vec<u32>, Resources)>,
+    ready: HashMap<Name, usize>,
+    unbound: Vec<u32>,
+    placeholders: Vec<u32>,
+    by_name: OnceLock<HashMap<Name, u32>>,
+}
+
+impl Lookups<PodView> for PodIndex {
+    fn build(pods: &[PodView]) -> Self {
+        let mut index = PodIndex::default();
+        for (i, p) in pods.iter().enumerate() {
+            let i = i as u32;
+            match &p.node {
+                Some(node) => match index.on_node.get_mut(node.as_str()) {
+                    Some((on, used)) => {
+                        on.push(i);
+                        *used = used.plus(&p.requests);
+                    }
+                    None => {
+                        index.on_node.insert(node.clone(), (vec![i], p.requests));
+                    }
+                },
+                None => index.unbound.push(i),
+            }
+            if p.placeholder {
+                index.placeholders.push(i);
+            }
+            if let Some(w) = p.workload.as_ref().filter(|_| p.ready) {
+                match index.ready.get_mut(w.as_str()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        index.ready.insert(w.clone(), 1);
+                    }
+                }
+            }
+        }
+        index
+    }
+}
+
+impl PodIndex {
+    /// Position of the first pod of this name in `pods`, the list these
+    /// lookups were built from.
+    pub fn by_name(&self, pods: &[PodView], name: &str) -> Option<usize> {
+        let by_name = self.by_name.get_or_init(|| {
+            let mut map: HashMap<Name, u32> = HashMap::default();
+            map.reserve(pods.len());
+            for (i, p) in pods.iter().enumerate() {
+                map.entry(p.name.clone()).or_insert(i as u32);
+            }
+            map
+        });
+        by_name.get(name).map(|i| *i as usize)
+    }
+
+    /// Positions of the pods bound to `node`, in list order.
+    pub fn on_node(&self, node: &str) -> &[u32] {
+        self.on_node.get(node).map_or(&[], |(on, _)| on.as_slice())
+    }
+
+    /// Requests of the pods bound to `node`, added up.
+    pub fn used(&self, node: &str) -> Resources {
+        self.on_node.get(node).map_or_else(Resources::default, |(_, used)| *used)
+    }
+
+    /// Ready pods of `workload`.
+    pub fn ready(&self, workload: &str) -> usize {
+        self.ready.get(workload).copied().unwrap_or(0)
+    }
+
+    /// Positions of the pods bound to no node, in list order.
+    pub fn unbound(&self) -> &[u32] {
+        &self.unbound
+    }
+
+    /// Positions of the placeholders, in list order.
+    pub fn placeholders(&self) -> &[u32] {
+        &self.placeholders
+    }
+}
+
+impl Listed<PodView, PodIndex> {
+    /// Unbind the pods of these names, as their evictions do (bound to no
+    /// node, not Ready, their volumes detached), keeping the lookups up to
+    /// date instead of dropping them: planning on a view with the other
+    /// responses' evictions applied costs a copy of the list, not a new
+    /// pass over it. A list with none of these pods bound or Ready is not
+    /// copied at all.
+    pub fn unbind(&mut self, names: &rustc_hash::FxHashSet<&str>) {
+        let found: Vec<usize> = match self.inner.lookups.get() {
+            Some(index) => names.iter().filter_map(|n| index.by_name(&self.inner.items, n)).collect(),
+            None => (0..self.len()).filter(|i| names.contains(self[*i].name.as_str())).collect(),
+        };
+        let changes =
+            |p: &PodView| p.node.is_some() || p.ready || p.volumes.iter().any(|v| v.attached_to.is_some());
+        let found: Vec<usize> = found.into_iter().filter(|i| changes(&self[*i])).collect();
+        if found.is_empty() {
+            return;
+        }
+        let index = self.inner.lookups.get().map(PodIndex::copy);
+        let inner = Arc::make_mut(&mut self.inner);
+        let mut index = index;
+        for i in found {
+            let pod = &mut inner.items[i];
+            if let (Some(node), Some(index)) = (pod.node.as_ref(), index.as_mut()) {
+                if let Some((on, used)) = index.on_node.get_mut(node.as_str()) {
+                    on.retain(|p| *p as usize != i);
+                    *used = used.minus(&pod.requests);
+                }
+                let at = index.unbound.partition_point(|p| (*p as usize) < i);
+                index.unbound.insert(at, i as u32);
+            }
+            if let (true, Some(w), Some(index)) = (pod.ready, pod.workload.as_ref(), index.as_mut()) {
+                if let Some(n) = index.ready.get_mut(w.as_str()) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            pod.node = None;
+            pod.ready = false;
+            for v in &mut pod.volumes {
+                v.attached_to = None;
+            }
+        }
+        inner.lookups = index.map(OnceLock::from).unwrap_or_default();
+    }
+}
+
+impl PodIndex {
+    /// A copy to change (pods by name are looked up again on first use).
+    fn copy(&self) -> Self {
+        PodIndex {
+            on_node: self.on_node.clone(),
+            ready: self.ready.clone(),
+            unbound: self.unbound.clone(),
+            placeholders: self.placeholders.clone(),
+            by_name: self.by_name.clone(),
+        }
+    }
+}
+
+/// The pods of a view.
+pub type Pods = Listed<PodView, PodIndex>;
+/// The nodes of a view.
+pub type Nodes = Listed<NodeView, NodeIndex>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: Option<&str>, workload: &str, ready: bool) -> PodView {
+        PodView {
+            name: name.into(),
+            workload: Some(workload.into()),
+            node: node.map(Into::into),
+            requests: Resources::new(100, 10),
+            priority: 0,
+            ready,
+            placeholder: false,
+            daemon: false,
+            volumes: vec![],
+        }
+    }
+
+    #[test]
+    fn copies_share_lookups_and_a_change_drops_them() {
+        let pods: Pods = vec![pod("a", Some("n1"), "w", true), pod("b", Some("n1"), "w", false)].into();
+        assert_eq!(pods.lookups().used("n1"), Resources::new(200, 20));
+        let copy = pods.clone();
+        assert!(copy.has_lookups(), "a copy shares the built lookups");
+        let mut changed = copy.clone();
+        changed[0].node = None;
+        assert!(!changed.has_lookups());
+        assert_eq!(changed.lookups().used("n1"), Resources::new(100, 10));
+        assert_eq!(changed.lookups().unbound(), &[0]);
+        // The others are untouched.
+        assert_eq!(copy.lookups().used("n1"), Resources::new(200, 20));
+        assert_eq!(pods[0].node.as_deref(), Some("n1"));
+        assert_eq!(pods.lookups().ready("w"), 1);
+        assert_eq!(pods.lookups().on_node("n1"), &[0, 1]);
+        assert_eq!(pods.lookups().by_name(&pods, "b"), Some(1));
+    }
+
+    #[test]
+    fn unbinding_keeps_the_lookups_as_a_new_build_would_make_them() {
+        let pods: Pods = vec![
+            pod("a", Some("n1"), "w", true),
+            pod("b", Some("n1"), "w", true),
+            pod("c", None, "w", false),
+            pod("d", Some("n2"), "v", true),
+        ]
+        .into();
+        pods.lookups();
+        let names: rustc_hash::FxHashSet<&str> = ["b", "d", "missing"].into_iter().collect();
+        let mut changed = pods.clone();
+        changed.unbind(&names);
+        assert!(changed.has_lookups(), "kept up to date, not dropped");
+        let fresh = PodIndex::build(&changed);
+        let kept = changed.lookups();
+        for node in ["n1", "n2"] {
+            assert_eq!(kept.on_node(node), fresh.on_node(node), "{node}");
+            assert_eq!(kept.used(node), fresh.used(node), "{node}");
+        }
+        assert_eq!(kept.unbound(), fresh.unbound());
+        assert_eq!(kept.unbound(), &[1, 2, 3]);
+        assert_eq!((kept.ready("w"), kept.ready("v")), (fresh.ready("w"), fresh.ready("v")));
+        assert_eq!((kept.ready("w"), kept.ready("v")), (1, 0));
+        assert_eq!(pods[1].node.as_deref(), Some("n1"), "the list it was copied from is untouched");
+        // Nothing left to change: no copy.
+        let mut again = changed.clone();
+        again.unbind(&names);
+        assert!(Arc::ptr_eq(&again.inner, &changed.inner));
+        // Without lookups, the same pods change.
+        let mut plain: Pods = pods.iter().cloned().collect::<Vec<_>>().into();
+        plain.unbind(&names);
+        assert_eq!(plain, changed);
+    }
+
+    #[test]
+    fn a_list_serializes_as_its_items() {
+        let pods: Pods = vec![pod("a", None, "w", true)].into();
+        let text = serde_json::to_string(&pods).unwrap();
+        assert_eq!(text, serde_json::to_string(&*pods).unwrap());
+        let back: Pods = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, pods);
+    }
+}
