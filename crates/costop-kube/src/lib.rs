@@ -6,14 +6,16 @@
 //! retried until the caller's deadline, then reported.
 
 pub mod apis;
+pub mod cache;
 pub mod view;
 
 pub use apis::{Apis, DiscoveryError, PolicyVersion};
 
+use cache::{NodeLite, NodeRec, PodLite, PodRec, Table};
 use costop_core::model::{INTERRUPTION_TAINT, STANDBY_TAINT};
 use costop_core::ports::{ClusterPort, Evicted};
 use costop_core::time::Millis;
-use costop_core::{ClusterView, StandbyMode};
+use costop_core::{ClusterView, Name, StandbyMode};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -81,8 +83,8 @@ pub struct KubeCluster {
     client: Client,
     /// For cordons: a client of its own (see [`KubeCluster::with_urgent_client`]).
     urgent: Client,
-    nodes: Store<Node>,
-    pods: Store<Pod>,
+    nodes: Arc<Table<NodeRec>>,
+    pods: Arc<Table<PodRec>>,
     deployments: Store<Deployment>,
     statefulsets: Store<StatefulSet>,
     replicasets: Store<ReplicaSet>,
@@ -97,6 +99,8 @@ pub struct KubeCluster {
     /// The last view built, shared by every reader until the caches change
     /// (or, while they keep changing, for [`VIEW_MAX_AGE`]).
     memo: Arc<std::sync::Mutex<Option<Memo>>>,
+    /// Held while a view is built.
+    building: Arc<std::sync::Mutex<()>>,
 }
 
 /// How long a view is handed out again while the caches keep changing: a
@@ -325,9 +329,45 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).backoff(QuickBackoff::new());
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(slim))
+        .backoff(QuickBackoff::new());
     (reader, tokio::spawn(drive(stream, health, index)))
+}
+
+/// What no decision reads of a cached object: its managed fields and
+/// annotations (a `kubectl apply`'s last configuration among them).
+fn slim<K: kube::Resource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    meta.annotations = None;
+}
+
+/// A lean cache (see [`cache`]): each object read off the watch into its record.
+fn reflect_lean<K>(
+    client: Client,
+    table: Arc<Table<K::Rec>>,
+    health: Arc<Vec<CacheHealth>>,
+    index: usize,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + cache::Decoded
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let stream = watcher(Api::<K>::all(client), watcher::Config::default())
+        .map(move |event| {
+            if let Ok(e) = &event {
+                table.apply(e);
+            }
+            event
+        })
+        .backoff(QuickBackoff::new());
+    tokio::spawn(drive(stream, health, index))
 }
 
 /// A `policy/v1beta1` budget as the `policy/v1` type (same fields costop reads).
@@ -385,7 +425,7 @@ where
             };
         if served && allowed {
             let api = Api::<K>::all(client);
-            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(slim))
                 .backoff(QuickBackoff::new());
             drive(stream, health, index).await
         } else {
@@ -410,8 +450,9 @@ fn reflect_budgets(
         match found.map(|a| a.policy) {
             Ok(PolicyVersion::V1) => {
                 let api = Api::<PodDisruptionBudget>::all(client);
-                let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                    .backoff(QuickBackoff::new());
+                let stream =
+                    reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(slim))
+                        .backoff(QuickBackoff::new());
                 drive(stream, health, index).await
             }
             Ok(PolicyVersion::V1beta1) => {
@@ -466,8 +507,9 @@ impl KubeCluster {
             .collect(),
         );
         let apis = Arc::new(tokio::sync::OnceCell::new());
-        let (nodes, a) = reflect(Api::<Node>::all(client.clone()), health.clone(), 0);
-        let (pods, b) = reflect(Api::<Pod>::all(client.clone()), health.clone(), 1);
+        let (nodes, pods) = (Table::<NodeRec>::new(), Table::<PodRec>::new());
+        let a = reflect_lean::<NodeLite>(client.clone(), nodes.clone(), health.clone(), 0);
+        let b = reflect_lean::<PodLite>(client.clone(), pods.clone(), health.clone(), 1);
         let (deployments, c) = reflect(Api::<Deployment>::all(client.clone()), health.clone(), 2);
         let (budgets, d) = reflect_budgets(client.clone(), apis.clone(), health.clone(), 3);
         let (claims, e) = reflect(Api::<PersistentVolumeClaim>::all(client.clone()), health.clone(), 4);
@@ -492,6 +534,7 @@ impl KubeCluster {
             tasks: std::sync::Arc::new(vec![a, b, c, d, e, f, g, h]),
             changes,
             memo: Arc::default(),
+            building: Arc::default(),
         }
     }
 
@@ -605,8 +648,8 @@ impl KubeCluster {
             "API server discovered"
         );
         let wait = async {
-            self.nodes.wait_until_ready().await.ok();
-            self.pods.wait_until_ready().await.ok();
+            self.nodes.wait_until_listed().await;
+            self.pods.wait_until_listed().await;
             self.deployments.wait_until_ready().await.ok();
             self.statefulsets.wait_until_ready().await.ok();
             self.replicasets.wait_until_ready().await.ok();
@@ -619,14 +662,14 @@ impl KubeCluster {
             .map_err(|_| KubeError::Invalid("caches not filled within 30 s".into()))
     }
 
-    /// The cached node, if any.
-    pub fn node(&self, name: &str) -> Option<std::sync::Arc<Node>> {
-        self.nodes.get(&reflector::ObjectRef::new(name))
+    /// The cached node's record, if any.
+    pub fn node(&self, name: &str) -> Option<NodeRec> {
+        self.nodes.rows().by_key.get(name).cloned()
     }
 
-    /// The cached pods.
-    pub fn pods(&self) -> Vec<std::sync::Arc<Pod>> {
-        self.pods.state()
+    /// The cached pods' records.
+    pub fn pods(&self) -> Vec<PodRec> {
+        self.pods.rows().by_key.values().cloned().collect()
     }
 
     /// The client.
@@ -690,11 +733,6 @@ fn set_taint(node: &mut Node, key: &str, on: bool) {
     spec.taints = if taints.is_empty() { None } else { Some(taints) };
 }
 
-/// Whether a pod is bound to `node` and not finished (terminating counts).
-fn running_on(p: &Pod, node: &str) -> bool {
-    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node) && !view::is_finished(p)
-}
-
 /// costop's own record of how a node is bought (see `view::node_view`).
 fn set_capacity_label(node: &mut Node, value: &str) {
     node.metadata.labels.get_or_insert_with(Default::default).insert(CAPACITY_LABEL.into(), value.into());
@@ -720,25 +758,48 @@ impl ClusterPort for KubeCluster {
     /// event since the last one, and no more often than every
     /// [`VIEW_MAX_AGE`]; readers in between share one (the same `Arc`).
     fn view(&self) -> std::sync::Arc<ClusterView> {
-        // One builder at a time; the others wait and take its view.
-        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        let generation = self.changes.generation.load(Ordering::SeqCst);
-        if let Some(m) = memo.as_ref() {
-            if m.generation == generation || m.built.elapsed() < VIEW_MAX_AGE {
-                return m.view.clone();
-            }
+        let current = || {
+            let memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            let generation = self.changes.generation.load(Ordering::SeqCst);
+            let view = memo.as_ref().map(|m| m.view.clone());
+            let fresh =
+                memo.as_ref().is_some_and(|m| m.generation == generation || m.built.elapsed() < VIEW_MAX_AGE);
+            (view, fresh)
+        };
+        if let (Some(view), true) = current() {
+            return view;
         }
-        let view = std::sync::Arc::new(view::build(&view::Objects {
-            nodes: &self.nodes.state(),
-            pods: &self.pods.state(),
+        // One builder at a time. While it builds, the others take the last
+        // view (no older than a build takes) rather than hold their
+        // runtime threads waiting; only the first view is waited for.
+        let _building = match self.building.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => match current() {
+                (Some(view), _) => return view,
+                (None, _) => self.building.lock().unwrap_or_else(|e| e.into_inner()),
+            },
+        };
+        // Built by the one before, while this one waited?
+        if let (Some(view), true) = current() {
+            return view;
+        }
+        let generation = self.changes.generation.load(Ordering::SeqCst);
+        let (nodes, pods) = (self.nodes.rows(), self.pods.rows());
+        let built = view::build(&view::Objects {
+            nodes: &nodes,
+            pods: &pods,
             deployments: &self.deployments.state(),
             statefulsets: &self.statefulsets.state(),
             replicasets: &self.replicasets.state(),
             budgets: &self.budgets.state(),
             claims: &self.claims.state(),
             volumes: &self.volumes.state(),
-        }));
-        *memo = Some(Memo { generation, built: std::time::Instant::now(), view: view.clone() });
+        });
+        drop((nodes, pods));
+        // Built here, once, for every reader of this snapshot.
+        let view = std::sync::Arc::new(built.with_lookups());
+        *self.memo.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Memo { generation, built: std::time::Instant::now(), view: view.clone() });
         view
     }
 
@@ -768,27 +829,27 @@ impl ClusterPort for KubeCluster {
     }
 
     fn workload_pods_bound(&self, node: &str) -> usize {
-        self.pods
-            .state()
-            .iter()
-            .filter(|p| running_on(p, node) && !view::is_daemon(p) && !view::is_placeholder(p))
-            .count()
+        // Terminating pods count: they still hold the node.
+        self.pods.rows().on_node(node).filter(|p| !p.finished && !p.daemon && !p.placeholder).count()
     }
 
     fn volume_in_use(&self, volume_id: &str, node: &str) -> bool {
         // Polled while a volume waits to move: only the claims of this
         // node's pods are looked up, in the caches.
-        self.pods.state().iter().filter(|p| running_on(p, node)).any(|p| {
-            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-            let volumes = p.spec.as_ref().and_then(|s| s.volumes.as_ref());
-            volumes.into_iter().flatten().filter_map(|v| v.persistent_volume_claim.as_ref()).any(|c| {
-                self.claims
-                    .get(&reflector::ObjectRef::new(&c.claim_name).within(ns))
-                    .and_then(|claim| claim.spec.as_ref()?.volume_name.clone())
-                    .and_then(|pv| self.volumes.get(&reflector::ObjectRef::new(&pv)))
-                    .and_then(|pv| view::ebs_volume(&pv))
-                    .is_some_and(|(id, _)| id == volume_id)
-            })
+        let claims: Vec<(String, Name)> = self
+            .pods
+            .rows()
+            .on_node(node)
+            .filter(|p| !p.finished)
+            .flat_map(|p| p.claims.iter().map(|c| (p.namespace().to_string(), c.clone())))
+            .collect();
+        claims.iter().any(|(ns, claim)| {
+            self.claims
+                .get(&reflector::ObjectRef::new(claim).within(ns))
+                .and_then(|claim| claim.spec.as_ref()?.volume_name.clone())
+                .and_then(|pv| self.volumes.get(&reflector::ObjectRef::new(&pv)))
+                .and_then(|pv| view::ebs_volume(&pv))
+                .is_some_and(|(id, _)| id == volume_id)
         })
     }
 
@@ -982,11 +1043,14 @@ impl KubeCluster {
         message: &str,
     ) -> Result<(), KubeError> {
         let uid = match namespace {
-            None => self.node(name).and_then(|n| n.metadata.uid.clone()),
-            Some(ns) => self
-                .pods
-                .get(&reflector::ObjectRef::new(name).within(ns))
-                .and_then(|p| p.metadata.uid.clone()),
+            None => self.node(name).and_then(|n| n.uid),
+            // Pod records keep no uid: read it (Events are rare).
+            Some(ns) => Api::<Pod>::namespaced(self.client.clone(), ns)
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|p| p.metadata.uid),
         };
         let now = k8s_openapi::jiff::Timestamp::now();
         let event: Event = serde_json::from_value(json!({
@@ -1026,8 +1090,11 @@ impl KubeCluster {
     /// The node the cached pod `ns/name` is bound to.
     fn node_of_pod(&self, ns: &str, name: &str) -> Option<String> {
         self.pods
-            .get(&reflector::ObjectRef::new(name).within(ns))
-            .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+            .rows()
+            .by_key
+            .get(format!("{ns}/{name}").as_str())
+            .and_then(|p| p.node.as_ref())
+            .map(|n| n.to_string())
     }
 
     /// A Warning `EvictionBlocked` Event on the pod and on its node (if

@@ -1,16 +1,13 @@
 //! From Kubernetes objects to the core's `ClusterView`.
 
-use crate::PLACEHOLDER_CLASS;
-use costop_core::model::{
-    CapacityType, NodeView, PodView, PoolId, Resources, Taint, VolumeView, WorkloadView, STANDBY_TAINT,
-};
-use costop_core::quantity::{cpu_millis, memory_mib};
-use costop_core::ClusterView;
+use crate::cache::{NodeRec, Owner, PodRec, Rows};
+use costop_core::model::{NodeView, PodView, VolumeView, WorkloadView};
+use costop_core::{ClusterView, Name};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Zone and instance id from an AWS `spec.providerID` (`aws:///ZONE/i-…`).
@@ -34,124 +31,33 @@ fn label<'a>(labels: &'a Option<BTreeMap<String, String>>, key: &str) -> Option<
     labels.as_ref().and_then(|l| l.get(key)).map(String::as_str)
 }
 
-fn node_view(n: &Node) -> NodeView {
-    let labels = &n.metadata.labels;
-    let spec = n.spec.clone().unwrap_or_default();
-    let taints: Vec<Taint> =
-        spec.taints.unwrap_or_default().into_iter().map(|t| Taint { key: t.key, effect: t.effect }).collect();
-    let (zone, instance_id) =
-        spec.provider_id.as_deref().and_then(|p| parse_provider_id(p).ok()).unwrap_or_else(|| {
-            (label(labels, "topology.kubernetes.io/zone").unwrap_or("").into(), String::new())
-        });
-    let status = n.status.clone().unwrap_or_default();
-    let ready = status
-        .conditions
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    let own_label = label(labels, crate::CAPACITY_LABEL);
-    let capacity = match own_label
-        .or(label(labels, "karpenter.sh/capacity-type"))
-        .or(label(labels, "eks.amazonaws.com/capacityType"))
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        // A stopped instance's node goes NotReady; costop also labels the ones it stops.
-        _ if taints.iter().any(|t| t.key == STANDBY_TAINT) => {
-            if !ready || own_label == Some("standby-stopped") {
-                CapacityType::StandbyStopped
-            } else {
-                CapacityType::StandbyRunning
-            }
-        }
-        Some("spot") => CapacityType::Spot,
-        Some("burstable") => CapacityType::Burstable,
-        _ => CapacityType::OnDemand,
-    };
-    let alloc = status.allocatable.unwrap_or_default();
-    NodeView {
-        name: n.metadata.name.clone().unwrap_or_default().into(),
-        instance_id: instance_id.into(),
-        pool: PoolId::new(label(labels, "node.kubernetes.io/instance-type").unwrap_or(""), zone),
-        capacity_type: capacity,
-        allocatable: Resources::new(
-            alloc.get("cpu").map_or(0, |q| cpu_millis(&q.0)),
-            alloc.get("memory").map_or(0, |q| memory_mib(&q.0)),
-        ),
-        price_per_hour: 0.0,
-        unschedulable: spec.unschedulable.unwrap_or(false),
-        taints,
-        ready,
-        in_load_balancer: label(labels, "node.kubernetes.io/exclude-from-external-load-balancers").is_none(),
-    }
-}
-
 /// The controller owner of an object, if any.
 fn controller_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<(&str, &str)> {
     let owner = meta.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true))?;
     Some((owner.kind.as_str(), owner.name.as_str()))
 }
 
-/// What owns each ReplicaSet (`namespace/name` → its Deployment's name, or
-/// None for a standalone one).
-type ReplicaSetOwners = BTreeMap<String, Option<String>>;
+/// The workload of each ReplicaSet, by namespace and name: its
+/// Deployment's (`namespace/deployment`), or itself when no Deployment owns it.
+type ReplicaSetOwners<'a> = HashMap<&'a str, HashMap<&'a str, Name>>;
 
-fn replicaset_owners(replicasets: &[Arc<ReplicaSet>]) -> ReplicaSetOwners {
-    replicasets
-        .iter()
-        .map(|rs| {
-            let key = format!(
-                "{}/{}",
-                rs.metadata.namespace.as_deref().unwrap_or("default"),
-                rs.metadata.name.as_deref().unwrap_or("")
-            );
-            let deployment = controller_of(&rs.metadata)
-                .filter(|(kind, _)| *kind == "Deployment")
-                .map(|(_, n)| n.to_string());
-            (key, deployment)
-        })
-        .collect()
-}
-
-/// The workload a pod belongs to, `namespace/name`: its controller, and
-/// for a ReplicaSet the Deployment owning it (when the ReplicaSet is not in
-/// the cache, the name before its hash suffix).
-fn workload_of(p: &Pod, owners: &ReplicaSetOwners) -> Option<String> {
-    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-    let (kind, owner) = controller_of(&p.metadata)?;
-    let name = match kind {
-        "ReplicaSet" => match owners.get(&format!("{ns}/{owner}")) {
-            Some(Some(deployment)) => deployment.as_str(),
-            Some(None) => owner,
-            None => owner.rsplit_once('-').map_or(owner, |(d, _)| d),
-        },
-        _ => owner,
-    };
-    Some(format!("{ns}/{name}"))
+fn replicaset_owners(replicasets: &[Arc<ReplicaSet>]) -> ReplicaSetOwners<'_> {
+    let mut owners: ReplicaSetOwners<'_> = HashMap::new();
+    for rs in replicasets {
+        let ns = rs.metadata.namespace.as_deref().unwrap_or("default");
+        let name = rs.metadata.name.as_deref().unwrap_or("");
+        let workload = match controller_of(&rs.metadata).filter(|(kind, _)| *kind == "Deployment") {
+            Some((_, deployment)) => format!("{ns}/{deployment}"),
+            None => format!("{ns}/{name}"),
+        };
+        owners.entry(ns).or_default().insert(name, workload.into());
+    }
+    owners
 }
 
 /// EBS volumes by claim (`namespace/claim`): the volume id and zone of
 /// each bound PersistentVolume backed by EBS (the CSI driver's, or the
 /// in-tree `awsElasticBlockStore`).
-/// Whether a pod has run to completion (`Succeeded` or `Failed`).
-pub(crate) fn is_finished(p: &Pod) -> bool {
-    matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed") | Some("Succeeded"))
-}
-
-/// Whether a DaemonSet controls the pod.
-pub(crate) fn is_daemon(p: &Pod) -> bool {
-    p.metadata
-        .owner_references
-        .as_ref()
-        .is_some_and(|o| o.iter().any(|r| r.controller == Some(true) && r.kind == "DaemonSet"))
-}
-
-/// Whether the pod is one of costop's placeholders.
-pub(crate) fn is_placeholder(p: &Pod) -> bool {
-    p.spec.as_ref().and_then(|s| s.priority_class_name.as_deref()) == Some(PLACEHOLDER_CLASS)
-}
-
 fn ebs_by_claim(
     claims: &[Arc<PersistentVolumeClaim>],
     volumes: &[Arc<PersistentVolume>],
@@ -212,47 +118,31 @@ pub fn ebs_volume(pv: &PersistentVolume) -> Option<(String, String)> {
     Some((id, zone))
 }
 
-fn pod_view(p: &Pod, ebs: &BTreeMap<String, (String, String)>, owners: &ReplicaSetOwners) -> PodView {
-    let spec = p.spec.clone().unwrap_or_default();
-    let requests = spec.containers.iter().fold(Resources::default(), |acc, c| {
-        let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
-        acc.plus(&Resources::new(
-            req.and_then(|r| r.get("cpu")).map_or(0, |q| cpu_millis(&q.0)),
-            req.and_then(|r| r.get("memory")).map_or(0, |q| memory_mib(&q.0)),
-        ))
-    });
-    let ready = p
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+fn pod_view(p: &PodRec, ebs: &BTreeMap<String, (String, String)>, owners: &ReplicaSetOwners<'_>) -> PodView {
+    let ns = p.namespace();
+    let workload = match &p.owner {
+        Owner::ReplicaSet(rs) => owners.get(ns).and_then(|o| o.get(rs.as_str())).or(p.workload.as_ref()),
+        _ => p.workload.as_ref(),
+    };
     PodView {
-        name: format!(
-            "{}/{}",
-            p.metadata.namespace.as_deref().unwrap_or("default"),
-            p.metadata.name.as_deref().unwrap_or("")
-        )
-        .into(),
-        workload: workload_of(p, owners).map(Into::into),
-        node: spec.node_name.clone().map(Into::into),
-        requests,
-        priority: spec.priority.unwrap_or(0),
-        ready,
-        placeholder: is_placeholder(p),
-        daemon: is_daemon(p),
-        volumes: {
-            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-            spec.volumes
-                .iter()
-                .flatten()
-                .filter_map(|v| ebs.get(&format!("{ns}/{}", v.persistent_volume_claim.as_ref()?.claim_name)))
-                .map(|(id, zone)| VolumeView {
-                    volume_id: id.as_str().into(),
-                    zone: zone.as_str().into(),
-                    attached_to: spec.node_name.clone().map(Into::into),
-                })
-                .collect()
-        },
+        name: p.key.clone(),
+        workload: workload.cloned(),
+        node: p.node.clone(),
+        requests: p.requests,
+        priority: p.priority,
+        ready: p.ready,
+        placeholder: p.placeholder,
+        daemon: p.daemon,
+        volumes: p
+            .claims
+            .iter()
+            .filter_map(|claim| ebs.get(&format!("{ns}/{claim}")))
+            .map(|(id, zone)| VolumeView {
+                volume_id: id.as_str().into(),
+                zone: zone.as_str().into(),
+                attached_to: p.node.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -289,12 +179,12 @@ fn matches(
     labels_ok && exprs_ok
 }
 
-/// The cached objects a view is built from.
+/// The cached records and objects a view is built from.
 pub struct Objects<'a> {
     /// Nodes.
-    pub nodes: &'a [Arc<Node>],
+    pub nodes: &'a Rows<NodeRec>,
     /// Pods.
-    pub pods: &'a [Arc<Pod>],
+    pub pods: &'a Rows<PodRec>,
     /// Deployments.
     pub deployments: &'a [Arc<Deployment>],
     /// StatefulSets.
@@ -309,12 +199,33 @@ pub struct Objects<'a> {
     pub volumes: &'a [Arc<PersistentVolume>],
 }
 
-/// The core's view of these objects.
+/// The core's view of these records and objects: nodes in name order,
+/// live pods (neither finished nor being deleted), workloads with their
+/// budgets. Its lookups are not built yet (see `ClusterView::with_lookups`).
 pub fn build(o: &Objects<'_>) -> ClusterView {
     let Objects { nodes, pods, deployments, statefulsets, replicasets, budgets, claims, volumes } = *o;
     let owners = replicaset_owners(replicasets);
     let ebs = ebs_by_claim(claims, volumes);
-    let live_pods = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !is_finished(p));
+    let mut node_views: Vec<NodeView> = nodes.by_key.values().map(|n| n.view.clone()).collect();
+    node_views.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let pod_views: Vec<PodView> =
+        pods.by_key.values().filter(|p| p.live()).map(|p| pod_view(p, &ebs, &owners)).collect();
+    ClusterView {
+        nodes: node_views.into(),
+        pods: pod_views.into(),
+        workloads: workloads(deployments, statefulsets, replicasets, budgets),
+        ..ClusterView::default()
+    }
+}
+
+/// Deployments, StatefulSets and standalone ReplicaSets, with the
+/// minimum their budgets keep available.
+fn workloads(
+    deployments: &[Arc<Deployment>],
+    statefulsets: &[Arc<StatefulSet>],
+    replicasets: &[Arc<ReplicaSet>],
+    budgets: &[Arc<PodDisruptionBudget>],
+) -> Vec<WorkloadView> {
     // A workload: its namespace and name, replicas, and pod template labels
     // (what budgets select).
     let deployed = deployments.iter().map(|d| {
@@ -330,15 +241,33 @@ pub fn build(o: &Objects<'_>) -> ClusterView {
         let spec = rs.spec.clone().unwrap_or_default();
         (&rs.metadata, spec.replicas, spec.template.and_then(|t| t.metadata).and_then(|m| m.labels))
     });
-    let workloads = deployed
+    // Budgets by namespace and the first label their selector names (those
+    // without one are tried on every workload of their namespace): a
+    // workload is matched against the few budgets that could select it,
+    // not every budget of the cluster (3,000 × 3,000 label checks at full size).
+    let mut by_label: HashMap<(&str, &str, &str), Vec<&PodDisruptionBudget>> = HashMap::new();
+    let mut unlabelled: HashMap<&str, Vec<&PodDisruptionBudget>> = HashMap::new();
+    for b in budgets {
+        let ns = b.metadata.namespace.as_deref().unwrap_or("default");
+        let first = b.spec.as_ref().and_then(|s| s.selector.as_ref()?.match_labels.as_ref()?.iter().next());
+        match first {
+            Some((k, v)) => by_label.entry((ns, k.as_str(), v.as_str())).or_default().push(b),
+            None => unlabelled.entry(ns).or_default().push(b),
+        }
+    }
+    deployed
         .chain(stateful)
         .chain(standalone)
         .map(|(meta, replicas, template_labels)| {
             let ns = meta.namespace.as_deref().unwrap_or("default");
             let replicas = replicas.unwrap_or(1).max(0) as u32;
-            let min_available = budgets
+            let labelled = template_labels
                 .iter()
-                .filter(|b| b.metadata.namespace.as_deref() == Some(ns))
+                .flatten()
+                .filter_map(|(k, v)| by_label.get(&(ns, k.as_str(), v.as_str())))
+                .flatten();
+            let min_available = labelled
+                .chain(unlabelled.get(ns).into_iter().flatten())
                 .filter_map(|b| b.spec.as_ref())
                 .filter(|s| matches(&s.selector, &template_labels))
                 .filter_map(|s| {
@@ -355,13 +284,7 @@ pub fn build(o: &Objects<'_>) -> ClusterView {
                 bridged: false,
             }
         })
-        .collect();
-    ClusterView {
-        nodes: nodes.iter().map(|n| node_view(n)).collect(),
-        pods: live_pods.map(|p| pod_view(p, &ebs, &owners)).collect(),
-        workloads,
-        ..ClusterView::default()
-    }
+        .collect()
 }
 
 #[cfg(test)]

@@ -35,6 +35,23 @@ impl AnyStore {
 }
 
 impl AnyStore {
+    /// Change the mirror of `kind` in place: write `changed`, delete
+    /// `removed` (after a first [`StorePort::mirror`] of everything).
+    pub async fn mirror_changes(
+        &self,
+        kind: &str,
+        changed: &[(String, String)],
+        removed: &[String],
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => {
+                s.mirror_changes(kind, changed, removed);
+                Ok(())
+            }
+            AnyStore::Redis(s) => s.mirror_changes(kind, changed, removed).await,
+        }
+    }
+
     /// Claim the one response of `key`'s (instance, kind) for `key`;
     /// `replacing`: take it over only from that holder (it failed before
     /// saving a plan).

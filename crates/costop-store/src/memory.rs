@@ -90,6 +90,16 @@ impl MemoryStore {
         self.lock().saved.iter().rev().take(limit).cloned().collect()
     }
 
+    /// Change the mirror of `kind` in place: write `changed`, delete `removed`.
+    pub fn mirror_changes(&self, kind: &str, changed: &[(String, String)], removed: &[String]) {
+        let mut inner = self.lock();
+        let m = inner.mirror.entry(kind.to_string()).or_default();
+        m.extend(changed.iter().cloned());
+        for name in removed {
+            m.remove(name);
+        }
+    }
+
     /// Mirrored entries of a kind.
     pub fn mirrored(&self, kind: &str) -> HashMap<String, String> {
         self.lock().mirror.get(kind).cloned().unwrap_or_default()

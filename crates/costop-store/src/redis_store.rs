@@ -418,6 +418,32 @@ fn entries_from_read(reply: &Value) -> Vec<SignedEntry> {
         .collect()
 }
 
+impl RedisStore {
+    /// Change the mirror of `kind` in place: write the entries that
+    /// changed, delete those gone (in chunks of 500, so no one command
+    /// holds Redis, or the connection the responses share, for long).
+    pub async fn mirror_changes(
+        &self,
+        kind: &str,
+        changed: &[(String, String)],
+        removed: &[String],
+    ) -> Result<(), StoreError> {
+        let key = format!("costop:mirror:{kind}");
+        for chunk in changed.chunks(500) {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(&key);
+            for (name, json) in chunk {
+                cmd.arg(name).arg(json);
+            }
+            let _: i64 = self.run("mirror", &cmd).await?;
+        }
+        for chunk in removed.chunks(500) {
+            let _: i64 = self.run("mirror", redis::cmd("HDEL").arg(&key).arg(chunk)).await?;
+        }
+        Ok(())
+    }
+}
+
 impl StorePort for RedisStore {
     type Error = StoreError;
 
