@@ -522,7 +522,7 @@ async fn stream_latency(backend: Backend) {
         pct(&mut latencies, 0.99),
     );
     // A bound, not the target: the figure printed above is the measurement
-    // (p99 61–285 ms on an idle 2-core machine); the bound only catches a
+    // (p50 61 ms, p99 277 ms with other builds on the 2 cores); the bound catches a
     // response that waits on something it should not, without failing
     // when other builds share the cores.
     let p99 = pct(&mut costop, 0.99);
