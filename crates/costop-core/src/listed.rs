@@ -52,6 +52,11 @@ impl<T, I: Lookups<T>> Listed<T, I> {
 }
 
 impl<T, I> Listed<T, I> {
+    /// Whether `other` is a copy of this list (shares it), not only equal.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Whether the lookups are built (a snapshot's publisher builds them
     /// before handing it out, so no reader pays for them).
     pub fn has_lookups(&self) -> bool {

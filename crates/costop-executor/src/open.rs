@@ -19,9 +19,18 @@ pub const CLAIM_SETTLES_MS: Millis = 5_000;
 /// Each step's state: not run (`None`), or when it was done.
 type Progress = Vec<Option<Millis>>;
 
-/// The open responses of this process, with how far each has run.
+/// The open responses of this process, with how far each has run; and
+/// the last view their claims were applied to (see [`OpenResponses::claimed`]).
 #[derive(Debug, Default)]
-pub struct OpenResponses(Mutex<BTreeMap<NoticeKey, (Plan, Progress)>>);
+pub struct OpenResponses(Mutex<BTreeMap<NoticeKey, (Plan, Progress)>>, Mutex<Option<Claimed>>);
+
+/// A view's nodes, pods and workloads with these claims applied.
+#[derive(Debug)]
+pub struct Claimed {
+    base: ClusterView,
+    applied: BTreeSet<(NoticeKey, usize)>,
+    view: ClusterView,
+}
 
 impl OpenResponses {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NoticeKey, (Plan, Progress)>> {
@@ -75,20 +84,62 @@ impl OpenResponses {
     /// The view with every open response's claims that have not run yet,
     /// or ran too recently to show in the view, counted as done (the view
     /// itself when there are none).
+    ///
+    /// In a burst every notice is planned with the claims of hundreds of
+    /// open responses applied, on the same snapshot: the snapshot with the
+    /// claims applied so far is kept, and only the claims opened since are
+    /// applied to it (applying the evictions afresh copied all 150,000 pods
+    /// for each notice). A claim that settles while the snapshot stays
+    /// keeps counting until the next snapshot, which shows it.
     pub fn claimed<'v>(&self, view: &'v ClusterView, now: Millis) -> std::borrow::Cow<'v, ClusterView> {
         let open = self.lock();
         let unseen = |d: &Option<Millis>| d.is_none_or(|at| now < at.saturating_add(CLAIM_SETTLES_MS));
-        let pending: Vec<&Step> = open
-            .values()
-            .flat_map(|(plan, done)| plan.steps.iter().zip(done).filter(|(s, d)| unseen(d) && is_claim(s)))
-            .map(|(s, _)| s)
+        let pending: Vec<((NoticeKey, usize), &Step)> = open
+            .iter()
+            .flat_map(|(key, (plan, done))| {
+                plan.steps
+                    .iter()
+                    .zip(done)
+                    .enumerate()
+                    .filter(|(_, (s, d))| unseen(d) && is_claim(s))
+                    .map(move |(i, (s, _))| ((key.clone(), i), s))
+            })
             .collect();
         if pending.is_empty() {
             return std::borrow::Cow::Borrowed(view);
         }
-        let mut view = view.clone();
-        apply_steps(&mut view, pending);
-        std::borrow::Cow::Owned(view)
+        let mut cache = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let same_base = cache.as_ref().is_some_and(|c| {
+            c.base.nodes.same(&view.nodes)
+                && c.base.pods.same(&view.pods)
+                && c.base.workloads == view.workloads
+        });
+        if !same_base {
+            let base = ClusterView {
+                nodes: view.nodes.clone(),
+                pods: view.pods.clone(),
+                workloads: view.workloads.clone(),
+                ..ClusterView::default()
+            };
+            *cache = Some(Claimed { view: base.clone(), base, applied: BTreeSet::new() });
+        }
+        let claimed = cache.as_mut().expect("set above");
+        let new: Vec<&Step> =
+            pending.iter().filter(|(id, _)| !claimed.applied.contains(id)).map(|(_, s)| *s).collect();
+        apply_steps(&mut claimed.view, new);
+        claimed.applied.extend(pending.iter().map(|(id, _)| id.clone()));
+        // The caller's own pools, requests and headroom, with the cached
+        // nodes, pods and workloads; capacity requests as every pending
+        // claim makes them.
+        let mut out = view.clone();
+        out.nodes = claimed.view.nodes.clone();
+        out.pods = claimed.view.pods.clone();
+        out.workloads = claimed.view.workloads.clone();
+        apply_steps(
+            &mut out,
+            pending.iter().map(|(_, s)| *s).filter(|s| matches!(s, Step::RestoreCapacity { .. })),
+        );
+        std::borrow::Cow::Owned(out)
     }
 }
 
@@ -211,6 +262,29 @@ mod tests {
         assert_eq!(open.claimed(&view_with_placeholder("ph-1"), 1_000 + CLAIM_SETTLES_MS).pods.len(), 1);
         open.closed(&plan.notice);
         assert!(open.is_empty());
+    }
+
+    #[test]
+    fn on_one_snapshot_the_claims_opened_since_the_last_plan_are_added_to_those_applied() {
+        let open = OpenResponses::default();
+        let mut snapshot = view_with_placeholder("ph-1");
+        let mut second = snapshot.pods[0].clone();
+        second.name = "ph-2".into();
+        snapshot.pods.push(second);
+        snapshot.pools = vec![];
+        open.opened(&plan_claiming("i-1", "ph-1"), vec![]);
+        let names = |v: &ClusterView| v.pods.iter().map(|p| p.name.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&open.claimed(&snapshot, 0)), vec!["ph-2"]);
+        open.opened(&plan_claiming("i-2", "ph-2"), vec![]);
+        let mut asked = snapshot.clone();
+        asked.headroom_target = 7;
+        let claimed = open.claimed(&asked, 0);
+        assert!(claimed.pods.is_empty(), "both claims: {:?}", names(&claimed));
+        assert_eq!(claimed.headroom_target, 7, "the caller's own fields");
+        assert_eq!(names(&snapshot), vec!["ph-1", "ph-2"], "the snapshot is untouched");
+        // A new snapshot starts again from it.
+        let fresh = view_with_placeholder("ph-3");
+        assert_eq!(names(&open.claimed(&fresh, 0)), vec!["ph-3"]);
     }
 
     #[test]

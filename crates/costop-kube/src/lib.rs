@@ -180,6 +180,11 @@ impl ClientLimits {
     }
 }
 
+/// How long [`KubeCluster::ready`] waits for the caches' first lists: a
+/// 150,000-pod cluster is listed in about 300 pages, which an emulator
+/// sharing two cores with the server served in 16 to over 30 s.
+pub const READY_LIMIT: Duration = Duration::from_secs(90);
+
 /// How long discovery keeps retrying an API server it cannot reach.
 const DISCOVERY_PATIENCE: Duration = Duration::from_secs(20);
 
@@ -657,9 +662,9 @@ impl KubeCluster {
             self.claims.wait_until_ready().await.ok();
             self.volumes.wait_until_ready().await.ok();
         };
-        tokio::time::timeout(Duration::from_secs(30), wait)
+        tokio::time::timeout(READY_LIMIT, wait)
             .await
-            .map_err(|_| KubeError::Invalid("caches not filled within 30 s".into()))
+            .map_err(|_| KubeError::Invalid(format!("caches not filled within {} s", READY_LIMIT.as_secs())))
     }
 
     /// The cached node's record, if any.

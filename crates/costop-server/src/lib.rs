@@ -881,6 +881,10 @@ async fn consume(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
         if !st.is_leader() {
             if was_leader {
                 // The lease ran out without renewal: stop before another replica starts.
+                tracing::warn!(
+                    identity = st.identity,
+                    "leadership lapsed (no renewal in time); stopping responses"
+                );
                 st.stop_responses();
             }
             was_leader = false;

@@ -346,7 +346,8 @@ async fn run(bench: BurstBench) -> Result<()> {
     };
     let transitions_after =
         get_json(&http, &lease_url).await?["spec"]["leaseTransitions"].as_u64().unwrap_or(0);
-    let lost = std::fs::read_to_string(&log).unwrap_or_default().matches("leadership lost").count();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lost = text.matches("leadership lost").count() + text.matches("leadership lapsed").count();
     let out = json!({
         "nodes": bench.nodes,
         "pods": want + u64::from(bench.nodes / 5),
