@@ -8,14 +8,13 @@
 //! and the node is drained within its budgets and ended only once the
 //! replacement had time to join (the steps a rebalance recommendation uses).
 
-use crate::model::{CapacityType, ClusterView, NodeView, PoolId, INTERRUPTION_TAINT};
+use crate::model::{CapacityType, ClusterView, NodeView, PoolId, Resources, INTERRUPTION_TAINT};
 use crate::notice::NoticeKey;
 use crate::plan::{Plan, Step};
 use crate::policy::Policy;
-use crate::pools::{choose_pools, in_cooldown, pool_score};
+use crate::pools::{choose_pools, in_cooldown, pool_cap, pool_score};
 use crate::respond::restore_key;
 use crate::time::{Millis, MINUTE};
-use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeMap;
 
 /// The notice kind label of a move: the plan is recorded and resumed like
@@ -46,26 +45,12 @@ pub struct Move {
 /// the workload pods on `node` (both CPU and memory, summed: a move waits
 /// for its replacement by this).
 pub fn room_elsewhere(view: &ClusterView, node: &str) -> bool {
-    let open: HashMap<&str, ()> = view
-        .nodes
-        .iter()
+    let free = (view.nodes.iter())
         .filter(|n| n.name != node && n.accepts_pods())
-        .map(|n| (n.name.as_str(), ()))
-        .collect();
-    let mut free = view
-        .nodes
-        .iter()
-        .filter(|n| open.contains_key(n.name.as_str()))
-        .fold(crate::Resources::default(), |acc, n| acc.plus(&n.allocatable));
-    let mut need = crate::Resources::default();
-    for p in &view.pods {
-        match p.node.as_deref() {
-            Some(n) if open.contains_key(n) => free = free.minus(&p.requests),
-            Some(n) if n == node && !p.daemon && !p.placeholder => need = need.plus(&p.requests),
-            None if !p.daemon && !p.placeholder => need = need.plus(&p.requests),
-            _ => {}
-        }
-    }
+        .fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
+    let waiting = view.unbound_pods().filter(|p| !p.daemon && !p.placeholder);
+    let need =
+        view.workload_pods_on(node).chain(waiting).fold(Resources::default(), |acc, p| acc.plus(&p.requests));
     free.fits(&need)
 }
 
@@ -81,7 +66,7 @@ pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis) -> Option<M
     if policy.move_back_saving >= 1.0 {
         return None;
     }
-    if view.pods.iter().any(|p| p.node.is_none() && !p.placeholder && !p.daemon) {
+    if view.unbound_pods().any(|p| !p.placeholder && !p.daemon) {
         return None;
     }
     let spot = |n: &&NodeView| n.capacity_type == CapacityType::Spot && !n.unschedulable;
@@ -109,18 +94,16 @@ pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis) -> Option<M
     if candidates.is_empty() {
         return None;
     }
-    // Pods per candidate node, and whether one has a volume: one pass.
-    let mut load: HashMap<&str, (usize, bool)> =
-        candidates.iter().map(|n| (n.name.as_str(), (0, false))).collect();
-    for p in view.pods.iter().filter(|p| !p.daemon && !p.placeholder) {
-        if let Some(l) = p.node.as_deref().and_then(|n| load.get_mut(n)) {
-            l.0 += 1;
-            l.1 |= !p.volumes.is_empty();
-        }
-    }
-    let mut candidates: Vec<(&NodeView, usize, bool)> =
-        candidates.into_iter().map(|n| (n, load[n.name.as_str()].0, load[n.name.as_str()].1)).collect();
+    // Pods per candidate node, and whether one has a volume.
+    let mut candidates: Vec<(&NodeView, usize, bool)> = (candidates.into_iter())
+        .map(|n| {
+            let pods = view.workload_pods_on(&n.name);
+            let (count, zonal) = pods.fold((0, false), |(c, z), p| (c + 1, z || !p.volumes.is_empty()));
+            (n, count, zonal)
+        })
+        .collect();
     candidates.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.name.cmp(&b.0.name)));
+    let cap = pool_cap(policy, layout.values().sum());
     let mut best: Option<Move> = None;
     // Nodes of one pool are alike but for their volumes: one look per
     // pool and kind, the node with the fewest pods moves.
@@ -140,8 +123,6 @@ pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis) -> Option<M
             targets.iter().filter(|p| !zonal || p.id.zone == node.pool.zone).cloned().collect();
         let chosen = choose_pools(&allowed, &others, 1, std::slice::from_ref(&node.pool), policy, now);
         let Some(to) = chosen.keys().next().and_then(|id| view.pool(id)) else { continue };
-        let total: u32 = layout.values().sum();
-        let cap = ((policy.max_pool_share * f64::from(total)).floor() as u32).max(1);
         if others.get(&to.id).copied().unwrap_or(0) >= cap {
             continue;
         }

@@ -22,6 +22,12 @@ pub fn in_cooldown(pool: &PoolView, policy: &Policy, now: Millis) -> bool {
     pool.last_interruption.is_some_and(|t| now < t.saturating_add(policy.pool_cooldown_minutes * MINUTE))
 }
 
+/// Most Spot nodes one pool may hold out of `total`: the policy's share,
+/// at least one.
+pub fn pool_cap(policy: &Policy, total: u32) -> u32 {
+    ((policy.max_pool_share * f64::from(total)).floor() as u32).max(1)
+}
+
 /// Choose pools for `count` new Spot nodes.
 ///
 /// `current` holds how many Spot nodes each pool has now; `exclude` lists
@@ -55,8 +61,7 @@ pub fn choose_pools(
     candidates.sort_by(|a, b| {
         pool_score(a, policy).total_cmp(&pool_score(b, policy)).then_with(|| a.id.cmp(&b.id))
     });
-    let total_after: u32 = current.values().sum::<u32>() + count;
-    let cap = ((policy.max_pool_share * f64::from(total_after)).floor() as u32).max(1);
+    let cap = pool_cap(policy, current.values().sum::<u32>() + count);
     // Zones are not kept even: pods pinned to a zone by their volumes get
     // their room there from the caller (a replacement goes to the volume's
     // zone first), and an even spread over zones would hold nodes in dear
