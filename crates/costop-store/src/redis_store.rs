@@ -429,16 +429,22 @@ impl RedisStore {
         removed: &[String],
     ) -> Result<(), StoreError> {
         let key = format!("costop:mirror:{kind}");
-        for chunk in changed.chunks(500) {
+        self.hset_in_chunks(&key, changed).await?;
+        for chunk in removed.chunks(500) {
+            let _: i64 = self.run("mirror", redis::cmd("HDEL").arg(&key).arg(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    /// Write `entries` into the hash `key`, 500 fields per HSET.
+    async fn hset_in_chunks(&self, key: &str, entries: &[(String, String)]) -> Result<(), StoreError> {
+        for chunk in entries.chunks(500) {
             let mut cmd = redis::cmd("HSET");
-            cmd.arg(&key);
+            cmd.arg(key);
             for (name, json) in chunk {
                 cmd.arg(name).arg(json);
             }
             let _: i64 = self.run("mirror", &cmd).await?;
-        }
-        for chunk in removed.chunks(500) {
-            let _: i64 = self.run("mirror", redis::cmd("HDEL").arg(&key).arg(chunk)).await?;
         }
         Ok(())
     }
@@ -588,14 +594,7 @@ impl StorePort for RedisStore {
         let key = format!("costop:mirror:{kind}");
         let tmp = format!("{key}:next");
         let _: i64 = self.run("mirror", redis::cmd("DEL").arg(&tmp)).await?;
-        for chunk in entries.chunks(500) {
-            let mut cmd = redis::cmd("HSET");
-            cmd.arg(&tmp);
-            for (name, json) in chunk {
-                cmd.arg(name).arg(json);
-            }
-            let _: i64 = self.run("mirror", &cmd).await?;
-        }
+        self.hset_in_chunks(&tmp, entries).await?;
         if entries.is_empty() {
             let _: i64 = self.run("mirror", redis::cmd("DEL").arg(&key)).await?;
         } else {
