@@ -192,20 +192,25 @@ mod tests {
     use crate::market::{PoolMarket, Reclaim};
     use costop_core::PoolId;
 
-    fn market() -> Arc<Market> {
-        let pool = |zone: &str, reclaims: Vec<u64>| PoolMarket {
+    /// An m5.xlarge pool in `zone` at a fixed Spot price, reclaiming whole
+    /// at `reclaims` and unable to launch in the spans `closed`.
+    fn pool(zone: &str, price: f64, reclaims: Vec<u64>, closed: Vec<(u64, u64)>) -> PoolMarket {
+        PoolMarket {
             id: PoolId::new("m5.xlarge", zone),
             on_demand_usd_hr: 0.192,
-            prices: vec![(0, 0.07)],
-            unavailable: vec![],
+            prices: vec![(0, price)],
+            unavailable: closed,
             reclaims: reclaims.into_iter().map(|at| Reclaim { at, share: 1.0 }).collect(),
             prior_interruptions_per_day: 0.5,
-        };
+        }
+    }
+
+    fn market() -> Arc<Market> {
         Arc::new(Market {
             pools: vec![
-                pool("us-east-1a", vec![3_600_000]),
-                pool("us-east-1b", vec![]),
-                pool("us-east-1c", vec![]),
+                pool("us-east-1a", 0.07, vec![3_600_000], vec![]),
+                pool("us-east-1b", 0.07, vec![], vec![]),
+                pool("us-east-1c", 0.07, vec![], vec![]),
             ],
             duration: 2 * 3_600_000,
             source: "test".into(),
@@ -247,20 +252,12 @@ mod tests {
     fn nodes_launched_where_capacity_was_move_back_once_a_cheap_pool_can_take_them() {
         // The cheap pools cannot launch for the first hour: every node
         // starts in the dear one.
-        let pool = |zone: &str, price: f64, closed: Vec<(u64, u64)>| PoolMarket {
-            id: PoolId::new("m5.xlarge", zone),
-            on_demand_usd_hr: 0.192,
-            prices: vec![(0, price)],
-            unavailable: closed,
-            reclaims: vec![],
-            prior_interruptions_per_day: 0.1,
-        };
         let hour = 3_600_000;
         let market = Arc::new(Market {
             pools: vec![
-                pool("us-east-1a", 0.06, vec![(0, hour)]),
-                pool("us-east-1b", 0.06, vec![(0, hour)]),
-                pool("us-east-1c", 0.15, vec![]),
+                pool("us-east-1a", 0.06, vec![], vec![(0, hour)]),
+                pool("us-east-1b", 0.06, vec![], vec![(0, hour)]),
+                pool("us-east-1c", 0.15, vec![], vec![]),
             ],
             duration: 6 * hour,
             source: "test".into(),
