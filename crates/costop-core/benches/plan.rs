@@ -62,6 +62,7 @@ fn cluster() -> ClusterView {
             replicas: REPLICAS as u32,
             min_available: (REPLICAS * 9 / 10) as u32,
             bridged: false,
+            surgeable: true,
         })
         .collect();
     // Replicas spread over nodes as a scheduler spreads them: pod k of the

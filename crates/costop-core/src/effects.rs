@@ -64,6 +64,10 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
             // shape (its controller's), which needs room elsewhere.
             view.pods.unbind(&pods.iter().map(String::as_str).collect());
         }
+        // The surge's extra pods need the room the evicted pods'
+        // replacements need (the Evict effect's pending pods); the
+        // replica count itself is the cluster's to show.
+        Step::Surge { .. } | Step::EndSurge { .. } => {}
         Step::RestoreCapacity { key, .. } => {
             view.capacity_requests.insert(key.clone());
         }

@@ -190,6 +190,10 @@ pub struct WorkloadView {
     pub min_available: u32,
     /// Whether traffic is currently bridged to a serverless function.
     pub bridged: bool,
+    /// A Deployment, whose replicas costop may raise for a while (see
+    /// [`crate::Step::Surge`]); StatefulSets keep their pods' identities.
+    #[serde(default)]
+    pub surgeable: bool,
 }
 
 /// What is known of a Spot pool.

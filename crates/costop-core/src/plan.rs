@@ -62,6 +62,23 @@ pub enum Step {
         /// Wave number, from 0.
         wave: u32,
     },
+    /// Surge, then evict: raise each of these Deployments' replicas by the
+    /// count of its pods on the doomed node, so their replacements start
+    /// (on free room, placeholders' room or the restored capacity) while
+    /// the old pods still serve. The evictions wait for them (see the
+    /// executor). Marked on each Deployment under the response's key, so
+    /// running it again adds nothing.
+    Surge {
+        /// Deployment name → replicas added.
+        workloads: Vec<(String, u32)>,
+    },
+    /// Take a [`Step::Surge`] back once the old pods are evicted: lower the
+    /// replicas by what the surge added (the controller then deletes the
+    /// pods it made for the evicted ones, still pending, first).
+    EndSurge {
+        /// Deployment name → replicas the surge added.
+        workloads: Vec<(String, u32)>,
+    },
     /// Launch Spot capacity in other pools to replace the lost node.
     RestoreCapacity {
         /// Idempotency key: the same key never launches twice.
@@ -116,6 +133,8 @@ impl Step {
             Step::MoveVolume { .. } => "move-volume",
             Step::BridgeTraffic { .. } => "bridge-traffic",
             Step::Evict { .. } => "evict",
+            Step::Surge { .. } => "surge",
+            Step::EndSurge { .. } => "end-surge",
             Step::RestoreCapacity { .. } => "restore-capacity",
             Step::ReturnStandby { .. } => "return-standby",
             Step::UnbridgeTraffic { .. } => "unbridge-traffic",

@@ -64,6 +64,12 @@ pub struct Policy {
     /// (0–1; 1 turns moves off). Default 0.15: replacements launched where
     /// capacity was when it was needed would otherwise stay in dear pools.
     pub move_back_saving: f64,
+    /// Surge, then evict: before evicting a doomed node's Deployment pods,
+    /// raise their replicas by as many, and evict once the extra pods are
+    /// Ready (or shortly before the deadline), then lower them back. No
+    /// workload serves with fewer Ready pods than it had, and the budgets
+    /// no longer pace the evictions wave by wave. Default true.
+    pub surge_before_evict: bool,
 }
 
 impl Default for Policy {
@@ -81,6 +87,7 @@ impl Default for Policy {
             rebalance_window_minutes: 15,
             deregister_on_notice: true,
             move_back_saving: 0.15,
+            surge_before_evict: true,
         }
     }
 }

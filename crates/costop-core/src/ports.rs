@@ -60,6 +60,20 @@ pub trait ClusterPort {
     fn evict(&self, pod: &str, deadline: Millis)
         -> impl Future<Output = Result<Evicted, Self::Error>> + Send;
 
+    /// Raise the Deployment `workload` (`namespace/name`)'s replicas by
+    /// `by`, marked with `key` on the Deployment (an annotation) so that
+    /// doing it again adds nothing. Whether it added them now.
+    fn surge(
+        &self,
+        workload: &str,
+        key: &str,
+        by: u32,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
+    /// Take back the surge marked `key`: lower the replicas by what it
+    /// added and drop the mark. Whether there was one to take back.
+    fn end_surge(&self, workload: &str, key: &str) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
     /// Make the placeholder Deployment hold `count` pods (creating its
     /// negative PriorityClass and the Deployment when missing).
     fn scale_placeholders(&self, count: u32) -> impl Future<Output = Result<(), Self::Error>> + Send;

@@ -121,7 +121,14 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         plan.steps.push(Step::ClaimHeadroom { placeholders: claimed });
     }
     plan_volumes(plan, node, &displaced, &woken, &safe_nodes);
-    plan_evictions(plan, view, &displaced);
+    let surged = if policy.surge_before_evict { surge_counts(view, &displaced) } else { Vec::new() };
+    if !surged.is_empty() {
+        plan.steps.push(Step::Surge { workloads: surged.clone() });
+    }
+    plan_evictions(plan, view, &displaced, &surged);
+    if !surged.is_empty() {
+        plan.steps.push(Step::EndSurge { workloads: surged });
+    }
     if policy.deregister_on_notice && node.in_load_balancer {
         plan.steps.push(Step::DeregisterTargets { node: node.name.to_string() });
     }
@@ -228,11 +235,25 @@ fn plan_volumes(
     }
 }
 
+/// The Deployments among the displaced pods' workloads and how many of
+/// their pods the node holds: what a surge adds, by name.
+fn surge_counts(view: &ClusterView, displaced: &[&PodView]) -> Vec<(String, u32)> {
+    let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+    for p in displaced {
+        if let Some(w) = p.workload.as_deref().filter(|w| view.workload(w).is_some_and(|w| w.surgeable)) {
+            *counts.entry(w).or_default() += 1;
+        }
+    }
+    counts.into_iter().map(|(w, n)| (w.to_string(), n)).collect()
+}
+
 /// Evict in waves that keep every budget: wave 0 takes what each budget
 /// allows now; later waves at most `replicas - min_available` each, once the
-/// previous wave's replacements are Ready. Pods whose budget allows no
-/// disruption at all are left unevicted.
-fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView]) {
+/// previous wave's replacements are Ready. A surged workload's extra pods
+/// count as Ready and as replicas (the evictions wait for them), so its
+/// pods mostly go in wave 0. Pods whose budget allows no disruption at all
+/// are left unevicted.
+fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView], surged: &[(String, u32)]) {
     let mut waves: Vec<Vec<String>> = Vec::new();
     let mut by_workload: BTreeMap<Option<&str>, Vec<&PodView>> = BTreeMap::new();
     for p in displaced {
@@ -245,8 +266,10 @@ fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView]) {
             waves[0].extend(pods.iter().map(|p| p.name.to_string()));
             continue;
         };
-        let per_wave = w.replicas.saturating_sub(w.min_available) as usize;
-        let ready = view.ready_pods_of(&w.name);
+        // The surge's pods count: the evictions wait for them Ready.
+        let extra = surged.iter().find(|(s, _)| *s == *w.name).map_or(0, |(_, n)| *n);
+        let per_wave = (w.replicas + extra).saturating_sub(w.min_available) as usize;
+        let ready = view.ready_pods_of(&w.name) + extra as usize;
         let now_allowed = ready.saturating_sub(w.min_available as usize);
         if per_wave == 0 {
             plan.unevictable.extend(pods.iter().map(|p| p.name.to_string()));

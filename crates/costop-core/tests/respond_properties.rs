@@ -61,6 +61,8 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
                     replicas: *replicas,
                     min_available: (*min_available).min(*replicas),
                     bridged: false,
+                    // Deployments and StatefulSets, alternately.
+                    surgeable: i % 2 == 0,
                 });
             }
             for (i, (w, n, ready, volume)) in pods.iter().enumerate() {
@@ -122,6 +124,17 @@ proptest! {
         let spot: Vec<_> = view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot).collect();
         let node = spot[pick % spot.len()];
         let plan = respond(&view, &interruption(&node.instance_id), &Policy::default(), 1_000).unwrap();
+        // A surge adds, to each Deployment, as many replicas as the node
+        // holds of its pods; the evictions may count on them.
+        let surge: BTreeMap<String, u32> = plan.steps.iter().filter_map(|s| match s {
+            Step::Surge { workloads } => Some(workloads.clone()),
+            _ => None,
+        }).flatten().collect();
+        for w in &view.workloads {
+            let on_node = view.workload_pods_on(&node.name).filter(|p| p.workload.as_deref() == Some(&*w.name)).count();
+            let want = if w.surgeable { on_node as u32 } else { 0 };
+            prop_assert_eq!(surge.get(&*w.name).copied().unwrap_or(0), want, "surge of {}", w.name);
+        }
         let mut seen = BTreeSet::new();
         for step in &plan.steps {
             if let Step::Evict { pods, wave } = step {
@@ -136,9 +149,10 @@ proptest! {
                     let wl = view.workload(&w).unwrap();
                     if wl.min_available == 0 { continue; }
                     let limit = if *wave == 0 {
-                        view.ready_pods_of(&w).saturating_sub(wl.min_available as usize)
+                        let extra = surge.get(&w).copied().unwrap_or(0) as usize;
+                        (view.ready_pods_of(&w) + extra).saturating_sub(wl.min_available as usize)
                     } else {
-                        (wl.replicas - wl.min_available) as usize
+                        (wl.replicas + surge.get(&w).copied().unwrap_or(0) - wl.min_available) as usize
                     };
                     prop_assert!(count <= limit, "wave {} evicts {} of {} (limit {})", wave, count, w, limit);
                 }
@@ -191,6 +205,18 @@ proptest! {
             }
         }
         let last_evict = plan.steps.iter().rposition(|s| s.kind() == "evict");
+        // Surge, then evict, then take the surge back.
+        if let (Some(s), Some(e)) = (at("surge"), first_evict) {
+            prop_assert!(s < e, "surged after the first eviction");
+        }
+        if let (Some(s), Some(e)) = (at("end-surge"), last_evict) {
+            prop_assert!(s > e, "surge ended before the last eviction");
+        }
+        prop_assert_eq!(at("surge").is_some(), at("end-surge").is_some());
+        let unsurged = Policy { surge_before_evict: false, ..Policy::default() };
+        let plan = respond(&view, &interruption(&node.instance_id), &unsurged, 1_000).unwrap();
+        let surges = plan.steps.iter().filter(|s| matches!(s, Step::Surge { .. } | Step::EndSurge { .. })).count();
+        prop_assert_eq!(surges, 0);
         if let (Some(d), Some(e)) = (at("deregister-targets"), last_evict) {
             prop_assert!(d > e, "deregistered before the evictions");
         }

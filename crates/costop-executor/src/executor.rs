@@ -44,6 +44,12 @@ const FORCE_DETACH_BEFORE_DEADLINE: Millis = 20 * 1000;
 /// the CSI driver rather than detached from a pod that still runs.
 const VOLUME_WAIT_LIMIT: Millis = 10 * 60 * 1000;
 
+/// How long before the deadline surged workloads' pods are evicted even
+/// when their extra pods are not all Ready yet: Kubernetes' default
+/// `terminationGracePeriodSeconds` (30 s, API reference, PodSpec) and
+/// about 10 s for endpoints to drop the pods, so they stop in time.
+const SURGE_EVICT_BEFORE_DEADLINE: Millis = 40 * 1000;
+
 /// How long a node retired after a rebalance recommendation may take to
 /// drain within its pods' budgets.
 const RETIRE_DRAIN: Millis = 10 * 60 * 1000;
@@ -164,6 +170,51 @@ fn whole(
             ready.get(w).copied().unwrap_or(0).saturating_sub(on_node.get(w.as_str()).copied().unwrap_or(0));
         off_node >= replicas(w)
     })
+}
+
+/// The workloads the plan surges (see [`Step::Surge`]).
+fn surged_workloads(plan: &Plan) -> Vec<&str> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Surge { workloads } => Some(workloads),
+            _ => None,
+        })
+        .flatten()
+        .map(|(w, _)| w.as_str())
+        .collect()
+}
+
+/// The highest eviction wave of the plan, if it evicts at all.
+fn last_wave(plan: &Plan) -> Option<u32> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Evict { wave, .. } => Some(*wave),
+            _ => None,
+        })
+        .max()
+}
+
+/// Workload pods on the plan's node that no step of the plan names: the
+/// scheduler bound them there between the plan and the cordon (pods
+/// evicted from a sibling node whose notice came first, or new replicas).
+/// Left alone they would die with the node.
+fn late_arrivals(plan: &Plan, view: &ClusterView) -> Vec<String> {
+    let named: Vec<&String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Evict { pods, .. } => Some(pods),
+            _ => None,
+        })
+        .flatten()
+        .chain(&plan.unevictable)
+        .collect();
+    view.workload_pods_on(&plan.node)
+        .filter(|p| !named.iter().any(|n| same_pod(n, &p.name)))
+        .map(|p| p.name.to_string())
+        .collect()
 }
 
 /// Whether `a` and `b` name one pod, either written `namespace/name` or `name`.
@@ -555,7 +606,50 @@ where
                     format!("{done}; {} left bridged for other responses", kept.len())
                 })
             }
-            Step::Evict { pods, .. } => {
+            Step::Surge { workloads } => {
+                let key = plan.notice.to_string();
+                let mut added = 0;
+                for (w, by) in workloads {
+                    if self.cluster.surge(w, &key, *by).await.map_err(|x| e(&x))? {
+                        added += 1;
+                    }
+                }
+                Ok(format!("ok: {added} of {} deployments raised", workloads.len()))
+            }
+            Step::EndSurge { workloads } => {
+                let key = plan.notice.to_string();
+                let mut ended = 0;
+                for (w, _) in workloads {
+                    if self.cluster.end_surge(w, &key).await.map_err(|x| e(&x))? {
+                        ended += 1;
+                    }
+                }
+                Ok(format!("ok: {ended} of {} deployments lowered back", workloads.len()))
+            }
+            Step::Evict { pods, wave } => {
+                // Surge, then evict: the old pods go once every surged
+                // workload has all its replicas (the extra ones included)
+                // Ready, or shortly before the deadline at the latest.
+                let surged = surged_workloads(plan);
+                if !surged.is_empty() {
+                    let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
+                    self.wait_until(by, |v| {
+                        let ready = self.ready.of(v);
+                        surged.iter().all(|w| {
+                            let wanted = v.workload(w).map_or(0, |x| x.replicas as usize);
+                            ready.get(*w).copied().unwrap_or(0) >= wanted
+                        })
+                    })
+                    .await;
+                }
+                // The last wave also takes the pods that landed on the node
+                // after the plan was made (bound before the cordon took).
+                let late = if last_wave(plan) == Some(*wave) {
+                    late_arrivals(plan, &self.cluster.view())
+                } else {
+                    Vec::new()
+                };
+                let pods: Vec<&String> = pods.iter().chain(&late).collect();
                 // Later waves are not held back: every eviction is retried
                 // while a budget refuses it, so the API server lets each
                 // pod go as soon as its workload can spare it.
@@ -660,6 +754,14 @@ pub fn would_do(step: &Step, returns_standbys: bool) -> String {
         Step::Evict { pods, wave } => {
             format!("would evict {} pods (wave {wave}) within their budgets: {}", pods.len(), list(pods))
         }
+        Step::Surge { workloads } => format!(
+            "would raise the replicas of {} until the old pods are evicted",
+            workloads.iter().map(|(w, n)| format!("{w} by {n}")).collect::<Vec<_>>().join(", ")
+        ),
+        Step::EndSurge { workloads } => format!(
+            "would lower the replicas of {} back by what the surge added",
+            workloads.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(", ")
+        ),
         Step::RestoreCapacity { pools, .. } => format!(
             "would launch {}",
             pools.iter().map(|(p, n)| format!("{n}×{p}")).collect::<Vec<_>>().join(", ")
@@ -724,6 +826,12 @@ mod tests {
         }
         async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
             panic!("dry run evicted {pod}")
+        }
+        async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
+            panic!("dry run surged {workload}")
+        }
+        async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, Never> {
+            panic!("dry run ended the surge of {workload}")
         }
         async fn scale_placeholders(&self, _: u32) -> Result<(), Never> {
             panic!("dry run scaled placeholders")
@@ -958,6 +1066,12 @@ mod tests {
         }
         async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
             panic!("evicted {pod}")
+        }
+        async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
+            panic!("surged {workload}")
+        }
+        async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, Never> {
+            panic!("ended the surge of {workload}")
         }
         async fn scale_placeholders(&self, _: u32) -> Result<(), Never> {
             panic!("scaled placeholders")

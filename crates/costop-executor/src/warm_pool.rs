@@ -314,6 +314,12 @@ mod tests {
             self.0.lock().unwrap().pods.retain(|p| p.name != pod);
             Ok(Evicted::Accepted { attempts: 1 })
         }
+        async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
+            panic!("the warm-pool keeper surged {workload}")
+        }
+        async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, Never> {
+            panic!("the warm-pool keeper ended the surge of {workload}")
+        }
         async fn scale_placeholders(&self, _: u32) -> Result<(), Never> {
             Ok(())
         }

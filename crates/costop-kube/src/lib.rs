@@ -754,6 +754,56 @@ fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
+/// The annotation that marks one response's surge on a Deployment (its
+/// value: the replicas the surge added). The notice key is hashed: an
+/// annotation's name allows neither `:` nor more than 63 characters.
+pub fn surge_annotation(key: &str) -> String {
+    // FNV-1a, 64 bits: stable across builds and platforms.
+    let hash =
+        key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("surge.costop.io/{hash:016x}")
+}
+
+impl KubeCluster {
+    /// Add (`Some(by)`) or take back (`None`) the surge marked `key` on the
+    /// Deployment `workload`: the replica count and the mark change in one
+    /// patch that names the resourceVersion read, so a concurrent change
+    /// (another response's surge, a scale) makes it read and try again.
+    /// Whether it changed anything.
+    async fn change_surge(&self, workload: &str, key: &str, by: Option<u32>) -> Result<bool, KubeError> {
+        let (ns, name) = workload
+            .split_once('/')
+            .ok_or_else(|| KubeError::Invalid(format!("deployment `{workload}` is not namespace/name")))?;
+        let api = Api::<Deployment>::namespaced(self.client.clone(), ns);
+        let mark = surge_annotation(key);
+        let object = format!("deployment/{workload}");
+        for _ in 0..10 {
+            let d = api.get(name).await.map_err(api_err("get", object.clone()))?;
+            let marked = d.metadata.annotations.as_ref().and_then(|a| a.get(&mark)).map(|v| v.parse::<u32>());
+            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
+            let (replicas, annotation) = match (by, marked) {
+                (Some(_), Some(_)) | (None, None) => return Ok(false),
+                (Some(by), None) => (replicas + by, json!(by.to_string())),
+                (None, Some(Ok(added))) => (replicas.saturating_sub(added), serde_json::Value::Null),
+                (None, Some(Err(_))) => {
+                    return Err(KubeError::Invalid(format!("{object}: annotation {mark} is not a count")))
+                }
+            };
+            let patch = json!({
+                "metadata": {"resourceVersion": d.metadata.resource_version, "annotations": {mark.clone(): annotation}},
+                "spec": {"replicas": replicas}});
+            match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => return Ok(true),
+                Err(kube::Error::Api(r)) if r.code == 409 => continue,
+                Err(e) => {
+                    return Err(api_err(if by.is_some() { "surge" } else { "end surge of" }, object)(e))
+                }
+            }
+        }
+        Err(KubeError::Invalid(format!("{object}: changed under every one of 10 tries to surge it")))
+    }
+}
+
 impl ClusterPort for KubeCluster {
     type Error = KubeError;
 
@@ -931,6 +981,14 @@ impl ClusterPort for KubeCluster {
                 Err(e) => return Err(api_err("evict", format!("pod/{pod}"))(e)),
             }
         }
+    }
+
+    async fn surge(&self, workload: &str, key: &str, by: u32) -> Result<bool, KubeError> {
+        self.change_surge(workload, key, Some(by)).await
+    }
+
+    async fn end_surge(&self, workload: &str, key: &str) -> Result<bool, KubeError> {
+        self.change_surge(workload, key, None).await
     }
 
     async fn scale_placeholders(&self, count: u32) -> Result<(), KubeError> {

@@ -230,16 +230,16 @@ fn workloads(
     // (what budgets select).
     let deployed = deployments.iter().map(|d| {
         let spec = d.spec.clone().unwrap_or_default();
-        (&d.metadata, spec.replicas, spec.template.metadata.and_then(|m| m.labels))
+        (&d.metadata, spec.replicas, spec.template.metadata.and_then(|m| m.labels), true)
     });
     let stateful = statefulsets.iter().map(|s| {
         let spec = s.spec.clone().unwrap_or_default();
-        (&s.metadata, spec.replicas, spec.template.metadata.and_then(|m| m.labels))
+        (&s.metadata, spec.replicas, spec.template.metadata.and_then(|m| m.labels), false)
     });
     // A ReplicaSet no Deployment owns is a workload of its own.
     let standalone = replicasets.iter().filter(|rs| controller_of(&rs.metadata).is_none()).map(|rs| {
         let spec = rs.spec.clone().unwrap_or_default();
-        (&rs.metadata, spec.replicas, spec.template.and_then(|t| t.metadata).and_then(|m| m.labels))
+        (&rs.metadata, spec.replicas, spec.template.and_then(|t| t.metadata).and_then(|m| m.labels), false)
     });
     // Budgets by namespace and the first label their selector names (those
     // without one are tried on every workload of their namespace): a
@@ -258,7 +258,7 @@ fn workloads(
     deployed
         .chain(stateful)
         .chain(standalone)
-        .map(|(meta, replicas, template_labels)| {
+        .map(|(meta, replicas, template_labels, surgeable)| {
             let ns = meta.namespace.as_deref().unwrap_or("default");
             let replicas = replicas.unwrap_or(1).max(0) as u32;
             let labelled = template_labels
@@ -282,6 +282,7 @@ fn workloads(
                 replicas,
                 min_available,
                 bridged: false,
+                surgeable,
             }
         })
         .collect()

@@ -239,3 +239,43 @@ async fn readers_share_one_view_until_the_caches_change_and_waiters_are_woken() 
     .await;
     assert!(!std::sync::Arc::ptr_eq(&first, &cordoned));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surge_adds_replicas_once_per_key_and_ends_back_where_it_began() {
+    let emu = emulator(3, vec![deployment("web", 3, Some(2))]).await;
+    let cluster = adapter(&emu).await;
+    let deploys = Api::<Deployment>::namespaced(cluster.client().clone(), "default");
+    let replicas = || async { deploys.get("web").await.unwrap().spec.unwrap().replicas.unwrap() };
+    until("web listed as a Deployment costop may surge", Duration::from_secs(10), || {
+        cluster.view().workload("default/web").filter(|w| w.surgeable).map(|_| ())
+    })
+    .await;
+
+    assert!(cluster.surge("default/web", "i-1:spot-interruption:120000", 2).await.unwrap());
+    assert_eq!(replicas().await, 5);
+    // Again under the same key (a resumed response): nothing more.
+    assert!(!cluster.surge("default/web", "i-1:spot-interruption:120000", 2).await.unwrap());
+    assert_eq!(replicas().await, 5);
+    // Another response's surge adds its own.
+    assert!(cluster.surge("default/web", "i-2:spot-interruption:120000", 1).await.unwrap());
+    assert_eq!(replicas().await, 6);
+    let marks = deploys.get("web").await.unwrap().metadata.annotations.unwrap();
+    assert_eq!(marks.get(&costop_kube::surge_annotation("i-1:spot-interruption:120000")).unwrap(), "2");
+    until("six web pods Ready", Duration::from_secs(20), || {
+        (cluster.view().ready_pods_of("default/web") == 6).then_some(())
+    })
+    .await;
+
+    assert!(cluster.end_surge("default/web", "i-1:spot-interruption:120000").await.unwrap());
+    assert!(!cluster.end_surge("default/web", "i-1:spot-interruption:120000").await.unwrap());
+    assert_eq!(replicas().await, 4);
+    assert!(cluster.end_surge("default/web", "i-2:spot-interruption:120000").await.unwrap());
+    assert_eq!(replicas().await, 3);
+    let marks = deploys.get("web").await.unwrap().metadata.annotations.unwrap_or_default();
+    assert!(!marks.keys().any(|k| k.starts_with("surge.costop.io/")), "{marks:?}");
+
+    let e = cluster.surge("web", "k", 1).await.unwrap_err().to_string();
+    assert!(e.contains("namespace/name"), "{e}");
+    let e = cluster.surge("default/nope", "k", 1).await.unwrap_err().to_string();
+    assert!(e.contains("deployment/default/nope"), "{e}");
+}

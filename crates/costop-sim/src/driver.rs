@@ -172,7 +172,7 @@ fn spawn_mover(rt: &mut Runtime, exec: &SimExecutor, cfg: &SimConfig) {
 fn print_records(store: &SimStore) {
     for r in store.records() {
         let start = r.steps.first().and_then(|s| s.started_at).unwrap_or(0);
-        eprintln!("response {} on {}", r.plan.notice, r.plan.node);
+        eprintln!("response {} on {} at {} s", r.plan.notice, r.plan.node, start / 1000);
         for (step, rec) in r.plan.steps.iter().zip(&r.steps) {
             let at = |t: Option<u64>| t.map_or(-1.0, |t| (t as f64 - start as f64) / 1000.0);
             eprintln!(
@@ -287,5 +287,43 @@ mod tests {
             moved.requests_failed,
             moved.requests_total
         );
+    }
+
+    #[test]
+    fn surged_workloads_lose_no_ready_pod_and_recover_sooner() {
+        // Without the bridge every Ready pod lost shows as failed requests.
+        let run = |surge_before_evict| {
+            let cfg = SimConfig {
+                days: 0.1,
+                nodes: 6,
+                pods_per_node: 10,
+                rebalance_probability: 0.0,
+                policy: costop_core::Policy {
+                    surge_before_evict,
+                    bridge_enabled: false,
+                    ..Default::default()
+                },
+                ..SimConfig::default()
+            };
+            run(Arc::new(cfg), market(), Strategy::Costop)
+        };
+        let (surged, evicted) = (run(true), run(false));
+        let worst = |r: &StrategyResult| r.recoveries_s.iter().copied().fold(0.0, f64::max);
+        println!(
+            "surge: {} failed, slowest recovery {} s; evict at once: {} failed, {} s",
+            surged.requests_failed,
+            worst(&surged),
+            evicted.requests_failed,
+            worst(&evicted)
+        );
+        assert!(
+            surged.requests_failed < evicted.requests_failed && worst(&surged) <= worst(&evicted),
+            "failed {} vs {}, slowest recovery {} vs {} s",
+            surged.requests_failed,
+            evicted.requests_failed,
+            worst(&surged),
+            worst(&evicted)
+        );
+        assert!(!surged.recoveries_s.is_empty() && surged.unfinished_incidents == 0);
     }
 }

@@ -128,6 +128,14 @@ impl ClusterPort for SimPorts {
         }
     }
 
+    async fn surge(&self, workload: &str, key: &str, by: u32) -> Result<bool, SimError> {
+        self.call(|w| w.surge(workload, key, by)).await.map_err(SimError)
+    }
+
+    async fn end_surge(&self, workload: &str, key: &str) -> Result<bool, SimError> {
+        self.call(|w| w.end_surge(workload, key)).await.map_err(SimError)
+    }
+
     async fn scale_placeholders(&self, count: u32) -> Result<(), SimError> {
         self.call(|w| w.scale_placeholders(count)).await;
         Ok(())

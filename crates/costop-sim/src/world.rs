@@ -145,9 +145,18 @@ struct Workload {
     fail_dead_rate: f64,
     bridge_rate: f64,
     volumes: Vec<u32>,
+    /// Replicas added by costop's surges, by the key each was marked with
+    /// (see `World::surge`); `replicas` includes them.
+    surges: Vec<(String, u32)>,
 }
 
 impl Workload {
+    /// The replicas its owner asked for: `replicas` without costop's
+    /// surges. An incident is over when these are Ready off doomed nodes.
+    fn wanted(&self) -> u32 {
+        self.replicas - self.surges.iter().map(|(_, n)| n).sum::<u32>()
+    }
+
     /// A workload with no traffic, no budget and nothing running yet.
     fn idle(name: String, replicas: u32, requests: Resources) -> Self {
         Workload {
@@ -171,6 +180,7 @@ impl Workload {
             fail_dead_rate: 0.0,
             bridge_rate: 0.0,
             volumes: Vec::new(),
+            surges: Vec::new(),
         }
     }
 }
@@ -250,6 +260,10 @@ struct Incident {
     start: Millis,
     workloads: Vec<u32>,
     done_at: Option<Millis>,
+    /// How many of the nodes hit never got their notice.
+    missed: u32,
+    /// The latest any of its notices arrived, after the reclaim's notice time.
+    latest: Millis,
 }
 
 /// One strategy's outcome.
@@ -670,7 +684,11 @@ impl World {
     }
 
     fn schedule_market(&mut self) {
-        let sample_every = (self.end / 240).max(MINUTE);
+        let sample_every =
+            match std::env::var("COSTOP_DEBUG_SAMPLE_S").ok().and_then(|v| v.parse::<u64>().ok()) {
+                Some(s) => s * 1000,
+                None => (self.end / 240).max(MINUTE),
+            };
         let mut t = 0;
         while t <= self.end {
             self.push(t, Ev::Sample);
@@ -861,7 +879,7 @@ impl World {
             );
             for &w in &inc.workloads {
                 let wl = &self.workloads[w as usize];
-                if wl.ready_safe >= wl.replicas {
+                if wl.ready_safe >= wl.wanted() {
                     continue;
                 }
                 let pods: Vec<String> = self
@@ -1167,6 +1185,7 @@ impl World {
         }
         let deadline = self.now + SPOT_NOTICE_LEAD;
         let mut affected: Vec<u32> = Vec::new();
+        let (mut missed_count, mut latest) = (0u32, 0);
         for (k, &n) in hit.iter().enumerate() {
             // Whether this instance's notice arrives, and how late: drawn
             // per (event, k-th node hit), so every strategy meets the same luck.
@@ -1194,13 +1213,21 @@ impl World {
                     affected.push(w);
                 }
             }
+            missed_count += missed as u32;
+            latest = latest.max(late);
             if !missed {
                 self.react_to_notice(n, deadline, late);
             }
         }
         if !affected.is_empty() {
             self.open_incidents.push(self.incidents.len());
-            self.incidents.push(Incident { start: self.now, workloads: affected, done_at: None });
+            self.incidents.push(Incident {
+                start: self.now,
+                workloads: affected,
+                done_at: None,
+                missed: missed_count,
+                latest,
+            });
         }
         self.doomed_batches.push(hit);
         let batch = self.doomed_batches.len() - 1;
@@ -1847,9 +1874,20 @@ impl World {
                 && inc
                     .workloads
                     .iter()
-                    .all(|&x| self.workloads[x as usize].ready_safe >= self.workloads[x as usize].replicas)
+                    .all(|&x| self.workloads[x as usize].ready_safe >= self.workloads[x as usize].wanted())
             {
                 inc.done_at = Some(now);
+                if std::env::var_os("COSTOP_DEBUG_INCIDENTS").is_some() {
+                    eprintln!(
+                        "[{}] incident t={} took {} s (missed {}, latest +{} s), last workload {}",
+                        self.strategy.name(),
+                        inc.start / 1000,
+                        (now - inc.start) / 1000,
+                        inc.missed,
+                        inc.latest / 1000,
+                        self.workloads[w as usize].name
+                    );
+                }
             }
         }
         let incidents = &self.incidents;
@@ -2190,6 +2228,43 @@ impl World {
         self.evict(p);
         self.changed();
         EvictAnswer::Evicted
+    }
+
+    /// Raise a Deployment's replicas by `by`, marked `key`: nothing when
+    /// that mark is there already. Whether it raised them.
+    pub fn surge(&mut self, workload: &str, key: &str, by: u32) -> Result<bool, String> {
+        let w = self.deployment_index(workload)?;
+        let wl = &mut self.workloads[w as usize];
+        if wl.surges.iter().any(|(k, _)| k == key) {
+            return Ok(false);
+        }
+        wl.surges.push((key.to_string(), by));
+        wl.replicas += by;
+        self.reconcile(w);
+        self.changed();
+        Ok(true)
+    }
+
+    /// Take back the surge marked `key`. Whether there was one.
+    pub fn end_surge(&mut self, workload: &str, key: &str) -> Result<bool, String> {
+        let w = self.deployment_index(workload)?;
+        let wl = &mut self.workloads[w as usize];
+        let Some(i) = wl.surges.iter().position(|(k, _)| k == key) else { return Ok(false) };
+        let (_, by) = wl.surges.swap_remove(i);
+        wl.replicas -= by;
+        self.reconcile(w);
+        self.changed();
+        Ok(true)
+    }
+
+    /// The index of a workload run by a Deployment (one without volumes).
+    fn deployment_index(&self, name: &str) -> Result<u32, String> {
+        let w = (self.workloads.iter().position(|w| &*w.name == name && !w.placeholder))
+            .ok_or_else(|| format!("deployment {name} not found"))? as u32;
+        match self.controller(w) {
+            Controller::Deployment => Ok(w),
+            Controller::StatefulSet => Err(format!("{name} is a StatefulSet: its replicas are not surged")),
+        }
     }
 
     /// Make the placeholder workload hold `count` pods.
@@ -2563,6 +2638,7 @@ impl World {
                 replicas: w.replicas,
                 min_available: w.min_available,
                 bridged: w.bridged,
+                surgeable: !w.placeholder && w.volumes.is_empty(),
             })
             .collect();
     }
