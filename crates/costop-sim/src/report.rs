@@ -248,7 +248,7 @@ fn same_cost(a: f64, b: f64) -> bool {
 }
 
 /// The table's columns: header, what it means.
-pub const COLUMNS: [(&str, &str); 13] = [
+pub const COLUMNS: [(&str, &str); 16] = [
     ("strategy", "how the cluster buys nodes and answers reclaims (see the README's strategy list)"),
     ("cost USD", "what the run's nodes cost"),
     ("vs on-demand", "that cost divided by the all on-demand run's (1 = no saving)"),
@@ -262,6 +262,9 @@ pub const COLUMNS: [(&str, &str); 13] = [
     ("p90 s", "90th percentile of recovery (nearest rank; * with under 10 incidents: the maximum)"),
     ("p99 s", "99th percentile of recovery (nearest rank; * with under 100 incidents: the maximum)"),
     ("max s", "longest recovery"),
+    ("nn", "incidents in which a node got no notice at all (not in the percentiles above)"),
+    ("nn p50", "median recovery of those: reclaim → every displaced workload Ready again, seconds"),
+    ("nn max", "longest recovery of those"),
 ];
 
 /// A percentile cell, as in the text table: `-` without incidents, `*`
@@ -308,6 +311,9 @@ fn table(summary: &Summary) -> String {
             percentile(s.p90_recovery_s, 0.90, s.incidents),
             percentile(s.p99_recovery_s, 0.99, s.incidents),
             percentile(s.max_recovery_s, 0.0, s.incidents),
+            s.unwarned_incidents.to_string(),
+            percentile(s.p50_unwarned_recovery_s, 0.50, s.unwarned_incidents),
+            percentile(s.max_unwarned_recovery_s, 0.0, s.unwarned_incidents),
         ];
         out.push_str(&format!(
             "<tr><td><i class=\"swatch\" style=\"background:{}\"></i>{}</td>",
@@ -381,6 +387,7 @@ mod tests {
             requests_bridged: 0.0,
             interruptions: 1,
             recoveries_s: vec![60.0],
+            unwarned_recoveries_s: Vec::new(),
             unfinished_incidents: 0,
             series: (0..=10).map(|h| (h as f64, cost_per_h * h as f64, failed_per_h * h as f64)).collect(),
         }

@@ -36,6 +36,13 @@ pub struct StrategySummary {
     pub p99_recovery_s: f64,
     /// Longest recovery, seconds.
     pub max_recovery_s: f64,
+    /// Finished incidents in which some node got no notice at all (not in
+    /// the percentiles above: they are timed from the reclaim).
+    pub unwarned_incidents: u64,
+    /// Median recovery of those, reclaim → displaced workloads Ready, seconds.
+    pub p50_unwarned_recovery_s: f64,
+    /// Longest recovery of those, seconds.
+    pub max_unwarned_recovery_s: f64,
     /// Requests served by the function bridge.
     pub requests_bridged: u64,
 }
@@ -95,6 +102,12 @@ pub fn summarize(results: &[StrategyResult]) -> Vec<StrategySummary> {
                 p90_recovery_s: round(quantile(&r.recoveries_s, 0.90), 1),
                 p99_recovery_s: round(quantile(&r.recoveries_s, 0.99), 1),
                 max_recovery_s: round(r.recoveries_s.iter().copied().fold(0.0, f64::max), 1),
+                unwarned_incidents: r.unwarned_recoveries_s.len() as u64,
+                p50_unwarned_recovery_s: round(quantile(&r.unwarned_recoveries_s, 0.50), 1),
+                max_unwarned_recovery_s: round(
+                    r.unwarned_recoveries_s.iter().copied().fold(0.0, f64::max),
+                    1,
+                ),
                 requests_bridged: r.requests_bridged.round() as u64,
             }
         })
@@ -128,7 +141,7 @@ pub struct Sweep {
 /// Header cells of a strategy's figures (after the leading columns).
 fn figures_header() -> String {
     format!(
-        "{:>11} {:>7} {:>13} {:>10} {:>9} {:>8} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8}",
+        "{:>11} {:>7} {:>13} {:>10} {:>9} {:>8} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8}",
         "cost USD",
         "vs OD",
         "requests",
@@ -140,7 +153,10 @@ fn figures_header() -> String {
         "p50 s",
         "p90 s",
         "p99 s",
-        "max s"
+        "max s",
+        "nn",
+        "nn p50",
+        "nn max"
     )
 }
 
@@ -159,7 +175,7 @@ fn percentile_cell(value: f64, q: f64, n: u64) -> String {
 fn figures_row(s: &StrategySummary) -> String {
     let vs = s.cost_vs_on_demand.map_or("-".to_string(), |v| format!("{v:.3}"));
     format!(
-        "{:>11.2} {:>7} {:>13} {:>10} {:>9.4} {:>8} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8}",
+        "{:>11.2} {:>7} {:>13} {:>10} {:>9.4} {:>8} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8}",
         s.cost_usd,
         vs,
         s.requests_total,
@@ -171,16 +187,20 @@ fn figures_row(s: &StrategySummary) -> String {
         percentile_cell(s.p50_recovery_s, 0.50, s.incidents),
         percentile_cell(s.p90_recovery_s, 0.90, s.incidents),
         percentile_cell(s.p99_recovery_s, 0.99, s.incidents),
-        percentile_cell(s.max_recovery_s, 0.0, s.incidents)
+        percentile_cell(s.max_recovery_s, 0.0, s.incidents),
+        s.unwarned_incidents,
+        percentile_cell(s.p50_unwarned_recovery_s, 0.50, s.unwarned_incidents),
+        percentile_cell(s.max_unwarned_recovery_s, 0.0, s.unwarned_incidents)
     )
 }
 
 /// What the recovery columns mean, printed under every table.
 pub const RECOVERY_NOTE: &str = "\
 Recovery: reclaim notice → every displaced workload Ready again, in seconds; nearest-rank
-percentiles over the n finished incidents. open: incidents unfinished when the run ended
-(not in the percentiles). *: too few incidents for that percentile (p90 needs 10, p99 100),
-so it is the maximum.";
+percentiles over the n finished incidents whose notices all came (late ones timed from when
+they were due). nn: finished incidents in which a node got no notice at all, timed from the
+reclaim (nn p50, nn max). open: incidents unfinished when the run ended (in neither).
+*: too few incidents for that percentile (p90 needs 10, p99 100), so it is the maximum.";
 
 /// A plain-text table of the comparison.
 pub fn table(summary: &Summary) -> String {
@@ -251,6 +271,7 @@ mod tests {
             requests_bridged: 0.0,
             interruptions: 4,
             recoveries_s,
+            unwarned_recoveries_s: vec![130.0, 250.0],
             unfinished_incidents: unfinished,
             series: Vec::new(),
         }
@@ -267,6 +288,11 @@ mod tests {
         assert_eq!(s.p90_recovery_s, 180.0);
         assert_eq!(s.p99_recovery_s, 198.0);
         assert_eq!(s.max_recovery_s, 200.0);
+        // Incidents without a notice are counted and timed on their own.
+        assert_eq!(
+            (s.unwarned_incidents, s.p50_unwarned_recovery_s, s.max_unwarned_recovery_s),
+            (2, 130.0, 250.0)
+        );
         // No incidents: zeros, and the count says why.
         let s = &summarize(&[result("on-demand", vec![], 0)])[0];
         assert_eq!((s.incidents, s.p50_recovery_s, s.p99_recovery_s, s.max_recovery_s), (0, 0.0, 0.0, 0.0));
@@ -290,6 +316,9 @@ mod tests {
             "max_recovery_s",
             "incidents",
             "unfinished_incidents",
+            "unwarned_incidents",
+            "p50_unwarned_recovery_s",
+            "max_unwarned_recovery_s",
             "requests_bridged",
         ] {
             assert!(v.get(key).is_some(), "{key} missing in {v}");
@@ -319,16 +348,20 @@ mod tests {
         let many = lines.iter().find(|l| l.starts_with("many")).unwrap();
         assert!(header.contains(" n ") && header.contains("open") && header.contains("p50 s"), "{header}");
         let cells: Vec<&str> = few.split_whitespace().collect();
-        // …, reclaims, n, open, p50, p90, p99, max
-        assert_eq!(&cells[cells.len() - 6..], ["3", "1", "20.0", "500.0*", "500.0*", "500.0"], "{few}");
+        // …, reclaims, n, open, p50, p90, p99, max, nn, nn p50, nn max
+        let want = ["3", "1", "20.0", "500.0*", "500.0*", "500.0", "2", "130.0", "250.0"];
+        assert_eq!(&cells[cells.len() - 9..], want, "{few}");
         let cells: Vec<&str> = many.split_whitespace().collect();
-        assert_eq!(&cells[cells.len() - 6..], ["100", "0", "50.0", "90.0", "99.0", "100.0"], "{many}");
+        let want = ["100", "0", "50.0", "90.0", "99.0", "100.0", "2", "130.0", "250.0"];
+        assert_eq!(&cells[cells.len() - 9..], want, "{many}");
         assert!(text.contains("nearest-rank"), "{text}");
-        let summary = Summary { strategies: summarize(&[result("on-demand", vec![], 0)]), ..summary };
+        let mut on_demand = result("on-demand", vec![], 0);
+        on_demand.unwarned_recoveries_s.clear();
+        let summary = Summary { strategies: summarize(&[on_demand]), ..summary };
         let text = table(&summary);
         let od = text.lines().find(|l| l.starts_with("on-demand")).unwrap();
         let cells: Vec<&str> = od.split_whitespace().collect();
-        assert_eq!(&cells[cells.len() - 6..], ["0", "0", "-", "-", "-", "-"], "{od}");
+        assert_eq!(&cells[cells.len() - 9..], ["0", "0", "-", "-", "-", "-", "0", "-", "-"], "{od}");
         // Columns line up: every row as long as the header.
         assert_eq!(few.len(), header.len());
         assert_eq!(many.len(), header.len());

@@ -282,8 +282,13 @@ pub struct StrategyResult {
     /// Nodes that received a reclaim notice.
     pub interruptions: u64,
     /// Recovery time (notice → every displaced workload Ready again) per
-    /// finished reclaim event, seconds.
+    /// finished reclaim event whose notices all arrived (late ones too,
+    /// timed from when they were due), seconds.
     pub recoveries_s: Vec<f64>,
+    /// Recovery time of the finished reclaim events in which a node got no
+    /// notice at all (AWS does not promise one), timed from the reclaim:
+    /// there was no notice to time them from. Seconds.
+    pub unwarned_recoveries_s: Vec<f64>,
     /// Reclaim events whose workloads were not whole again by the end of the run.
     pub unfinished_incidents: u64,
     /// Samples (hours, cumulative USD, cumulative failed requests).
@@ -832,9 +837,12 @@ impl World {
         }
         self.advance_to(self.end);
         let end = self.end;
-        let (mut recoveries_s, mut unfinished) = (Vec::new(), 0);
+        let (mut recoveries_s, mut unwarned_recoveries_s, mut unfinished) = (Vec::new(), Vec::new(), 0);
         for i in &self.incidents {
             match i.done_at {
+                Some(d) if i.missed > 0 => {
+                    unwarned_recoveries_s.push(d.saturating_sub(i.start + SPOT_NOTICE_LEAD) as f64 / 1000.0)
+                }
                 Some(d) => recoveries_s.push((d - i.start) as f64 / 1000.0),
                 None if i.start < end => unfinished += 1,
                 None => {}
@@ -848,6 +856,7 @@ impl World {
             requests_bridged: self.requests_bridged,
             interruptions: self.interruptions,
             recoveries_s,
+            unwarned_recoveries_s,
             unfinished_incidents: unfinished,
             series: std::mem::take(&mut self.series),
         }

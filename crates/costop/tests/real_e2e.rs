@@ -692,11 +692,18 @@ async fn real_budget_zero_statefulset_is_reported() {
     w.agent(node, &file, false);
     w.c.inject_in(node, 20).await;
     w.wait("the response finished", Duration::from_secs(60), async |w| finished(w).await).await;
-    let events = summary(&w.c.events("default").await);
-    assert!(
-        events.iter().any(|e| e.starts_with("Warning ") && e.contains("Pod/db-")),
-        "no Warning Event on the db pod left on {node}: {events:#?}"
-    );
+    // Events are written beside the steps, not before them: look a while.
+    let warned =
+        |events: &[String]| events.iter().any(|e| e.starts_with("Warning ") && e.contains("Pod/db-"));
+    let mut events = Vec::new();
+    for _ in 0..40 {
+        events = summary(&w.c.events("default").await);
+        if warned(&events) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(warned(&events), "no Warning Event on the db pod left on {node}: {events:#?}");
 }
 
 /// A cluster that serves no PodDisruptionBudget API (policy turned off):
