@@ -15,6 +15,9 @@ fn main() {
         ..SimConfig::default()
     };
     let mut cfg = cfg;
+    if std::env::var_os("NO_SURGE").is_some() {
+        cfg.policy.surge_before_evict = false;
+    }
     if std::env::var_os("NO_REBALANCE").is_some() {
         cfg.policy.act_on_rebalance = false;
     }
