@@ -101,11 +101,12 @@ impl CreditMode {
 /// Source: Amazon EC2 User Guide, "Key concepts and definitions for
 /// burstable performance instances" (`burstable-credits-baseline-concepts`,
 /// the credit table: credits earned per hour, maximum earned credits that
-/// can be accrued, vCPUs, baseline utilization per vCPU), "Standard mode
-/// concepts" (`burstable-performance-instances-standard-mode-concepts`:
-/// launch credits, T2 Standard only, 30 per vCPU) and "Unlimited mode
-/// concepts" (`burstable-performance-instances-unlimited-mode-concepts`:
-/// surplus credits and when they are charged), as published in
+/// can be accrued, vCPUs, baseline utilization per vCPU; how long a
+/// stopped instance keeps them), "Standard mode concepts"
+/// (`burstable-performance-instances-standard-mode-concepts`: launch
+/// credits, T2 Standard only, 30 per vCPU) and "Unlimited mode concepts"
+/// (`burstable-performance-instances-unlimited-mode-concepts`: surplus
+/// credits and when they are charged), as published in
 /// awsdocs/amazon-ec2-user-guide.
 ///
 /// Surplus price, Linux, per vCPU-hour: 0.05 USD for T2, T3 and T3a (the
@@ -137,6 +138,9 @@ pub struct Burstable {
     /// RunInstances' credit option when none is given: `standard` for T2,
     /// `unlimited` for T3, T3a and T4g (account defaults aside).
     pub default_mode: CreditMode,
+    /// How long a stopped instance keeps its accrued credits, seconds: none
+    /// for T2 (lost at stop), seven days for T3, T3a and T4g.
+    pub credits_kept_stopped_s: f64,
 }
 
 impl Burstable {
@@ -159,10 +163,11 @@ const fn t(
     max_credits: f64,
     family: Family,
 ) -> Burstable {
-    let (launch_per_vcpu, surplus, default_mode) = match family {
-        Family::T2 => (30.0, 0.05, CreditMode::Standard),
-        Family::T3 => (0.0, 0.05, CreditMode::Unlimited),
-        Family::T4g => (0.0, 0.04, CreditMode::Unlimited),
+    const WEEK_S: f64 = 7.0 * 24.0 * 3600.0;
+    let (launch_per_vcpu, surplus, default_mode, kept) = match family {
+        Family::T2 => (30.0, 0.05, CreditMode::Standard, 0.0),
+        Family::T3 => (0.0, 0.05, CreditMode::Unlimited, WEEK_S),
+        Family::T4g => (0.0, 0.04, CreditMode::Unlimited, WEEK_S),
     };
     Burstable {
         name,
@@ -173,6 +178,7 @@ const fn t(
         launch_credits: launch_per_vcpu * vcpu as f64,
         surplus_usd_per_vcpu_hr: surplus,
         default_mode,
+        credits_kept_stopped_s: kept,
     }
 }
 
@@ -258,6 +264,7 @@ mod tests {
             assert_eq!(b.launch_credits, if t2 { 30.0 * f64::from(b.vcpu) } else { 0.0 }, "{}", b.name);
             let mode = if t2 { CreditMode::Standard } else { CreditMode::Unlimited };
             assert_eq!(b.default_mode, mode, "{}", b.name);
+            assert_eq!(b.credits_kept_stopped_s, if t2 { 0.0 } else { 7.0 * 86_400.0 }, "{}", b.name);
         }
         let large = burstable("t3.large").unwrap();
         assert_eq!((large.credits_per_hour, large.max_credits, large.baseline_per_vcpu), (36.0, 864.0, 0.30));
