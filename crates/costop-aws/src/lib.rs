@@ -18,6 +18,7 @@ use aws_sdk_elasticloadbalancingv2::Client as ElbClient;
 use aws_sdk_sqs::Client as SqsClient;
 use costop_core::ports::{CloudPort, StandbyInstance, StandbyStage, WarmPoolPort};
 use costop_core::{NodeView, PoolId};
+use costop_facts::catalog::CreditMode;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,7 @@ pub const IAM_ACTIONS: &[&str] = &[
     "ec2:CreateTags",
     "ec2:CreateSnapshot",
     "ec2:CreateVolume",
+    "ec2:DescribeInstanceCreditSpecifications",
     "ec2:DescribeInstances",
     "ec2:DescribeSnapshots",
     "ec2:DescribeSpotPriceHistory",
@@ -51,6 +53,7 @@ pub const IAM_ACTIONS: &[&str] = &[
     "ec2:DetachVolume",
     "ec2:GetLaunchTemplateData",
     "ec2:ModifyInstanceAttribute",
+    "ec2:ModifyInstanceCreditSpecification",
     "ec2:RunInstances",
     "ec2:StartInstances",
     "ec2:StopInstances",
@@ -400,6 +403,33 @@ impl AwsCloud {
         subnet: Option<&str>,
         instance_type: Option<&str>,
     ) -> Result<String, AwsError> {
+        self.run_standby(template_id, zone, subnet, instance_type, None).await
+    }
+
+    /// Launch a burstable standby (a T-family `instance_type`) as
+    /// [`AwsCloud::launch_standby`] does, with its CPU credit option set at
+    /// launch (RunInstances' `CreditSpecification.CpuCredits`, which
+    /// overrides the template's). Without one, EC2 launches T2 as
+    /// `standard` and T3, T3a and T4g as `unlimited`.
+    pub async fn launch_burstable_standby(
+        &self,
+        template_id: &str,
+        zone: &str,
+        subnet: Option<&str>,
+        instance_type: &str,
+        credits: CreditMode,
+    ) -> Result<String, AwsError> {
+        self.run_standby(template_id, zone, subnet, Some(instance_type), Some(credits)).await
+    }
+
+    async fn run_standby(
+        &self,
+        template_id: &str,
+        zone: &str,
+        subnet: Option<&str>,
+        instance_type: Option<&str>,
+        credits: Option<CreditMode>,
+    ) -> Result<String, AwsError> {
         let spec = ec2t::LaunchTemplateSpecification::builder()
             .launch_template_id(template_id)
             .version("$Latest")
@@ -423,11 +453,69 @@ impl AwsCloud {
         if let Some(subnet) = subnet {
             req = req.subnet_id(subnet);
         }
+        if let Some(mode) = credits {
+            let spec = ec2t::CreditSpecificationRequest::builder().cpu_credits(mode.as_str()).build();
+            req = req.credit_specification(spec);
+        }
         let out = req.send().await.map_err(aws_err("RunInstances", template_id))?;
         out.instances()
             .first()
             .and_then(|i| i.instance_id().map(str::to_string))
             .ok_or_else(|| missing("RunInstances", template_id, "instance"))
+    }
+
+    /// Switch a burstable instance's CPU credit option
+    /// (ModifyInstanceCreditSpecification). A switch from `unlimited` to
+    /// `standard` has EC2 charge the surplus credits spent so far. An
+    /// answer that does not name the instance as switched is an error.
+    pub async fn set_credit_mode(&self, id: &str, mode: CreditMode) -> Result<(), AwsError> {
+        const ACTION: &str = "ModifyInstanceCreditSpecification";
+        let spec = ec2t::InstanceCreditSpecificationRequest::builder()
+            .instance_id(id)
+            .cpu_credits(mode.as_str())
+            .build();
+        let out = self
+            .ec2
+            .modify_instance_credit_specification()
+            .instance_credit_specifications(spec)
+            .send()
+            .await
+            .map_err(aws_err(ACTION, id))?;
+        if let Some(failed) = out.unsuccessful_instance_credit_specifications().first() {
+            let error = failed.error();
+            let code = error.and_then(|e| e.code()).map_or("no code".to_string(), |c| c.as_str().to_string());
+            let message = error.and_then(|e| e.message()).unwrap_or("no message");
+            return Err(AwsError {
+                action: ACTION,
+                resource: id.into(),
+                message: format!("{code}: {message}"),
+            });
+        }
+        if !out.successful_instance_credit_specifications().iter().any(|s| s.instance_id() == Some(id)) {
+            return Err(missing(ACTION, id, "successful credit specification for the instance"));
+        }
+        Ok(())
+    }
+
+    /// A burstable instance's CPU credit option
+    /// (DescribeInstanceCreditSpecifications); an option other than
+    /// `standard` or `unlimited` is an error naming it.
+    pub async fn credit_mode(&self, id: &str) -> Result<CreditMode, AwsError> {
+        const ACTION: &str = "DescribeInstanceCreditSpecifications";
+        let out = self
+            .ec2
+            .describe_instance_credit_specifications()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(aws_err(ACTION, id))?;
+        let spec = out
+            .instance_credit_specifications()
+            .iter()
+            .find(|s| s.instance_id() == Some(id))
+            .ok_or_else(|| missing(ACTION, id, "credit specification for the instance"))?;
+        let raw = spec.cpu_credits().ok_or_else(|| missing(ACTION, id, "CpuCredits"))?;
+        CreditMode::parse(raw).map_err(|message| AwsError { action: ACTION, resource: id.into(), message })
     }
 
     /// Every standby instance not terminated (tag `costop.io/standby`), of

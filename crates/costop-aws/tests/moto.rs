@@ -10,6 +10,7 @@ use costop_aws::{
 };
 use costop_core::ports::{CloudPort, StandbyStage, WarmPoolPort};
 use costop_core::PoolId;
+use costop_facts::catalog::CreditMode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,6 +67,34 @@ async fn standby_from_a_cloned_template_is_stopped_retyped_and_started() {
     );
     let err = c.stop("i-0000000000000dead", soon()).await.unwrap_err().to_string();
     assert!(err.starts_with("aws StopInstances i-0000000000000dead"), "{err}");
+}
+
+/// Issue 16's acceptance: a burstable standby launched with `unlimited`
+/// CPU credits and switched to `standard`. moto_server (5.2.1 when this was
+/// written) keeps no credit specification: it answers `standard` for every
+/// instance and does not implement ModifyInstanceCreditSpecification, so
+/// this test fails against it, saying so; it is not made to pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burstable_standby_launched_unlimited_is_switched_to_standard() {
+    let (_moto, c) = cloud(AwsSettings::default()).await;
+    let spot_node = instance(&c, "us-east-1a", "m5.xlarge").await;
+    let template = c.clone_launch_template(&spot_node, "costop-standby").await.unwrap();
+    let standby = c
+        .launch_burstable_standby(&template, "us-east-1a", None, "t3.large", CreditMode::Unlimited)
+        .await
+        .unwrap();
+    assert_eq!(c.instance(&standby).await.unwrap().1, "t3.large");
+    let launched = c.credit_mode(&standby).await.unwrap();
+    assert_eq!(
+        launched,
+        CreditMode::Unlimited,
+        "launched with CpuCredits=unlimited, DescribeInstanceCreditSpecifications reads {launched:?} \
+         (moto_server keeps no credit specification: it answers standard for every instance)"
+    );
+    c.set_credit_mode(&standby, CreditMode::Standard)
+        .await
+        .unwrap_or_else(|e| panic!("switching {standby} to standard: {e}"));
+    assert_eq!(c.credit_mode(&standby).await.unwrap(), CreditMode::Standard);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
