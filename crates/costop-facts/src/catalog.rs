@@ -225,9 +225,6 @@ pub const EBS_GP3_USD_PER_GB_MONTH: f64 = 0.08;
 pub const ROOT_VOLUME_GB: f64 = 100.0;
 /// Hours in the month AWS bills storage by (730 h).
 pub const HOURS_PER_MONTH: f64 = 730.0;
-/// T2, T3 and T3a unlimited mode surplus credits, Linux: USD per vCPU-hour
-/// (see [`Burstable`] for the source; T4g differs).
-pub const T_UNLIMITED_USD_PER_VCPU_HR: f64 = 0.05;
 /// Lambda, x86, us-east-1: USD per request ($0.20 per 1M; "How AWS Pricing Works").
 pub const LAMBDA_USD_PER_REQUEST: f64 = 0.20 / 1_000_000.0;
 /// Lambda, x86, us-east-1: USD per GB-second (first 6 billion GB-s a month).

@@ -20,6 +20,7 @@ use costop_core::{
     Resources, Step, Taint, VolumeView, WorkloadView,
 };
 use costop_world::budget::{self, Amount, BudgetSpec, BudgetStatus, EvictedPod};
+use costop_world::credits::CreditAccount;
 use costop_world::kubelet::{self, PodStart};
 use costop_world::replicas::{self, Controller, ReplicaDecision, ReplicaPod};
 use costop_world::scheduler::{self, Effect, NodeFit, PodFit, Victim};
@@ -341,6 +342,9 @@ pub struct World {
     /// Spot, on-demand and stopped-standby shares of the bill (for debugging).
     cost_kinds_per_s: [f64; 3],
     cost_kinds: [f64; 3],
+    /// The CPU credits of each burstable node not gone (node index,
+    /// account); what EC2 charges for their surplus is in `cost`.
+    credits: Vec<(u32, CreditAccount)>,
     fail_rate: f64,
     /// Of `fail_rate`, requests routed to targets that are gone (debugging).
     fail_dead_rate: f64,
@@ -404,6 +408,7 @@ impl World {
             cost_per_s: 0.0,
             cost_kinds_per_s: [0.0; 3],
             cost_kinds: [0.0; 3],
+            credits: Vec::new(),
             fail_rate: 0.0,
             fail_dead_rate: 0.0,
             failed_dead: 0.0,
@@ -577,6 +582,10 @@ impl World {
         };
         self.nodes.push(node);
         self.live.push(index);
+        if let Some(facts) = catalog::burstable(itype.name).filter(|_| capacity == CapacityType::Burstable) {
+            // Launched with RunInstances' default credit option.
+            self.credits.push((index, CreditAccount::launch(facts, facts.default_mode)));
+        }
         self.cost_rate_dirty = true;
         (self.nodes.len() - 1) as u32
     }
@@ -1010,7 +1019,44 @@ impl World {
         let per_request = catalog::LAMBDA_USD_PER_REQUEST
             + BRIDGE_FUNCTION_GB * BRIDGE_FUNCTION_S * catalog::LAMBDA_USD_PER_GB_SECOND;
         self.cost += self.bridge_rate * dt * per_request;
+        if !self.credits.is_empty() {
+            self.run_credits(dt, t >= self.end);
+        }
         self.now = t;
+    }
+
+    /// Burstable nodes' CPU credits over the last `dt` seconds, and the
+    /// surplus EC2 charges for them into the bill (on-demand's share). A
+    /// running node is asked for the CPU requests of its workload pods
+    /// (placeholders ask for none): the model's choice, pods busy up to
+    /// their requests. At the end of the run the surplus still owed is
+    /// charged, as it would be when the node stops; a node that goes is
+    /// charged in `mark_gone`. Serving is not throttled here: no strategy
+    /// puts pods on burstable nodes yet (`costop_world::credits` has the
+    /// rule for when one does).
+    fn run_credits(&mut self, dt: f64, at_end: bool) {
+        let mut usd = 0.0;
+        for (n, account) in &mut self.credits {
+            let node = &self.nodes[*n as usize];
+            if matches!(node.state, NodeState::Booting | NodeState::Ready) {
+                let millis: u64 = node
+                    .pods
+                    .iter()
+                    .map(|&p| &self.pods[p as usize])
+                    .filter(|p| matches!(p.state, PodState::Starting | PodState::Ready))
+                    .map(|p| &self.workloads[p.workload as usize])
+                    .filter(|w| !w.placeholder)
+                    .map(|w| w.requests.cpu_millis)
+                    .sum();
+                let step = account.advance(dt, millis as f64 / 1000.0);
+                usd += account.facts().surplus_usd(step.charged_credits);
+            }
+            if at_end {
+                usd += account.facts().surplus_usd(account.stop());
+            }
+        }
+        self.cost += usd;
+        self.cost_kinds[1] += usd;
     }
 
     /// The oracle's bill per hour now: the nodes the workloads' requests
@@ -1083,10 +1129,8 @@ impl World {
                 (_, CapacityType::Spot) => {
                     (0, n.pool.map_or(0.0, |p| self.market.pools[p].price_at(self.now)))
                 }
-                (_, CapacityType::Burstable) => (
-                    1,
-                    n.itype.on_demand_usd_hr + f64::from(n.itype.vcpu) * catalog::T_UNLIMITED_USD_PER_VCPU_HR,
-                ),
+                // Burstable nodes too: their surplus credits are charged
+                // as EC2 charges them (`run_credits`).
                 _ => (1, n.itype.on_demand_usd_hr),
             };
             per_hour += usd;
@@ -1311,6 +1355,13 @@ impl World {
         self.cost_rate_dirty = true;
         if let Ok(i) = self.live.binary_search(&n) {
             self.live.remove(i);
+        }
+        // A burstable node's surplus is charged when it goes.
+        if let Some(i) = self.credits.iter().position(|(c, _)| *c == n) {
+            let (_, mut account) = self.credits.remove(i);
+            let usd = account.facts().surplus_usd(account.stop());
+            self.cost += usd;
+            self.cost_kinds[1] += usd;
         }
     }
 
@@ -2773,6 +2824,54 @@ mod tests {
     #[test]
     fn same_seed_same_result() {
         assert_eq!(run(Strategy::Costop), run(Strategy::Costop));
+    }
+
+    /// A burstable node is billed at its on-demand price plus the surplus
+    /// credits EC2 charges: nothing while it runs under its baseline, and
+    /// what it spent beyond its credits once it goes or the run ends.
+    #[test]
+    fn a_burstable_node_is_billed_the_surplus_it_spent() {
+        let mut market = small_market();
+        market.duration = 6 * 3_600_000;
+        market.pools.push(PoolMarket {
+            id: PoolId::new("t3.large", "us-east-1a"),
+            on_demand_usd_hr: 0.0832,
+            prices: vec![(0, 0.03)],
+            unavailable: vec![],
+            reclaims: vec![],
+            prior_interruptions_per_day: 0.5,
+        });
+        let cfg = SimConfig { nodes: 3, rebalance_probability: 0.0, ..SimConfig::default() };
+        let mut w = World::new(Arc::new(cfg), Arc::new(market), Strategy::OnDemand);
+        w.advance_to(SECOND);
+        let hour = 3_600_000;
+        let idle = |w: &mut World, from: Millis| {
+            let before = w.cost;
+            w.advance_to(from + hour);
+            w.cost - before
+        };
+        let base = idle(&mut w, SECOND);
+        let n = w.add_node(3, CapacityType::Burstable, NodeState::Ready);
+        assert_eq!(w.credits.len(), 1);
+        // An idle hour: its on-demand price, no surplus (36 credits accrue).
+        let with_node = idle(&mut w, SECOND + hour);
+        assert!((with_node - base - 0.0832).abs() < 1e-9, "{with_node} vs {base}");
+        // Two pods asking for a vCPU each for two hours: 240 credits spent,
+        // 72 earned, 36 accrued before: 132 surplus, owed, not yet charged.
+        let wl = w.workloads.iter().position(|w| !w.placeholder).unwrap();
+        w.workloads[wl].requests = Resources::new(1000, 256);
+        for _ in 0..2 {
+            let p = w.new_pod(wl as u32);
+            w.bind(p, n, 0);
+        }
+        let busy = idle(&mut w, SECOND + 2 * hour) + idle(&mut w, SECOND + 3 * hour);
+        assert!((busy - 2.0 * (base + 0.0832)).abs() < 1e-9, "{busy}");
+        assert!((w.credits[0].1.surplus() - 132.0).abs() < 1e-6, "{:?}", w.credits[0].1);
+        // It goes: 132 credits are 2.2 vCPU-hours, 0.11 USD at 0.05.
+        let before = w.cost;
+        w.mark_gone(n);
+        assert!((w.cost - before - 0.11).abs() < 1e-9, "{}", w.cost - before);
+        assert!(w.credits.is_empty());
     }
 }
 
