@@ -17,6 +17,7 @@ pub mod pools;
 pub mod ports;
 pub mod quantity;
 pub mod respond;
+pub mod tiers;
 pub mod time;
 pub mod warm_pool;
 
