@@ -68,6 +68,12 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
         // replacements need (the Evict effect's pending pods); the
         // replica count itself is the cluster's to show.
         Step::Surge { .. } | Step::EndSurge { .. } => {}
+        Step::ForgetNode { node } => {
+            // Its pods wait for room elsewhere; the node is no more.
+            let names: Vec<String> = view.workload_pods_on(node).map(|p| p.name.to_string()).collect();
+            view.pods.unbind(&names.iter().map(String::as_str).collect());
+            view.nodes.retain(|n| &n.name != node);
+        }
         Step::RestoreCapacity { key, .. } => {
             view.capacity_requests.insert(key.clone());
         }

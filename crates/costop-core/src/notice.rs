@@ -59,6 +59,15 @@ impl NoticeKind {
         }
     }
 
+    /// Whether the notice says the instance is already going: an EC2 state
+    /// change to `shutting-down`, `terminated`, `stopping` or `stopped`
+    /// (the queue's `instance-<state>` scheduled events). Its kubelet no
+    /// longer runs pods, whatever the API server still shows.
+    pub fn instance_gone(&self) -> bool {
+        matches!(self, NoticeKind::ScheduledEvent { code, .. } if matches!(code.as_str(),
+            "instance-shutting-down" | "instance-terminated" | "instance-stopping" | "instance-stopped"))
+    }
+
     /// When the instance is lost, if the notice says so.
     pub fn deadline(&self) -> Option<Millis> {
         match self {

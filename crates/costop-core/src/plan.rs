@@ -79,6 +79,16 @@ pub enum Step {
         /// Deployment name → replicas the surge added.
         workloads: Vec<(String, u32)>,
     },
+    /// The node's instance is already going (no notice came before it, or
+    /// it came too late): force-delete the workload pods still bound to it
+    /// (grace 0: no kubelet will confirm their end) and delete its Node, so
+    /// their controllers replace them now, not once the node controller and
+    /// the pod garbage collector notice (about 105 s), and their volumes
+    /// can be attached elsewhere.
+    ForgetNode {
+        /// Node name.
+        node: String,
+    },
     /// Launch Spot capacity in other pools to replace the lost node.
     RestoreCapacity {
         /// Idempotency key: the same key never launches twice.
@@ -133,6 +143,7 @@ impl Step {
             Step::MoveVolume { .. } => "move-volume",
             Step::BridgeTraffic { .. } => "bridge-traffic",
             Step::Evict { .. } => "evict",
+            Step::ForgetNode { .. } => "forget-node",
             Step::Surge { .. } => "surge",
             Step::EndSurge { .. } => "end-surge",
             Step::RestoreCapacity { .. } => "restore-capacity",

@@ -57,11 +57,36 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
                 }
             }
         }
+        NoticeKind::ScheduledEvent { .. } if notice.kind.instance_gone() => {
+            plan_gone_instance(&mut plan, view, node, policy);
+        }
         NoticeKind::SpotInterruption { .. } | NoticeKind::ScheduledEvent { .. } => {
             plan_full_response(&mut plan, view, node, policy, now);
         }
     }
     Ok(plan)
+}
+
+/// The instance is already going (the state change came, the notice did
+/// not): nothing is left to evict gracefully. Cordon (the Node still takes
+/// pods until it is deleted), bridge the displaced workloads, take the node
+/// out of the load balancers at once (its targets fail), and forget it so
+/// its pods are replaced now. No capacity is launched: a node lost without
+/// notice is replaced as any lost node is, by its Auto Scaling group or the
+/// node autoscaler for the pending pods.
+fn plan_gone_instance(plan: &mut Plan, view: &ClusterView, node: &NodeView, policy: &Policy) {
+    plan.steps.push(Step::TaintAndCordon { node: node.name.to_string() });
+    let displaced: Vec<&PodView> = view.workload_pods_on(&node.name).collect();
+    plan_bridge(plan, view, &displaced, policy);
+    if node.in_load_balancer {
+        plan.steps.push(Step::DeregisterTargets { node: node.name.to_string() });
+    }
+    plan.steps.push(Step::ForgetNode { node: node.name.to_string() });
+    if let Some(Step::BridgeTraffic { workloads }) = plan.steps.iter().find(|s| s.kind() == "bridge-traffic")
+    {
+        let workloads = workloads.clone();
+        plan.steps.push(Step::UnbridgeTraffic { workloads });
+    }
 }
 
 fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, policy: &Policy, now: Millis) {

@@ -271,3 +271,39 @@ fn rebalance_prelaunches_and_retires_later_but_never_cordons() {
     let off = Policy { act_on_rebalance: false, ..Policy::default() };
     assert!(respond(&view, &notice, &off, 5).unwrap().steps.is_empty());
 }
+
+proptest! {
+    #[test]
+    fn an_instance_already_going_is_forgotten_not_drained(view in cluster(), pick in 0usize..64, state in 0usize..4) {
+        let node = &view.nodes[pick % view.nodes.len()];
+        let code = ["instance-shutting-down", "instance-terminated", "instance-stopping", "instance-stopped"][state];
+        let notice = Notice {
+            instance_id: node.instance_id.to_string(),
+            kind: NoticeKind::ScheduledEvent { code: code.into(), not_before: 1_000 },
+            received_at: 4_000,
+            source: NoticeSource::Queue,
+        };
+        prop_assert!(notice.kind.instance_gone());
+        let plan = respond(&view, &notice, &Policy::default(), 4_000).unwrap();
+        let kinds: Vec<&str> = plan.steps.iter().map(|s| s.kind()).collect();
+        prop_assert_eq!(kinds[0], "taint-and-cordon");
+        // Nothing to evict gracefully and nothing launched: it is forgotten.
+        prop_assert!(!kinds.iter().any(|k| ["evict", "surge", "restore-capacity", "wake-standby"].contains(k)), "{:?}", kinds);
+        let forget = kinds.iter().position(|k| *k == "forget-node");
+        prop_assert!(forget.is_some(), "{:?}", kinds);
+        if node.in_load_balancer {
+            let dereg = kinds.iter().position(|k| *k == "deregister-targets");
+            prop_assert!(dereg.is_some_and(|d| Some(d) < forget), "{:?}", kinds);
+        }
+        // Its pods wait for room elsewhere in the expected view.
+        let mut after = view.clone();
+        effects::apply_plan(&mut after, &plan);
+        prop_assert!(after.node(&node.name).is_none());
+        prop_assert_eq!(after.workload_pods_on(&node.name).count(), 0);
+        // A scheduled retirement is still answered in full.
+        let retire = Notice { kind: NoticeKind::ScheduledEvent { code: "instance-retirement".into(), not_before: 600_000 }, ..notice };
+        prop_assert!(!retire.kind.instance_gone());
+        let plan = respond(&view, &retire, &Policy::default(), 4_000).unwrap();
+        prop_assert!(!plan.steps.iter().any(|s| s.kind() == "forget-node"));
+    }
+}

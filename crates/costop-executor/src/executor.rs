@@ -606,6 +606,10 @@ where
                     format!("{done}; {} left bridged for other responses", kept.len())
                 })
             }
+            Step::ForgetNode { node } => {
+                let pods = self.cluster.forget_node(node).await.map_err(|x| e(&x))?;
+                Ok(format!("ok: {pods} pods deleted with no grace and {node} deleted: its instance is gone"))
+            }
             Step::Surge { workloads } => {
                 let key = plan.notice.to_string();
                 let mut added = 0;
@@ -754,6 +758,9 @@ pub fn would_do(step: &Step, returns_standbys: bool) -> String {
         Step::Evict { pods, wave } => {
             format!("would evict {} pods (wave {wave}) within their budgets: {}", pods.len(), list(pods))
         }
+        Step::ForgetNode { node } => {
+            format!("would delete the pods on {node} with no grace and then {node}: its instance is gone")
+        }
         Step::Surge { workloads } => format!(
             "would raise the replicas of {} until the old pods are evicted",
             workloads.iter().map(|(w, n)| format!("{w} by {n}")).collect::<Vec<_>>().join(", ")
@@ -829,6 +836,9 @@ mod tests {
         }
         async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
             panic!("dry run surged {workload}")
+        }
+        async fn forget_node(&self, node: &str) -> Result<usize, Never> {
+            panic!("dry run forgot {node}")
         }
         async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, Never> {
             panic!("dry run ended the surge of {workload}")
@@ -1069,6 +1079,9 @@ mod tests {
         }
         async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
             panic!("surged {workload}")
+        }
+        async fn forget_node(&self, node: &str) -> Result<usize, Never> {
+            panic!("forgot {node}")
         }
         async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, Never> {
             panic!("ended the surge of {workload}")

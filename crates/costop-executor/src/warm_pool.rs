@@ -317,6 +317,9 @@ mod tests {
         async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
             panic!("the warm-pool keeper surged {workload}")
         }
+        async fn forget_node(&self, node: &str) -> Result<usize, Never> {
+            panic!("the warm-pool keeper forgot {node}")
+        }
         async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, Never> {
             panic!("the warm-pool keeper ended the surge of {workload}")
         }

@@ -38,6 +38,10 @@ pub struct Timings {
     /// cloud controller deletes the node (5 s), the pod GC's 40 s quarantine
     /// and half its 20 s period (10 s): 105 s.
     pub lost_pod_recreate_s: f64,
+    /// From a Node's deletion until the pod garbage collector deletes the
+    /// pods still bound to it: its 40 s quarantine of orphaned pods and
+    /// half its 20 s period (the last 50 s of `lost_pod_recreate_s`).
+    pub orphan_pod_gc_s: f64,
     /// An Auto Scaling group replaces a terminated instance after this. Estimate: 30 s.
     pub asg_replace_delay_s: f64,
     /// Retry of a pool launch that failed for lack of capacity.
@@ -73,6 +77,7 @@ impl Default for Timings {
             pod_shutdown_s: 5.0,
             lb_failure_detect_s: 60.0,
             lost_pod_recreate_s: 105.0,
+            orphan_pod_gc_s: 50.0,
             asg_replace_delay_s: 30.0,
             launch_retry_s: 60.0,
             force_detach_s: 360.0,

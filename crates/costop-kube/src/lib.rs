@@ -1072,6 +1072,31 @@ impl ClusterPort for KubeCluster {
         Ok(())
     }
 
+    async fn forget_node(&self, node: &str) -> Result<usize, KubeError> {
+        // Every pod bound to it, from the API (not the cache): a pod the
+        // watch has not shown yet must not outlive the node.
+        let pods = Api::<Pod>::all(self.client.clone());
+        let bound = pods
+            .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+            .await
+            .map_err(api_err("list", format!("pods on node/{node}")))?;
+        let no_grace = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+        let mut deleted = 0;
+        for p in &bound.items {
+            let (ns, name) = (
+                p.metadata.namespace.as_deref().unwrap_or("default"),
+                p.metadata.name.as_deref().unwrap_or(""),
+            );
+            match Api::<Pod>::namespaced(self.client.clone(), ns).delete(name, &no_grace).await {
+                Ok(_) => deleted += 1,
+                Err(e) if status_code(&e) == Some(404) => {}
+                Err(e) => return Err(api_err("force-delete", format!("pod/{ns}/{name}"))(e)),
+            }
+        }
+        self.delete_node(node).await?;
+        Ok(deleted)
+    }
+
     async fn delete_node(&self, node: &str) -> Result<(), KubeError> {
         match Api::<Node>::all(self.client.clone()).delete(node, &DeleteParams::default()).await {
             Ok(_) => Ok(()),

@@ -279,3 +279,26 @@ async fn a_surge_adds_replicas_once_per_key_and_ends_back_where_it_began() {
     let e = cluster.surge("default/nope", "k", 1).await.unwrap_err().to_string();
     assert!(e.contains("deployment/default/nope"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_a_node_deletes_its_pods_at_once_and_then_the_node() {
+    let emu = emulator(2, vec![deployment("web", 4, None)]).await;
+    let cluster = adapter(&emu).await;
+    let on_node = |node: &str| cluster.view().workload_pods_on(node).count();
+    until("web pods on node-1", Duration::from_secs(10), || (on_node("node-1") > 0).then_some(())).await;
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::all(cluster.client().clone());
+    let bound = || async {
+        pods.list(&ListParams::default().fields("spec.nodeName=node-1")).await.unwrap().items.len()
+    };
+    let before = bound().await;
+    assert!(cluster.forget_node("node-1").await.unwrap() >= before.min(1));
+    assert_eq!(bound().await, 0, "pods left bound to the forgotten node");
+    assert!(Api::<Node>::all(cluster.client().clone()).get_opt("node-1").await.unwrap().is_none());
+    // Their Deployment replaces them on the node left.
+    until("four web pods again", Duration::from_secs(20), || {
+        (cluster.view().ready_pods_of("default/web") == 4 && on_node("node-1") == 0).then_some(())
+    })
+    .await;
+    // Forgetting it again deletes nothing and is no error.
+    assert_eq!(cluster.forget_node("node-1").await.unwrap(), 0);
+}

@@ -326,4 +326,36 @@ mod tests {
         );
         assert!(!surged.recoveries_s.is_empty() && surged.unfinished_incidents == 0);
     }
+
+    #[test]
+    fn a_node_lost_without_notice_is_forgotten_and_its_pods_come_back_sooner() {
+        // No notice ever arrives: only EC2's state change tells of the loss.
+        let run = |strategy| {
+            let mut cfg = SimConfig {
+                days: 0.1,
+                nodes: 6,
+                pods_per_node: 10,
+                rebalance_probability: 0.0,
+                ..SimConfig::default()
+            };
+            cfg.world.missed_notice_rate = 1.0;
+            run(Arc::new(cfg), market(), strategy)
+        };
+        let (costop, naive) = (run(Strategy::Costop), run(Strategy::SpotNaive));
+        let worst = |r: &StrategyResult| r.unwarned_recoveries_s.iter().copied().fold(0.0, f64::max);
+        let best = |r: &StrategyResult| r.unwarned_recoveries_s.iter().copied().fold(f64::MAX, f64::min);
+        println!(
+            "from the reclaim: costop forgets the node, back in {} s at worst; left to the node controller and pod GC, {} s at best",
+            worst(&costop),
+            best(&naive)
+        );
+        assert!(!costop.unwarned_recoveries_s.is_empty() && costop.recoveries_s.is_empty());
+        assert!(
+            worst(&costop) < best(&naive),
+            "costop {:?}, spot-naive {:?}",
+            costop.unwarned_recoveries_s,
+            naive.unwarned_recoveries_s
+        );
+        assert!(costop.requests_failed < naive.requests_failed);
+    }
 }

@@ -128,6 +128,10 @@ impl ClusterPort for SimPorts {
         }
     }
 
+    async fn forget_node(&self, node: &str) -> Result<usize, SimError> {
+        self.call(|w| w.forget_node(node)).await.map_err(SimError)
+    }
+
     async fn surge(&self, workload: &str, key: &str, by: u32) -> Result<bool, SimError> {
         self.call(|w| w.surge(workload, key, by)).await.map_err(SimError)
     }

@@ -76,6 +76,8 @@ struct Node {
     standby_taint: bool,
     in_lb: bool,
     doomed: bool,
+    /// Reclaimed without a notice reaching it.
+    notice_missed: bool,
     /// On-demand capacity launched because no Spot pool could launch.
     fallback: bool,
     /// A warm-pool standby: its stage tag and launch time.
@@ -207,9 +209,14 @@ enum Ev {
     Rebalance(usize),
     Detected {
         node: u32,
-        interruption: bool,
+        signal: Signal,
         deadline: Millis,
     },
+    /// EC2's state change of a node reclaimed without notice reaches the
+    /// strategies that read EventBridge.
+    StateChange(u32),
+    /// The node controller deletes a lost node's Node object.
+    NodeDeleted(u32),
     NodeReady(u32),
     PodReady(u32, u32),
     PodGone(u32, u32),
@@ -226,14 +233,26 @@ enum Ev {
     Consolidate,
 }
 
+/// What a strategy's detector saw about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Signal {
+    /// A Spot interruption notice.
+    Interruption,
+    /// A rebalance recommendation.
+    Rebalance,
+    /// EC2's state change to `shutting-down` of an instance reclaimed
+    /// without notice (EventBridge; the queue's `instance-shutting-down`).
+    ShuttingDown,
+}
+
 /// A notice as the strategy's detector saw it, waiting to be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Detection {
     /// Node index.
     pub node: u32,
-    /// An interruption (else a rebalance recommendation).
-    pub interruption: bool,
-    /// When the node goes (interruptions).
+    /// What was seen.
+    pub signal: Signal,
+    /// When the node goes (interruptions), or went (state changes).
     pub deadline: Millis,
 }
 
@@ -322,6 +341,9 @@ pub struct World {
     /// Indices of the nodes not gone, ascending: the only ones the
     /// controllers look at (over a month most nodes ever launched are gone).
     live: Vec<u32>,
+    /// Nodes gone without notice whose Node object the API still shows
+    /// (NotReady, their pods bound) until someone deletes it.
+    lingering: Vec<u32>,
     /// Like `version`, but price moves do not count.
     version_but_prices: u64,
     rebuilds: u64,
@@ -391,6 +413,7 @@ impl World {
             drains: Vec::new(),
             version: 0,
             live: Vec::new(),
+            lingering: Vec::new(),
             version_but_prices: 0,
             rebuilds: 0,
             view_cache: None,
@@ -571,6 +594,7 @@ impl World {
             standby_taint: capacity.is_standby(),
             in_lb: state == NodeState::Ready && !capacity.is_standby(),
             doomed: false,
+            notice_missed: false,
             fallback: false,
             standby_stage: capacity.is_standby().then_some((StandbyStage::Kept, 0)),
             consolidation_tried: None,
@@ -1162,7 +1186,9 @@ impl World {
             Ev::MarketNotice(pool, k) => self.market_notice(pool, k as usize),
             Ev::Reclaim(batch) => self.reclaim(batch),
             Ev::Rebalance(pool) => self.rebalance(pool),
-            Ev::Detected { node, interruption, deadline } => self.detected(node, interruption, deadline),
+            Ev::Detected { node, signal, deadline } => self.detected(node, signal, deadline),
+            Ev::StateChange(n) => self.state_change(n),
+            Ev::NodeDeleted(n) => self.node_deleted(n),
             Ev::NodeReady(n) => self.node_ready(n),
             Ev::PodReady(p, gen) => {
                 if self.pods[p as usize].gen == gen && self.pods[p as usize].state == PodState::Starting {
@@ -1176,11 +1202,7 @@ impl World {
             }
             Ev::LostRecreate(p, gen) => {
                 if self.pods[p as usize].gen == gen && self.pods[p as usize].state == PodState::Lost {
-                    let w = self.pods[p as usize].workload;
-                    self.set_serve(p, Serve::No);
-                    self.workloads[w as usize].active -= 1;
-                    self.release_pod(p);
-                    self.reconcile(w);
+                    self.recreate_lost(p);
                 }
             }
             Ev::EndpointGone(p, gen) => {
@@ -1267,6 +1289,7 @@ impl World {
                 }
             }
             missed_count += missed as u32;
+            self.nodes[n as usize].notice_missed = missed;
             latest = latest.max(late);
             if !missed {
                 self.react_to_notice(n, deadline, late);
@@ -1296,7 +1319,7 @@ impl World {
                 // Agent poll, then the fast path to the server.
                 Strategy::Costop => (self.rng.unit() * COSTOP_POLL as f64) as Millis + 20,
             };
-        self.push(self.now + delay, Ev::Detected { node, interruption: true, deadline });
+        self.push(self.now + delay, Ev::Detected { node, signal: Signal::Interruption, deadline });
     }
 
     fn rebalance(&mut self, pool: usize) {
@@ -1311,7 +1334,7 @@ impl World {
             .collect();
         for n in nodes {
             let delay = (self.rng.unit() * COSTOP_POLL as f64) as Millis + 20;
-            self.push(self.now + delay, Ev::Detected { node: n, interruption: false, deadline: 0 });
+            self.push(self.now + delay, Ev::Detected { node: n, signal: Signal::Rebalance, deadline: 0 });
         }
     }
 
@@ -1322,6 +1345,14 @@ impl World {
                 continue;
             }
             self.node_gone(n);
+            if self.nodes[n as usize].notice_missed {
+                // Its Node stays, NotReady, until the node controller
+                // deletes it (node-monitor-grace-period 50 s, then 5 s).
+                self.lingering.push(n);
+                let grace = ms(self.cfg.timings.lost_pod_recreate_s - self.cfg.timings.orphan_pod_gc_s);
+                self.push(self.now + grace, Ev::NodeDeleted(n));
+                self.push(self.now + ms(self.cfg.timings.eventbridge_delay_s), Ev::StateChange(n));
+            }
             // A node nobody replaced on notice (none came, or the strategy
             // does not act on one) is replaced once it is gone: by its Auto
             // Scaling group, or by Karpenter for the pods left pending
@@ -2115,13 +2146,90 @@ impl World {
 
     // ----- notices and the peers' plans -----------------------------------
 
-    fn detected(&mut self, node: u32, interruption: bool, deadline: Millis) {
-        if self.nodes[node as usize].state == NodeState::Gone
+    fn detected(&mut self, node: u32, signal: Signal, deadline: Millis) {
+        let gone = self.nodes[node as usize].state == NodeState::Gone;
+        if (gone && signal != Signal::ShuttingDown)
             || matches!(self.strategy, Strategy::OnDemand | Strategy::SpotNaive | Strategy::Oracle)
         {
             return;
         }
-        self.inbox.push(Detection { node, interruption, deadline });
+        self.inbox.push(Detection { node, signal, deadline });
+    }
+
+    /// A node reclaimed without notice: EC2's state change reaches the
+    /// strategies that read EventBridge. costop answers it with its own
+    /// plan (it forgets the node); Karpenter deletes the node on it
+    /// (karpenter.sh docs, "Disruption › Interruption": instance stopping
+    /// and terminating events), after which the pod garbage collector
+    /// deletes the pods bound to it and their controllers replace them.
+    fn state_change(&mut self, n: u32) {
+        match self.strategy {
+            Strategy::Costop => {
+                let at = self.nodes[n as usize].lifetime.1.unwrap_or(self.now);
+                self.detected(n, Signal::ShuttingDown, at);
+            }
+            Strategy::ReplaceOnNotice => {
+                self.lingering.retain(|&x| x != n);
+                let gc = ms(self.cfg.timings.orphan_pod_gc_s);
+                let moved = ms(self.cfg.timings.volume_move_s);
+                for p in self.nodes[n as usize].pods.clone() {
+                    let pod = &self.pods[p as usize];
+                    if pod.state == PodState::Lost {
+                        if let Some(v) = pod.volume {
+                            let vol = &mut self.volumes[v as usize];
+                            vol.available_at = vol.available_at.min(self.now + gc + moved);
+                        }
+                        self.push(self.now + gc, Ev::LostRecreate(p, pod.gen));
+                    }
+                }
+                self.changed();
+            }
+            _ => {}
+        }
+    }
+
+    /// The node controller deletes the Node of a lost node (if nobody did).
+    fn node_deleted(&mut self, n: u32) {
+        let before = self.lingering.len();
+        self.lingering.retain(|&x| x != n);
+        if self.lingering.len() != before {
+            self.changed();
+        }
+    }
+
+    /// costop forgets a node whose instance is gone: its Node is deleted and
+    /// the pods still bound to it are deleted with no grace, so their
+    /// controllers replace them now; a volume they held is free once EC2
+    /// has detached it from the ended instance. How many pods were deleted.
+    pub fn forget_node(&mut self, name: &str) -> Result<usize, String> {
+        let n = self.node_index(name).ok_or_else(|| format!("node {name} not found"))?;
+        if self.nodes[n as usize].state != NodeState::Gone {
+            return Err(format!("{name}: its instance is still running"));
+        }
+        self.lingering.retain(|&x| x != n);
+        let moved = ms(self.cfg.timings.volume_move_s);
+        let mut deleted = 0;
+        for p in self.nodes[n as usize].pods.clone() {
+            if self.pods[p as usize].state == PodState::Lost {
+                if let Some(v) = self.pods[p as usize].volume {
+                    let vol = &mut self.volumes[v as usize];
+                    vol.available_at = vol.available_at.min(self.now + moved);
+                }
+                self.recreate_lost(p);
+                deleted += 1;
+            }
+        }
+        self.changed();
+        Ok(deleted)
+    }
+
+    /// A lost pod's object is deleted: its controller makes a new one.
+    fn recreate_lost(&mut self, p: u32) {
+        let w = self.pods[p as usize].workload;
+        self.set_serve(p, Serve::No);
+        self.workloads[w as usize].active -= 1;
+        self.release_pod(p);
+        self.reconcile(w);
     }
 
     /// Notices detected and not yet handed to a responder.
@@ -2131,10 +2239,14 @@ impl World {
 
     /// The notice a detection is, as costop's agent or the peer receives it.
     pub fn notice_of(&self, d: &Detection) -> Notice {
-        let kind = if d.interruption {
-            NoticeKind::SpotInterruption { action: InstanceAction::Terminate, effective_at: d.deadline }
-        } else {
-            NoticeKind::RebalanceRecommendation { notice_time: self.now }
+        let kind = match d.signal {
+            Signal::Interruption => {
+                NoticeKind::SpotInterruption { action: InstanceAction::Terminate, effective_at: d.deadline }
+            }
+            Signal::Rebalance => NoticeKind::RebalanceRecommendation { notice_time: self.now },
+            Signal::ShuttingDown => {
+                NoticeKind::ScheduledEvent { code: "instance-shutting-down".into(), not_before: d.deadline }
+            }
         };
         Notice {
             instance_id: instance_id(d.node),
@@ -2188,7 +2300,7 @@ impl World {
         let restores = plan.steps.iter().any(|s| matches!(s, Step::RestoreCapacity { .. }));
         let key = costop_core::respond::restore_key(&instance_id(d.node));
         let spot = self.nodes[d.node as usize].capacity == CapacityType::Spot;
-        if d.interruption && spot && !restores && self.capacity_requests.insert(key) {
+        if d.signal == Signal::Interruption && spot && !restores && self.capacity_requests.insert(key) {
             let pool = self.nodes[d.node as usize].pool;
             self.push(self.now, Ev::Provision { zone: None, exclude: pool });
         }
@@ -2664,8 +2776,23 @@ impl World {
                 in_load_balancer: n.in_lb,
             });
         }
+        for n in self.lingering.iter().map(|&i| &self.nodes[i as usize]) {
+            view.nodes.push(NodeView {
+                name: n.name.clone(),
+                instance_id: n.instance_id.clone(),
+                pool: PoolId::new(n.itype.name, self.zones[n.zone].clone()),
+                capacity_type: n.capacity,
+                allocatable: n.alloc,
+                price_per_hour: 0.0,
+                unschedulable: n.unschedulable,
+                taints: Vec::new(),
+                ready: false,
+                in_load_balancer: n.in_lb,
+            });
+        }
         for p in &self.pods {
-            if !matches!(p.state, PodState::Starting | PodState::Ready | PodState::Pending) {
+            let lingering = p.state == PodState::Lost && p.node.is_some_and(|n| self.lingering.contains(&n));
+            if !matches!(p.state, PodState::Starting | PodState::Ready | PodState::Pending) && !lingering {
                 continue;
             }
             let w = &self.workloads[p.workload as usize];
@@ -2998,8 +3125,10 @@ mod fairness {
         let rebalances = w.queue.iter().filter(|Reverse((_, _, e))| matches!(e, Ev::Rebalance(_))).count();
         assert!(rebalances > 4 * 6 / 2, "about one per pool per hour over 6 h, saw {rebalances}");
         w.run_events_at(3_600_000 - SPOT_NOTICE_LEAD);
-        let detected =
-            w.queue.iter().any(|Reverse((_, _, e))| matches!(e, Ev::Detected { interruption: true, .. }));
+        let detected = w
+            .queue
+            .iter()
+            .any(|Reverse((_, _, e))| matches!(e, Ev::Detected { signal: Signal::Interruption, .. }));
         assert!(!detected, "a missed notice reaches nobody");
         assert!(w.nodes.iter().any(|n| n.doomed), "the reclaim still comes");
     }
