@@ -80,8 +80,8 @@ pub enum Step {
         workloads: Vec<(String, u32)>,
     },
     /// The node's instance is already going (no notice came before it, or
-    /// it came too late): force-delete the workload pods still bound to it
-    /// (grace 0: no kubelet will confirm their end) and delete its Node, so
+    /// it came too late): delete its Node and force-delete the pods still
+    /// bound to it (grace 0: no kubelet will confirm their end), so
     /// their controllers replace them now, not once the node controller and
     /// the pod garbage collector notice (about 105 s), and their volumes
     /// can be attached elsewhere.

@@ -89,9 +89,9 @@ pub trait ClusterPort {
     /// bound to `node`, terminating ones included (from the cache).
     fn workload_pods_bound(&self, node: &str) -> usize;
 
-    /// The node's instance is gone: force-delete (grace 0) the pods bound
-    /// to it, DaemonSet pods too, and delete the Node. How many pods were
-    /// deleted. Deleting what is already gone is no error.
+    /// The node's instance is gone: delete the Node, then force-delete
+    /// (grace 0) the pods bound to it, DaemonSet pods too. How many pods
+    /// were deleted. Deleting what is already gone is no error.
     fn forget_node(&self, node: &str) -> impl Future<Output = Result<usize, Self::Error>> + Send;
 
     /// Delete a node object.

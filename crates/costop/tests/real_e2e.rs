@@ -676,6 +676,29 @@ async fn real_budget_zero_warns_on_pod_and_node() {
     );
 }
 
+/// The kube adapter forgets a node whose instance is gone, on the real API
+/// server: the pods bound to it are deleted with no grace (no kubelet will
+/// confirm their end), then its Node; doing it again deletes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_forget_node_deletes_its_pods_then_the_node() {
+    use costop_core::ports::ClusterPort;
+    let scenario = Scenario { nodes: 2, web: None, db: None, placeholders: 0 };
+    let w = World::start(Backend::Real, "e2e-forget", scenario).await;
+    w.c.create_bare_pod("lost-a", "node-1").await;
+    w.c.create_bare_pod("lost-b", "node-1").await;
+    w.wait("two pods bound to node-1", Duration::from_secs(30), async |w| w.c.pods_on("node-1").await.len() >= 2)
+        .await;
+    let client = costop_kube::KubeCluster::client_from_kubeconfig(&w.c.kubeconfig).await.unwrap();
+    let cluster = costop_kube::KubeCluster::start(client);
+    cluster.ready().await.unwrap();
+    let deleted = cluster.forget_node("node-1").await.unwrap();
+    assert!(deleted >= 2, "{deleted} pods deleted");
+    assert!(w.c.pods_on("node-1").await.is_empty(), "pods left bound to the forgotten node");
+    assert_eq!(w.c.node("node-1").await["code"], 404, "{}", w.c.node("node-1").await);
+    assert_eq!(cluster.forget_node("node-1").await.unwrap(), 0);
+    assert!(w.c.node("node-0").await["metadata"]["name"] == "node-0", "the other node stays");
+}
+
 /// The same with a StatefulSet whose budget allows no disruption: the
 /// planner leaves its pod out of every evict step (it knows the budget), and
 /// the executor says so when the response starts: a Warning Event on the
