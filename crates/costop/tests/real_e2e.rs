@@ -686,8 +686,10 @@ async fn real_forget_node_deletes_its_pods_then_the_node() {
     let w = World::start(Backend::Real, "e2e-forget", scenario).await;
     w.c.create_bare_pod("lost-a", "node-1").await;
     w.c.create_bare_pod("lost-b", "node-1").await;
-    w.wait("two pods bound to node-1", Duration::from_secs(30), async |w| w.c.pods_on("node-1").await.len() >= 2)
-        .await;
+    w.wait("two pods bound to node-1", Duration::from_secs(30), async |w| {
+        w.c.pods_on("node-1").await.len() >= 2
+    })
+    .await;
     let client = costop_kube::KubeCluster::client_from_kubeconfig(&w.c.kubeconfig).await.unwrap();
     let cluster = costop_kube::KubeCluster::start(client);
     cluster.ready().await.unwrap();
