@@ -12,7 +12,7 @@ use costop_core::{respond, ClusterView, Notice, Plan, PlanError, Policy, Step};
 use futures::future::join_all;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Time between rounds of moving capacity back to cheap pools (see
@@ -104,11 +104,9 @@ fn displaced_workloads(plan: &Plan, view: &ClusterView) -> BTreeSet<String> {
         .flatten()
         .map(String::as_str)
         .collect();
-    view.pods
-        .iter()
-        .filter(|p| evicted.contains(p.name.as_str()))
-        .filter_map(|p| p.workload.as_deref().map(String::from))
-        .collect()
+    // Looked up by name (the snapshot's lookups, shared by every
+    // response), not found by a pass over every pod for each response.
+    evicted.into_iter().filter_map(|name| view.pod(name)?.workload.as_deref().map(String::from)).collect()
 }
 
 /// Ready pods per workload of the latest view snapshot, counted once per
@@ -305,12 +303,28 @@ where
     /// about, so each runs alongside the steps after it; the response is
     /// done when all are.
     pub async fn execute(&self, plan: &Plan, received_at: Millis) {
-        let key = &plan.notice;
         let done = self.steps_done(plan).await;
+        self.execute_from(plan, received_at, done).await;
+    }
+
+    /// [`Self::execute`] for a plan just saved, none of its steps recorded
+    /// yet: the store is not read first, so the cordon waits on one round
+    /// trip to it less.
+    pub async fn execute_new(&self, plan: &Plan, received_at: Millis) {
+        self.execute_from(plan, received_at, vec![false; plan.steps.len()]).await;
+    }
+
+    /// Run the steps not `done`. The pods left on the node are reported
+    /// alongside, not before the cordon.
+    async fn execute_from(&self, plan: &Plan, received_at: Millis, done: Vec<bool>) {
+        let key = &plan.notice;
         self.open.opened(plan, done.clone());
-        if !done.iter().any(|d| *d) {
-            self.report_pods_left(plan).await;
-        }
+        let fresh = !done.iter().any(|d| *d);
+        let report = async {
+            if fresh {
+                self.report_pods_left(plan).await;
+            }
+        };
         // Closes the open entry however this future ends (done, or dropped
         // when leadership is lost).
         let _open = CloseOnDrop(&self.open, key);
@@ -343,7 +357,7 @@ where
                     }
                 }),
         );
-        futures::join!(in_order, alongside);
+        futures::join!(report, in_order, alongside);
         let at = self.clock.now_ms();
         self.durably("response done", || self.store.response_done(key, at)).await;
     }
@@ -507,22 +521,32 @@ where
     /// snapshot already looked at is not judged again, and when the
     /// adapter tells of changes a quiet cluster is not looked at at all
     /// until it changes or `until` comes.
+    ///
+    /// Between looks only a weak reference to the snapshot judged last is
+    /// kept: a thousand waiting responses must not keep a thousand old
+    /// snapshots of every pod alive (the weak one keeps its address taken,
+    /// so a later snapshot can never be mistaken for it).
     async fn wait_until(&self, until: Millis, mut ok: impl FnMut(&Arc<ClusterView>) -> bool) -> bool {
-        let mut judged: Option<Arc<ClusterView>> = None;
+        let mut judged: Weak<ClusterView> = Weak::new();
+        let same = |judged: &Weak<ClusterView>, view: &Arc<ClusterView>| {
+            std::ptr::eq(judged.as_ptr(), Arc::as_ptr(view))
+        };
         loop {
             let view = self.cluster.view();
-            if !judged.as_ref().is_some_and(|j| Arc::ptr_eq(j, &view)) {
+            if !same(&judged, &view) {
                 if ok(&view) {
                     return true;
                 }
-                judged = Some(view.clone());
+                judged = Arc::downgrade(&view);
             }
+            drop(view);
             let now = self.clock.now_ms();
             if now >= until {
                 return false;
             }
             self.clock.sleep(Duration::from_millis((until - now).min(1000))).await;
-            if K::NOTIFIES_CHANGES && Arc::ptr_eq(&self.cluster.view(), &view) {
+            let view = self.cluster.view();
+            if K::NOTIFIES_CHANGES && same(&judged, &view) {
                 let left = until.saturating_sub(self.clock.now_ms());
                 let changed = std::pin::pin!(self.cluster.changed_since(&view));
                 let timeout = std::pin::pin!(self.clock.sleep(Duration::from_millis(left)));

@@ -106,6 +106,8 @@ impl OpenResponses {
             })
             .collect();
         if pending.is_empty() {
+            // Nothing to claim: the copy kept for a burst goes too.
+            *self.1.lock().unwrap_or_else(|e| e.into_inner()) = None;
             return std::borrow::Cow::Borrowed(view);
         }
         let mut cache = self.1.lock().unwrap_or_else(|e| e.into_inner());

@@ -691,9 +691,22 @@ impl KubeCluster {
     ) -> Result<(), KubeError> {
         let api = Api::<Node>::all(client.clone());
         let mut attempt = 0;
+        // No answer at all (a connection dropped under load, as one cordon
+        // of a 1,700-notice burst was): asked again, a few times, soon.
+        let unanswered = |e: &kube::Error, attempt: u32| {
+            matches!(e, kube::Error::Service(_) | kube::Error::HyperError(_)) && attempt < 5
+        };
         loop {
             attempt += 1;
-            let mut current = api.get(node).await.map_err(api_err(action, format!("node/{node}")))?;
+            let mut current = match api.get(node).await {
+                Ok(n) => n,
+                Err(e) if unanswered(&e, attempt) => {
+                    tracing::warn!(node, action, error = %e, "no answer reading the node; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(api_err(action, format!("node/{node}"))(e)),
+            };
             let before = (current.spec.clone(), current.metadata.labels.clone());
             f(&mut current);
             if (&current.spec, &current.metadata.labels) == (&before.0, &before.1) {
@@ -708,6 +721,10 @@ impl KubeCluster {
             match api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => return Ok(()),
                 Err(e) if status_code(&e) == Some(409) && attempt < 5 => continue,
+                Err(e) if unanswered(&e, attempt) => {
+                    tracing::warn!(node, action, error = %e, "no answer patching the node; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
                 Err(e) => return Err(api_err(action, format!("node/{node}"))(e)),
             }
         }

@@ -278,8 +278,14 @@ impl ServerState {
         self.exec.clock.now_ms() < self.leader_until.load(Ordering::Relaxed)
     }
 
-    /// Run a response unless it already runs here.
-    fn spawn_response(self: &Arc<Self>, plan: costop_core::Plan, received_at: costop_core::time::Millis) {
+    /// Run a response unless it already runs here (`new`: its plan was
+    /// just saved, no step of it is recorded).
+    fn spawn_response(
+        self: &Arc<Self>,
+        plan: costop_core::Plan,
+        received_at: costop_core::time::Millis,
+        new: bool,
+    ) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.retain(|_, r| !r.task.is_finished());
         if running.contains_key(&plan.notice) {
@@ -290,6 +296,8 @@ impl ServerState {
         let deadline = plan.deadline;
         let task = if self.dry_run {
             tokio::spawn(async move { exec.rehearse(&plan).await })
+        } else if new {
+            tokio::spawn(async move { exec.execute_new(&plan, received_at).await })
         } else {
             tokio::spawn(async move { exec.execute(&plan, received_at).await })
         };
@@ -376,18 +384,29 @@ impl ServerState {
         }
         let _planning = Planning::start(self, &key);
         store.record_notice(&notice).await.map_err(busy)?;
-        let mut view = (*self.exec.cluster.view()).clone();
-        if let (costop_core::NoticeKind::SpotInterruption { .. }, Some(node)) =
-            (&notice.kind, view.node_by_instance(&notice.instance_id))
-        {
-            self.pools.reclaimed(&node.pool, notice.kind.stated_time());
-        }
-        view.pools = self.pools.views(now);
-        view.capacity_requests.extend(self.capacity_requested(&key).await);
-        view.headroom_target = view
-            .workload(&format!("{}/{}", costop_kube::COSTOP_NAMESPACE, costop_kube::PLACEHOLDER_DEPLOYMENT))
-            .map_or(0, |w| w.replicas);
-        let plan = match self.exec.plan(&view, &notice, &self.policy, now) {
+        let requested = self.capacity_requested(&key).await;
+        // The snapshot is read, planned on and let go with no wait in
+        // between: in a burst, notices waiting on the store would each
+        // keep an older snapshot of every pod alive.
+        let planned = {
+            let mut view = (*self.exec.cluster.view()).clone();
+            if let (costop_core::NoticeKind::SpotInterruption { .. }, Some(node)) =
+                (&notice.kind, view.node_by_instance(&notice.instance_id))
+            {
+                self.pools.reclaimed(&node.pool, notice.kind.stated_time());
+            }
+            view.pools = self.pools.views(now);
+            view.capacity_requests.extend(requested);
+            view.headroom_target = view
+                .workload(&format!(
+                    "{}/{}",
+                    costop_kube::COSTOP_NAMESPACE,
+                    costop_kube::PLACEHOLDER_DEPLOYMENT
+                ))
+                .map_or(0, |w| w.replicas);
+            self.exec.plan(&view, &notice, &self.policy, now)
+        };
+        let plan = match planned {
             Ok(plan) => plan,
             Err(e) => {
                 // Nothing will answer this notice: free its (instance, kind).
@@ -417,7 +436,7 @@ impl ServerState {
         self.metrics.notice(notice.kind.label(), source);
         let kinds: Vec<&str> = plan.steps.iter().map(|s| s.kind()).collect();
         tracing::info!(notice = %key, node = plan.node, steps = ?kinds, "responding");
-        self.spawn_response(plan, notice.received_at);
+        self.spawn_response(plan, notice.received_at, true);
         Ok(Intake::Accepted)
     }
 
@@ -443,7 +462,7 @@ impl ServerState {
             tracing::warn!(notice = %record.plan.notice, "starting an open response that was not running");
         }
         let received = record.steps.first().and_then(|s| s.started_at).unwrap_or(received_at);
-        self.spawn_response(record.plan, received);
+        self.spawn_response(record.plan, received, false);
     }
 
     /// Capacity already requested for this notice's instance by the
@@ -486,7 +505,7 @@ impl ServerState {
                 Ok(Some(record)) => {
                     tracing::warn!(notice = %key, "resuming an unfinished response");
                     let received = record.steps.first().and_then(|s| s.started_at).unwrap_or(0);
-                    self.spawn_response(record.plan, received);
+                    self.spawn_response(record.plan, received, false);
                 }
                 Ok(None) => {}
                 Err(e @ costop_store::StoreError::Forged { .. }) => {

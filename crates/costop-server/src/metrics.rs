@@ -120,6 +120,9 @@ impl Metrics {
         for (kind, (count, sum)) in &inner.steps {
             out.push_str(&format!("costop_step_duration_seconds_sum{{step=\"{kind}\"}} {sum}\ncostop_step_duration_seconds_count{{step=\"{kind}\"}} {count}\n"));
         }
+        let (lists, bytes) = costop_core::listed::live();
+        out.push_str(&format!("# HELP costop_view_lists_live Node and pod lists of cluster snapshots alive (the current one, and those responses and notices still read).\n# TYPE costop_view_lists_live gauge\ncostop_view_lists_live {lists}\n"));
+        out.push_str(&format!("# HELP costop_view_list_bytes Bytes of those lists' items (not counting what their names point to, nor lookups).\n# TYPE costop_view_list_bytes gauge\ncostop_view_list_bytes {bytes}\n"));
         out.push_str("# HELP costop_notice_to_cordon_seconds From notice arrival to cordon.\n# TYPE costop_notice_to_cordon_seconds histogram\n");
         for (i, b) in BUCKETS.iter().enumerate() {
             out.push_str(&format!(
@@ -165,5 +168,6 @@ mod tests {
         assert!(text.contains("costop_notice_to_cordon_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("costop_notice_to_cordon_seconds_count 2"));
         assert!(text.contains("costop_step_duration_seconds_count{step=\"taint-and-cordon\"} 1"));
+        assert!(text.contains("costop_view_lists_live "));
     }
 }

@@ -18,7 +18,7 @@ pub(crate) async fn move_back(st: Arc<ServerState>, mut shutdown: watch::Receive
             if let Some(plan) = st.exec.next_move(&st.policy).await {
                 tracing::info!(node = %plan.node, "moving a Spot node to a cheaper pool");
                 let now = st.exec.clock.now_ms();
-                st.spawn_response(plan, now);
+                st.spawn_response(plan, now, true);
             }
         }
         tokio::select! {

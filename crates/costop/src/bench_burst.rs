@@ -142,6 +142,38 @@ async fn follow(http: reqwest::Client, url: String, mut on: impl FnMut(&str, &Va
     }
 }
 
+/// The highest values seen while sampling the server.
+#[derive(Debug, Default, Clone, Copy)]
+struct Samples {
+    rss_mib: f64,
+    lists: u64,
+    list_bytes: u64,
+}
+
+/// Every 500 ms: the server's RSS and its snapshot gauges
+/// (`costop_view_lists_live`, `costop_view_list_bytes`), keeping the highest.
+async fn sample(http: reqwest::Client, metrics_url: String, pid: u32, into: Arc<Mutex<Samples>>) {
+    loop {
+        let rss = proc_mib(pid, "VmRSS:").unwrap_or(0.0);
+        let text = match http.get(&metrics_url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let gauge = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        {
+            let mut s = into.lock().unwrap_or_else(|e| e.into_inner());
+            s.rss_mib = s.rss_mib.max(rss);
+            s.lists = s.lists.max(gauge("costop_view_lists_live"));
+            s.list_bytes = s.list_bytes.max(gauge("costop_view_list_bytes"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -286,6 +318,12 @@ async fn run(bench: BurstBench) -> Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu_before = cpu_s(server_pid).unwrap_or(0.0);
+    let peak_before_burst = proc_mib(server_pid, "VmHWM:");
+    // During the burst: the server's RSS and its live snapshot lists
+    // (what the responses and notices still read), their highest values.
+    let sampled: Arc<Mutex<Samples>> = Arc::default();
+    let sampler =
+        tokio::spawn(sample(http.clone(), format!("{server_url}/metrics"), server_pid, sampled.clone()));
 
     // The burst.
     let effective_at =
@@ -334,6 +372,8 @@ async fn run(bench: BurstBench) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    sampler.abort();
+    let sampled = *sampled.lock().unwrap_or_else(|e| e.into_inner());
     let cordoned = cordoned.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let evicted = evicted.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut to_cordon: Vec<f64> = posts
@@ -364,6 +404,10 @@ async fn run(bench: BurstBench) -> Result<()> {
         "all_evictions_started_s": all(&evicted, workload_pods),
         "server_rss_mb": proc_mib(server_pid, "VmRSS:"),
         "server_peak_rss_mb": proc_mib(server_pid, "VmHWM:"),
+        "server_peak_rss_before_burst_mb": peak_before_burst,
+        "server_rss_max_sampled_mb": round(sampled.rss_mib),
+        "view_lists_live_max": sampled.lists,
+        "view_list_mb_max": round(sampled.list_bytes as f64 / 1048576.0),
         "server_cpu_s_during_burst": cpu_s(server_pid).map(|c| round(c - cpu_before)),
         "leader_changes": transitions_after.saturating_sub(transitions_before) as usize + lost,
         "emu_rss_mb": proc_mib(emu_pid, "VmRSS:"),
