@@ -101,6 +101,8 @@ pub struct KubeCluster {
     memo: Arc<std::sync::Mutex<Option<Memo>>>,
     /// Held while a view is built.
     building: Arc<std::sync::Mutex<()>>,
+    /// Turns to send an eviction (see [`KubeCluster::evict`]).
+    evicting: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long a view is handed out again while the caches keep changing: a
@@ -540,6 +542,9 @@ impl KubeCluster {
             changes,
             memo: Arc::default(),
             building: Arc::default(),
+            evicting: Arc::new(tokio::sync::Semaphore::new(
+                ClientLimits::from_env().unwrap_or_default().max_in_flight,
+            )),
         }
     }
 
@@ -961,34 +966,45 @@ impl ClusterPort for KubeCluster {
     async fn evict(&self, pod: &str, deadline: Millis) -> Result<Evicted, KubeError> {
         let (ns, name) = split_pod(pod)?;
         let api = Api::<Pod>::namespaced(self.client.clone(), ns);
-        let policy = self.apis().await?.policy;
+        let policy = Box::pin(self.apis()).await?.policy;
         let mut backoff = Duration::from_millis(250);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let sent = match policy {
-                PolicyVersion::V1 => api.evict(name, &EvictParams::default()).await.map(|_| ()),
-                // kube-rs sends a policy/v1 Eviction; a 1.20 server wants v1beta1.
-                PolicyVersion::V1beta1 => {
-                    let body = json!({"apiVersion": "policy/v1beta1", "kind": "Eviction",
+            // A whole pool's evictions (51,000 at full size) may wait at
+            // once, mostly between attempts a budget refused. The request's
+            // own future (an eviction's future was 3.9 KB with it inline,
+            // release build) exists only while it is sent, and no more are
+            // sent at once than the client's requests in flight: the others
+            // wait their turn, in order, whichever response they belong to.
+            let turn = self.evicting.acquire().await;
+            let sent = Box::pin(async {
+                match policy {
+                    PolicyVersion::V1 => api.evict(name, &EvictParams::default()).await.map(|_| ()),
+                    // kube-rs sends a policy/v1 Eviction; a 1.20 server wants v1beta1.
+                    PolicyVersion::V1beta1 => {
+                        let body = json!({"apiVersion": "policy/v1beta1", "kind": "Eviction",
                                       "metadata": {"name": name, "namespace": ns}});
-                    api.create_subresource::<_, serde_json::Value>(
-                        "eviction",
-                        name,
-                        &PostParams::default(),
-                        &body,
-                    )
-                    .await
-                    .map(|_| ())
+                        api.create_subresource::<_, serde_json::Value>(
+                            "eviction",
+                            name,
+                            &PostParams::default(),
+                            &body,
+                        )
+                        .await
+                        .map(|_| ())
+                    }
                 }
-            };
+            })
+            .await;
+            drop(turn);
             match sent {
                 Ok(_) => return Ok(Evicted::Accepted { attempts }),
                 Err(e) if status_code(&e) == Some(404) => return Ok(Evicted::AlreadyGone),
                 Err(e) if status_code(&e) == Some(429) => {
                     let left = deadline.saturating_sub(now_ms());
                     if left == 0 {
-                        self.warn_unevictable(ns, name, attempts).await;
+                        Box::pin(self.warn_unevictable(ns, name, attempts)).await;
                         return Err(KubeError::BudgetDeadline { pod: pod.into(), attempts });
                     }
                     tracing::debug!(pod, attempts, "eviction refused by a disruption budget; retrying");
