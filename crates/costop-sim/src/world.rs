@@ -1348,6 +1348,10 @@ impl World {
             if self.nodes[n as usize].notice_missed {
                 // Its Node stays, NotReady, until the node controller
                 // deletes it (node-monitor-grace-period 50 s, then 5 s).
+                // EC2 sends the state change for every reclaimed node; only
+                // these get it here. A node that had its notice was drained
+                // already, and what its budgets left on it goes the slow way
+                // (less kind to costop and the peer than they would get).
                 self.lingering.push(n);
                 let grace = ms(self.cfg.timings.lost_pod_recreate_s - self.cfg.timings.orphan_pod_gc_s);
                 self.push(self.now + grace, Ev::NodeDeleted(n));
