@@ -176,4 +176,15 @@ impl Plan {
     pub fn steps_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Step> + 'a {
         self.steps.iter().filter(move |s| s.kind() == kind)
     }
+
+    /// The pods its eviction steps name, every wave.
+    pub fn evicted_pods(&self) -> impl Iterator<Item = &String> + '_ {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Evict { pods, .. } => Some(pods),
+                _ => None,
+            })
+            .flatten()
+    }
 }

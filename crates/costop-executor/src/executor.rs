@@ -94,16 +94,7 @@ impl<S, K, C, T> Clone for Executor<S, K, C, T> {
 
 /// Workloads whose pods the plan evicts, from the view.
 fn displaced_workloads(plan: &Plan, view: &ClusterView) -> BTreeSet<String> {
-    let evicted: HashSet<&str> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Evict { pods, .. } => Some(pods),
-            _ => None,
-        })
-        .flatten()
-        .map(String::as_str)
-        .collect();
+    let evicted: HashSet<&str> = plan.evicted_pods().map(String::as_str).collect();
     // Looked up by name (the snapshot's lookups, shared by every
     // response), not found by a pass over every pod for each response.
     evicted.into_iter().filter_map(|name| view.pod(name)?.workload.as_deref().map(String::from)).collect()
@@ -199,16 +190,7 @@ fn last_wave(plan: &Plan) -> Option<u32> {
 /// evicted from a sibling node whose notice came first, or new replicas).
 /// Left alone they would die with the node.
 fn late_arrivals(plan: &Plan, view: &ClusterView) -> Vec<String> {
-    let named: Vec<&String> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Evict { pods, .. } => Some(pods),
-            _ => None,
-        })
-        .flatten()
-        .chain(&plan.unevictable)
-        .collect();
+    let named: Vec<&String> = plan.evicted_pods().chain(&plan.unevictable).collect();
     view.workload_pods_on(&plan.node)
         .filter(|p| !named.iter().any(|n| same_pod(n, &p.name)))
         .map(|p| p.name.to_string())
