@@ -2173,20 +2173,7 @@ impl World {
                 self.detected(n, Signal::ShuttingDown, at);
             }
             Strategy::ReplaceOnNotice => {
-                self.lingering.retain(|&x| x != n);
-                let gc = ms(self.cfg.timings.orphan_pod_gc_s);
-                let moved = ms(self.cfg.timings.volume_move_s);
-                for p in self.nodes[n as usize].pods.clone() {
-                    let pod = &self.pods[p as usize];
-                    if pod.state == PodState::Lost {
-                        if let Some(v) = pod.volume {
-                            let vol = &mut self.volumes[v as usize];
-                            vol.available_at = vol.available_at.min(self.now + gc + moved);
-                        }
-                        self.push(self.now + gc, Ev::LostRecreate(p, pod.gen));
-                    }
-                }
-                self.changed();
+                self.delete_lost_node(n, ms(self.cfg.timings.orphan_pod_gc_s));
             }
             _ => {}
         }
@@ -2210,21 +2197,35 @@ impl World {
         if self.nodes[n as usize].state != NodeState::Gone {
             return Err(format!("{name}: its instance is still running"));
         }
+        Ok(self.delete_lost_node(n, 0))
+    }
+
+    /// A lost node's Node object is deleted: the pods still bound to it go
+    /// `after` from now (at once when costop deletes them; with the pod
+    /// garbage collector otherwise), and a volume one held is free once it
+    /// is detached after that. How many pods were lost on it.
+    fn delete_lost_node(&mut self, n: u32, after: Millis) -> usize {
         self.lingering.retain(|&x| x != n);
-        let moved = ms(self.cfg.timings.volume_move_s);
-        let mut deleted = 0;
+        let free_at = self.now + after + ms(self.cfg.timings.volume_move_s);
+        let mut lost = 0;
         for p in self.nodes[n as usize].pods.clone() {
-            if self.pods[p as usize].state == PodState::Lost {
-                if let Some(v) = self.pods[p as usize].volume {
-                    let vol = &mut self.volumes[v as usize];
-                    vol.available_at = vol.available_at.min(self.now + moved);
-                }
-                self.recreate_lost(p);
-                deleted += 1;
+            let pod = &self.pods[p as usize];
+            if pod.state != PodState::Lost {
+                continue;
             }
+            if let Some(v) = pod.volume {
+                let vol = &mut self.volumes[v as usize];
+                vol.available_at = vol.available_at.min(free_at);
+            }
+            if after == 0 {
+                self.recreate_lost(p);
+            } else {
+                self.push(self.now + after, Ev::LostRecreate(p, pod.gen));
+            }
+            lost += 1;
         }
         self.changed();
-        Ok(deleted)
+        lost
     }
 
     /// A lost pod's object is deleted: its controller makes a new one.
@@ -2741,6 +2742,35 @@ impl World {
     }
 
     /// Write the cluster as it is now into `view`, reusing its buffers.
+    /// A node as the API shows it. A `lost` one (gone without notice, its
+    /// Node not yet deleted) is NotReady, untainted and costs nothing.
+    fn node_view(&self, n: &Node, lost: bool) -> NodeView {
+        let mut taints = Vec::new();
+        if n.standby_taint && !lost {
+            taints.push(Taint { key: STANDBY_TAINT.into(), effect: "NoSchedule".into() });
+        }
+        if n.unschedulable && n.capacity == CapacityType::Spot && !lost {
+            taints.push(Taint { key: INTERRUPTION_TAINT.into(), effect: "NoSchedule".into() });
+        }
+        let price_per_hour = match n.capacity {
+            _ if lost => 0.0,
+            CapacityType::Spot => n.pool.map_or(0.0, |p| self.market.pools[p].price_at(self.now)),
+            _ => n.itype.on_demand_usd_hr,
+        };
+        NodeView {
+            name: n.name.clone(),
+            instance_id: n.instance_id.clone(),
+            pool: PoolId::new(n.itype.name, self.zones[n.zone].clone()),
+            capacity_type: n.capacity,
+            allocatable: n.alloc,
+            price_per_hour,
+            unschedulable: n.unschedulable,
+            taints,
+            ready: !lost && n.state == NodeState::Ready,
+            in_load_balancer: n.in_lb,
+        }
+    }
+
     fn fill_view(&self, view: &mut ClusterView) {
         view.nodes.clear();
         view.pods.clear();
@@ -2755,44 +2785,11 @@ impl World {
             .filter(|k| self.capacity_requests.contains(k))
             .collect();
         view.headroom_target = self.headroom_target;
-        for n in self.live.iter().map(|&i| &self.nodes[i as usize]) {
-            let mut taints = Vec::new();
-            if n.standby_taint {
-                taints.push(Taint { key: STANDBY_TAINT.into(), effect: "NoSchedule".into() });
-            }
-            if n.unschedulable && n.capacity == CapacityType::Spot {
-                taints.push(Taint { key: INTERRUPTION_TAINT.into(), effect: "NoSchedule".into() });
-            }
-            let pool = n.pool.map(|p| &self.market.pools[p]);
-            view.nodes.push(NodeView {
-                name: n.name.clone(),
-                instance_id: n.instance_id.clone(),
-                pool: PoolId::new(n.itype.name, self.zones[n.zone].clone()),
-                capacity_type: n.capacity,
-                allocatable: n.alloc,
-                price_per_hour: match n.capacity {
-                    CapacityType::Spot => pool.map_or(0.0, |p| p.price_at(self.now)),
-                    _ => n.itype.on_demand_usd_hr,
-                },
-                unschedulable: n.unschedulable,
-                taints,
-                ready: n.state == NodeState::Ready,
-                in_load_balancer: n.in_lb,
-            });
+        for &i in &self.live {
+            view.nodes.push(self.node_view(&self.nodes[i as usize], false));
         }
-        for n in self.lingering.iter().map(|&i| &self.nodes[i as usize]) {
-            view.nodes.push(NodeView {
-                name: n.name.clone(),
-                instance_id: n.instance_id.clone(),
-                pool: PoolId::new(n.itype.name, self.zones[n.zone].clone()),
-                capacity_type: n.capacity,
-                allocatable: n.alloc,
-                price_per_hour: 0.0,
-                unschedulable: n.unschedulable,
-                taints: Vec::new(),
-                ready: false,
-                in_load_balancer: n.in_lb,
-            });
+        for &i in &self.lingering {
+            view.nodes.push(self.node_view(&self.nodes[i as usize], true));
         }
         for p in &self.pods {
             let lingering = p.state == PodState::Lost && p.node.is_some_and(|n| self.lingering.contains(&n));
