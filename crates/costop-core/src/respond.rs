@@ -82,10 +82,22 @@ fn plan_gone_instance(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         plan.steps.push(Step::DeregisterTargets { node: node.name.to_string() });
     }
     plan.steps.push(Step::ForgetNode { node: node.name.to_string() });
-    if let Some(Step::BridgeTraffic { workloads }) = plan.steps.iter().find(|s| s.kind() == "bridge-traffic")
-    {
-        let workloads = workloads.clone();
-        plan.steps.push(Step::UnbridgeTraffic { workloads });
+    push_unbridge(plan);
+}
+
+/// Shift back what the plan bridged, once its workloads are whole.
+fn push_unbridge(plan: &mut Plan) {
+    let bridged: Vec<String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::BridgeTraffic { workloads } => Some(workloads.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if !bridged.is_empty() {
+        plan.steps.push(Step::UnbridgeTraffic { workloads: bridged });
     }
 }
 
@@ -160,18 +172,7 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
     for standby in &woken {
         plan.steps.push(Step::ReturnStandby { node: standby.name.to_string() });
     }
-    let bridged: Vec<String> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::BridgeTraffic { workloads } => Some(workloads.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    if !bridged.is_empty() {
-        plan.steps.push(Step::UnbridgeTraffic { workloads: bridged });
-    }
+    push_unbridge(plan);
     if view.headroom_target > 0 {
         plan.steps.push(Step::RestoreHeadroom { placeholders: view.headroom_target });
     }

@@ -17,7 +17,7 @@
 //! once; the demo's dashboard serves the same bytes through [`UPLOT_JS`],
 //! [`UPLOT_CSS`] and [`UPLOT_LICENSE`].
 
-use crate::summary::{Summary, RECOVERY_NOTE};
+use crate::summary::{percentile_cell, Summary, RECOVERY_NOTE};
 use crate::world::StrategyResult;
 use serde::Serialize;
 
@@ -267,16 +267,6 @@ pub const COLUMNS: [(&str, &str); 16] = [
     ("nn max", "longest recovery of those"),
 ];
 
-/// A percentile cell, as in the text table: `-` without incidents, `*`
-/// when too few incidents make it the maximum.
-fn percentile(value: f64, q: f64, n: u64) -> String {
-    if n == 0 {
-        return "-".into();
-    }
-    let starved = (n as f64) < 1.0 / (1.0 - q) - 1e-9;
-    format!("{value:.1}{}", if starved { "*" } else { "" })
-}
-
 /// A count with thousands separators (3,628,800,000).
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -307,13 +297,13 @@ fn table(summary: &Summary) -> String {
             s.interruptions.to_string(),
             s.incidents.to_string(),
             s.unfinished_incidents.to_string(),
-            percentile(s.p50_recovery_s, 0.50, s.incidents),
-            percentile(s.p90_recovery_s, 0.90, s.incidents),
-            percentile(s.p99_recovery_s, 0.99, s.incidents),
-            percentile(s.max_recovery_s, 0.0, s.incidents),
+            percentile_cell(s.p50_recovery_s, 0.50, s.incidents),
+            percentile_cell(s.p90_recovery_s, 0.90, s.incidents),
+            percentile_cell(s.p99_recovery_s, 0.99, s.incidents),
+            percentile_cell(s.max_recovery_s, 0.0, s.incidents),
             s.unwarned_incidents.to_string(),
-            percentile(s.p50_unwarned_recovery_s, 0.50, s.unwarned_incidents),
-            percentile(s.max_unwarned_recovery_s, 0.0, s.unwarned_incidents),
+            percentile_cell(s.p50_unwarned_recovery_s, 0.50, s.unwarned_incidents),
+            percentile_cell(s.max_unwarned_recovery_s, 0.0, s.unwarned_incidents),
         ];
         out.push_str(&format!(
             "<tr><td><i class=\"swatch\" style=\"background:{}\"></i>{}</td>",

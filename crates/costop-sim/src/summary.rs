@@ -163,7 +163,7 @@ fn figures_header() -> String {
 /// A percentile cell: `-` without incidents, marked `*` when there are too
 /// few incidents for it to be more than the maximum (nearest rank with
 /// n < 1 / (1 - q)).
-fn percentile_cell(value: f64, q: f64, n: u64) -> String {
+pub(crate) fn percentile_cell(value: f64, q: f64, n: u64) -> String {
     if n == 0 {
         return "-".into();
     }
