@@ -217,19 +217,20 @@ mod tests {
         })
     }
 
+    /// Six nodes of ten pods, no rebalance recommendations, for `days`.
+    fn small(days: f64) -> SimConfig {
+        SimConfig { days, nodes: 6, pods_per_node: 10, rebalance_probability: 0.0, ..SimConfig::default() }
+    }
+
     #[test]
     fn the_simulator_runs_the_executors_wait_rules() {
         let run = |after_deadline| {
             let cfg = SimConfig {
-                days: 1.0,
-                nodes: 6,
-                pods_per_node: 10,
-                rebalance_probability: 0.0,
                 executor_waits: costop_executor::Waits { after_deadline },
                 // Replacements Ready only after the reclaim: the workloads
                 // are not whole at the deadline.
                 timings: costop_facts::timings::Timings { node_ready_s: 300.0, ..Default::default() },
-                ..SimConfig::default()
+                ..small(1.0)
             };
             run(Arc::new(cfg), market(), Strategy::Costop)
         };
@@ -264,12 +265,8 @@ mod tests {
         });
         let run = |move_back_saving| {
             let cfg = SimConfig {
-                days: 0.25,
-                nodes: 6,
-                pods_per_node: 10,
-                rebalance_probability: 0.0,
                 policy: costop_core::Policy { move_back_saving, ..Default::default() },
-                ..SimConfig::default()
+                ..small(0.25)
             };
             run(Arc::new(cfg), market.clone(), Strategy::Costop)
         };
@@ -294,16 +291,12 @@ mod tests {
         // Without the bridge every Ready pod lost shows as failed requests.
         let run = |surge_before_evict| {
             let cfg = SimConfig {
-                days: 0.1,
-                nodes: 6,
-                pods_per_node: 10,
-                rebalance_probability: 0.0,
                 policy: costop_core::Policy {
                     surge_before_evict,
                     bridge_enabled: false,
                     ..Default::default()
                 },
-                ..SimConfig::default()
+                ..small(0.1)
             };
             run(Arc::new(cfg), market(), Strategy::Costop)
         };
@@ -331,13 +324,7 @@ mod tests {
     fn a_node_lost_without_notice_is_forgotten_and_its_pods_come_back_sooner() {
         // No notice ever arrives: only EC2's state change tells of the loss.
         let run = |strategy| {
-            let mut cfg = SimConfig {
-                days: 0.1,
-                nodes: 6,
-                pods_per_node: 10,
-                rebalance_probability: 0.0,
-                ..SimConfig::default()
-            };
+            let mut cfg = small(0.1);
             cfg.world.missed_notice_rate = 1.0;
             run(Arc::new(cfg), market(), strategy)
         };
