@@ -58,7 +58,8 @@ pub fn room_elsewhere(view: &ClusterView, node: &str) -> bool {
 /// `policy.move_back_saving` of its pool's risk-adjusted price.
 ///
 /// Nothing moves while a pod waits for room (the cluster is short, not
-/// dear), from a node that is cordoned, being answered or not Ready, or
+/// dear) or while a node whose replacement was launched early still
+/// stands (its replacement is room spoken for), from a node that is cordoned, being answered or not Ready, or
 /// into a pool that cannot launch, is cooling down after a reclaim, is
 /// dearer than on-demand, or would go over the cap on one pool's share. A
 /// node holding a pod with a volume only moves within its zone.
@@ -67,6 +68,14 @@ pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis) -> Option<M
         return None;
     }
     if view.unbound_pods().any(|p| !p.placeholder && !p.daemon) {
+        return None;
+    }
+    // A node whose replacement was launched ahead of its end (a rebalance
+    // recommendation's early launch, an interruption's restore, a move)
+    // still stands: the replacement's room is spoken for, and an empty
+    // replacement is exactly what a move would pick first.
+    let awaited = |n: &NodeView| view.capacity_requests.contains(&restore_key(&n.instance_id));
+    if view.nodes.iter().any(awaited) {
         return None;
     }
     let spot = |n: &&NodeView| n.capacity_type == CapacityType::Spot && !n.unschedulable;
@@ -89,7 +98,6 @@ pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis) -> Option<M
         .iter()
         .filter(spot)
         .filter(|n| n.ready && !n.has_taint(INTERRUPTION_TAINT) && worth(n))
-        .filter(|n| !view.capacity_requests.contains(&restore_key(&n.instance_id)))
         .collect();
     if candidates.is_empty() {
         return None;
@@ -297,6 +305,18 @@ mod tests {
         view.capacity_requests.insert(restore_key("i-4"));
         view.capacity_requests.insert(restore_key("i-5"));
         assert_eq!(choose_move(&view, &policy(), 0), None);
+    }
+
+    #[test]
+    fn nothing_moves_while_a_replacement_launched_early_waits_for_its_node() {
+        // n0, in a cheap pool, had a rebalance recommendation: its
+        // replacement runs, empty, and is spoken for until n0 is gone.
+        let mut view = drifted();
+        view.capacity_requests.insert(restore_key("i-0"));
+        assert_eq!(choose_move(&view, &policy(), 0), None);
+        // Once n0 is gone the dear pool's nodes may move again.
+        view.nodes = view.nodes.iter().filter(|n| n.name != "n0").cloned().collect::<Vec<_>>().into();
+        assert!(choose_move(&view, &policy(), 0).is_some());
     }
 
     #[test]
