@@ -1345,18 +1345,15 @@ impl World {
                 continue;
             }
             self.node_gone(n);
-            if self.nodes[n as usize].notice_missed {
-                // Its Node stays, NotReady, until the node controller
-                // deletes it (node-monitor-grace-period 50 s, then 5 s).
-                // EC2 sends the state change for every reclaimed node; only
-                // these get it here. A node that had its notice was drained
-                // already, and what its budgets left on it goes the slow way
-                // (less kind to costop and the peer than they would get).
-                self.lingering.push(n);
-                let grace = ms(self.cfg.timings.lost_pod_recreate_s - self.cfg.timings.orphan_pod_gc_s);
-                self.push(self.now + grace, Ev::NodeDeleted(n));
-                self.push(self.now + ms(self.cfg.timings.eventbridge_delay_s), Ev::StateChange(n));
-            }
+            // Its Node stays, NotReady, with the pods its budgets or a
+            // missed notice left on it, until the node controller deletes
+            // it (node-monitor-grace-period 50 s, then 5 s). EC2 sends the
+            // instance's state change for every reclaimed instance, noticed
+            // or not (EventBridge "EC2 Instance State-change Notification").
+            self.lingering.push(n);
+            let grace = ms(self.cfg.timings.lost_pod_recreate_s - self.cfg.timings.orphan_pod_gc_s);
+            self.push(self.now + grace, Ev::NodeDeleted(n));
+            self.push(self.now + ms(self.cfg.timings.eventbridge_delay_s), Ev::StateChange(n));
             // A node nobody replaced on notice (none came, or the strategy
             // does not act on one) is replaced once it is gone: by its Auto
             // Scaling group, or by Karpenter for the pods left pending
@@ -2946,6 +2943,43 @@ mod tests {
             assert_eq!(r.recoveries_s.len(), 1, "{s:?}");
             assert!(r.recoveries_s[0] < 120.0, "{s:?}: {:?}", r.recoveries_s);
             assert!(r.requests_failed < r.requests_total * 1e-4, "{s:?}: {}", r.requests_failed);
+        }
+    }
+
+    /// EC2 sends an instance's state change whether or not its notice
+    /// came, and the Node stays (NotReady) until the node controller
+    /// deletes it: costop hears of the end of a drained node too, so what
+    /// its budgets left on it can be replaced at once.
+    #[test]
+    fn every_reclaimed_instance_sends_its_state_change_and_lingers() {
+        let mut cfg = SimConfig {
+            days: 1.0,
+            nodes: 6,
+            pods_per_node: 10,
+            rebalance_probability: 0.0,
+            ..SimConfig::default()
+        };
+        cfg.world.missed_notice_rate = 0.0;
+        cfg.world.late_notice_rate = 0.0;
+        let mut w = World::new(Arc::new(cfg), Arc::new(small_market()), Strategy::Costop);
+        let mut seen: Vec<Detection> = Vec::new();
+        let mut listed_after_reclaim = Vec::new();
+        for t in (0..=3_700_000).step_by(1000) {
+            w.run_events_at(t);
+            seen.extend(w.take_detections());
+            if t == 3_600_000 + 30_000 {
+                listed_after_reclaim = w.cluster_view().nodes.iter().map(|n| n.name.to_string()).collect();
+            }
+        }
+        let warned: Vec<u32> =
+            seen.iter().filter(|d| d.signal == Signal::Interruption).map(|d| d.node).collect();
+        assert!(!warned.is_empty(), "{seen:?}");
+        for n in &warned {
+            let change = seen.iter().find(|d| d.node == *n && d.signal == Signal::ShuttingDown);
+            let change = change.unwrap_or_else(|| panic!("no state change for node {n}: {seen:?}"));
+            assert_eq!(change.deadline, 3_600_000, "{change:?}");
+            assert!(listed_after_reclaim.contains(&node_name(*n).to_string()), "{listed_after_reclaim:?}");
+            assert!(!w.cluster_view().nodes.iter().any(|x| x.name == node_name(*n)));
         }
     }
 
