@@ -205,6 +205,23 @@ fn same_pod(a: &str, b: &str) -> bool {
     a == b || (!(a.contains('/') && b.contains('/')) && name(a) == name(b))
 }
 
+/// What became of the pods an eviction step asked to evict.
+#[derive(Default)]
+struct EvictionTally {
+    evicted: usize,
+    gone: usize,
+    refused: Vec<String>,
+}
+
+impl EvictionTally {
+    fn plus(mut self, other: EvictionTally) -> EvictionTally {
+        self.evicted += other.evicted;
+        self.gone += other.gone;
+        self.refused.extend(other.refused);
+        self
+    }
+}
+
 impl<S, K, C, T> Executor<S, K, C, T>
 where
     S: StorePort + 'static,
@@ -508,6 +525,22 @@ where
     /// kept: a thousand waiting responses must not keep a thousand old
     /// snapshots of every pod alive (the weak one keeps its address taken,
     /// so a later snapshot can never be mistaken for it).
+    /// Evict the pods, all at once. Every eviction is retried while a
+    /// budget refuses it, so later waves are not held back: the API server
+    /// lets each pod go as soon as its workload can spare it.
+    async fn evict_all(&self, pods: &[&String], deadline: Millis) -> EvictionTally {
+        let results = futures::future::join_all(pods.iter().map(|p| self.cluster.evict(p, deadline))).await;
+        let mut tally = EvictionTally::default();
+        for (pod, r) in pods.iter().zip(results) {
+            match r {
+                Ok(Evicted::Accepted { .. }) => tally.evicted += 1,
+                Ok(Evicted::AlreadyGone) => tally.gone += 1,
+                Err(x) => tally.refused.push(format!("{pod}: {x}")),
+            }
+        }
+        tally
+    }
+
     async fn wait_until(&self, until: Millis, mut ok: impl FnMut(&Arc<ClusterView>) -> bool) -> bool {
         let mut judged: Weak<ClusterView> = Weak::new();
         let same = |judged: &Weak<ClusterView>, view: &Arc<ClusterView>| {
@@ -637,50 +670,57 @@ where
                 Ok(format!("ok: {ended} of {} deployments lowered back", workloads.len()))
             }
             Step::Evict { pods, wave } => {
-                // Surge, then evict: the old pods go once every surged
-                // workload has all its replicas (the extra ones included)
-                // Ready, or shortly before the deadline at the latest.
+                // Surge, then evict: the pods of a surged workload go once
+                // every surged workload has all its replicas (the extra
+                // ones included) Ready, or shortly before the deadline at
+                // the latest. The others (StatefulSets, workloads not
+                // surged) go at once: nothing they wait for comes sooner.
                 let surged = surged_workloads(plan);
-                if !surged.is_empty() {
-                    let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
-                    self.wait_until(by, |v| {
-                        let ready = self.ready.of(v);
-                        surged.iter().all(|w| {
-                            let wanted = v.workload(w).map_or(0, |x| x.replicas as usize);
-                            ready.get(*w).copied().unwrap_or(0) >= wanted
-                        })
+                let (after_surge, at_once): (Vec<&String>, Vec<&String>) = {
+                    let view = self.cluster.view();
+                    pods.iter().partition(|p| {
+                        let workload = view.pod(p).and_then(|p| p.workload.as_deref());
+                        workload.is_some_and(|w| surged.contains(&w))
                     })
-                    .await;
-                }
-                // The last wave also takes the pods that landed on the node
-                // after the plan was made (bound before the cordon took).
-                let late = if last_wave(plan) == Some(*wave) {
-                    late_arrivals(plan, &self.cluster.view())
-                } else {
-                    Vec::new()
                 };
-                let pods: Vec<&String> = pods.iter().chain(&late).collect();
-                // Later waves are not held back: every eviction is retried
-                // while a budget refuses it, so the API server lets each
-                // pod go as soon as its workload can spare it.
-                let results =
-                    futures::future::join_all(pods.iter().map(|p| self.cluster.evict(p, deadline))).await;
-                let (mut evicted, mut gone, mut refused) = (0, 0, Vec::new());
-                for (pod, r) in pods.iter().zip(results) {
-                    match r {
-                        Ok(Evicted::Accepted { .. }) => evicted += 1,
-                        Ok(Evicted::AlreadyGone) => gone += 1,
-                        Err(x) => refused.push(format!("{pod}: {x}")),
+                let last = last_wave(plan) == Some(*wave);
+                let now = self.evict_all(&at_once, deadline);
+                let later = async {
+                    if after_surge.is_empty() && !last {
+                        return EvictionTally::default();
                     }
-                }
-                let summary =
-                    format!("evicted {evicted}, already gone {gone}, not evicted {}", refused.len());
-                if refused.is_empty() {
+                    if !surged.is_empty() {
+                        let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
+                        self.wait_until(by, |v| {
+                            let ready = self.ready.of(v);
+                            surged.iter().all(|w| {
+                                let wanted = v.workload(w).map_or(0, |x| x.replicas as usize);
+                                ready.get(*w).copied().unwrap_or(0) >= wanted
+                            })
+                        })
+                        .await;
+                    }
+                    // The last wave also takes the pods that landed on the
+                    // node after the plan was made (bound before the cordon
+                    // took).
+                    let late = if last { late_arrivals(plan, &self.cluster.view()) } else { Vec::new() };
+                    let pods: Vec<&String> = after_surge.iter().copied().chain(&late).collect();
+                    self.evict_all(&pods, deadline).await
+                };
+                let (first, second) = futures::future::join(now, later).await;
+                let tally = first.plus(second);
+                let summary = format!(
+                    "evicted {}, already gone {}, not evicted {}",
+                    tally.evicted,
+                    tally.gone,
+                    tally.refused.len()
+                );
+                if tally.refused.is_empty() {
                     Ok(format!("ok: {summary}"))
                 } else {
                     // The adapter has said so on each pod; the response goes on.
-                    self.observer.pods_left(refused.len());
-                    Ok(format!("partial: {summary}: {}", refused.join("; ")))
+                    self.observer.pods_left(tally.refused.len());
+                    Ok(format!("partial: {summary}: {}", tally.refused.join("; ")))
                 }
             }
             Step::RestoreCapacity { key, pools } => {
@@ -1138,5 +1178,134 @@ mod tests {
         // Looking each second would have taken 60 looks.
         let looks = cluster.looks.load(Ordering::SeqCst);
         assert!(looks <= 5, "{looks} looks at the cluster");
+    }
+
+    /// A cluster where `web` (a Deployment, surged by one) never gets its
+    /// extra replica Ready, next to `db` (a StatefulSet) on the same node:
+    /// it notes when each pod is evicted.
+    struct SurgeNeverReady {
+        clock: Arc<Stepping>,
+        view: Arc<ClusterView>,
+        evicted: Mutex<Vec<(String, Millis)>>,
+    }
+
+    impl SurgeNeverReady {
+        fn new(clock: Arc<Stepping>) -> Self {
+            let pod = |name: &str, workload: &str| costop_core::PodView {
+                name: name.into(),
+                workload: Some(workload.into()),
+                node: Some("node-1".into()),
+                requests: costop_core::Resources::new(500, 512),
+                priority: 0,
+                ready: true,
+                placeholder: false,
+                daemon: false,
+                volumes: vec![],
+            };
+            let workload = |name: &str, replicas, surgeable| costop_core::WorkloadView {
+                name: name.into(),
+                replicas,
+                min_available: 0,
+                bridged: false,
+                surgeable,
+            };
+            let view = ClusterView {
+                pods: vec![pod("default/web-1", "web"), pod("default/db-0", "db")].into(),
+                // The surge asked for a second web replica; it never comes.
+                workloads: vec![workload("web", 2, true), workload("db", 1, false)],
+                ..ClusterView::default()
+            };
+            Self { clock, view: Arc::new(view), evicted: Mutex::new(Vec::new()) }
+        }
+    }
+
+    impl ClusterPort for SurgeNeverReady {
+        type Error = Never;
+        fn view(&self) -> Arc<ClusterView> {
+            self.view.clone()
+        }
+        async fn taint_and_cordon(&self, _: &str) -> Result<(), Never> {
+            Ok(())
+        }
+        async fn untaint_standby(&self, node: &str) -> Result<(), Never> {
+            panic!("untainted {node}")
+        }
+        async fn taint_standby(&self, node: &str, _: costop_core::StandbyMode) -> Result<(), Never> {
+            panic!("put {node} on standby")
+        }
+        async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
+            self.evicted.lock().unwrap().push((pod.to_string(), self.clock.now_ms()));
+            Ok(Evicted::Accepted { attempts: 1 })
+        }
+        async fn surge(&self, _: &str, _: &str, _: u32) -> Result<bool, Never> {
+            Ok(true)
+        }
+        async fn forget_node(&self, node: &str) -> Result<usize, Never> {
+            panic!("forgot {node}")
+        }
+        async fn end_surge(&self, _: &str, _: &str) -> Result<bool, Never> {
+            Ok(true)
+        }
+        async fn scale_placeholders(&self, _: u32) -> Result<(), Never> {
+            panic!("scaled placeholders")
+        }
+        async fn claim_placeholders(&self, _: &[String]) -> Result<(), Never> {
+            panic!("claimed placeholders")
+        }
+        fn volume_in_use(&self, _: &str, _: &str) -> bool {
+            false
+        }
+        fn workload_pods_bound(&self, _: &str) -> usize {
+            0
+        }
+        async fn delete_node(&self, node: &str) -> Result<(), Never> {
+            panic!("deleted {node}")
+        }
+        async fn node_event(&self, _: &str, _: &str, _: &str) -> Result<(), Never> {
+            Ok(())
+        }
+        async fn warn_pod_left(&self, pod: &str, _: &str) -> Result<(), Never> {
+            panic!("warned about {pod}")
+        }
+    }
+
+    #[tokio::test]
+    async fn pods_of_workloads_not_surged_are_evicted_without_waiting_for_the_surge() {
+        let clock = Arc::new(Stepping::default());
+        let cluster = Arc::new(SurgeNeverReady::new(clock.clone()));
+        let exec = Executor {
+            store: Arc::new(MemoryStore::new()),
+            cluster: cluster.clone(),
+            cloud: Arc::new(NoCalls),
+            clock: clock.clone(),
+            observer: Arc::new(crate::NoObserver),
+            returns_standbys: false,
+            open: Arc::new(OpenResponses::default()),
+            ready: Arc::new(ReadyCounts::default()),
+            waits: Waits::default(),
+        };
+        let deadline = 120_000;
+        let plan = Plan {
+            notice: costop_core::NoticeKey {
+                instance_id: "i-1".into(),
+                kind: "spot-interruption".into(),
+                stated_time: deadline,
+            },
+            node: "node-1".into(),
+            deadline: Some(deadline),
+            steps: vec![
+                Step::Surge { workloads: vec![("web".into(), 1)] },
+                Step::Evict { pods: vec!["default/web-1".into(), "default/db-0".into()], wave: 0 },
+                Step::EndSurge { workloads: vec![("web".into(), 1)] },
+            ],
+            unevictable: vec![],
+        };
+        exec.execute_new(&plan, 0).await;
+        let evicted = cluster.evicted.lock().unwrap().clone();
+        let at = |pod: &str| evicted.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
+        // db is not surged: it goes at once. web waits for its surge, here
+        // until 40 s before the deadline.
+        assert_eq!(at("default/db-0"), Some(0), "{evicted:?}");
+        assert_eq!(at("default/web-1"), Some(deadline - SURGE_EVICT_BEFORE_DEADLINE), "{evicted:?}");
     }
 }
