@@ -6,6 +6,7 @@
 //! retries throttling (the SDK's standard retry mode); errors name the
 //! action and the resource.
 
+pub mod credits;
 pub mod events;
 pub mod moto;
 pub mod queue;
@@ -38,6 +39,7 @@ pub const IAM_ACTIONS: &[&str] = &[
     "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:SetDesiredCapacity",
     "autoscaling:TerminateInstanceInAutoScalingGroup",
+    "cloudwatch:GetMetricStatistics",
     "ec2:AttachVolume",
     "ec2:CreateFleet",
     "ec2:CreateLaunchTemplate",
@@ -177,6 +179,8 @@ pub struct AwsCloud {
     pub asg: AsgClient,
     /// SQS.
     pub sqs: SqsClient,
+    /// CloudWatch (burstable instances' credit balance, [`credits`]).
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     settings: AwsSettings,
     /// The standby template, once cloned (one clone per process).
     cloned_template: std::sync::Arc<tokio::sync::Mutex<Option<String>>>,
@@ -286,6 +290,7 @@ impl AwsCloud {
             elb: ElbClient::new(config),
             asg: AsgClient::new(config),
             sqs: SqsClient::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             settings,
             cloned_template: Default::default(),
             attaching: Default::default(),
@@ -1362,9 +1367,13 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let text: String =
                 std::fs::read_to_string(entry.unwrap().path()).unwrap().split_whitespace().collect();
-            for (client, service) in
-                [("ec2", "ec2"), ("elb", "elasticloadbalancing"), ("asg", "autoscaling"), ("sqs", "sqs")]
-            {
+            for (client, service) in [
+                ("ec2", "ec2"),
+                ("elb", "elasticloadbalancing"),
+                ("asg", "autoscaling"),
+                ("sqs", "sqs"),
+                ("cloudwatch", "cloudwatch"),
+            ] {
                 for part in text.split(&format!(".{client}.")).skip(1) {
                     let method: String =
                         part.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
