@@ -109,7 +109,14 @@ pub fn node_object(name: &str, instance_id: &str, group: &NodeGroup) -> Result<V
     })?;
     let (eks, taints) = match group.capacity_type.as_str() {
         "spot" => ("SPOT", json!([])),
-        "on-demand" | "burstable" => ("ON_DEMAND", json!([])),
+        "on-demand" => ("ON_DEMAND", json!([])),
+        "burstable" if costop_facts::catalog::burstable(t.name).is_none() => {
+            return Err(format!(
+                "capacity type `burstable` needs a T-family type (t2, t3, t3a, t4g), not `{}`",
+                t.name
+            ))
+        }
+        "burstable" => ("ON_DEMAND", json!([])),
         "standby-running" | "standby-stopped" => {
             ("ON_DEMAND", json!([{"key": "costop.io/standby", "effect": "NoSchedule"}]))
         }
@@ -488,6 +495,17 @@ pub fn handle(st: &Arc<EmuState>, method: &Method, rest: &[&str], body: &Bytes) 
             ok(json!({"terminated": name}))
         }
         (Method::POST, ["nodes", name, "notice"]) => crate::imds::inject(st, name, body),
+        (Method::POST, ["nodes", name, "credits"]) => {
+            match parse::<crate::burstable::CreditsRequest>(body, "credits request") {
+                Ok(req) => match crate::cloud::set_credits(st, name, &req) {
+                    Ok(credits) => ok(json!({"node": name, "credits": credits})),
+                    Err((404, e)) => status(404, "NotFound", e),
+                    Err((409, e)) => status(409, "Conflict", e),
+                    Err((_, e)) => status(400, "BadRequest", e),
+                },
+                Err(e) => *e,
+            }
+        }
         (Method::POST, ["nodes", name, "deregister"]) => {
             // The emulated load balancer follows the standard exclusion label.
             let label = "node.kubernetes.io/exclude-from-external-load-balancers";

@@ -80,6 +80,8 @@ struct Instance {
     zone: String,
     purchase: Purchase,
     power: Power,
+    /// A burstable node's CPU credits ([`crate::burstable`]).
+    credits: Option<crate::burstable::Credits>,
 }
 
 /// An EBS volume.
@@ -117,6 +119,9 @@ pub struct RequestCounts {
     pub failed_dead_target: u64,
     /// Requests with no routed target and no bridge (or the bridge full).
     pub failed_no_target: u64,
+    /// Requests that reached a pod on a burstable node held to its
+    /// baseline (standard mode, no credits) beyond the share it serves.
+    pub failed_throttled: u64,
 }
 
 /// Everything the emulated cloud holds.
@@ -145,6 +150,8 @@ pub struct CloudState {
     last_tick: Option<Instant>,
     cost_usd: f64,
     on_demand_usd: f64,
+    /// Surplus CPU credits of burstable nodes charged, USD (in `cost_usd` too).
+    surplus_usd: f64,
 }
 
 impl CloudState {
@@ -287,13 +294,19 @@ fn register_nodes(st: &EmuState, c: &mut CloudState) {
         if power == Power::Stopped {
             c.down.insert(name.clone());
         }
+        let instance_type = label(&n, "node.kubernetes.io/instance-type");
+        let credits = (capacity == "burstable")
+            .then(|| costop_facts::catalog::burstable(instance_type))
+            .flatten()
+            .map(crate::burstable::Credits::launch);
         let inst = Instance {
             id: id.clone(),
             node: name.clone(),
-            instance_type: label(&n, "node.kubernetes.io/instance-type").into(),
+            instance_type: instance_type.into(),
             zone: label(&n, "topology.kubernetes.io/zone").into(),
             purchase,
             power,
+            credits,
         };
         c.by_node.insert(name, id.clone());
         c.instances.insert(id, inst);
@@ -339,6 +352,7 @@ pub fn launch(st: &EmuState, key: &str, pools: &[(PoolKey, u32)]) -> Result<Vec<
                     zone: k.zone.clone(),
                     purchase: Purchase::Spot,
                     power: Power::Pending(join),
+                    credits: None,
                 },
             );
             launched.push(id);
@@ -675,7 +689,17 @@ pub fn serve_at(st: &EmuState, workload: &str, now: Instant) -> Served {
     });
     let mut c = lock(st);
     match alive {
-        Some(_) => {
+        Some(pod) => {
+            let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+            let id = c.by_node.get(node).cloned().unwrap_or_default();
+            let credits = c.instances.get_mut(&id).and_then(|i| i.credits.as_mut());
+            if credits.is_some_and(|cr| !cr.serves_request()) {
+                c.requests.failed_throttled += 1;
+                return Served::Failed(format!(
+                    "target {}/{} is on {node}, held to its CPU baseline (standard mode, no credits)",
+                    target.ns, target.pod
+                ));
+            }
             c.requests.served_by_pods += 1;
             Served::Pod(format!("{}/{}", target.ns, target.pod))
         }
@@ -707,6 +731,8 @@ pub fn tick(st: &EmuState, now: Instant) {
         c.last_tick = Some(now);
         let (mut cost, mut on_demand) = (0.0, 0.0);
         let stopped = costop_facts::catalog::stopped_standby_usd_hr();
+        let demand = burstable_demand(st, &c);
+        let mut surplus_usd = 0.0;
         let mut down = HashSet::new();
         let ids: Vec<String> = c.instances.keys().cloned().collect();
         for id in ids {
@@ -742,10 +768,20 @@ pub fn tick(st: &EmuState, now: Instant) {
             }
             if let Some(i) = c.instances.get_mut(&id) {
                 i.power = power;
+                if let Some(credits) = i.credits.as_mut() {
+                    surplus_usd += match power {
+                        Power::Running => {
+                            credits.advance(dt_h * 3600.0, demand.get(&i.node).copied().unwrap_or(0.0))
+                        }
+                        Power::Stopped | Power::Terminated => credits.end(),
+                        Power::Pending(_) | Power::Starting(_) => 0.0,
+                    };
+                }
             }
         }
         c.down = down;
-        c.cost_usd += cost * dt_h;
+        c.surplus_usd += surplus_usd;
+        c.cost_usd += cost * dt_h + surplus_usd;
         c.on_demand_usd += on_demand * dt_h;
     }
     for inst in joins {
@@ -771,6 +807,56 @@ pub fn tick(st: &EmuState, now: Instant) {
     if in_use {
         routes(st, now);
     }
+}
+
+/// vCPUs the running pods on each burstable node ask for (their containers'
+/// CPU requests): what the node's credits pay for.
+fn burstable_demand(st: &EmuState, c: &CloudState) -> HashMap<String, f64> {
+    let burstable: HashSet<&str> =
+        c.instances.values().filter(|i| i.credits.is_some()).map(|i| i.node.as_str()).collect();
+    let mut demand = HashMap::new();
+    if burstable.is_empty() {
+        return demand;
+    }
+    st.store.scan(idx::PODS, |_, _, p| {
+        let Some(node) = p["spec"]["nodeName"].as_str().filter(|n| burstable.contains(n)) else { return };
+        if p["status"]["phase"] != "Running" {
+            return;
+        }
+        let millis: u64 = p["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| crate::cluster::parse_cpu(&k["resources"]["requests"]["cpu"]))
+            .sum();
+        *demand.entry(node.to_string()).or_insert(0.0) += millis as f64 / 1000.0;
+    });
+    demand
+}
+
+/// Switch a burstable node's credit option and/or set its balance
+/// (`POST /admin/nodes/N/credits`); returns its credits as
+/// [`summary`] shows them. Errors: (404, no such node), (409, not a
+/// burstable node), (400, the request is junk).
+pub fn set_credits(
+    st: &EmuState,
+    node: &str,
+    req: &crate::burstable::CreditsRequest,
+) -> Result<Value, (u16, String)> {
+    let mut c = lock(st);
+    register_nodes(st, &mut c);
+    let id = c.by_node.get(node).cloned().ok_or_else(|| (404, format!("no instance for node {node}")))?;
+    let inst = c.instances.get_mut(&id).ok_or_else(|| (404, format!("no instance {id}")))?;
+    let facts = costop_facts::catalog::burstable(&inst.instance_type);
+    let (Some(facts), Some(credits)) = (facts, inst.credits.as_mut()) else {
+        return Err((409, format!("{node} ({}) is not a burstable node", inst.instance_type)));
+    };
+    let change = crate::burstable::check(req, facts).map_err(|e| (400, e))?;
+    let usd = credits.apply(&change);
+    let shown = credits.summary();
+    c.surplus_usd += usd;
+    c.cost_usd += usd;
+    Ok(shown)
 }
 
 /// The load balancer stops following the pods this long after its last request.
@@ -919,8 +1005,12 @@ pub fn summary(st: &EmuState) -> Value {
                 Power::Terminated => "terminated",
             };
             *by_state.entry(state).or_default() += 1;
-            json!({"id": i.id, "node": i.node, "instance_type": i.instance_type, "zone": i.zone,
-                   "spot": i.purchase == Purchase::Spot, "state": state})
+            let mut shown = json!({"id": i.id, "node": i.node, "instance_type": i.instance_type, "zone": i.zone,
+                   "spot": i.purchase == Purchase::Spot, "state": state});
+            if let Some(credits) = &i.credits {
+                shown["credits"] = credits.summary();
+            }
+            shown
         })
         .collect();
     let volumes: Vec<Value> = c
@@ -948,6 +1038,7 @@ pub fn summary(st: &EmuState) -> Value {
         "routes": c.routes.iter().map(|(w, t)| (w.clone(), json!(t.len()))).collect::<BTreeMap<_, _>>(),
         "cost_usd": c.cost_usd + function_usd,
         "on_demand_usd": c.on_demand_usd,
+        "surplus_credits_usd": c.surplus_usd,
         "volume_usd_per_hour": storage_usd_hr,
     })
 }

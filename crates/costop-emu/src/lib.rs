@@ -8,10 +8,12 @@
 //! controllers and the node lifecycle, with the world's timings
 //! (`costop_facts::timings`), scaled by a time factor for tests; the cloud
 //! part (`cloud`) plays the instances, Spot pools, EBS volumes, load
-//! balancer and function bridge behind them (the admin API drives it).
+//! balancer and function bridge behind them (the admin API drives it),
+//! with burstable nodes' CPU credits (`burstable`).
 
 pub mod admin;
 pub mod api;
+pub mod burstable;
 pub mod cloud;
 pub mod cluster;
 pub mod imds;

@@ -232,6 +232,15 @@ async fn cloud_requests_with_junk_bodies_are_refused_with_what_is_wrong() {
             "volume_gb",
         ),
         (&["scenario"], r#"{"pools": {}}"#, 400, "invalid scenario"),
+        (
+            &["scenario"],
+            r#"{"nodes": [{"count": 1, "instance_type": "m5.xlarge", "zone": "us-east-1a", "capacity_type": "burstable"}]}"#,
+            422,
+            "needs a T-family type",
+        ),
+        (&["nodes", "node-0", "credits"], r#"{"mode": "standard"}"#, 409, "not a burstable node"),
+        (&["nodes", "nothing", "credits"], r#"{"mode": "standard"}"#, 404, "no instance"),
+        (&["nodes", "node-0", "credits"], r#"{"mode": "standard", "speed": 1}"#, 400, "unknown field"),
     ];
     for (path, body, code, says) in cases {
         let resp = admin::handle(&st, &Method::POST, path, &Bytes::from(body.to_string()));
@@ -245,6 +254,123 @@ async fn cloud_requests_with_junk_bodies_are_refused_with_what_is_wrong() {
     let summary = cloud::summary(&st);
     assert!(summary["volumes"].as_array().unwrap().is_empty(), "{summary}");
     assert_eq!(summary["instances_by_state"]["pending"], Value::Null, "{summary}");
+    emu.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn burstable_cloud(st: &EmuState) -> Value {
+    cloud::summary(st)["instances"].as_array().unwrap().iter().find(|i| i["node"] == "node-0").unwrap()
+        ["credits"]
+        .clone()
+}
+
+/// Issue 16's acceptance in the emulator: a t3.large in standard mode with
+/// no credits serves its baseline only (0.6 of the 1.8 vCPUs its pods ask
+/// for: a third of the requests routed to them, the rest fail as
+/// throttled); in unlimited mode it serves every request and its surplus
+/// credits are billed (at the switch back to standard here).
+#[tokio::test]
+async fn a_burstable_node_out_of_credits_serves_its_baseline_and_unlimited_bills_the_surplus() {
+    use axum::body::Bytes;
+    use axum::http::Method;
+    let dir = std::env::temp_dir().join(format!("costop-emu-cloud-credits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // 1,000× real time: a real second is 1,000 world seconds.
+    let emu = Emulator::start(EmuConfig {
+        kubeconfig: dir.join("kubeconfig"),
+        time_scale: 0.001,
+        tick: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let st = emu.state.clone();
+    let scenario = Scenario {
+        nodes: vec![NodeGroup { instance_type: "t3.large".into(), ..group(1, "us-east-1a", "burstable") }],
+        deployments: vec![DeploymentSpec {
+            name: "web".into(),
+            namespace: None,
+            replicas: 2,
+            cpu: "900m".into(),
+            memory: "256Mi".into(),
+            min_available: None,
+        }],
+        placeholders: None,
+    };
+    admin::load(&st, &scenario).unwrap();
+    until("web routed", Duration::from_secs(10), || {
+        matches!(cloud::serve(&st, "default/web"), Served::Pod(_))
+    })
+    .await;
+    until("both pods asking", Duration::from_secs(10), || {
+        (burstable_cloud(&st)["demand_vcpu"].as_f64().unwrap() - 1.8).abs() < 1e-9
+    })
+    .await;
+    // RunInstances' default for T3: unlimited.
+    assert_eq!(burstable_cloud(&st)["mode"], "unlimited");
+
+    // Standard, its credits spent (through the admin API).
+    let post = |body: &str| {
+        admin::handle(&st, &Method::POST, &["nodes", "node-0", "credits"], &Bytes::from(body.to_string()))
+    };
+    assert_eq!(post(r#"{"mode": "standard", "balance": 0}"#).status().as_u16(), 200);
+    // It ran unlimited from launch with no credits earned: the surplus it
+    // spent meanwhile is charged as its balance is set and it switches.
+    let settled = cloud::summary(&st)["surplus_credits_usd"].as_f64().unwrap();
+    assert!(settled > 0.0, "{settled}");
+    until("throttled", Duration::from_secs(5), || {
+        (burstable_cloud(&st)["served_share"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9
+    })
+    .await;
+    let credits = burstable_cloud(&st);
+    assert_eq!(credits["balance"], 0.0, "{credits}");
+    assert!((credits["capacity_vcpu"].as_f64().unwrap() - 0.6).abs() < 1e-9, "{credits}");
+    let before = cloud::summary(&st)["requests"].clone();
+    let served: Vec<Served> = (0..300).map(|_| cloud::serve(&st, "default/web")).collect();
+    let by_pods = served.iter().filter(|s| matches!(s, Served::Pod(_))).count();
+    assert!((99..=101).contains(&by_pods), "{by_pods} of 300 served at a third");
+    let throttled =
+        served.iter().filter(|s| matches!(s, Served::Failed(w) if w.contains("CPU baseline"))).count();
+    assert_eq!(by_pods + throttled, 300);
+    let after = cloud::summary(&st)["requests"].clone();
+    let counted = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    assert_eq!(counted("failed_throttled"), throttled as u64);
+    assert_eq!(counted("served_by_pods"), by_pods as u64);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        cloud::summary(&st)["surplus_credits_usd"].as_f64().unwrap(),
+        settled,
+        "standard mode is never billed surplus"
+    );
+
+    // Unlimited: everything is served, and surplus builds up.
+    assert_eq!(post(r#"{"mode": "unlimited"}"#).status().as_u16(), 200);
+    assert!((0..300).all(|_| matches!(cloud::serve(&st, "default/web"), Served::Pod(_))));
+    let started = Instant::now();
+    until("surplus spent", Duration::from_secs(10), || {
+        burstable_cloud(&st)["surplus"].as_f64().unwrap() > 5.0
+    })
+    .await;
+    let credits = burstable_cloud(&st);
+    assert_eq!(credits["served_share"], 1.0, "{credits}");
+    assert_eq!(credits["balance"], 0.0, "{credits}");
+    // The switch back to standard charges it: 1.2 vCPUs above the
+    // baseline, 0.02 credits a world second, at 0.05 USD per vCPU-hour.
+    let resp = post(r#"{"mode": "standard"}"#);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let shown: Value = serde_json::from_slice(&body).unwrap();
+    let charged = shown["credits"]["charged_credits"].as_f64().unwrap();
+    let world_s = started.elapsed().as_secs_f64() * 1000.0;
+    let since = charged - settled / 0.05 * 60.0;
+    assert!(
+        since > 5.0 && since <= 0.02 * (world_s + 200.0),
+        "{since} credits in {world_s} world s: {shown}"
+    );
+    // Every surplus credit charged (at launch, and now), at 0.05 USD per vCPU-hour.
+    let usd = cloud::summary(&st)["surplus_credits_usd"].as_f64().unwrap();
+    assert!((usd - charged / 60.0 * 0.05).abs() < 1e-9, "{usd} USD for {charged} credits");
+    assert!(usd - settled > 5.0 / 60.0 * 0.05, "{usd} after {settled}");
+    assert_eq!(shown["credits"]["surplus"], 0.0, "{shown}");
     emu.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
