@@ -333,11 +333,27 @@ where
         // the steps before it have run.
         let reached = AtomicUsize::new(0);
         let in_order = async {
-            for (i, step) in plan.steps.iter().enumerate() {
+            let mut i = 0;
+            while i < plan.steps.len() {
                 reached.store(i, Ordering::SeqCst);
-                if !done[i] && !matches!(step, Step::MoveVolume { .. }) {
+                // The eviction waves run together: each eviction is retried
+                // while its budget refuses it, so a later wave's pods go as
+                // soon as their workload can spare them, and the pods of a
+                // workload that is not surged do not wait for an earlier
+                // wave's surged ones.
+                let waves = plan.steps[i..].iter().take_while(|s| matches!(s, Step::Evict { .. })).count();
+                if waves > 0 {
+                    let runs = (i..i + waves)
+                        .filter(|j| !done[*j])
+                        .map(|j| self.run_recorded(plan, j, received_at, deadline, &displaced));
+                    join_all(runs).await;
+                    i += waves;
+                    continue;
+                }
+                if !done[i] && !matches!(plan.steps[i], Step::MoveVolume { .. }) {
                     self.run_recorded(plan, i, received_at, deadline, &displaced).await;
                 }
+                i += 1;
             }
             reached.store(plan.steps.len(), Ordering::SeqCst);
         };
