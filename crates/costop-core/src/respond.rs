@@ -44,7 +44,7 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
     match notice.kind {
         NoticeKind::RebalanceRecommendation { .. } => {
             if policy.act_on_rebalance && node.capacity_type == CapacityType::Spot {
-                push_restore_capacity(&mut plan, view, node, policy, now);
+                push_restore_capacity(&mut plan, view, node, &restore_key(&node.instance_id), policy, now);
                 if plan.steps_of("restore-capacity").next().is_some() {
                     let after = now.saturating_add(policy.rebalance_window_minutes * MINUTE);
                     let bridge = policy.bridge_enabled;
@@ -128,17 +128,26 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         .collect();
     placeholders.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
 
-    let restored = if node.capacity_type == CapacityType::Spot {
-        push_restore_capacity(plan, view, node, policy, now)
+    // A replacement launched early (on a rebalance recommendation) is a
+    // node of the cluster by now, its room counted above, or it is gone
+    // (reclaimed too, often: recommendations come pool by pool). So a
+    // second one is launched when the room left cannot hold the node's
+    // pods, or its zone cannot hold the pods its volumes pin there.
+    let early = view.capacity_requests.contains(&restore_key(&node.instance_id));
+    let restored = if node.capacity_type != CapacityType::Spot {
+        false
+    } else if !early {
+        push_restore_capacity(plan, view, node, &restore_key(&node.instance_id), policy, now)
+    } else if !room.plus(&placeholder_room(&placeholders)).fits(&need) || zone_short(view, node, &safe_nodes)
+    {
+        push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now)
     } else {
         false
     };
-    // The replacement (launched now, or by the recommendation before)
-    // holds what the lost node held, within about a minute, if enough
-    // pools can launch that one capacity error does not stop it.
-    let key = restore_key(&node.instance_id);
-    let launched = restored || view.capacity_requests.contains(&key);
-    let coming = if launched && crate::headroom::replacement_trusted(view, &node.pool) {
+    // The replacement launched now holds what the lost node held, within
+    // about a minute, if enough pools can launch that one capacity error
+    // does not stop it.
+    let coming = if restored && crate::headroom::replacement_trusted(view, &node.pool) {
         node.allocatable
     } else {
         Resources::default()
@@ -331,16 +340,54 @@ pub fn restore_key(instance_id: &str) -> String {
     format!("restore:{instance_id}")
 }
 
-/// Add the launch of the node's replacement, unless it was launched
-/// already (by its rebalance recommendation). Whether a step was added.
+/// Idempotency key of a second replacement for a node whose first was
+/// launched early, on its rebalance recommendation, and no longer gives
+/// the room it was launched for.
+pub fn second_restore_key(instance_id: &str) -> String {
+    format!("restore-again:{instance_id}")
+}
+
+/// Room the placeholder pods hold.
+fn placeholder_room(placeholders: &[&PodView]) -> Resources {
+    placeholders.iter().fold(Resources::default(), |acc, p| acc.plus(&p.requests))
+}
+
+/// Whether the pods on `node` whose volumes pin them to its zone find too
+/// little room there (free room and placeholders on the safe nodes of the
+/// zone), after the pods pinned there that wait already (evicted by this
+/// or another response).
+fn zone_short(view: &ClusterView, node: &NodeView, safe_nodes: &[&NodeView]) -> bool {
+    let zone = &node.pool.zone;
+    let pinned_here = |p: &&PodView| p.volumes.iter().any(|v| &v.zone == zone);
+    let on_node: Vec<&PodView> = view.workload_pods_on(&node.name).filter(pinned_here).collect();
+    if on_node.is_empty() {
+        return false;
+    }
+    let waiting = view.unbound_pods().filter(|p| !p.placeholder && !p.daemon).filter(pinned_here);
+    let pinned =
+        on_node.into_iter().chain(waiting).fold(Resources::default(), |acc, p| acc.plus(&p.requests));
+    let in_zone: Vec<&str> =
+        safe_nodes.iter().filter(|n| &n.pool.zone == zone).map(|n| n.name.as_str()).collect();
+    let free = safe_nodes
+        .iter()
+        .filter(|n| &n.pool.zone == zone)
+        .fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
+    let held = view.placeholder_pods().filter(|p| p.node.as_deref().is_some_and(|n| in_zone.contains(&n)));
+    !free.plus(&held.fold(Resources::default(), |acc, p| acc.plus(&p.requests))).fits(&pinned)
+}
+
+/// Add the launch of the node's replacement under `key`, unless one was
+/// launched under it already (the rebalance recommendation's and the
+/// interruption's share a key). Whether a step was added.
 fn push_restore_capacity(
     plan: &mut Plan,
     view: &ClusterView,
     node: &NodeView,
+    key: &str,
     policy: &Policy,
     now: Millis,
 ) -> bool {
-    let key = restore_key(&node.instance_id);
+    let key = key.to_string();
     if view.capacity_requests.contains(&key) {
         return false;
     }

@@ -307,3 +307,89 @@ proptest! {
         prop_assert!(!plan.steps.iter().any(|s| s.kind() == "forget-node"));
     }
 }
+
+/// A node whose replacement was launched early, on its rebalance
+/// recommendation, gets a second one on its interruption when that first
+/// one no longer gives the room (it was reclaimed too, or moved): here its
+/// volume-bound pods find no room in their zone.
+#[test]
+fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
+    let pool = |t: &str, z: &str| PoolView {
+        id: PoolId::new(t, z),
+        spot_price: 0.05,
+        on_demand_price: 0.19,
+        interruptions_per_day: 0.1,
+        launchable: true,
+        last_interruption: None,
+    };
+    let node = |i: usize, t: &str, z: &str| NodeView {
+        name: format!("node-{i}").into(),
+        instance_id: format!("i-{i}").into(),
+        pool: PoolId::new(t, z),
+        capacity_type: CapacityType::Spot,
+        allocatable: Resources::new(4000, 15000),
+        price_per_hour: 0.05,
+        unschedulable: false,
+        taints: vec![],
+        ready: true,
+        in_load_balancer: true,
+    };
+    let pod = |i: usize| PodView {
+        name: format!("db-{i}").into(),
+        workload: Some("db".into()),
+        node: Some("node-0".into()),
+        requests: Resources::new(1500, 2048),
+        priority: 0,
+        ready: true,
+        placeholder: false,
+        daemon: false,
+        volumes: vec![VolumeView {
+            volume_id: format!("vol-{i}").into(),
+            zone: "us-east-1a".into(),
+            attached_to: Some("node-0".into()),
+        }],
+    };
+    let mut view = ClusterView {
+        nodes: vec![node(0, "m5.xlarge", "us-east-1a"), node(1, "m5.xlarge", "us-east-1b")].into(),
+        pods: vec![pod(0), pod(1)].into(),
+        workloads: vec![WorkloadView {
+            name: "db".into(),
+            replicas: 2,
+            min_available: 1,
+            bridged: false,
+            surgeable: false,
+        }],
+        pools: vec![
+            pool("m5.xlarge", "us-east-1a"),
+            pool("c5.xlarge", "us-east-1a"),
+            pool("m5.xlarge", "us-east-1b"),
+            pool("r5.xlarge", "us-east-1c"),
+        ],
+        ..ClusterView::default()
+    };
+    let restores = |view: &ClusterView| -> Vec<(String, Vec<(PoolId, u32)>)> {
+        let plan = respond(view, &interruption("i-0"), &Policy::default(), 1_000).unwrap();
+        plan.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::RestoreCapacity { key, pools } => Some((key.clone(), pools.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    // Nothing launched before: the replacement goes to the volumes' zone.
+    let first = restores(&view);
+    assert_eq!(first, vec![(respond::restore_key("i-0"), vec![(PoolId::new("c5.xlarge", "us-east-1a"), 1)])]);
+    // Launched early, and gone: the zone has no room for the pinned pods
+    // (node-1 is in another zone), so a second one is launched there.
+    view.capacity_requests.insert(respond::restore_key("i-0"));
+    let again = restores(&view);
+    assert_eq!(
+        again,
+        vec![(respond::second_restore_key("i-0"), vec![(PoolId::new("c5.xlarge", "us-east-1a"), 1)])]
+    );
+    // Launched early and there, in the zone, with room: nothing more.
+    view.nodes.push(node(2, "c5.xlarge", "us-east-1a"));
+    view = view.with_lookups();
+    assert_eq!(restores(&view), vec![]);
+}
