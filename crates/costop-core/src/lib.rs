@@ -27,6 +27,6 @@ pub use model::{
 };
 pub use notice::{Notice, NoticeKey, NoticeKind, NoticeSource};
 pub use plan::{Plan, Step};
-pub use policy::{Policy, PolicyError, StandbyMode};
+pub use policy::{Policy, PolicyError, SpareSizing, StandbyMode};
 pub use respond::{respond, PlanError};
 pub use time::Millis;

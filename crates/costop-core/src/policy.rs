@@ -12,6 +12,24 @@ pub enum StandbyMode {
     Stopped,
 }
 
+/// How spare capacity (held ahead of reclaims) is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpareSizing {
+    /// Fixed shares of the worst pool's shortfall:
+    /// `headroom_share_of_shortfall` as placeholders,
+    /// `standby_share_of_shortfall` as warm standbys.
+    Shares,
+    /// By expected cost: each node's worth of the shortfall goes to the
+    /// tier (placeholders, running burstable nodes, warm standbys in
+    /// `standby_mode`) with the lowest expected cost per core-second of the
+    /// reclaim gaps it covers, at the pools' measured reclaim rates and the
+    /// tiers' start times, or to none when leaving the gap open
+    /// (`gap_usd_per_core_s`) is cheaper (`costop_core::headroom::size_tiers`).
+    /// The two shares are then not read.
+    Cost,
+}
+
 /// costop's decision knobs. Every field has a default (see [`Policy::default`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,6 +50,20 @@ pub struct Policy {
     /// (on-demand when no Spot pool can): 04-19, 20 nodes, 4,125 vs 3,532
     /// USD and 99.9953 % vs 99.9969 % served. Raise it for such clusters.
     pub standby_share_of_shortfall: f64,
+    /// How spare capacity is sized: `shares` (the two shares above) or
+    /// `cost` (the tier mix with the lowest expected cost, see
+    /// [`SpareSizing::Cost`]). Default `shares`: the shipped figures were
+    /// measured with it, and the simulator does not run burstable nodes yet.
+    pub spare_sizing: SpareSizing,
+    /// With `spare_sizing = "cost"`: USD one core-second of a reclaim's
+    /// gap (notice until the replacement takes pods) costs where no spare
+    /// capacity covers it. Default 0.0000295 ([`GAP_USD_PER_CORE_S`]): what the function bridge
+    /// charges for a core-second, a Lambda function of 1,769 MB (the size
+    /// that has one vCPU; AWS Lambda Developer Guide, "Configure function
+    /// memory") at 0.0000166667 USD per GB-second (x86, us-east-1; AWS
+    /// Lambda pricing). Raise it to the value of the requests that fail
+    /// where nothing bridges them.
+    pub gap_usd_per_core_s: f64,
     /// How standbys wait. Default `stopped`.
     pub standby_mode: StandbyMode,
     /// Largest share of Spot nodes in any one pool (0–1). Default 0.34.
@@ -77,6 +109,8 @@ impl Default for Policy {
         Self {
             headroom_share_of_shortfall: 0.0,
             standby_share_of_shortfall: 0.0,
+            spare_sizing: SpareSizing::Shares,
+            gap_usd_per_core_s: GAP_USD_PER_CORE_S,
             standby_mode: StandbyMode::Stopped,
             max_pool_share: 0.34,
             risk_weight: 0.05,
@@ -91,6 +125,11 @@ impl Default for Policy {
         }
     }
 }
+
+/// Default of [`Policy::gap_usd_per_core_s`]: the function bridge's price
+/// of a core-second, 1.769 GB × 0.0000166667 USD per GB-second = 0.00002948
+/// USD, rounded.
+pub const GAP_USD_PER_CORE_S: f64 = 0.000_029_5;
 
 /// A policy value outside its range.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -126,6 +165,12 @@ impl Policy {
             return Err(PolicyError {
                 key: "rebalance_window_minutes",
                 problem: format!("{} must be at most 1440 (a day)", self.rebalance_window_minutes),
+            });
+        }
+        if !(self.gap_usd_per_core_s.is_finite() && self.gap_usd_per_core_s >= 0.0) {
+            return Err(PolicyError {
+                key: "gap_usd_per_core_s",
+                problem: format!("{} must be a non-negative number", self.gap_usd_per_core_s),
             });
         }
         if !(self.risk_weight.is_finite() && self.risk_weight >= 0.0) {

@@ -21,9 +21,12 @@
 //!      + gap per second × seconds not covered
 //! ```
 //!
-//! and the figure compared is that cost over the gap's length. Pure: no
-//! prices or timings are read here, they come in. Not yet called by the
-//! sizing (`headroom::size_spare_capacity`) nor the planner (issue 16).
+//! and the figure compared is that cost over the gap's length. Room held
+//! once may cover the reclaims of several pools ([`tier_costs_for`]): its
+//! hold is paid once, the use and the open seconds per reclaim of each.
+//! Pure: no prices or timings are read here, they come in. Called by the
+//! sizing (`headroom::size_tiers`, with `spare_sizing = "cost"`); not yet
+//! by the planner (issue 16).
 
 /// A tier of spare capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -113,28 +116,67 @@ pub struct TierCost {
 /// nothing last. With no reclaims expected, or no gap, holding anything is
 /// pointless: holding nothing is then the only option returned.
 pub fn tier_costs(offers: &[TierOffer], exposure: &Exposure) -> Vec<TierCost> {
-    let gap = exposure.replacement_ready_s.max(0.0);
-    let rate = exposure.reclaims_per_hr.max(0.0);
+    tier_costs_for(offers, std::slice::from_ref(exposure))
+}
+
+/// [`tier_costs`] for room that covers the reclaims of several pools, each
+/// with its own rate and gap: the room is held once, and used (and its
+/// gap left open where it is slow) at each pool's reclaims. Per reclaim
+/// (any of them): hold per hour over the summed rate, plus the
+/// rate-weighted use and open gap; `covered_s` is the rate-weighted mean,
+/// and `usd_per_core_s` is over the rate-weighted mean gap.
+pub fn tier_costs_for(offers: &[TierOffer], exposures: &[Exposure]) -> Vec<TierCost> {
+    let live: Vec<&Exposure> =
+        exposures.iter().filter(|e| e.reclaims_per_hr > 0.0 && e.replacement_ready_s > 0.0).collect();
+    let rate: f64 = live.iter().map(|e| e.reclaims_per_hr).sum();
+    let weighted = |f: &dyn Fn(&Exposure) -> f64| {
+        if let [one] = live[..] {
+            // One pool: its own figure, without the rounding of r × x / r.
+            f(one)
+        } else if rate > 0.0 {
+            live.iter().map(|e| e.reclaims_per_hr * f(e)).sum::<f64>() / rate
+        } else {
+            0.0
+        }
+    };
+    let gap = weighted(&|e| e.replacement_ready_s);
     let per_gap_s = |usd: f64| if gap > 0.0 { usd / gap } else { 0.0 };
-    let open = exposure.gap_usd_per_core_s.max(0.0) * gap;
+    let open_usd = |e: &Exposure, open_s: f64| e.gap_usd_per_core_s.max(0.0) * open_s;
+    let open = weighted(&|e| open_usd(e, e.replacement_ready_s));
     let nothing =
         TierCost { tier: None, covered_s: 0.0, usd_per_core_reclaim: open, usd_per_core_s: per_gap_s(open) };
-    if rate <= 0.0 || gap <= 0.0 {
-        return vec![nothing];
+    if rate <= 0.0 {
+        // With no reclaims expected anywhere, what one would cost is still
+        // the open gap of any exposure given.
+        let open = exposures.first().map_or(0.0, |e| open_usd(e, e.replacement_ready_s.max(0.0)));
+        let gap = exposures.first().map_or(0.0, |e| e.replacement_ready_s.max(0.0));
+        let per = if gap > 0.0 { open / gap } else { 0.0 };
+        return vec![TierCost {
+            tier: None,
+            covered_s: 0.0,
+            usd_per_core_reclaim: open,
+            usd_per_core_s: per,
+        }];
     }
     let mut costs: Vec<TierCost> = offers
         .iter()
         .map(|o| {
             let ready = o.ready_after_s.max(0.0);
-            let covered_s = (gap - ready).max(0.0);
-            let used_s = if covered_s > 0.0 { (exposure.stay_s.max(gap) - ready).max(0.0) } else { 0.0 };
-            let charged_hr = (used_s - o.free_use_s.max(0.0)).max(0.0) / 3600.0;
-            let usd = o.hold_usd_per_core_hr.max(0.0) / rate
-                + o.use_usd_per_core_hr.max(0.0) * charged_hr
-                + exposure.gap_usd_per_core_s.max(0.0) * (gap - covered_s);
+            let covered = |e: &Exposure| (e.replacement_ready_s - ready).max(0.0);
+            let per_reclaim = |e: &Exposure| {
+                let covered_s = covered(e);
+                let used_s = if covered_s > 0.0 {
+                    (e.stay_s.max(e.replacement_ready_s) - ready).max(0.0)
+                } else {
+                    0.0
+                };
+                let charged_hr = (used_s - o.free_use_s.max(0.0)).max(0.0) / 3600.0;
+                o.use_usd_per_core_hr.max(0.0) * charged_hr + open_usd(e, e.replacement_ready_s - covered_s)
+            };
+            let usd = o.hold_usd_per_core_hr.max(0.0) / rate + weighted(&per_reclaim);
             TierCost {
                 tier: Some(o.tier),
-                covered_s,
+                covered_s: weighted(&covered),
                 usd_per_core_reclaim: usd,
                 usd_per_core_s: per_gap_s(usd),
             }
@@ -271,5 +313,27 @@ mod tests {
         let none = tier_costs(&offers(), &exposure(0.0, 1.0));
         assert_eq!(none.len(), 1);
         assert_eq!(none[0].tier, None);
+    }
+
+    #[test]
+    fn room_shared_by_pools_is_held_once_and_used_at_each_pools_reclaims() {
+        // Two pools reclaimed once a day each are one reclaimed twice a day.
+        let one = exposure(1.0, 0.003);
+        let twice = exposure(2.0, 0.003);
+        let shared = tier_costs_for(&offers(), &[one, one]);
+        let single = tier_costs(&offers(), &twice);
+        for (a, b) in shared.iter().zip(&single) {
+            assert_eq!(a.tier, b.tier);
+            assert!((a.usd_per_core_reclaim - b.usd_per_core_reclaim).abs() < 1e-12, "{a:?} {b:?}");
+        }
+        // A pool with a longer gap weighs by its rate: the open gap of
+        // holding nothing is the rate-weighted mean (1 × 90 s and 3 × 150 s).
+        let long = Exposure { reclaims_per_hr: 3.0 / 24.0, replacement_ready_s: 150.0, ..one };
+        let nothing = tier_costs_for(&[], &[one, long]);
+        assert_eq!(nothing.len(), 1);
+        assert!((nothing[0].usd_per_core_reclaim - 0.003 * (90.0 + 3.0 * 150.0) / 4.0).abs() < 1e-12);
+        // A pool that is never reclaimed adds nothing.
+        let never = Exposure { reclaims_per_hr: 0.0, ..long };
+        assert_eq!(tier_costs_for(&offers(), &[one, never]), tier_costs(&offers(), &one));
     }
 }

@@ -5,7 +5,8 @@
 //! Standbys in the same zone are preferred (zonal volumes, zone balance), so
 //! each zone keeps standbys for the worst shortfall of the pools it holds
 //! (`costop_core::headroom`): `standby_share_of_shortfall` of it, and only
-//! while fewer than two other Spot pools can launch a replacement.
+//! while fewer than two other Spot pools can launch a replacement; or,
+//! with `spare_sizing = "cost"`, the standbys of the cheapest tier mix.
 
 use crate::headroom::shortfall_per_pool;
 use crate::model::{CapacityType, ClusterView, NodeView, Resources};
@@ -49,7 +50,13 @@ pub struct WarmPoolPlan {
 /// Standbys each zone needs: for the worst shortfall among its pools, in
 /// nodes of the zone's largest Spot size, while fewer than two Spot pools
 /// outside that pool can launch. A reclaim is assumed to take the whole pool.
+/// With `spare_sizing = "cost"`: the standby units of
+/// [`crate::headroom::size_tiers`] (shipped inputs), by zone.
 pub fn standbys_wanted(view: &ClusterView, policy: &Policy) -> BTreeMap<String, u32> {
+    if policy.spare_sizing == crate::policy::SpareSizing::Cost {
+        let inputs = crate::headroom::TierInputs::shipped(&costop_facts::timings::Timings::default());
+        return crate::headroom::size_tiers(view, |_| 1.0, policy, &inputs).standby_units_by_zone;
+    }
     let shortfall = shortfall_per_pool(view, |_| 1.0);
     let mut wanted: BTreeMap<String, u32> = BTreeMap::new();
     for (pool, short) in &shortfall {
