@@ -6,6 +6,7 @@ pub mod driver;
 pub mod market;
 pub mod ports;
 pub mod runtime;
+pub mod spare;
 pub mod strategy;
 pub mod trace;
 pub mod world;
