@@ -182,3 +182,19 @@ impl Policy {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gap_price_must_be_a_non_negative_number() {
+        assert_eq!(Policy::default().validate(), Ok(()));
+        for v in [-0.001, f64::NAN, f64::INFINITY] {
+            let err = Policy { gap_usd_per_core_s: v, ..Policy::default() }.validate().unwrap_err();
+            assert_eq!(err.key, "gap_usd_per_core_s", "{v}");
+        }
+        // The default is the function bridge's price of a core-second.
+        assert!((GAP_USD_PER_CORE_S - 1.769 * costop_facts::catalog::LAMBDA_USD_PER_GB_SECOND).abs() < 1e-7);
+    }
+}
