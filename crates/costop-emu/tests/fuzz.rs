@@ -211,11 +211,17 @@ const INJECTION: &str = r#"{"rebalance":true,"interruption":{"action":"terminate
 #[test]
 fn imds_injections() {
     let emu = Emu::new();
-    let paths = ["/admin/nodes/node-0/notice", "/admin/nodes/node-1/start", "/admin/nodes/node-9/notice"];
+    let paths = [
+        "/admin/nodes/node-0/notice",
+        "/admin/nodes/node-1/start",
+        "/admin/nodes/node-9/notice",
+        "/admin/nodes/node-1/credits",
+    ];
     let fixtures = vec![
         INJECTION.to_string(),
         r#"{"interruption":{"action":"stop","in_seconds":0.5}}"#.to_string(),
         r#"{"instance_type":"m5.2xlarge"}"#.to_string(),
+        r#"{"mode":"standard","balance":0}"#.to_string(),
     ];
     fuzz("emu imds injection", (inputs(fixtures), 0..paths.len()), |(b, p)| {
         let code = emu.call(Method::POST, paths[p], "application/json", &b);
