@@ -231,6 +231,21 @@ mod tests {
         assert_eq!(modeled(t2, CreditMode::Unlimited, 0.0, 0.0), 0.0);
     }
 
+    proptest::proptest! {
+        /// Whatever CloudWatch answers, a reading is refused or is a
+        /// balance the type can hold.
+        #[test]
+        fn any_reading_is_refused_or_a_balance_the_type_can_hold(
+            bits in proptest::num::u64::ANY,
+            t in proptest::sample::select(costop_facts::catalog::burstable_types()),
+        ) {
+            let value = f64::from_bits(bits);
+            if let Ok(v) = check_reading(&t, value) {
+                proptest::prop_assert!(v.is_finite() && v >= 0.0 && v <= t.max_credits + t.launch_credits);
+            }
+        }
+    }
+
     #[test]
     fn the_latest_datapoint_wins_whatever_the_order() {
         assert_eq!(latest([(10.0, 1.0), (30.0, 3.0), (20.0, 2.0)]), Some((30.0, 3.0)));
