@@ -11,18 +11,29 @@
 //! first use and shared by every copy; and a change (any `&mut` access)
 //! first makes the list its own (copy on write) and drops its lookups, so
 //! they can never describe a list they were not built from.
+//!
+//! A list is also one snapshot's list ([`Listed::same`]): caches keyed on
+//! it hold while the snapshot does. A new snapshot that finds nothing
+//! changed takes a [`Listed::reissue`] of the last one's list: the items
+//! and lookups are shared, not made again, but it is a list of its own.
 
 use crate::model::{NodeView, PodView, Resources};
 use crate::name::Name;
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Lists alive in this process, and the bytes of their items when made.
 static LIVE_LISTS: AtomicUsize = AtomicUsize::new(0);
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// The last identity given to a list (see [`Listed::same`]).
+static LAST_IDENTITY: AtomicU64 = AtomicU64::new(0);
+
+fn new_identity() -> u64 {
+    LAST_IDENTITY.fetch_add(1, Ordering::Relaxed) + 1
+}
 
 /// How many lists (of any snapshot or copy, nodes and pods) are alive in
 /// this process, and the bytes their items took when each was made: what
@@ -41,6 +52,10 @@ pub trait Lookups<T>: Sized {
 /// use (see the module's documentation).
 pub struct Listed<T, I> {
     inner: Arc<Inner<T, I>>,
+    /// Which list this is: shared by its copies ([`Clone`]), new for a
+    /// [`Listed::reissue`] and for a list changed out of a shared one.
+    /// Copies with one identity always share `inner`.
+    identity: u64,
 }
 
 struct Inner<T, I> {
@@ -82,9 +97,17 @@ impl<T, I: Lookups<T>> Listed<T, I> {
 }
 
 impl<T, I> Listed<T, I> {
-    /// Whether `other` is a copy of this list (shares it), not only equal.
+    /// Whether `other` is a copy of this list (shares it), not only equal
+    /// (a [`Listed::reissue`] is not).
     pub fn same(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+        self.identity == other.identity
+    }
+
+    /// A list of its own (not [`Listed::same`] as this one) with this
+    /// one's items and lookups, shared rather than copied: what a new
+    /// snapshot in which nothing of the list changed holds.
+    pub fn reissue(&self) -> Self {
+        Self { inner: self.inner.clone(), identity: new_identity() }
     }
 
     /// Whether the lookups are built (a snapshot's publisher builds them
@@ -96,7 +119,7 @@ impl<T, I> Listed<T, I> {
 
 impl<T, I> Clone for Listed<T, I> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone() }
+        Self { inner: self.inner.clone(), identity: self.identity }
     }
 }
 
@@ -108,7 +131,7 @@ impl<T, I> Default for Listed<T, I> {
 
 impl<T, I> From<Vec<T>> for Listed<T, I> {
     fn from(items: Vec<T>) -> Self {
-        Self { inner: Arc::new(Inner::new(items)) }
+        Self { inner: Arc::new(Inner::new(items)), identity: new_identity() }
     }
 }
 
@@ -129,9 +152,20 @@ impl<T: Clone, I> DerefMut for Listed<T, I> {
     /// The list to change: copied first if another snapshot shares it; its
     /// lookups are dropped (they are built again on next use).
     fn deref_mut(&mut self) -> &mut Vec<T> {
-        let inner = Arc::make_mut(&mut self.inner);
+        let inner = self.make_own();
         inner.lookups = OnceLock::new();
         &mut inner.items
+    }
+}
+
+impl<T: Clone, I> Listed<T, I> {
+    /// The items and lookups to change, copied first (as a new list) if
+    /// another list shares them.
+    fn make_own(&mut self) -> &mut Inner<T, I> {
+        if Arc::get_mut(&mut self.inner).is_none() {
+            self.identity = new_identity();
+        }
+        Arc::make_mut(&mut self.inner)
     }
 }
 
@@ -305,7 +339,7 @@ impl Listed<PodView, PodIndex> {
             return;
         }
         let index = self.inner.lookups.get().map(PodIndex::copy);
-        let inner = Arc::make_mut(&mut self.inner);
+        let inner = self.make_own();
         let mut index = index;
         // Newly unbound positions, merged into the sorted list once (one
         // insertion each moved the list for every pod: the plan bench's
@@ -393,6 +427,28 @@ mod tests {
         assert_eq!(pods.lookups().ready("w"), 1);
         assert_eq!(pods.lookups().on_node("n1"), &[0, 1]);
         assert_eq!(pods.lookups().by_name(&pods, "b"), Some(1));
+    }
+
+    #[test]
+    fn a_reissue_shares_items_and_lookups_but_is_a_list_of_its_own() {
+        let pods: Pods = vec![pod("a", Some("n1"), "w", true)].into();
+        pods.lookups();
+        let again = pods.reissue();
+        assert!(!again.same(&pods) && again.same(&again.clone()));
+        assert!(again.has_lookups() && Arc::ptr_eq(&again.inner, &pods.inner), "nothing copied");
+        assert_eq!(again, pods);
+        // A change copies it, and leaves the first untouched.
+        let mut changed = again.clone();
+        changed[0].ready = false;
+        assert!(!changed.same(&again) && !changed.same(&pods));
+        assert!(pods[0].ready && again[0].ready && pods.has_lookups());
+        // A list no other shares changes in place and stays itself.
+        let before = changed.clone();
+        drop(before);
+        let mut alone = changed;
+        let id = alone.identity;
+        alone[0].ready = true;
+        assert_eq!(alone.identity, id);
     }
 
     #[test]

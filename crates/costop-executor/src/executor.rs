@@ -6,6 +6,7 @@
 use crate::observe::ResponseObserver;
 use crate::open::OpenResponses;
 use costop_core::model::INTERRUPTION_TAINT;
+use costop_core::move_back::Move;
 use costop_core::ports::{Clock, CloudPort, ClusterPort, Evicted, StorePort};
 use costop_core::time::Millis;
 use costop_core::{respond, ClusterView, Notice, Plan, PlanError, Policy, Step};
@@ -70,8 +71,8 @@ pub struct Executor<S, K, C, T> {
     pub returns_standbys: bool,
     /// The responses running now, for planning the next one.
     pub open: Arc<OpenResponses>,
-    /// Ready pods per workload of the latest view (shared by the responses).
-    pub ready: Arc<ReadyCounts>,
+    /// The last snapshot a move round found no move on (see [`NoMoveMemo`]).
+    pub no_move: Arc<NoMoveMemo>,
     /// Wait rules.
     pub waits: Waits,
 }
@@ -86,7 +87,7 @@ impl<S, K, C, T> Clone for Executor<S, K, C, T> {
             observer: self.observer.clone(),
             returns_standbys: self.returns_standbys,
             open: self.open.clone(),
-            ready: self.ready.clone(),
+            no_move: self.no_move.clone(),
             waits: self.waits,
         }
     }
@@ -100,35 +101,48 @@ fn displaced_workloads(plan: &Plan, view: &ClusterView) -> BTreeSet<String> {
     evicted.into_iter().filter_map(|name| view.pod(name)?.workload.as_deref().map(String::from)).collect()
 }
 
-/// Ready pods per workload of the latest view snapshot, counted once per
-/// snapshot however many responses wait on it.
+/// The last snapshot on which a move round found no move, the policy it
+/// went by and which pools were cooling down. [`choose_move`] is a pure
+/// function of the snapshot, the policy and the time, and reads the time
+/// only to tell which pools cool down: a round on the same snapshot, by the
+/// same policy, with the same pools cooling down finds no move either, and
+/// does not look again (a round a minute, and a snapshot of every pod to
+/// look through each time).
+///
+/// [`choose_move`]: costop_core::move_back::choose_move
 #[derive(Default)]
-pub struct ReadyCounts(std::sync::Mutex<Option<ReadyMemo>>);
+pub struct NoMoveMemo(std::sync::Mutex<Option<NoMove>>);
 
-type ReadyMemo = (Arc<ClusterView>, Arc<HashMap<String, usize>>);
+/// What [`NoMoveMemo`] holds. The weak reference keeps the snapshot's
+/// address taken (a later snapshot can never be mistaken for it) without
+/// keeping its pods alive.
+struct NoMove {
+    view: Weak<ClusterView>,
+    policy: Policy,
+    cooling: Vec<bool>,
+}
 
-impl ReadyCounts {
-    fn of(&self, view: &Arc<ClusterView>) -> Arc<HashMap<String, usize>> {
+impl NoMoveMemo {
+    /// Which of the view's pools cool down at `now`.
+    fn cooling(view: &ClusterView, policy: &Policy, now: Millis) -> Vec<bool> {
+        view.pools.iter().map(|p| costop_core::pools::in_cooldown(p, policy, now)).collect()
+    }
+
+    /// The move worth making on `view` at `now` (see [`costop_core::move_back::choose_move`]),
+    /// not looked for again when the last look found none in the same state.
+    fn choose(&self, view: &Arc<ClusterView>, policy: &Policy, now: Millis) -> Option<Move> {
+        let cooling = Self::cooling(view, policy, now);
         let mut memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((v, counts)) = memo.as_ref() {
-            if Arc::ptr_eq(v, view) {
-                return counts.clone();
-            }
+        let same = memo.as_ref().is_some_and(|m| {
+            std::ptr::eq(m.view.as_ptr(), Arc::as_ptr(view)) && m.policy == *policy && m.cooling == cooling
+        });
+        if same {
+            return None;
         }
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for p in view.pods.iter().filter(|p| p.ready) {
-            if let Some(w) = p.workload.as_deref() {
-                match counts.get_mut(w) {
-                    Some(n) => *n += 1,
-                    None => {
-                        counts.insert(w.to_string(), 1);
-                    }
-                }
-            }
-        }
-        let counts = Arc::new(counts);
-        *memo = Some((view.clone(), counts.clone()));
-        counts
+        let chosen = costop_core::move_back::choose_move(view, policy, now);
+        *memo =
+            chosen.is_none().then(|| NoMove { view: Arc::downgrade(view), policy: policy.clone(), cooling });
+        chosen
     }
 }
 
@@ -136,16 +150,13 @@ impl ReadyCounts {
 /// `node` (the node being given up: its pods, terminating or about to be,
 /// do not count, even while a lagging view still shows them Ready), but
 /// for the pods in `staying` (left on it, which serve until it goes).
-fn whole(
-    view: &ClusterView,
-    ready: &HashMap<String, usize>,
-    workloads: &BTreeSet<String>,
-    node: &str,
-    staying: &[String],
-) -> bool {
+fn whole(view: &ClusterView, workloads: &BTreeSet<String>, node: &str, staying: &[String]) -> bool {
     let replicas = |w: &str| view.workload(w).map_or(0, |x| x.replicas as usize);
+    // Ready pods per workload: counted once per snapshot, by its lookups,
+    // however many responses wait on it.
+    let ready = |w: &str| view.pods.lookups().ready(w);
     // Short of Ready pods even counting the node's: no need to look at it.
-    if workloads.iter().any(|w| ready.get(w).copied().unwrap_or(0) < replicas(w)) {
+    if workloads.iter().any(|w| ready(w) < replicas(w)) {
         return false;
     }
     let mut on_node: HashMap<&str, usize> = HashMap::new();
@@ -155,8 +166,7 @@ fn whole(
         }
     }
     workloads.iter().all(|w| {
-        let off_node =
-            ready.get(w).copied().unwrap_or(0).saturating_sub(on_node.get(w.as_str()).copied().unwrap_or(0));
+        let off_node = ready(w).saturating_sub(on_node.get(w.as_str()).copied().unwrap_or(0));
         off_node >= replicas(w)
     })
 }
@@ -274,7 +284,7 @@ where
             return None;
         }
         let now = self.clock.now_ms();
-        let chosen = costop_core::move_back::choose_move(&self.cluster.view(), policy, now)?;
+        let chosen = self.no_move.choose(&self.cluster.view(), policy, now)?;
         let plan = costop_core::move_back::move_plan(&chosen, policy, now);
         match self.store.save_plan(&plan).await {
             Ok(true) => Some(plan),
@@ -505,7 +515,7 @@ where
         let results = join_all(pods.iter().map(|p| self.cluster.evict(p, until))).await;
         let failed = results.into_iter().find_map(Result::err);
         if bridged {
-            self.wait_until(until, |v| whole(v, &self.ready.of(v), &workloads, node, &[])).await;
+            self.wait_until(until, |v| whole(v, &workloads, node, &[])).await;
             if let Err(e) = self.cloud.bridge(&names, false).await {
                 tracing::warn!(error = %e, node, "cannot shift traffic back after a retirement");
             }
@@ -643,7 +653,7 @@ where
             Step::UnbridgeTraffic { workloads } => {
                 let set: BTreeSet<String> = workloads.iter().cloned().collect();
                 self.wait_until(deadline.saturating_add(self.waits.after_deadline), |v| {
-                    whole(v, &self.ready.of(v), &set, &plan.node, self.left_until(plan, deadline))
+                    whole(v, &set, &plan.node, self.left_until(plan, deadline))
                 })
                 .await;
                 // Workloads another response still has on their functions
@@ -708,10 +718,9 @@ where
                     if !surged.is_empty() {
                         let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
                         self.wait_until(by, |v| {
-                            let ready = self.ready.of(v);
                             surged.iter().all(|w| {
                                 let wanted = v.workload(w).map_or(0, |x| x.replicas as usize);
-                                ready.get(*w).copied().unwrap_or(0) >= wanted
+                                v.pods.lookups().ready(w) >= wanted
                             })
                         })
                         .await;
@@ -753,7 +762,7 @@ where
             Step::RestoreHeadroom { placeholders } => {
                 let ready = self
                     .wait_until(deadline.saturating_add(self.waits.after_deadline), |v| {
-                        whole(v, &self.ready.of(v), displaced, &plan.node, self.left_until(plan, deadline))
+                        whole(v, displaced, &plan.node, self.left_until(plan, deadline))
                     })
                     .await;
                 self.cluster.scale_placeholders(*placeholders).await.map_err(|x| e(&x))?;
@@ -1009,7 +1018,7 @@ mod tests {
             observer: Arc::new(crate::NoObserver),
             returns_standbys: false,
             open: Arc::new(OpenResponses::default()),
-            ready: Arc::new(ReadyCounts::default()),
+            no_move: Default::default(),
             waits: Waits::default(),
         };
         exec.rehearse(&plan).await;
@@ -1183,7 +1192,7 @@ mod tests {
             observer: Arc::new(crate::NoObserver),
             returns_standbys: false,
             open: Arc::new(OpenResponses::default()),
-            ready: Arc::new(ReadyCounts::default()),
+            no_move: Default::default(),
             waits: Waits::default(),
         };
         // A node a recommendation replaced is to be retired at 15 min; it is
@@ -1297,7 +1306,7 @@ mod tests {
             observer: Arc::new(crate::NoObserver),
             returns_standbys: false,
             open: Arc::new(OpenResponses::default()),
-            ready: Arc::new(ReadyCounts::default()),
+            no_move: Default::default(),
             waits: Waits::default(),
         };
         let deadline = 120_000;

@@ -11,6 +11,6 @@ pub mod observe;
 pub mod open;
 pub mod warm_pool;
 
-pub use executor::{event_reason, would_do, Executor, ReadyCounts, Waits, MOVE_ROUND};
+pub use executor::{event_reason, would_do, Executor, NoMoveMemo, Waits, MOVE_ROUND};
 pub use observe::{NoObserver, ResponseObserver};
 pub use open::OpenResponses;

@@ -1346,7 +1346,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             observer: metrics,
             returns_standbys: !config.dry_run && config.aws.as_ref().is_some_and(|a| a.keep_warm_pool),
             open: Arc::new(OpenResponses::default()),
-            ready: Default::default(),
+            no_move: Default::default(),
             waits: Default::default(),
         },
         policy: config.policy.clone(),

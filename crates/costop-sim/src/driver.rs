@@ -39,7 +39,7 @@ pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Stra
         observer: Arc::new(NoObserver),
         returns_standbys: keeps_pool,
         open: Arc::new(OpenResponses::default()),
-        ready: Default::default(),
+        no_move: Default::default(),
         waits: cfg.executor_waits,
     };
     let mut rt = Runtime::new(clock.clone());

@@ -10,6 +10,7 @@ use crate::market::Market;
 use crate::rng::Rng;
 use crate::strategy::Strategy;
 use crate::timings::ms;
+use costop_core::listed::{Listed, Nodes, Pods};
 use costop_core::model::{INTERRUPTION_TAINT, STANDBY_TAINT};
 use costop_core::notice::InstanceAction;
 use costop_core::ports::{StandbyInstance, StandbyStage};
@@ -347,7 +348,12 @@ pub struct World {
     /// Like `version`, but price moves do not count.
     version_but_prices: u64,
     rebuilds: u64,
+    /// Of `rebuilds`, how many found the pods unchanged (debugging).
+    pods_kept: u64,
     view_cache: Option<(u64, Millis, Arc<ClusterView>)>,
+    /// Buffers for the next snapshot's node and pod lists (see [`World::view`]).
+    spare_nodes: Vec<NodeView>,
+    spare_pods: Vec<PodView>,
     /// Tasks waiting for the view to change ([`World::on_change`]).
     view_watchers: Vec<std::task::Waker>,
     incidents: Vec<Incident>,
@@ -416,7 +422,10 @@ impl World {
             lingering: Vec::new(),
             version_but_prices: 0,
             rebuilds: 0,
+            pods_kept: 0,
             view_cache: None,
+            spare_nodes: Vec::new(),
+            spare_pods: Vec::new(),
             view_watchers: Vec::new(),
             incidents: Vec::new(),
             open_incidents: Vec::new(),
@@ -858,9 +867,10 @@ impl World {
                 self.nodes.len()
             );
             eprintln!(
-                "[{}] view rebuilds {}, version {}, cost spot/on-demand/stopped {:?}, bridged {:.0} failed {:.0} (to vanished targets {:.0})",
+                "[{}] view rebuilds {} (pods unchanged in {}), version {}, cost spot/on-demand/stopped {:?}, bridged {:.0} failed {:.0} (to vanished targets {:.0})",
                 self.strategy.name(),
                 self.rebuilds,
+                self.pods_kept,
                 self.version,
                 self.cost_kinds.map(|c| c.round()),
                 self.requests_bridged,
@@ -983,22 +993,29 @@ impl World {
     /// The cluster as costop's ports observe it, like a watch-backed cache:
     /// one snapshot until the world changes, and at most 100 ms behind it
     /// (a watch delivers changes with some lag too).
+    ///
+    /// A new snapshot whose node or pod list holds what the last one's did
+    /// (a price move changes no pod; most changes touch no node) takes a
+    /// [`costop_core::listed::Listed::reissue`] of it: the lookups readers
+    /// built on the last one are not built again. It is a list of its own
+    /// all the same, so whatever is keyed on a snapshot's lists (the claims
+    /// applied to one) is as it would be with lists made afresh.
     pub fn view(&mut self) -> Arc<ClusterView> {
         if let Some((v, at, view)) = &self.view_cache {
             if *v == self.version || self.now < at + WATCH_LAG {
                 return view.clone();
             }
         }
-        // The last snapshot's buffers are reused when no one holds it any
-        // more: a view is ~0.5 MB of pods, and allocating and freeing that
-        // each time made the allocator map and unmap pages every rebuild.
-        let mut view = match self.view_cache.take() {
-            Some((_, _, old)) => Arc::try_unwrap(old).unwrap_or_default(),
-            None => ClusterView::default(),
-        };
-        self.fill_view(&mut view);
-        let view = Arc::new(view);
+        let last = self.view_cache.take().map(|(_, _, view)| view);
+        let (mut nodes, mut pods) =
+            (std::mem::take(&mut self.spare_nodes), std::mem::take(&mut self.spare_pods));
+        self.node_views(&mut nodes);
+        self.pod_views(&mut pods);
+        let (nodes, _) = reissue_if_same(last.as_ref().map(|v| &v.nodes), nodes, &mut self.spare_nodes);
+        let (pods, pods_kept) = reissue_if_same(last.as_ref().map(|v| &v.pods), pods, &mut self.spare_pods);
+        let view = Arc::new(self.view_with(nodes, pods));
         self.rebuilds += 1;
+        self.pods_kept += u64::from(pods_kept);
         self.view_cache = Some((self.version, self.now, view.clone()));
         view
     }
@@ -2733,12 +2750,12 @@ impl World {
 
     /// The cluster as it is now (what a fresh list would return).
     pub fn cluster_view(&self) -> ClusterView {
-        let mut view = ClusterView::default();
-        self.fill_view(&mut view);
-        view
+        let (mut nodes, mut pods) = (Vec::new(), Vec::new());
+        self.node_views(&mut nodes);
+        self.pod_views(&mut pods);
+        self.view_with(nodes.into(), pods.into())
     }
 
-    /// Write the cluster as it is now into `view`, reusing its buffers.
     /// A node as the API shows it. A `lost` one (gone without notice, its
     /// Node not yet deleted) is NotReady, untainted and costs nothing.
     fn node_view(&self, n: &Node, lost: bool) -> NodeView {
@@ -2768,33 +2785,60 @@ impl World {
         }
     }
 
-    fn fill_view(&self, view: &mut ClusterView) {
-        view.nodes.clear();
-        view.pods.clear();
-        view.pools = self.pool_views();
+    /// The cluster as it is now around these node and pod lists.
+    fn view_with(&self, nodes: Nodes, pods: Pods) -> ClusterView {
         // Only the live nodes' launches can matter to a plan (a notice
         // comes for a live node); the set of every launch ever made grows
         // all run long.
-        view.capacity_requests = self
+        let capacity_requests = self
             .live
             .iter()
             .map(|&i| costop_core::respond::restore_key(&self.nodes[i as usize].instance_id))
             .filter(|k| self.capacity_requests.contains(k))
             .collect();
-        view.headroom_target = self.headroom_target;
+        let workloads = self
+            .workloads
+            .iter()
+            .filter(|w| !w.placeholder)
+            .map(|w| WorkloadView {
+                name: w.name.clone(),
+                replicas: w.replicas,
+                min_available: w.min_available,
+                bridged: w.bridged,
+                surgeable: !w.placeholder && w.volumes.is_empty(),
+            })
+            .collect();
+        ClusterView {
+            nodes,
+            pods,
+            workloads,
+            pools: self.pool_views(),
+            capacity_requests,
+            headroom_target: self.headroom_target,
+        }
+    }
+
+    /// The nodes as the API lists them now, into `out` (emptied first).
+    fn node_views(&self, out: &mut Vec<NodeView>) {
+        out.clear();
         for &i in &self.live {
-            view.nodes.push(self.node_view(&self.nodes[i as usize], false));
+            out.push(self.node_view(&self.nodes[i as usize], false));
         }
         for &i in &self.lingering {
-            view.nodes.push(self.node_view(&self.nodes[i as usize], true));
+            out.push(self.node_view(&self.nodes[i as usize], true));
         }
+    }
+
+    /// The pods as the API lists them now, into `out` (emptied first).
+    fn pod_views(&self, out: &mut Vec<PodView>) {
+        out.clear();
         for p in &self.pods {
             let lingering = p.state == PodState::Lost && p.node.is_some_and(|n| self.lingering.contains(&n));
             if !matches!(p.state, PodState::Starting | PodState::Ready | PodState::Pending) && !lingering {
                 continue;
             }
             let w = &self.workloads[p.workload as usize];
-            view.pods.push(PodView {
+            out.push(PodView {
                 name: p.name.clone(),
                 workload: Some(w.name.clone()),
                 node: p.node.map(|n| self.nodes[n as usize].name.clone()),
@@ -2814,18 +2858,6 @@ impl World {
                     .collect(),
             });
         }
-        view.workloads = self
-            .workloads
-            .iter()
-            .filter(|w| !w.placeholder)
-            .map(|w| WorkloadView {
-                name: w.name.clone(),
-                replicas: w.replicas,
-                min_available: w.min_available,
-                bridged: w.bridged,
-                surgeable: !w.placeholder && w.volumes.is_empty(),
-            })
-            .collect();
     }
 
     /// Refresh traffic of bridged workloads (a bridge may have gone live).
@@ -2849,6 +2881,27 @@ fn phase_of(state: PodState) -> replicas::Phase {
     match state {
         PodState::Pending | PodState::Free => replicas::Phase::Pending,
         _ => replicas::Phase::Running,
+    }
+}
+
+/// A new snapshot's list: `last` reissued when `fresh` holds the same
+/// items (its lookups are shared, not built again), else `fresh`; and
+/// whether it was `last`. The buffer not taken is left in `spare` for the
+/// next snapshot.
+fn reissue_if_same<T: Clone + PartialEq, I>(
+    last: Option<&Listed<T, I>>,
+    fresh: Vec<T>,
+    spare: &mut Vec<T>,
+) -> (Listed<T, I>, bool) {
+    match last {
+        Some(last) if **last == fresh => {
+            *spare = fresh;
+            (last.reissue(), true)
+        }
+        _ => {
+            *spare = Vec::with_capacity(fresh.len());
+            (fresh.into(), false)
+        }
     }
 }
 
