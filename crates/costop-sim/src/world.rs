@@ -1799,15 +1799,14 @@ impl World {
             if placeholder && node.placeholders == 0 {
                 continue;
             }
-            let mine = |p: &&u32| {
-                let pod = &self.pods[**p as usize];
+            // The node's pods of the workload, found in one pass over its pods.
+            let first = keys.len();
+            keys.extend(node.pods.iter().copied().filter(|&p| {
+                let pod = &self.pods[p as usize];
                 pod.workload == w && matches!(pod.state, PodState::Starting | PodState::Ready)
-            };
-            let colocated = node.pods.iter().filter(mine).count() as u32;
-            for &p in node.pods.iter().filter(mine) {
-                keys.push(p);
-                ranked.push(rank(&self.pods[p as usize], colocated));
-            }
+            }));
+            let colocated = (keys.len() - first) as u32;
+            ranked.extend(keys[first..].iter().map(|&p| rank(&self.pods[p as usize], colocated)));
         }
         replicas::pick_for_deletion(&ranked, count).into_iter().map(|i| keys[i]).collect()
     }
