@@ -1303,6 +1303,12 @@ impl CloudPort for AwsCloud {
         Ok(launched.join("; "))
     }
 
+    /// The fleet's instances tagged with the key (those an Auto Scaling
+    /// group launched for it carry no key and are not listed).
+    async fn launched_under(&self, key: &str) -> Result<Vec<String>, AwsError> {
+        self.restored_instances(key).await
+    }
+
     async fn retire_node(&self, node: &NodeView) -> Result<String, AwsError> {
         self.retire(instance_of(node)?).await
     }

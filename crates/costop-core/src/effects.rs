@@ -78,6 +78,8 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
             view.capacity_requests.insert(key.clone());
         }
         Step::RestoreHeadroom { placeholders } => view.headroom_target = *placeholders,
+        // An annotation for the node autoscaler: nothing a plan reads.
+        Step::HoldReplacements { .. } => {}
         Step::RetireNode { node, .. } => {
             if let Some(n) = view.nodes.iter_mut().find(|n| &n.name == node) {
                 n.unschedulable = true;

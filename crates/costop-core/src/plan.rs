@@ -112,6 +112,18 @@ pub enum Step {
         /// Placeholder pods wanted.
         placeholders: u32,
     },
+    /// Keep the node autoscaler from removing the nodes launched under
+    /// `key` (a rebalance recommendation's early replacements, empty until
+    /// the interruption comes) until `until`: each is marked
+    /// scale-down-disabled once it has joined, and unmarked at `until`.
+    /// Cluster Autoscaler removes a node empty for 10 minutes
+    /// (`--scale-down-unneeded-time`), less than the recommendation's window.
+    HoldReplacements {
+        /// Idempotency key the replacements were launched under.
+        key: String,
+        /// End of the recommendation's window (Unix ms).
+        until: Millis,
+    },
     /// After a rebalance recommendation launched the node's replacement:
     /// if at `after` the node is still here and no interruption is being
     /// answered for it, drain it within budgets and end its instance, so the
@@ -151,6 +163,7 @@ impl Step {
             Step::UnbridgeTraffic { .. } => "unbridge-traffic",
             Step::RestoreHeadroom { .. } => "restore-headroom",
             Step::RetireNode { .. } => "retire-node",
+            Step::HoldReplacements { .. } => "hold-replacements",
         }
     }
 }

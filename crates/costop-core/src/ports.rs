@@ -105,6 +105,19 @@ pub trait ClusterPort {
         message: &str,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// Mark the node scale-down-disabled for the node autoscaler (`hold`),
+    /// or take the mark off (the annotation
+    /// `cluster-autoscaler.kubernetes.io/scale-down-disabled`). A world
+    /// without a node autoscaler has nothing to mark.
+    fn hold_from_scale_down(
+        &self,
+        node: &str,
+        hold: bool,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = (node, hold);
+        async { Ok(()) }
+    }
+
     /// Say, where people look (a Warning Event on the pod and on its node),
     /// that the response leaves `pod` on its doomed node, and why. A world
     /// with no such record keeps nothing.
@@ -260,6 +273,13 @@ pub trait CloudPort: Send + Sync {
         key: &str,
         pools: &[(crate::PoolId, u32)],
     ) -> impl Future<Output = Result<String, Self::Error>> + Send;
+
+    /// The instances launched under `key` by [`CloudPort::restore_capacity`]
+    /// that are pending or running. A cloud that cannot tell answers none.
+    fn launched_under(&self, key: &str) -> impl Future<Output = Result<Vec<String>, Self::Error>> + Send {
+        let _ = key;
+        async { Ok(Vec::new()) }
+    }
 
     /// End a drained node's instance and shrink the capacity it belonged to
     /// by one (its Auto Scaling group's desired count), so it is not replaced.

@@ -27,9 +27,10 @@ pub enum PlanError {
 /// waves that keep every disruption budget; only then deregister the node
 /// from load balancers; return standbys, shift traffic back, restore
 /// headroom. A rebalance recommendation, if the policy acts on it, only
-/// launches the replacement early and, when no interruption follows within
-/// the policy's window, retires the node it was launched for (never a
-/// cordon on a recommendation alone).
+/// launches the replacement early, keeps the node autoscaler from removing
+/// it while it waits empty, and, when no interruption follows within the
+/// policy's window, retires the node it was launched for (never a cordon on
+/// a recommendation alone).
 pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis) -> Result<Plan, PlanError> {
     let node = view
         .node_by_instance(&notice.instance_id)
@@ -48,6 +49,8 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
                 if plan.steps_of("restore-capacity").next().is_some() {
                     let after = now.saturating_add(policy.rebalance_window_minutes * MINUTE);
                     let bridge = policy.bridge_enabled;
+                    plan.steps
+                        .push(Step::HoldReplacements { key: restore_key(&node.instance_id), until: after });
                     plan.steps.push(Step::RetireNode {
                         node: node.name.to_string(),
                         after,

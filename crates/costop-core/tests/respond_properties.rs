@@ -258,9 +258,15 @@ fn rebalance_prelaunches_and_retires_later_but_never_cordons() {
     };
     let plan = respond(&view, &notice, &Policy::default(), 5).unwrap();
     let kinds: Vec<_> = plan.steps.iter().map(|s| s.kind()).collect();
-    assert_eq!(kinds, vec!["restore-capacity", "retire-node"]);
+    assert_eq!(kinds, vec!["restore-capacity", "hold-replacements", "retire-node"]);
+    // The early replacement is kept from the node autoscaler's scale-down
+    // of empty nodes for the window.
     assert_eq!(
         plan.steps[1],
+        Step::HoldReplacements { key: respond::restore_key(&node.instance_id), until: 5 + 15 * 60_000 }
+    );
+    assert_eq!(
+        plan.steps[2],
         Step::RetireNode {
             node: node.name.to_string(),
             after: 5 + 15 * 60_000,

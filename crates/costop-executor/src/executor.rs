@@ -55,6 +55,12 @@ const SURGE_EVICT_BEFORE_DEADLINE: Millis = 40 * 1000;
 /// drain within its pods' budgets.
 const RETIRE_DRAIN: Millis = 10 * 60 * 1000;
 
+/// How often a hold looks for replacements that have joined, and for how
+/// long after it starts (a Spot node joins in well under a minute; after
+/// this none launched for the key is still to come).
+const HOLD_LOOK_EVERY: Millis = 15 * 1000;
+const HOLD_LOOK_FOR: Millis = 5 * 60 * 1000;
+
 /// Everything a response needs.
 pub struct Executor<S, K, C, T> {
     /// Database.
@@ -567,6 +573,64 @@ where
         tally
     }
 
+    /// Mark the nodes launched under `key` scale-down-disabled as they
+    /// join, until `until`, then take the marks off (see
+    /// [`Step::HoldReplacements`]).
+    async fn hold_replacements(&self, key: &str, until: Millis) -> Result<String, String> {
+        let started = self.clock.now_ms();
+        let mut held: BTreeSet<String> = BTreeSet::new();
+        let mut problems: Vec<String> = Vec::new();
+        loop {
+            let now = self.clock.now_ms();
+            let launched = match self.cloud.launched_under(key).await {
+                Ok(ids) => ids,
+                Err(x) => {
+                    tracing::warn!(error = %x, key, "cannot list the replacements launched; looking again");
+                    Vec::new()
+                }
+            };
+            let joined: Vec<String> = {
+                let view = self.cluster.view();
+                launched
+                    .iter()
+                    .filter_map(|id| view.node_by_instance(id))
+                    .map(|n| n.name.to_string())
+                    .collect()
+            };
+            for node in joined {
+                if held.contains(&node) {
+                    continue;
+                }
+                match self.cluster.hold_from_scale_down(&node, true).await {
+                    Ok(()) => {
+                        held.insert(node);
+                    }
+                    Err(x) => problems.push(format!("{node}: {x}")),
+                }
+            }
+            let all_held = !launched.is_empty() && held.len() >= launched.len();
+            if now >= until || all_held || now >= started.saturating_add(HOLD_LOOK_FOR) {
+                break;
+            }
+            self.clock.sleep(Duration::from_millis(HOLD_LOOK_EVERY.min(until - now))).await;
+        }
+        let now = self.clock.now_ms();
+        if now < until {
+            self.clock.sleep(Duration::from_millis(until - now)).await;
+        }
+        for node in &held {
+            if let Err(x) = self.cluster.hold_from_scale_down(node, false).await {
+                problems.push(format!("{node} (unmarking): {x}"));
+            }
+        }
+        let done = format!("{} replacements held from scale-down until the window's end", held.len());
+        if problems.is_empty() {
+            Ok(format!("ok: {done}"))
+        } else {
+            Ok(format!("partial: {done}; {}", problems.join("; ")))
+        }
+    }
+
     async fn wait_until(&self, until: Millis, mut ok: impl FnMut(&Arc<ClusterView>) -> bool) -> bool {
         let mut judged: Weak<ClusterView> = Weak::new();
         let same = |judged: &Weak<ClusterView>, view: &Arc<ClusterView>| {
@@ -759,6 +823,7 @@ where
             Step::RetireNode { node, after, bridge, once_room } => {
                 self.retire(node, *after, *bridge, *once_room).await
             }
+            Step::HoldReplacements { key, until } => self.hold_replacements(key, *until).await,
             Step::RestoreHeadroom { placeholders } => {
                 let ready = self
                     .wait_until(deadline.saturating_add(self.waits.after_deadline), |v| {
@@ -860,6 +925,10 @@ pub fn would_do(step: &Step, returns_standbys: bool) -> String {
         Step::RestoreHeadroom { placeholders } => {
             format!("would set the placeholder pods to {placeholders} once the displaced workloads are whole")
         }
+        Step::HoldReplacements { key, until } => format!(
+            "would mark the nodes launched for {key} scale-down-disabled until {}",
+            costop_core::time::format_rfc3339(*until)
+        ),
     }
 }
 
@@ -1332,5 +1401,149 @@ mod tests {
         // until 40 s before the deadline.
         assert_eq!(at("default/db-0"), Some(0), "{evicted:?}");
         assert_eq!(at("default/web-1"), Some(deadline - SURGE_EVICT_BEFORE_DEADLINE), "{evicted:?}");
+    }
+
+    /// A replacement (node-7, instance i-7) that joins 30 s after the
+    /// launch; the cluster notes each scale-down mark and when.
+    struct JoinsAtHalfAMinute {
+        clock: Arc<Stepping>,
+        view: Arc<ClusterView>,
+        marks: Mutex<Vec<(String, bool, Millis)>>,
+    }
+
+    impl ClusterPort for JoinsAtHalfAMinute {
+        type Error = Never;
+        fn view(&self) -> Arc<ClusterView> {
+            if self.clock.now_ms() >= 30_000 {
+                self.view.clone()
+            } else {
+                Arc::new(ClusterView::default())
+            }
+        }
+        async fn taint_and_cordon(&self, node: &str) -> Result<(), Never> {
+            panic!("cordoned {node}")
+        }
+        async fn untaint_standby(&self, node: &str) -> Result<(), Never> {
+            panic!("untainted {node}")
+        }
+        async fn taint_standby(&self, node: &str, _: costop_core::StandbyMode) -> Result<(), Never> {
+            panic!("put {node} on standby")
+        }
+        async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
+            panic!("evicted {pod}")
+        }
+        async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
+            panic!("surged {workload}")
+        }
+        async fn forget_node(&self, node: &str) -> Result<usize, Never> {
+            panic!("forgot {node}")
+        }
+        async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, Never> {
+            panic!("ended the surge of {workload}")
+        }
+        async fn scale_placeholders(&self, _: u32) -> Result<(), Never> {
+            panic!("scaled placeholders")
+        }
+        async fn claim_placeholders(&self, _: &[String]) -> Result<(), Never> {
+            panic!("claimed placeholders")
+        }
+        fn volume_in_use(&self, _: &str, _: &str) -> bool {
+            false
+        }
+        fn workload_pods_bound(&self, _: &str) -> usize {
+            0
+        }
+        async fn delete_node(&self, node: &str) -> Result<(), Never> {
+            panic!("deleted {node}")
+        }
+        async fn node_event(&self, _: &str, _: &str, _: &str) -> Result<(), Never> {
+            Ok(())
+        }
+        async fn hold_from_scale_down(&self, node: &str, hold: bool) -> Result<(), Never> {
+            self.marks.lock().unwrap().push((node.to_string(), hold, self.clock.now_ms()));
+            Ok(())
+        }
+    }
+
+    /// A cloud that launched i-7 under `restore:i-1`.
+    struct LaunchedOne;
+
+    impl CloudPort for LaunchedOne {
+        type Error = Never;
+        async fn deregister_targets(&self, _: &NodeView) -> Result<String, Never> {
+            panic!("deregistered targets")
+        }
+        async fn wake_standby(&self, _: &NodeView, _: Option<&str>) -> Result<String, Never> {
+            panic!("woke a standby")
+        }
+        async fn move_volume(&self, _: &str, _: &NodeView, _: bool, _: bool) -> Result<String, Never> {
+            panic!("moved a volume")
+        }
+        async fn bridge(&self, _: &[String], _: bool) -> Result<String, Never> {
+            panic!("bridged traffic")
+        }
+        async fn restore_capacity(&self, _: &str, _: &[(PoolId, u32)]) -> Result<String, Never> {
+            panic!("launched capacity")
+        }
+        async fn launched_under(&self, key: &str) -> Result<Vec<String>, Never> {
+            Ok(if key == "restore:i-1" { vec!["i-7".into()] } else { vec![] })
+        }
+        async fn retire_node(&self, _: &NodeView) -> Result<String, Never> {
+            panic!("retired a node")
+        }
+    }
+
+    #[tokio::test]
+    async fn an_early_replacement_is_held_from_scale_down_once_joined_until_the_window_ends() {
+        let clock = Arc::new(Stepping::default());
+        let node = NodeView {
+            name: "node-7".into(),
+            instance_id: "i-7".into(),
+            pool: PoolId::new("m5.large", "us-east-1b"),
+            capacity_type: costop_core::CapacityType::Spot,
+            allocatable: costop_core::Resources::new(2000, 8192),
+            price_per_hour: 0.04,
+            unschedulable: false,
+            taints: vec![],
+            ready: true,
+            in_load_balancer: true,
+        };
+        let cluster = Arc::new(JoinsAtHalfAMinute {
+            clock: clock.clone(),
+            view: Arc::new(ClusterView { nodes: vec![node].into(), ..ClusterView::default() }),
+            marks: Mutex::new(Vec::new()),
+        });
+        let exec = Executor {
+            store: Arc::new(MemoryStore::new()),
+            cluster: cluster.clone(),
+            cloud: Arc::new(LaunchedOne),
+            clock: clock.clone(),
+            observer: Arc::new(crate::NoObserver),
+            returns_standbys: false,
+            open: Arc::new(OpenResponses::default()),
+            no_move: Default::default(),
+            waits: Waits::default(),
+        };
+        let until = 15 * 60_000;
+        let plan = Plan {
+            notice: costop_core::NoticeKey {
+                instance_id: "i-1".into(),
+                kind: "rebalance-recommendation".into(),
+                stated_time: 0,
+            },
+            node: "node-1".into(),
+            deadline: None,
+            steps: vec![Step::HoldReplacements { key: "restore:i-1".into(), until }],
+            unevictable: vec![],
+        };
+        assert!(exec.store.save_plan(&plan).await.unwrap());
+        exec.execute_new(&plan, 0).await;
+        let marks = cluster.marks.lock().unwrap().clone();
+        // Marked at the first look after it joined (looks every 15 s),
+        // unmarked at the window's end; nothing else.
+        assert_eq!(marks, vec![("node-7".to_string(), true, 30_000), ("node-7".to_string(), false, until)]);
+        let record = exec.store.response(&plan.notice).await.unwrap().unwrap();
+        let outcome = record.steps[0].outcome.clone().unwrap_or_default();
+        assert!(outcome.starts_with("ok: 1 replacements held"), "{outcome}");
     }
 }

@@ -39,6 +39,12 @@ pub const PLACEHOLDER_DEPLOYMENT: &str = "costop-headroom";
 pub const PLACEHOLDER_CLASS: &str = "costop-placeholder";
 /// Priority of placeholders.
 pub const PLACEHOLDER_PRIORITY: i32 = -10;
+
+/// Node annotation that keeps Cluster Autoscaler from removing the node
+/// (its FAQ: "How can I prevent Cluster Autoscaler from scaling down a
+/// particular node?"). costop sets it on a rebalance recommendation's
+/// early replacements for the recommendation's window.
+pub const SCALE_DOWN_DISABLED: &str = "cluster-autoscaler.kubernetes.io/scale-down-disabled";
 /// Node label recording how costop treats a node: `spot`, `on-demand`,
 /// `standby-running`, `standby-stopped`, `burstable`.
 pub const CAPACITY_LABEL: &str = "costop.io/capacity-type";
@@ -1141,6 +1147,20 @@ impl ClusterPort for KubeCluster {
 
     async fn node_event(&self, node: &str, reason: &str, message: &str) -> Result<(), KubeError> {
         self.record_event("Node", None, node, "Normal", reason, message).await
+    }
+
+    /// The annotation Cluster Autoscaler reads to leave a node alone
+    /// ([`SCALE_DOWN_DISABLED`]), set to "true" or removed; unmarking a
+    /// node that is gone is no error.
+    async fn hold_from_scale_down(&self, node: &str, hold: bool) -> Result<(), KubeError> {
+        let api = Api::<Node>::all(self.client.clone());
+        let value = if hold { json!("true") } else { serde_json::Value::Null };
+        let patch = json!({"metadata": {"annotations": {SCALE_DOWN_DISABLED: value}}});
+        match api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(e) if !hold && status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(api_err("mark scale-down-disabled", format!("node/{node}"))(e)),
+        }
     }
 
     async fn warn_pod_left(&self, pod: &str, why: &str) -> Result<(), KubeError> {

@@ -304,3 +304,23 @@ async fn forgetting_a_node_deletes_its_pods_at_once_and_then_the_node() {
     // Forgetting it again deletes nothing and is no error.
     assert_eq!(cluster.forget_node("node-1").await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_node_carries_the_autoscalers_scale_down_mark_until_released() {
+    let emu = emulator(2, vec![]).await;
+    let cluster = adapter(&emu).await;
+    let nodes = Api::<Node>::all(cluster.client().clone());
+    let mark = || async {
+        let n = nodes.get("node-1").await.unwrap();
+        n.metadata.annotations.unwrap_or_default().get(costop_kube::SCALE_DOWN_DISABLED).cloned()
+    };
+    assert_eq!(mark().await, None);
+    cluster.hold_from_scale_down("node-1", true).await.unwrap();
+    cluster.hold_from_scale_down("node-1", true).await.unwrap();
+    assert_eq!(mark().await.as_deref(), Some("true"));
+    cluster.hold_from_scale_down("node-1", false).await.unwrap();
+    assert_eq!(mark().await, None);
+    // Unmarking a node that is gone is no error; marking one is.
+    cluster.hold_from_scale_down("node-9", false).await.unwrap();
+    assert!(cluster.hold_from_scale_down("node-9", true).await.is_err());
+}

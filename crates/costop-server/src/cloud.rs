@@ -282,6 +282,9 @@ impl CloudPort for AnyCloud {
     async fn restore_capacity(&self, key: &str, pools: &[(PoolId, u32)]) -> Result<String, CloudError> {
         both!(self, c => c.restore_capacity(key, pools).await)
     }
+    async fn launched_under(&self, key: &str) -> Result<Vec<String>, CloudError> {
+        both!(self, c => c.launched_under(key).await)
+    }
     async fn retire_node(&self, node: &NodeView) -> Result<String, CloudError> {
         both!(self, c => c.retire_node(node).await)
     }

@@ -165,6 +165,10 @@ impl ClusterPort for SimPorts {
     async fn node_event(&self, _node: &str, _reason: &str, _message: &str) -> Result<(), SimError> {
         Ok(())
     }
+
+    async fn hold_from_scale_down(&self, node: &str, hold: bool) -> Result<(), SimError> {
+        self.call(|w| w.hold_from_scale_down(node, hold)).await.map_err(SimError)
+    }
 }
 
 impl CloudPort for SimPorts {
@@ -194,6 +198,10 @@ impl CloudPort for SimPorts {
 
     async fn restore_capacity(&self, key: &str, pools: &[(PoolId, u32)]) -> Result<String, SimError> {
         Ok(self.call(|w| w.restore_capacity(key, pools)).await)
+    }
+
+    async fn launched_under(&self, key: &str) -> Result<Vec<String>, SimError> {
+        Ok(self.call(|w| w.launched_under(key)).await)
     }
 
     async fn retire_node(&self, node: &NodeView) -> Result<String, SimError> {

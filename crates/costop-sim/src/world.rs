@@ -87,6 +87,9 @@ struct Node {
     consolidation_tried: Option<Millis>,
     /// Since when it has held no workload pod.
     empty_since: Option<Millis>,
+    /// Marked scale-down-disabled (costop holds a rebalance
+    /// recommendation's early replacement): the node autoscaler keeps it.
+    scale_down_held: bool,
     pods: Vec<u32>,
     /// How many of `pods` are placeholders.
     placeholders: u32,
@@ -364,6 +367,9 @@ pub struct World {
     pool_last_reclaim: Vec<Option<Millis>>,
     karpenter_unavailable: Vec<Millis>,
     capacity_requests: std::collections::BTreeSet<String>,
+    /// Nodes launched under each capacity key (what EC2 lists by the
+    /// launch's tag).
+    launched_under: BTreeMap<String, Vec<u32>>,
     headroom_target: u32,
     cost_rate_dirty: bool,
     cost_per_s: f64,
@@ -435,6 +441,7 @@ impl World {
             pool_last_reclaim: vec![None; pool_count],
             karpenter_unavailable: vec![0; pool_count],
             capacity_requests: Default::default(),
+            launched_under: BTreeMap::new(),
             headroom_target: 0,
             cost_rate_dirty: true,
             cost_per_s: 0.0,
@@ -608,6 +615,7 @@ impl World {
             standby_stage: capacity.is_standby().then_some((StandbyStage::Kept, 0)),
             consolidation_tried: None,
             empty_since: None,
+            scale_down_held: false,
             pods: Vec::new(),
             placeholders: 0,
             lifetime: (self.now, None),
@@ -1573,6 +1581,7 @@ impl World {
         for n in self.live.clone() {
             let node = &self.nodes[n as usize];
             let candidate = node.state == NodeState::Ready
+                && !node.scale_down_held
                 && !node.unschedulable
                 && !node.capacity.is_standby()
                 && node.standby_stage.is_none()
@@ -2583,7 +2592,10 @@ impl World {
             let idx = self.pool_index(pool);
             for _ in 0..*count {
                 match self.launch(idx) {
-                    Some(_) => launched += 1,
+                    Some(n) => {
+                        launched += 1;
+                        self.launched_under.entry(key.to_string()).or_default().push(n);
+                    }
                     None => {
                         let zone = Some(self.zone_index(&pool.zone));
                         self.push(self.now, Ev::Provision { zone, exclude: Some(idx) });
@@ -2593,6 +2605,26 @@ impl World {
         }
         self.changed();
         format!("ok: {launched} launched")
+    }
+
+    /// Instance ids of the nodes launched under `key` that are booting or
+    /// running.
+    pub fn launched_under(&self, key: &str) -> Vec<String> {
+        let nodes = self.launched_under.get(key).map(Vec::as_slice).unwrap_or_default();
+        (nodes.iter())
+            .filter(|&&n| self.nodes[n as usize].state != NodeState::Gone)
+            .map(|&n| instance_id(n).to_string())
+            .collect()
+    }
+
+    /// Mark a node scale-down-disabled for the node autoscaler, or unmark it.
+    pub fn hold_from_scale_down(&mut self, name: &str, hold: bool) -> Result<(), String> {
+        let n = self.node_index(name).ok_or_else(|| format!("node {name} not found"))?;
+        self.nodes[n as usize].scale_down_held = hold;
+        if !hold {
+            self.nodes[n as usize].empty_since = None;
+        }
+        Ok(())
     }
 
     /// Delete a node object (its instance is ended with it in the world).
@@ -3033,6 +3065,42 @@ mod tests {
             assert!(listed_after_reclaim.contains(&node_name(*n).to_string()), "{listed_after_reclaim:?}");
             assert!(!w.cluster_view().nodes.iter().any(|x| x.name == node_name(*n)));
         }
+    }
+
+    /// The node autoscaler removes a node empty for 10 minutes, but not
+    /// one marked scale-down-disabled (costop's early replacements).
+    #[test]
+    fn a_held_node_outlives_the_node_autoscalers_scale_down() {
+        let cfg = SimConfig {
+            days: 1.0,
+            nodes: 6,
+            pods_per_node: 10,
+            rebalance_probability: 0.0,
+            ..SimConfig::default()
+        };
+        let mut w = World::new(Arc::new(cfg), Arc::new(small_market()), Strategy::Costop);
+        w.run_events_at(SECOND);
+        let pool = [(PoolId::new("m5.xlarge", "us-east-1b"), 1)];
+        w.restore_capacity("restore:held", &pool);
+        w.restore_capacity("restore:free", &pool);
+        let (held, free) = (w.launched_under("restore:held"), w.launched_under("restore:free"));
+        assert_eq!((held.len(), free.len()), (1, 1));
+        assert!(w.launched_under("restore:none").is_empty());
+        let name = |w: &World, id: &str| node_name(w.node_of_instance(id).unwrap()).to_string();
+        let held_node = name(&w, &held[0]);
+        w.run_events_at(MINUTE);
+        w.hold_from_scale_down(&held_node, true).unwrap();
+        for t in (MINUTE..=15 * MINUTE).step_by(10_000) {
+            w.run_events_at(t);
+        }
+        assert_eq!(w.launched_under("restore:held"), held, "the held node is kept");
+        assert!(w.launched_under("restore:free").is_empty(), "the other, empty for 10 minutes, is removed");
+        w.hold_from_scale_down(&held_node, false).unwrap();
+        for t in (15 * MINUTE..=27 * MINUTE).step_by(10_000) {
+            w.run_events_at(t);
+        }
+        assert!(w.launched_under("restore:held").is_empty(), "unmarked, it goes like any empty node");
+        assert!(w.hold_from_scale_down("no-such-node", true).is_err());
     }
 
     #[test]
