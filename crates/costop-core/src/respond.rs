@@ -141,7 +141,8 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         false
     } else if !early {
         push_restore_capacity(plan, view, node, &restore_key(&node.instance_id), policy, now)
-    } else if !room.plus(&placeholder_room(&placeholders)).fits(&need) || zone_short(view, node, &safe_nodes)
+    } else if !room.plus(&placeholder_room(&placeholders)).fits(&need)
+        || zone_short(view, node, &safe_nodes, &placeholders)
     {
         push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now)
     } else {
@@ -356,10 +357,15 @@ fn placeholder_room(placeholders: &[&PodView]) -> Resources {
 }
 
 /// Whether the pods on `node` whose volumes pin them to its zone find too
-/// little room there (free room and placeholders on the safe nodes of the
-/// zone), after the pods pinned there that wait already (evicted by this
-/// or another response).
-fn zone_short(view: &ClusterView, node: &NodeView, safe_nodes: &[&NodeView]) -> bool {
+/// little room there (free room on the safe nodes of the zone and the
+/// `placeholders` on them), after the pods pinned there that wait already
+/// (evicted by this or another response).
+fn zone_short(
+    view: &ClusterView,
+    node: &NodeView,
+    safe_nodes: &[&NodeView],
+    placeholders: &[&PodView],
+) -> bool {
     let zone = &node.pool.zone;
     let pinned_here = |p: &&PodView| p.volumes.iter().any(|v| &v.zone == zone);
     let on_node: Vec<&PodView> = view.workload_pods_on(&node.name).filter(pinned_here).collect();
@@ -369,14 +375,12 @@ fn zone_short(view: &ClusterView, node: &NodeView, safe_nodes: &[&NodeView]) -> 
     let waiting = view.unbound_pods().filter(|p| !p.placeholder && !p.daemon).filter(pinned_here);
     let pinned =
         on_node.into_iter().chain(waiting).fold(Resources::default(), |acc, p| acc.plus(&p.requests));
-    let in_zone: Vec<&str> =
-        safe_nodes.iter().filter(|n| &n.pool.zone == zone).map(|n| n.name.as_str()).collect();
-    let free = safe_nodes
-        .iter()
-        .filter(|n| &n.pool.zone == zone)
-        .fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
-    let held = view.placeholder_pods().filter(|p| p.node.as_deref().is_some_and(|n| in_zone.contains(&n)));
-    !free.plus(&held.fold(Resources::default(), |acc, p| acc.plus(&p.requests))).fits(&pinned)
+    let in_zone: Vec<&NodeView> = safe_nodes.iter().copied().filter(|n| &n.pool.zone == zone).collect();
+    let free = in_zone.iter().fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
+    let held: Vec<&PodView> = (placeholders.iter().copied())
+        .filter(|p| p.node.as_deref().is_some_and(|at| in_zone.iter().any(|n| n.name == at)))
+        .collect();
+    !free.plus(&placeholder_room(&held)).fits(&pinned)
 }
 
 /// Add the launch of the node's replacement under `key`, unless one was
