@@ -1154,6 +1154,26 @@ mod tests {
         }
     }
 
+    /// An executor over `cluster` and `cloud` whose waits move `clock`
+    /// forward, with a store in memory and no warm-pool keeper.
+    fn stepping_executor<K: ClusterPort + Send + Sync + 'static, C: CloudPort + 'static>(
+        cluster: Arc<K>,
+        cloud: Arc<C>,
+        clock: Arc<Stepping>,
+    ) -> Executor<MemoryStore, K, C, Stepping> {
+        Executor {
+            store: Arc::new(MemoryStore::new()),
+            cluster,
+            cloud,
+            clock,
+            observer: Arc::new(crate::NoObserver),
+            returns_standbys: false,
+            open: Arc::new(OpenResponses::default()),
+            no_move: Default::default(),
+            waits: Waits::default(),
+        }
+    }
+
     /// A cluster whose node-1 is tainted for an interruption at 60 s, and
     /// which tells of changes: waiting for one moves the clock to 60 s.
     struct TaintedAtOneMinute {
@@ -1253,17 +1273,7 @@ mod tests {
     async fn a_wait_wakes_when_the_cluster_changes_instead_of_looking_each_second() {
         let clock = Arc::new(Stepping::default());
         let cluster = Arc::new(TaintedAtOneMinute::new(clock.clone()));
-        let exec = Executor {
-            store: Arc::new(MemoryStore::new()),
-            cluster: cluster.clone(),
-            cloud: Arc::new(NoCalls),
-            clock: clock.clone(),
-            observer: Arc::new(crate::NoObserver),
-            returns_standbys: false,
-            open: Arc::new(OpenResponses::default()),
-            no_move: Default::default(),
-            waits: Waits::default(),
-        };
+        let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
         // A node a recommendation replaced is to be retired at 15 min; it is
         // interrupted at 1 min, and the retirement is skipped then.
         let outcome = exec.retire("node-1", 15 * 60_000, false, false).await;
@@ -1274,49 +1284,37 @@ mod tests {
         assert!(looks <= 5, "{looks} looks at the cluster");
     }
 
-    /// A cluster where `web` (a Deployment, surged by one) never gets its
-    /// extra replica Ready, next to `db` (a StatefulSet) on the same node:
-    /// it notes when each pod is evicted.
-    struct SurgeNeverReady {
+    /// A cluster that shows `view` from `shown_from` on (an empty one
+    /// before), lets every cordon, eviction, surge and scale-down mark
+    /// through, and notes when each eviction and mark came.
+    struct Recording {
         clock: Arc<Stepping>,
         view: Arc<ClusterView>,
+        shown_from: Millis,
         evicted: Mutex<Vec<(String, Millis)>>,
+        marks: Mutex<Vec<(String, bool, Millis)>>,
     }
 
-    impl SurgeNeverReady {
-        fn new(clock: Arc<Stepping>) -> Self {
-            let pod = |name: &str, workload: &str| costop_core::PodView {
-                name: name.into(),
-                workload: Some(workload.into()),
-                node: Some("node-1".into()),
-                requests: costop_core::Resources::new(500, 512),
-                priority: 0,
-                ready: true,
-                placeholder: false,
-                daemon: false,
-                volumes: vec![],
-            };
-            let workload = |name: &str, replicas, surgeable| costop_core::WorkloadView {
-                name: name.into(),
-                replicas,
-                min_available: 0,
-                bridged: false,
-                surgeable,
-            };
-            let view = ClusterView {
-                pods: vec![pod("default/web-1", "web"), pod("default/db-0", "db")].into(),
-                // The surge asked for a second web replica; it never comes.
-                workloads: vec![workload("web", 2, true), workload("db", 1, false)],
-                ..ClusterView::default()
-            };
-            Self { clock, view: Arc::new(view), evicted: Mutex::new(Vec::new()) }
+    impl Recording {
+        fn new(clock: Arc<Stepping>, view: ClusterView, shown_from: Millis) -> Self {
+            Self {
+                clock,
+                view: Arc::new(view),
+                shown_from,
+                evicted: Mutex::new(Vec::new()),
+                marks: Mutex::new(Vec::new()),
+            }
         }
     }
 
-    impl ClusterPort for SurgeNeverReady {
+    impl ClusterPort for Recording {
         type Error = Never;
         fn view(&self) -> Arc<ClusterView> {
-            self.view.clone()
+            if self.clock.now_ms() >= self.shown_from {
+                self.view.clone()
+            } else {
+                Arc::new(ClusterView::default())
+            }
         }
         async fn taint_and_cordon(&self, _: &str) -> Result<(), Never> {
             Ok(())
@@ -1358,26 +1356,49 @@ mod tests {
         async fn node_event(&self, _: &str, _: &str, _: &str) -> Result<(), Never> {
             Ok(())
         }
+        async fn hold_from_scale_down(&self, node: &str, hold: bool) -> Result<(), Never> {
+            self.marks.lock().unwrap().push((node.to_string(), hold, self.clock.now_ms()));
+            Ok(())
+        }
         async fn warn_pod_left(&self, pod: &str, _: &str) -> Result<(), Never> {
             panic!("warned about {pod}")
+        }
+    }
+
+    /// `web` (a Deployment, surged by one) never gets its extra replica
+    /// Ready; `db` (a StatefulSet) is on the same node.
+    fn surge_never_ready() -> ClusterView {
+        let pod = |name: &str, workload: &str| costop_core::PodView {
+            name: name.into(),
+            workload: Some(workload.into()),
+            node: Some("node-1".into()),
+            requests: costop_core::Resources::new(500, 512),
+            priority: 0,
+            ready: true,
+            placeholder: false,
+            daemon: false,
+            volumes: vec![],
+        };
+        let workload = |name: &str, replicas, surgeable| costop_core::WorkloadView {
+            name: name.into(),
+            replicas,
+            min_available: 0,
+            bridged: false,
+            surgeable,
+        };
+        ClusterView {
+            pods: vec![pod("default/web-1", "web"), pod("default/db-0", "db")].into(),
+            // The surge asked for a second web replica; it never comes.
+            workloads: vec![workload("web", 2, true), workload("db", 1, false)],
+            ..ClusterView::default()
         }
     }
 
     #[tokio::test]
     async fn pods_of_workloads_not_surged_are_evicted_without_waiting_for_the_surge() {
         let clock = Arc::new(Stepping::default());
-        let cluster = Arc::new(SurgeNeverReady::new(clock.clone()));
-        let exec = Executor {
-            store: Arc::new(MemoryStore::new()),
-            cluster: cluster.clone(),
-            cloud: Arc::new(NoCalls),
-            clock: clock.clone(),
-            observer: Arc::new(crate::NoObserver),
-            returns_standbys: false,
-            open: Arc::new(OpenResponses::default()),
-            no_move: Default::default(),
-            waits: Waits::default(),
-        };
+        let cluster = Arc::new(Recording::new(clock.clone(), surge_never_ready(), 0));
+        let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
         let deadline = 120_000;
         let plan = Plan {
             notice: costop_core::NoticeKey {
@@ -1401,68 +1422,6 @@ mod tests {
         // until 40 s before the deadline.
         assert_eq!(at("default/db-0"), Some(0), "{evicted:?}");
         assert_eq!(at("default/web-1"), Some(deadline - SURGE_EVICT_BEFORE_DEADLINE), "{evicted:?}");
-    }
-
-    /// A replacement (node-7, instance i-7) that joins 30 s after the
-    /// launch; the cluster notes each scale-down mark and when.
-    struct JoinsAtHalfAMinute {
-        clock: Arc<Stepping>,
-        view: Arc<ClusterView>,
-        marks: Mutex<Vec<(String, bool, Millis)>>,
-    }
-
-    impl ClusterPort for JoinsAtHalfAMinute {
-        type Error = Never;
-        fn view(&self) -> Arc<ClusterView> {
-            if self.clock.now_ms() >= 30_000 {
-                self.view.clone()
-            } else {
-                Arc::new(ClusterView::default())
-            }
-        }
-        async fn taint_and_cordon(&self, node: &str) -> Result<(), Never> {
-            panic!("cordoned {node}")
-        }
-        async fn untaint_standby(&self, node: &str) -> Result<(), Never> {
-            panic!("untainted {node}")
-        }
-        async fn taint_standby(&self, node: &str, _: costop_core::StandbyMode) -> Result<(), Never> {
-            panic!("put {node} on standby")
-        }
-        async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
-            panic!("evicted {pod}")
-        }
-        async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
-            panic!("surged {workload}")
-        }
-        async fn forget_node(&self, node: &str) -> Result<usize, Never> {
-            panic!("forgot {node}")
-        }
-        async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, Never> {
-            panic!("ended the surge of {workload}")
-        }
-        async fn scale_placeholders(&self, _: u32) -> Result<(), Never> {
-            panic!("scaled placeholders")
-        }
-        async fn claim_placeholders(&self, _: &[String]) -> Result<(), Never> {
-            panic!("claimed placeholders")
-        }
-        fn volume_in_use(&self, _: &str, _: &str) -> bool {
-            false
-        }
-        fn workload_pods_bound(&self, _: &str) -> usize {
-            0
-        }
-        async fn delete_node(&self, node: &str) -> Result<(), Never> {
-            panic!("deleted {node}")
-        }
-        async fn node_event(&self, _: &str, _: &str, _: &str) -> Result<(), Never> {
-            Ok(())
-        }
-        async fn hold_from_scale_down(&self, node: &str, hold: bool) -> Result<(), Never> {
-            self.marks.lock().unwrap().push((node.to_string(), hold, self.clock.now_ms()));
-            Ok(())
-        }
     }
 
     /// A cloud that launched i-7 under `restore:i-1`.
@@ -1508,22 +1467,10 @@ mod tests {
             ready: true,
             in_load_balancer: true,
         };
-        let cluster = Arc::new(JoinsAtHalfAMinute {
-            clock: clock.clone(),
-            view: Arc::new(ClusterView { nodes: vec![node].into(), ..ClusterView::default() }),
-            marks: Mutex::new(Vec::new()),
-        });
-        let exec = Executor {
-            store: Arc::new(MemoryStore::new()),
-            cluster: cluster.clone(),
-            cloud: Arc::new(LaunchedOne),
-            clock: clock.clone(),
-            observer: Arc::new(crate::NoObserver),
-            returns_standbys: false,
-            open: Arc::new(OpenResponses::default()),
-            no_move: Default::default(),
-            waits: Waits::default(),
-        };
+        // The replacement (node-7, instance i-7) joins 30 s after the launch.
+        let joined = ClusterView { nodes: vec![node].into(), ..ClusterView::default() };
+        let cluster = Arc::new(Recording::new(clock.clone(), joined, 30_000));
+        let exec = stepping_executor(cluster.clone(), Arc::new(LaunchedOne), clock.clone());
         let until = 15 * 60_000;
         let plan = Plan {
             notice: costop_core::NoticeKey {
