@@ -45,6 +45,26 @@ impl PoolMarket {
     pub fn launchable_at(&self, t: Millis) -> bool {
         !self.unavailable.iter().any(|(a, b)| *a <= t && t < *b)
     }
+
+    /// This pool closed to launches from `lead` before each reclaim as well.
+    /// EC2 reclaims Spot capacity when it needs it back ("Spot Instance
+    /// interruptions", EC2 User Guide), so once the notices are out a launch
+    /// in the pool fails for want of capacity; a trace only marks the pool
+    /// short from the reclaim on, which let a node launched inside the
+    /// notice's 2 minutes outlive the reclaim it was never hit by.
+    pub fn closed_from_notices(&self, lead: Millis) -> PoolMarket {
+        let mut spans = self.unavailable.clone();
+        spans.extend(self.reclaims.iter().map(|r| (r.at.saturating_sub(lead), r.at)));
+        spans.sort_unstable();
+        let mut merged: Vec<(Millis, Millis)> = Vec::with_capacity(spans.len());
+        for (from, to) in spans {
+            match merged.last_mut() {
+                Some((_, end)) if from <= *end => *end = (*end).max(to),
+                _ => merged.push((from, to)),
+            }
+        }
+        PoolMarket { unavailable: merged, ..self.clone() }
+    }
 }
 
 /// All pools, over a span of time.
@@ -56,6 +76,15 @@ pub struct Market {
     pub duration: Millis,
     /// Where it came from, for the output.
     pub source: String,
+}
+
+impl Market {
+    /// Every pool closed to launches from `lead` before each of its
+    /// reclaims ([`PoolMarket::closed_from_notices`]): the market the world
+    /// runs in.
+    pub fn closed_from_notices(&self, lead: Millis) -> Market {
+        Market { pools: self.pools.iter().map(|p| p.closed_from_notices(lead)).collect(), ..self.clone() }
+    }
 }
 
 /// Parameters of the built-in market (no data needed). The numbers are model
@@ -154,6 +183,36 @@ mod tests {
         }
         let total: usize = a.pools.iter().map(|p| p.reclaims.len()).sum();
         assert!(total > 10, "30 days of 9 pools should see reclaims, saw {total}");
+    }
+
+    /// A pool cannot launch in the 2 minutes between a reclaim's notices
+    /// and the reclaim; spans that touch are merged, others kept.
+    #[test]
+    fn a_pool_closes_to_launches_once_its_reclaim_is_noticed() {
+        let pool = PoolMarket {
+            id: PoolId::new("m5.large", "us-east-1a"),
+            on_demand_usd_hr: 0.096,
+            prices: vec![(0, 0.03)],
+            reclaims: vec![Reclaim { at: HOUR, share: 1.0 }, Reclaim { at: 3 * HOUR, share: 0.5 }],
+            unavailable: vec![(HOUR, HOUR + 20 * MINUTE), (2 * HOUR, 2 * HOUR + MINUTE)],
+            prior_interruptions_per_day: 0.1,
+        };
+        let lead = 2 * MINUTE;
+        assert!(pool.launchable_at(HOUR - MINUTE), "the trace alone leaves the pool open");
+        let closed = pool.closed_from_notices(lead);
+        assert_eq!(
+            closed.unavailable,
+            vec![
+                (HOUR - lead, HOUR + 20 * MINUTE),
+                (2 * HOUR, 2 * HOUR + MINUTE),
+                (3 * HOUR - lead, 3 * HOUR)
+            ]
+        );
+        assert!(!closed.launchable_at(HOUR - MINUTE));
+        assert!(closed.launchable_at(HOUR - lead - SECOND));
+        assert!(closed.launchable_at(3 * HOUR));
+        let market = Market { pools: vec![pool], duration: 4 * HOUR, source: "test".into() };
+        assert_eq!(market.closed_from_notices(lead).pools[0], closed);
     }
 
     /// The prior costop gets is the Spot Advisor band's rate, not the pool's

@@ -397,6 +397,8 @@ impl World {
     /// Build the world for one strategy: the same workloads and market for
     /// every strategy; the node layout is the strategy's own.
     pub fn new(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Self {
+        // Launches fail once a reclaim's notices are out, for every strategy.
+        let market = Arc::new(market.closed_from_notices(SPOT_NOTICE_LEAD));
         let end = market.duration.min((cfg.days * DAY as f64) as Millis);
         let mut zones: Vec<String> = market.pools.iter().map(|p| p.id.zone.clone()).collect();
         zones.sort();
@@ -3065,6 +3067,21 @@ mod tests {
             assert!(listed_after_reclaim.contains(&node_name(*n).to_string()), "{listed_after_reclaim:?}");
             assert!(!w.cluster_view().nodes.iter().any(|x| x.name == node_name(*n)));
         }
+    }
+
+    /// A pool whose reclaim's notices are out cannot launch: a node started
+    /// there inside the notice's 2 minutes used to outlive the reclaim (no
+    /// notice, never hit), a shelter no real pool offers.
+    #[test]
+    fn a_launch_fails_in_a_pool_whose_reclaim_is_noticed() {
+        let cfg = SimConfig { days: 1.0, nodes: 6, pods_per_node: 10, ..SimConfig::default() };
+        let mut w = World::new(Arc::new(cfg), Arc::new(small_market()), Strategy::Costop);
+        let reclaim = 3_600_000;
+        w.run_events_at(reclaim - 3 * MINUTE);
+        assert!(w.launch(0).is_some(), "open 3 minutes before the reclaim");
+        w.run_events_at(reclaim - MINUTE);
+        assert!(w.launch(0).is_none(), "closed inside the notice");
+        assert!(w.launch(1).is_some(), "another pool stays open");
     }
 
     /// The node autoscaler removes a node empty for 10 minutes, but not
