@@ -33,14 +33,19 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
                 if let Some(t) = retype_to {
                     n.pool.instance_type = t.clone();
                 }
-                n.capacity_type = CapacityType::OnDemand;
+                // A burstable node stays one; a standby serves as on-demand.
+                if n.capacity_type != CapacityType::Burstable {
+                    n.capacity_type = CapacityType::OnDemand;
+                }
                 n.taints.retain(|t| t.key != STANDBY_TAINT);
                 n.ready = true;
             }
         }
         Step::ReturnStandby { node } => {
             if let Some(n) = view.nodes.iter_mut().find(|n| &n.name == node) {
-                n.capacity_type = CapacityType::StandbyStopped;
+                if n.capacity_type != CapacityType::Burstable {
+                    n.capacity_type = CapacityType::StandbyStopped;
+                }
                 if !n.has_taint(STANDBY_TAINT) {
                     n.taints.push(Taint { key: STANDBY_TAINT.into(), effect: "NoSchedule".into() });
                 }

@@ -281,7 +281,8 @@ impl TierMix {
 /// (`PoolView::interruptions_per_day` / 24, as measured) and gap
 /// (`replacement_ready_s`, plus `untrusted_extra_s` where the replacement
 /// is not trusted). The offers, per vCPU: placeholders held at the
-/// cheapest launchable pool's Spot price; the burstable node at its price,
+/// cheapest launchable pool's Spot price; with `policy.burstable_tier`
+/// and a unit type without accelerators, the burstable node at its price,
 /// spending its credits first, then surplus; standbys in
 /// `policy.standby_mode` (stopped: their volumes, then the unit type's
 /// on-demand price once woken; running: that price). Pure.
@@ -323,7 +324,13 @@ pub fn size_tiers(
             free_use_s: 0.0,
         });
     }
-    if let Some(b) = &inputs.burstable {
+    // Burstable nodes only where the policy offers them and the cluster's
+    // pods can run on them (not pods made for GPUs or other accelerators).
+    let burstable = inputs
+        .burstable
+        .as_ref()
+        .filter(|_| policy.burstable_tier && !unit_type.is_some_and(|t| catalog::has_accelerators(t.name)));
+    if let Some(b) = burstable {
         let offer = TierOffer::burstable(
             b.usd_hr,
             b.vcpu,
@@ -391,7 +398,7 @@ pub fn size_tiers(
             }
         }
     }
-    if let Some(b) = &inputs.burstable {
+    if let Some(b) = burstable {
         let units = f64::from(mix.units_of(Tier::BurstableRunning));
         let per_unit =
             (unit_vcpu / f64::from(b.vcpu.max(1))).max(unit_mem_gib / f64::from(b.memory_gib.max(1)));
@@ -513,7 +520,12 @@ mod tests {
     }
 
     fn cost(gap_usd_per_core_s: f64) -> Policy {
-        Policy { spare_sizing: SpareSizing::Cost, gap_usd_per_core_s, ..Policy::default() }
+        Policy {
+            spare_sizing: SpareSizing::Cost,
+            gap_usd_per_core_s,
+            burstable_tier: true,
+            ..Policy::default()
+        }
     }
 
     fn shipped() -> TierInputs {
@@ -580,10 +592,13 @@ mod tests {
         let m = mix(&dear_spot, 0.1);
         assert_eq!(m.units, BTreeMap::from([(Tier::BurstableRunning, 2)]), "{m:?}");
         assert_eq!(m.spare(), SpareCapacity { headroom_nodes: 0, standby_nodes: 0, burstable_nodes: 2 });
-        // Without the burstable tier, placeholders again.
+        // Without the burstable tier, placeholders again: none offered,
+        // or the policy's default, which does not offer it.
         let none = TierInputs { burstable: None, ..shipped() };
         let m = size_tiers(&dear_spot, |_| 1.0, &cost(0.1), &none);
         assert_eq!(m.units, BTreeMap::from([(Tier::Placeholders, 2)]));
+        let off = Policy { burstable_tier: false, ..cost(0.1) };
+        assert_eq!(size_tiers(&dear_spot, |_| 1.0, &off, &shipped()), m);
         // Rare reclaims: holding anything costs more than the gaps it closes.
         assert_eq!(mix(&layered(0.05, 0.07), 0.001).open_units, 2);
         // Running standbys (the policy's mode) are offered instead of stopped ones.

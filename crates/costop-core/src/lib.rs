@@ -4,6 +4,7 @@
 //! no clock, no randomness. The same code decides in production, in tests and
 //! in the simulator. See `DESIGN.md` for where it sits in the data flow.
 
+pub mod burstable;
 pub mod effects;
 pub mod headroom;
 pub mod listed;

@@ -53,7 +53,7 @@ pub struct Policy {
     /// How spare capacity is sized: `shares` (the two shares above) or
     /// `cost` (the tier mix with the lowest expected cost, see
     /// [`SpareSizing::Cost`]). Default `shares`: the shipped figures were
-    /// measured with it, and the simulator does not run burstable nodes yet.
+    /// measured with it.
     pub spare_sizing: SpareSizing,
     /// With `spare_sizing = "cost"`: USD one core-second of a reclaim's
     /// gap (notice until the replacement takes pods) costs where no spare
@@ -64,6 +64,14 @@ pub struct Policy {
     /// Lambda pricing). Raise it to the value of the requests that fail
     /// where nothing bridges them.
     pub gap_usd_per_core_s: f64,
+    /// With `spare_sizing = "cost"`: offer running burstable (T-family)
+    /// nodes as a tier (`costop_core::headroom::SHIPPED_BURSTABLE_TYPE`,
+    /// held tainted `costop.io/standby:NoSchedule` until a response takes
+    /// them; never for accelerated instance types). Default false: on the
+    /// shipped traces and the built-in market the tier was never the
+    /// cheapest (a t3.xlarge's core costs 0.0416 USD an hour, placeholder
+    /// room on Spot 0.014-0.022), see README "Burstable nodes".
+    pub burstable_tier: bool,
     /// How standbys wait. Default `stopped`.
     pub standby_mode: StandbyMode,
     /// Largest share of Spot nodes in any one pool (0–1). Default 0.34.
@@ -111,6 +119,7 @@ impl Default for Policy {
             standby_share_of_shortfall: 0.0,
             spare_sizing: SpareSizing::Shares,
             gap_usd_per_core_s: GAP_USD_PER_CORE_S,
+            burstable_tier: false,
             standby_mode: StandbyMode::Stopped,
             max_pool_share: 0.34,
             risk_weight: 0.05,

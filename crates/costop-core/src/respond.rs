@@ -22,11 +22,13 @@ pub enum PlanError {
 /// An interruption or scheduled event gets the full response, in an order
 /// that never takes serving capacity away before its replacement is on the
 /// way: taint and cordon; bridge traffic to functions; restore capacity in
-/// another pool; wake warm standbys for what neither free room nor the
-/// restored capacity covers; claim placeholder room; move volumes; evict in
+/// another pool; take idle burstable nodes for what the room already there
+/// cannot hold (`crate::burstable`); wake warm standbys for what neither
+/// free room, burstable room nor the restored capacity covers; claim
+/// placeholder room; move volumes; evict in
 /// waves that keep every disruption budget; only then deregister the node
-/// from load balancers; return standbys, shift traffic back, restore
-/// headroom. A rebalance recommendation, if the policy acts on it, only
+/// from load balancers; return standbys and burstable nodes, shift
+/// traffic back, restore headroom. A rebalance recommendation, if the policy acts on it, only
 /// launches the replacement early, keeps the node autoscaler from removing
 /// it while it waits empty, and, when no interruption follows within the
 /// policy's window, retires the node it was launched for (never a cordon on
@@ -166,7 +168,13 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         room = room.plus(&p.requests);
         claimed.push(p.name.to_string());
     }
-    let woken = plan_standbys(plan, view, node, need.minus(&room.plus(&coming)));
+    // Idle burstable nodes take what the room already there cannot, at
+    // once, before the replacement is Ready (`crate::burstable`).
+    let burst = crate::burstable::burstable_room(view, node, need.minus(&room));
+    for b in &burst.nodes {
+        plan.steps.push(Step::WakeStandby { node: b.clone(), retype_to: None });
+    }
+    let woken = plan_standbys(plan, view, node, need.minus(&room.plus(&coming).plus(&burst.room)));
     if !claimed.is_empty() {
         plan.steps.push(Step::ClaimHeadroom { placeholders: claimed });
     }
@@ -184,6 +192,9 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
     }
     for standby in &woken {
         plan.steps.push(Step::ReturnStandby { node: standby.name.to_string() });
+    }
+    for b in burst.nodes {
+        plan.steps.push(Step::ReturnStandby { node: b });
     }
     push_unbridge(plan);
     if view.headroom_target > 0 {

@@ -688,7 +688,12 @@ where
             Step::WakeStandby { node, retype_to } => {
                 let view = self.cluster.view();
                 let n = view.node(node).ok_or_else(|| format!("node {node} not in the cluster"))?;
-                let woke = self.cloud.wake_standby(n, retype_to.as_deref()).await.map_err(|x| e(&x))?;
+                // A burstable node runs already: only its taint comes off.
+                let woke = if n.capacity_type == costop_core::CapacityType::Burstable {
+                    format!("{node} running (burstable)")
+                } else {
+                    self.cloud.wake_standby(n, retype_to.as_deref()).await.map_err(|x| e(&x))?
+                };
                 self.cluster.untaint_standby(node).await.map_err(|x| e(&x))?;
                 Ok(format!("ok: {woke}; untainted"))
             }

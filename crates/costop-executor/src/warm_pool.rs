@@ -11,6 +11,7 @@
 //! return or terminate, since the response may be using (or about to wake)
 //! any standby. It checks again right before each stop or termination.
 
+use costop_core::model::STANDBY_TAINT;
 use costop_core::ports::{Clock, ClusterPort, Evicted, StandbyInstance, StandbyStage, WarmPoolPort};
 use costop_core::warm_pool::{can_return_standby, plan_warm_pool, PendingStandby};
 use costop_core::{CapacityType, Millis, NodeView, Policy, StandbyMode};
@@ -133,6 +134,22 @@ where
                     now_standby.insert(node.name.clone());
                 }
             }
+            // Burstable nodes a response took: tainted again and cleared
+            // once the other nodes can hold their pods, so their credits
+            // drain only until the replacement is Ready; they keep running.
+            let burstable = view.nodes.iter().find(|n| {
+                n.capacity_type == CapacityType::Burstable
+                    && !n.has_taint(STANDBY_TAINT)
+                    && n.ready
+                    && !n.unschedulable
+                    && can_return_standby(&view, n)
+            });
+            if let Some(node) = burstable {
+                match self.rest_burstable(node).await {
+                    Ok(()) => report.returned.push(node.name.to_string()),
+                    Err(e) => report.errors.push(e),
+                }
+            }
         }
 
         // Launch what is short; terminate what is surplus.
@@ -225,6 +242,16 @@ where
         }
     }
 
+    /// Put a burstable node a response took back to idle spare: tainted,
+    /// its workload pods moved off; it keeps running and earning credits.
+    async fn rest_burstable(&self, node: &NodeView) -> Result<(), String> {
+        self.cluster
+            .taint_standby(&node.name, StandbyMode::Running)
+            .await
+            .map_err(|e| format!("taint burstable {} as spare: {e}", node.name))?;
+        self.clear(node).await
+    }
+
     async fn put_on_standby(&self, node: &NodeView, stop: bool) -> Result<(), String> {
         // Labelled running until the instance is stopped, so a response in
         // between would not re-type a running instance.
@@ -232,22 +259,7 @@ where
             .taint_standby(&node.name, StandbyMode::Running)
             .await
             .map_err(|e| format!("taint {} as standby: {e}", node.name))?;
-        // Move every workload pod off (including any scheduled since the
-        // round began), and wait until they have stopped.
-        let deadline = self.clock.now_ms() + CLEAR_DEADLINE_MS;
-        while self.cluster.workload_pods_bound(&node.name) > 0 {
-            if self.clock.now_ms() >= deadline {
-                return Err(format!("{}: pods still on it after {} s", node.name, CLEAR_DEADLINE_MS / 1000));
-            }
-            let view = self.cluster.view();
-            for pod in view.workload_pods_on(&node.name) {
-                match self.cluster.evict(&pod.name, deadline).await {
-                    Ok(Evicted::Accepted { .. } | Evicted::AlreadyGone) => {}
-                    Err(e) => return Err(format!("move {} off standby {}: {e}", pod.name, node.name)),
-                }
-            }
-            self.clock.sleep(std::time::Duration::from_millis(250)).await;
-        }
+        self.clear(node).await?;
         let on_standby =
             || self.cluster.view().node(&node.name).is_some_and(|n| n.capacity_type.is_standby());
         if stop && ((self.responding)() || !on_standby()) {
@@ -268,6 +280,26 @@ where
         let _ = self.cluster.node_event(&node.name, "CostopStandby", &parked).await;
         Ok(())
     }
+
+    /// Move every workload pod off `node` (including any scheduled since
+    /// the round began), and wait until they have stopped.
+    async fn clear(&self, node: &NodeView) -> Result<(), String> {
+        let deadline = self.clock.now_ms() + CLEAR_DEADLINE_MS;
+        while self.cluster.workload_pods_bound(&node.name) > 0 {
+            if self.clock.now_ms() >= deadline {
+                return Err(format!("{}: pods still on it after {} s", node.name, CLEAR_DEADLINE_MS / 1000));
+            }
+            let view = self.cluster.view();
+            for pod in view.workload_pods_on(&node.name) {
+                match self.cluster.evict(&pod.name, deadline).await {
+                    Ok(Evicted::Accepted { .. } | Evicted::AlreadyGone) => {}
+                    Err(e) => return Err(format!("move {} off standby {}: {e}", pod.name, node.name)),
+                }
+            }
+            self.clock.sleep(std::time::Duration::from_millis(250)).await;
+        }
+        Ok(())
+    }
 }
 
 fn pending_of(inst: &StandbyInstance) -> PendingStandby {
@@ -277,7 +309,7 @@ fn pending_of(inst: &StandbyInstance) -> PendingStandby {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use costop_core::model::{PodView, PoolId, Resources, Taint, STANDBY_TAINT};
+    use costop_core::model::{PodView, PoolId, Resources, Taint};
     use costop_core::ClusterView;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;

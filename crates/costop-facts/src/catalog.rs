@@ -65,6 +65,16 @@ pub fn known_type_names() -> String {
     TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
 }
 
+/// Whether the type carries GPUs or other accelerators (P, G, Inf, Trn,
+/// DL, F and VT families: Amazon EC2 User Guide, "Accelerated computing
+/// instances"). Pods made for them cannot run on a burstable or any
+/// general-purpose node.
+pub fn has_accelerators(name: &str) -> bool {
+    let family = name.split('.').next().unwrap_or(name);
+    let letters: String = family.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+    matches!(letters.as_str(), "p" | "g" | "inf" | "trn" | "dl" | "f" | "vt")
+}
+
 /// A burstable type's CPU credit option (`CreditSpecification.CpuCredits`
 /// in RunInstances and launch templates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -244,6 +254,16 @@ mod tests {
         assert_eq!(instance_type("r5.16xlarge").map(|t| t.on_demand_usd_hr), Some(4.032));
         assert!(instance_type("x9.huge").is_none());
         assert!((stopped_standby_usd_hr() - 0.010_958).abs() < 1e-5);
+    }
+
+    #[test]
+    fn accelerated_families_are_told_from_general_purpose_ones() {
+        for gpu in ["p3.2xlarge", "p2.xlarge", "g5.xlarge", "inf2.xlarge", "trn1.2xlarge", "dl1.24xlarge"] {
+            assert!(has_accelerators(gpu), "{gpu}");
+        }
+        for cpu in ["m5.xlarge", "t3.xlarge", "c6i.xlarge", "r5.16xlarge", "t4g.large"] {
+            assert!(!has_accelerators(cpu), "{cpu}");
+        }
     }
 
     #[test]

@@ -767,8 +767,13 @@ fn set_taint(node: &mut Node, key: &str, on: bool) {
 }
 
 /// costop's own record of how a node is bought (see `view::node_view`).
+/// Label the node's capacity type; a `burstable` node stays one whether
+/// it is idle spare (tainted) or taking a response's pods.
 fn set_capacity_label(node: &mut Node, value: &str) {
-    node.metadata.labels.get_or_insert_with(Default::default).insert(CAPACITY_LABEL.into(), value.into());
+    let labels = node.metadata.labels.get_or_insert_with(Default::default);
+    if labels.get(CAPACITY_LABEL).map(String::as_str) != Some("burstable") {
+        labels.insert(CAPACITY_LABEL.into(), value.into());
+    }
 }
 
 fn split_pod(pod: &str) -> Result<(&str, &str), KubeError> {
