@@ -138,7 +138,7 @@ impl Default for SimConfig {
             rebalance_lead_s: 600.0,
             timings: Timings::default(),
             policy: Policy::default(),
-            strategies: Strategy::ALL.to_vec(),
+            strategies: Strategy::DEFAULT.to_vec(),
             world: WorldSettings::default(),
             run_warm_pool_keeper: true,
             executor_waits: costop_executor::Waits::default(),

@@ -26,11 +26,14 @@ const KEEPER_ROUND: Duration = Duration::from_secs(20);
 
 /// Run one strategy to the end of the market and report.
 pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> StrategyResult {
+    // The world, the planner and the keeper all read the strategy's policy.
+    let policy = strategy.policy(&cfg.policy);
+    let cfg = if policy == cfg.policy { cfg } else { Arc::new(SimConfig { policy, ..(*cfg).clone() }) };
     let clock = VirtualClock::default();
     let world = Arc::new(Mutex::new(World::new(cfg.clone(), market, strategy)));
     let api = Duration::from_micros((cfg.timings.api_call_ms.max(0.0) * 1000.0) as u64);
     let ports = Arc::new(SimPorts::new(world.clone(), clock.clone(), api));
-    let keeps_pool = strategy == Strategy::Costop && cfg.run_warm_pool_keeper;
+    let keeps_pool = strategy.is_costop() && cfg.run_warm_pool_keeper;
     let exec: SimExecutor = Executor {
         store: Arc::new(SimStore::default()),
         cluster: ports.clone(),
@@ -46,7 +49,7 @@ pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Stra
     if keeps_pool {
         spawn_keeper(&mut rt, &exec, &world, &cfg);
     }
-    if strategy == Strategy::Costop {
+    if strategy.is_costop() {
         spawn_mover(&mut rt, &exec, &cfg);
     }
     let end = world.lock().unwrap_or_else(|e| e.into_inner()).end();
@@ -95,7 +98,7 @@ fn answer(
     let now = exec.clock.now_ms();
     let plan = {
         let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
-        if strategy == Strategy::Costop {
+        if strategy.is_costop() {
             let notice = w.notice_of(&d);
             // Planned on the watch-backed view, as the server plans.
             let view = w.view();
@@ -220,6 +223,55 @@ mod tests {
     /// Six nodes of ten pods, no rebalance recommendations, for `days`.
     fn small(days: f64) -> SimConfig {
         SimConfig { days, nodes: 6, pods_per_node: 10, rebalance_probability: 0.0, ..SimConfig::default() }
+    }
+
+    /// Where Spot room is dear (0.18 USD an m5.xlarge, more a core than
+    /// a t3.xlarge's 0.1664; below the on-demand 0.192, or no Spot is run) and every open second is too, cost sizing
+    /// with the burstable tier runs burstable nodes instead of
+    /// placeholders: the reclaim's pods go to them at once and move on to
+    /// the replacement once it is Ready.
+    #[test]
+    fn burstable_spare_takes_a_reclaims_pods_and_hands_them_on() {
+        let hour = 3_600_000;
+        let market = Arc::new(Market {
+            pools: vec![
+                pool("us-east-1a", 0.18, vec![hour], vec![]),
+                pool("us-east-1b", 0.18, vec![], vec![]),
+                pool("us-east-1c", 0.18, vec![], vec![]),
+            ],
+            duration: 3 * hour,
+            source: "test".into(),
+        });
+        let cfg = SimConfig {
+            policy: costop_core::Policy {
+                spare_sizing: costop_core::SpareSizing::Cost,
+                gap_usd_per_core_s: 0.1,
+                ..Default::default()
+            },
+            // Full nodes: a pool's loss leaves its pods short of room.
+            world: crate::config::WorldSettings { utilisation: 0.9, ..Default::default() },
+            ..small(0.125)
+        };
+        let cfg = Arc::new(cfg);
+        let (held, burst) =
+            (run(cfg.clone(), market.clone(), Strategy::Costop), run(cfg, market, Strategy::CostopBurstable));
+        let (held_spare, spare) = (held.spare.expect("cost sized"), burst.spare.expect("cost sized"));
+        assert!(held_spare.placeholder_pods > 0 && held_spare.burstable_nodes == 0, "{held_spare:?}");
+        assert!(spare.burstable_nodes > 0 && spare.placeholder_pods == 0, "{spare:?}");
+        // The pods ran on them for the gap, not for the two hours left.
+        assert!(spare.burstable_busy_s > 0.0, "{spare:?}");
+        assert!(spare.burstable_busy_s < 0.25 * 7200.0 * f64::from(spare.burstable_nodes), "{spare:?}");
+        assert_eq!(spare.burstable_throttled_s, 0.0, "t3 runs unlimited by default");
+        // Two t3.xlarge nodes held three hours, no surplus (a minute or two
+        // of bursting is paid back by their earnings).
+        assert!((spare.burstable_usd - 2.0 * 0.1664 * 3.0).abs() < 1e-6, "{spare:?}");
+        assert_eq!(burst.recoveries_s.len(), 1);
+        assert!(
+            burst.recoveries_s[0] <= held.recoveries_s[0],
+            "{:?} vs {:?}",
+            burst.recoveries_s,
+            held.recoveries_s
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub use world::{StrategyResult, World};
 pub fn run_all(cfg: &SimConfig, market: &market::Market) -> Vec<StrategyResult> {
     let (cfg, market) = (std::sync::Arc::new(cfg.clone()), std::sync::Arc::new(market.clone()));
     let mut order: Vec<(usize, Strategy)> = cfg.strategies.iter().copied().enumerate().collect();
-    order.sort_by_key(|(_, s)| *s != Strategy::Costop);
+    order.sort_by_key(|(_, s)| !s.is_costop());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(vec![None; cfg.strategies.len()]);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);

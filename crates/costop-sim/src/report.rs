@@ -380,6 +380,7 @@ mod tests {
             unwarned_recoveries_s: Vec::new(),
             unfinished_incidents: 0,
             series: (0..=10).map(|h| (h as f64, cost_per_h * h as f64, failed_per_h * h as f64)).collect(),
+            spare: None,
         }
     }
 

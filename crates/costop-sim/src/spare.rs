@@ -3,7 +3,9 @@
 //! `costop_core::headroom::size_tiers`) with the run's own timings as the
 //! tiers' start times and the pools' reclaim rates as the run has seen
 //! them (`World::pool_views`). The world calls [`size`] where it sizes
-//! its headroom and keeps the mix for the report ([`describe`]).
+//! its headroom (`World::size_costop_headroom`: placeholders and
+//! burstable nodes; standbys are the warm-pool keeper's) and reports the
+//! mix and what each tier cost ([`SpareReport`]).
 
 use crate::config::SimConfig;
 use costop_core::headroom::{size_spare_capacity, size_tiers, SpareCapacity, TierInputs, TierMix};
@@ -20,6 +22,65 @@ pub fn size(view: &ClusterView, cfg: &SimConfig) -> (SpareCapacity, Option<TierM
         SpareSizing::Cost => {
             let mix = size_tiers(view, |_| 1.0, &cfg.policy, &TierInputs::shipped(&cfg.timings));
             (mix.spare(), Some(mix))
+        }
+    }
+}
+
+/// costop's spare capacity over one run, by tier, when sized by cost.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SpareReport {
+    /// The sizing's tier mix at the start ([`describe`]).
+    pub mix: String,
+    /// Placeholder pods held (a quarter node's room each).
+    pub placeholder_pods: u32,
+    /// Burstable nodes run as idle spare.
+    pub burstable_nodes: u32,
+    /// Node-sized units of the shortfall held by warm standbys (launched
+    /// by the warm-pool keeper).
+    pub standby_units: u32,
+    /// USD: placeholders' share of the Spot nodes they sat on (part of
+    /// those nodes' cost, not on top of it).
+    pub placeholders_usd: f64,
+    /// USD: burstable nodes' on-demand price while they ran, plus the
+    /// surplus credits charged.
+    pub burstable_usd: f64,
+    /// USD: of `burstable_usd`, the surplus credits charged (unlimited mode).
+    pub burstable_surplus_usd: f64,
+    /// USD: warm standbys while on standby (stopped: their volumes;
+    /// running: their price); once woken they are on-demand capacity.
+    pub standbys_usd: f64,
+    /// Burstable node-seconds with workload pods on them.
+    pub burstable_busy_s: f64,
+    /// Of those, seconds held to the baseline (standard mode, no credits left).
+    pub burstable_throttled_s: f64,
+}
+
+impl SpareReport {
+    /// One line for the tables: the mix and what each tier cost.
+    pub fn line(&self) -> String {
+        format!(
+            "{} | cost: placeholders {:.2} USD (share of their Spot nodes), burstable {:.2} USD (surplus {:.2}; busy {:.0} node-s, {:.0} throttled), standbys {:.2} USD",
+            self.mix,
+            self.placeholders_usd,
+            self.burstable_usd,
+            self.burstable_surplus_usd,
+            self.burstable_busy_s,
+            self.burstable_throttled_s,
+            self.standbys_usd
+        )
+    }
+
+    /// The same figures rounded to cents and whole seconds, for output.
+    pub fn rounded(&self) -> Self {
+        let cents = |x: f64| (x * 100.0).round() / 100.0;
+        Self {
+            placeholders_usd: cents(self.placeholders_usd),
+            burstable_usd: cents(self.burstable_usd),
+            burstable_surplus_usd: cents(self.burstable_surplus_usd),
+            standbys_usd: cents(self.standbys_usd),
+            burstable_busy_s: self.burstable_busy_s.round(),
+            burstable_throttled_s: self.burstable_throttled_s.round(),
+            ..self.clone()
         }
     }
 }

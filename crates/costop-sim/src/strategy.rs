@@ -17,6 +17,11 @@
 //!   interrupted offering (type × zone) unavailable for 3 minutes
 //!   (`UnavailableOfferingsTTL`). It does not act on rebalance recommendations.
 //! - `costop`: the plan from `costop_core::respond`, run step by step.
+//! - `costop-burstable`: `costop` with its spare capacity sized by expected
+//!   cost and the burstable tier offered (`spare_sizing = "cost"`,
+//!   `burstable_tier = true`, the rest of the policy as configured): the
+//!   comparison of costop with and without burstable nodes. Not run unless
+//!   named (`--strategies`).
 
 use serde::Serialize;
 
@@ -34,13 +39,26 @@ pub enum Strategy {
     ReplaceOnNotice,
     /// costop's full response.
     Costop,
+    /// costop with cost-sized spare capacity, burstable nodes among its tiers.
+    CostopBurstable,
     /// Knows the whole trace: the cost floor and the 100 %-served line.
     Oracle,
 }
 
 impl Strategy {
     /// All strategies, in output order.
-    pub const ALL: [Strategy; 6] = [
+    pub const ALL: [Strategy; 7] = [
+        Strategy::OnDemand,
+        Strategy::SpotNaive,
+        Strategy::DrainOnNotice,
+        Strategy::ReplaceOnNotice,
+        Strategy::Costop,
+        Strategy::CostopBurstable,
+        Strategy::Oracle,
+    ];
+
+    /// The strategies run when none are named: all but `costop-burstable`.
+    pub const DEFAULT: [Strategy; 6] = [
         Strategy::OnDemand,
         Strategy::SpotNaive,
         Strategy::DrainOnNotice,
@@ -57,7 +75,26 @@ impl Strategy {
             Strategy::DrainOnNotice => "drain-on-notice",
             Strategy::ReplaceOnNotice => "replace-on-notice",
             Strategy::Costop => "costop",
+            Strategy::CostopBurstable => "costop-burstable",
             Strategy::Oracle => "oracle",
+        }
+    }
+
+    /// Whether it is costop (the server's planner and executor), with or
+    /// without the burstable tier.
+    pub fn is_costop(self) -> bool {
+        matches!(self, Strategy::Costop | Strategy::CostopBurstable)
+    }
+
+    /// The policy it runs with, from the configured one.
+    pub fn policy(self, configured: &costop_core::Policy) -> costop_core::Policy {
+        match self {
+            Strategy::CostopBurstable => costop_core::Policy {
+                spare_sizing: costop_core::SpareSizing::Cost,
+                burstable_tier: true,
+                ..configured.clone()
+            },
+            _ => configured.clone(),
         }
     }
 

@@ -45,6 +45,10 @@ pub struct StrategySummary {
     pub max_unwarned_recovery_s: f64,
     /// Requests served by the function bridge.
     pub requests_bridged: u64,
+    /// costop's spare capacity by tier and what each cost, when sized by
+    /// cost (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spare_tiers: Option<crate::spare::SpareReport>,
 }
 
 /// The whole comparison.
@@ -109,6 +113,7 @@ pub fn summarize(results: &[StrategyResult]) -> Vec<StrategySummary> {
                     1,
                 ),
                 requests_bridged: r.requests_bridged.round() as u64,
+                spare_tiers: r.spare.as_ref().map(crate::spare::SpareReport::rounded),
             }
         })
         .collect()
@@ -194,6 +199,21 @@ fn figures_row(s: &StrategySummary) -> String {
     )
 }
 
+/// A line per strategy whose spare capacity was sized by cost: its tier
+/// mix and what each tier cost; a blank line after them.
+fn spare_lines(strategies: &[StrategySummary], prefix: &str) -> String {
+    let mut out = String::new();
+    for s in strategies {
+        if let Some(spare) = &s.spare_tiers {
+            out.push_str(&format!("{prefix}{}: {}\n", s.name, spare.line()));
+        }
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
 /// What the recovery columns mean, printed under every table.
 pub const RECOVERY_NOTE: &str = "\
 Recovery: reclaim notice → every displaced workload Ready again, in seconds; nearest-rank
@@ -213,6 +233,7 @@ pub fn table(summary: &Summary) -> String {
         out.push_str(&format!("{:<18} {}\n", s.name, figures_row(s)));
     }
     out.push('\n');
+    out.push_str(&spare_lines(&summary.strategies, ""));
     out.push_str(RECOVERY_NOTE);
     out.push('\n');
     out
@@ -239,6 +260,9 @@ pub fn sweep_table(heading: &str, sweep: &Sweep) -> String {
         }
     }
     out.push('\n');
+    for run in &sweep.runs {
+        out.push_str(&spare_lines(&run.strategies, &format!("{} ", run.trace)));
+    }
     out.push_str(RECOVERY_NOTE);
     out.push('\n');
     out
@@ -274,6 +298,7 @@ mod tests {
             unwarned_recoveries_s: vec![130.0, 250.0],
             unfinished_incidents: unfinished,
             series: Vec::new(),
+            spare: None,
         }
     }
 

@@ -53,6 +53,19 @@ const BRIDGE_FUNCTION_S: f64 = 0.1;
 /// at most 1,000 / 0.1 s requests per second.
 const BRIDGE_MAX_RPS: f64 = 1000.0 / BRIDGE_FUNCTION_S;
 
+/// Shares of the bill the world keeps apart (indices of `cost_kinds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CostKind {
+    Spot = 0,
+    OnDemand = 1,
+    StoppedStandby = 2,
+    Burstable = 3,
+    RunningStandby = 4,
+    /// Placeholder pods' share of the Spot nodes they sit on (also in `Spot`).
+    Placeholders = 5,
+}
+const COST_KINDS: usize = 6;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NodeState {
     Booting,
@@ -317,6 +330,9 @@ pub struct StrategyResult {
     pub unfinished_incidents: u64,
     /// Samples (hours, cumulative USD, cumulative failed requests).
     pub series: Vec<(f64, f64, f64)>,
+    /// costop's spare capacity by tier and what each cost, when it was
+    /// sized by cost (`spare_sizing = "cost"`).
+    pub spare: Option<crate::spare::SpareReport>,
 }
 
 /// The world of one strategy.
@@ -373,9 +389,19 @@ pub struct World {
     headroom_target: u32,
     cost_rate_dirty: bool,
     cost_per_s: f64,
-    /// Spot, on-demand and stopped-standby shares of the bill (for debugging).
-    cost_kinds_per_s: [f64; 3],
-    cost_kinds: [f64; 3],
+    /// Shares of the bill, by [`CostKind`] (the report's tier costs, and
+    /// debugging).
+    cost_kinds_per_s: [f64; COST_KINDS],
+    cost_kinds: [f64; COST_KINDS],
+    /// Surplus credits charged for burstable nodes, USD (in `cost` and
+    /// in `cost_kinds[CostKind::Burstable]`).
+    surplus_usd: f64,
+    /// Burstable node-seconds with workload pods on them, and of those,
+    /// seconds held to the baseline (standard mode, no credits left).
+    burstable_busy_s: f64,
+    burstable_throttled_s: f64,
+    /// costop's tier mix when sized by cost (`crate::spare::size`).
+    spare_mix: Option<costop_core::headroom::TierMix>,
     /// The CPU credits of each burstable node not gone (node index,
     /// account); what EC2 charges for their surplus is in `cost`.
     credits: Vec<(u32, CreditAccount)>,
@@ -447,8 +473,12 @@ impl World {
             headroom_target: 0,
             cost_rate_dirty: true,
             cost_per_s: 0.0,
-            cost_kinds_per_s: [0.0; 3],
-            cost_kinds: [0.0; 3],
+            cost_kinds_per_s: [0.0; COST_KINDS],
+            cost_kinds: [0.0; COST_KINDS],
+            surplus_usd: 0.0,
+            burstable_busy_s: 0.0,
+            burstable_throttled_s: 0.0,
+            spare_mix: None,
             credits: Vec::new(),
             fail_rate: 0.0,
             fail_dead_rate: 0.0,
@@ -465,20 +495,27 @@ impl World {
         world.build_workloads();
         world.build_nodes();
         world.place_initial_pods();
-        if world.strategy == Strategy::Costop {
+        if world.strategy.is_costop() {
             world.size_costop_headroom();
         }
         world.schedule_market();
         world
     }
 
-    /// costop's placeholders: the worst pool's shortfall
-    /// (`costop_core::headroom`), held on extra Spot nodes where the free
-    /// room is short, four placeholders (a quarter node each) per node.
+    /// costop's spare capacity as the policy sizes it (`crate::spare::size`):
+    /// placeholders for the worst pool's shortfall (`costop_core::headroom`),
+    /// held on extra Spot nodes where the free room is short, four
+    /// placeholders (a quarter node each) per node; with cost sizing, the
+    /// burstable nodes of the tier mix, running and tainted as idle spare,
+    /// spread over the zones (warm standbys are the warm-pool keeper's).
     fn size_costop_headroom(&mut self) {
         let mut view = self.cluster_view();
         view.pools = self.pool_views();
-        let spare = costop_core::headroom::size_spare_capacity(&view, |_| 1.0, &self.cfg.policy);
+        let (spare, mix) = crate::spare::size(&view, &self.cfg);
+        self.spare_mix = mix;
+        if spare.burstable_nodes > 0 {
+            self.launch_burstable_spare(spare.burstable_nodes);
+        }
         if spare.headroom_nodes == 0 {
             return;
         }
@@ -506,6 +543,23 @@ impl World {
         let ph = self.placeholder_workload();
         self.workloads[ph as usize].replicas = self.headroom_target;
         self.place_initial_pods();
+    }
+
+    /// Launch `count` burstable nodes of the shipped type as idle spare:
+    /// running, joined, tainted `costop.io/standby:NoSchedule`, one zone
+    /// after another.
+    fn launch_burstable_spare(&mut self, count: u32) {
+        let Some(itype) = catalog::instance_type(costop_core::headroom::SHIPPED_BURSTABLE_TYPE) else {
+            return;
+        };
+        for i in 0..count as usize {
+            let zone = &self.zones[i % self.zones.len().max(1)];
+            let Some(pool) = self.market.pools.iter().position(|p| p.id.zone == **zone) else { continue };
+            let n = self.add_node_of_type(pool, itype, CapacityType::Burstable, NodeState::Ready);
+            let node = &mut self.nodes[n as usize];
+            node.standby_taint = true;
+            node.in_lb = false;
+        }
     }
 
     // ----- set-up -------------------------------------------------------
@@ -597,6 +651,18 @@ impl World {
     fn add_node(&mut self, pool: usize, capacity: CapacityType, state: NodeState) -> u32 {
         let p = &self.market.pools[pool];
         let itype = catalog::instance_type(&p.id.instance_type).unwrap_or(self.node_type());
+        self.add_node_of_type(pool, itype, capacity, state)
+    }
+
+    /// A node of `itype` in `pool`'s zone (its Spot pool when `capacity` is Spot).
+    fn add_node_of_type(
+        &mut self,
+        pool: usize,
+        itype: &'static InstanceType,
+        capacity: CapacityType,
+        state: NodeState,
+    ) -> u32 {
+        let p = &self.market.pools[pool];
         let index = self.nodes.len() as u32;
         let node = Node {
             name: node_name(index).into(),
@@ -637,7 +703,7 @@ impl World {
         let n = self.cfg.nodes;
         let pools = self.market.pools.len();
         match self.strategy {
-            Strategy::Costop => {
+            Strategy::Costop | Strategy::CostopBurstable => {
                 // costop's pool choice; spare capacity is sized once the
                 // pods are placed (`size_costop_headroom`).
                 let view_pools = self.pool_views();
@@ -769,7 +835,7 @@ impl World {
             }
             return;
         }
-        if matches!(self.strategy, Strategy::Costop | Strategy::ReplaceOnNotice) {
+        if matches!(self.strategy, Strategy::Costop | Strategy::CostopBurstable | Strategy::ReplaceOnNotice) {
             self.push(self.consolidate_every(), Ev::Consolidate);
         }
         let mut rng = Rng::new(self.cfg.seed).fork(0x7EBA1);
@@ -877,7 +943,7 @@ impl World {
                 self.nodes.len()
             );
             eprintln!(
-                "[{}] view rebuilds {} (pods unchanged in {}), version {}, cost spot/on-demand/stopped {:?}, bridged {:.0} failed {:.0} (to vanished targets {:.0})",
+                "[{}] view rebuilds {} (pods unchanged in {}), version {}, cost spot/on-demand/stopped/burstable/running standby/placeholders {:?}, bridged {:.0} failed {:.0} (to vanished targets {:.0})",
                 self.strategy.name(),
                 self.rebuilds,
                 self.pods_kept,
@@ -912,6 +978,19 @@ impl World {
             unwarned_recoveries_s,
             unfinished_incidents: unfinished,
             series: std::mem::take(&mut self.series),
+            spare: self.spare_mix.as_ref().map(|mix| crate::spare::SpareReport {
+                mix: crate::spare::describe(mix),
+                placeholder_pods: mix.spare().headroom_nodes * 4,
+                burstable_nodes: mix.burstable_nodes,
+                standby_units: mix.spare().standby_nodes,
+                placeholders_usd: self.cost_kinds[CostKind::Placeholders as usize],
+                burstable_usd: self.cost_kinds[CostKind::Burstable as usize],
+                burstable_surplus_usd: self.surplus_usd,
+                standbys_usd: self.cost_kinds[CostKind::StoppedStandby as usize]
+                    + self.cost_kinds[CostKind::RunningStandby as usize],
+                burstable_busy_s: self.burstable_busy_s,
+                burstable_throttled_s: self.burstable_throttled_s,
+            }),
         }
     }
 
@@ -1055,6 +1134,12 @@ impl World {
         if t <= self.now {
             return;
         }
+        // A standard-mode burstable node that runs out of credits on the
+        // way serves less from then on: stop there first.
+        if let Some(at) = self.next_throttle().filter(|&at| at < t) {
+            self.advance_to(at);
+            self.refresh_burstable_traffic();
+        }
         if self.cost_rate_dirty {
             self.recompute_cost_rate();
         }
@@ -1076,38 +1161,110 @@ impl World {
         self.now = t;
     }
 
+    /// When the first standard-mode burstable node asked for more than
+    /// its baseline runs out of credits, if one does (at least a
+    /// millisecond ahead, so time moves on).
+    fn next_throttle(&self) -> Option<Millis> {
+        self.credits
+            .iter()
+            .filter_map(|(n, account)| account.seconds_until_throttled(self.burstable_demand_vcpu(*n)))
+            .filter(|s| *s > 0.0)
+            .map(|s| self.now + ((s * 1000.0).ceil() as Millis).max(1))
+            .min()
+    }
+
+    /// vCPUs a burstable node's workload asks for: the CPU requests of its
+    /// workload pods starting or Ready (placeholders ask for none), pods
+    /// busy up to their requests (the model's choice).
+    fn burstable_demand_vcpu(&self, n: u32) -> f64 {
+        let millis: u64 = self.nodes[n as usize]
+            .pods
+            .iter()
+            .map(|&p| &self.pods[p as usize])
+            .filter(|p| matches!(p.state, PodState::Starting | PodState::Ready))
+            .map(|p| &self.workloads[p.workload as usize])
+            .filter(|w| !w.placeholder)
+            .map(|w| w.requests.cpu_millis)
+            .sum();
+        millis as f64 / 1000.0
+    }
+
+    /// Share of its requests each pod on burstable node `n` serves now
+    /// (`CreditAccount::served_share`: below 1 only in standard mode with
+    /// no credits left, held to the baseline).
+    fn burstable_served_share(&self, n: u32) -> f64 {
+        self.credits
+            .iter()
+            .find(|(c, _)| *c == n)
+            .map_or(1.0, |(_, account)| account.served_share(self.burstable_demand_vcpu(n)))
+    }
+
+    /// Pod-equivalents of workload `w` lost to throttling: on each
+    /// throttled burstable node, each of its serving pods gives up the
+    /// share it cannot serve.
+    fn throttled_pods(&self, w: usize) -> f64 {
+        let mut lost = 0.0;
+        for (n, _) in &self.credits {
+            let share = self.burstable_served_share(*n);
+            if share < 1.0 {
+                let serving = self.nodes[*n as usize]
+                    .pods
+                    .iter()
+                    .map(|&p| &self.pods[p as usize])
+                    .filter(|p| p.workload as usize == w && p.serve == Serve::Live)
+                    .count();
+                lost += serving as f64 * (1.0 - share);
+            }
+        }
+        lost
+    }
+
+    /// Recompute the traffic of every workload with pods on a burstable node.
+    fn refresh_burstable_traffic(&mut self) {
+        let mut ws: Vec<usize> = Vec::new();
+        for (n, _) in &self.credits {
+            ws.extend(self.nodes[*n as usize].pods.iter().map(|&p| self.pods[p as usize].workload as usize));
+        }
+        ws.sort_unstable();
+        ws.dedup();
+        for w in ws {
+            self.refresh_traffic(w);
+        }
+    }
+
     /// Burstable nodes' CPU credits over the last `dt` seconds, and the
     /// surplus EC2 charges for them into the bill (on-demand's share). A
     /// running node is asked for the CPU requests of its workload pods
     /// (placeholders ask for none): the model's choice, pods busy up to
     /// their requests. At the end of the run the surplus still owed is
     /// charged, as it would be when the node stops; a node that goes is
-    /// charged in `mark_gone`. Serving is not throttled here: no strategy
-    /// puts pods on burstable nodes yet (`costop_world::credits` has the
-    /// rule for when one does).
+    /// charged in `mark_gone`. A standard-mode node out of credits serves
+    /// less ([`World::throttled_pods`]); `advance_to` stops where one runs
+    /// out, so a step never crosses it.
     fn run_credits(&mut self, dt: f64, at_end: bool) {
         let mut usd = 0.0;
-        for (n, account) in &mut self.credits {
+        let mut credits = std::mem::take(&mut self.credits);
+        for (n, account) in &mut credits {
             let node = &self.nodes[*n as usize];
             if matches!(node.state, NodeState::Booting | NodeState::Ready) {
-                let millis: u64 = node
-                    .pods
-                    .iter()
-                    .map(|&p| &self.pods[p as usize])
-                    .filter(|p| matches!(p.state, PodState::Starting | PodState::Ready))
-                    .map(|p| &self.workloads[p.workload as usize])
-                    .filter(|w| !w.placeholder)
-                    .map(|w| w.requests.cpu_millis)
-                    .sum();
-                let step = account.advance(dt, millis as f64 / 1000.0);
+                let demand = self.burstable_demand_vcpu(*n);
+                if demand > 0.0 {
+                    self.burstable_busy_s += dt;
+                    if account.served_share(demand) < 1.0 {
+                        self.burstable_throttled_s += dt;
+                    }
+                }
+                let step = account.advance(dt, demand);
                 usd += account.facts().surplus_usd(step.charged_credits);
             }
             if at_end {
                 usd += account.facts().surplus_usd(account.stop());
             }
         }
+        self.credits = credits;
         self.cost += usd;
-        self.cost_kinds[1] += usd;
+        self.surplus_usd += usd;
+        self.cost_kinds[CostKind::Burstable as usize] += usd;
     }
 
     /// The oracle's bill per hour now: the nodes the workloads' requests
@@ -1172,20 +1329,28 @@ impl World {
             return;
         }
         let mut per_hour = 0.0;
-        let mut by_kind = [0.0; 3];
+        let mut by_kind = [0.0; COST_KINDS];
+        let ph_cpu = self.workloads.last().filter(|w| w.placeholder).map_or(0, |w| w.requests.cpu_millis);
         for n in self.live.iter().map(|&i| &self.nodes[i as usize]) {
             let (kind, usd) = match (n.state, n.capacity) {
-                (NodeState::Gone, _) => (0, 0.0),
-                (NodeState::Stopped, _) => (2, catalog::stopped_standby_usd_hr()),
+                (NodeState::Gone, _) => (CostKind::Spot, 0.0),
+                (NodeState::Stopped, _) => (CostKind::StoppedStandby, catalog::stopped_standby_usd_hr()),
                 (_, CapacityType::Spot) => {
-                    (0, n.pool.map_or(0.0, |p| self.market.pools[p].price_at(self.now)))
+                    let usd = n.pool.map_or(0.0, |p| self.market.pools[p].price_at(self.now));
+                    if n.placeholders > 0 {
+                        let share =
+                            f64::from(n.placeholders) * ph_cpu as f64 / n.alloc.cpu_millis.max(1) as f64;
+                        by_kind[CostKind::Placeholders as usize] += usd * share.min(1.0);
+                    }
+                    (CostKind::Spot, usd)
                 }
-                // Burstable nodes too: their surplus credits are charged
-                // as EC2 charges them (`run_credits`).
-                _ => (1, n.itype.on_demand_usd_hr),
+                // Their surplus credits are charged as EC2 charges them (`run_credits`).
+                (_, CapacityType::Burstable) => (CostKind::Burstable, n.itype.on_demand_usd_hr),
+                (_, CapacityType::StandbyRunning) => (CostKind::RunningStandby, n.itype.on_demand_usd_hr),
+                _ => (CostKind::OnDemand, n.itype.on_demand_usd_hr),
             };
             per_hour += usd;
-            by_kind[kind] += usd;
+            by_kind[kind as usize] += usd;
         }
         self.cost_per_s = per_hour / 3600.0;
         self.cost_kinds_per_s = by_kind.map(|u| u / 3600.0);
@@ -1344,13 +1509,15 @@ impl World {
                 Strategy::DrainOnNotice => (self.rng.unit() * NTH_POLL as f64) as Millis,
                 Strategy::ReplaceOnNotice => ms(self.cfg.timings.eventbridge_delay_s),
                 // Agent poll, then the fast path to the server.
-                Strategy::Costop => (self.rng.unit() * COSTOP_POLL as f64) as Millis + 20,
+                Strategy::Costop | Strategy::CostopBurstable => {
+                    (self.rng.unit() * COSTOP_POLL as f64) as Millis + 20
+                }
             };
         self.push(self.now + delay, Ev::Detected { node, signal: Signal::Interruption, deadline });
     }
 
     fn rebalance(&mut self, pool: usize) {
-        if self.strategy != Strategy::Costop || !self.cfg.policy.act_on_rebalance {
+        if !self.strategy.is_costop() || !self.cfg.policy.act_on_rebalance {
             return;
         }
         let nodes: Vec<u32> = (self.live.iter().copied())
@@ -1389,7 +1556,7 @@ impl World {
                 Strategy::ReplaceOnNotice => {
                     self.capacity_requests.contains(&format!("karpenter:{}", node_name(n)))
                 }
-                Strategy::Costop => {
+                Strategy::Costop | Strategy::CostopBurstable => {
                     self.capacity_requests.contains(&costop_core::respond::restore_key(&instance_id(n)))
                 }
                 _ => false,
@@ -1420,7 +1587,8 @@ impl World {
             let (_, mut account) = self.credits.remove(i);
             let usd = account.facts().surplus_usd(account.stop());
             self.cost += usd;
-            self.cost_kinds[1] += usd;
+            self.surplus_usd += usd;
+            self.cost_kinds[CostKind::Burstable as usize] += usd;
         }
     }
 
@@ -1486,7 +1654,7 @@ impl World {
             .collect();
         for n in fallbacks {
             let pool = match self.strategy {
-                Strategy::Costop => self.costop_pick_pool(None),
+                Strategy::Costop | Strategy::CostopBurstable => self.costop_pick_pool(None),
                 _ => self.karpenter_pick_pool(Some(self.nodes[n as usize].zone)),
             };
             let Some(launched) = pool.and_then(|p| self.launch(p)) else { return };
@@ -1586,6 +1754,7 @@ impl World {
                 && !node.scale_down_held
                 && !node.unschedulable
                 && !node.capacity.is_standby()
+                && node.capacity != CapacityType::Burstable
                 && node.standby_stage.is_none()
                 && !node.doomed
                 && !draining.contains(&n);
@@ -1634,7 +1803,7 @@ impl World {
     /// launch (Karpenter does so when a NodePool allows both capacity types).
     fn provision(&mut self, zone: Option<usize>, exclude: Option<usize>) {
         let pool = match self.strategy {
-            Strategy::Costop => self.costop_pick_pool(exclude),
+            Strategy::Costop | Strategy::CostopBurstable => self.costop_pick_pool(exclude),
             _ => self.pick_pool(zone, exclude),
         };
         if let Some(pool) = pool {
@@ -1642,7 +1811,7 @@ impl World {
                 return;
             }
         }
-        if matches!(self.strategy, Strategy::Costop | Strategy::ReplaceOnNotice) {
+        if matches!(self.strategy, Strategy::Costop | Strategy::CostopBurstable | Strategy::ReplaceOnNotice) {
             let pool = exclude
                 .or_else(|| self.market.pools.iter().position(|p| Some(self.zone_index(&p.id.zone)) == zone));
             let n = self.add_node(pool.unwrap_or(0), CapacityType::OnDemand, NodeState::Booting);
@@ -1844,6 +2013,8 @@ impl World {
             let w = &self.workloads[pod.workload as usize];
             node.used = node.used.minus(&w.requests);
             node.placeholders -= u32::from(w.placeholder);
+            // Placeholders' share of the bill is reported by tier.
+            self.cost_rate_dirty |= w.placeholder && self.spare_mix.is_some();
         }
         if let Some(v) = pod.volume {
             let vol = &mut self.volumes[v as usize];
@@ -1943,11 +2114,19 @@ impl World {
         }
         self.pods[p as usize].serve = to;
         self.refresh_traffic(w);
+        // On a burstable node the pods share its CPU: one more or fewer
+        // changes what each of the others serves when it is throttled.
+        let on_burstable =
+            self.pods[p as usize].node.is_some_and(|n| self.credits.iter().any(|(c, _)| *c == n));
+        if on_burstable {
+            self.refresh_burstable_traffic();
+        }
     }
 
     /// Recompute one workload's failing and bridged request rates.
     fn refresh_traffic(&mut self, w: usize) {
         let now = self.now;
+        let throttled = if self.credits.is_empty() { 0.0 } else { self.throttled_pods(w) };
         let wl = &mut self.workloads[w];
         if wl.placeholder {
             return;
@@ -1958,7 +2137,8 @@ impl World {
         } else {
             let to_dead = wl.rate * f64::from(wl.dead) / targets;
             let to_live = wl.rate - to_dead;
-            (to_dead + (to_live - f64::from(wl.live) * wl.capacity_per_pod).max(0.0), to_dead)
+            let serving = (f64::from(wl.live) - throttled).max(0.0);
+            (to_dead + (to_live - serving * wl.capacity_per_pod).max(0.0), to_dead)
         };
         // The function's concurrency limit is the account's: what other
         // workloads already send through their bridges is not available.
@@ -2160,6 +2340,7 @@ impl World {
         node.used = node.used.plus(&self.workloads[w].requests);
         node.pods.push(p);
         node.placeholders += u32::from(self.workloads[w].placeholder);
+        self.cost_rate_dirty |= self.workloads[w].placeholder && self.spare_mix.is_some();
         let volumes_at = pod.volume.map_or(0, |v| self.volumes[v as usize].available_at);
         // Placeholders run the pause image (baked into the node image) and
         // have no readiness probe; workloads' apps do.
@@ -2192,7 +2373,7 @@ impl World {
     /// deletes the pods bound to it and their controllers replace them.
     fn state_change(&mut self, n: u32) {
         match self.strategy {
-            Strategy::Costop => {
+            Strategy::Costop | Strategy::CostopBurstable => {
                 let at = self.nodes[n as usize].lifetime.1.unwrap_or(self.now);
                 self.detected(n, Signal::ShuttingDown, at);
             }
@@ -2397,10 +2578,13 @@ impl World {
         node.unschedulable = false;
         node.in_lb = false;
         node.doomed = false;
-        node.capacity = match mode {
-            costop_core::StandbyMode::Running => CapacityType::StandbyRunning,
-            costop_core::StandbyMode::Stopped => CapacityType::StandbyStopped,
-        };
+        // A burstable node stays one: idle spare again.
+        if node.capacity != CapacityType::Burstable {
+            node.capacity = match mode {
+                costop_core::StandbyMode::Running => CapacityType::StandbyRunning,
+                costop_core::StandbyMode::Stopped => CapacityType::StandbyStopped,
+            };
+        }
         for p in node.pods.clone() {
             self.set_serve(p, Serve::No);
         }
@@ -3171,6 +3355,86 @@ mod tests {
         w.mark_gone(n);
         assert!((w.cost - before - 0.11).abs() < 1e-9, "{}", w.cost - before);
         assert!(w.credits.is_empty());
+    }
+
+    /// The acceptance, in the simulator's world: pods on a
+    /// burstable node in standard mode with no credits serve only the
+    /// baseline's share of their requests (the rest fail), from the moment
+    /// the credits run out; in unlimited mode they serve everything and
+    /// the surplus is billed.
+    #[test]
+    fn a_burstable_node_out_of_credits_serves_its_baseline_or_bills_the_surplus() {
+        use costop_facts::catalog::CreditMode;
+        let hour = 3_600_000;
+        // A t3.large (2 vCPUs, baseline 0.6, 36 credits an hour) with three
+        // pods asking for 0.6 vCPU each: 1.8 vCPUs, three times the baseline.
+        let world = |mode: CreditMode, balance: f64| {
+            let mut market = small_market();
+            market.duration = 6 * hour;
+            market.pools.push(PoolMarket {
+                id: PoolId::new("t3.large", "us-east-1a"),
+                on_demand_usd_hr: 0.0832,
+                prices: vec![(0, 0.03)],
+                unavailable: vec![],
+                reclaims: vec![],
+                prior_interruptions_per_day: 0.5,
+            });
+            let cfg = SimConfig { nodes: 3, rebalance_probability: 0.0, ..SimConfig::default() };
+            let mut w = World::new(Arc::new(cfg), Arc::new(market), Strategy::OnDemand);
+            let n = w.add_node(3, CapacityType::Burstable, NodeState::Ready);
+            let wl = w.workloads.iter().position(|w| !w.placeholder).unwrap();
+            w.workloads[wl].requests = Resources::new(600, 256);
+            for _ in 0..3 {
+                let p = w.new_pod(wl as u32);
+                w.bind(p, n, 0);
+            }
+            w.run_events_at(120 * SECOND);
+            let on_node = w.nodes[n as usize].pods.len();
+            assert_eq!(on_node, 3);
+            assert!(w.nodes[n as usize].pods.iter().all(|&p| w.pods[p as usize].serve == Serve::Live));
+            // Every Ready pod of the workload is needed at full speed.
+            let c = w.workloads[wl].capacity_per_pod;
+            w.workloads[wl].rate = f64::from(w.workloads[wl].live) * c;
+            let facts = catalog::burstable("t3.large").unwrap();
+            w.credits[0].1 = CreditAccount::with_balance(facts, mode, balance);
+            w.refresh_burstable_traffic();
+            (w, n, c)
+        };
+
+        // Standard, no credits: each pod serves a third, two pods' worth fail.
+        let (mut w, _, c) = world(CreditMode::Standard, 0.0);
+        assert!((w.fail_rate - 2.0 * c).abs() < 1e-6, "{} vs {}", w.fail_rate, 2.0 * c);
+        let failed = w.requests_failed;
+        w.advance_to(w.now + hour);
+        assert!((w.requests_failed - failed - 2.0 * c * 3600.0).abs() < 1e-3);
+        assert_eq!(w.credits[0].1.charged(), 0.0, "standard mode is never charged");
+
+        // Standard with 12 credits: 0.02 a second drain (1.8 spent a
+        // minute, 0.6 earned), so it serves everything for 600 s, then a third.
+        let (mut w, _, c) = world(CreditMode::Standard, 12.0);
+        assert_eq!(w.fail_rate, 0.0);
+        let failed = w.requests_failed;
+        w.advance_to(w.now + hour);
+        let expected = 2.0 * c * 3000.0;
+        assert!(
+            (w.requests_failed - failed - expected).abs() < 2.0 * c,
+            "{} vs {expected}",
+            w.requests_failed - failed
+        );
+
+        // Unlimited, no credits: everything served; 72 surplus credits an
+        // hour (108 spent, 36 earned), charged when the node goes: 1.2
+        // vCPU-hours at 0.05 USD.
+        let (mut w, n, _) = world(CreditMode::Unlimited, 0.0);
+        assert_eq!(w.fail_rate, 0.0);
+        let failed = w.requests_failed;
+        w.advance_to(w.now + hour);
+        assert_eq!(w.requests_failed, failed);
+        assert!((w.credits[0].1.surplus() - 72.0).abs() < 1e-6, "{:?}", w.credits[0].1);
+        let before = (w.cost, w.surplus_usd);
+        w.mark_gone(n);
+        assert!((w.cost - before.0 - 0.06).abs() < 1e-9, "{}", w.cost - before.0);
+        assert!((w.surplus_usd - before.1 - 0.06).abs() < 1e-9);
     }
 }
 

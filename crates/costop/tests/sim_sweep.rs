@@ -40,7 +40,7 @@ fn the_sweep_runs_every_shipped_trace_with_every_strategy() {
             "preemption/1-node/aws-04-22-2023",
         ]
     );
-    let all: Vec<&str> = costop_sim::Strategy::ALL.iter().map(|s| s.name()).collect();
+    let all: Vec<&str> = costop_sim::Strategy::DEFAULT.iter().map(|s| s.name()).collect();
     for run in runs {
         assert_eq!(run["nodes"], 10, "{run}");
         assert_eq!(run["days"], 1.0, "{run}");
