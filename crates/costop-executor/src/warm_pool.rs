@@ -336,10 +336,13 @@ mod tests {
             let mut v = self.0.lock().unwrap();
             let n = v.nodes.iter_mut().find(|n| n.name == node).unwrap();
             n.taints = vec![Taint { key: STANDBY_TAINT.into(), effect: "NoSchedule".into() }];
-            n.capacity_type = match mode {
-                StandbyMode::Running => CapacityType::StandbyRunning,
-                StandbyMode::Stopped => CapacityType::StandbyStopped,
-            };
+            // As the kube adapter labels it: a burstable node stays one.
+            if n.capacity_type != CapacityType::Burstable {
+                n.capacity_type = match mode {
+                    StandbyMode::Running => CapacityType::StandbyRunning,
+                    StandbyMode::Stopped => CapacityType::StandbyStopped,
+                };
+            }
             Ok(())
         }
         async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
@@ -530,5 +533,38 @@ mod tests {
         assert_eq!(report.returned.len(), 1, "{report:?}");
         let view = k.cluster.view();
         assert!(view.nodes.iter().filter(|n| n.name.starts_with('w')).all(|n| n.capacity_type.is_standby()));
+    }
+
+    /// A burstable node a response took goes back to idle spare once the
+    /// other nodes can hold its pods: tainted, its pods moved off, still
+    /// running (never parked or stopped), not while a response runs.
+    #[tokio::test]
+    async fn a_taken_burstable_node_goes_back_to_idle_spare_when_its_pods_fit() {
+        let mut view = ClusterView::default();
+        view.nodes.push(node("spot", "a", CapacityType::Spot));
+        view.nodes.push(node("t1", "a", CapacityType::Burstable));
+        view.pods.push(pod("web-1", "t1"));
+        view.pods.push(pod("web-2", "t1"));
+        let busy = Arc::new(AtomicBool::new(true));
+        let k = keeper(view.clone(), Vec::new(), busy.clone());
+        assert!(k.round().await.returned.is_empty());
+        assert_eq!(k.cluster.view().pods.len(), 2);
+        busy.store(false, Ordering::SeqCst);
+        let report = k.round().await;
+        assert_eq!(report.returned, ["t1"], "{report:?}");
+        assert!(report.parked.is_empty() && k.cloud.parked.lock().unwrap().is_empty(), "{report:?}");
+        let after = k.cluster.view();
+        let t1 = after.node("t1").unwrap();
+        assert_eq!(t1.capacity_type, CapacityType::Burstable);
+        assert!(t1.has_taint(STANDBY_TAINT) && no_pods_on(&after, "t1"));
+        // With no room elsewhere its pods stay.
+        let mut full = view;
+        full.pods.extend((0..8).map(|i| pod(&format!("full-{i}"), "spot")));
+        let k = keeper(full, Vec::new(), Arc::new(AtomicBool::new(false)));
+        assert!(k.round().await.returned.is_empty());
+    }
+
+    fn no_pods_on(view: &ClusterView, node: &str) -> bool {
+        view.workload_pods_on(node).next().is_none()
     }
 }
