@@ -13,8 +13,9 @@ const POOLS: [(&str, &str); 4] = [
     ("r5.xlarge", "us-east-1c"),
 ];
 
-/// A random cluster: spot nodes over four pools, a few standbys, workloads
-/// with budgets, pods spread over nodes, placeholders.
+/// A random cluster: spot nodes over four pools, a few standbys, idle
+/// burstable nodes, workloads with budgets, pods spread over nodes,
+/// placeholders.
 fn cluster() -> impl Strategy<Value = ClusterView> {
     (
         2usize..12,
@@ -22,8 +23,9 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
         prop::collection::vec((1u32..8, 0u32..8), 1..6),
         prop::collection::vec((0usize..64, 0usize..64, any::<bool>(), any::<bool>()), 0..60),
         0usize..12,
+        0usize..3,
     )
-        .prop_map(|(nodes, standbys, workloads, pods, placeholders)| {
+        .prop_map(|(nodes, standbys, workloads, pods, placeholders, burstables)| {
             let mut view = ClusterView::default();
             for (i, (t, z)) in POOLS.iter().enumerate() {
                 view.pools.push(PoolView {
@@ -53,6 +55,20 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
                     },
                     ready: !standby,
                     in_load_balancer: !standby,
+                });
+            }
+            for i in 0..burstables {
+                view.nodes.push(NodeView {
+                    name: format!("burst-{i}").into(),
+                    instance_id: format!("i-b{i:03}").into(),
+                    pool: PoolId::new("t3.xlarge", POOLS[i % POOLS.len()].1),
+                    capacity_type: CapacityType::Burstable,
+                    allocatable: Resources::new(3680, 14000),
+                    price_per_hour: 0.1664,
+                    unschedulable: false,
+                    taints: vec![Taint { key: "costop.io/standby".into(), effect: "NoSchedule".into() }],
+                    ready: true,
+                    in_load_balancer: false,
                 });
             }
             for (i, (replicas, min_available)) in workloads.iter().enumerate() {
@@ -185,6 +201,26 @@ proptest! {
             let mut twice = once.clone();
             apply_plan(&mut twice, &plan);
             prop_assert_eq!(once, twice);
+        }
+    }
+
+    #[test]
+    fn burstable_nodes_taken_are_idle_ones_and_handed_back_after_the_evictions(view in cluster(), pick in 0usize..64) {
+        let spot: Vec<_> = view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot).collect();
+        let node = spot[pick % spot.len()];
+        let plan = respond(&view, &interruption(&node.instance_id), &Policy::default(), 1_000).unwrap();
+        let first_evict = plan.steps.iter().position(|s| s.kind() == "evict");
+        let last_evict = plan.steps.iter().rposition(|s| s.kind() == "evict");
+        for (i, step) in plan.steps.iter().enumerate() {
+            let Step::WakeStandby { node: taken, retype_to } = step else { continue };
+            let n = view.node(taken).expect("a node of the view");
+            if n.capacity_type != CapacityType::Burstable {
+                continue;
+            }
+            prop_assert!(retype_to.is_none() && n.has_taint("costop.io/standby"), "{:?}", step);
+            prop_assert!(first_evict.is_none_or(|e| i < e), "{} taken after the first eviction", taken);
+            let back = plan.steps.iter().position(|s| matches!(s, Step::ReturnStandby { node } if node == taken));
+            prop_assert!(back.is_some_and(|r| last_evict.is_none_or(|e| r > e)), "{} not handed back after the evictions", taken);
         }
     }
 
