@@ -15,7 +15,7 @@ use costop_core::model::STANDBY_TAINT;
 use costop_core::ports::{Clock, ClusterPort, Evicted, StandbyInstance, StandbyStage, WarmPoolPort};
 use costop_core::warm_pool::{can_return_standby, plan_warm_pool, PendingStandby};
 use costop_core::{CapacityType, Millis, NodeView, Policy, StandbyMode};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// A launched standby that has not joined within this long is given up
@@ -24,6 +24,9 @@ pub const JOIN_TIMEOUT_MS: Millis = 15 * 60 * 1000;
 
 /// How long a standby's pods get to move off it when it goes (back) on standby.
 const CLEAR_DEADLINE_MS: Millis = 2 * 60 * 1000;
+/// Longest wait for a surge's pods before a burstable node's pods are
+/// moved on anyway: a few pod starts (image pull, start, readiness).
+const HAND_BACK_SURGE_WAIT_MS: Millis = 3 * 60 * 1000;
 
 /// What one round did, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -244,12 +247,47 @@ where
 
     /// Put a burstable node a response took back to idle spare: tainted,
     /// its workload pods moved off; it keeps running and earning credits.
+    /// Surge, then evict, as a response does: each Deployment with pods on
+    /// it is raised by as many (marked with the node's hand-back key) and
+    /// its pods go once the extra ones are Ready (or after
+    /// [`HAND_BACK_SURGE_WAIT_MS`]), so none serves with fewer Ready pods;
+    /// the surge is taken back after.
     async fn rest_burstable(&self, node: &NodeView) -> Result<(), String> {
         self.cluster
             .taint_standby(&node.name, StandbyMode::Running)
             .await
             .map_err(|e| format!("taint burstable {} as spare: {e}", node.name))?;
-        self.clear(node).await
+        let key = format!("costop-hand-back-{}", node.name);
+        let view = self.cluster.view();
+        let mut on_node: BTreeMap<String, u32> = BTreeMap::new();
+        for w in view.workload_pods_on(&node.name).filter_map(|p| p.workload.as_deref()) {
+            if view.workload(w).is_some_and(|x| x.surgeable) {
+                *on_node.entry(w.to_string()).or_default() += 1;
+            }
+        }
+        let mut surged = Vec::new();
+        for (w, by) in &on_node {
+            let ready = view.ready_pods_of(w);
+            match self.cluster.surge(w, &key, *by).await {
+                Ok(_) => surged.push((w.as_str(), ready + *by as usize)),
+                Err(e) => return Err(format!("surge {w} off burstable {}: {e}", node.name)),
+            }
+        }
+        let give_up = self.clock.now_ms() + HAND_BACK_SURGE_WAIT_MS;
+        while self.clock.now_ms() < give_up {
+            let v = self.cluster.view();
+            if surged.iter().all(|(w, wanted)| v.ready_pods_of(w) >= *wanted) {
+                break;
+            }
+            self.clock.sleep(std::time::Duration::from_millis(250)).await;
+        }
+        let cleared = self.clear(node).await;
+        for (w, _) in &surged {
+            if let Err(e) = self.cluster.end_surge(w, &key).await {
+                return Err(format!("end the surge of {w} off burstable {}: {e}", node.name));
+            }
+        }
+        cleared
     }
 
     async fn put_on_standby(&self, node: &NodeView, stop: bool) -> Result<(), String> {

@@ -228,8 +228,8 @@ mod tests {
     /// Where Spot room is dear (0.18 USD an m5.xlarge, more a core than
     /// a t3.xlarge's 0.1664; below the on-demand 0.192, or no Spot is run) and every open second is too, cost sizing
     /// with the burstable tier runs burstable nodes instead of
-    /// placeholders: the reclaim's pods go to them at once and move on to
-    /// the replacement once it is Ready.
+    /// placeholders: the reclaim's pods go to them at once and move on
+    /// (surged first) to the replacement once it is Ready.
     #[test]
     fn burstable_spare_takes_a_reclaims_pods_and_hands_them_on() {
         let hour = 3_600_000;
@@ -272,6 +272,8 @@ mod tests {
             burst.recoveries_s,
             held.recoveries_s
         );
+        // Handed back surge first, serving until moved: nothing fails.
+        assert_eq!(burst.requests_failed, 0.0);
     }
 
     #[test]

@@ -2576,15 +2576,19 @@ impl World {
         let node = &mut self.nodes[n as usize];
         node.standby_taint = true;
         node.unschedulable = false;
-        node.in_lb = false;
         node.doomed = false;
-        // A burstable node stays one: idle spare again.
-        if node.capacity != CapacityType::Burstable {
-            node.capacity = match mode {
-                costop_core::StandbyMode::Running => CapacityType::StandbyRunning,
-                costop_core::StandbyMode::Stopped => CapacityType::StandbyStopped,
-            };
+        if node.capacity == CapacityType::Burstable {
+            // Idle spare again, and still burstable: no new pods land, the
+            // ones on it serve until they are moved off.
+            self.schedule_dirty = true;
+            self.changed();
+            return Ok(());
         }
+        node.in_lb = false;
+        node.capacity = match mode {
+            costop_core::StandbyMode::Running => CapacityType::StandbyRunning,
+            costop_core::StandbyMode::Stopped => CapacityType::StandbyStopped,
+        };
         for p in node.pods.clone() {
             self.set_serve(p, Serve::No);
         }
