@@ -243,7 +243,8 @@ pub struct PodIndex {
     ready: HashMap<Name, usize>,
     unbound: Vec<u32>,
     placeholders: Vec<u32>,
-    by_name: OnceLock<HashMap<Name, u32>>,
+    /// Shared by the copies a change makes while no name changes.
+    by_name: OnceLock<Arc<HashMap<Name, u32>>>,
 }
 
 impl Lookups<PodView> for PodIndex {
@@ -289,7 +290,7 @@ impl PodIndex {
             for (i, p) in pods.iter().enumerate() {
                 map.entry(p.name.clone()).or_insert(i as u32);
             }
-            map
+            Arc::new(map)
         });
         by_name.get(name).map(|i| *i as usize)
     }
@@ -374,6 +375,30 @@ impl Listed<PodView, PodIndex> {
     }
 }
 
+impl Listed<PodView, PodIndex> {
+    /// A list of its own (not [`Listed::same`] as this one) with the rows
+    /// at these positions replaced: what a new snapshot holds when some
+    /// pods changed but none came or went. The items are copied; lookups
+    /// this list has built are patched for the replaced rows, not built
+    /// again (one snapshot after another changes a few of thousands of
+    /// pods, and every waiting response reads the lookups of each).
+    pub fn with_rows(&self, rows: Vec<(usize, PodView)>) -> Self {
+        let mut items = self.inner.items.clone();
+        let mut index = self.inner.lookups.get().map(PodIndex::copy);
+        for (i, row) in rows {
+            if let Some(index) = index.as_mut() {
+                index.replace(i as u32, &items[i], &row);
+            }
+            items[i] = row;
+        }
+        let inner = Inner::new(items);
+        if let Some(index) = index {
+            let _ = inner.lookups.set(index);
+        }
+        Self { inner: Arc::new(inner), identity: new_identity() }
+    }
+}
+
 impl PodIndex {
     /// A copy to change (pods by name are looked up again on first use).
     fn copy(&self) -> Self {
@@ -384,6 +409,74 @@ impl PodIndex {
             placeholders: self.placeholders.clone(),
             by_name: self.by_name.clone(),
         }
+    }
+}
+
+impl PodIndex {
+    /// Patch the lookups for the row at `i` going from `old` to `new`, as
+    /// a build on the list with `new` at `i` would make them.
+    fn replace(&mut self, i: u32, old: &PodView, new: &PodView) {
+        if old.node != new.node || old.requests != new.requests {
+            match &old.node {
+                Some(node) => {
+                    if let Some((on, used)) = self.on_node.get_mut(node.as_str()) {
+                        remove_sorted(on, i);
+                        *used = used.minus(&old.requests);
+                        if on.is_empty() {
+                            self.on_node.remove(node.as_str());
+                        }
+                    }
+                }
+                None => remove_sorted(&mut self.unbound, i),
+            }
+            match &new.node {
+                Some(node) => match self.on_node.get_mut(node.as_str()) {
+                    Some((on, used)) => {
+                        insert_sorted(on, i);
+                        *used = used.plus(&new.requests);
+                    }
+                    None => {
+                        self.on_node.insert(node.clone(), (vec![i], new.requests));
+                    }
+                },
+                None => insert_sorted(&mut self.unbound, i),
+            }
+        }
+        if let Some(w) = old.workload.as_ref().filter(|_| old.ready) {
+            if let Some(n) = self.ready.get_mut(w.as_str()) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.ready.remove(w.as_str());
+                }
+            }
+        }
+        if let Some(w) = new.workload.as_ref().filter(|_| new.ready) {
+            *self.ready.entry(w.clone()).or_default() += 1;
+        }
+        if old.placeholder != new.placeholder {
+            if new.placeholder {
+                insert_sorted(&mut self.placeholders, i);
+            } else {
+                remove_sorted(&mut self.placeholders, i);
+            }
+        }
+        if old.name != new.name {
+            self.by_name = OnceLock::new();
+        }
+    }
+}
+
+/// Take `i` out of the ascending `list`, if there.
+fn remove_sorted(list: &mut Vec<u32>, i: u32) {
+    if let Ok(at) = list.binary_search(&i) {
+        list.remove(at);
+    }
+}
+
+/// Put `i` into the ascending `list`, if not there.
+fn insert_sorted(list: &mut Vec<u32>, i: u32) {
+    if let Err(at) = list.binary_search(&i) {
+        list.insert(at, i);
     }
 }
 
@@ -484,6 +577,77 @@ mod tests {
         let mut plain: Pods = pods.iter().cloned().collect::<Vec<_>>().into();
         plain.unbind(&names);
         assert_eq!(plain, changed);
+    }
+
+    /// The lookups `kept` answer as `fresh` do, for these nodes and workloads.
+    fn same_lookups(pods: &Pods, kept: &PodIndex, fresh: &PodIndex) {
+        for node in ["n1", "n2", "n3"] {
+            assert_eq!(kept.on_node(node), fresh.on_node(node), "{node}");
+            assert_eq!(kept.used(node), fresh.used(node), "{node}");
+        }
+        for w in ["w", "v"] {
+            assert_eq!(kept.ready(w), fresh.ready(w), "{w}");
+        }
+        assert_eq!(kept.unbound(), fresh.unbound());
+        assert_eq!(kept.placeholders(), fresh.placeholders());
+        for p in pods.iter() {
+            assert_eq!(kept.by_name(pods, &p.name), fresh.by_name(pods, &p.name), "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn replaced_rows_keep_the_lookups_as_a_new_build_would_make_them() {
+        let pods: Pods = vec![
+            pod("a", Some("n1"), "w", true),
+            pod("b", Some("n1"), "w", false),
+            pod("c", None, "w", false),
+            pod("d", Some("n2"), "v", true),
+        ]
+        .into();
+        pods.lookups().by_name(&pods, "a");
+        let mut placeholder = pod("c", Some("n3"), "w", true);
+        placeholder.placeholder = true;
+        let rows = vec![
+            (0, pod("a", None, "w", false)),
+            (1, pod("b", Some("n1"), "w", true)),
+            (2, placeholder),
+            (3, pod("e", Some("n2"), "v", false)),
+        ];
+        let changed = pods.with_rows(rows.clone());
+        assert!(changed.has_lookups(), "patched, not dropped");
+        assert!(!changed.same(&pods));
+        let expected: Vec<PodView> = rows.into_iter().map(|(_, p)| p).collect();
+        assert_eq!(*changed, expected);
+        same_lookups(&changed, changed.lookups(), &PodIndex::build(&changed));
+        assert_eq!(changed.lookups().on_node("n1"), &[1]);
+        assert_eq!(pods[0].node.as_deref(), Some("n1"), "the list it was copied from is untouched");
+        same_lookups(&pods, pods.lookups(), &PodIndex::build(&pods));
+        // Without lookups built, none are made.
+        let plain: Pods = pods.iter().cloned().collect::<Vec<_>>().into();
+        assert!(!plain.with_rows(vec![(0, pod("a", None, "w", false))]).has_lookups());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_replaced_rows_keep_the_lookups_right(
+            start in proptest::collection::vec((0..4usize, proptest::bool::ANY, 0..2usize), 1..30),
+            changes in proptest::collection::vec((0..30usize, 0..4usize, proptest::bool::ANY, 0..2usize), 0..20),
+        ) {
+            let nodes = [None, Some("n1"), Some("n2"), Some("n3")];
+            let row = |i: usize, node: usize, ready: bool, w: usize| {
+                pod(&format!("p{i}"), nodes[node], ["w", "v"][w], ready)
+            };
+            let pods: Pods = start.iter().enumerate().map(|(i, &(n, r, w))| row(i, n, r, w)).collect();
+            pods.lookups();
+            // Each position once, ascending, as a snapshot hands them.
+            let rows: std::collections::BTreeMap<usize, PodView> = changes
+                .iter()
+                .filter(|c| c.0 < pods.len())
+                .map(|&(i, n, r, w)| (i, row(i, n, r, w)))
+                .collect();
+            let changed = pods.with_rows(rows.into_iter().collect());
+            same_lookups(&changed, changed.lookups(), &PodIndex::build(&changed));
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Compare the strategies on the built-in market without the CLI:
-//! `cargo run --release -p costop-sim --example compare -- DAYS NODES SEED [POOL_HIT]`.
+//! `cargo run --release -p costop-sim --example compare -- DAYS NODES SEED [POOL_HIT] [STRATEGY]`.
+//! `FULL_JSON=1` prints every result in full (series included) as JSON
+//! instead of the table, to check that a change moves no figure.
 
 use costop_sim::market::BuiltinMarket;
 use costop_sim::{PoolHit, SimConfig};
@@ -72,6 +74,11 @@ fn main() {
         }
         None => costop_sim::run_all(&cfg, &market),
     };
+    if std::env::var_os("FULL_JSON").is_some() {
+        println!("{}", serde_json::to_string(&results).unwrap_or_default());
+        eprintln!("wall {:.1} s", started.elapsed().as_secs_f64());
+        return;
+    }
     let od = results.iter().find(|r| r.name == "on-demand").map_or(1.0, |r| r.cost_usd);
     for r in &results {
         let mut rec = r.recoveries_s.clone();

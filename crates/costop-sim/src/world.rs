@@ -17,8 +17,8 @@ use costop_core::ports::{StandbyInstance, StandbyStage};
 use costop_core::time::{Millis, DAY, MINUTE, SECOND, SPOT_NOTICE_LEAD};
 use costop_core::Plan;
 use costop_core::{
-    CapacityType, ClusterView, Name, NodeView, Notice, NoticeKind, NoticeSource, PodView, PoolId, PoolView,
-    Resources, Step, Taint, VolumeView, WorkloadView,
+    CapacityType, ClusterView, Name, NodeView, Notice, NoticeKind, NoticeSource, PoolId, PoolView, Resources,
+    Step, Taint, WorkloadView,
 };
 use costop_world::budget::{self, Amount, BudgetSpec, BudgetStatus, EvictedPod};
 use costop_world::credits::CreditAccount;
@@ -26,8 +26,11 @@ use costop_world::kubelet::{self, PodStart};
 use costop_world::replicas::{self, Controller, ReplicaDecision, ReplicaPod};
 use costop_world::scheduler::{self, Effect, NodeFit, PodFit, Victim};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::sync::Arc;
+
+mod live_requests;
+mod pod_rows;
 
 /// Karpenter keeps an interrupted offering out of launches for 3 minutes
 /// (`UnavailableOfferingsTTL`, karpenter-provider-aws pkg/cache/cache.go).
@@ -370,9 +373,12 @@ pub struct World {
     /// Of `rebuilds`, how many found the pods unchanged (debugging).
     pods_kept: u64,
     view_cache: Option<(u64, Millis, Arc<ClusterView>)>,
-    /// Buffers for the next snapshot's node and pod lists (see [`World::view`]).
+    /// Buffer for the next snapshot's node list (see [`World::view`]).
     spare_nodes: Vec<NodeView>,
-    spare_pods: Vec<PodView>,
+    /// What the last snapshot's pod rows were made of (see [`pod_rows`]).
+    pod_rows: pod_rows::PodRows,
+    /// The live nodes' capacity requests the last snapshot showed.
+    live_requests: live_requests::LiveRequests,
     /// Tasks waiting for the view to change ([`World::on_change`]).
     view_watchers: Vec<std::task::Waker>,
     incidents: Vec<Incident>,
@@ -459,7 +465,8 @@ impl World {
             pods_kept: 0,
             view_cache: None,
             spare_nodes: Vec::new(),
-            spare_pods: Vec::new(),
+            pod_rows: Default::default(),
+            live_requests: Default::default(),
             view_watchers: Vec::new(),
             incidents: Vec::new(),
             open_incidents: Vec::new(),
@@ -1088,7 +1095,9 @@ impl World {
     /// [`costop_core::listed::Listed::reissue`] of it: the lookups readers
     /// built on the last one are not built again. It is a list of its own
     /// all the same, so whatever is keyed on a snapshot's lists (the claims
-    /// applied to one) is as it would be with lists made afresh.
+    /// applied to one) is as it would be with lists made afresh. Of a pod
+    /// list that changed, only the changed pods' rows are built
+    /// ([`pod_rows`]).
     pub fn view(&mut self) -> Arc<ClusterView> {
         if let Some((v, at, view)) = &self.view_cache {
             if *v == self.version || self.now < at + WATCH_LAG {
@@ -1096,13 +1105,14 @@ impl World {
             }
         }
         let last = self.view_cache.take().map(|(_, _, view)| view);
-        let (mut nodes, mut pods) =
-            (std::mem::take(&mut self.spare_nodes), std::mem::take(&mut self.spare_pods));
+        let mut nodes = std::mem::take(&mut self.spare_nodes);
         self.node_views(&mut nodes);
-        self.pod_views(&mut pods);
         let (nodes, _) = reissue_if_same(last.as_ref().map(|v| &v.nodes), nodes, &mut self.spare_nodes);
-        let (pods, pods_kept) = reissue_if_same(last.as_ref().map(|v| &v.pods), pods, &mut self.spare_pods);
-        let view = Arc::new(self.view_with(nodes, pods));
+        let (pods, pods_kept) = self.pod_list(last.as_ref().map(|v| &v.pods));
+        let requests = self.live_capacity_requests();
+        debug_assert!(*pods == self.fresh_pod_list(), "a snapshot's pods are what a fresh list shows");
+        debug_assert!(requests == self.find_live_capacity_requests());
+        let view = Arc::new(self.view_with(nodes, pods, requests));
         self.rebuilds += 1;
         self.pods_kept += u64::from(pods_kept);
         self.view_cache = Some((self.version, self.now, view.clone()));
@@ -2971,10 +2981,9 @@ impl World {
 
     /// The cluster as it is now (what a fresh list would return).
     pub fn cluster_view(&self) -> ClusterView {
-        let (mut nodes, mut pods) = (Vec::new(), Vec::new());
+        let mut nodes = Vec::new();
         self.node_views(&mut nodes);
-        self.pod_views(&mut pods);
-        self.view_with(nodes.into(), pods.into())
+        self.view_with(nodes.into(), self.fresh_pod_list().into(), self.find_live_capacity_requests())
     }
 
     /// A node as the API shows it. A `lost` one (gone without notice, its
@@ -3006,17 +3015,9 @@ impl World {
         }
     }
 
-    /// The cluster as it is now around these node and pod lists.
-    fn view_with(&self, nodes: Nodes, pods: Pods) -> ClusterView {
-        // Only the live nodes' launches can matter to a plan (a notice
-        // comes for a live node); the set of every launch ever made grows
-        // all run long.
-        let capacity_requests = self
-            .live
-            .iter()
-            .map(|&i| costop_core::respond::restore_key(&self.nodes[i as usize].instance_id))
-            .filter(|k| self.capacity_requests.contains(k))
-            .collect();
+    /// The cluster as it is now around these node and pod lists and the
+    /// live nodes' capacity requests.
+    fn view_with(&self, nodes: Nodes, pods: Pods, capacity_requests: BTreeSet<String>) -> ClusterView {
         let workloads = self
             .workloads
             .iter()
@@ -3047,37 +3048,6 @@ impl World {
         }
         for &i in &self.lingering {
             out.push(self.node_view(&self.nodes[i as usize], true));
-        }
-    }
-
-    /// The pods as the API lists them now, into `out` (emptied first).
-    fn pod_views(&self, out: &mut Vec<PodView>) {
-        out.clear();
-        for p in &self.pods {
-            let lingering = p.state == PodState::Lost && p.node.is_some_and(|n| self.lingering.contains(&n));
-            if !matches!(p.state, PodState::Starting | PodState::Ready | PodState::Pending) && !lingering {
-                continue;
-            }
-            let w = &self.workloads[p.workload as usize];
-            out.push(PodView {
-                name: p.name.clone(),
-                workload: Some(w.name.clone()),
-                node: p.node.map(|n| self.nodes[n as usize].name.clone()),
-                requests: w.requests,
-                priority: w.priority,
-                ready: p.state == PodState::Ready,
-                placeholder: w.placeholder,
-                daemon: false,
-                volumes: p
-                    .volume
-                    .map(|v| VolumeView {
-                        volume_id: self.volumes[v as usize].id.clone(),
-                        zone: self.zones[self.volumes[v as usize].zone].clone(),
-                        attached_to: p.node.map(|n| self.nodes[n as usize].name.clone()),
-                    })
-                    .into_iter()
-                    .collect(),
-            });
         }
     }
 
