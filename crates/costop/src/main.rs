@@ -246,7 +246,7 @@ struct SimArgs {
     /// Seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// Comma-separated strategies (default: all of them).
+    /// Comma-separated strategies (default: all but costop-burstable).
     #[arg(long, value_delimiter = ',')]
     strategies: Option<Vec<String>>,
     /// Nodes of a pool one reclaim hits: `all`, `one`, or a share in (0, 1].
