@@ -87,8 +87,19 @@ fn start_emu(dir: &Path, bench: &BurstBench) -> Result<(Proc, String, PathBuf)> 
     Ok((emu, url, kubeconfig))
 }
 
+/// Starts the server; `COSTOP_BENCH_SERVER_WRAPPER` (a program such as
+/// `heaptrack`) runs it under that program, to profile it in the burst.
 fn start_server(dir: &Path, kubeconfig: &Path, redis_url: &str, listen: &str) -> Result<Proc> {
-    let child = Command::new(std::env::current_exe()?)
+    let exe = std::env::current_exe()?;
+    let mut command = match std::env::var_os("COSTOP_BENCH_SERVER_WRAPPER") {
+        Some(wrapper) => {
+            let mut c = Command::new(wrapper);
+            c.arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let child = command
         .args(["server", "--listen", listen, "--redis-url", redis_url, "--identity", "bench", "--kubeconfig"])
         .arg(kubeconfig)
         .env("COSTOP_PLAN_KEY", format!("bench-burst-plan-key-{}", std::process::id()))

@@ -267,7 +267,9 @@ struct SimArgs {
 /// a ~0.5 MB cluster snapshot thousands of times a run, and glibc's malloc
 /// gave those pages back to the kernel and faulted them in again each time
 /// (`costop sim --days 30 --nodes 200`: 20 % of its time). The server's
-/// watch caches churn the same way.
+/// watch caches churn the same way. The `system-allocator` feature keeps
+/// the system's, for heap profilers that intercept malloc.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
