@@ -399,6 +399,55 @@ impl Listed<PodView, PodIndex> {
     }
 }
 
+impl Listed<PodView, PodIndex> {
+    /// A list of its own made of `items`, which are this list's rows but
+    /// for those at `dropped` (positions in this list) and with those at
+    /// `added` (positions in `items`) put in, both ascending; every other
+    /// row kept, in its order. Lookups this list has built are carried over
+    /// (positions renumbered, the dropped and added rows' share patched),
+    /// not built again: what a new snapshot holds when pods came or went.
+    pub fn edited(&self, items: Vec<PodView>, dropped: &[u32], added: &[u32]) -> Self {
+        let index = self.inner.lookups.get().map(|index| {
+            let mut index = index.copy();
+            for &d in dropped {
+                index.take_out(d, &self.inner.items[d as usize]);
+            }
+            index.renumber(&new_positions(self.len(), items.len(), dropped, added));
+            for &a in added {
+                index.put_in(a, &items[a as usize]);
+            }
+            index.by_name = OnceLock::new();
+            index
+        });
+        let inner = Inner::new(items);
+        if let Some(index) = index {
+            let _ = inner.lookups.set(index);
+        }
+        Self { inner: Arc::new(inner), identity: new_identity() }
+    }
+}
+
+/// Where each row of a list of `old_len` rows is in the list made from it
+/// by dropping the rows at `dropped` and putting rows in at `added` (see
+/// [`Listed::edited`]); dropped rows map to `u32::MAX`.
+fn new_positions(old_len: usize, new_len: usize, dropped: &[u32], added: &[u32]) -> Vec<u32> {
+    let mut map = vec![u32::MAX; old_len];
+    let (mut dropped, mut added) = (dropped.iter().peekable(), added.iter().peekable());
+    let mut new = 0u32;
+    for (old, slot) in map.iter_mut().enumerate() {
+        if dropped.next_if(|&&d| d as usize == old).is_some() {
+            continue;
+        }
+        while added.next_if(|&&a| a == new).is_some() {
+            new += 1;
+        }
+        *slot = new;
+        new += 1;
+    }
+    debug_assert!(new as usize + added.count() == new_len);
+    map
+}
+
 impl PodIndex {
     /// A copy to change (pods by name are looked up again on first use).
     fn copy(&self) -> Self {
@@ -413,36 +462,22 @@ impl PodIndex {
 }
 
 impl PodIndex {
-    /// Patch the lookups for the row at `i` going from `old` to `new`, as
-    /// a build on the list with `new` at `i` would make them.
-    fn replace(&mut self, i: u32, old: &PodView, new: &PodView) {
-        if old.node != new.node || old.requests != new.requests {
-            match &old.node {
-                Some(node) => {
-                    if let Some((on, used)) = self.on_node.get_mut(node.as_str()) {
-                        remove_sorted(on, i);
-                        *used = used.minus(&old.requests);
-                        if on.is_empty() {
-                            self.on_node.remove(node.as_str());
-                        }
+    /// Take the share of `pod`, the row at `i`, out of the lookups (pods by
+    /// name aside).
+    fn take_out(&mut self, i: u32, pod: &PodView) {
+        match &pod.node {
+            Some(node) => {
+                if let Some((on, used)) = self.on_node.get_mut(node.as_str()) {
+                    remove_sorted(on, i);
+                    *used = used.minus(&pod.requests);
+                    if on.is_empty() {
+                        self.on_node.remove(node.as_str());
                     }
                 }
-                None => remove_sorted(&mut self.unbound, i),
             }
-            match &new.node {
-                Some(node) => match self.on_node.get_mut(node.as_str()) {
-                    Some((on, used)) => {
-                        insert_sorted(on, i);
-                        *used = used.plus(&new.requests);
-                    }
-                    None => {
-                        self.on_node.insert(node.clone(), (vec![i], new.requests));
-                    }
-                },
-                None => insert_sorted(&mut self.unbound, i),
-            }
+            None => remove_sorted(&mut self.unbound, i),
         }
-        if let Some(w) = old.workload.as_ref().filter(|_| old.ready) {
+        if let Some(w) = pod.workload.as_ref().filter(|_| pod.ready) {
             if let Some(n) = self.ready.get_mut(w.as_str()) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -450,16 +485,49 @@ impl PodIndex {
                 }
             }
         }
-        if let Some(w) = new.workload.as_ref().filter(|_| new.ready) {
+        if pod.placeholder {
+            remove_sorted(&mut self.placeholders, i);
+        }
+    }
+
+    /// Put the share of `pod`, the row at `i`, into the lookups (pods by
+    /// name aside).
+    fn put_in(&mut self, i: u32, pod: &PodView) {
+        match &pod.node {
+            Some(node) => match self.on_node.get_mut(node.as_str()) {
+                Some((on, used)) => {
+                    insert_sorted(on, i);
+                    *used = used.plus(&pod.requests);
+                }
+                None => {
+                    self.on_node.insert(node.clone(), (vec![i], pod.requests));
+                }
+            },
+            None => insert_sorted(&mut self.unbound, i),
+        }
+        if let Some(w) = pod.workload.as_ref().filter(|_| pod.ready) {
             *self.ready.entry(w.clone()).or_default() += 1;
         }
-        if old.placeholder != new.placeholder {
-            if new.placeholder {
-                insert_sorted(&mut self.placeholders, i);
-            } else {
-                remove_sorted(&mut self.placeholders, i);
+        if pod.placeholder {
+            insert_sorted(&mut self.placeholders, i);
+        }
+    }
+
+    /// Move every position `p` held to `to[p]` (an order-keeping map).
+    fn renumber(&mut self, to: &[u32]) {
+        let lists = self.on_node.values_mut().map(|(on, _)| on);
+        for list in lists.chain([&mut self.unbound, &mut self.placeholders]) {
+            for p in list.iter_mut() {
+                *p = to[*p as usize];
             }
         }
+    }
+
+    /// Patch the lookups for the row at `i` going from `old` to `new`, as
+    /// a build on the list with `new` at `i` would make them.
+    fn replace(&mut self, i: u32, old: &PodView, new: &PodView) {
+        self.take_out(i, old);
+        self.put_in(i, new);
         if old.name != new.name {
             self.by_name = OnceLock::new();
         }
@@ -647,6 +715,42 @@ mod tests {
                 .collect();
             let changed = pods.with_rows(rows.into_iter().collect());
             same_lookups(&changed, changed.lookups(), &PodIndex::build(&changed));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lists_with_rows_dropped_and_added_keep_the_lookups_right(
+            start in proptest::collection::vec((0..4usize, proptest::bool::ANY, 0..2usize, proptest::bool::ANY), 0..30),
+            new_rows in proptest::collection::vec((0..4usize, proptest::bool::ANY, 0..2usize, proptest::bool::ANY, 0..40usize), 0..10),
+        ) {
+            let nodes = [None, Some("n1"), Some("n2"), Some("n3")];
+            let row = |name: String, node: usize, ready: bool, w: usize, placeholder: bool| PodView {
+                placeholder,
+                ..pod(&name, nodes[node], ["w", "v"][w], ready)
+            };
+            let pods: Pods =
+                start.iter().enumerate().map(|(i, &(n, r, w, ph))| row(format!("p{i}"), n, r, w, ph)).collect();
+            pods.lookups().by_name(&pods, "p0");
+            // Rows whose readiness flag is set are dropped; new rows go in
+            // before the old row their last field names (or at the end).
+            let dropped: Vec<u32> = (0..pods.len() as u32).filter(|&i| start[i as usize].1 && i % 3 == 0).collect();
+            let (mut items, mut added) = (Vec::new(), Vec::new());
+            for old in 0..=pods.len() {
+                for (k, &(n, r, w, ph, before)) in new_rows.iter().enumerate() {
+                    if before.min(pods.len()) == old {
+                        added.push(items.len() as u32);
+                        items.push(row(format!("new{k}"), n, r, w, ph));
+                    }
+                }
+                if old < pods.len() && !dropped.contains(&(old as u32)) {
+                    items.push(pods[old].clone());
+                }
+            }
+            let edited = pods.edited(items.clone(), &dropped, &added);
+            proptest::prop_assert_eq!(&*edited, &items);
+            proptest::prop_assert!(edited.has_lookups() && !edited.same(&pods));
+            same_lookups(&edited, edited.lookups(), &PodIndex::build(&edited));
         }
     }
 

@@ -123,7 +123,7 @@ impl World {
                         changes.iter().map(|c| (c.at as usize, self.pod_row(&self.pods[c.pod as usize])));
                     (last.with_rows(replaced.collect()), false)
                 } else {
-                    (self.patched_list(last, &rows).into(), false)
+                    (self.edited_list(last, &rows), false)
                 }
             }
         };
@@ -148,20 +148,27 @@ impl World {
     }
 
     /// `last` with the rows of the changed pods in `rows` built anew
-    /// (added, replaced or dropped).
-    fn patched_list(&self, last: &[PodView], rows: &PodRows) -> Vec<PodView> {
+    /// (added, replaced or dropped), its lookups carried over.
+    fn edited_list(&self, last: &Pods, rows: &PodRows) -> Pods {
         let mut items = Vec::with_capacity(last.len() + rows.changes.len());
+        let (mut dropped, mut added) = (Vec::new(), Vec::new());
         // The first row of `last` not yet copied or dropped.
         let mut from = 0;
         for c in &rows.changes {
             let at = c.at as usize;
             items.extend_from_slice(&last[from..at]);
-            from = at + usize::from(c.was_listed);
+            if c.was_listed {
+                dropped.push(c.at);
+                from = at + 1;
+            } else {
+                from = at;
+            }
             if rows.keys[c.pod as usize].listed {
+                added.push(items.len() as u32);
                 items.push(self.pod_row(&self.pods[c.pod as usize]));
             }
         }
         items.extend_from_slice(&last[from..]);
-        items
+        last.edited(items, &dropped, &added)
     }
 }
