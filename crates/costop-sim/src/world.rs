@@ -1555,6 +1555,7 @@ impl World {
             // instance's state change for every reclaimed instance, noticed
             // or not (EventBridge "EC2 Instance State-change Notification").
             self.lingering.push(n);
+            self.pod_rows.touch_all();
             let grace = ms(self.cfg.timings.lost_pod_recreate_s - self.cfg.timings.orphan_pod_gc_s);
             self.push(self.now + grace, Ev::NodeDeleted(n));
             self.push(self.now + ms(self.cfg.timings.eventbridge_delay_s), Ev::StateChange(n));
@@ -1634,6 +1635,7 @@ impl World {
                     let serve = if pod.serve == Serve::Live { Serve::Dead } else { Serve::No };
                     self.set_serve(p, serve);
                     self.pods[p as usize].state = PodState::Lost;
+                    self.pod_rows.touch(p);
                     if let Some(v) = pod.volume {
                         let vol = &mut self.volumes[v as usize];
                         vol.available_at = self.now + if vol.move_requested { moved } else { force };
@@ -1919,6 +1921,7 @@ impl World {
             self.volumes[v as usize].holder = Some(idx);
             self.pods[idx as usize].volume = Some(v);
         }
+        self.pod_rows.touch(idx);
         self.pending.push(idx);
         self.new_pending.push(idx);
         idx
@@ -2036,6 +2039,7 @@ impl World {
         }
         let gen = pod.gen;
         self.pods[p as usize] = Pod { gen, state: PodState::Free, node: None, volume: None, ..pod };
+        self.pod_rows.touch(p);
         self.free_pods.push(p);
         self.schedule_dirty = true;
     }
@@ -2054,6 +2058,7 @@ impl World {
             self.set_serve(p, Serve::No);
         }
         self.pods[p as usize].state = PodState::Terminating;
+        self.pod_rows.touch(p);
         // A StatefulSet (a workload with volumes) recreates a pod, with the
         // same identity and volume, only once the old one is gone; a
         // Deployment replaces it at once.
@@ -2081,6 +2086,7 @@ impl World {
     }
 
     fn pod_ready(&mut self, p: u32) {
+        self.pod_rows.touch(p);
         let pod = &mut self.pods[p as usize];
         pod.state = PodState::Ready;
         let w = pod.workload;
@@ -2360,6 +2366,7 @@ impl World {
         node.images[w] = true;
         self.pods[p as usize].node = Some(n);
         self.pods[p as usize].state = PodState::Starting;
+        self.pod_rows.touch(p);
         self.push(ready_at, Ev::PodReady(p, pod.gen));
     }
 
@@ -2398,6 +2405,7 @@ impl World {
     fn node_deleted(&mut self, n: u32) {
         let before = self.lingering.len();
         self.lingering.retain(|&x| x != n);
+        self.pod_rows.touch_all();
         if self.lingering.len() != before {
             self.changed();
         }
@@ -2421,6 +2429,7 @@ impl World {
     /// is detached after that. How many pods were lost on it.
     fn delete_lost_node(&mut self, n: u32, after: Millis) -> usize {
         self.lingering.retain(|&x| x != n);
+        self.pod_rows.touch_all();
         let free_at = self.now + after + ms(self.cfg.timings.volume_move_s);
         let mut lost = 0;
         for p in self.nodes[n as usize].pods.clone() {
