@@ -1096,8 +1096,8 @@ impl World {
     /// built on the last one are not built again. It is a list of its own
     /// all the same, so whatever is keyed on a snapshot's lists (the claims
     /// applied to one) is as it would be with lists made afresh. Of a pod
-    /// list that changed, only the changed pods' rows are built
-    /// ([`pod_rows`]).
+    /// list that changed, only the changed pods' rows are built (the
+    /// world's `pod_rows` module).
     pub fn view(&mut self) -> Arc<ClusterView> {
         if let Some((v, at, view)) = &self.view_cache {
             if *v == self.version || self.now < at + WATCH_LAG {
