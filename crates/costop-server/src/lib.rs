@@ -1139,52 +1139,71 @@ pub const WARM_POOL_ROUND: Duration = Duration::from_secs(20);
 /// Mirror nodes and pods into the store for other tools (every 10 s, leader
 /// only): everything on the first round, then what changed since the
 /// round before (on 150,000 pods a full copy was 30 MB of JSON written
-/// every 10 s through the connection the responses use).
+/// every 10 s through the connection the responses use), a batch at a
+/// time.
 async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
     let mut last: Option<Arc<costop_core::ClusterView>> = None;
     loop {
         if st.is_leader() {
             let view = st.exec.cluster.view();
-            let (nodes, pods) = match last.as_deref() {
-                Some(before) if std::ptr::eq(before, &*view) => (Diff::default(), Diff::default()),
-                Some(before) => (
-                    Diff::between(
-                        view.nodes.iter().map(|n| (n.name.as_str(), n)),
-                        |name| before.node(name),
-                        before.nodes.iter().map(|n| n.name.as_str()),
-                        |name| view.node(name).is_some(),
+            let store = &st.exec.store;
+            let mut ok = true;
+            let written = match last.as_deref() {
+                Some(before) if std::ptr::eq(before, &*view) => vec![],
+                Some(before) => vec![
+                    (
+                        "nodes",
+                        mirror_changed(
+                            store,
+                            "nodes",
+                            view.nodes.iter().map(|n| (n.name.as_str(), n)),
+                            |name| before.node(name),
+                            gone(before.nodes.iter().map(|n| n.name.as_str()), |name| {
+                                view.node(name).is_some()
+                            }),
+                        )
+                        .await,
                     ),
-                    Diff::between(
-                        view.pods.iter().map(|p| (p.name.as_str(), p)),
-                        |name| before.pod(name),
-                        before.pods.iter().map(|p| p.name.as_str()),
-                        |name| view.pod(name).is_some(),
+                    (
+                        "pods",
+                        mirror_changed(
+                            store,
+                            "pods",
+                            view.pods.iter().map(|p| (p.name.as_str(), p)),
+                            |name| before.pod(name),
+                            gone(before.pods.iter().map(|p| p.name.as_str()), |name| {
+                                view.pod(name).is_some()
+                            }),
+                        )
+                        .await,
                     ),
-                ),
-                None => (
-                    Diff::all(view.nodes.iter().map(|n| (n.name.as_str(), n))),
-                    Diff::all(view.pods.iter().map(|p| (p.name.as_str(), p))),
-                ),
+                ],
+                None => vec![
+                    (
+                        "nodes",
+                        store
+                            .mirror("nodes", &entries(view.nodes.iter().map(|n| (n.name.as_str(), n))))
+                            .await,
+                    ),
+                    (
+                        "pods",
+                        store.mirror("pods", &entries(view.pods.iter().map(|p| (p.name.as_str(), p)))).await,
+                    ),
+                ],
             };
+            for (kind, result) in written {
+                if let Err(e) = result {
+                    ok = false;
+                    tracing::warn!(error = %e, kind, "mirror failed");
+                }
+            }
             let pools: Vec<(String, String)> = st
                 .pools
                 .views(st.exec.clock.now_ms())
                 .iter()
                 .map(|p| (p.id.to_string(), serde_json::to_string(p).unwrap_or_default()))
                 .collect();
-            let mut ok = true;
-            for (kind, diff) in [("nodes", nodes), ("pods", pods)] {
-                let written = if last.is_none() {
-                    st.exec.store.mirror(kind, &diff.changed).await
-                } else {
-                    st.exec.store.mirror_changes(kind, &diff.changed, &diff.removed).await
-                };
-                if let Err(e) = written {
-                    ok = false;
-                    tracing::warn!(error = %e, kind, "mirror failed");
-                }
-            }
-            if let Err(e) = st.exec.store.mirror("pools", &pools).await {
+            if let Err(e) = store.mirror("pools", &pools).await {
                 tracing::warn!(error = %e, kind = "pools", "mirror failed");
             }
             // After a failure, everything again.
@@ -1199,32 +1218,42 @@ async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// What to write to a mirror: entries (name, JSON) and names gone.
-#[derive(Default)]
-struct Diff {
-    changed: Vec<(String, String)>,
-    removed: Vec<String>,
+/// Entries a changes round writes at once: a burst changes tens of
+/// thousands of pods between two rounds, and their JSON (16 MB at 60,000
+/// pods, measured with heaptrack in `costop bench burst`) is written a
+/// batch at a time instead of held whole.
+const MIRROR_BATCH: usize = 500;
+
+/// Every entry as (name, JSON), for a full mirror.
+fn entries<'a, T: serde::Serialize + 'a>(
+    now: impl Iterator<Item = (&'a str, &'a T)>,
+) -> Vec<(String, String)> {
+    now.map(|(name, v)| (name.to_string(), json(v))).collect()
 }
 
-impl Diff {
-    fn all<'a, T: serde::Serialize + 'a>(now: impl Iterator<Item = (&'a str, &'a T)>) -> Self {
-        Diff { changed: now.map(|(name, v)| (name.to_string(), json(v))).collect(), removed: Vec::new() }
-    }
+/// The names `before` had that are gone now.
+fn gone<'a>(names_before: impl Iterator<Item = &'a str>, is_now: impl Fn(&str) -> bool) -> Vec<String> {
+    names_before.filter(|name| !is_now(name)).map(str::to_string).collect()
+}
 
-    fn between<'a, T: serde::Serialize + PartialEq + 'a>(
-        now: impl Iterator<Item = (&'a str, &'a T)>,
-        before: impl Fn(&str) -> Option<&'a T>,
-        names_before: impl Iterator<Item = &'a str>,
-        is_now: impl Fn(&str) -> bool,
-    ) -> Self {
-        Diff {
-            changed: now
-                .filter(|(name, v)| before(name) != Some(*v))
-                .map(|(name, v)| (name.to_string(), json(v)))
-                .collect(),
-            removed: names_before.filter(|name| !is_now(name)).map(str::to_string).collect(),
+/// Write the entries of `now` that differ from `before` into the mirror of
+/// `kind`, [`MIRROR_BATCH`] at a time, then delete the names `gone`.
+async fn mirror_changed<'a, T: serde::Serialize + PartialEq + 'a>(
+    store: &AnyStore,
+    kind: &str,
+    now: impl Iterator<Item = (&'a str, &'a T)>,
+    before: impl Fn(&str) -> Option<&'a T>,
+    gone: Vec<String>,
+) -> Result<(), costop_store::StoreError> {
+    let mut batch: Vec<(String, String)> = Vec::with_capacity(MIRROR_BATCH);
+    for (name, v) in now.filter(|(name, v)| before(name) != Some(*v)) {
+        batch.push((name.to_string(), json(v)));
+        if batch.len() == MIRROR_BATCH {
+            store.mirror_changes(kind, &batch, &[]).await?;
+            batch.clear();
         }
     }
+    store.mirror_changes(kind, &batch, &gone).await
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -1451,6 +1480,35 @@ impl leader::Leadership for ServerState {
 mod tests {
     use costop_core::notice::InstanceAction;
     use costop_core::{Notice, NoticeKind, NoticeSource};
+
+    /// A changes round writes only what differs from the round before, in
+    /// batches (here more than two of them), and deletes what is gone; the
+    /// mirror ends equal to a full copy of the new state.
+    #[tokio::test]
+    async fn a_changes_round_writes_what_changed_in_batches_and_deletes_what_went() {
+        use costop_core::ports::StorePort;
+        let store = costop_store::AnyStore::Memory(costop_store::MemoryStore::new());
+        let names: Vec<String> = (0..1_200).map(|i| format!("pod-{i}")).collect();
+        let before: Vec<(&str, u32)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+        store.mirror("pods", &super::entries(before.iter().map(|(n, v)| (*n, v)))).await.unwrap();
+        // Pods 0-1,099 change, 1,100-1,149 stay, 1,150-1,199 go.
+        let now: Vec<(&str, u32)> = names[..1_150]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), if i < 1_100 { 2 } else { 1 }))
+            .collect();
+        let was = |name: &str| before.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+        let gone = super::gone(before.iter().map(|(n, _)| *n), |name| now.iter().any(|(n, _)| *n == name));
+        assert_eq!(gone.len(), 50);
+        super::mirror_changed(&store, "pods", now.iter().map(|(n, v)| (*n, v)), was, gone).await.unwrap();
+        let costop_store::AnyStore::Memory(memory) = &store else { unreachable!() };
+        let mirrored = memory.mirrored("pods");
+        assert_eq!(mirrored.len(), 1_150);
+        assert_eq!(mirrored["pod-0"], "2");
+        assert_eq!(mirrored["pod-1099"], "2");
+        assert_eq!(mirrored["pod-1100"], "1");
+        assert!(!mirrored.contains_key("pod-1150"));
+    }
 
     fn notice(kind: NoticeKind, received_at: u64) -> Notice {
         Notice { instance_id: "i-0abc".into(), kind, received_at, source: NoticeSource::Agent }
