@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cloud::{AnyCloud, EmuCloud, NoCloud};
 use costop_core::ports::{Clock, ClusterPort, StorePort};
-use costop_core::{Notice, Policy};
+use costop_core::{ClusterView, NodeView, Notice, PodView, Policy};
 use costop_executor::{Executor, OpenResponses};
 use costop_kube::KubeCluster;
 use costop_store::{AnyStore, SystemClock};
@@ -1142,7 +1142,7 @@ pub const WARM_POOL_ROUND: Duration = Duration::from_secs(20);
 /// every 10 s through the connection the responses use), a batch at a
 /// time.
 async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
-    let mut last: Option<Arc<costop_core::ClusterView>> = None;
+    let mut last: Option<Arc<ClusterView>> = None;
     loop {
         if st.is_leader() {
             let view = st.exec.cluster.view();
@@ -1150,44 +1150,15 @@ async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
             let mut ok = true;
             let written = match last.as_deref() {
                 Some(before) if std::ptr::eq(before, &*view) => vec![],
-                Some(before) => vec![
+                before => vec![
                     (
                         "nodes",
-                        mirror_changed(
-                            store,
-                            "nodes",
-                            view.nodes.iter().map(|n| (n.name.as_str(), n)),
-                            |name| before.node(name),
-                            gone(before.nodes.iter().map(|n| n.name.as_str()), |name| {
-                                view.node(name).is_some()
-                            }),
-                        )
-                        .await,
-                    ),
-                    (
-                        "pods",
-                        mirror_changed(
-                            store,
-                            "pods",
-                            view.pods.iter().map(|p| (p.name.as_str(), p)),
-                            |name| before.pod(name),
-                            gone(before.pods.iter().map(|p| p.name.as_str()), |name| {
-                                view.pod(name).is_some()
-                            }),
-                        )
-                        .await,
-                    ),
-                ],
-                None => vec![
-                    (
-                        "nodes",
-                        store
-                            .mirror("nodes", &entries(view.nodes.iter().map(|n| (n.name.as_str(), n))))
+                        mirror_kind(store, "nodes", &view, before, nodes_of, ClusterView::node, node_name)
                             .await,
                     ),
                     (
                         "pods",
-                        store.mirror("pods", &entries(view.pods.iter().map(|p| (p.name.as_str(), p)))).await,
+                        mirror_kind(store, "pods", &view, before, pods_of, ClusterView::pod, pod_name).await,
                     ),
                 ],
             };
@@ -1223,6 +1194,46 @@ async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
 /// pods, measured with heaptrack in `costop bench burst`) is written a
 /// batch at a time instead of held whole.
 const MIRROR_BATCH: usize = 500;
+
+/// The nodes of a view, as [`mirror_kind`] reads them.
+fn nodes_of(view: &ClusterView) -> &[NodeView] {
+    &view.nodes
+}
+
+/// The pods of a view, as [`mirror_kind`] reads them.
+fn pods_of(view: &ClusterView) -> &[PodView] {
+    &view.pods
+}
+
+fn node_name(node: &NodeView) -> &str {
+    node.name.as_str()
+}
+
+fn pod_name(pod: &PodView) -> &str {
+    pod.name.as_str()
+}
+
+/// Mirror one kind of object of `view` (its list, lookup by name and
+/// name given as functions): every entry when there is no round
+/// `before`, else what changed since it ([`mirror_changed`]).
+async fn mirror_kind<T: serde::Serialize + PartialEq>(
+    store: &AnyStore,
+    kind: &str,
+    view: &ClusterView,
+    before: Option<&ClusterView>,
+    list: fn(&ClusterView) -> &[T],
+    find: for<'v> fn(&'v ClusterView, &str) -> Option<&'v T>,
+    name: fn(&T) -> &str,
+) -> Result<(), costop_store::StoreError> {
+    let now = list(view).iter().map(|v| (name(v), v));
+    match before {
+        None => store.mirror(kind, &entries(now)).await,
+        Some(before) => {
+            let gone = gone(list(before).iter().map(name), |n| find(view, n).is_some());
+            mirror_changed(store, kind, now, |n| find(before, n), gone).await
+        }
+    }
+}
 
 /// Every entry as (name, JSON), for a full mirror.
 fn entries<'a, T: serde::Serialize + 'a>(
