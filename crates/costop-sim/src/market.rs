@@ -63,7 +63,14 @@ impl PoolMarket {
                 _ => merged.push((from, to)),
             }
         }
-        PoolMarket { unavailable: merged, ..self.clone() }
+        PoolMarket {
+            id: self.id.clone(),
+            on_demand_usd_hr: self.on_demand_usd_hr,
+            prices: self.prices.clone(),
+            reclaims: self.reclaims.clone(),
+            unavailable: merged,
+            prior_interruptions_per_day: self.prior_interruptions_per_day,
+        }
     }
 }
 
@@ -83,7 +90,11 @@ impl Market {
     /// reclaims ([`PoolMarket::closed_from_notices`]): the market the world
     /// runs in.
     pub fn closed_from_notices(&self, lead: Millis) -> Market {
-        Market { pools: self.pools.iter().map(|p| p.closed_from_notices(lead)).collect(), ..self.clone() }
+        Market {
+            pools: self.pools.iter().map(|p| p.closed_from_notices(lead)).collect(),
+            duration: self.duration,
+            source: self.source.clone(),
+        }
     }
 }
 

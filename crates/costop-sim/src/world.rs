@@ -3292,11 +3292,9 @@ mod tests {
         assert_eq!(run(Strategy::Costop), run(Strategy::Costop));
     }
 
-    /// A burstable node is billed at its on-demand price plus the surplus
-    /// credits EC2 charges: nothing while it runs under its baseline, and
-    /// what it spent beyond its credits once it goes or the run ends.
-    #[test]
-    fn a_burstable_node_is_billed_the_surplus_it_spent() {
+    /// An on-demand world of 3 nodes over 6 hours whose market has a
+    /// t3.large pool too (pool 3), for burstable nodes added by hand.
+    fn on_demand_world_with_a_t3_large_pool() -> World {
         let mut market = small_market();
         market.duration = 6 * 3_600_000;
         market.pools.push(PoolMarket {
@@ -3308,7 +3306,15 @@ mod tests {
             prior_interruptions_per_day: 0.5,
         });
         let cfg = SimConfig { nodes: 3, rebalance_probability: 0.0, ..SimConfig::default() };
-        let mut w = World::new(Arc::new(cfg), Arc::new(market), Strategy::OnDemand);
+        World::new(Arc::new(cfg), Arc::new(market), Strategy::OnDemand)
+    }
+
+    /// A burstable node is billed at its on-demand price plus the surplus
+    /// credits EC2 charges: nothing while it runs under its baseline, and
+    /// what it spent beyond its credits once it goes or the run ends.
+    #[test]
+    fn a_burstable_node_is_billed_the_surplus_it_spent() {
+        let mut w = on_demand_world_with_a_t3_large_pool();
         w.advance_to(SECOND);
         let hour = 3_600_000;
         let idle = |w: &mut World, from: Millis| {
@@ -3352,18 +3358,7 @@ mod tests {
         // A t3.large (2 vCPUs, baseline 0.6, 36 credits an hour) with three
         // pods asking for 0.6 vCPU each: 1.8 vCPUs, three times the baseline.
         let world = |mode: CreditMode, balance: f64| {
-            let mut market = small_market();
-            market.duration = 6 * hour;
-            market.pools.push(PoolMarket {
-                id: PoolId::new("t3.large", "us-east-1a"),
-                on_demand_usd_hr: 0.0832,
-                prices: vec![(0, 0.03)],
-                unavailable: vec![],
-                reclaims: vec![],
-                prior_interruptions_per_day: 0.5,
-            });
-            let cfg = SimConfig { nodes: 3, rebalance_probability: 0.0, ..SimConfig::default() };
-            let mut w = World::new(Arc::new(cfg), Arc::new(market), Strategy::OnDemand);
+            let mut w = on_demand_world_with_a_t3_large_pool();
             let n = w.add_node(3, CapacityType::Burstable, NodeState::Ready);
             let wl = w.workloads.iter().position(|w| !w.placeholder).unwrap();
             w.workloads[wl].requests = Resources::new(600, 256);
