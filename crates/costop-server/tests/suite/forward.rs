@@ -4,8 +4,7 @@
 //! answer 503 saying so, and count it. After a hand-over to a leader that
 //! publishes one, a new follower forwards the notice there.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,7 @@
 //! unsigned or foreign entries are acknowledged, counted and never acted
 //! on. Real redis-server, the emulated cluster, the real server.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 async fn xadd(url: &str, fields: &[(&str, &str)]) -> String {

@@ -4,8 +4,7 @@
 //! without a plan key does not start unless told to run unsigned plans.
 //! Real redis-server.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

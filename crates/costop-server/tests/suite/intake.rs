@@ -1,8 +1,7 @@
 //! Intake: one response per (instance, kind), times checked; against a
 //! real redis-server, the emulated cluster and the real server.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,7 @@
 //! Lease election against the emulated API server, and the real server's
 //! leadership: unique identities, hand-over on shutdown.
 
-mod common;
-use common::*;
+use crate::common::*;
 use costop_emu::{EmuConfig, Emulator};
 use costop_kube::KubeCluster;
 use costop_server::leader::{self, Candidate};
