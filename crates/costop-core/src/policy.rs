@@ -110,6 +110,16 @@ pub struct Policy {
     /// workload serves with fewer Ready pods than it had, and the budgets
     /// no longer pace the evictions wave by wave. Default true.
     pub surge_before_evict: bool,
+    /// Seconds before a known deadline at which pods a disruption budget
+    /// still keeps from eviction are deleted (with their grace period)
+    /// instead: they go with the node at the deadline anyway, and deleted
+    /// now they start elsewhere before it goes, their volumes detached
+    /// cleanly. 0: never; they stay until the node goes. Default 45: the
+    /// default `terminationGracePeriodSeconds` is 30 s (Kubernetes API
+    /// reference, PodSpec) and a volume move and a start take about 15 s
+    /// more. Like Karpenter's NodePool `terminationGracePeriod`, which
+    /// deletes pods whatever their budgets so they end by the node's.
+    pub delete_doomed_before_deadline_s: u32,
 }
 
 impl Default for Policy {
@@ -131,6 +141,7 @@ impl Default for Policy {
             deregister_on_notice: true,
             move_back_saving: 0.15,
             surge_before_evict: true,
+            delete_doomed_before_deadline_s: 45,
         }
     }
 }
@@ -176,6 +187,15 @@ impl Policy {
                 problem: format!("{} must be at most 1440 (a day)", self.rebalance_window_minutes),
             });
         }
+        if self.delete_doomed_before_deadline_s > 120 {
+            return Err(PolicyError {
+                key: "delete_doomed_before_deadline_s",
+                problem: format!(
+                    "{} must be at most 120 (a Spot notice's 2 minutes; more deletes pods before their evictions are tried)",
+                    self.delete_doomed_before_deadline_s
+                ),
+            });
+        }
         if !(self.gap_usd_per_core_s.is_finite() && self.gap_usd_per_core_s >= 0.0) {
             return Err(PolicyError {
                 key: "gap_usd_per_core_s",
@@ -195,6 +215,16 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doomed_pods_are_deleted_at_most_a_notice_before_the_deadline() {
+        let at = |s| Policy { delete_doomed_before_deadline_s: s, ..Policy::default() }.validate();
+        assert_eq!(at(0), Ok(()));
+        assert_eq!(at(120), Ok(()));
+        let err = at(121).unwrap_err();
+        assert_eq!(err.key, "delete_doomed_before_deadline_s");
+        assert!(err.problem.contains("at most 120"), "{err}");
+    }
 
     #[test]
     fn the_gap_price_must_be_a_non_negative_number() {

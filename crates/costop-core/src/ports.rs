@@ -60,6 +60,14 @@ pub trait ClusterPort {
     fn evict(&self, pod: &str, deadline: Millis)
         -> impl Future<Output = Result<Evicted, Self::Error>> + Send;
 
+    /// Delete a pod (`namespace/name`) with its grace period, whatever its
+    /// disruption budget says, and say so where people look (a Warning
+    /// Event on the pod and its node). Only for a pod on a node that goes
+    /// at a known deadline, which its budget kept from eviction until too
+    /// late to start elsewhere in time (`Waits::delete_doomed_before`). A
+    /// pod already gone is no error.
+    fn delete_doomed_pod(&self, pod: &str) -> impl Future<Output = Result<Evicted, Self::Error>> + Send;
+
     /// Raise the Deployment `workload` (`namespace/name`)'s replicas by
     /// `by`, marked with `key` on the Deployment (an annotation) so that
     /// doing it again adds nothing. Whether it added them now.

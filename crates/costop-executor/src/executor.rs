@@ -27,11 +27,28 @@ pub struct Waits {
     /// How long waits after the deadline may run (restoring headroom,
     /// shifting traffic back) before the step gives up and says so. Default 10 min.
     pub after_deadline: Millis,
+    /// How long before the deadline evictions stop being retried: a pod
+    /// not evicted by then is deleted with its grace period, whatever its
+    /// budget says, to start elsewhere before its node goes
+    /// ([`costop_core::Policy::delete_doomed_before_deadline_s`]). 0: never;
+    /// evictions are retried until the deadline and such pods stay.
+    /// Default 45 s.
+    pub delete_doomed_before: Millis,
+}
+
+impl Waits {
+    /// The wait rules a policy asks for.
+    pub fn from_policy(policy: &Policy) -> Self {
+        Self {
+            delete_doomed_before: u64::from(policy.delete_doomed_before_deadline_s) * 1000,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Waits {
     fn default() -> Self {
-        Self { after_deadline: 10 * 60 * 1000 }
+        Self { after_deadline: 10 * 60 * 1000, delete_doomed_before: 45 * 1000 }
     }
 }
 
@@ -226,6 +243,8 @@ fn same_pod(a: &str, b: &str) -> bool {
 struct EvictionTally {
     evicted: usize,
     gone: usize,
+    /// Deleted near the deadline, after their evictions were refused.
+    deleted: usize,
     refused: Vec<String>,
 }
 
@@ -233,6 +252,7 @@ impl EvictionTally {
     fn plus(mut self, other: EvictionTally) -> EvictionTally {
         self.evicted += other.evicted;
         self.gone += other.gone;
+        self.deleted += other.deleted;
         self.refused.extend(other.refused);
         self
     }
@@ -559,18 +579,38 @@ where
     /// so a later snapshot can never be mistaken for it).
     /// Evict the pods, all at once. Every eviction is retried while a
     /// budget refuses it, so later waves are not held back: the API server
-    /// lets each pod go as soon as its workload can spare it.
+    /// lets each pod go as soon as its workload can spare it. A pod not
+    /// evicted `delete_doomed_before` the deadline is deleted then: it
+    /// would go with the node anyway, and it starts elsewhere in time.
     async fn evict_all(&self, pods: &[&String], deadline: Millis) -> EvictionTally {
-        let results = futures::future::join_all(pods.iter().map(|p| self.cluster.evict(p, deadline))).await;
+        let results = futures::future::join_all(pods.iter().map(|p| self.evict_or_delete(p, deadline))).await;
         let mut tally = EvictionTally::default();
         for (pod, r) in pods.iter().zip(results) {
             match r {
-                Ok(Evicted::Accepted { .. }) => tally.evicted += 1,
-                Ok(Evicted::AlreadyGone) => tally.gone += 1,
+                Ok((Evicted::Accepted { .. }, true)) => tally.deleted += 1,
+                Ok((Evicted::Accepted { .. }, false)) => tally.evicted += 1,
+                Ok((Evicted::AlreadyGone, _)) => tally.gone += 1,
                 Err(x) => tally.refused.push(format!("{pod}: {x}")),
             }
         }
         tally
+    }
+
+    /// Evict one pod, retried while its budget refuses, until
+    /// `delete_doomed_before` the deadline; then delete it (while the
+    /// deadline is still ahead). What came of it, and whether it was deleted.
+    async fn evict_or_delete(&self, pod: &str, deadline: Millis) -> Result<(Evicted, bool), String> {
+        let lead = self.waits.delete_doomed_before;
+        let give_up = if lead > 0 { deadline.saturating_sub(lead) } else { deadline };
+        match self.cluster.evict(pod, give_up).await {
+            Err(refused) if lead > 0 && self.clock.now_ms() < deadline => self
+                .cluster
+                .delete_doomed_pod(pod)
+                .await
+                .map(|r| (r, true))
+                .map_err(|x| format!("{refused}; then the delete before the deadline failed: {x}")),
+            r => r.map(|r| (r, false)).map_err(|x| x.to_string()),
+        }
     }
 
     /// Mark the nodes launched under `key` scale-down-disabled as they
@@ -804,8 +844,9 @@ where
                 let (first, second) = futures::future::join(now, later).await;
                 let tally = first.plus(second);
                 let summary = format!(
-                    "evicted {}, already gone {}, not evicted {}",
+                    "evicted {}, deleted before the deadline {}, already gone {}, not evicted {}",
                     tally.evicted,
+                    tally.deleted,
                     tally.gone,
                     tally.refused.len()
                 );
@@ -978,6 +1019,9 @@ mod tests {
         }
         async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
             panic!("dry run evicted {pod}")
+        }
+        async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, Never> {
+            panic!("dry run deleted {pod}")
         }
         async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
             panic!("dry run surged {workload}")
@@ -1242,6 +1286,9 @@ mod tests {
         async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
             panic!("evicted {pod}")
         }
+        async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, Never> {
+            panic!("deleted {pod}")
+        }
         async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
             panic!("surged {workload}")
         }
@@ -1298,6 +1345,9 @@ mod tests {
         shown_from: Millis,
         evicted: Mutex<Vec<(String, Millis)>>,
         marks: Mutex<Vec<(String, bool, Millis)>>,
+        /// Pods whose budget refuses every eviction.
+        refused: HashSet<String>,
+        deleted: Mutex<Vec<(String, Millis)>>,
     }
 
     impl Recording {
@@ -1308,12 +1358,14 @@ mod tests {
                 shown_from,
                 evicted: Mutex::new(Vec::new()),
                 marks: Mutex::new(Vec::new()),
+                refused: HashSet::new(),
+                deleted: Mutex::new(Vec::new()),
             }
         }
     }
 
     impl ClusterPort for Recording {
-        type Error = Never;
+        type Error = std::io::Error;
         fn view(&self) -> Arc<ClusterView> {
             if self.clock.now_ms() >= self.shown_from {
                 self.view.clone()
@@ -1321,32 +1373,40 @@ mod tests {
                 Arc::new(ClusterView::default())
             }
         }
-        async fn taint_and_cordon(&self, _: &str) -> Result<(), Never> {
+        async fn taint_and_cordon(&self, _: &str) -> Result<(), std::io::Error> {
             Ok(())
         }
-        async fn untaint_standby(&self, node: &str) -> Result<(), Never> {
+        async fn untaint_standby(&self, node: &str) -> Result<(), std::io::Error> {
             panic!("untainted {node}")
         }
-        async fn taint_standby(&self, node: &str, _: costop_core::StandbyMode) -> Result<(), Never> {
+        async fn taint_standby(&self, node: &str, _: costop_core::StandbyMode) -> Result<(), std::io::Error> {
             panic!("put {node} on standby")
         }
-        async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
+        async fn evict(&self, pod: &str, until: Millis) -> Result<Evicted, std::io::Error> {
+            if self.refused.contains(pod) {
+                self.clock.sleep(Duration::from_millis(until.saturating_sub(self.clock.now_ms()))).await;
+                return Err(std::io::Error::other(format!("{pod}: refused by its budget until {until}")));
+            }
             self.evicted.lock().unwrap().push((pod.to_string(), self.clock.now_ms()));
             Ok(Evicted::Accepted { attempts: 1 })
         }
-        async fn surge(&self, _: &str, _: &str, _: u32) -> Result<bool, Never> {
+        async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, std::io::Error> {
+            self.deleted.lock().unwrap().push((pod.to_string(), self.clock.now_ms()));
+            Ok(Evicted::Accepted { attempts: 1 })
+        }
+        async fn surge(&self, _: &str, _: &str, _: u32) -> Result<bool, std::io::Error> {
             Ok(true)
         }
-        async fn forget_node(&self, node: &str) -> Result<usize, Never> {
+        async fn forget_node(&self, node: &str) -> Result<usize, std::io::Error> {
             panic!("forgot {node}")
         }
-        async fn end_surge(&self, _: &str, _: &str) -> Result<bool, Never> {
+        async fn end_surge(&self, _: &str, _: &str) -> Result<bool, std::io::Error> {
             Ok(true)
         }
-        async fn scale_placeholders(&self, _: u32) -> Result<(), Never> {
+        async fn scale_placeholders(&self, _: u32) -> Result<(), std::io::Error> {
             panic!("scaled placeholders")
         }
-        async fn claim_placeholders(&self, _: &[String]) -> Result<(), Never> {
+        async fn claim_placeholders(&self, _: &[String]) -> Result<(), std::io::Error> {
             panic!("claimed placeholders")
         }
         fn volume_in_use(&self, _: &str, _: &str) -> bool {
@@ -1355,17 +1415,17 @@ mod tests {
         fn workload_pods_bound(&self, _: &str) -> usize {
             0
         }
-        async fn delete_node(&self, node: &str) -> Result<(), Never> {
+        async fn delete_node(&self, node: &str) -> Result<(), std::io::Error> {
             panic!("deleted {node}")
         }
-        async fn node_event(&self, _: &str, _: &str, _: &str) -> Result<(), Never> {
+        async fn node_event(&self, _: &str, _: &str, _: &str) -> Result<(), std::io::Error> {
             Ok(())
         }
-        async fn hold_from_scale_down(&self, node: &str, hold: bool) -> Result<(), Never> {
+        async fn hold_from_scale_down(&self, node: &str, hold: bool) -> Result<(), std::io::Error> {
             self.marks.lock().unwrap().push((node.to_string(), hold, self.clock.now_ms()));
             Ok(())
         }
-        async fn warn_pod_left(&self, pod: &str, _: &str) -> Result<(), Never> {
+        async fn warn_pod_left(&self, pod: &str, _: &str) -> Result<(), std::io::Error> {
             panic!("warned about {pod}")
         }
     }
@@ -1427,6 +1487,53 @@ mod tests {
         // until 40 s before the deadline.
         assert_eq!(at("default/db-0"), Some(0), "{evicted:?}");
         assert_eq!(at("default/web-1"), Some(deadline - SURGE_EVICT_BEFORE_DEADLINE), "{evicted:?}");
+    }
+
+    fn evict_db_plan(deadline: Millis) -> Plan {
+        Plan {
+            notice: costop_core::NoticeKey {
+                instance_id: "i-1".into(),
+                kind: "spot-interruption".into(),
+                stated_time: deadline,
+            },
+            node: "node-1".into(),
+            deadline: Some(deadline),
+            steps: vec![Step::Evict { pods: vec!["default/db-0".into(), "default/web-1".into()], wave: 0 }],
+            unevictable: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pod_its_budget_keeps_is_deleted_shortly_before_the_deadline() {
+        let deadline = 120_000;
+        let run = |lead| async move {
+            let clock = Arc::new(Stepping::default());
+            let mut cluster = Recording::new(clock.clone(), surge_never_ready(), 0);
+            cluster.refused.insert("default/db-0".into());
+            let cluster = Arc::new(cluster);
+            let mut exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
+            exec.waits.delete_doomed_before = lead;
+            let plan = evict_db_plan(deadline);
+            assert!(exec.store.save_plan(&plan).await.unwrap());
+            exec.execute_new(&plan, 0).await;
+            let outcome =
+                exec.store.response(&plan.notice).await.unwrap().unwrap().steps[0].outcome.clone().unwrap();
+            let deleted = cluster.deleted.lock().unwrap().clone();
+            (deleted, outcome)
+        };
+        // Refused until 45 s before the deadline, then deleted; web goes at once.
+        let (deleted, outcome) = run(45_000).await;
+        assert_eq!(deleted, vec![("default/db-0".to_string(), deadline - 45_000)]);
+        assert!(outcome.starts_with("ok: evicted 1, deleted before the deadline 1,"), "{outcome}");
+        // Told never to: refused until the deadline, left, and said so.
+        let (deleted, outcome) = run(0).await;
+        assert!(deleted.is_empty(), "{deleted:?}");
+        assert!(
+            outcome.starts_with(
+                "partial: evicted 1, deleted before the deadline 0, already gone 0, not evicted 1"
+            ),
+            "{outcome}"
+        );
     }
 
     /// A cloud that launched i-7 under `restore:i-1`.

@@ -387,6 +387,9 @@ mod tests {
             self.0.lock().unwrap().pods.retain(|p| p.name != pod);
             Ok(Evicted::Accepted { attempts: 1 })
         }
+        async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, Never> {
+            panic!("the warm-pool keeper deleted {pod}")
+        }
         async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, Never> {
             panic!("the warm-pool keeper surged {workload}")
         }

@@ -63,7 +63,7 @@ pub enum KubeError {
         source: kube::Error,
     },
     /// A budget kept refusing until the deadline.
-    #[error("evict {pod}: refused by its disruption budget {attempts} times until the deadline")]
+    #[error("evict {pod}: refused by its disruption budget {attempts} times until the time allowed")]
     BudgetDeadline {
         /// `namespace/name`.
         pod: String,
@@ -1027,6 +1027,28 @@ impl ClusterPort for KubeCluster {
         }
     }
 
+    async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, KubeError> {
+        let (ns, name) = split_pod(pod)?;
+        let node = self.node_of_pod(ns, name);
+        // The pod's own grace period: its application shuts down as on an
+        // eviction, only its budget is not asked.
+        match Api::<Pod>::namespaced(self.client.clone(), ns).delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => return Ok(Evicted::AlreadyGone),
+            Err(e) => return Err(api_err("delete", format!("pod/{pod}"))(e)),
+        }
+        let on = node.as_deref().map(|n| format!(" from {n}")).unwrap_or_default();
+        let message = format!(
+            "costop deleted {ns}/{name}{on}: its disruption budget refused its eviction, and its node goes at \
+             the deadline; deleted now it starts elsewhere before then"
+        );
+        tracing::warn!(pod, node = node.as_deref(), "pod deleted before the deadline: budget");
+        if let Err(e) = self.warn_on_pod_and_node(ns, name, node.as_deref(), &message).await {
+            tracing::warn!(error = %e, "cannot record the Warning Event");
+        }
+        Ok(Evicted::Accepted { attempts: 1 })
+    }
+
     async fn surge(&self, workload: &str, key: &str, by: u32) -> Result<bool, KubeError> {
         self.change_surge(workload, key, Some(by)).await
     }
@@ -1220,8 +1242,8 @@ impl KubeCluster {
         let node = self.node_of_pod(ns, name);
         let on = node.as_deref().map(|n| format!(" from {n}")).unwrap_or_default();
         let message = format!(
-            "costop could not evict {ns}/{name}{on} before the deadline: its disruption budget refused all \
-             {attempts} requests; it stays until the node goes"
+            "costop could not evict {ns}/{name}{on}: its disruption budget refused all {attempts} requests \
+             until the time allowed"
         );
         tracing::warn!(
             pod = format!("{ns}/{name}"),

@@ -179,6 +179,40 @@ async fn eviction_retries_while_the_budget_refuses_then_reports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doomed_pod_its_budget_keeps_is_deleted_and_the_deletion_is_told() {
+    let emu = emulator(2, vec![deployment("db", 2, Some(2))]).await;
+    let cluster = adapter(&emu).await;
+    let pod = until("two ready pods", Duration::from_secs(10), || {
+        let view = cluster.view();
+        let ready: Vec<_> = view.pods.iter().filter(|p| p.ready).map(|p| p.name.clone()).collect();
+        (ready.len() == 2).then(|| ready[0].clone())
+    })
+    .await;
+    assert!(cluster.evict(&pod, now_ms() + 300).await.is_err(), "the budget lets no eviction through");
+    assert!(matches!(cluster.delete_doomed_pod(&pod).await.unwrap(), Evicted::Accepted { .. }));
+    until("the pod gone and replaced", Duration::from_secs(10), || {
+        let view = cluster.view();
+        (!view.pods.iter().any(|p| p.name == pod) && view.pods.iter().filter(|p| p.ready).count() == 2)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(cluster.delete_doomed_pod(&pod).await.unwrap(), Evicted::AlreadyGone);
+    let (_, name) = pod.split_once('/').unwrap();
+    let events = Api::<Event>::namespaced(cluster.client().clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        events.items.iter().any(|e| e.type_.as_deref() == Some("Warning")
+            && e.involved_object.name.as_deref() == Some(name)
+            && e.message.as_deref().is_some_and(|m| m.starts_with(&format!("costop deleted {pod}")))),
+        "no Warning on the pod: {:?}",
+        events.items.iter().map(|e| e.message.clone()).collect::<Vec<_>>()
+    );
+    assert!(matches!(cluster.delete_doomed_pod("no-namespace").await, Err(KubeError::Invalid(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placeholders_scale_and_are_claimed_and_events_are_recorded() {
     let emu = emulator(2, vec![]).await;
     let cluster = adapter(&emu).await;

@@ -1387,7 +1387,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
             returns_standbys: !config.dry_run && config.aws.as_ref().is_some_and(|a| a.keep_warm_pool),
             open: Arc::new(OpenResponses::default()),
             no_move: Default::default(),
-            waits: Default::default(),
+            waits: costop_executor::Waits::from_policy(&config.policy),
         },
         policy: config.policy.clone(),
         client: urgent,

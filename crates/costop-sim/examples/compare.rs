@@ -41,6 +41,9 @@ fn main() {
     if let Some(m) = std::env::var("MOVE_SAVING").ok().and_then(|v| v.parse().ok()) {
         cfg.policy.move_back_saving = m;
     }
+    if let Some(s) = std::env::var("DOOMED_S").ok().and_then(|v| v.parse().ok()) {
+        cfg.policy.delete_doomed_before_deadline_s = s;
+    }
     if let Some(h) = std::env::var("MAX_POOL").ok().and_then(|v| v.parse().ok()) {
         cfg.policy.max_pool_share = h;
     }

@@ -78,7 +78,9 @@ pub struct SimConfig {
     pub world: WorldSettings,
     /// Run the server's warm-pool keeper for costop (as `keep_warm_pool`).
     pub run_warm_pool_keeper: bool,
-    /// The executor's wait rules (the server's defaults).
+    /// The executor's wait rules (the server's defaults); the
+    /// `delete_doomed_before` each strategy runs with is its own
+    /// ([`Strategy::delete_doomed_before`]).
     pub executor_waits: costop_executor::Waits,
 }
 

@@ -43,7 +43,10 @@ pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Stra
         returns_standbys: keeps_pool,
         open: Arc::new(OpenResponses::default()),
         no_move: Default::default(),
-        waits: cfg.executor_waits,
+        waits: costop_executor::Waits {
+            delete_doomed_before: strategy.delete_doomed_before(&cfg.policy),
+            ..cfg.executor_waits
+        },
     };
     let mut rt = Runtime::new(clock.clone());
     if keeps_pool {
@@ -280,7 +283,7 @@ mod tests {
     fn the_simulator_runs_the_executors_wait_rules() {
         let run = |after_deadline| {
             let cfg = SimConfig {
-                executor_waits: costop_executor::Waits { after_deadline },
+                executor_waits: costop_executor::Waits { after_deadline, ..Default::default() },
                 // Replacements Ready only after the reclaim: the workloads
                 // are not whole at the deadline.
                 timings: costop_facts::timings::Timings { node_ready_s: 300.0, ..Default::default() },

@@ -128,6 +128,13 @@ impl ClusterPort for SimPorts {
         }
     }
 
+    async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, SimError> {
+        Ok(match self.call(|w| w.delete_request(pod)).await {
+            EvictAnswer::Gone => Evicted::AlreadyGone,
+            _ => Evicted::Accepted { attempts: 1 },
+        })
+    }
+
     async fn forget_node(&self, node: &str) -> Result<usize, SimError> {
         self.call(|w| w.forget_node(node)).await.map_err(SimError)
     }

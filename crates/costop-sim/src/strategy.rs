@@ -86,6 +86,28 @@ impl Strategy {
         matches!(self, Strategy::Costop | Strategy::CostopBurstable)
     }
 
+    /// How long before a reclaim the pods a budget still keeps from
+    /// eviction are deleted (ms; 0: never, they go with the node).
+    /// - costop: its policy's `delete_doomed_before_deadline_s`.
+    /// - replace-on-notice: Karpenter's NodePool `terminationGracePeriod`
+    ///   set to the 2-minute notice, its best documented setting for this
+    ///   (karpenter.sh docs, "NodePools › terminationGracePeriod": once it
+    ///   runs out pods are deleted whatever their budgets, each
+    ///   preemptively by its own `terminationGracePeriodSeconds`, 30 s by
+    ///   default, so they end by then): 30 s.
+    /// - drain-on-notice: never. NTH drains like `kubectl drain` within
+    ///   the budgets until its node-termination grace period runs out
+    ///   (aws-node-termination-handler README, "Configuration").
+    pub fn delete_doomed_before(self, policy: &costop_core::Policy) -> costop_core::time::Millis {
+        match self {
+            Strategy::Costop | Strategy::CostopBurstable => {
+                u64::from(policy.delete_doomed_before_deadline_s) * 1000
+            }
+            Strategy::ReplaceOnNotice => 30 * 1000,
+            _ => 0,
+        }
+    }
+
     /// The policy it runs with, from the configured one.
     pub fn policy(self, configured: &costop_core::Policy) -> costop_core::Policy {
         match self {

@@ -2620,6 +2620,17 @@ impl World {
     /// workload still meet `minAvailable`; a starting one only while the
     /// budget is met.
     pub fn evict_request(&mut self, name: &str) -> EvictAnswer {
+        self.remove_pod(name, true)
+    }
+
+    /// A plain delete of a pod (its grace period kept, its budget not
+    /// asked), as the API server answers it: what
+    /// `ClusterPort::delete_doomed_pod` sends.
+    pub fn delete_request(&mut self, name: &str) -> EvictAnswer {
+        self.remove_pod(name, false)
+    }
+
+    fn remove_pod(&mut self, name: &str, ask_budget: bool) -> EvictAnswer {
         let Some(p) = self.live_pod(name) else { return EvictAnswer::Gone };
         let pod = &self.pods[p as usize];
         if !matches!(pod.state, PodState::Starting | PodState::Ready | PodState::Pending) {
@@ -2630,7 +2641,7 @@ impl World {
             PodState::Starting => EvictedPod::Unready,
             _ => EvictedPod::Exempt,
         };
-        if self.budget(pod.workload).is_some_and(|b| !budget::may_evict(evicted, &b)) {
+        if ask_budget && self.budget(pod.workload).is_some_and(|b| !budget::may_evict(evicted, &b)) {
             return EvictAnswer::Refused;
         }
         self.evict(p);
@@ -3491,6 +3502,26 @@ mod fairness {
         let removed = w.now + ms(w.cfg.world.endpoint_removal_s);
         w.run_events_at(removed);
         assert_eq!(w.pods[p].serve, Serve::No);
+    }
+
+    #[test]
+    fn a_delete_takes_a_pod_whose_budget_refuses_its_eviction() {
+        let mut w = World::new(cfg(3), three_zones(), Strategy::Costop);
+        for wl in &mut w.workloads {
+            wl.min_available = wl.replicas; // every eviction refused
+        }
+        w.settle();
+        let p = (0..w.pods.len())
+            .find(|&i| {
+                w.pods[i].state == PodState::Ready && !w.workloads[w.pods[i].workload as usize].placeholder
+            })
+            .unwrap();
+        let name = w.pods[p].name.clone();
+        assert_eq!(w.evict_request(&name), EvictAnswer::Refused);
+        assert_eq!(w.pods[p].state, PodState::Ready);
+        assert_eq!(w.delete_request(&name), EvictAnswer::Evicted);
+        assert_ne!(w.pods[p].state, PodState::Ready, "the delete did not take it");
+        assert_eq!(w.delete_request(&name), EvictAnswer::Gone);
     }
 
     #[test]
