@@ -113,8 +113,8 @@ pub struct Policy {
     /// Seconds before a known deadline at which pods a disruption budget
     /// still keeps from eviction are deleted (with their grace period)
     /// instead: they go with the node at the deadline anyway, and deleted
-    /// now they start elsewhere before it goes, their volumes detached
-    /// cleanly. 0: never; they stay until the node goes. Default 45: the
+    /// now their controllers start them elsewhere before it goes, their
+    /// volumes detached cleanly. Pods no controller owns are never deleted. 0: never; they stay until the node goes. Default 45: the
     /// default `terminationGracePeriodSeconds` is 30 s (Kubernetes API
     /// reference, PodSpec) and a volume move and a start take about 15 s
     /// more. Like Karpenter's NodePool `terminationGracePeriod`, which

@@ -598,9 +598,12 @@ where
 
     /// Evict one pod, retried while its budget refuses, until
     /// `delete_doomed_before` the deadline; then delete it (while the
-    /// deadline is still ahead). What came of it, and whether it was deleted.
+    /// deadline is still ahead). A pod no controller makes again (a bare
+    /// pod) gains nothing from going early: it is only evicted, until the
+    /// deadline. What came of it, and whether it was deleted.
     async fn evict_or_delete(&self, pod: &str, deadline: Millis) -> Result<(Evicted, bool), String> {
-        let lead = self.waits.delete_doomed_before;
+        let replaced = self.cluster.view().pod(pod).is_some_and(|p| p.workload.is_some());
+        let lead = if replaced { self.waits.delete_doomed_before } else { 0 };
         let give_up = if lead > 0 { deadline.saturating_sub(lead) } else { deadline };
         match self.cluster.evict(pod, give_up).await {
             Err(refused) if lead > 0 && self.clock.now_ms() < deadline => self
@@ -1498,7 +1501,10 @@ mod tests {
             },
             node: "node-1".into(),
             deadline: Some(deadline),
-            steps: vec![Step::Evict { pods: vec!["default/db-0".into(), "default/web-1".into()], wave: 0 }],
+            steps: vec![Step::Evict {
+                pods: vec!["default/db-0".into(), "default/web-1".into(), "default/solo".into()],
+                wave: 0,
+            }],
             unevictable: vec![],
         }
     }
@@ -1510,6 +1516,8 @@ mod tests {
             let clock = Arc::new(Stepping::default());
             let mut cluster = Recording::new(clock.clone(), surge_never_ready(), 0);
             cluster.refused.insert("default/db-0".into());
+            // A bare pod (no workload: nothing would start it again).
+            cluster.refused.insert("default/solo".into());
             let cluster = Arc::new(cluster);
             let mut exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
             exec.waits.delete_doomed_before = lead;
@@ -1521,16 +1529,23 @@ mod tests {
             let deleted = cluster.deleted.lock().unwrap().clone();
             (deleted, outcome)
         };
-        // Refused until 45 s before the deadline, then deleted; web goes at once.
+        // db is refused until 45 s before the deadline, then deleted; web
+        // goes at once; the bare pod is only evicted, refused until the
+        // deadline, and left.
         let (deleted, outcome) = run(45_000).await;
         assert_eq!(deleted, vec![("default/db-0".to_string(), deadline - 45_000)]);
-        assert!(outcome.starts_with("ok: evicted 1, deleted before the deadline 1,"), "{outcome}");
+        assert!(
+            outcome.starts_with(
+                "partial: evicted 1, deleted before the deadline 1, already gone 0, not evicted 1"
+            ),
+            "{outcome}"
+        );
         // Told never to: refused until the deadline, left, and said so.
         let (deleted, outcome) = run(0).await;
         assert!(deleted.is_empty(), "{deleted:?}");
         assert!(
             outcome.starts_with(
-                "partial: evicted 1, deleted before the deadline 0, already gone 0, not evicted 1"
+                "partial: evicted 1, deleted before the deadline 0, already gone 0, not evicted 2"
             ),
             "{outcome}"
         );
