@@ -114,7 +114,10 @@ pub struct Policy {
     /// still keeps from eviction are deleted (with their grace period)
     /// instead: they go with the node at the deadline anyway, and deleted
     /// now their controllers start them elsewhere before it goes, their
-    /// volumes detached cleanly. Pods no controller owns are never deleted. 0: never; they stay until the node goes. Default 45: the
+    /// volumes detached cleanly. Only pods of the workloads the planner
+    /// knows (Deployments, StatefulSets) are deleted; bare pods and pods
+    /// whose budget allows no disruption at all are left and reported.
+    /// 0: never; they stay until the node goes. Default 45: the
     /// default `terminationGracePeriodSeconds` is 30 s (Kubernetes API
     /// reference, PodSpec) and a volume move and a start take about 15 s
     /// more. Like Karpenter's NodePool `terminationGracePeriod`, which

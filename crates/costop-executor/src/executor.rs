@@ -598,15 +598,21 @@ where
 
     /// Evict one pod, retried while its budget refuses, until
     /// `delete_doomed_before` the deadline; then delete it (while the
-    /// deadline is still ahead). A pod no controller makes again (a bare
-    /// pod) gains nothing from going early: it is only evicted, until the
-    /// deadline. What came of it, and whether it was deleted.
+    /// deadline is still ahead). Only a pod of a workload the view knows
+    /// (a Deployment or StatefulSet that starts it again) is deleted: a
+    /// bare pod, or a Job's, gains nothing from going early and is only
+    /// evicted, until the deadline. An eviction that failed before the
+    /// give-up time (an API error, not the budget) deletes nothing. What
+    /// came of it, and whether it was deleted.
     async fn evict_or_delete(&self, pod: &str, deadline: Millis) -> Result<(Evicted, bool), String> {
-        let replaced = self.cluster.view().pod(pod).is_some_and(|p| p.workload.is_some());
+        let replaced = {
+            let view = self.cluster.view();
+            view.pod(pod).and_then(|p| p.workload.as_deref()).is_some_and(|w| view.workload(w).is_some())
+        };
         let lead = if replaced { self.waits.delete_doomed_before } else { 0 };
         let give_up = if lead > 0 { deadline.saturating_sub(lead) } else { deadline };
         match self.cluster.evict(pod, give_up).await {
-            Err(refused) if lead > 0 && self.clock.now_ms() < deadline => self
+            Err(refused) if lead > 0 && (give_up..deadline).contains(&self.clock.now_ms()) => self
                 .cluster
                 .delete_doomed_pod(pod)
                 .await
@@ -941,7 +947,12 @@ pub fn would_do(step: &Step, returns_standbys: bool) -> String {
             list(workloads)
         ),
         Step::Evict { pods, wave } => {
-            format!("would evict {} pods (wave {wave}) within their budgets: {}", pods.len(), list(pods))
+            format!(
+                "would evict {} pods (wave {wave}) within their budgets (deleting those still refused shortly \
+                 before the deadline): {}",
+                pods.len(),
+                list(pods)
+            )
         }
         Step::ForgetNode { node } => {
             format!("would delete the pods on {node} with no grace and then {node}: its instance is gone")
@@ -1154,7 +1165,8 @@ mod tests {
                 "dry run: would shift part of the traffic of web to their functions",
                 "dry run: would launch 2×m5.large/us-east-1b",
                 "dry run: would move volume vol-1 from node-1 to node-2 (us-east-1b) through a snapshot once its pod stops",
-                "dry run: would evict 2 pods (wave 0) within their budgets: default/web-1, default/web-2",
+                "dry run: would evict 2 pods (wave 0) within their budgets (deleting those still refused shortly \
+                 before the deadline): default/web-1, default/web-2",
                 "dry run: would deregister node-1 from every load balancer target group",
                 "dry run: would shift the traffic of web back from their functions once their pods are Ready",
                 "dry run: would set the placeholder pods to 3 once the displaced workloads are whole",
@@ -1514,9 +1526,14 @@ mod tests {
         let deadline = 120_000;
         let run = |lead| async move {
             let clock = Arc::new(Stepping::default());
-            let mut cluster = Recording::new(clock.clone(), surge_never_ready(), 0);
-            cluster.refused.insert("default/db-0".into());
             // A bare pod (no workload: nothing would start it again).
+            let mut view = surge_never_ready();
+            let mut solo = view.pods[0].clone();
+            solo.name = "default/solo".into();
+            solo.workload = None;
+            view.pods.push(solo);
+            let mut cluster = Recording::new(clock.clone(), view, 0);
+            cluster.refused.insert("default/db-0".into());
             cluster.refused.insert("default/solo".into());
             let cluster = Arc::new(cluster);
             let mut exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());

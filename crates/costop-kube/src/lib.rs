@@ -1043,7 +1043,9 @@ impl ClusterPort for KubeCluster {
              the deadline; deleted now it starts elsewhere before then"
         );
         tracing::warn!(pod, node = node.as_deref(), "pod deleted before the deadline: budget");
-        if let Err(e) = self.warn_on_pod_and_node(ns, name, node.as_deref(), &message).await {
+        if let Err(e) =
+            self.warn_on_pod_and_node(ns, name, node.as_deref(), "DoomedPodDeleted", &message).await
+        {
             tracing::warn!(error = %e, "cannot record the Warning Event");
         }
         Ok(Evicted::Accepted { attempts: 1 })
@@ -1196,7 +1198,7 @@ impl ClusterPort for KubeCluster {
         let on = node.as_deref().map(|n| format!(" on {n}")).unwrap_or_default();
         let message = format!("costop leaves {ns}/{name}{on} until the node goes: {why}");
         tracing::warn!(pod, node = node.as_deref(), why, "pod left on a doomed node");
-        self.warn_on_pod_and_node(ns, name, node.as_deref(), &message).await
+        self.warn_on_pod_and_node(ns, name, node.as_deref(), "EvictionBlocked", &message).await
     }
 }
 
@@ -1251,7 +1253,9 @@ impl KubeCluster {
             attempts,
             "pod not evicted: budget"
         );
-        if let Err(e) = self.warn_on_pod_and_node(ns, name, node.as_deref(), &message).await {
+        if let Err(e) =
+            self.warn_on_pod_and_node(ns, name, node.as_deref(), "EvictionBlocked", &message).await
+        {
             tracing::warn!(error = %e, "cannot record the Warning Event");
         }
     }
@@ -1274,11 +1278,12 @@ impl KubeCluster {
         ns: &str,
         name: &str,
         node: Option<&str>,
+        reason: &str,
         message: &str,
     ) -> Result<(), KubeError> {
-        let on_pod = self.record_event("Pod", Some(ns), name, "Warning", "EvictionBlocked", message).await;
+        let on_pod = self.record_event("Pod", Some(ns), name, "Warning", reason, message).await;
         let on_node = match node {
-            Some(node) => self.record_event("Node", None, node, "Warning", "EvictionBlocked", message).await,
+            Some(node) => self.record_event("Node", None, node, "Warning", reason, message).await,
             None => Ok(()),
         };
         on_pod.and(on_node)
