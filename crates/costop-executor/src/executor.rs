@@ -1480,21 +1480,14 @@ mod tests {
         let cluster = Arc::new(Recording::new(clock.clone(), surge_never_ready(), 0));
         let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
         let deadline = 120_000;
-        let plan = Plan {
-            notice: costop_core::NoticeKey {
-                instance_id: "i-1".into(),
-                kind: "spot-interruption".into(),
-                stated_time: deadline,
-            },
-            node: "node-1".into(),
-            deadline: Some(deadline),
-            steps: vec![
+        let plan = interruption_plan(
+            deadline,
+            vec![
                 Step::Surge { workloads: vec![("web".into(), 1)] },
                 Step::Evict { pods: vec!["default/web-1".into(), "default/db-0".into()], wave: 0 },
                 Step::EndSurge { workloads: vec![("web".into(), 1)] },
             ],
-            unevictable: vec![],
-        };
+        );
         exec.execute_new(&plan, 0).await;
         let evicted = cluster.evicted.lock().unwrap().clone();
         let at = |pod: &str| evicted.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
@@ -1504,7 +1497,8 @@ mod tests {
         assert_eq!(at("default/web-1"), Some(deadline - SURGE_EVICT_BEFORE_DEADLINE), "{evicted:?}");
     }
 
-    fn evict_db_plan(deadline: Millis) -> Plan {
+    /// The plan of a spot interruption of node-1 (instance i-1) due at `deadline`.
+    fn interruption_plan(deadline: Millis, steps: Vec<Step>) -> Plan {
         Plan {
             notice: costop_core::NoticeKey {
                 instance_id: "i-1".into(),
@@ -1513,10 +1507,7 @@ mod tests {
             },
             node: "node-1".into(),
             deadline: Some(deadline),
-            steps: vec![Step::Evict {
-                pods: vec!["default/db-0".into(), "default/web-1".into(), "default/solo".into()],
-                wave: 0,
-            }],
+            steps,
             unevictable: vec![],
         }
     }
@@ -1538,7 +1529,8 @@ mod tests {
             let cluster = Arc::new(cluster);
             let mut exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
             exec.waits.delete_doomed_before = lead;
-            let plan = evict_db_plan(deadline);
+            let pods = ["default/db-0", "default/web-1", "default/solo"].map(String::from).to_vec();
+            let plan = interruption_plan(deadline, vec![Step::Evict { pods, wave: 0 }]);
             assert!(exec.store.save_plan(&plan).await.unwrap());
             exec.execute_new(&plan, 0).await;
             let outcome =

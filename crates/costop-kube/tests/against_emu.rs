@@ -137,16 +137,22 @@ async fn taint_cordon_and_standby_taints_are_idempotent() {
     assert!(matches!(err, KubeError::Api { .. }) && err.to_string().contains("node/node-missing"), "{err}");
 }
 
+/// The name of one pod once two are Ready (the two-replica `db` the
+/// budget tests run).
+async fn one_of_two_ready_pods(cluster: &KubeCluster) -> String {
+    until("two ready pods", Duration::from_secs(10), || {
+        let view = cluster.view();
+        let ready: Vec<_> = view.pods.iter().filter(|p| p.ready).map(|p| p.name.to_string()).collect();
+        (ready.len() == 2).then(|| ready[0].clone())
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_retries_while_the_budget_refuses_then_reports() {
     let emu = emulator(2, vec![deployment("db", 2, Some(2))]).await;
     let cluster = adapter(&emu).await;
-    let pod = until("two ready pods", Duration::from_secs(10), || {
-        let view = cluster.view();
-        let ready: Vec<_> = view.pods.iter().filter(|p| p.ready).map(|p| p.name.clone()).collect();
-        (ready.len() == 2).then(|| ready[0].clone())
-    })
-    .await;
+    let pod = one_of_two_ready_pods(&cluster).await;
 
     let started = Instant::now();
     let err = cluster.evict(&pod, now_ms() + 1_200).await.unwrap_err();
@@ -182,12 +188,7 @@ async fn eviction_retries_while_the_budget_refuses_then_reports() {
 async fn a_doomed_pod_its_budget_keeps_is_deleted_and_the_deletion_is_told() {
     let emu = emulator(2, vec![deployment("db", 2, Some(2))]).await;
     let cluster = adapter(&emu).await;
-    let pod = until("two ready pods", Duration::from_secs(10), || {
-        let view = cluster.view();
-        let ready: Vec<_> = view.pods.iter().filter(|p| p.ready).map(|p| p.name.clone()).collect();
-        (ready.len() == 2).then(|| ready[0].clone())
-    })
-    .await;
+    let pod = one_of_two_ready_pods(&cluster).await;
     assert!(cluster.evict(&pod, now_ms() + 300).await.is_err(), "the budget lets no eviction through");
     assert!(matches!(cluster.delete_doomed_pod(&pod).await.unwrap(), Evicted::Accepted { .. }));
     until("the pod gone and replaced", Duration::from_secs(10), || {
