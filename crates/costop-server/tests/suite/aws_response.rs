@@ -79,8 +79,7 @@ async fn start_server(
     keep_warm_pool: bool,
     policy: costop_core::Policy,
 ) -> (String, tokio::sync::watch::Sender<bool>) {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    crate::common::moto_credentials();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let config = costop_server::ServerConfig {

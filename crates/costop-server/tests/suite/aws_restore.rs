@@ -27,8 +27,7 @@ async fn restored(ec2: &aws_sdk_ec2::Client, token: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_or_resumed_restore_launches_nothing_twice() {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    crate::common::moto_credentials();
     let moto = MotoServer::start().expect("moto_server (scripts/test installs it)");
     let sdk = moto.sdk_config().await;
     let probe = AwsCloud::new(&sdk, AwsSettings::default());

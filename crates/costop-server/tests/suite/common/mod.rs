@@ -295,3 +295,15 @@ impl DelayProxy {
         format!("redis://{}/", self.addr)
     }
 }
+
+/// The credentials moto_server accepts, in the environment the AWS SDK
+/// reads: set once for the whole test binary, whose tests run in parallel
+/// threads (the aws_response and aws_restore files used to set them in
+/// each test).
+pub fn moto_credentials() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    });
+}
