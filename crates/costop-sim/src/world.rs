@@ -29,6 +29,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::sync::Arc;
 
+mod debug;
 mod live_requests;
 mod pod_rows;
 
@@ -1012,42 +1013,6 @@ impl World {
             }
             if !self.schedule_dirty && self.new_pending.is_empty() {
                 break;
-            }
-        }
-    }
-
-    fn debug_open_incidents(&self) {
-        for &i in &self.open_incidents {
-            let inc = &self.incidents[i];
-            eprintln!(
-                "[{}] t={} incident from {} open",
-                self.strategy.name(),
-                self.now / 1000,
-                inc.start / 1000
-            );
-            for &w in &inc.workloads {
-                let wl = &self.workloads[w as usize];
-                if wl.ready_safe >= wl.wanted() {
-                    continue;
-                }
-                let pods: Vec<String> = self
-                    .pods
-                    .iter()
-                    .filter(|p| p.workload == w && p.state != PodState::Free)
-                    .map(|p| {
-                        let zone = p.volume.map(|v| self.zones[self.volumes[v as usize].zone].clone());
-                        let node = p.node.map(|n| {
-                            let nd = &self.nodes[n as usize];
-                            format!("{}:{:?}{}", n, nd.state, if nd.doomed { "!" } else { "" })
-                        });
-                        format!("{:?}@{:?}/{:?}", p.state, node, zone)
-                    })
-                    .filter(|s| !s.starts_with("Ready@Some") || s.contains('!'))
-                    .collect();
-                eprintln!(
-                    "  {} replicas {} ready {} safe {} active {}: {:?}",
-                    wl.name, wl.replicas, wl.ready, wl.ready_safe, wl.active, pods
-                );
             }
         }
     }
