@@ -91,6 +91,32 @@ pub async fn run_instance(
         .ok_or_else(|| crate::missing("RunInstances", zone, "instance"))
 }
 
+/// Create the Auto Scaling group `name` in `zone` from the launch template
+/// `template`, with `desired` instances (at most 10): a test's Spot pool.
+pub async fn create_group(
+    asg: &aws_sdk_autoscaling::Client,
+    name: &str,
+    template: &str,
+    zone: &str,
+    desired: i32,
+) -> Result<(), crate::AwsError> {
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(template)
+                .build(),
+        )
+        .min_size(0)
+        .max_size(10)
+        .desired_capacity(desired)
+        .availability_zones(zone)
+        .send()
+        .await
+        .map_err(crate::aws_err("CreateAutoScalingGroup", name))?;
+    Ok(())
+}
+
 impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -282,22 +282,7 @@ async fn capacity_is_restored_by_desired_capacity_or_an_instant_fleet() {
     let (_moto, probe) = cloud(AwsSettings::default()).await;
     let spot_node = instance(&probe, "us-east-1a", "m5.xlarge").await;
     let template = probe.clone_launch_template(&spot_node, "costop-fleet").await.unwrap();
-    probe
-        .asg
-        .create_auto_scaling_group()
-        .auto_scaling_group_name("pool-b")
-        .launch_template(
-            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                .launch_template_id(&template)
-                .build(),
-        )
-        .min_size(0)
-        .max_size(10)
-        .desired_capacity(2)
-        .availability_zones("us-east-1b")
-        .send()
-        .await
-        .unwrap();
+    costop_aws::moto::create_group(&probe.asg, "pool-b", &template, "us-east-1b", 2).await.unwrap();
     let mut asg_by_pool = std::collections::BTreeMap::new();
     asg_by_pool.insert(PoolId::new("m5.xlarge", "us-east-1b"), "pool-b".to_string());
     let c = AwsCloud::new(

@@ -342,20 +342,7 @@ async fn the_warm_pool_is_kept_used_replenished_and_returned() {
         .unwrap()
         .launch_template_id
         .unwrap();
-    asg.create_auto_scaling_group()
-        .auto_scaling_group_name("spot-b")
-        .launch_template(
-            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                .launch_template_id(template)
-                .build(),
-        )
-        .min_size(0)
-        .max_size(10)
-        .desired_capacity(0)
-        .availability_zones("us-east-1b")
-        .send()
-        .await
-        .unwrap();
+    costop_aws::moto::create_group(&asg, "spot-b", &template, "us-east-1b", 0).await.unwrap();
     let pool_b = costop_core::PoolId::new("m5.xlarge", "us-east-1b");
     let settings = costop_aws::AwsSettings {
         pools: vec![pool_b.clone()],

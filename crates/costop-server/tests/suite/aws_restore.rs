@@ -33,22 +33,7 @@ async fn a_repeated_or_resumed_restore_launches_nothing_twice() {
     let probe = AwsCloud::new(&sdk, AwsSettings::default());
     let spot = costop_aws::moto::run_instance(&probe.ec2, "us-east-1a", "m5.xlarge").await.unwrap();
     let template = probe.clone_launch_template(&spot, "costop-fleet").await.unwrap();
-    probe
-        .asg
-        .create_auto_scaling_group()
-        .auto_scaling_group_name("pool-b")
-        .launch_template(
-            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                .launch_template_id(&template)
-                .build(),
-        )
-        .min_size(0)
-        .max_size(10)
-        .desired_capacity(2)
-        .availability_zones("us-east-1b")
-        .send()
-        .await
-        .unwrap();
+    costop_aws::moto::create_group(&probe.asg, "pool-b", &template, "us-east-1b", 2).await.unwrap();
     let pool_b = PoolId::new("m5.xlarge", "us-east-1b");
     let pool_c = PoolId::new("m6i.xlarge", "us-east-1c");
     let settings = AwsSettings {
