@@ -40,15 +40,16 @@ impl Waits {
     /// The wait rules a policy asks for.
     pub fn from_policy(policy: &Policy) -> Self {
         Self {
+            after_deadline: 10 * 60 * 1000,
             delete_doomed_before: u64::from(policy.delete_doomed_before_deadline_s) * 1000,
-            ..Self::default()
         }
     }
 }
 
 impl Default for Waits {
+    /// The default policy's.
     fn default() -> Self {
-        Self { after_deadline: 10 * 60 * 1000, delete_doomed_before: 45 * 1000 }
+        Self::from_policy(&Policy::default())
     }
 }
 
@@ -610,7 +611,7 @@ where
             view.pod(pod).and_then(|p| p.workload.as_deref()).is_some_and(|w| view.workload(w).is_some())
         };
         let lead = if replaced { self.waits.delete_doomed_before } else { 0 };
-        let give_up = if lead > 0 { deadline.saturating_sub(lead) } else { deadline };
+        let give_up = deadline.saturating_sub(lead);
         match self.cluster.evict(pod, give_up).await {
             Err(refused) if lead > 0 && (give_up..deadline).contains(&self.clock.now_ms()) => self
                 .cluster

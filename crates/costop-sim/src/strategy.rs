@@ -101,7 +101,7 @@ impl Strategy {
     pub fn delete_doomed_before(self, policy: &costop_core::Policy) -> costop_core::time::Millis {
         match self {
             Strategy::Costop | Strategy::CostopBurstable => {
-                u64::from(policy.delete_doomed_before_deadline_s) * 1000
+                costop_executor::Waits::from_policy(policy).delete_doomed_before
             }
             Strategy::ReplaceOnNotice => 30 * 1000,
             _ => 0,
