@@ -329,7 +329,7 @@ where
     pub async fn move_once(&self, policy: &Policy) -> bool {
         let Some(plan) = self.next_move(policy).await else { return false };
         tracing::info!(node = %plan.node, steps = ?plan.steps, "moving a Spot node to a cheaper pool");
-        self.execute(&plan, self.clock.now_ms()).await;
+        self.execute(Arc::new(plan), self.clock.now_ms()).await;
         true
     }
 
@@ -338,27 +338,29 @@ where
     /// for their pod to stop, which a later step (the eviction) brings
     /// about, so each runs alongside the steps after it; the response is
     /// done when all are.
-    pub async fn execute(&self, plan: &Plan, received_at: Millis) {
-        let done = self.steps_done(plan).await;
+    pub async fn execute(&self, plan: Arc<Plan>, received_at: Millis) {
+        let done = self.steps_done(&plan).await;
         self.execute_from(plan, received_at, done).await;
     }
 
     /// [`Self::execute`] for a plan just saved, none of its steps recorded
     /// yet: the store is not read first, so the cordon waits on one round
     /// trip to it less.
-    pub async fn execute_new(&self, plan: &Plan, received_at: Millis) {
-        self.execute_from(plan, received_at, vec![false; plan.steps.len()]).await;
+    pub async fn execute_new(&self, plan: Arc<Plan>, received_at: Millis) {
+        let done = vec![false; plan.steps.len()];
+        self.execute_from(plan, received_at, done).await;
     }
 
     /// Run the steps not `done`. The pods left on the node are reported
     /// alongside, not before the cordon.
-    async fn execute_from(&self, plan: &Plan, received_at: Millis, done: Vec<bool>) {
+    async fn execute_from(&self, plan: Arc<Plan>, received_at: Millis, done: Vec<bool>) {
+        self.open.opened(&plan, done.clone());
+        let plan = &*plan;
         let key = &plan.notice;
-        self.open.opened(plan, done.clone());
         let fresh = !done.iter().any(|d| *d);
         let report = async {
             if fresh {
-                self.report_pods_left(plan).await;
+                Box::pin(self.report_pods_left(plan)).await;
             }
         };
         // Closes the open entry however this future ends (done, or dropped
@@ -411,7 +413,7 @@ where
         );
         futures::join!(report, in_order, alongside);
         let at = self.clock.now_ms();
-        self.durably("response done", || self.store.response_done(key, at)).await;
+        Box::pin(self.durably("response done", || self.store.response_done(key, at))).await;
     }
 
     /// Dry run: record the plan's remaining steps, in order, as done with
@@ -432,7 +434,7 @@ where
             self.step_finished(plan, i, started, &outcome).await;
         }
         let at = self.clock.now_ms();
-        self.durably("response done", || self.store.response_done(key, at)).await;
+        Box::pin(self.durably("response done", || self.store.response_done(key, at))).await;
     }
 
     /// The pods the plan leaves on the doomed node (their budget allows no
@@ -461,11 +463,17 @@ where
         displaced: &BTreeSet<String>,
     ) {
         let started = self.step_started(plan, i).await;
-        let outcome = match self.run_step(plan, &plan.steps[i], received_at, deadline, displaced).await {
+        // A wave runs inline; any other step's future is boxed while it
+        // runs (see [`Self::evict_wave`]).
+        let run = match &plan.steps[i] {
+            Step::Evict { pods, wave } => self.evict_wave(plan, pods, *wave, deadline).await,
+            step => Box::pin(self.run_step(plan, step, received_at, deadline, displaced)).await,
+        };
+        let outcome = match run {
             Ok(done) => done,
             Err(failed) => format!("failed: {failed}"),
         };
-        self.step_finished(plan, i, started, &outcome).await;
+        Box::pin(self.step_finished(plan, i, started, &outcome)).await;
     }
 
     /// Which of the plan's steps the stored record has as done (read until
@@ -715,6 +723,72 @@ where
         }
     }
 
+    /// Run one eviction wave (see [`Step::Evict`]). Surge, then evict:
+    /// the pods of a surged workload go once every surged workload has all
+    /// its replicas (the extra ones included) Ready, or shortly before the
+    /// deadline at the latest. The others (StatefulSets, workloads not
+    /// surged) go at once: nothing they wait for comes sooner.
+    ///
+    /// Its own function, not an arm of [`Self::run_step`], so that a
+    /// waiting wave's future holds only what a wave needs: every open
+    /// response of a burst has its waves waiting at once, and the other
+    /// steps' futures (requests to the cluster and the cloud) are larger.
+    async fn evict_wave(
+        &self,
+        plan: &Plan,
+        pods: &[String],
+        wave: u32,
+        deadline: Millis,
+    ) -> Result<String, String> {
+        let surged = surged_workloads(plan);
+        let (after_surge, at_once): (Vec<&String>, Vec<&String>) = {
+            let view = self.cluster.view();
+            pods.iter().partition(|p| {
+                let workload = view.pod(p).and_then(|p| p.workload.as_deref());
+                workload.is_some_and(|w| surged.contains(&w))
+            })
+        };
+        let last = last_wave(plan) == Some(wave);
+        let now = self.evict_all(&at_once, deadline);
+        let later = async {
+            if after_surge.is_empty() && !last {
+                return EvictionTally::default();
+            }
+            if !surged.is_empty() {
+                let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
+                self.wait_until(by, |v| {
+                    surged.iter().all(|w| {
+                        let wanted = v.workload(w).map_or(0, |x| x.replicas as usize);
+                        v.pods.lookups().ready(w) >= wanted
+                    })
+                })
+                .await;
+            }
+            // The last wave also takes the pods that landed on the
+            // node after the plan was made (bound before the cordon
+            // took).
+            let late = if last { late_arrivals(plan, &self.cluster.view()) } else { Vec::new() };
+            let pods: Vec<&String> = after_surge.iter().copied().chain(&late).collect();
+            self.evict_all(&pods, deadline).await
+        };
+        let (first, second) = futures::future::join(now, later).await;
+        let tally = first.plus(second);
+        let summary = format!(
+            "evicted {}, deleted before the deadline {}, already gone {}, not evicted {}",
+            tally.evicted,
+            tally.deleted,
+            tally.gone,
+            tally.refused.len()
+        );
+        if tally.refused.is_empty() {
+            Ok(format!("ok: {summary}"))
+        } else {
+            // The adapter has said so on each pod; the response goes on.
+            self.observer.pods_left(tally.refused.len());
+            Ok(format!("partial: {summary}: {}", tally.refused.join("; ")))
+        }
+    }
+
     async fn run_step(
         &self,
         plan: &Plan,
@@ -819,60 +893,7 @@ where
                 }
                 Ok(format!("ok: {ended} of {} deployments lowered back", workloads.len()))
             }
-            Step::Evict { pods, wave } => {
-                // Surge, then evict: the pods of a surged workload go once
-                // every surged workload has all its replicas (the extra
-                // ones included) Ready, or shortly before the deadline at
-                // the latest. The others (StatefulSets, workloads not
-                // surged) go at once: nothing they wait for comes sooner.
-                let surged = surged_workloads(plan);
-                let (after_surge, at_once): (Vec<&String>, Vec<&String>) = {
-                    let view = self.cluster.view();
-                    pods.iter().partition(|p| {
-                        let workload = view.pod(p).and_then(|p| p.workload.as_deref());
-                        workload.is_some_and(|w| surged.contains(&w))
-                    })
-                };
-                let last = last_wave(plan) == Some(*wave);
-                let now = self.evict_all(&at_once, deadline);
-                let later = async {
-                    if after_surge.is_empty() && !last {
-                        return EvictionTally::default();
-                    }
-                    if !surged.is_empty() {
-                        let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
-                        self.wait_until(by, |v| {
-                            surged.iter().all(|w| {
-                                let wanted = v.workload(w).map_or(0, |x| x.replicas as usize);
-                                v.pods.lookups().ready(w) >= wanted
-                            })
-                        })
-                        .await;
-                    }
-                    // The last wave also takes the pods that landed on the
-                    // node after the plan was made (bound before the cordon
-                    // took).
-                    let late = if last { late_arrivals(plan, &self.cluster.view()) } else { Vec::new() };
-                    let pods: Vec<&String> = after_surge.iter().copied().chain(&late).collect();
-                    self.evict_all(&pods, deadline).await
-                };
-                let (first, second) = futures::future::join(now, later).await;
-                let tally = first.plus(second);
-                let summary = format!(
-                    "evicted {}, deleted before the deadline {}, already gone {}, not evicted {}",
-                    tally.evicted,
-                    tally.deleted,
-                    tally.gone,
-                    tally.refused.len()
-                );
-                if tally.refused.is_empty() {
-                    Ok(format!("ok: {summary}"))
-                } else {
-                    // The adapter has said so on each pod; the response goes on.
-                    self.observer.pods_left(tally.refused.len());
-                    Ok(format!("partial: {summary}: {}", tally.refused.join("; ")))
-                }
-            }
+            Step::Evict { pods, wave } => self.evict_wave(plan, pods, *wave, deadline).await,
             Step::RestoreCapacity { key, pools } => {
                 self.cloud.restore_capacity(key, pools).await.map_err(|x| e(&x))
             }
@@ -1422,6 +1443,11 @@ mod tests {
             Ok(Evicted::Accepted { attempts: 1 })
         }
         async fn surge(&self, _: &str, _: &str, _: u32) -> Result<bool, std::io::Error> {
+            // As large across an await as the Kubernetes adapter's (a read
+            // and a patch): see `a_waiting_response_holds_little`.
+            let request = std::hint::black_box([0u8; 8192]);
+            self.clock.sleep(Duration::ZERO).await;
+            std::hint::black_box(&request);
             Ok(true)
         }
         async fn forget_node(&self, node: &str) -> Result<usize, std::io::Error> {
@@ -1500,7 +1526,7 @@ mod tests {
                 Step::EndSurge { workloads: vec![("web".into(), 1)] },
             ],
         );
-        exec.execute_new(&plan, 0).await;
+        exec.execute_new(Arc::new(plan.clone()), 0).await;
         let evicted = cluster.evicted.lock().unwrap().clone();
         let at = |pod: &str| evicted.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
         // db is not surged: it goes at once. web waits for its surge, here
@@ -1521,6 +1547,29 @@ mod tests {
         let exec = stepping_executor(cluster, Arc::new(NoCalls), clock);
         let waiting = std::mem::size_of_val(&exec.evict_or_delete("default/db-0", 120_000));
         assert!(waiting < 1024, "an eviction's future is {waiting} bytes");
+    }
+
+    /// Every open response of a burst (1,700 at full size) waits at once:
+    /// its task, and each eviction wave waiting on budgets, must not hold
+    /// room for the largest request another step makes (a surge here).
+    #[test]
+    fn a_waiting_response_holds_little() {
+        let clock = Arc::new(Stepping::default());
+        let cluster = Arc::new(Recording::new(clock.clone(), surge_never_ready(), 0));
+        let surge = std::mem::size_of_val(&cluster.surge("web", "k", 1));
+        assert!(surge > 8192, "the fake's surge holds {surge} bytes");
+        let exec = stepping_executor(cluster, Arc::new(NoCalls), clock);
+        let plan = Arc::new(interruption_plan(
+            120_000,
+            vec![
+                Step::Surge { workloads: vec![("web".into(), 1)] },
+                Step::Evict { pods: vec!["default/web-1".into(), "default/db-0".into()], wave: 0 },
+            ],
+        ));
+        let wave = std::mem::size_of_val(&exec.run_recorded(&plan, 1, 0, 120_000, &BTreeSet::new()));
+        assert!(wave < 2048, "a wave's future is {wave} bytes");
+        let response = std::mem::size_of_val(&exec.execute_new(plan, 0));
+        assert!(response < 4096, "a response's future is {response} bytes");
     }
 
     /// The plan of a spot interruption of node-1 (instance i-1) due at `deadline`.
@@ -1558,7 +1607,7 @@ mod tests {
             let pods = ["default/db-0", "default/web-1", "default/solo"].map(String::from).to_vec();
             let plan = interruption_plan(deadline, vec![Step::Evict { pods, wave: 0 }]);
             assert!(exec.store.save_plan(&plan).await.unwrap());
-            exec.execute_new(&plan, 0).await;
+            exec.execute_new(Arc::new(plan.clone()), 0).await;
             let outcome =
                 exec.store.response(&plan.notice).await.unwrap().unwrap().steps[0].outcome.clone().unwrap();
             let deleted = cluster.deleted.lock().unwrap().clone();
@@ -1646,7 +1695,7 @@ mod tests {
             unevictable: vec![],
         };
         assert!(exec.store.save_plan(&plan).await.unwrap());
-        exec.execute_new(&plan, 0).await;
+        exec.execute_new(Arc::new(plan.clone()), 0).await;
         let marks = cluster.marks.lock().unwrap().clone();
         // Marked at the first look after it joined (looks every 15 s),
         // unmarked at the window's end; nothing else.

@@ -297,9 +297,9 @@ impl ServerState {
         let task = if self.dry_run {
             tokio::spawn(async move { exec.rehearse(&plan).await })
         } else if new {
-            tokio::spawn(async move { exec.execute_new(&plan, received_at).await })
+            tokio::spawn(async move { exec.execute_new(Arc::new(plan), received_at).await })
         } else {
-            tokio::spawn(async move { exec.execute(&plan, received_at).await })
+            tokio::spawn(async move { exec.execute(Arc::new(plan), received_at).await })
         };
         running.insert(key, Running { task, deadline });
     }

@@ -124,7 +124,7 @@ fn answer(
         // The server saves the plan before it runs it; a second notice for
         // the same key is a duplicate.
         if exec.store.save_plan(&plan).await.unwrap_or(false) {
-            exec.execute(&plan, now).await;
+            exec.execute(std::sync::Arc::new(plan), now).await;
         }
     });
 }
