@@ -440,8 +440,10 @@ impl Decoded for NodeLite {
 
 /// The records of one kind, by key, and by node.
 pub struct Rows<R> {
-    /// By key.
-    pub by_key: HashMap<Name, R>,
+    /// By key, in key order: a snapshot's pods come out in name order, so
+    /// it finds a pod by name without a map of its own
+    /// (`costop_core::listed::PodIndex::by_name`).
+    pub by_key: BTreeMap<Name, R>,
     /// Keys of the records bound to each node.
     pub by_node: HashMap<Name, HashSet<Name>>,
     /// Records of a list under way (replaces `by_key` when it is done).
@@ -501,7 +503,7 @@ pub struct Table<R> {
 
 impl<R: Record> Default for Table<R> {
     fn default() -> Self {
-        let rows = Rows { by_key: HashMap::new(), by_node: HashMap::new(), listing: None, listed: false };
+        let rows = Rows { by_key: BTreeMap::new(), by_node: HashMap::new(), listing: None, listed: false };
         Self { rows: Mutex::new(rows), listed: tokio::sync::watch::channel(false).0 }
     }
 }
@@ -534,11 +536,10 @@ impl<R: Record> Table<R> {
             watcher::Event::InitDone => {
                 if let Some(listing) = rows.listing.take() {
                     rows.by_node.clear();
-                    rows.by_key = HashMap::with_capacity(listing.len());
+                    rows.by_key = BTreeMap::new();
                     for (_, rec) in listing {
                         rows.put(rec);
                     }
-                    rows.by_key.shrink_to_fit();
                 }
                 rows.listed = true;
                 drop(rows);

@@ -295,6 +295,38 @@ fn workloads(
 mod tests {
     use super::*;
 
+    /// Pods come out of the cache in name order, whatever order they came
+    /// in: a snapshot finds a pod by name with no map of its own.
+    #[test]
+    fn a_snapshot_lists_its_pods_in_name_order() {
+        use crate::cache::{NodeRec, PodLite, Table};
+        use kube::runtime::watcher;
+        let lite = |name: &str| {
+            serde_json::from_value::<PodLite>(serde_json::json!({
+                "metadata": {"name": name, "namespace": "shop"}, "spec": {"nodeName": "n1", "containers": []}}))
+            .unwrap()
+        };
+        let pods = Table::<PodRec>::new();
+        for name in ["web-c", "db-0", "web-a", "api-b"] {
+            pods.apply(&watcher::Event::Apply(lite(name)));
+        }
+        let nodes = Table::<NodeRec>::new();
+        let view = build(&Objects {
+            nodes: &nodes.rows(),
+            pods: &pods.rows(),
+            deployments: &[],
+            statefulsets: &[],
+            replicasets: &[],
+            budgets: &[],
+            claims: &[],
+            volumes: &[],
+        });
+        let names: Vec<&str> = view.pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["shop/api-b", "shop/db-0", "shop/web-a", "shop/web-c"]);
+        assert_eq!(view.pod("shop/db-0").map(|p| p.name.as_str()), Some("shop/db-0"));
+        assert!(view.pod("shop/db-1").is_none());
+    }
+
     fn pv(spec: serde_json::Value) -> PersistentVolume {
         serde_json::from_value(serde_json::json!({"metadata": {"name": "pv"}, "spec": spec})).unwrap()
     }
