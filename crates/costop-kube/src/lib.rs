@@ -976,7 +976,6 @@ impl ClusterPort for KubeCluster {
 
     async fn evict(&self, pod: &str, deadline: Millis) -> Result<Evicted, KubeError> {
         let (ns, name) = split_pod(pod)?;
-        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
         let policy = Box::pin(self.apis()).await?.policy;
         let mut backoff = Duration::from_millis(250);
         let mut attempts = 0;
@@ -988,8 +987,10 @@ impl ClusterPort for KubeCluster {
             // release build) exists only while it is sent, and no more are
             // sent at once than the client's requests in flight: the others
             // wait their turn, in order, whichever response they belong to.
+            // The API handle (a client and its URL, 0.3 KB) too.
             let turn = self.evicting.acquire().await;
             let sent = Box::pin(async {
+                let api = Api::<Pod>::namespaced(self.client.clone(), ns);
                 match policy {
                     PolicyVersion::V1 => api.evict(name, &EvictParams::default()).await.map(|_| ()),
                     // kube-rs sends a policy/v1 Eviction; a 1.20 server wants v1beta1.
