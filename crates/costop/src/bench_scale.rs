@@ -129,8 +129,21 @@ pub fn emu(bench: EmuBench) -> Result<()> {
         }
         let settle_s = started.elapsed().as_secs_f64();
         let pods = emu.state.store.count(idx::PODS);
-        // Let the controllers' last passes (budgets, Deployment status) finish.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Let the controllers' last passes (budgets, Deployment status)
+        // finish: until the store has not changed for a second (a list
+        // made while they still run waits for them: up to 56 ms 1 s after
+        // settling, 1.2 ms once quiet).
+        let quiet_started = Instant::now();
+        let mut last = emu.state.store.resource_version();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = emu.state.store.resource_version();
+            if now == last || quiet_started.elapsed() > bench.settle_timeout {
+                break;
+            }
+            last = now;
+        }
+        let quiet_s = quiet_started.elapsed().as_secs_f64();
         let rss = super::proc_status_mib("VmRSS:").unwrap_or(0.0);
 
         // One node's pods through HTTP, as a drain lists them.
@@ -197,6 +210,7 @@ pub fn emu(bench: EmuBench) -> Result<()> {
             "nodes": bench.nodes,
             "pods": pods,
             "settle_s": round(settle_s),
+            "quiet_after_settle_s": round(quiet_s),
             "list_one_node_ms": {"p50": round(percentile(&one_node_ms, 0.50)),
                                  "p99": round(percentile(&one_node_ms, 0.99)), "lists": one_node_ms.len()},
             "list_all_s": round(list_all_s),
