@@ -893,6 +893,8 @@ where
                 }
                 Ok(format!("ok: {ended} of {} deployments lowered back", workloads.len()))
             }
+            // `run_recorded` runs a wave itself, unboxed; this arm is what
+            // any other caller of `run_step` gets, the same wave.
             Step::Evict { pods, wave } => self.evict_wave(plan, pods, *wave, deadline).await,
             Step::RestoreCapacity { key, pools } => {
                 self.cloud.restore_capacity(key, pools).await.map_err(|x| e(&x))
@@ -1552,6 +1554,9 @@ mod tests {
     /// Every open response of a burst (1,700 at full size) waits at once:
     /// its task, and each eviction wave waiting on budgets, must not hold
     /// room for the largest request another step makes (a surge here).
+    /// Sizes of the futures themselves: what a future boxes is not
+    /// counted, so `evict_wave` is measured too (a wave sent back through
+    /// the boxed `run_step` would pass the first two checks).
     #[test]
     fn a_waiting_response_holds_little() {
         let clock = Arc::new(Stepping::default());
@@ -1568,6 +1573,9 @@ mod tests {
         ));
         let wave = std::mem::size_of_val(&exec.run_recorded(&plan, 1, 0, 120_000, &BTreeSet::new()));
         assert!(wave < 2048, "a wave's future is {wave} bytes");
+        let pods = ["default/web-1".to_string()];
+        let evicting = std::mem::size_of_val(&exec.evict_wave(&plan, &pods, 0, 120_000));
+        assert!(evicting < 2048, "evict_wave's future is {evicting} bytes");
         let response = std::mem::size_of_val(&exec.execute_new(plan, 0));
         assert!(response < 4096, "a response's future is {response} bytes");
     }

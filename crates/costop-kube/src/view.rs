@@ -200,8 +200,9 @@ pub struct Objects<'a> {
 }
 
 /// The core's view of these records and objects: nodes in name order,
-/// live pods (neither finished nor being deleted), workloads with their
-/// budgets. Its lookups are not built yet (see `ClusterView::with_lookups`).
+/// live pods (neither finished nor being deleted) in name order (the
+/// cache's key order: the view finds them by binary search), workloads
+/// with their budgets. Its lookups are not built yet (see `ClusterView::with_lookups`).
 pub fn build(o: &Objects<'_>) -> ClusterView {
     let Objects { nodes, pods, deployments, statefulsets, replicasets, budgets, claims, volumes } = *o;
     let owners = replicaset_owners(replicasets);

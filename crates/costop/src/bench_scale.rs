@@ -135,14 +135,17 @@ pub fn emu(bench: EmuBench) -> Result<()> {
         // settling, 1.2 ms once quiet).
         let quiet_started = Instant::now();
         let mut last = emu.state.store.resource_version();
-        loop {
+        let quiet = loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let now = emu.state.store.resource_version();
-            if now == last || quiet_started.elapsed() > bench.settle_timeout {
-                break;
+            if now == last {
+                break true;
+            }
+            if quiet_started.elapsed() > bench.settle_timeout {
+                break false;
             }
             last = now;
-        }
+        };
         let quiet_s = quiet_started.elapsed().as_secs_f64();
         let rss = super::proc_status_mib("VmRSS:").unwrap_or(0.0);
 
@@ -211,6 +214,7 @@ pub fn emu(bench: EmuBench) -> Result<()> {
             "pods": pods,
             "settle_s": round(settle_s),
             "quiet_after_settle_s": round(quiet_s),
+            "quiet": quiet,
             "list_one_node_ms": {"p50": round(percentile(&one_node_ms, 0.50)),
                                  "p99": round(percentile(&one_node_ms, 0.99)), "lists": one_node_ms.len()},
             "list_all_s": round(list_all_s),

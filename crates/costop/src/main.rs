@@ -274,22 +274,24 @@ struct SimArgs {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The server gives freed memory back to the system at once instead of
-/// after mimalloc's purge delay (10 ms, and ten times that for its arenas).
-/// A burst's responses free much as they end while others allocate
-/// snapshots; with the delay the server's peak RSS held what had been
-/// freed: `costop bench burst` at full size peaked at 374 MB with it, 339
-/// MB without, at the same CPU. The simulator keeps the delay (it builds
-/// and drops snapshots thousands of times a run). `MIMALLOC_PURGE_DELAY`
-/// in the environment still wins.
+/// after mimalloc's purge delay (1 s in the mimalloc v3 that
+/// libmimalloc-sys 0.1.49 builds; `options.c`). A burst's responses free
+/// much as they end while others allocate snapshots; with the delay the
+/// server's peak RSS held what had been freed: `costop bench burst` at
+/// full size peaked at 374 MB with it, 346 MB without (339 MB with
+/// `MIMALLOC_PURGE_DELAY=0`). The simulator keeps the delay (it builds and
+/// drops snapshots thousands of times a run). `MIMALLOC_PURGE_DELAY` (or
+/// its old name `MIMALLOC_RESET_DELAY`) in the environment still wins.
 fn purge_freed_memory_at_once() {
     #[cfg(not(feature = "system-allocator"))]
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // `mi_option_purge_delay` of mimalloc v2's `mi_option_e`
-        // (include/mimalloc.h), which libmimalloc-sys 0.1.49 builds by
-        // default but does not name.
+    if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"].iter().all(|v| std::env::var_os(v).is_none()) {
+        // `mi_option_purge_delay` of mimalloc's `mi_option_e`
+        // (include/mimalloc.h, 15 in v2 and v3 alike), which
+        // libmimalloc-sys does not name.
         const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-        // SAFETY: sets one of mimalloc's options, which it reads
-        // atomically; any value is valid for this one.
+        // SAFETY: any value is valid for this option; it is set before the
+        // server starts its runtime, while this is the only thread (the
+        // option is a plain value, not written atomically).
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     }
 }
