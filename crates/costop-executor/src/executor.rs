@@ -1528,7 +1528,7 @@ mod tests {
                 Step::EndSurge { workloads: vec![("web".into(), 1)] },
             ],
         );
-        exec.execute_new(Arc::new(plan.clone()), 0).await;
+        exec.execute_new(Arc::new(plan), 0).await;
         let evicted = cluster.evicted.lock().unwrap().clone();
         let at = |pod: &str| evicted.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
         // db is not surged: it goes at once. web waits for its surge, here
@@ -1613,9 +1613,9 @@ mod tests {
             let mut exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
             exec.waits.delete_doomed_before = lead;
             let pods = ["default/db-0", "default/web-1", "default/solo"].map(String::from).to_vec();
-            let plan = interruption_plan(deadline, vec![Step::Evict { pods, wave: 0 }]);
+            let plan = Arc::new(interruption_plan(deadline, vec![Step::Evict { pods, wave: 0 }]));
             assert!(exec.store.save_plan(&plan).await.unwrap());
-            exec.execute_new(Arc::new(plan.clone()), 0).await;
+            exec.execute_new(plan.clone(), 0).await;
             let outcome =
                 exec.store.response(&plan.notice).await.unwrap().unwrap().steps[0].outcome.clone().unwrap();
             let deleted = cluster.deleted.lock().unwrap().clone();
@@ -1691,7 +1691,7 @@ mod tests {
         let cluster = Arc::new(Recording::new(clock.clone(), joined, 30_000));
         let exec = stepping_executor(cluster.clone(), Arc::new(LaunchedOne), clock.clone());
         let until = 15 * 60_000;
-        let plan = Plan {
+        let plan = Arc::new(Plan {
             notice: costop_core::NoticeKey {
                 instance_id: "i-1".into(),
                 kind: "rebalance-recommendation".into(),
@@ -1701,9 +1701,9 @@ mod tests {
             deadline: None,
             steps: vec![Step::HoldReplacements { key: "restore:i-1".into(), until }],
             unevictable: vec![],
-        };
+        });
         assert!(exec.store.save_plan(&plan).await.unwrap());
-        exec.execute_new(Arc::new(plan.clone()), 0).await;
+        exec.execute_new(plan.clone(), 0).await;
         let marks = cluster.marks.lock().unwrap().clone();
         // Marked at the first look after it joined (looks every 15 s),
         // unmarked at the window's end; nothing else.

@@ -257,8 +257,8 @@ mod tests {
     #[test]
     fn a_claim_not_yet_run_or_just_run_is_taken_out_of_the_view_and_a_settled_one_is_not_applied_again() {
         let open = OpenResponses::default();
-        let plan = plan_claiming("i-1", "ph-1");
-        open.opened(&Arc::new(plan.clone()), vec![]);
+        let plan = Arc::new(plan_claiming("i-1", "ph-1"));
+        open.opened(&plan, vec![]);
         assert!(open.claimed(&view_with_placeholder("ph-1"), 0).pods.is_empty());
         open.step_done(&plan.notice, 0, 1_000);
         // Just done: the view may not show it yet, so it still counts.
@@ -301,9 +301,9 @@ mod tests {
             plan
         };
         let open = OpenResponses::default();
-        let (a, b) = (bridging("i-1", &["web", "api"]), bridging("i-2", &["web"]));
-        open.opened(&Arc::new(a.clone()), vec![]);
-        open.opened(&Arc::new(b.clone()), vec![]);
+        let (a, b) = (Arc::new(bridging("i-1", &["web", "api"])), Arc::new(bridging("i-2", &["web"])));
+        open.opened(&a, vec![]);
+        open.opened(&b, vec![]);
         // b has not bridged yet: a may shift everything back.
         assert!(open.bridged_by_others(&a.notice).is_empty());
         open.step_done(&b.notice, 0, 1_000);
