@@ -10,6 +10,7 @@ pub mod cloud;
 pub mod leader;
 pub mod listener;
 pub mod metrics;
+mod mirror;
 mod mover;
 pub mod pools;
 pub use costop_executor::warm_pool;
@@ -20,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cloud::{AnyCloud, EmuCloud, NoCloud};
 use costop_core::ports::{Clock, ClusterPort, StorePort};
-use costop_core::{ClusterView, NodeView, Notice, PodView, Policy};
+use costop_core::{Notice, Policy};
 use costop_executor::{Executor, OpenResponses};
 use costop_kube::KubeCluster;
 use costop_store::{AnyStore, SystemClock};
@@ -1136,141 +1137,6 @@ async fn keep_warm_pool(
 /// work, so 20 s adds little to them.
 pub const WARM_POOL_ROUND: Duration = Duration::from_secs(20);
 
-/// Mirror nodes and pods into the store for other tools (every 10 s, leader
-/// only): everything on the first round, then what changed since the
-/// round before (on 150,000 pods a full copy was 30 MB of JSON written
-/// every 10 s through the connection the responses use), a batch at a
-/// time.
-async fn mirror(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
-    let mut last: Option<Arc<ClusterView>> = None;
-    loop {
-        if st.is_leader() {
-            let view = st.exec.cluster.view();
-            let store = &st.exec.store;
-            let mut ok = true;
-            let written = match last.as_deref() {
-                Some(before) if std::ptr::eq(before, &*view) => vec![],
-                before => vec![
-                    (
-                        "nodes",
-                        mirror_kind(store, "nodes", &view, before, nodes_of, ClusterView::node, node_name)
-                            .await,
-                    ),
-                    (
-                        "pods",
-                        mirror_kind(store, "pods", &view, before, pods_of, ClusterView::pod, pod_name).await,
-                    ),
-                ],
-            };
-            for (kind, result) in written {
-                if let Err(e) = result {
-                    ok = false;
-                    tracing::warn!(error = %e, kind, "mirror failed");
-                }
-            }
-            let pools: Vec<(String, String)> = st
-                .pools
-                .views(st.exec.clock.now_ms())
-                .iter()
-                .map(|p| (p.id.to_string(), serde_json::to_string(p).unwrap_or_default()))
-                .collect();
-            if let Err(e) = store.mirror("pools", &pools).await {
-                tracing::warn!(error = %e, kind = "pools", "mirror failed");
-            }
-            // After a failure, everything again.
-            last = ok.then_some(view);
-        } else {
-            last = None;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-/// Entries a changes round writes at once: a burst changes tens of
-/// thousands of pods between two rounds, and their JSON (16 MB at 60,000
-/// pods, measured with heaptrack in `costop bench burst`) is written a
-/// batch at a time instead of held whole.
-const MIRROR_BATCH: usize = 500;
-
-/// The nodes of a view, as [`mirror_kind`] reads them.
-fn nodes_of(view: &ClusterView) -> &[NodeView] {
-    &view.nodes
-}
-
-/// The pods of a view, as [`mirror_kind`] reads them.
-fn pods_of(view: &ClusterView) -> &[PodView] {
-    &view.pods
-}
-
-fn node_name(node: &NodeView) -> &str {
-    node.name.as_str()
-}
-
-fn pod_name(pod: &PodView) -> &str {
-    pod.name.as_str()
-}
-
-/// Mirror one kind of object of `view` (its list, lookup by name and
-/// name given as functions): every entry when there is no round
-/// `before`, else what changed since it ([`mirror_changed`]).
-async fn mirror_kind<T: serde::Serialize + PartialEq>(
-    store: &AnyStore,
-    kind: &str,
-    view: &ClusterView,
-    before: Option<&ClusterView>,
-    list: fn(&ClusterView) -> &[T],
-    find: for<'v> fn(&'v ClusterView, &str) -> Option<&'v T>,
-    name: fn(&T) -> &str,
-) -> Result<(), costop_store::StoreError> {
-    let now = list(view).iter().map(|v| (name(v), v));
-    match before {
-        None => store.mirror(kind, &entries(now)).await,
-        Some(before) => {
-            let gone = gone(list(before).iter().map(name), |n| find(view, n).is_some());
-            mirror_changed(store, kind, now, |n| find(before, n), gone).await
-        }
-    }
-}
-
-/// Every entry as (name, JSON), for a full mirror.
-fn entries<'a, T: serde::Serialize + 'a>(
-    now: impl Iterator<Item = (&'a str, &'a T)>,
-) -> Vec<(String, String)> {
-    now.map(|(name, v)| (name.to_string(), json(v))).collect()
-}
-
-/// The names `before` had that are gone now.
-fn gone<'a>(names_before: impl Iterator<Item = &'a str>, is_now: impl Fn(&str) -> bool) -> Vec<String> {
-    names_before.filter(|name| !is_now(name)).map(str::to_string).collect()
-}
-
-/// Write the entries of `now` that differ from `before` into the mirror of
-/// `kind`, [`MIRROR_BATCH`] at a time, then delete the names `gone`.
-async fn mirror_changed<'a, T: serde::Serialize + PartialEq + 'a>(
-    store: &AnyStore,
-    kind: &str,
-    now: impl Iterator<Item = (&'a str, &'a T)>,
-    before: impl Fn(&str) -> Option<&'a T>,
-    gone: Vec<String>,
-) -> Result<(), costop_store::StoreError> {
-    let mut batch: Vec<(String, String)> = Vec::with_capacity(MIRROR_BATCH);
-    for (name, v) in now.filter(|(name, v)| before(name) != Some(*v)) {
-        batch.push((name.to_string(), json(v)));
-        if batch.len() == MIRROR_BATCH {
-            store.mirror_changes(kind, &batch, &[]).await?;
-            batch.clear();
-        }
-    }
-    store.mirror_changes(kind, &batch, &gone).await
-}
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
 /// The key plans in the store are signed with: with Redis, one is required
 /// (a plan planted there would run otherwise) unless the configuration
 /// opts out explicitly; in memory none is needed.
@@ -1422,7 +1288,7 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
     let elect = leader::spawn_elect(lease_config, me, state.clone(), shutdown.clone())
         .map_err(ServerError::LeaseThread)?;
     tokio::spawn(consume(state.clone(), shutdown.clone()));
-    tokio::spawn(mirror(state.clone(), shutdown.clone()));
+    tokio::spawn(mirror::run(state.clone(), shutdown.clone()));
     tokio::spawn(mover::move_back(state.clone(), shutdown.clone()));
     if let (Some(aws), AnyCloud::Aws(cloud)) = (&config.aws, state.exec.cloud.as_ref()) {
         if let Some(url) = &aws.queue_url {
@@ -1491,35 +1357,6 @@ impl leader::Leadership for ServerState {
 mod tests {
     use costop_core::notice::InstanceAction;
     use costop_core::{Notice, NoticeKind, NoticeSource};
-
-    /// A changes round writes only what differs from the round before, in
-    /// batches (here more than two of them), and deletes what is gone; the
-    /// mirror ends equal to a full copy of the new state.
-    #[tokio::test]
-    async fn a_changes_round_writes_what_changed_in_batches_and_deletes_what_went() {
-        use costop_core::ports::StorePort;
-        let store = costop_store::AnyStore::Memory(costop_store::MemoryStore::new());
-        let names: Vec<String> = (0..1_200).map(|i| format!("pod-{i}")).collect();
-        let before: Vec<(&str, u32)> = names.iter().map(|n| (n.as_str(), 1)).collect();
-        store.mirror("pods", &super::entries(before.iter().map(|(n, v)| (*n, v)))).await.unwrap();
-        // Pods 0-1,099 change, 1,100-1,149 stay, 1,150-1,199 go.
-        let now: Vec<(&str, u32)> = names[..1_150]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), if i < 1_100 { 2 } else { 1 }))
-            .collect();
-        let was = |name: &str| before.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
-        let gone = super::gone(before.iter().map(|(n, _)| *n), |name| now.iter().any(|(n, _)| *n == name));
-        assert_eq!(gone.len(), 50);
-        super::mirror_changed(&store, "pods", now.iter().map(|(n, v)| (*n, v)), was, gone).await.unwrap();
-        let costop_store::AnyStore::Memory(memory) = &store else { unreachable!() };
-        let mirrored = memory.mirrored("pods");
-        assert_eq!(mirrored.len(), 1_150);
-        assert_eq!(mirrored["pod-0"], "2");
-        assert_eq!(mirrored["pod-1099"], "2");
-        assert_eq!(mirrored["pod-1100"], "1");
-        assert!(!mirrored.contains_key("pod-1150"));
-    }
 
     fn notice(kind: NoticeKind, received_at: u64) -> Notice {
         Notice { instance_id: "i-0abc".into(), kind, received_at, source: NoticeSource::Agent }
