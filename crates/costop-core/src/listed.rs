@@ -103,6 +103,13 @@ impl<T, I> Listed<T, I> {
         self.identity == other.identity
     }
 
+    /// Which list this is ([`Listed::same`] lists have one id, and no two
+    /// lists alive at once share one): kept where only "is it still that
+    /// list?" is asked, so an old snapshot's items are not kept alive.
+    pub fn id(&self) -> u64 {
+        self.identity
+    }
+
     /// A list of its own (not [`Listed::same`] as this one) with this
     /// one's items and lookups, shared rather than copied: what a new
     /// snapshot in which nothing of the list changed holds.

@@ -246,7 +246,8 @@ struct EvictionTally {
     gone: usize,
     /// Deleted near the deadline, after their evictions were refused.
     deleted: usize,
-    refused: Vec<String>,
+    /// Not evicted (nor deleted): each pod with why.
+    refused: Vec<(String, String)>,
 }
 
 impl EvictionTally {
@@ -575,17 +576,6 @@ where
         }
     }
 
-    /// Wait until `ok` holds for the cluster or `until` has passed,
-    /// looking at most once a second (what waits here, shifting traffic
-    /// back, restoring headroom, retiring a node later, is not urgent). A
-    /// snapshot already looked at is not judged again, and when the
-    /// adapter tells of changes a quiet cluster is not looked at at all
-    /// until it changes or `until` comes.
-    ///
-    /// Between looks only a weak reference to the snapshot judged last is
-    /// kept: a thousand waiting responses must not keep a thousand old
-    /// snapshots of every pod alive (the weak one keeps its address taken,
-    /// so a later snapshot can never be mistaken for it).
     /// Evict the pods, all at once. Every eviction is retried while a
     /// budget refuses it, so later waves are not held back: the API server
     /// lets each pod go as soon as its workload can spare it. A pod not
@@ -599,7 +589,7 @@ where
                 Ok((Evicted::Accepted { .. }, true)) => tally.deleted += 1,
                 Ok((Evicted::Accepted { .. }, false)) => tally.evicted += 1,
                 Ok((Evicted::AlreadyGone, _)) => tally.gone += 1,
-                Err(x) => tally.refused.push(format!("{pod}: {x}")),
+                Err(x) => tally.refused.push((pod.to_string(), x)),
             }
         }
         tally
@@ -620,6 +610,15 @@ where
         };
         let lead = if replaced { self.waits.delete_doomed_before } else { 0 };
         let give_up = deadline.saturating_sub(lead);
+        if lead > 0 && (give_up..deadline).contains(&self.clock.now_ms()) {
+            // Past the give-up time already (the wave waited for its surge
+            // until then): an eviction would be asked only to be refused
+            // (a whole pool's pods, 51,000 requests more in a burst).
+            return Box::pin(self.cluster.delete_doomed_pod(pod))
+                .await
+                .map(|r| (r, true))
+                .map_err(|x| format!("the delete before the deadline failed: {x}"));
+        }
         match self.cluster.evict(pod, give_up).await {
             // Boxed: a whole pool's evictions wait at once (51,000 at full
             // size), each future as large as its largest state. Inline, the
@@ -694,6 +693,17 @@ where
         }
     }
 
+    /// Wait until `ok` holds for the cluster or `until` has passed,
+    /// looking at most once a second (what waits here, shifting traffic
+    /// back, restoring headroom, retiring a node later, is not urgent). A
+    /// snapshot already looked at is not judged again, and when the
+    /// adapter tells of changes a quiet cluster is not looked at at all
+    /// until it changes or `until` comes.
+    ///
+    /// Between looks only a weak reference to the snapshot judged last is
+    /// kept: a thousand waiting responses must not keep a thousand old
+    /// snapshots of every pod alive (the weak one keeps its address taken,
+    /// so a later snapshot can never be mistaken for it).
     async fn wait_until(&self, until: Millis, mut ok: impl FnMut(&Arc<ClusterView>) -> bool) -> bool {
         let mut judged: Weak<ClusterView> = Weak::new();
         let same = |judged: &Weak<ClusterView>, view: &Arc<ClusterView>| {
@@ -781,12 +791,18 @@ where
             tally.refused.len()
         );
         if tally.refused.is_empty() {
-            Ok(format!("ok: {summary}"))
-        } else {
-            // The adapter has said so on each pod; the response goes on.
-            self.observer.pods_left(tally.refused.len());
-            Ok(format!("partial: {summary}: {}", tally.refused.join("; ")))
+            return Ok(format!("ok: {summary}"));
         }
+        // Each pod left says so (a Warning on it and its node); the
+        // response goes on.
+        self.observer.pods_left(tally.refused.len());
+        for (pod, why) in &tally.refused {
+            if let Err(e) = self.cluster.warn_pod_left(pod, why).await {
+                tracing::warn!(error = %e, pod, "cannot record that the pod is left");
+            }
+        }
+        let refused: Vec<String> = tally.refused.iter().map(|(pod, why)| format!("{pod}: {why}")).collect();
+        Ok(format!("partial: {summary}: {}", refused.join("; ")))
     }
 
     async fn run_step(
@@ -875,9 +891,12 @@ where
             }
             Step::Surge { workloads } => {
                 let key = plan.notice.to_string();
+                // All at once: in a burst the adapter can then patch each
+                // Deployment once for every response that surges it.
+                let raised = join_all(workloads.iter().map(|(w, by)| self.cluster.surge(w, &key, *by))).await;
                 let mut added = 0;
-                for (w, by) in workloads {
-                    if self.cluster.surge(w, &key, *by).await.map_err(|x| e(&x))? {
+                for r in raised {
+                    if r.map_err(|x| e(&x))? {
                         added += 1;
                     }
                 }
@@ -885,9 +904,10 @@ where
             }
             Step::EndSurge { workloads } => {
                 let key = plan.notice.to_string();
+                let lowered = join_all(workloads.iter().map(|(w, _)| self.cluster.end_surge(w, &key))).await;
                 let mut ended = 0;
-                for (w, _) in workloads {
-                    if self.cluster.end_surge(w, &key).await.map_err(|x| e(&x))? {
+                for r in lowered {
+                    if r.map_err(|x| e(&x))? {
                         ended += 1;
                     }
                 }
@@ -1392,6 +1412,8 @@ mod tests {
         /// Pods whose budget refuses every eviction.
         refused: HashSet<String>,
         deleted: Mutex<Vec<(String, Millis)>>,
+        /// Pods said to be left on their node, with why.
+        warned: Mutex<Vec<(String, String)>>,
     }
 
     impl Recording {
@@ -1404,6 +1426,7 @@ mod tests {
                 marks: Mutex::new(Vec::new()),
                 refused: HashSet::new(),
                 deleted: Mutex::new(Vec::new()),
+                warned: Mutex::new(Vec::new()),
             }
         }
     }
@@ -1480,8 +1503,9 @@ mod tests {
             self.marks.lock().unwrap().push((node.to_string(), hold, self.clock.now_ms()));
             Ok(())
         }
-        async fn warn_pod_left(&self, pod: &str, _: &str) -> Result<(), std::io::Error> {
-            panic!("warned about {pod}")
+        async fn warn_pod_left(&self, pod: &str, why: &str) -> Result<(), std::io::Error> {
+            self.warned.lock().unwrap().push((pod.to_string(), why.to_string()));
+            Ok(())
         }
     }
 
@@ -1530,11 +1554,19 @@ mod tests {
         );
         exec.execute_new(Arc::new(plan), 0).await;
         let evicted = cluster.evicted.lock().unwrap().clone();
-        let at = |pod: &str| evicted.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
+        let deleted = cluster.deleted.lock().unwrap().clone();
+        let at = |pod: &str, list: &[(String, Millis)]| list.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
         // db is not surged: it goes at once. web waits for its surge, here
-        // until 40 s before the deadline.
-        assert_eq!(at("default/db-0"), Some(0), "{evicted:?}");
-        assert_eq!(at("default/web-1"), Some(deadline - SURGE_EVICT_BEFORE_DEADLINE), "{evicted:?}");
+        // until 40 s before the deadline: past the time its eviction would
+        // be given up for a delete (45 s before), so it is deleted then,
+        // with no eviction asked first.
+        assert_eq!(at("default/db-0", &evicted), Some(0), "{evicted:?}");
+        assert_eq!(at("default/web-1", &evicted), None, "{evicted:?}");
+        assert_eq!(
+            at("default/web-1", &deleted),
+            Some(deadline - SURGE_EVICT_BEFORE_DEADLINE),
+            "{deleted:?}"
+        );
     }
 
     /// A whole pool's evictions wait at once, one future each: the rare
@@ -1612,20 +1644,24 @@ mod tests {
             let cluster = Arc::new(cluster);
             let mut exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
             exec.waits.delete_doomed_before = lead;
-            let pods = ["default/db-0", "default/web-1", "default/solo"].map(String::from).to_vec();
+            // web first: this clock jumps as soon as a wait is polled, and
+            // web's eviction is to be asked before db's wait moves it.
+            let pods = ["default/web-1", "default/db-0", "default/solo"].map(String::from).to_vec();
             let plan = Arc::new(interruption_plan(deadline, vec![Step::Evict { pods, wave: 0 }]));
             assert!(exec.store.save_plan(&plan).await.unwrap());
             exec.execute_new(plan.clone(), 0).await;
             let outcome =
                 exec.store.response(&plan.notice).await.unwrap().unwrap().steps[0].outcome.clone().unwrap();
             let deleted = cluster.deleted.lock().unwrap().clone();
-            (deleted, outcome)
+            let warned: Vec<String> = cluster.warned.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
+            (deleted, outcome, warned)
         };
         // db is refused until 45 s before the deadline, then deleted; web
         // goes at once; the bare pod is only evicted, refused until the
         // deadline, and left.
-        let (deleted, outcome) = run(45_000).await;
-        assert_eq!(deleted, vec![("default/db-0".to_string(), deadline - 45_000)]);
+        let (deleted, outcome, warned) = run(45_000).await;
+        assert_eq!(deleted, vec![("default/db-0".to_string(), deadline - 45_000)], "{outcome}");
+        assert_eq!(warned, vec!["default/solo".to_string()], "the pod left says so");
         assert!(
             outcome.starts_with(
                 "partial: evicted 1, deleted before the deadline 1, already gone 0, not evicted 1"
@@ -1633,8 +1669,10 @@ mod tests {
             "{outcome}"
         );
         // Told never to: refused until the deadline, left, and said so.
-        let (deleted, outcome) = run(0).await;
+        let (deleted, outcome, mut warned) = run(0).await;
         assert!(deleted.is_empty(), "{deleted:?}");
+        warned.sort();
+        assert_eq!(warned, vec!["default/db-0".to_string(), "default/solo".to_string()]);
         assert!(
             outcome.starts_with(
                 "partial: evicted 1, deleted before the deadline 0, already gone 0, not evicted 2"

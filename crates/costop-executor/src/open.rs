@@ -27,7 +27,11 @@ pub struct OpenResponses(Mutex<BTreeMap<NoticeKey, (Arc<Plan>, Progress)>>, Mute
 /// A view's nodes, pods and workloads with these claims applied.
 #[derive(Debug)]
 pub struct Claimed {
-    base: ClusterView,
+    /// The snapshot the claims were applied to: its node and pod lists by
+    /// id ([`costop_core::listed::Listed::id`]; a copy would keep an old
+    /// snapshot's 150,000 pods alive once a newer one is out), and its
+    /// workloads.
+    base: (u64, u64, Vec<costop_core::model::WorkloadView>),
     applied: BTreeSet<(NoticeKey, usize)>,
     view: ClusterView,
 }
@@ -114,9 +118,7 @@ impl OpenResponses {
         }
         let mut cache = self.1.lock().unwrap_or_else(|e| e.into_inner());
         let same_base = cache.as_ref().is_some_and(|c| {
-            c.base.nodes.same(&view.nodes)
-                && c.base.pods.same(&view.pods)
-                && c.base.workloads == view.workloads
+            c.base.0 == view.nodes.id() && c.base.1 == view.pods.id() && c.base.2 == view.workloads
         });
         if !same_base {
             let base = ClusterView {
@@ -125,7 +127,8 @@ impl OpenResponses {
                 workloads: view.workloads.clone(),
                 ..ClusterView::default()
             };
-            *cache = Some(Claimed { view: base.clone(), base, applied: BTreeSet::new() });
+            let id = (view.nodes.id(), view.pods.id(), view.workloads.clone());
+            *cache = Some(Claimed { view: base, base: id, applied: BTreeSet::new() });
         }
         let claimed = cache.as_mut().expect("set above");
         let new: Vec<&Step> =

@@ -315,6 +315,56 @@ async fn a_surge_adds_replicas_once_per_key_and_ends_back_where_it_began() {
     assert!(e.contains("deployment/default/nope"), "{e}");
 }
 
+/// A burst's responses change the same objects at once: 60 surges of one
+/// Deployment under 60 keys, then their ends, and 12 claims of the
+/// placeholders, all concurrent. Every one is applied (none fails for the
+/// others' changes), and the counts end exactly where they should.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_surges_and_placeholder_claims_all_apply() {
+    let emu = emulator(3, vec![deployment("web", 3, Some(2))]).await;
+    let cluster = adapter(&emu).await;
+    until("web listed as a Deployment costop may surge", Duration::from_secs(10), || {
+        cluster.view().workload("default/web").filter(|w| w.surgeable).map(|_| ())
+    })
+    .await;
+    let deploys = Api::<Deployment>::namespaced(cluster.client().clone(), "default");
+    let replicas = || async { deploys.get("web").await.unwrap().spec.unwrap().replicas.unwrap() };
+    let keys: Vec<String> = (0..60).map(|i| format!("i-{i}:spot-interruption:120000")).collect();
+    let raised = futures::future::join_all(keys.iter().map(|k| cluster.surge("default/web", k, 1))).await;
+    assert!(raised.iter().all(|r| matches!(r, Ok(true))), "{raised:?}");
+    assert_eq!(replicas().await, 63);
+    let ended = futures::future::join_all(keys.iter().map(|k| cluster.end_surge("default/web", k))).await;
+    assert!(ended.iter().all(|r| matches!(r, Ok(true))), "{ended:?}");
+    assert_eq!(replicas().await, 3);
+
+    cluster.scale_placeholders(24).await.unwrap();
+    let placeholders = until("24 placeholders", Duration::from_secs(20), || {
+        let view = cluster.view();
+        let ps: Vec<String> =
+            view.pods.iter().filter(|p| p.placeholder).map(|p| p.name.to_string()).collect();
+        (ps.len() == 24).then_some(ps)
+    })
+    .await;
+    let claimed =
+        futures::future::join_all(placeholders.chunks(2).map(|two| cluster.claim_placeholders(two))).await;
+    assert!(claimed.iter().all(Result::is_ok), "{claimed:?}");
+    let headroom = Api::<Deployment>::namespaced(cluster.client().clone(), "costop-system");
+    assert_eq!(headroom.get("costop-headroom").await.unwrap().spec.unwrap().replicas, Some(0));
+}
+
+/// A whole pool's pods may wait at once for their eviction or their
+/// delete before the deadline (51,000 at full size), one future each:
+/// those futures hold only what waiting needs, not the requests' state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_eviction_or_delete_is_small() {
+    let emu = emulator(1, vec![]).await;
+    let cluster = adapter(&emu).await;
+    let evict = std::mem::size_of_val(&cluster.evict("default/web-0", now_ms()));
+    let delete = std::mem::size_of_val(&cluster.delete_doomed_pod("default/web-0"));
+    assert!(evict < 1024, "an eviction's future is {evict} bytes");
+    assert!(delete < 1024, "a delete's future is {delete} bytes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgetting_a_node_deletes_its_pods_at_once_and_then_the_node() {
     let emu = emulator(2, vec![deployment("web", 4, None)]).await;
