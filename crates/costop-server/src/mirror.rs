@@ -134,7 +134,7 @@ pub(crate) async fn run(st: Arc<ServerState>, mut shutdown: watch::Receiver<bool
 /// nothing was written `before`, else the entries whose JSON changed since
 /// (a batch at a time) and the deletion of the names gone. What the mirror
 /// holds now.
-pub(crate) async fn write_kind<T: Serialize>(
+pub(crate) async fn write_kind<T: Serialize + Sync>(
     store: &AnyStore,
     kind: &str,
     items: &[T],
@@ -144,8 +144,13 @@ pub(crate) async fn write_kind<T: Serialize>(
     let hashes: Vec<u64> = items.iter().map(hash_json).collect();
     let now = Written::of(items.iter().zip(&hashes).map(|(x, h)| (name(x).clone(), *h)).collect());
     let Some(before) = before else {
-        let entries: Vec<(String, String)> = items.iter().map(|x| (name(x).to_string(), json(x))).collect();
-        store.mirror(kind, &entries).await?;
+        let mut chunks = items.chunks(MIRROR_BATCH);
+        let next_batch = || {
+            chunks
+                .next()
+                .map_or_else(Vec::new, |c| c.iter().map(|x| (name(x).to_string(), json(x))).collect())
+        };
+        store.mirror_in_batches(kind, next_batch).await?;
         return Ok(now);
     };
     let mut batch: Vec<(String, String)> = Vec::with_capacity(MIRROR_BATCH);

@@ -436,6 +436,34 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Replace the mirror of `kind` with the entries `next_batch` gives, a
+    /// batch at a time until it gives none, into a hash of its own renamed
+    /// over the mirror at the end (see `AnyStore::mirror_in_batches`).
+    pub async fn mirror_in_batches(
+        &self,
+        kind: &str,
+        mut next_batch: impl FnMut() -> Vec<(String, String)> + Send,
+    ) -> Result<(), StoreError> {
+        let key = format!("costop:mirror:{kind}");
+        let tmp = format!("{key}:next");
+        let _: i64 = self.run("mirror", redis::cmd("DEL").arg(&tmp)).await?;
+        let mut written = 0usize;
+        loop {
+            let batch = next_batch();
+            if batch.is_empty() {
+                break;
+            }
+            written += batch.len();
+            self.hset_in_chunks(&tmp, &batch).await?;
+        }
+        if written == 0 {
+            let _: i64 = self.run("mirror", redis::cmd("DEL").arg(&key)).await?;
+        } else {
+            let _: String = self.run("mirror", redis::cmd("RENAME").arg(&tmp).arg(&key)).await?;
+        }
+        Ok(())
+    }
+
     /// Write `entries` into the hash `key`, 500 fields per HSET.
     async fn hset_in_chunks(&self, key: &str, entries: &[(String, String)]) -> Result<(), StoreError> {
         for chunk in entries.chunks(500) {
@@ -591,15 +619,7 @@ impl StorePort for RedisStore {
     }
 
     async fn mirror(&self, kind: &str, entries: &[(String, String)]) -> Result<(), StoreError> {
-        let key = format!("costop:mirror:{kind}");
-        let tmp = format!("{key}:next");
-        let _: i64 = self.run("mirror", redis::cmd("DEL").arg(&tmp)).await?;
-        self.hset_in_chunks(&tmp, entries).await?;
-        if entries.is_empty() {
-            let _: i64 = self.run("mirror", redis::cmd("DEL").arg(&key)).await?;
-        } else {
-            let _: String = self.run("mirror", redis::cmd("RENAME").arg(&tmp).arg(&key)).await?;
-        }
-        Ok(())
+        let mut whole = Some(entries.to_vec());
+        self.mirror_in_batches(kind, || whole.take().unwrap_or_default()).await
     }
 }

@@ -243,3 +243,28 @@ async fn redis_store_lists_recent_responses_and_keeps_the_latest_only() {
     assert!(!listed.contains(&plan_of("i-01", 1_000_000).notice), "the oldest left the list");
     assert!(store.response(&plan_of("i-01", 1_000_000).notice).await.unwrap().is_some());
 }
+
+/// A mirror written a batch at a time replaces the whole mirror (what the
+/// old one had and the new one lacks is gone); one written from no
+/// entries is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_replaces_a_mirror_written_in_batches() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = costop_store::AnyStore::open(Some(&server.url())).await.unwrap();
+    let entries = |range: std::ops::Range<u32>| -> Vec<(String, String)> {
+        range.map(|i| (format!("pod-{i}"), format!("{{\"n\":{i}}}"))).collect()
+    };
+    store.mirror("pods", &entries(0..10)).await.unwrap();
+    let mut batches = vec![entries(100..600), entries(600..1100), entries(1100..1150)].into_iter();
+    store.mirror_in_batches("pods", || batches.next().unwrap_or_default()).await.unwrap();
+    let raw = redis::Client::open(server.url()).unwrap();
+    let mut c = raw.get_multiplexed_async_connection().await.unwrap();
+    let all: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg("costop:mirror:pods").query_async(&mut c).await.unwrap();
+    assert_eq!(all.len(), 1_050);
+    assert_eq!(all["pod-1149"], "{\"n\":1149}");
+    assert!(!all.contains_key("pod-0"), "the old mirror's entries are gone");
+    store.mirror_in_batches("pods", Vec::new).await.unwrap();
+    let left: i64 = redis::cmd("HLEN").arg("costop:mirror:pods").query_async(&mut c).await.unwrap();
+    assert_eq!(left, 0);
+}
