@@ -17,12 +17,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
+/// Changes waiting for one object, each with where to answer it.
+type Queued<C, R> = Vec<(C, oneshot::Sender<R>)>;
+
 /// Changes of type `C` to objects named by a string key, each answered
 /// with an `R`.
 pub struct Batches<C, R> {
-    /// The changes waiting for each object, with where to answer each. An
-    /// object is present while a task applies its changes.
-    pending: Mutex<HashMap<String, Vec<(C, oneshot::Sender<R>)>>>,
+    /// The changes waiting for each object. An object is present while a
+    /// task applies its changes.
+    pending: Mutex<HashMap<String, Queued<C, R>>>,
 }
 
 impl<C, R> Default for Batches<C, R> {
@@ -91,7 +94,7 @@ impl<C: Send + 'static, R: Send + 'static> Batches<C, R> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(C, oneshot::Sender<R>)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queued<C, R>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
