@@ -62,10 +62,11 @@ pub trait ClusterPort {
 
     /// Delete a pod (`namespace/name`) with its grace period, whatever its
     /// disruption budget says, and say so where people look (a Warning
-    /// Event on the pod and its node). Only for a pod on a node that goes
-    /// at a known deadline, which its budget kept from eviction until too
-    /// late to start elsewhere in time (`Waits::delete_doomed_before`). A
-    /// pod already gone is no error.
+    /// Event on the pod, where one can be recorded). Only for a pod on a
+    /// node that goes at a known deadline, not evicted (its budget refused,
+    /// or its wave waited that long for its surge) by the time left to
+    /// start elsewhere (`Waits::delete_doomed_before`). A pod already gone
+    /// is no error.
     fn delete_doomed_pod(&self, pod: &str) -> impl Future<Output = Result<Evicted, Self::Error>> + Send;
 
     /// Raise the Deployment `workload` (`namespace/name`)'s replicas by

@@ -597,7 +597,8 @@ where
 
     /// Evict one pod, retried while its budget refuses, until
     /// `delete_doomed_before` the deadline; then delete it (while the
-    /// deadline is still ahead). Only a pod of a workload the view knows
+    /// deadline is still ahead). Asked at or past that time (its wave
+    /// waited for a surge), it is deleted at once, no eviction asked. Only a pod of a workload the view knows
     /// (a Deployment or StatefulSet that starts it again) is deleted: a
     /// bare pod, or a Job's, gains nothing from going early and is only
     /// evicted, until the deadline. An eviction that failed before the

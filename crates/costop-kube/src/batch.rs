@@ -68,12 +68,17 @@ impl<C: Send + 'static, R: Send + 'static> Batches<C, R> {
     }
 
     /// Apply the changes queued for `key`, a batch at a time, until none
-    /// is left; then `key` is idle (the next change starts a task).
+    /// is left; then `key` is idle (the next change starts a task). A
+    /// change whose caller stopped waiting (its response was stopped, as
+    /// when leadership is lost) is not applied. Should `apply` panic, or
+    /// the task be dropped, `key` is made idle all the same and the
+    /// changes queued for it are answered `None`: no caller waits forever.
     async fn drain<F, Fut>(&self, key: &str, apply: F)
     where
         F: Fn(Vec<C>) -> Fut,
         Fut: Future<Output = Vec<R>>,
     {
+        let idle_on_drop = IdleOnDrop { batches: self, key };
         loop {
             let batch = {
                 let mut pending = self.lock();
@@ -81,14 +86,20 @@ impl<C: Send + 'static, R: Send + 'static> Batches<C, R> {
                     Some(queued) if !queued.is_empty() => std::mem::take(queued),
                     _ => {
                         pending.remove(key);
+                        drop(pending);
+                        std::mem::forget(idle_on_drop);
                         return;
                     }
                 }
             };
-            let (changes, answers): (Vec<C>, Vec<oneshot::Sender<R>>) = batch.into_iter().unzip();
+            let (changes, answers): (Vec<C>, Vec<oneshot::Sender<R>>) =
+                batch.into_iter().filter(|(_, answer)| !answer.is_closed()).unzip();
+            if changes.is_empty() {
+                continue;
+            }
             let results = apply(changes).await;
             for (answer, result) in answers.into_iter().zip(results) {
-                // A caller that stopped waiting needs no answer.
+                // A caller that stopped waiting meanwhile needs no answer.
                 let _ = answer.send(result);
             }
         }
@@ -96,6 +107,18 @@ impl<C: Send + 'static, R: Send + 'static> Batches<C, R> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queued<C, R>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Makes `key` idle when a drain ends other than by finding nothing left.
+struct IdleOnDrop<'a, C, R> {
+    batches: &'a Batches<C, R>,
+    key: &'a str,
+}
+
+impl<C, R> Drop for IdleOnDrop<'_, C, R> {
+    fn drop(&mut self) {
+        self.batches.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(self.key);
     }
 }
 
@@ -128,9 +151,7 @@ mod tests {
             let (b, apply) = (batches.clone(), apply.clone());
             async move { b.submit("d", 1, apply).await }
         });
-        while calls.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
+        within(|| !calls.lock().unwrap().is_empty()).await;
         let later: Vec<_> = (2..=5)
             .map(|c| {
                 let (b, apply) = (batches.clone(), apply.clone());
@@ -138,18 +159,82 @@ mod tests {
             })
             .collect();
         // Every later change is queued behind the first batch.
-        while batches.lock().get("d").map_or(0, Vec::len) < 4 {
-            tokio::task::yield_now().await;
-        }
+        within(|| batches.lock().get("d").map_or(0, Vec::len) == 4).await;
         release.send_replace(true);
         assert_eq!(first.await.unwrap(), Some(10));
         let answers: Vec<Option<u32>> =
             futures::future::join_all(later).await.into_iter().map(Result::unwrap).collect();
         assert_eq!(answers, vec![Some(20), Some(30), Some(40), Some(50)]);
         assert_eq!(*calls.lock().unwrap(), vec![vec![1], vec![2, 3, 4, 5]]);
-        while batches.lock().contains_key("d") {
-            tokio::task::yield_now().await;
-        }
+        within(|| !batches.lock().contains_key("d")).await;
+    }
+
+    /// Wait until `ok`, failing the test after 5 s.
+    async fn within(ok: impl Fn() -> bool) {
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while !ok() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("timed out");
+    }
+
+    /// A batch that panics answers its changes `None` and leaves the
+    /// object idle: the next change is applied by a new task.
+    #[tokio::test]
+    async fn a_panicking_batch_leaves_no_caller_waiting() {
+        let batches: Arc<Batches<u32, u32>> = Arc::default();
+        let apply = |changes: Vec<u32>| async move {
+            assert!(changes != vec![13], "unlucky");
+            changes
+        };
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_secs(5), batches.submit("d", 13, apply)).await;
+        assert_eq!(answer.expect("answered"), None);
+        within(|| !batches.lock().contains_key("d")).await;
+        assert_eq!(batches.submit("d", 7, apply).await, Some(7));
+    }
+
+    /// A change whose caller stopped waiting before its batch ran is not
+    /// applied.
+    #[tokio::test]
+    async fn a_change_nobody_waits_for_is_not_applied() {
+        let batches: Arc<Batches<u32, u32>> = Arc::default();
+        let applied = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let apply = {
+            let applied = applied.clone();
+            move |changes: Vec<u32>| {
+                let (applied, mut released) = (applied.clone(), released.clone());
+                async move {
+                    applied.lock().unwrap().extend(&changes);
+                    let _ = released.wait_for(|r| *r).await;
+                    changes
+                }
+            }
+        };
+        let first = tokio::spawn({
+            let (b, apply) = (batches.clone(), apply.clone());
+            async move { b.submit("d", 1, apply).await }
+        });
+        within(|| !applied.lock().unwrap().is_empty()).await;
+        let gone = tokio::spawn({
+            let (b, apply) = (batches.clone(), apply.clone());
+            async move { b.submit("d", 2, apply).await }
+        });
+        within(|| batches.lock().get("d").map_or(0, Vec::len) == 1).await;
+        gone.abort();
+        let _ = gone.await;
+        let kept = tokio::spawn({
+            let (b, apply) = (batches.clone(), apply.clone());
+            async move { b.submit("d", 3, apply).await }
+        });
+        within(|| batches.lock().get("d").map_or(0, Vec::len) == 2).await;
+        release.send_replace(true);
+        assert_eq!(first.await.unwrap(), Some(1));
+        assert_eq!(kept.await.unwrap(), Some(3));
+        assert_eq!(*applied.lock().unwrap(), vec![1, 3]);
     }
 
     /// Objects are batched apart; a batch that answers fewer changes than

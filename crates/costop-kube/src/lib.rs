@@ -881,11 +881,14 @@ async fn apply_surges(
         let mut annotations = d.metadata.annotations.clone().unwrap_or_default();
         let mut replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
         let mut marks = serde_json::Map::new();
-        let results: Vec<Result<bool, KubeError>> = changes
+        // Each answer, and whether it rests on this batch's patch (a change
+        // it makes, or a no-op only because an earlier change here made it).
+        let results: Vec<(Result<bool, KubeError>, bool)> = changes
             .iter()
             .map(|(key, by)| {
                 let mark = surge_annotation(key);
-                match (by, annotations.get(&mark).map(|v| v.parse::<u32>())) {
+                let rests_on_patch = marks.contains_key(&mark);
+                let answer = match (by, annotations.get(&mark).map(|v| v.parse::<u32>())) {
                     (Some(_), Some(_)) | (None, None) => Ok(false),
                     (Some(by), None) => {
                         replicas += by;
@@ -902,24 +905,26 @@ async fn apply_surges(
                     (None, Some(Err(_))) => {
                         Err(KubeError::Invalid(format!("{object}: annotation {mark} is not a count")))
                     }
-                }
+                };
+                let rests_on_patch = rests_on_patch || matches!(answer, Ok(true));
+                (answer, rests_on_patch)
             })
             .collect();
         if marks.is_empty() {
-            return results;
+            return results.into_iter().map(|(r, _)| r).collect();
         }
         let patch = json!({
             "metadata": {"resourceVersion": d.metadata.resource_version, "annotations": marks},
             "spec": {"replicas": replicas}});
         match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => return results,
+            Ok(_) => return results.into_iter().map(|(r, _)| r).collect(),
             Err(kube::Error::Api(r)) if r.code == 409 => continue,
             Err(e) => {
                 let message = format!("surge {object}: {e}");
                 return results
                     .into_iter()
-                    .map(|r| match r {
-                        Ok(true) => Err(KubeError::Batched(message.clone())),
+                    .map(|(r, rests_on_patch)| match r {
+                        Ok(_) if rests_on_patch => Err(KubeError::Batched(message.clone())),
                         other => other,
                     })
                     .collect();
@@ -1176,10 +1181,11 @@ impl ClusterPort for KubeCluster {
         }
         let on = node.as_deref().map(|n| format!(" from {n}")).unwrap_or_default();
         let message = format!(
-            "costop deleted {ns}/{name}{on}: its disruption budget refused its eviction, and its node goes at \
-             the deadline; deleted now it starts elsewhere before then"
+            "costop deleted {ns}/{name}{on}: it was not evicted in time (its disruption budget refused, or its \
+             workload's extra replicas were not Ready yet), and its node goes at the deadline; deleted now it \
+             starts elsewhere before then"
         );
-        tracing::warn!(pod, node = node.as_deref(), "pod deleted before the deadline: budget");
+        tracing::warn!(pod, node = node.as_deref(), "pod deleted before the deadline: not evicted in time");
         // On the pod only: the step's Event on the node counts the pods
         // deleted. Boxed: inline, its requests made every waiting delete's
         // future 4 KB (81 MB for 20,000 pods deleted at once).
@@ -1338,8 +1344,9 @@ impl ClusterPort for KubeCluster {
 
 impl KubeCluster {
     /// An Event on a node (`namespace` None; recorded in `default`) or a
-    /// pod; dropped (counted, and logged every thousandth time) while
-    /// [`EVENTS_IN_FLIGHT`] others are being recorded.
+    /// pod, best effort: dropped, as no error, while [`EVENTS_IN_FLIGHT`]
+    /// others are being recorded (counted; logged at the first drop and
+    /// every thousandth after).
     async fn record_event(
         &self,
         kind: &str,
