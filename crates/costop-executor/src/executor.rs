@@ -598,12 +598,13 @@ where
     /// Evict one pod, retried while its budget refuses, until
     /// `delete_doomed_before` the deadline; then delete it (while the
     /// deadline is still ahead). Asked at or past that time (its wave
-    /// waited for a surge), it is deleted at once, no eviction asked. Only a pod of a workload the view knows
-    /// (a Deployment or StatefulSet that starts it again) is deleted: a
-    /// bare pod, or a Job's, gains nothing from going early and is only
-    /// evicted, until the deadline. An eviction that failed before the
-    /// give-up time (an API error, not the budget) deletes nothing. What
-    /// came of it, and whether it was deleted.
+    /// waited for a surge), it is deleted at once, no eviction asked. Only
+    /// a pod of a workload the view knows (a Deployment or StatefulSet
+    /// that starts it again) is deleted: a bare pod, or a Job's, gains
+    /// nothing from going early and is only evicted, until the deadline.
+    /// An eviction that failed before the give-up time (an API error, not
+    /// the budget) deletes nothing. What came of it, and whether it was
+    /// deleted.
     async fn evict_or_delete(&self, pod: &str, deadline: Millis) -> Result<(Evicted, bool), String> {
         let replaced = {
             let view = self.cluster.view();
@@ -611,29 +612,31 @@ where
         };
         let lead = if replaced { self.waits.delete_doomed_before } else { 0 };
         let give_up = deadline.saturating_sub(lead);
-        if lead > 0 && (give_up..deadline).contains(&self.clock.now_ms()) {
+        let past_give_up = || lead > 0 && (give_up..deadline).contains(&self.clock.now_ms());
+        if past_give_up() {
             // Past the give-up time already (the wave waited for its surge
             // until then): an eviction would be asked only to be refused
             // (a whole pool's pods, 51,000 requests more in a burst).
-            return Box::pin(self.cluster.delete_doomed_pod(pod))
-                .await
-                .map(|r| (r, true))
-                .map_err(|x| format!("the delete before the deadline failed: {x}"));
+            return self.delete_before_deadline(pod).await;
         }
         match self.cluster.evict(pod, give_up).await {
-            // Boxed: a whole pool's evictions wait at once (51,000 at full
-            // size), each future as large as its largest state. Inline, the
-            // delete (a request and an Event, 3.4 KB in the Kubernetes
-            // adapter) made each 3.7 KB, 190 MB in all, though few pods
-            // are ever deleted.
-            Err(refused) if lead > 0 && (give_up..deadline).contains(&self.clock.now_ms()) => {
-                Box::pin(self.cluster.delete_doomed_pod(pod))
-                    .await
-                    .map(|r| (r, true))
-                    .map_err(|x| format!("{refused}; then the delete before the deadline failed: {x}"))
+            Err(refused) if past_give_up() => {
+                self.delete_before_deadline(pod).await.map_err(|x| format!("{refused}; then {x}"))
             }
             r => r.map(|r| (r, false)).map_err(|x| x.to_string()),
         }
+    }
+
+    /// Delete `pod` before its node's deadline (see [`Self::evict_or_delete`]).
+    /// Boxed: a whole pool's evictions wait at once (51,000 at full size),
+    /// each future as large as its largest state. Inline, the delete (a
+    /// request and an Event, 3.4 KB in the Kubernetes adapter) made each
+    /// 3.7 KB, 190 MB in all, though few pods are ever deleted.
+    async fn delete_before_deadline(&self, pod: &str) -> Result<(Evicted, bool), String> {
+        Box::pin(self.cluster.delete_doomed_pod(pod))
+            .await
+            .map(|r| (r, true))
+            .map_err(|x| format!("the delete before the deadline failed: {x}"))
     }
 
     /// Mark the nodes launched under `key` scale-down-disabled as they

@@ -127,37 +127,58 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// A batch as the test's `apply` makes it.
+    type Applied = futures::future::BoxFuture<'static, Vec<u32>>;
+
+    /// An `apply` that notes each batch it is given (in `calls`) and holds
+    /// it until `release` is set to `true`; it answers each change `c` with
+    /// `c * factor`.
+    struct Held<F> {
+        apply: F,
+        calls: Arc<Mutex<Vec<Vec<u32>>>>,
+        release: tokio::sync::watch::Sender<bool>,
+    }
+
+    fn held_apply(factor: u32) -> Held<impl Fn(Vec<u32>) -> Applied + Clone + Send + 'static> {
+        let calls = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let noted = calls.clone();
+        let apply = move |changes: Vec<u32>| -> Applied {
+            let (calls, mut released) = (noted.clone(), released.clone());
+            Box::pin(async move {
+                calls.lock().unwrap().push(changes.clone());
+                let _ = released.wait_for(|r| *r).await;
+                changes.iter().map(|c| c * factor).collect()
+            })
+        };
+        Held { apply, calls, release }
+    }
+
+    /// `batches.submit("d", change, apply)` on a task of its own.
+    fn spawn_submit<F, Fut>(
+        batches: &Arc<Batches<u32, u32>>,
+        change: u32,
+        apply: F,
+    ) -> tokio::task::JoinHandle<Option<u32>>
+    where
+        F: Fn(Vec<u32>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<u32>> + Send + 'static,
+    {
+        let batches = batches.clone();
+        tokio::spawn(async move { batches.submit("d", change, apply).await })
+    }
+
     /// Changes that come while a batch is under way are applied together
     /// in the next one, each caller gets its own answer, and the object
     /// goes idle afterwards.
     #[tokio::test]
     async fn changes_queued_during_a_batch_go_together_in_the_next() {
         let batches: Arc<Batches<u32, u32>> = Arc::default();
-        let calls = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
-        let (release, released) = tokio::sync::watch::channel(false);
-        let apply = {
-            let calls = calls.clone();
-            move |changes: Vec<u32>| {
-                let (calls, mut released) = (calls.clone(), released.clone());
-                async move {
-                    calls.lock().unwrap().push(changes.clone());
-                    // The first batch waits until the others are queued.
-                    let _ = released.wait_for(|r| *r).await;
-                    changes.iter().map(|c| c * 10).collect()
-                }
-            }
-        };
-        let first = tokio::spawn({
-            let (b, apply) = (batches.clone(), apply.clone());
-            async move { b.submit("d", 1, apply).await }
-        });
+        let Held { apply, calls, release } = held_apply(10);
+        // The first batch waits until the others are queued.
+        let first = spawn_submit(&batches, 1, apply.clone());
         within(|| !calls.lock().unwrap().is_empty()).await;
-        let later: Vec<_> = (2..=5)
-            .map(|c| {
-                let (b, apply) = (batches.clone(), apply.clone());
-                tokio::spawn(async move { b.submit("d", c, apply).await })
-            })
-            .collect();
+        let later: Vec<_> = (2..=5).map(|c| spawn_submit(&batches, c, apply.clone())).collect();
         // Every later change is queued behind the first batch.
         within(|| batches.lock().get("d").map_or(0, Vec::len) == 4).await;
         release.send_replace(true);
@@ -201,40 +222,19 @@ mod tests {
     #[tokio::test]
     async fn a_change_nobody_waits_for_is_not_applied() {
         let batches: Arc<Batches<u32, u32>> = Arc::default();
-        let applied = Arc::new(Mutex::new(Vec::<u32>::new()));
-        let (release, released) = tokio::sync::watch::channel(false);
-        let apply = {
-            let applied = applied.clone();
-            move |changes: Vec<u32>| {
-                let (applied, mut released) = (applied.clone(), released.clone());
-                async move {
-                    applied.lock().unwrap().extend(&changes);
-                    let _ = released.wait_for(|r| *r).await;
-                    changes
-                }
-            }
-        };
-        let first = tokio::spawn({
-            let (b, apply) = (batches.clone(), apply.clone());
-            async move { b.submit("d", 1, apply).await }
-        });
-        within(|| !applied.lock().unwrap().is_empty()).await;
-        let gone = tokio::spawn({
-            let (b, apply) = (batches.clone(), apply.clone());
-            async move { b.submit("d", 2, apply).await }
-        });
+        let Held { apply, calls, release } = held_apply(1);
+        let first = spawn_submit(&batches, 1, apply.clone());
+        within(|| !calls.lock().unwrap().is_empty()).await;
+        let gone = spawn_submit(&batches, 2, apply.clone());
         within(|| batches.lock().get("d").map_or(0, Vec::len) == 1).await;
         gone.abort();
         let _ = gone.await;
-        let kept = tokio::spawn({
-            let (b, apply) = (batches.clone(), apply.clone());
-            async move { b.submit("d", 3, apply).await }
-        });
+        let kept = spawn_submit(&batches, 3, apply.clone());
         within(|| batches.lock().get("d").map_or(0, Vec::len) == 2).await;
         release.send_replace(true);
         assert_eq!(first.await.unwrap(), Some(1));
         assert_eq!(kept.await.unwrap(), Some(3));
-        assert_eq!(*applied.lock().unwrap(), vec![1, 3]);
+        assert_eq!(*calls.lock().unwrap(), vec![vec![1], vec![3]]);
     }
 
     /// Objects are batched apart; a batch that answers fewer changes than

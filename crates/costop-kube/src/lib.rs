@@ -856,9 +856,9 @@ impl KubeCluster {
 /// add (`Some`) or `None` to take back what that key added.
 type SurgeChange = (String, Option<u32>);
 
-/// Times a batch of surges reads and patches its Deployment while others
-/// change it under the batch.
-const SURGE_TRIES: usize = 10;
+/// Times a batch (of surges, or of placeholder claims) reads and patches
+/// its Deployment while others change it under the batch.
+const PATCH_TRIES: usize = 10;
 
 /// Apply `changes` to the Deployment `workload` (`namespace/name`) in one
 /// patch: the replica count and each change's mark (an annotation per
@@ -873,7 +873,7 @@ async fn apply_surges(
     let object = format!("deployment/{workload}");
     let name = workload.split_once('/').map_or(workload.as_str(), |(_, n)| n);
     let failed = |message: String| changes.iter().map(|_| Err(KubeError::Batched(message.clone()))).collect();
-    for _ in 0..SURGE_TRIES {
+    for _ in 0..PATCH_TRIES {
         let d = match api.get(name).await {
             Ok(d) => d,
             Err(e) => return failed(format!("get {object}: {e}")),
@@ -931,7 +931,7 @@ async fn apply_surges(
             }
         }
     }
-    failed(format!("{object}: changed under every one of {SURGE_TRIES} tries to surge it"))
+    failed(format!("{object}: changed under every one of {PATCH_TRIES} tries to surge it"))
 }
 
 /// Scale the placeholder Deployment down by the placeholders each claim
@@ -941,7 +941,7 @@ async fn scale_down_headroom(api: Api<Deployment>, claimed: Vec<u32>) -> Vec<Res
     let total: u32 = claimed.iter().sum();
     let answer =
         |r: Result<(), String>| claimed.iter().map(|_| r.clone().map_err(KubeError::Batched)).collect();
-    for _ in 0..SURGE_TRIES {
+    for _ in 0..PATCH_TRIES {
         let d = match api.get_opt(PLACEHOLDER_DEPLOYMENT).await {
             Ok(Some(d)) => d,
             Ok(None) => return answer(Ok(())),
@@ -956,7 +956,7 @@ async fn scale_down_headroom(api: Api<Deployment>, claimed: Vec<u32>) -> Vec<Res
         }
     }
     answer(Err(format!(
-        "deployment/{PLACEHOLDER_DEPLOYMENT}: changed under every one of {SURGE_TRIES} tries to scale it"
+        "deployment/{PLACEHOLDER_DEPLOYMENT}: changed under every one of {PATCH_TRIES} tries to scale it"
     )))
 }
 
