@@ -276,8 +276,9 @@ async fn a_notice_is_answered_end_to_end_and_recorded() {
     // The record: one response, every step with timestamps.
     let store = w.store().await;
     w.wait("the response finished", Duration::from_secs(30), async |w| {
-        w.store().await.unfinished().await.map(|u| u.is_empty()).unwrap_or(false)
-            && !w.response_keys_sync().await.is_empty()
+        // Saved responses first: a plan joins the open set as it is saved.
+        !w.response_keys_sync().await.is_empty()
+            && w.store().await.unfinished().await.is_ok_and(|u| u.is_empty())
     })
     .await;
     let keys = w.response_keys().await;
