@@ -384,6 +384,9 @@ pub struct World {
     view_watchers: Vec<std::task::Waker>,
     incidents: Vec<Incident>,
     open_incidents: Vec<usize>,
+    /// `COSTOP_DEBUG_SIM`'s period and the next time it prints (see
+    /// [`World::settle`]); `None` when it is off.
+    debug_print: Option<(Millis, Millis)>,
     schedule_dirty: bool,
     doomed_batches: Vec<Vec<u32>>,
     pool_reclaims_seen: Vec<u32>,
@@ -471,6 +474,7 @@ impl World {
             view_watchers: Vec::new(),
             incidents: Vec::new(),
             open_incidents: Vec::new(),
+            debug_print: debug::print_period().map(|every| (every, 0)),
             schedule_dirty: true,
             doomed_batches: Vec::new(),
             pool_reclaims_seen: vec![0; pool_count],
@@ -815,11 +819,7 @@ impl World {
     }
 
     fn schedule_market(&mut self) {
-        let sample_every =
-            match std::env::var("COSTOP_DEBUG_SAMPLE_S").ok().and_then(|v| v.parse::<u64>().ok()) {
-                Some(s) => s * 1000,
-                None => (self.end / 240).max(MINUTE),
-            };
+        let sample_every = (self.end / 240).max(MINUTE);
         let mut t = 0;
         while t <= self.end {
             self.push(t, Ev::Sample);
@@ -1004,6 +1004,15 @@ impl World {
 
     /// The controllers act on what happened: the scheduler binds, drains move on.
     pub fn settle(&mut self) {
+        // Debug output rides on the steps the run takes anyway: an event
+        // of its own would wake the world and the executor at times the
+        // run without it does not, and change what it debugs.
+        if let Some((every, next)) = self.debug_print {
+            if self.now >= next {
+                self.debug_open_incidents();
+                self.debug_print = Some((every, (self.now / every + 1) * every));
+            }
+        }
         for _ in 0..8 {
             let dirty = self.schedule_dirty || !self.new_pending.is_empty();
             self.schedule();
@@ -1346,9 +1355,6 @@ impl World {
             Ev::Sample => {
                 let (h, c, f) = (self.now as f64 / 3_600_000.0, self.cost, self.requests_failed);
                 self.series.push((h, c, f));
-                if std::env::var_os("COSTOP_DEBUG_SIM").is_some() {
-                    self.debug_open_incidents();
-                }
             }
             Ev::MarketNotice(pool, k) => self.market_notice(pool, k as usize),
             Ev::Reclaim(batch) => self.reclaim(batch),

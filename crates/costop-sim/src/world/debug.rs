@@ -1,5 +1,6 @@
-//! What `COSTOP_DEBUG_SIM=1` prints at each sample (every
-//! `COSTOP_DEBUG_SAMPLE_S` seconds) while a reclaim's incident is open:
+//! What `COSTOP_DEBUG_SIM=1` prints (at the first step of the run after
+//! each `COSTOP_DEBUG_SAMPLE_S` seconds, default 10; no step is added, so
+//! the run is the one without it) while a reclaim's incident is open:
 //! per zone, where the room is; per workload not whole yet, where its pods
 //! are. Read together they show why an incident is slow (pods waiting for
 //! room in the zone their volumes pin them to, a budget letting one wave
@@ -25,6 +26,13 @@ struct ZoneRoom {
     placeholders: u64,
     /// Requests of pending pods whose volume is in this zone.
     pinned_pending: u64,
+}
+
+/// How often `COSTOP_DEBUG_SIM` prints, when it is set.
+pub(super) fn print_period() -> Option<u64> {
+    std::env::var_os("COSTOP_DEBUG_SIM")?;
+    let secs = std::env::var("COSTOP_DEBUG_SAMPLE_S").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(10);
+    Some(secs.max(1) * 1000)
 }
 
 impl World {
