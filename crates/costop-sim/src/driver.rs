@@ -77,8 +77,16 @@ pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Stra
         for d in detections {
             answer(&mut rt, &exec, &world, &cfg, strategy, d);
         }
-        rt.run_ready();
-        world.lock().unwrap_or_else(|e| e.into_inner()).settle();
+        // The world settling (pods scheduled, drains moved on) wakes the
+        // tasks waiting for a change: they run now, as a watch would tell
+        // them within milliseconds, not at the next event or timer.
+        for _ in 0..SETTLE_ROUNDS {
+            rt.run_ready();
+            world.lock().unwrap_or_else(|e| e.into_inner()).settle();
+            if !rt.has_ready() {
+                break;
+            }
+        }
     }
     // Tasks still waiting (a keeper, a response past the end) stop here.
     drop(rt);
@@ -88,6 +96,11 @@ pub fn run(cfg: Arc<SimConfig>, market: Arc<Market>, strategy: Strategy) -> Stra
     let result = world.lock().unwrap_or_else(|e| e.into_inner()).finish();
     result
 }
+
+/// Rounds of running woken tasks and settling the world at one instant
+/// (each round's changes may wake more tasks); a bound, so two tasks
+/// that keep waking each other cannot hold time still.
+const SETTLE_ROUNDS: usize = 16;
 
 /// Answer one detected notice the strategy's way.
 fn answer(

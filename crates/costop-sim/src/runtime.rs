@@ -176,6 +176,11 @@ impl Runtime {
         self.tasks.len() - self.free.len()
     }
 
+    /// Whether a task was woken and waits to be polled.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
     /// Fire the timers due now and poll every woken task until none can move.
     pub fn run_ready(&mut self) {
         self.clock.fire_due();
