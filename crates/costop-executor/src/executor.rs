@@ -445,9 +445,16 @@ where
         if plan.unevictable.is_empty() {
             return;
         }
-        self.observer.pods_left(plan.unevictable.len());
         let why = "its disruption budget allows no disruption (minAvailable is all its replicas)";
-        for pod in &plan.unevictable {
+        self.warn_pods_left(plan.unevictable.iter().map(|pod| (pod.as_str(), why))).await;
+    }
+
+    /// Count the pods left on their doomed node and say of each why (a
+    /// Warning on it and its node); a Warning that cannot be recorded is
+    /// logged.
+    async fn warn_pods_left<'p>(&self, left: impl ExactSizeIterator<Item = (&'p str, &'p str)> + Send) {
+        self.observer.pods_left(left.len());
+        for (pod, why) in left {
             if let Err(e) = self.cluster.warn_pod_left(pod, why).await {
                 tracing::warn!(error = %e, pod, "cannot record that the pod is left");
             }
@@ -797,14 +804,8 @@ where
         if tally.refused.is_empty() {
             return Ok(format!("ok: {summary}"));
         }
-        // Each pod left says so (a Warning on it and its node); the
-        // response goes on.
-        self.observer.pods_left(tally.refused.len());
-        for (pod, why) in &tally.refused {
-            if let Err(e) = self.cluster.warn_pod_left(pod, why).await {
-                tracing::warn!(error = %e, pod, "cannot record that the pod is left");
-            }
-        }
+        // Each pod left says so; the response goes on.
+        self.warn_pods_left(tally.refused.iter().map(|(pod, why)| (pod.as_str(), why.as_str()))).await;
         let refused: Vec<String> = tally.refused.iter().map(|(pod, why)| format!("{pod}: {why}")).collect();
         Ok(format!("partial: {summary}: {}", refused.join("; ")))
     }
