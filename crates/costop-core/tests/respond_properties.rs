@@ -430,8 +430,23 @@ fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
         again,
         vec![(respond::second_restore_key("i-0"), vec![(PoolId::new("c5.xlarge", "us-east-1a"), 1)])]
     );
-    // Launched early and there, in the zone, with room: nothing more.
+    // Launched early and there, in the zone, with room for the pinned pods
+    // (3 of its 4 cores) but not for a node's slack besides: one more.
     view.nodes.push(node(2, "c5.xlarge", "us-east-1a"));
     view = view.with_lookups();
+    assert_eq!(restores(&view), again);
+    // Two there: room for the pods and the slack; nothing more.
+    view.nodes.push(node(3, "c5.xlarge", "us-east-1a"));
+    view = view.with_lookups();
     assert_eq!(restores(&view), vec![]);
+    // Pods that could run anywhere, on the node or waiting, count too: the
+    // scheduler puts them on the emptiest nodes, the zone's fresh ones.
+    let mut web = pod(9);
+    web.name = "web-0".into();
+    web.workload = Some("web".into());
+    web.node = None;
+    web.volumes.clear();
+    view.pods = view.pods.iter().cloned().chain([web]).collect::<Vec<_>>().into();
+    view = view.with_lookups();
+    assert_eq!(restores(&view), again);
 }
