@@ -137,14 +137,24 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
     // node of the cluster by now, its room counted above, or it is gone
     // (reclaimed too, often: recommendations come pool by pool). So a
     // second one is launched when the room left cannot hold the node's
-    // pods, or its zone cannot hold the pods its volumes pin there.
+    // pods, or its zone cannot hold the pods its volumes pin there. With
+    // no early one, the first is launched now, and a second with it when
+    // the zone is short even counting the replacements on their way.
     let early = view.capacity_requests.contains(&restore_key(&node.instance_id));
     let restored = if node.capacity_type != CapacityType::Spot {
         false
     } else if !early {
-        push_restore_capacity(plan, view, node, &restore_key(&node.instance_id), policy, now)
+        let first = push_restore_capacity(plan, view, node, &restore_key(&node.instance_id), policy, now);
+        // The zone's pods may need more than one node for each lost one
+        // (see `zone_short`); the replacements launched for the zone's
+        // other nodes, and this one, count as room.
+        let zone_coming = coming_in_zone(view, node, true).plus(&node.allocatable);
+        if first && zone_short(view, node, &safe_nodes, &placeholders, zone_coming) {
+            push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now);
+        }
+        first
     } else if !room.plus(&placeholder_room(&placeholders)).fits(&need)
-        || zone_short(view, node, &safe_nodes, &placeholders)
+        || zone_short(view, node, &safe_nodes, &placeholders, coming_in_zone(view, node, false))
     {
         push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now)
     } else {
@@ -355,9 +365,10 @@ pub fn restore_key(instance_id: &str) -> String {
     format!("restore:{instance_id}")
 }
 
-/// Idempotency key of a second replacement for a node whose first was
+/// Idempotency key of a second replacement for a node: when its first was
 /// launched early, on its rebalance recommendation, and no longer gives
-/// the room it was launched for.
+/// the room it was launched for, or when one node for each node lost
+/// leaves its zone short of room (see `zone_short`).
 pub fn second_restore_key(instance_id: &str) -> String {
     format!("restore-again:{instance_id}")
 }
@@ -385,6 +396,7 @@ fn zone_short(
     node: &NodeView,
     safe_nodes: &[&NodeView],
     placeholders: &[&PodView],
+    coming: Resources,
 ) -> bool {
     let zone = &node.pool.zone;
     let pinned_here = |p: &PodView| p.volumes.iter().any(|v| &v.zone == zone);
@@ -403,7 +415,27 @@ fn zone_short(
     let held: Vec<&PodView> = (placeholders.iter().copied())
         .filter(|p| p.node.as_deref().is_some_and(|at| in_zone.iter().any(|n| n.name == at)))
         .collect();
-    !free.plus(&placeholder_room(&held)).fits(&demand.plus(&slack))
+    !free.plus(&placeholder_room(&held)).plus(&coming).fits(&demand.plus(&slack))
+}
+
+/// Replacements other responses launched for nodes of `node`'s zone and
+/// that are not nodes of the cluster yet: each cordoned node of the zone
+/// with a second replacement under its key, and with its first one too
+/// when `first_too` (the first replacements launched at the notice; those
+/// launched early, on a rebalance recommendation, are nodes already).
+fn coming_in_zone(view: &ClusterView, node: &NodeView, first_too: bool) -> Resources {
+    let launched = |m: &NodeView| {
+        let first = first_too && view.capacity_requests.contains(&restore_key(&m.instance_id));
+        let second = view.capacity_requests.contains(&second_restore_key(&m.instance_id));
+        u64::from(first) + u64::from(second)
+    };
+    view.nodes
+        .iter()
+        .filter(|m| m.name != node.name && m.pool.zone == node.pool.zone && m.unschedulable)
+        .fold(Resources::default(), |acc, m| {
+            let n = launched(m);
+            acc.plus(&Resources::new(m.allocatable.cpu_millis * n, m.allocatable.memory_mib * n))
+        })
 }
 
 /// Room a zone keeps free beyond the pods that will look for room there,

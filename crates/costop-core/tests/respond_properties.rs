@@ -419,9 +419,28 @@ fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
             })
             .collect()
     };
-    // Nothing launched before: the replacement goes to the volumes' zone.
+    // Nothing launched before: the replacement goes to the volumes' zone,
+    // and a second with it: the zone has no other node, and one node's
+    // room holds the pinned pods but not a node's slack besides.
+    let in_zone_a = vec![(PoolId::new("c5.xlarge", "us-east-1a"), 1)];
     let first = restores(&view);
-    assert_eq!(first, vec![(respond::restore_key("i-0"), vec![(PoolId::new("c5.xlarge", "us-east-1a"), 1)])]);
+    assert_eq!(
+        first,
+        vec![
+            (respond::restore_key("i-0"), in_zone_a.clone()),
+            (respond::second_restore_key("i-0"), in_zone_a.clone())
+        ]
+    );
+    // With a node of the zone lost too, whose two replacements are on
+    // their way, the zone has room: one replacement only.
+    let mut sibling = node(4, "m5.xlarge", "us-east-1a");
+    sibling.unschedulable = true;
+    let mut with_sibling = view.clone();
+    with_sibling.nodes = view.nodes.iter().cloned().chain([sibling]).collect::<Vec<_>>().into();
+    with_sibling.capacity_requests.insert(respond::restore_key("i-4"));
+    with_sibling.capacity_requests.insert(respond::second_restore_key("i-4"));
+    let with_sibling = with_sibling.with_lookups();
+    assert_eq!(restores(&with_sibling), vec![(respond::restore_key("i-0"), in_zone_a.clone())]);
     // Launched early, and gone: the zone has no room for the pinned pods
     // (node-1 is in another zone), so a second one is launched there.
     view.capacity_requests.insert(respond::restore_key("i-0"));
