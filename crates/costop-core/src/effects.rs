@@ -79,8 +79,9 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
             view.pods.unbind(&names.iter().map(String::as_str).collect());
             view.nodes.retain(|n| &n.name != node);
         }
-        Step::RestoreCapacity { key, .. } => {
+        Step::RestoreCapacity { key, pools } => {
             view.capacity_requests.insert(key.clone());
+            view.launching.insert(key.clone(), pools.clone());
         }
         Step::RestoreHeadroom { placeholders } => view.headroom_target = *placeholders,
         // An annotation for the node autoscaler: nothing a plan reads.

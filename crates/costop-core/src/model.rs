@@ -3,7 +3,7 @@
 pub use crate::listed::{Nodes, Pods};
 pub use crate::name::Name;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// CPU and memory, as Kubernetes requests count them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -229,6 +229,12 @@ pub struct ClusterView {
     pub pools: Vec<PoolView>,
     /// Capacity requests already made, by idempotency key.
     pub capacity_requests: BTreeSet<String>,
+    /// Replacements on their way, not nodes yet: the pools (and counts)
+    /// each capacity request of a response still open asked for, by its
+    /// key. Only claims fill it (see `crate::effects`): the plans of one
+    /// reclaim see each other's launches.
+    #[serde(default)]
+    pub launching: BTreeMap<String, Vec<(PoolId, u32)>>,
     /// How many placeholder pods costop wants to exist.
     pub headroom_target: u32,
 }

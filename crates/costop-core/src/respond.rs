@@ -148,13 +148,26 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         // The zone's pods may need more than one node for each lost one
         // (see `zone_short`); the replacements launched for the zone's
         // other nodes, and this one, count as room.
-        let zone_coming = coming_in_zone(view, node, true).plus(&node.allocatable);
+        let own_in_zone: u64 = (plan.steps.last().into_iter())
+            .filter_map(|s| match s {
+                Step::RestoreCapacity { pools, .. } if first => Some(pools),
+                _ => None,
+            })
+            .flatten()
+            .filter(|(pool, _)| pool.zone == node.pool.zone)
+            .map(|(_, n)| u64::from(*n))
+            .sum();
+        let own = Resources::new(
+            node.allocatable.cpu_millis * own_in_zone,
+            node.allocatable.memory_mib * own_in_zone,
+        );
+        let zone_coming = coming_in_zone(view, node).plus(&own);
         if first && zone_short(view, node, &safe_nodes, &placeholders, zone_coming) {
             push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now);
         }
         first
     } else if !room.plus(&placeholder_room(&placeholders)).fits(&need)
-        || zone_short(view, node, &safe_nodes, &placeholders, coming_in_zone(view, node, false))
+        || zone_short(view, node, &safe_nodes, &placeholders, coming_in_zone(view, node))
     {
         push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now)
     } else {
@@ -418,24 +431,18 @@ fn zone_short(
     !free.plus(&placeholder_room(&held)).plus(&coming).fits(&demand.plus(&slack))
 }
 
-/// Replacements other responses launched for nodes of `node`'s zone and
-/// that are not nodes of the cluster yet: each cordoned node of the zone
-/// with a second replacement under its key, and with its first one too
-/// when `first_too` (the first replacements launched at the notice; those
-/// launched early, on a rebalance recommendation, are nodes already).
-fn coming_in_zone(view: &ClusterView, node: &NodeView, first_too: bool) -> Resources {
-    let launched = |m: &NodeView| {
-        let first = first_too && view.capacity_requests.contains(&restore_key(&m.instance_id));
-        let second = view.capacity_requests.contains(&second_restore_key(&m.instance_id));
-        u64::from(first) + u64::from(second)
-    };
-    view.nodes
-        .iter()
-        .filter(|m| m.name != node.name && m.pool.zone == node.pool.zone && m.unschedulable)
-        .fold(Resources::default(), |acc, m| {
-            let n = launched(m);
-            acc.plus(&Resources::new(m.allocatable.cpu_millis * n, m.allocatable.memory_mib * n))
-        })
+/// Room on its way to `node`'s zone: the replacements other responses
+/// asked for there and that are not nodes yet (`ClusterView::launching`),
+/// each counted at `node`'s size.
+fn coming_in_zone(view: &ClusterView, node: &NodeView) -> Resources {
+    let own = [restore_key(&node.instance_id), second_restore_key(&node.instance_id)];
+    let count: u64 = (view.launching.iter())
+        .filter(|(key, _)| !own.contains(key))
+        .flat_map(|(_, pools)| pools)
+        .filter(|(pool, _)| pool.zone == node.pool.zone)
+        .map(|(_, n)| u64::from(*n))
+        .sum();
+    Resources::new(node.allocatable.cpu_millis * count, node.allocatable.memory_mib * count)
 }
 
 /// Room a zone keeps free beyond the pods that will look for room there,

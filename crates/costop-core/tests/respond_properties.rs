@@ -431,16 +431,17 @@ fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
             (respond::second_restore_key("i-0"), in_zone_a.clone())
         ]
     );
-    // With a node of the zone lost too, whose two replacements are on
-    // their way, the zone has room: one replacement only.
-    let mut sibling = node(4, "m5.xlarge", "us-east-1a");
-    sibling.unschedulable = true;
+    // With two replacements on their way to the zone (another response's
+    // launches, not nodes yet), the zone has room: one replacement only.
     let mut with_sibling = view.clone();
-    with_sibling.nodes = view.nodes.iter().cloned().chain([sibling]).collect::<Vec<_>>().into();
-    with_sibling.capacity_requests.insert(respond::restore_key("i-4"));
-    with_sibling.capacity_requests.insert(respond::second_restore_key("i-4"));
-    let with_sibling = with_sibling.with_lookups();
+    with_sibling.launching.insert(respond::restore_key("i-4"), in_zone_a.clone());
+    with_sibling.launching.insert(respond::second_restore_key("i-4"), in_zone_a.clone());
     assert_eq!(restores(&with_sibling), vec![(respond::restore_key("i-0"), in_zone_a.clone())]);
+    // Launches to another zone give this one no room.
+    let mut elsewhere = view.clone();
+    let in_zone_b = vec![(PoolId::new("m5.xlarge", "us-east-1b"), 2)];
+    elsewhere.launching.insert(respond::restore_key("i-4"), in_zone_b);
+    assert_eq!(restores(&elsewhere), first);
     // Launched early, and gone: the zone has no room for the pinned pods
     // (node-1 is in another zone), so a second one is launched there.
     view.capacity_requests.insert(respond::restore_key("i-0"));

@@ -3027,6 +3027,8 @@ impl World {
             workloads,
             pools: self.pool_views(),
             capacity_requests,
+            // Filled by the open responses' claims, as in the server.
+            launching: Default::default(),
             headroom_target: self.headroom_target,
         }
     }
