@@ -398,8 +398,8 @@ fn placeholder_room(placeholders: &[&PodView]) -> Resources {
 /// response), pinned or not. Pods that could run anywhere count because
 /// the scheduler favours the emptiest nodes (kube-scheduler's default
 /// `LeastAllocated` scoring), and the emptiest are the zone's fresh
-/// replacements: at stop 30, in seed 1's slowest built-in incidents,
-/// such pods took 6–25 cores of the 29–44 a reclaimed zone's early
+/// replacements: at stop 30, in the slowest built-in incidents of seeds
+/// 1 and 2, such pods took 11–46 cores of the 33–51 a reclaimed zone's
 /// replacements held, and the pinned pods left waited for nodes the
 /// autoscaler launched a minute later. The room must also keep
 /// [`ZONE_SLACK_NODES`] of the node's size free: pods do not pack whole
