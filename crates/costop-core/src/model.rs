@@ -229,10 +229,12 @@ pub struct ClusterView {
     pub pools: Vec<PoolView>,
     /// Capacity requests already made, by idempotency key.
     pub capacity_requests: BTreeSet<String>,
-    /// Replacements on their way, not nodes yet: the pools (and counts)
-    /// each capacity request of a response still open asked for, by its
-    /// key. Only claims fill it (see `crate::effects`): the plans of one
-    /// reclaim see each other's launches.
+    /// Replacements on their way: the pools (and counts) each capacity
+    /// request of a response still open asked for, by its key, until its
+    /// node is likely Ready (the executor's `LAUNCH_SETTLES_MS` after the
+    /// launch; a launch that failed counts as long). Only claims fill it
+    /// (see `crate::effects`): the plans of one reclaim see each other's
+    /// launches.
     #[serde(default)]
     pub launching: BTreeMap<String, Vec<(PoolId, u32)>>,
     /// How many placeholder pods costop wants to exist.

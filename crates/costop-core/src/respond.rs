@@ -1,6 +1,6 @@
 //! `respond`: from a notice to a plan.
 
-use crate::model::{CapacityType, ClusterView, NodeView, PodView, PoolId, Resources};
+use crate::model::{CapacityType, ClusterView, NodeView, PodView, PoolId, Resources, INTERRUPTION_TAINT};
 use crate::notice::{Notice, NoticeKind};
 use crate::plan::{Plan, Step};
 use crate::policy::Policy;
@@ -146,23 +146,16 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
     } else if !early {
         let first = push_restore_capacity(plan, view, node, &restore_key(&node.instance_id), policy, now);
         // The zone's pods may need more than one node for each lost one
-        // (see `zone_short`); the replacements launched for the zone's
-        // other nodes, and this one, count as room.
-        let own_in_zone: u64 = (plan.steps.last().into_iter())
-            .filter_map(|s| match s {
-                Step::RestoreCapacity { pools, .. } if first => Some(pools),
-                _ => None,
-            })
-            .flatten()
-            .filter(|(pool, _)| pool.zone == node.pool.zone)
-            .map(|(_, n)| u64::from(*n))
-            .sum();
-        let own = Resources::new(
-            node.allocatable.cpu_millis * own_in_zone,
-            node.allocatable.memory_mib * own_in_zone,
-        );
+        // (see `zone_short`): the replacements on their way to the zone
+        // count as room, this one's too. A second one is launched only
+        // where the first could go: a zone where no pool can launch gains
+        // nothing from it.
+        let own = match plan.steps.last() {
+            Some(Step::RestoreCapacity { pools, .. }) if first => room_in_zone(pools, node),
+            _ => Resources::default(),
+        };
         let zone_coming = coming_in_zone(view, node).plus(&own);
-        if first && zone_short(view, node, &safe_nodes, &placeholders, zone_coming) {
+        if !own.is_zero() && zone_short(view, node, &safe_nodes, &placeholders, zone_coming) {
             push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now);
         }
         first
@@ -375,15 +368,21 @@ fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView], s
 /// rebalance recommendation and the interruption of one instance, so the
 /// replacement is launched once.
 pub fn restore_key(instance_id: &str) -> String {
-    format!("restore:{instance_id}")
+    format!("{RESTORE_PREFIX}{instance_id}")
 }
+
+/// What [`restore_key`] puts before the instance id.
+const RESTORE_PREFIX: &str = "restore:";
+
+/// What [`second_restore_key`] puts before the instance id.
+const RESTORE_AGAIN_PREFIX: &str = "restore-again:";
 
 /// Idempotency key of a second replacement for a node: when its first was
 /// launched early, on its rebalance recommendation, and no longer gives
 /// the room it was launched for, or when one node for each node lost
 /// leaves its zone short of room (see `zone_short`).
 pub fn second_restore_key(instance_id: &str) -> String {
-    format!("restore-again:{instance_id}")
+    format!("{RESTORE_AGAIN_PREFIX}{instance_id}")
 }
 
 /// Room the placeholder pods hold.
@@ -416,7 +415,9 @@ fn zone_short(
     if !view.workload_pods_on(&node.name).any(pinned_here) {
         return false;
     }
-    let waiting = view.unbound_pods().filter(|p| !p.placeholder && !p.daemon);
+    // Pods waiting that can run here: pinned here, or anywhere.
+    let waiting = (view.unbound_pods().filter(|p| !p.placeholder && !p.daemon))
+        .filter(|p| p.volumes.is_empty() || pinned_here(p));
     let demand = (view.workload_pods_on(&node.name).chain(waiting))
         .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
     let slack = Resources::new(
@@ -431,25 +432,37 @@ fn zone_short(
     !free.plus(&placeholder_room(&held)).plus(&coming).fits(&demand.plus(&slack))
 }
 
-/// Room on its way to `node`'s zone: the replacements other responses
-/// asked for there and that are not nodes yet (`ClusterView::launching`),
-/// each counted at `node`'s size.
+/// Room on its way to `node`'s zone: the replacements the responses of
+/// a reclaim asked for there and that are not nodes yet
+/// (`ClusterView::launching`; a move-back's launch, which replaces a node
+/// that stays until it is drained, is not room). The node's own launches
+/// are left out (its plan counts them itself).
 fn coming_in_zone(view: &ClusterView, node: &NodeView) -> Resources {
     let own = [restore_key(&node.instance_id), second_restore_key(&node.instance_id)];
-    let count: u64 = (view.launching.iter())
-        .filter(|(key, _)| !own.contains(key))
-        .flat_map(|(_, pools)| pools)
-        .filter(|(pool, _)| pool.zone == node.pool.zone)
-        .map(|(_, n)| u64::from(*n))
-        .sum();
+    let for_a_lost_node = |key: &str| {
+        let instance = key.strip_prefix(RESTORE_PREFIX).or_else(|| key.strip_prefix(RESTORE_AGAIN_PREFIX));
+        instance.is_some_and(|id| view.node_by_instance(id).is_none_or(|n| n.has_taint(INTERRUPTION_TAINT)))
+    };
+    (view.launching.iter())
+        .filter(|(key, _)| !own.contains(key) && for_a_lost_node(key))
+        .fold(Resources::default(), |acc, (_, pools)| acc.plus(&room_in_zone(pools, node)))
+}
+
+/// The room the launches into `pools` add to `node`'s zone. Each node
+/// launched counts at `node`'s size: a replacement is chosen to hold
+/// what the node held, though its type may differ.
+fn room_in_zone(pools: &[(PoolId, u32)], node: &NodeView) -> Resources {
+    let count: u64 =
+        (pools.iter()).filter(|(pool, _)| pool.zone == node.pool.zone).map(|(_, n)| u64::from(*n)).sum();
     Resources::new(node.allocatable.cpu_millis * count, node.allocatable.memory_mib * count)
 }
 
 /// Room a zone keeps free beyond the pods that will look for room there,
 /// in nodes of the doomed node's size (see `zone_short`): pods of half a
-/// core or more leave part of each node unused. Chosen at stop 30 among
-/// 0.5, 1 and 2 on the built-in market's seeds 1–5 (30 days, 200 nodes):
-/// 48 incidents over 120 s instead of 90, for 1.0 % more cost. On seeds
+/// core or more leave part of each node unused. Chosen at stop 30
+/// (`13642d1`, before the second replacement at the notice) among 0.5, 1
+/// and 2 on the built-in market's seeds 1–5 (30 days, 200 nodes): 48
+/// incidents over 120 s instead of 90, for 1.0 % more cost. On seeds
 /// 6–10, not used to choose it: 54 instead of 90, for 0.9 % more cost.
 pub const ZONE_SLACK_NODES: f64 = 1.0;
 

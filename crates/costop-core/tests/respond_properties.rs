@@ -442,6 +442,20 @@ fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
     let in_zone_b = vec![(PoolId::new("m5.xlarge", "us-east-1b"), 2)];
     elsewhere.launching.insert(respond::restore_key("i-4"), in_zone_b);
     assert_eq!(restores(&elsewhere), first);
+    // Nor does a move-back's launch: it replaces a node that stays, not
+    // tainted for an interruption, until it is drained.
+    let mut moving = with_sibling.clone();
+    moving.nodes =
+        (view.nodes.iter().cloned()).chain([node(4, "m5.xlarge", "us-east-1a")]).collect::<Vec<_>>().into();
+    let moving = moving.with_lookups();
+    assert_eq!(restores(&moving), first);
+    // No pool of the zone can launch: the first goes elsewhere, and no
+    // second follows it there.
+    let mut closed = view.clone();
+    closed.pools.iter_mut().filter(|p| p.id.zone == "us-east-1a").for_each(|p| p.launchable = false);
+    let closed = restores(&closed);
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_ne!(closed[0].1[0].0.zone, "us-east-1a", "{closed:?}");
     // Launched early, and gone: the zone has no room for the pinned pods
     // (node-1 is in another zone), so a second one is launched there.
     view.capacity_requests.insert(respond::restore_key("i-0"));
@@ -466,6 +480,14 @@ fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
     web.workload = Some("web".into());
     web.node = None;
     web.volumes.clear();
+    // A pod waiting whose volume is in another zone cannot run here, and
+    // does not count.
+    let mut elsewhere_db = pod(8);
+    elsewhere_db.node = None;
+    elsewhere_db.volumes[0].zone = "us-east-1b".into();
+    let mut others = view.clone();
+    others.pods = view.pods.iter().cloned().chain([elsewhere_db]).collect::<Vec<_>>().into();
+    assert_eq!(restores(&others.with_lookups()), vec![]);
     view.pods = view.pods.iter().cloned().chain([web]).collect::<Vec<_>>().into();
     view = view.with_lookups();
     assert_eq!(restores(&view), again);

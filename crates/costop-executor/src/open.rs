@@ -16,6 +16,12 @@ use std::sync::{Arc, Mutex};
 /// its claim still counts (applying a claim twice changes nothing).
 pub const CLAIM_SETTLES_MS: Millis = 5_000;
 
+/// A launch shows in the view only as a Ready node, so its claim (room on
+/// its way, `ClusterView::launching`) counts this long after the launch
+/// call: the world's node is Ready 30 s after it (`node_ready_s`), and
+/// EC2 instances commonly join and turn Ready within a minute (estimate).
+pub const LAUNCH_SETTLES_MS: Millis = 60_000;
+
 /// Each step's state: not run (`None`), or when it was done.
 type Progress = Vec<Option<Millis>>;
 
@@ -99,7 +105,11 @@ impl OpenResponses {
     /// keeps counting until the next snapshot, which shows it.
     pub fn claimed<'v>(&self, view: &'v ClusterView, now: Millis) -> std::borrow::Cow<'v, ClusterView> {
         let open = self.lock();
-        let unseen = |d: &Option<Millis>| d.is_none_or(|at| now < at.saturating_add(CLAIM_SETTLES_MS));
+        let unseen = |s: &Step, d: &Option<Millis>| {
+            let settles =
+                if matches!(s, Step::RestoreCapacity { .. }) { LAUNCH_SETTLES_MS } else { CLAIM_SETTLES_MS };
+            d.is_none_or(|at| now < at.saturating_add(settles))
+        };
         let pending: Vec<((NoticeKey, usize), &Step)> = open
             .iter()
             .flat_map(|(key, (plan, done))| {
@@ -107,7 +117,7 @@ impl OpenResponses {
                     .iter()
                     .zip(done)
                     .enumerate()
-                    .filter(|(_, (s, d))| unseen(d) && is_claim(s))
+                    .filter(|(_, (s, d))| unseen(s, d) && is_claim(s))
                     .map(move |(i, (s, _))| ((key.clone(), i), s))
             })
             .collect();
@@ -269,6 +279,23 @@ mod tests {
         assert_eq!(open.claimed(&view_with_placeholder("ph-1"), 1_000 + CLAIM_SETTLES_MS).pods.len(), 1);
         open.closed(&plan.notice);
         assert!(open.is_empty());
+    }
+
+    /// A launch shows only as a Ready node, so it counts as room on its way
+    /// for about a minute after the launch call, not the 5 s of other claims.
+    #[test]
+    fn a_launch_counts_as_room_on_its_way_until_its_node_is_likely_ready() {
+        let open = OpenResponses::default();
+        let mut plan = plan_claiming("i-1", "ph-1");
+        let pools = vec![(costop_core::PoolId::new("m5.xlarge", "us-east-1a"), 1)];
+        plan.steps = vec![Step::RestoreCapacity { key: "restore:i-1".into(), pools: pools.clone() }];
+        let plan = Arc::new(plan);
+        open.opened(&plan, vec![]);
+        open.step_done(&plan.notice, 0, 1_000);
+        let view = ClusterView::default();
+        let launching = |now| open.claimed(&view, now).launching.get("restore:i-1").cloned();
+        assert_eq!(launching(1_000 + CLAIM_SETTLES_MS), Some(pools));
+        assert_eq!(launching(1_000 + LAUNCH_SETTLES_MS), None);
     }
 
     #[test]

@@ -1257,8 +1257,9 @@ impl World {
     /// volume lives in a zone runs in that zone, for the oracle as for
     /// every strategy (EBS volumes attach in their own zone only): those
     /// pods fill the cheapest pool of their zone, the others the cheapest
-    /// anywhere. It moves pods ahead of every reclaim at no cost, so it is
-    /// a floor for serving everything.
+    /// anywhere (each group rounded up to whole nodes: at most a node a
+    /// zone above the exact floor). It moves pods ahead of every reclaim
+    /// at no cost, so it is a floor for serving everything.
     fn oracle_usd_hr(&self) -> f64 {
         // What must run in each zone (pods with a volume there), and what
         // may run anywhere.
@@ -1272,6 +1273,8 @@ impl World {
                 );
                 free = free.plus(&all);
             }
+            // A StatefulSet has a volume per replica (it is never surged).
+            debug_assert!(w.volumes.is_empty() || w.volumes.len() == w.replicas as usize);
             for &v in &w.volumes {
                 let z = self.volumes[v as usize].zone;
                 pinned[z] = pinned[z].plus(&w.requests);
