@@ -305,6 +305,10 @@ struct Incident {
     missed: u32,
     /// The latest any of its notices arrived, after the reclaim's notice time.
     latest: Millis,
+    /// With `COSTOP_DEBUG_SIM`: when pods pinned to a zone by their volumes
+    /// were first seen Pending while the incident was open, and the most
+    /// CPU they requested at once (millicores).
+    pinned_waits: Option<(Millis, u64)>,
 }
 
 /// One strategy's outcome.
@@ -1501,6 +1505,7 @@ impl World {
                 done_at: None,
                 missed: missed_count,
                 latest,
+                pinned_waits: None,
             });
         }
         self.doomed_batches.push(hit);
@@ -2189,8 +2194,15 @@ impl World {
             {
                 inc.done_at = Some(now);
                 if std::env::var_os("COSTOP_DEBUG_INCIDENTS").is_some() {
+                    let waits = inc.pinned_waits.map_or(String::new(), |(from, most)| {
+                        format!(
+                            ", pinned pods pending from +{} s (up to {:.1} cores)",
+                            from.saturating_sub(inc.start) / 1000,
+                            most as f64 / 1000.0
+                        )
+                    });
                     eprintln!(
-                        "[{}] incident t={} took {} s (missed {}, latest +{} s), last workload {}",
+                        "[{}] incident t={} took {} s (missed {}, latest +{} s), last workload {}{waits}",
                         self.strategy.name(),
                         inc.start / 1000,
                         (now - inc.start) / 1000,

@@ -38,11 +38,20 @@ pub(super) fn print_period() -> Option<u64> {
 impl World {
     /// Print the open incidents: every zone's room, then each workload not
     /// whole yet with its pods counted by state and by where they are.
-    pub(super) fn debug_open_incidents(&self) {
+    /// Pinned pods seen Pending are noted on every open incident, for
+    /// `COSTOP_DEBUG_INCIDENTS` to print when it ends.
+    pub(super) fn debug_open_incidents(&mut self) {
         if self.open_incidents.is_empty() {
             return;
         }
         let t = self.now / 1000;
+        let pending: u64 = self.zone_rooms().iter().map(|(_, room)| room.pinned_pending).sum();
+        if pending > 0 {
+            for &i in &self.open_incidents {
+                let waits = &mut self.incidents[i].pinned_waits;
+                *waits = Some(waits.map_or((self.now, pending), |(from, most)| (from, most.max(pending))));
+            }
+        }
         for (zone, room) in self.zone_rooms() {
             let cores = |m: u64| m / 1000;
             let used = room.pinned + room.other + room.placeholders;
