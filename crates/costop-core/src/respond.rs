@@ -392,9 +392,11 @@ fn placeholder_room(placeholders: &[&PodView]) -> Resources {
 
 /// Whether the zone of `node` is short of room for a response whose node
 /// holds pods that volumes pin to that zone. Room: the free room on the
-/// zone's safe nodes and the `placeholders` on them. Demand: every pod
-/// of the node and every pod waiting (evicted by this or another
-/// response), pinned or not. Pods that could run anywhere count because
+/// zone's safe nodes, the `placeholders` on them, and the room `coming`
+/// (replacements on their way to the zone). Demand: every pod of the
+/// node and every pod waiting (evicted by this or another response) that
+/// can run in the zone, pinned there or not pinned at all. Pods that
+/// could run anywhere count because
 /// the scheduler favours the emptiest nodes (kube-scheduler's default
 /// `LeastAllocated` scoring), and the emptiest are the zone's fresh
 /// replacements: at stop 30, in the slowest built-in incidents of seeds
