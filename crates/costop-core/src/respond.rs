@@ -155,12 +155,21 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
             _ => Resources::default(),
         };
         let zone_coming = coming_in_zone(view, node).plus(&own);
-        if !own.is_zero() && zone_short(view, node, &safe_nodes, &placeholders, zone_coming) {
+        if !own.is_zero()
+            && zone_short(view, node, &safe_nodes, &placeholders, zone_coming, policy.surge_before_evict)
+        {
             push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now);
         }
         first
     } else if !room.plus(&placeholder_room(&placeholders)).fits(&need)
-        || zone_short(view, node, &safe_nodes, &placeholders, coming_in_zone(view, node))
+        || zone_short(
+            view,
+            node,
+            &safe_nodes,
+            &placeholders,
+            coming_in_zone(view, node),
+            policy.surge_before_evict,
+        )
     {
         push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now)
     } else {
@@ -394,9 +403,9 @@ fn placeholder_room(placeholders: &[&PodView]) -> Resources {
 /// holds pods that volumes pin to that zone. Room: the free room on the
 /// zone's safe nodes, the `placeholders` on them, and the room `coming`
 /// (replacements on their way to the zone). Demand: every pod of the
-/// node and every pod waiting (evicted by this or another response) that
-/// can run in the zone, pinned there or not pinned at all. Pods that
-/// could run anywhere count because
+/// node (a surged Deployment's twice, when `surging`) and every pod waiting (evicted by
+/// this or another response) that can run in the zone, pinned there or
+/// not pinned at all. Pods that could run anywhere count because
 /// the scheduler favours the emptiest nodes (kube-scheduler's default
 /// `LeastAllocated` scoring), and the emptiest are the zone's fresh
 /// replacements: at stop 30, in the slowest built-in incidents of seeds
@@ -411,6 +420,7 @@ fn zone_short(
     safe_nodes: &[&NodeView],
     placeholders: &[&PodView],
     coming: Resources,
+    surging: bool,
 ) -> bool {
     let zone = &node.pool.zone;
     let pinned_here = |p: &PodView| p.volumes.iter().any(|v| &v.zone == zone);
@@ -420,7 +430,13 @@ fn zone_short(
     // Pods waiting that can run here: pinned here, or anywhere.
     let waiting = (view.unbound_pods().filter(|p| !p.placeholder && !p.daemon))
         .filter(|p| p.volumes.is_empty() || pinned_here(p));
-    let demand = (view.workload_pods_on(&node.name).chain(waiting))
+    // A surged Deployment's pods count twice: until the surge ends it runs
+    // both the surge's pods and the pods its ReplicaSet starts for those
+    // evicted.
+    let surged = view.workload_pods_on(&node.name).filter(|p| {
+        surging && p.workload.as_deref().and_then(|w| view.workload(w)).is_some_and(|w| w.surgeable)
+    });
+    let demand = (view.workload_pods_on(&node.name).chain(waiting).chain(surged))
         .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
     let slack = Resources::new(
         (node.allocatable.cpu_millis as f64 * ZONE_SLACK_NODES) as u64,

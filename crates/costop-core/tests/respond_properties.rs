@@ -488,6 +488,24 @@ fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
     let mut others = view.clone();
     others.pods = view.pods.iter().cloned().chain([elsewhere_db]).collect::<Vec<_>>().into();
     assert_eq!(restores(&others.with_lookups()), vec![]);
+    // A Deployment surged for the node counts twice (its surge's pods and
+    // those started for the evicted ones): 3 + 2 × 0.6 cores and a node's
+    // slack do not fit the 8 cores there; once only, they would.
+    let mut api = pod(7);
+    api.name = "api-0".into();
+    api.workload = Some("api".into());
+    api.requests = Resources::new(600, 512);
+    api.volumes.clear();
+    let mut surging = view.clone();
+    surging.pods = view.pods.iter().cloned().chain([api]).collect::<Vec<_>>().into();
+    surging.workloads.push(WorkloadView {
+        name: "api".into(),
+        replicas: 3,
+        min_available: 2,
+        bridged: false,
+        surgeable: true,
+    });
+    assert_eq!(restores(&surging.with_lookups()), again);
     view.pods = view.pods.iter().cloned().chain([web]).collect::<Vec<_>>().into();
     view = view.with_lookups();
     assert_eq!(restores(&view), again);
