@@ -141,6 +141,9 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
     // no early one, the first is launched now, and a second with it when
     // the zone is short even counting the replacements on their way.
     let early = view.capacity_requests.contains(&restore_key(&node.instance_id));
+    let surged = if policy.surge_before_evict { surge_counts(view, &displaced) } else { Vec::new() };
+    let zone_short_with =
+        |coming| zone_short(view, node, &displaced, &surged, &safe_nodes, &placeholders, coming);
     let restored = if node.capacity_type != CapacityType::Spot {
         false
     } else if !early {
@@ -155,21 +158,12 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
             _ => Resources::default(),
         };
         let zone_coming = coming_in_zone(view, node).plus(&own);
-        if !own.is_zero()
-            && zone_short(view, node, &safe_nodes, &placeholders, zone_coming, policy.surge_before_evict)
-        {
+        if !own.is_zero() && zone_short_with(zone_coming) {
             push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now);
         }
         first
     } else if !room.plus(&placeholder_room(&placeholders)).fits(&need)
-        || zone_short(
-            view,
-            node,
-            &safe_nodes,
-            &placeholders,
-            coming_in_zone(view, node),
-            policy.surge_before_evict,
-        )
+        || zone_short_with(coming_in_zone(view, node))
     {
         push_restore_capacity(plan, view, node, &second_restore_key(&node.instance_id), policy, now)
     } else {
@@ -204,7 +198,6 @@ fn plan_full_response(plan: &mut Plan, view: &ClusterView, node: &NodeView, poli
         plan.steps.push(Step::ClaimHeadroom { placeholders: claimed });
     }
     plan_volumes(plan, node, &displaced, &woken, &safe_nodes);
-    let surged = if policy.surge_before_evict { surge_counts(view, &displaced) } else { Vec::new() };
     if !surged.is_empty() {
         plan.steps.push(Step::Surge { workloads: surged.clone() });
     }
@@ -403,7 +396,7 @@ fn placeholder_room(placeholders: &[&PodView]) -> Resources {
 /// holds pods that volumes pin to that zone. Room: the free room on the
 /// zone's safe nodes, the `placeholders` on them, and the room `coming`
 /// (replacements on their way to the zone). Demand: every pod of the
-/// node (a surged Deployment's twice, when `surging`) and every pod waiting (evicted by
+/// node (those of a Deployment the plan `surged`, twice) and every pod waiting (evicted by
 /// this or another response) that can run in the zone, pinned there or
 /// not pinned at all. Pods that could run anywhere count because
 /// the scheduler favours the emptiest nodes (kube-scheduler's default
@@ -417,14 +410,15 @@ fn placeholder_room(placeholders: &[&PodView]) -> Resources {
 fn zone_short(
     view: &ClusterView,
     node: &NodeView,
+    displaced: &[&PodView],
+    surged: &[(String, u32)],
     safe_nodes: &[&NodeView],
     placeholders: &[&PodView],
     coming: Resources,
-    surging: bool,
 ) -> bool {
     let zone = &node.pool.zone;
     let pinned_here = |p: &PodView| p.volumes.iter().any(|v| &v.zone == zone);
-    if !view.workload_pods_on(&node.name).any(pinned_here) {
+    if !displaced.iter().any(|p| pinned_here(p)) {
         return false;
     }
     // Pods waiting that can run here: pinned here, or anywhere.
@@ -433,10 +427,11 @@ fn zone_short(
     // A surged Deployment's pods count twice: until the surge ends it runs
     // both the surge's pods and the pods its ReplicaSet starts for those
     // evicted.
-    let surged = view.workload_pods_on(&node.name).filter(|p| {
-        surging && p.workload.as_deref().and_then(|w| view.workload(w)).is_some_and(|w| w.surgeable)
-    });
-    let demand = (view.workload_pods_on(&node.name).chain(waiting).chain(surged))
+    let surging = displaced
+        .iter()
+        .copied()
+        .filter(|p| p.workload.as_deref().is_some_and(|w| surged.iter().any(|(s, _)| s.as_str() == w)));
+    let demand = (displaced.iter().copied().chain(waiting).chain(surging))
         .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
     let slack = Resources::new(
         (node.allocatable.cpu_millis as f64 * ZONE_SLACK_NODES) as u64,

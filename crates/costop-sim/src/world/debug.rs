@@ -45,14 +45,9 @@ impl World {
             return;
         }
         let t = self.now / 1000;
-        let pending: u64 = self.zone_rooms().iter().map(|(_, room)| room.pinned_pending).sum();
-        if pending > 0 {
-            for &i in &self.open_incidents {
-                let waits = &mut self.incidents[i].pinned_waits;
-                *waits = Some(waits.map_or((self.now, pending), |(from, most)| (from, most.max(pending))));
-            }
-        }
+        let mut pending = 0;
         for (zone, room) in self.zone_rooms() {
+            pending += room.pinned_pending;
             let cores = |m: u64| m / 1000;
             let used = room.pinned + room.other + room.placeholders;
             eprintln!(
@@ -68,6 +63,12 @@ impl World {
                 cores(room.allocatable.saturating_sub(used)),
                 cores(room.pinned_pending),
             );
+        }
+        if pending > 0 {
+            for &i in &self.open_incidents {
+                let waits = &mut self.incidents[i].pinned_waits;
+                *waits = Some(waits.map_or((self.now, pending), |(from, most)| (from, most.max(pending))));
+            }
         }
         for &i in &self.open_incidents {
             let inc = &self.incidents[i];
