@@ -15,10 +15,17 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 /// Changes waiting for one object, each with where to answer it.
 type Queued<C, R> = Vec<(C, oneshot::Sender<R>)>;
+
+/// Objects whose changes are applied at once, by default: four times the
+/// requests the client sends at once by default
+/// ([`crate::ClientLimits::max_in_flight`], 64), so that its queue stays
+/// full while each batch waits for its read before it patches. At 64 a
+/// burst's surges came slower, and its evictions later.
+pub const DEFAULT_APPLYING: usize = 256;
 
 /// Changes of type `C` to objects named by a string key, each answered
 /// with an `R`.
@@ -26,25 +33,45 @@ pub struct Batches<C, R> {
     /// The changes waiting for each object. An object is present while a
     /// task applies its changes.
     pending: Mutex<HashMap<String, Queued<C, R>>>,
+    /// Turns to apply an object's batches. In a burst every Deployment of
+    /// the pool is surged at once (5,000 at full size): each waits for a
+    /// turn as a small task, and only those with a turn hold a batch's
+    /// requests (3.8 KB each; 19 MB for 5,000).
+    applying: Arc<Semaphore>,
 }
 
 impl<C, R> Default for Batches<C, R> {
     fn default() -> Self {
-        Self { pending: Mutex::new(HashMap::new()) }
+        Self::new(DEFAULT_APPLYING)
+    }
+}
+
+impl<C, R> Batches<C, R> {
+    /// Batches of which at most `applying` objects' are applied at once
+    /// (at least one).
+    pub fn new(applying: usize) -> Self {
+        Self { pending: Mutex::new(HashMap::new()), applying: Arc::new(Semaphore::new(applying.max(1))) }
     }
 }
 
 impl<C: Send + 'static, R: Send + 'static> Batches<C, R> {
-    /// Queue `change` to the object `key` and wait for what came of it
-    /// (`None` if the batch gave no answer for it). If no task applies
-    /// changes to `key` now, one starts: it calls `apply` with every
-    /// change queued for `key` (in the order they came; one answer each,
-    /// in that order) until none is left. The task is not the caller's:
-    /// a caller that stops waiting does not stop a batch others wait on.
-    pub async fn submit<F, Fut>(self: &Arc<Self>, key: &str, change: C, apply: F) -> Option<R>
+    /// Queue `change` to the object `key` now, and wait for what came of
+    /// it (`None` if the batch gave no answer for it). If no task applies
+    /// changes to `key` now, one starts: when its turn comes it calls
+    /// `apply` with every change queued for `key` (in the order they came;
+    /// one answer each, in that order) until none is left. The task is
+    /// not the caller's: a caller that stops waiting does not stop a batch
+    /// others wait on. The future returned holds only the answer's
+    /// receiver: in a burst 51,000 of them wait at once.
+    pub fn submit<F, Fut>(
+        self: &Arc<Self>,
+        key: &str,
+        change: C,
+        apply: F,
+    ) -> impl Future<Output = Option<R>> + Send + 'static
     where
         F: Fn(Vec<C>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<R>> + Send,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
         let start = {
@@ -62,9 +89,12 @@ impl<C: Send + 'static, R: Send + 'static> Batches<C, R> {
         };
         if start {
             let (batches, key) = (Arc::clone(self), key.to_string());
-            tokio::spawn(async move { batches.drain(&key, apply).await });
+            tokio::spawn(async move {
+                let Ok(_turn) = batches.applying.clone().acquire_owned().await else { return };
+                batches.drain(&key, apply).await
+            });
         }
-        answered.await.ok()
+        async move { answered.await.ok() }
     }
 
     /// Apply the changes queued for `key`, a batch at a time, until none
@@ -97,7 +127,9 @@ impl<C: Send + 'static, R: Send + 'static> Batches<C, R> {
             if changes.is_empty() {
                 continue;
             }
-            let results = apply(changes).await;
+            // Boxed: a task waiting for its turn does not hold room for
+            // the batch's requests.
+            let results = Box::pin(apply(changes)).await;
             for (answer, result) in answers.into_iter().zip(results) {
                 // A caller that stopped waiting meanwhile needs no answer.
                 let _ = answer.send(result);
@@ -235,6 +267,44 @@ mod tests {
         assert_eq!(first.await.unwrap(), Some(1));
         assert_eq!(kept.await.unwrap(), Some(3));
         assert_eq!(*calls.lock().unwrap(), vec![vec![1], vec![3]]);
+    }
+
+    /// No more objects are applied at once than the batches allow: the
+    /// others' changes wait queued, and are applied when a turn frees.
+    #[tokio::test]
+    async fn objects_beyond_the_turns_wait_for_one() {
+        let batches: Arc<Batches<u32, u32>> = Arc::new(Batches::new(1));
+        let Held { apply, calls, release } = held_apply(2);
+        let a = tokio::spawn(batches.submit("a", 1, apply.clone()));
+        within(|| !calls.lock().unwrap().is_empty()).await;
+        let b = tokio::spawn(batches.submit("b", 2, apply.clone()));
+        let also_b = tokio::spawn(batches.submit("b", 3, apply.clone()));
+        within(|| batches.lock().get("b").map_or(0, Vec::len) == 2).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*calls.lock().unwrap(), vec![vec![1]], "b was applied while a held the only turn");
+        release.send_replace(true);
+        assert_eq!(a.await.unwrap(), Some(2));
+        assert_eq!((b.await.unwrap(), also_b.await.unwrap()), (Some(4), Some(6)));
+        assert_eq!(*calls.lock().unwrap(), vec![vec![1], vec![2, 3]]);
+    }
+
+    /// What waits for an answer holds only the answer's receiver, however
+    /// large the batch's requests: a burst's 51,000 surges wait at once.
+    #[tokio::test]
+    async fn a_waiting_change_is_small() {
+        let batches: Arc<Batches<u32, u32>> = Arc::default();
+        let big = [0u8; 4096];
+        let apply = move |changes: Vec<u32>| async move {
+            let held = big;
+            tokio::task::yield_now().await;
+            changes.into_iter().map(|c| c + u32::from(held[0])).collect()
+        };
+        let waiting = batches.submit("d", 1, apply);
+        let size = std::mem::size_of_val(&waiting);
+        assert!(size < 64, "a waiting change's future is {size} bytes");
+        assert_eq!(waiting.await, Some(1));
     }
 
     /// Objects are batched apart; a batch that answers fewer changes than

@@ -125,6 +125,10 @@ pub struct KubeCluster {
     headroom: Arc<batch::Batches<u32, Result<(), KubeError>>>,
 }
 
+/// Placeholder pods one claim deletes at once (a response claims a few;
+/// the client's limits pace a burst's).
+const PLACEHOLDER_DELETES_AT_ONCE: usize = 4;
+
 /// Events recorded at once; one more while all are being sent is dropped.
 /// An Event is a note for people: in a burst a whole pool's pods each
 /// earn one (a read for the pod's uid and a write, with the client's
@@ -852,6 +856,20 @@ impl KubeCluster {
     }
 }
 
+impl KubeCluster {
+    /// Delete the placeholder pod `pod` at once (no grace): 1 if it was
+    /// there, 0 if it was gone already.
+    async fn delete_placeholder(&self, pod: &str) -> Result<u32, KubeError> {
+        let (ns, name) = split_pod(pod)?;
+        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+        match api.delete(name, &DeleteParams::default().grace_period(0)).await {
+            Ok(_) => Ok(1),
+            Err(e) if status_code(&e) == Some(404) => Ok(0),
+            Err(e) => Err(api_err("delete placeholder", format!("pod/{pod}"))(e)),
+        }
+    }
+}
+
 /// A surge to add or take back: the response's key, and the replicas to
 /// add (`Some`) or `None` to take back what that key added.
 type SurgeChange = (String, Option<u32>);
@@ -1254,16 +1272,17 @@ impl ClusterPort for KubeCluster {
     }
 
     async fn claim_placeholders(&self, pods: &[String]) -> Result<(), KubeError> {
-        let deleted = futures::future::join_all(pods.iter().map(|pod| async move {
-            let (ns, name) = split_pod(pod)?;
-            let api = Api::<Pod>::namespaced(self.client.clone(), ns);
-            match api.delete(name, &DeleteParams::default().grace_period(0)).await {
-                Ok(_) => Ok(1),
-                Err(e) if status_code(&e) == Some(404) => Ok(0),
-                Err(e) => Err(api_err("delete placeholder", format!("pod/{pod}"))(e)),
-            }
-        }))
-        .await;
+        // A few at a time, each delete boxed: in a burst every response
+        // claims its placeholders at once (1,700 at full size), and all of
+        // their deletes held inline took 6 KB a response while they waited
+        // for the client's turns.
+        // (By index: a closure taking `&String` is not general enough for
+        // the trait's `Send` future.)
+        let deleted: Vec<Result<u32, KubeError>> = futures::stream::iter(0..pods.len())
+            .map(|i| Box::pin(self.delete_placeholder(&pods[i])))
+            .buffer_unordered(PLACEHOLDER_DELETES_AT_ONCE)
+            .collect()
+            .await;
         // What was deleted is taken off the Deployment even if another
         // delete failed: else its controller makes those placeholders again.
         let claimed: u32 = deleted.iter().filter_map(|r| r.as_ref().ok()).sum();

@@ -356,13 +356,18 @@ async fn concurrent_surges_and_placeholder_claims_all_apply() {
 /// delete before the deadline (51,000 at full size), one future each:
 /// those futures hold only what waiting needs, not the requests' state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_eviction_or_delete_is_small() {
+async fn a_waiting_eviction_delete_or_surge_is_small() {
     let emu = emulator(1, vec![]).await;
     let cluster = adapter(&emu).await;
     let evict = std::mem::size_of_val(&cluster.evict("default/web-0", now_ms()));
     let delete = std::mem::size_of_val(&cluster.delete_doomed_pod("default/web-0"));
     assert!(evict < 1024, "an eviction's future is {evict} bytes");
     assert!(delete < 1024, "a delete's future is {delete} bytes");
+    // Each response surges every Deployment it displaces at once (51,000
+    // surges at full size): waiting, a surge holds its answer's receiver,
+    // not the Deployment's read and patch.
+    let surge = std::mem::size_of_val(&cluster.surge("default/web", "k", 1));
+    assert!(surge < 512, "a surge's future is {surge} bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
