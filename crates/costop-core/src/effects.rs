@@ -4,9 +4,10 @@
 //! written as a pure function: applying a step twice gives the same view as
 //! applying it once.
 
-use crate::model::{CapacityType, ClusterView, Taint, INTERRUPTION_TAINT, STANDBY_TAINT};
+use crate::model::{CapacityType, ClusterView, PodView, Taint, INTERRUPTION_TAINT, STANDBY_TAINT};
 use crate::plan::{Plan, Step};
 use rustc_hash::FxHashSet as HashSet;
+use std::sync::Arc;
 
 /// Apply one step's expected effect to the view.
 pub fn apply_step(view: &mut ClusterView, step: &Step) {
@@ -52,8 +53,10 @@ pub fn apply_step(view: &mut ClusterView, step: &Step) {
             }
         }
         Step::MoveVolume { volume_id, to_node, .. } => {
-            for v in view.pods.iter_mut().flat_map(|p| p.volumes.iter_mut()) {
-                if &v.volume_id == volume_id {
+            let mounts = |p: &PodView| p.volumes.iter().any(|v| &v.volume_id == volume_id);
+            // Only the pods that mount it are copied (the others stay shared).
+            for p in view.pods.iter_mut().filter(|p| mounts(p)) {
+                for v in Arc::make_mut(p).volumes.iter_mut().filter(|v| &v.volume_id == volume_id) {
                     v.attached_to = Some(to_node.as_str().into());
                 }
             }

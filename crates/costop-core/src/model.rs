@@ -259,12 +259,12 @@ impl ClusterView {
 
     /// Pod by name (`namespace/name`).
     pub fn pod(&self, name: &str) -> Option<&PodView> {
-        self.pods.lookups().by_name(&self.pods, name).map(|i| &self.pods[i])
+        self.pods.lookups().by_name(&self.pods, name).map(|i| &*self.pods[i])
     }
 
     /// Pods bound to a node.
     pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodView> + 'a {
-        self.pods.lookups().on_node(node).iter().map(|i| &self.pods[*i as usize])
+        self.pods.lookups().on_node(node).iter().map(|i| &*self.pods[*i as usize])
     }
 
     /// Workload pods bound to a node: neither DaemonSet pods (they stay
@@ -275,12 +275,12 @@ impl ClusterView {
 
     /// Pods bound to no node (waiting for the scheduler).
     pub fn unbound_pods(&self) -> impl Iterator<Item = &PodView> + '_ {
-        self.pods.lookups().unbound().iter().map(|i| &self.pods[*i as usize])
+        self.pods.lookups().unbound().iter().map(|i| &*self.pods[*i as usize])
     }
 
     /// Placeholder pods, bound or not.
     pub fn placeholder_pods(&self) -> impl Iterator<Item = &PodView> + '_ {
-        self.pods.lookups().placeholders().iter().map(|i| &self.pods[*i as usize])
+        self.pods.lookups().placeholders().iter().map(|i| &*self.pods[*i as usize])
     }
 
     /// Ready pods of a workload.

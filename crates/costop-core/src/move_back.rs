@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn nothing_moves_while_pods_wait_or_into_pools_that_cannot_take_it() {
         let mut waiting = drifted();
-        waiting.pods.push(pod("pending", None));
+        waiting.pods.push(pod("pending", None).into());
         assert_eq!(choose_move(&waiting, &policy(), 0), None);
 
         let mut closed = drifted();
@@ -331,10 +331,10 @@ mod tests {
         view.nodes[0].unschedulable = false;
         assert!(room_elsewhere(&view, "n5"));
         // A pending pod needs room too: 4 CPU free on n0, 3 wanted, then 5.
-        view.pods.push(pod("waiting", None));
+        view.pods.push(pod("waiting", None).into());
         assert!(room_elsewhere(&view, "n5"));
-        view.pods.push(pod("waiting2", None));
-        view.pods.push(pod("waiting3", None));
+        view.pods.push(pod("waiting2", None).into());
+        view.pods.push(pod("waiting3", None).into());
         assert!(!room_elsewhere(&view, "n5"));
     }
 
@@ -342,7 +342,11 @@ mod tests {
     fn a_node_holding_a_volume_moves_only_within_its_zone() {
         let mut view = drifted();
         for p in view.pods.iter_mut() {
-            p.volumes.push(VolumeView { volume_id: "vol-1".into(), zone: "z3".into(), attached_to: None });
+            std::sync::Arc::make_mut(p).volumes.push(VolumeView {
+                volume_id: "vol-1".into(),
+                zone: "z3".into(),
+                attached_to: None,
+            });
         }
         assert_eq!(choose_move(&view, &policy(), 0), None, "no cheaper pool in z3");
         let cheap_z3 = pool("b", "z3", 0.3);

@@ -204,12 +204,12 @@ mod tests {
         let mut view = ClusterView::default();
         for i in 0..3 {
             view.nodes.push(node(&format!("a{i}"), "z-a", "m5.xlarge", CapacityType::Spot, 4000));
-            view.pods.push(pod(&format!("a{i}-pod"), &format!("a{i}"), 3500));
+            view.pods.push(pod(&format!("a{i}-pod"), &format!("a{i}"), 3500).into());
         }
         view.nodes.push(node("a-big", "z-a", "m5.2xlarge", CapacityType::Spot, 8000));
-        view.pods.push(pod("big-pod", "a-big", 7000));
+        view.pods.push(pod("big-pod", "a-big", 7000).into());
         view.nodes.push(node("b0", "z-b", "c5.xlarge", CapacityType::Spot, 4000));
-        view.pods.push(pod("b0-pod", "b0", 3500));
+        view.pods.push(pod("b0-pod", "b0", 3500).into());
         view.nodes.push(node("od", "z-c", "m5.xlarge", CapacityType::OnDemand, 4000));
         view
     }
@@ -262,7 +262,7 @@ mod tests {
         view.nodes.push(node("sb-stopped", "z-a", "m5.xlarge", CapacityType::StandbyStopped, 4000));
         view.nodes.push(node("sb-running", "z-a", "m5.xlarge", CapacityType::StandbyRunning, 4000));
         view.nodes.push(node("sb-busy", "z-a", "m5.xlarge", CapacityType::StandbyRunning, 4000));
-        view.pods.push(pod("web-1", "sb-busy", 500));
+        view.pods.push(pod("web-1", "sb-busy", 500).into());
         // z-a wants one and has three; the busy one is never surplus.
         let plan = plan_warm_pool(&view, &[], &policy);
         assert_eq!(plan.surplus, ["sb-running", "sb-stopped"]);
@@ -277,8 +277,8 @@ mod tests {
         let mut view = ClusterView::default();
         view.nodes.push(node("woken", "z-a", "m5.xlarge", CapacityType::OnDemand, 4000));
         view.nodes.push(node("spot", "z-a", "m5.xlarge", CapacityType::Spot, 4000));
-        view.pods.push(pod("web-1", "woken", 3000));
-        view.pods.push(pod("web-2", "spot", 2000));
+        view.pods.push(pod("web-1", "woken", 3000).into());
+        view.pods.push(pod("web-2", "spot", 2000).into());
         assert!(!can_return_standby(&view, &view.nodes[0].clone()));
         view.nodes.push(node("restored", "z-b", "m5.xlarge", CapacityType::Spot, 4000));
         assert!(can_return_standby(&view, &view.nodes[0].clone()));
@@ -286,7 +286,7 @@ mod tests {
         assert!(!can_return_standby(&view, &view.nodes[0].clone()));
         // A pod with a volume in z-a needs room in z-a, not just anywhere.
         view.nodes[2].ready = true;
-        view.pods[0].volumes.push(crate::model::VolumeView {
+        std::sync::Arc::make_mut(&mut view.pods[0]).volumes.push(crate::model::VolumeView {
             volume_id: "vol-1".into(),
             zone: "z-a".into(),
             attached_to: Some("woken".into()),

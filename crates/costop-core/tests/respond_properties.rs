@@ -84,38 +84,44 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
             for (i, (w, n, ready, volume)) in pods.iter().enumerate() {
                 let workload = &view.workloads[w % view.workloads.len()].name;
                 let node = format!("node-{}", n % nodes);
-                view.pods.push(PodView {
-                    name: format!("pod-{i}").into(),
-                    workload: Some(workload.clone()),
-                    node: Some(node.into()),
-                    requests: Resources::new(500, 1024),
-                    priority: 0,
-                    ready: *ready,
-                    placeholder: false,
-                    daemon: false,
-                    volumes: if *volume {
-                        vec![VolumeView {
-                            volume_id: format!("vol-{i}").into(),
-                            zone: "us-east-1a".into(),
-                            attached_to: None,
-                        }]
-                    } else {
-                        vec![]
-                    },
-                });
+                view.pods.push(
+                    PodView {
+                        name: format!("pod-{i}").into(),
+                        workload: Some(workload.clone()),
+                        node: Some(node.into()),
+                        requests: Resources::new(500, 1024),
+                        priority: 0,
+                        ready: *ready,
+                        placeholder: false,
+                        daemon: false,
+                        volumes: if *volume {
+                            vec![VolumeView {
+                                volume_id: format!("vol-{i}").into(),
+                                zone: "us-east-1a".into(),
+                                attached_to: None,
+                            }]
+                        } else {
+                            vec![]
+                        },
+                    }
+                    .into(),
+                );
             }
             for i in 0..placeholders {
-                view.pods.push(PodView {
-                    name: format!("placeholder-{i}").into(),
-                    workload: None,
-                    node: Some(format!("node-{}", i % nodes).into()),
-                    requests: Resources::new(1000, 2048),
-                    priority: -10,
-                    ready: true,
-                    placeholder: true,
-                    daemon: false,
-                    volumes: vec![],
-                });
+                view.pods.push(
+                    PodView {
+                        name: format!("placeholder-{i}").into(),
+                        workload: None,
+                        node: Some(format!("node-{}", i % nodes).into()),
+                        requests: Resources::new(1000, 2048),
+                        priority: -10,
+                        ready: true,
+                        placeholder: true,
+                        daemon: false,
+                        volumes: vec![],
+                    }
+                    .into(),
+                );
             }
             view.headroom_target = placeholders as u32;
             view
@@ -486,7 +492,7 @@ fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
     elsewhere_db.node = None;
     elsewhere_db.volumes[0].zone = "us-east-1b".into();
     let mut others = view.clone();
-    others.pods = view.pods.iter().cloned().chain([elsewhere_db]).collect::<Vec<_>>().into();
+    others.pods = view.pods.iter().cloned().chain([elsewhere_db.into()]).collect::<Vec<_>>().into();
     assert_eq!(restores(&others.with_lookups()), vec![]);
     // A Deployment surged for the node counts twice (its surge's pods and
     // those started for the evicted ones): 3 + 2 × 0.6 cores and a node's
@@ -497,7 +503,7 @@ fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
     api.requests = Resources::new(600, 512);
     api.volumes.clear();
     let mut surging = view.clone();
-    surging.pods = view.pods.iter().cloned().chain([api]).collect::<Vec<_>>().into();
+    surging.pods = view.pods.iter().cloned().chain([api.into()]).collect::<Vec<_>>().into();
     surging.workloads.push(WorkloadView {
         name: "api".into(),
         replicas: 3,
@@ -506,7 +512,7 @@ fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
         surgeable: true,
     });
     assert_eq!(restores(&surging.with_lookups()), again);
-    view.pods = view.pods.iter().cloned().chain([web]).collect::<Vec<_>>().into();
+    view.pods = view.pods.iter().cloned().chain([web.into()]).collect::<Vec<_>>().into();
     view = view.with_lookups();
     assert_eq!(restores(&view), again);
 }

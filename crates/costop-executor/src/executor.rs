@@ -1639,10 +1639,10 @@ mod tests {
             let clock = Arc::new(Stepping::default());
             // A bare pod (no workload: nothing would start it again).
             let mut view = surge_never_ready();
-            let mut solo = view.pods[0].clone();
+            let mut solo = (*view.pods[0]).clone();
             solo.name = "default/solo".into();
             solo.workload = None;
-            view.pods.push(solo);
+            view.pods.push(solo.into());
             let mut cluster = Recording::new(clock.clone(), view, 0);
             cluster.refused.insert("default/db-0".into());
             cluster.refused.insert("default/solo".into());

@@ -302,9 +302,9 @@ mod tests {
     fn on_one_snapshot_the_claims_opened_since_the_last_plan_are_added_to_those_applied() {
         let open = OpenResponses::default();
         let mut snapshot = view_with_placeholder("ph-1");
-        let mut second = snapshot.pods[0].clone();
+        let mut second = (*snapshot.pods[0]).clone();
         second.name = "ph-2".into();
-        snapshot.pods.push(second);
+        snapshot.pods.push(second.into());
         snapshot.pools = vec![];
         open.opened(&Arc::new(plan_claiming("i-1", "ph-1")), vec![]);
         let names = |v: &ClusterView| v.pods.iter().map(|p| p.name.to_string()).collect::<Vec<_>>();

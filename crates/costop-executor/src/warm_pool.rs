@@ -524,7 +524,7 @@ mod tests {
         view.nodes.push(node("spot", "a", CapacityType::Spot));
         view.nodes.push(node("joined", "a", CapacityType::Spot));
         view.nodes.push(node("spare", "b", CapacityType::StandbyStopped));
-        view.pods.push(pod("web-1", "joined"));
+        view.pods.push(pod("web-1", "joined").into());
         let standbys =
             vec![instance("joined", "a", StandbyStage::New), instance("spare", "b", StandbyStage::Kept)];
         let busy = Arc::new(AtomicBool::new(true));
@@ -550,7 +550,7 @@ mod tests {
         // joined launch serves a pod and a response runs.
         let mut view = ClusterView::default();
         view.nodes.push(node("joined", "a", CapacityType::OnDemand));
-        view.pods.push(pod("web-1", "joined"));
+        view.pods.push(pod("web-1", "joined").into());
         let k =
             keeper(view, vec![instance("joined", "a", StandbyStage::New)], Arc::new(AtomicBool::new(true)));
         let report = k.round().await;
@@ -564,8 +564,8 @@ mod tests {
         view.nodes.push(node("spot", "a", CapacityType::Spot));
         view.nodes.push(node("w1", "a", CapacityType::OnDemand));
         view.nodes.push(node("w2", "a", CapacityType::OnDemand));
-        view.pods.push(pod("web-1", "w1"));
-        view.pods.push(pod("web-2", "w2"));
+        view.pods.push(pod("web-1", "w1").into());
+        view.pods.push(pod("web-2", "w2").into());
         let standbys = vec![instance("w1", "a", StandbyStage::Kept), instance("w2", "a", StandbyStage::Kept)];
         let k = keeper(view, standbys, Arc::new(AtomicBool::new(false)));
         let report = k.round().await;
@@ -584,8 +584,8 @@ mod tests {
         let mut view = ClusterView::default();
         view.nodes.push(node("spot", "a", CapacityType::Spot));
         view.nodes.push(node("t1", "a", CapacityType::Burstable));
-        view.pods.push(pod("web-1", "t1"));
-        view.pods.push(pod("web-2", "t1"));
+        view.pods.push(pod("web-1", "t1").into());
+        view.pods.push(pod("web-2", "t1").into());
         let busy = Arc::new(AtomicBool::new(true));
         let k = keeper(view.clone(), Vec::new(), busy.clone());
         assert!(k.round().await.returned.is_empty());
@@ -600,7 +600,7 @@ mod tests {
         assert!(t1.has_taint(STANDBY_TAINT) && no_pods_on(&after, "t1"));
         // With no room elsewhere its pods stay.
         let mut full = view;
-        full.pods.extend((0..8).map(|i| pod(&format!("full-{i}"), "spot")));
+        full.pods.extend((0..8).map(|i| Arc::new(pod(&format!("full-{i}"), "spot"))));
         let k = keeper(full, Vec::new(), Arc::new(AtomicBool::new(false)));
         assert!(k.round().await.returned.is_empty());
     }

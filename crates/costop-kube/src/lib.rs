@@ -1014,17 +1014,21 @@ impl ClusterPort for KubeCluster {
         }
         let generation = self.changes.generation.load(Ordering::SeqCst);
         let (nodes, pods) = (self.nodes.rows(), self.pods.rows());
-        let built = view::build(&view::Objects {
-            nodes: &nodes,
-            pods: &pods,
-            deployments: &self.deployments.state(),
-            statefulsets: &self.statefulsets.state(),
-            replicasets: &self.replicasets.state(),
-            budgets: &self.budgets.state(),
-            claims: &self.claims.state(),
-            volumes: &self.volumes.state(),
-        });
-        drop((nodes, pods));
+        let last = self.memo.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|m| m.view.clone());
+        let built = view::build(
+            &view::Objects {
+                nodes: &nodes,
+                pods: &pods,
+                deployments: &self.deployments.state(),
+                statefulsets: &self.statefulsets.state(),
+                replicasets: &self.replicasets.state(),
+                budgets: &self.budgets.state(),
+                claims: &self.claims.state(),
+                volumes: &self.volumes.state(),
+            },
+            last.as_ref().map(|v| &v.pods),
+        );
+        drop((nodes, pods, last));
         // Built here, once, for every reader of this snapshot.
         let view = std::sync::Arc::new(built.with_lookups());
         *self.memo.lock().unwrap_or_else(|e| e.into_inner()) =

@@ -1088,7 +1088,10 @@ impl World {
         let (nodes, _) = reissue_if_same(last.as_ref().map(|v| &v.nodes), nodes, &mut self.spare_nodes);
         let (pods, pods_kept) = self.pod_list(last.as_ref().map(|v| &v.pods));
         let requests = self.live_capacity_requests();
-        debug_assert!(*pods == self.fresh_pod_list(), "a snapshot's pods are what a fresh list shows");
+        debug_assert!(
+            pods.iter().map(|p| &**p).eq(self.fresh_pod_list().iter()),
+            "a snapshot's pods are what a fresh list shows"
+        );
         debug_assert!(requests == self.find_live_capacity_requests());
         let view = Arc::new(self.view_with(nodes, pods, requests));
         self.rebuilds += 1;

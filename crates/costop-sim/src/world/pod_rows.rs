@@ -16,6 +16,7 @@
 use super::{Pod, PodState, World};
 use costop_core::listed::Pods;
 use costop_core::{PodView, VolumeView};
+use std::sync::Arc;
 
 /// What one pod's row in a snapshot is made of. A pod not listed has the
 /// default key, whatever its other fields.
@@ -154,8 +155,9 @@ impl World {
                     (last.reissue(), true)
                 } else if changes.iter().all(|c| c.was_listed && keys[c.pod as usize].listed) {
                     // No pod came or went: the rows stay where they were.
-                    let replaced =
-                        changes.iter().map(|c| (c.at as usize, self.pod_row(&self.pods[c.pod as usize])));
+                    let replaced = changes
+                        .iter()
+                        .map(|c| (c.at as usize, Arc::new(self.pod_row(&self.pods[c.pod as usize]))));
                     (last.with_rows(replaced.collect()), false)
                 } else {
                     (self.edited_list(last, &mut rows), false)
@@ -218,7 +220,7 @@ impl World {
             }
             if rows.keys[c.pod as usize].listed {
                 added.push(items.len() as u32);
-                items.push(self.pod_row(&self.pods[c.pod as usize]));
+                items.push(Arc::new(self.pod_row(&self.pods[c.pod as usize])));
                 pods.push(c.pod);
             }
         }
