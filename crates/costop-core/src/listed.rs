@@ -36,8 +36,10 @@ fn new_identity() -> u64 {
 }
 
 /// How many lists (of any snapshot or copy, nodes and pods) are alive in
-/// this process, and the bytes their items took when each was made: what
-/// the snapshots kept alive by their readers cost (a server's gauge).
+/// this process, and the bytes their items took when each was made (a
+/// server's gauge): for a pod list, its row pointers only, not the rows
+/// that lists share ([`Pods`]); what the snapshots kept alive by their
+/// readers cost on top of one set of rows.
 pub fn live() -> (usize, usize) {
     (LIVE_LISTS.load(Ordering::Relaxed), LIVE_BYTES.load(Ordering::Relaxed))
 }

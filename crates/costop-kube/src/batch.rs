@@ -90,7 +90,11 @@ impl<C: Send + 'static, R: Send + 'static> Batches<C, R> {
         if start {
             let (batches, key) = (Arc::clone(self), key.to_string());
             tokio::spawn(async move {
+                // Should the task end before its turn (the runtime shutting
+                // down), `key` is made idle and its callers answered `None`.
+                let waiting = IdleOnDrop { batches: &batches, key: &key };
                 let Ok(_turn) = batches.applying.clone().acquire_owned().await else { return };
+                std::mem::forget(waiting);
                 batches.drain(&key, apply).await
             });
         }
@@ -288,6 +292,31 @@ mod tests {
         assert_eq!(a.await.unwrap(), Some(2));
         assert_eq!((b.await.unwrap(), also_b.await.unwrap()), (Some(4), Some(6)));
         assert_eq!(*calls.lock().unwrap(), vec![vec![1], vec![2, 3]]);
+    }
+
+    /// A task that ends before its turn comes (its runtime shut down)
+    /// leaves its object idle and its callers answered `None`, like one
+    /// that ends in the middle of a batch.
+    #[test]
+    fn a_change_waiting_for_a_turn_is_answered_when_its_task_ends() {
+        let batches: Arc<Batches<u32, u32>> = Arc::new(Batches::new(1));
+        let Held { apply, calls, release: _release } = held_apply(1);
+        let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let first = runtime();
+        let (a, b) = first.block_on(async {
+            let a = batches.submit("a", 1, apply.clone());
+            let b = batches.submit("b", 2, apply.clone());
+            // a holds the only turn; b's task waits for it.
+            within(|| !calls.lock().unwrap().is_empty()).await;
+            (a, b)
+        });
+        assert!(batches.lock().contains_key("b"));
+        drop(first);
+        assert!(batches.lock().is_empty(), "both objects idle once their tasks are gone");
+        let second = runtime();
+        assert_eq!(second.block_on(b), None);
+        assert_eq!(second.block_on(a), None);
+        assert_eq!(*calls.lock().unwrap(), vec![vec![1]]);
     }
 
     /// What waits for an answer holds only the answer's receiver, however

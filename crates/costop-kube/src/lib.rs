@@ -125,9 +125,11 @@ pub struct KubeCluster {
     headroom: Arc<batch::Batches<u32, Result<(), KubeError>>>,
 }
 
-/// Placeholder pods one claim deletes at once (a response claims a few;
-/// the client's limits pace a burst's).
-const PLACEHOLDER_DELETES_AT_ONCE: usize = 4;
+/// Placeholder pods one claim deletes at once: every placeholder of a
+/// full 16-vCPU node (32 of 500m) in one round, so a single notice's claim
+/// is not slowed; in a burst each response claims one or two, and the
+/// client's limits pace them.
+const PLACEHOLDER_DELETES_AT_ONCE: usize = 32;
 
 /// Events recorded at once; one more while all are being sent is dropped.
 /// An Event is a note for people: in a burst a whole pool's pods each
@@ -1276,10 +1278,11 @@ impl ClusterPort for KubeCluster {
     }
 
     async fn claim_placeholders(&self, pods: &[String]) -> Result<(), KubeError> {
-        // A few at a time, each delete boxed: in a burst every response
-        // claims its placeholders at once (1,700 at full size), and all of
-        // their deletes held inline took 6 KB a response while they waited
-        // for the client's turns.
+        // Each delete boxed, and at most `PLACEHOLDER_DELETES_AT_ONCE`: in a
+        // burst every response claims its placeholders at once (1,700 at
+        // full size), and their deletes held inline took 6 KB a response
+        // while they waited for the client's turns. The error reported, if
+        // any, is the first to come back.
         // (By index: a closure taking `&String` is not general enough for
         // the trait's `Send` future.)
         let deleted: Vec<Result<u32, KubeError>> = futures::stream::iter(0..pods.len())

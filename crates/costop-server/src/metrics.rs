@@ -122,7 +122,7 @@ impl Metrics {
         }
         let (lists, bytes) = costop_core::listed::live();
         out.push_str(&format!("# HELP costop_view_lists_live Node and pod lists of cluster snapshots alive (the current one, and those responses and notices still read).\n# TYPE costop_view_lists_live gauge\ncostop_view_lists_live {lists}\n"));
-        out.push_str(&format!("# HELP costop_view_list_bytes Bytes of those lists' items (not counting what their names point to, nor lookups).\n# TYPE costop_view_list_bytes gauge\ncostop_view_list_bytes {bytes}\n"));
+        out.push_str(&format!("# HELP costop_view_list_bytes Bytes of those lists' own items: node rows, and pod row pointers (pod rows are shared between lists and not counted; nor are names or lookups).\n# TYPE costop_view_list_bytes gauge\ncostop_view_list_bytes {bytes}\n"));
         out.push_str("# HELP costop_notice_to_cordon_seconds From notice arrival to cordon.\n# TYPE costop_notice_to_cordon_seconds histogram\n");
         for (i, b) in BUCKETS.iter().enumerate() {
             out.push_str(&format!(
