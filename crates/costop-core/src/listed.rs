@@ -147,11 +147,12 @@ impl<T, I> From<Vec<T>> for Listed<T, I> {
 impl From<Vec<PodView>> for Pods {
     /// Each pod behind a reference count of its own (see [`Pods`]).
     fn from(pods: Vec<PodView>) -> Self {
-        pods.into_iter().map(Arc::new).collect::<Vec<_>>().into()
+        pods.into_iter().collect()
     }
 }
 
 impl FromIterator<PodView> for Pods {
+    /// Each pod behind a reference count of its own (see [`Pods`]).
     fn from_iter<It: IntoIterator<Item = PodView>>(iter: It) -> Self {
         iter.into_iter().map(Arc::new).collect::<Vec<_>>().into()
     }

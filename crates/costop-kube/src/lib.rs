@@ -856,9 +856,7 @@ impl KubeCluster {
             Err(KubeError::Batched(format!("deployment/{workload}: the surge got no answer")))
         })
     }
-}
 
-impl KubeCluster {
     /// Delete the placeholder pod `pod` at once (no grace): 1 if it was
     /// there, 0 if it was gone already.
     async fn delete_placeholder(&self, pod: &str) -> Result<u32, KubeError> {
@@ -1010,13 +1008,14 @@ impl ClusterPort for KubeCluster {
                 (None, _) => self.building.lock().unwrap_or_else(|e| e.into_inner()),
             },
         };
-        // Built by the one before, while this one waited?
-        if let (Some(view), true) = current() {
-            return view;
-        }
+        // Built by the one before, while this one waited? If not, the last
+        // view lends the new one its unchanged pods' rows.
+        let last = match current() {
+            (Some(view), true) => return view,
+            (last, _) => last,
+        };
         let generation = self.changes.generation.load(Ordering::SeqCst);
         let (nodes, pods) = (self.nodes.rows(), self.pods.rows());
-        let last = self.memo.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|m| m.view.clone());
         let built = view::build(
             &view::Objects {
                 nodes: &nodes,
