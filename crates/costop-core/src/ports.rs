@@ -5,14 +5,14 @@ use crate::model::ClusterView;
 use crate::time::Millis;
 use std::future::Future;
 
-/// What came of an eviction.
+/// What the API server answered one request to evict (or delete) a pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Evicted {
-    /// The API server accepted it.
-    Accepted {
-        /// Requests made, the first included.
-        attempts: u32,
-    },
+    /// It accepted: the pod goes, with its grace period.
+    Accepted,
+    /// A disruption budget refused it for now (HTTP 429): the pod stays
+    /// until it is asked again. Never the answer to a delete.
+    Refused,
     /// The pod was already gone.
     AlreadyGone,
 }
@@ -55,10 +55,12 @@ pub trait ClusterPort {
         mode: crate::StandbyMode,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Evict a pod (`namespace/name`) through the eviction API, retrying
-    /// with backoff while a budget refuses, until `deadline` (Unix ms).
-    fn evict(&self, pod: &str, deadline: Millis)
-        -> impl Future<Output = Result<Evicted, Self::Error>> + Send;
+    /// Ask the eviction API once to evict a pod (`namespace/name`). A
+    /// budget's refusal is an answer ([`Evicted::Refused`]), not an error:
+    /// when to ask again is the caller's choice (the executor keeps every
+    /// pod's next attempt as data, so a whole pool's pods waiting between
+    /// attempts hold no request's state).
+    fn evict(&self, pod: &str) -> impl Future<Output = Result<Evicted, Self::Error>> + Send;
 
     /// Delete a pod (`namespace/name`) with its grace period, whatever its
     /// disruption budget says, and say so where people look (a Warning

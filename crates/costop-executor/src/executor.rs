@@ -3,11 +3,12 @@
 //! after it); a step that was running when the server died is run again,
 //! which is safe because every step is idempotent.
 
+use crate::evictions::{evict_pods, EvictionTally};
 use crate::observe::ResponseObserver;
 use crate::open::OpenResponses;
 use costop_core::model::INTERRUPTION_TAINT;
 use costop_core::move_back::Move;
-use costop_core::ports::{Clock, CloudPort, ClusterPort, Evicted, StorePort};
+use costop_core::ports::{Clock, CloudPort, ClusterPort, StorePort};
 use costop_core::time::Millis;
 use costop_core::{respond, ClusterView, Notice, Plan, PlanError, Policy, Step};
 use futures::future::join_all;
@@ -237,27 +238,6 @@ fn same_pod(a: &str, b: &str) -> bool {
         x.rsplit('/').next().unwrap_or(x)
     }
     a == b || (!(a.contains('/') && b.contains('/')) && name(a) == name(b))
-}
-
-/// What became of the pods an eviction step asked to evict.
-#[derive(Default)]
-struct EvictionTally {
-    evicted: usize,
-    gone: usize,
-    /// Deleted near the deadline, after their evictions were refused.
-    deleted: usize,
-    /// Not evicted (nor deleted): each pod with why.
-    refused: Vec<(String, String)>,
-}
-
-impl EvictionTally {
-    fn plus(mut self, other: EvictionTally) -> EvictionTally {
-        self.evicted += other.evicted;
-        self.gone += other.gone;
-        self.deleted += other.deleted;
-        self.refused.extend(other.refused);
-        self
-    }
 }
 
 impl<S, K, C, T> Executor<S, K, C, T>
@@ -555,8 +535,11 @@ where
         let names: Vec<String> = workloads.iter().cloned().collect();
         let bridged = bridge && !names.is_empty() && self.cloud.bridge(&names, true).await.is_ok();
         let until = self.clock.now_ms() + RETIRE_DRAIN;
-        let results = join_all(pods.iter().map(|p| self.cluster.evict(p, until))).await;
-        let failed = results.into_iter().find_map(Result::err);
+        let pods: Vec<&String> = pods.iter().collect();
+        let tally =
+            evict_pods(self.cluster.as_ref(), self.clock.as_ref(), &pods, pods.iter().map(|_| 0), until)
+                .await;
+        let failed = tally.refused.first().map(|(pod, why)| format!("{pod}: {why}"));
         if bridged {
             self.wait_until(until, |v| whole(v, &workloads, node, &[])).await;
             if let Err(e) = self.cloud.bridge(&names, false).await {
@@ -583,67 +566,23 @@ where
         }
     }
 
-    /// Evict the pods, all at once. Every eviction is retried while a
-    /// budget refuses it, so later waves are not held back: the API server
-    /// lets each pod go as soon as its workload can spare it. A pod not
-    /// evicted `delete_doomed_before` the deadline is deleted then: it
-    /// would go with the node anyway, and it starts elsewhere in time.
+    /// Evict the pods (see [`crate::evictions`]). Every eviction is
+    /// retried while a budget refuses it, so later waves are not held
+    /// back: the API server lets each pod go as soon as its workload can
+    /// spare it. A pod of a workload the view knows (a Deployment or
+    /// StatefulSet that starts it again) not evicted `delete_doomed_before`
+    /// the deadline is deleted then: it would go with the node anyway, and
+    /// it starts elsewhere in time. A bare pod, or a Job's, gains nothing
+    /// from going early and is only evicted, until the deadline.
     async fn evict_all(&self, pods: &[&String], deadline: Millis) -> EvictionTally {
-        let results = futures::future::join_all(pods.iter().map(|p| self.evict_or_delete(p, deadline))).await;
-        let mut tally = EvictionTally::default();
-        for (pod, r) in pods.iter().zip(results) {
-            match r {
-                Ok((Evicted::Accepted { .. }, true)) => tally.deleted += 1,
-                Ok((Evicted::Accepted { .. }, false)) => tally.evicted += 1,
-                Ok((Evicted::AlreadyGone, _)) => tally.gone += 1,
-                Err(x) => tally.refused.push((pod.to_string(), x)),
-            }
-        }
-        tally
-    }
-
-    /// Evict one pod, retried while its budget refuses, until
-    /// `delete_doomed_before` the deadline; then delete it (while the
-    /// deadline is still ahead). Asked at or past that time (its wave
-    /// waited for a surge), it is deleted at once, no eviction asked. Only
-    /// a pod of a workload the view knows (a Deployment or StatefulSet
-    /// that starts it again) is deleted: a bare pod, or a Job's, gains
-    /// nothing from going early and is only evicted, until the deadline.
-    /// An eviction that failed before the give-up time (an API error, not
-    /// the budget) deletes nothing. What came of it, and whether it was
-    /// deleted.
-    async fn evict_or_delete(&self, pod: &str, deadline: Millis) -> Result<(Evicted, bool), String> {
-        let replaced = {
+        let leads: Vec<Millis> = {
             let view = self.cluster.view();
-            view.pod(pod).and_then(|p| p.workload.as_deref()).is_some_and(|w| view.workload(w).is_some())
+            let replaced = |pod: &str| {
+                view.pod(pod).and_then(|p| p.workload.as_deref()).is_some_and(|w| view.workload(w).is_some())
+            };
+            pods.iter().map(|p| if replaced(p) { self.waits.delete_doomed_before } else { 0 }).collect()
         };
-        let lead = if replaced { self.waits.delete_doomed_before } else { 0 };
-        let give_up = deadline.saturating_sub(lead);
-        let past_give_up = || lead > 0 && (give_up..deadline).contains(&self.clock.now_ms());
-        if past_give_up() {
-            // Past the give-up time already (the wave waited for its surge
-            // until then): an eviction would be asked only to be refused
-            // (a whole pool's pods, 51,000 requests more in a burst).
-            return self.delete_before_deadline(pod).await;
-        }
-        match self.cluster.evict(pod, give_up).await {
-            Err(refused) if past_give_up() => {
-                self.delete_before_deadline(pod).await.map_err(|x| format!("{refused}; then {x}"))
-            }
-            r => r.map(|r| (r, false)).map_err(|x| x.to_string()),
-        }
-    }
-
-    /// Delete `pod` before its node's deadline (see [`Self::evict_or_delete`]).
-    /// Boxed: a whole pool's evictions wait at once (51,000 at full size),
-    /// each future as large as its largest state. Inline, the delete (a
-    /// request and an Event, 3.4 KB in the Kubernetes adapter) made each
-    /// 3.7 KB, 190 MB in all, though few pods are ever deleted.
-    async fn delete_before_deadline(&self, pod: &str) -> Result<(Evicted, bool), String> {
-        Box::pin(self.cluster.delete_doomed_pod(pod))
-            .await
-            .map(|r| (r, true))
-            .map_err(|x| format!("the delete before the deadline failed: {x}"))
+        evict_pods(self.cluster.as_ref(), self.clock.as_ref(), pods, leads, deadline).await
     }
 
     /// Mark the nodes launched under `key` scale-down-disabled as they
@@ -1056,6 +995,7 @@ mod tests {
     use super::*;
     use costop_core::model::{NodeView, PoolId};
     use costop_core::notice::InstanceAction;
+    use costop_core::ports::Evicted;
     use costop_core::{NoticeKind, NoticeSource};
     use costop_store::MemoryStore;
     use std::sync::Mutex;
@@ -1085,7 +1025,7 @@ mod tests {
         async fn taint_standby(&self, node: &str, _: costop_core::StandbyMode) -> Result<(), Never> {
             panic!("dry run put {node} on standby")
         }
-        async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
+        async fn evict(&self, pod: &str) -> Result<Evicted, Never> {
             panic!("dry run evicted {pod}")
         }
         async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, Never> {
@@ -1352,7 +1292,7 @@ mod tests {
         async fn taint_standby(&self, node: &str, _: costop_core::StandbyMode) -> Result<(), Never> {
             panic!("put {node} on standby")
         }
-        async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
+        async fn evict(&self, pod: &str) -> Result<Evicted, Never> {
             panic!("evicted {pod}")
         }
         async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, Never> {
@@ -1419,6 +1359,11 @@ mod tests {
         deleted: Mutex<Vec<(String, Millis)>>,
         /// Pods said to be left on their node, with why.
         warned: Mutex<Vec<(String, String)>>,
+        /// Whether an eviction answers only after a turn of the runtime.
+        answers_after_a_turn: bool,
+        /// Evictions on their way now, and the most at once.
+        asking: AtomicUsize,
+        most_asking: AtomicUsize,
     }
 
     impl Recording {
@@ -1432,6 +1377,9 @@ mod tests {
                 refused: HashSet::new(),
                 deleted: Mutex::new(Vec::new()),
                 warned: Mutex::new(Vec::new()),
+                answers_after_a_turn: false,
+                asking: AtomicUsize::new(0),
+                most_asking: AtomicUsize::new(0),
             }
         }
     }
@@ -1454,13 +1402,22 @@ mod tests {
         async fn taint_standby(&self, node: &str, _: costop_core::StandbyMode) -> Result<(), std::io::Error> {
             panic!("put {node} on standby")
         }
-        async fn evict(&self, pod: &str, until: Millis) -> Result<Evicted, std::io::Error> {
-            if self.refused.contains(pod) {
-                self.clock.sleep(Duration::from_millis(until.saturating_sub(self.clock.now_ms()))).await;
-                return Err(std::io::Error::other(format!("{pod}: refused by its budget until {until}")));
+        async fn evict(&self, pod: &str) -> Result<Evicted, std::io::Error> {
+            let asked_at = self.clock.now_ms();
+            let asked = self.asking.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_asking.fetch_max(asked, Ordering::SeqCst);
+            if self.answers_after_a_turn {
+                // On its way for a turn of the runtime, as a request is.
+                // (Not in every test: this clock's sleeps jump at once, so
+                // a waiting response would move it on while it is asked.)
+                tokio::task::yield_now().await;
             }
-            self.evicted.lock().unwrap().push((pod.to_string(), self.clock.now_ms()));
-            Ok(Evicted::Accepted { attempts: 1 })
+            self.asking.fetch_sub(1, Ordering::SeqCst);
+            if self.refused.contains(pod) {
+                return Ok(Evicted::Refused);
+            }
+            self.evicted.lock().unwrap().push((pod.to_string(), asked_at));
+            Ok(Evicted::Accepted)
         }
         async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, std::io::Error> {
             // As large across an await as the Kubernetes adapter's delete
@@ -1470,7 +1427,7 @@ mod tests {
             self.clock.sleep(Duration::ZERO).await;
             std::hint::black_box(&request);
             self.deleted.lock().unwrap().push((pod.to_string(), self.clock.now_ms()));
-            Ok(Evicted::Accepted { attempts: 1 })
+            Ok(Evicted::Accepted)
         }
         async fn surge(&self, _: &str, _: &str, _: u32) -> Result<bool, std::io::Error> {
             // As large across an await as the Kubernetes adapter's (a read
@@ -1574,18 +1531,36 @@ mod tests {
         );
     }
 
-    /// A whole pool's evictions wait at once, one future each: the rare
-    /// delete before the deadline must not make every one of them as
-    /// large as its own state.
-    #[test]
-    fn a_waiting_eviction_does_not_hold_room_for_the_delete() {
+    /// A whole pool's pods may be refused by their budgets at once (51,000
+    /// at full size): they wait for their next attempt as data, with no
+    /// more than a few requests of one response on their way, and each is
+    /// still deleted at its give-up time.
+    #[tokio::test]
+    async fn refused_pods_wait_for_their_next_attempt_as_data_a_few_asked_at_a_time() {
         let clock = Arc::new(Stepping::default());
-        let cluster = Arc::new(Recording::new(clock.clone(), surge_never_ready(), 0));
-        let delete = std::mem::size_of_val(&cluster.delete_doomed_pod("default/db-0"));
-        assert!(delete > 4096, "the fake's delete holds {delete} bytes");
-        let exec = stepping_executor(cluster, Arc::new(NoCalls), clock);
-        let waiting = std::mem::size_of_val(&exec.evict_or_delete("default/db-0", 120_000));
-        assert!(waiting < 1024, "an eviction's future is {waiting} bytes");
+        let mut view = surge_never_ready();
+        let template = (*view.pods[0]).clone();
+        let names: Vec<String> = (0..200).map(|i| format!("default/db-{i}")).collect();
+        let mut cluster = Recording::new(clock.clone(), ClusterView::default(), 0);
+        for name in &names {
+            let mut pod = template.clone();
+            pod.name = name.as_str().into();
+            view.pods.push(pod.into());
+            cluster.refused.insert(name.clone());
+        }
+        cluster.view = Arc::new(view);
+        cluster.answers_after_a_turn = true;
+        let cluster = Arc::new(cluster);
+        let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
+        let deadline = 120_000;
+        let pods: Vec<&String> = names.iter().collect();
+        let tally = exec.evict_all(&pods, deadline).await;
+        assert_eq!(tally.deleted, 200, "{:?}", tally.refused);
+        let most = cluster.most_asking.load(Ordering::SeqCst);
+        assert!((2..=crate::evictions::ASKED_AT_ONCE).contains(&most), "{most} evictions asked at once");
+        let give_up = deadline - Waits::default().delete_doomed_before;
+        let deleted = cluster.deleted.lock().unwrap().clone();
+        assert!(deleted.iter().all(|(_, at)| (give_up..deadline).contains(at)), "{deleted:?}");
     }
 
     /// Every open response of a burst (1,700 at full size) waits at once:

@@ -6,6 +6,7 @@
 //! against its world. A figure the simulator prints for costop is this
 //! code's behaviour.
 
+mod evictions;
 pub mod executor;
 pub mod observe;
 pub mod open;

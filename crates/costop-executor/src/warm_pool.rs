@@ -329,8 +329,9 @@ where
             }
             let view = self.cluster.view();
             for pod in view.workload_pods_on(&node.name) {
-                match self.cluster.evict(&pod.name, deadline).await {
-                    Ok(Evicted::Accepted { .. } | Evicted::AlreadyGone) => {}
+                // Refused by its budget: asked again next round.
+                match self.cluster.evict(&pod.name).await {
+                    Ok(Evicted::Accepted | Evicted::Refused | Evicted::AlreadyGone) => {}
                     Err(e) => return Err(format!("move {} off standby {}: {e}", pod.name, node.name)),
                 }
             }
@@ -383,9 +384,9 @@ mod tests {
             }
             Ok(())
         }
-        async fn evict(&self, pod: &str, _: Millis) -> Result<Evicted, Never> {
+        async fn evict(&self, pod: &str) -> Result<Evicted, Never> {
             self.0.lock().unwrap().pods.retain(|p| p.name != pod);
-            Ok(Evicted::Accepted { attempts: 1 })
+            Ok(Evicted::Accepted)
         }
         async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, Never> {
             panic!("the warm-pool keeper deleted {pod}")

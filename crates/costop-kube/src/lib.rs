@@ -63,14 +63,6 @@ pub enum KubeError {
         /// The client's error.
         source: kube::Error,
     },
-    /// A budget kept refusing until the deadline.
-    #[error("evict {pod}: refused by its disruption budget {attempts} times until the time allowed")]
-    BudgetDeadline {
-        /// `namespace/name`.
-        pod: String,
-        /// Requests made.
-        attempts: u32,
-    },
     /// Malformed input from the caller.
     #[error("{0}")]
     Invalid(String),
@@ -1123,59 +1115,45 @@ impl ClusterPort for KubeCluster {
         .await
     }
 
-    async fn evict(&self, pod: &str, deadline: Millis) -> Result<Evicted, KubeError> {
+    async fn evict(&self, pod: &str) -> Result<Evicted, KubeError> {
         let (ns, name) = split_pod(pod)?;
         let policy = Box::pin(self.apis()).await?.policy;
-        let mut backoff = Duration::from_millis(250);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            // A whole pool's evictions (51,000 at full size) may wait at
-            // once, mostly between attempts a budget refused. The request's
-            // own future (an eviction's future was 3.9 KB with it inline,
-            // release build) exists only while it is sent, and no more are
-            // sent at once than the client's requests in flight: the others
-            // wait their turn, in order, whichever response they belong to.
-            // The API handle (a client and its URL, 0.3 KB) too.
-            let turn = self.evicting.acquire().await;
-            let sent = Box::pin(async {
-                let api = Api::<Pod>::namespaced(self.client.clone(), ns);
-                match policy {
-                    PolicyVersion::V1 => api.evict(name, &EvictParams::default()).await.map(|_| ()),
-                    // kube-rs sends a policy/v1 Eviction; a 1.20 server wants v1beta1.
-                    PolicyVersion::V1beta1 => {
-                        let body = json!({"apiVersion": "policy/v1beta1", "kind": "Eviction",
-                                      "metadata": {"name": name, "namespace": ns}});
-                        api.create_subresource::<_, serde_json::Value>(
-                            "eviction",
-                            name,
-                            &PostParams::default(),
-                            &body,
-                        )
-                        .await
-                        .map(|_| ())
-                    }
+        // A whole pool's evictions (51,000 at full size) may be asked at
+        // once. The request's own future (an eviction's future was 3.9 KB
+        // with it inline, release build) exists only while it is sent,
+        // and no more are sent at once than the client's requests in
+        // flight: the others wait their turn, in order, whichever response
+        // they belong to. The API handle (a client and its URL, 0.3 KB) too.
+        let turn = self.evicting.acquire().await;
+        let sent = Box::pin(async {
+            let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+            match policy {
+                PolicyVersion::V1 => api.evict(name, &EvictParams::default()).await.map(|_| ()),
+                // kube-rs sends a policy/v1 Eviction; a 1.20 server wants v1beta1.
+                PolicyVersion::V1beta1 => {
+                    let body = json!({"apiVersion": "policy/v1beta1", "kind": "Eviction",
+                                  "metadata": {"name": name, "namespace": ns}});
+                    api.create_subresource::<_, serde_json::Value>(
+                        "eviction",
+                        name,
+                        &PostParams::default(),
+                        &body,
+                    )
+                    .await
+                    .map(|_| ())
                 }
-            })
-            .await;
-            drop(turn);
-            match sent {
-                Ok(_) => return Ok(Evicted::Accepted { attempts }),
-                Err(e) if status_code(&e) == Some(404) => return Ok(Evicted::AlreadyGone),
-                Err(e) if status_code(&e) == Some(429) => {
-                    let left = deadline.saturating_sub(now_ms());
-                    if left == 0 {
-                        // The caller says so on the pod, unless it deletes
-                        // it instead (a whole pool's pods, in a burst).
-                        tracing::debug!(pod, attempts, "pod not evicted by the time allowed: budget");
-                        return Err(KubeError::BudgetDeadline { pod: pod.into(), attempts });
-                    }
-                    tracing::debug!(pod, attempts, "eviction refused by a disruption budget; retrying");
-                    tokio::time::sleep(backoff.min(Duration::from_millis(left))).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(api_err("evict", format!("pod/{pod}"))(e)),
             }
+        })
+        .await;
+        drop(turn);
+        match sent {
+            Ok(()) => Ok(Evicted::Accepted),
+            Err(e) if status_code(&e) == Some(404) => Ok(Evicted::AlreadyGone),
+            Err(e) if status_code(&e) == Some(429) => {
+                tracing::debug!(pod, "eviction refused by a disruption budget");
+                Ok(Evicted::Refused)
+            }
+            Err(e) => Err(api_err("evict", format!("pod/{pod}"))(e)),
         }
     }
 
@@ -1217,7 +1195,7 @@ impl ClusterPort for KubeCluster {
         if let Err(e) = event.await {
             tracing::warn!(error = %e, "cannot record the Warning Event");
         }
-        Ok(Evicted::Accepted { attempts: 1 })
+        Ok(Evicted::Accepted)
     }
 
     async fn surge(&self, workload: &str, key: &str, by: u32) -> Result<bool, KubeError> {

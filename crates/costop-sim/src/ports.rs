@@ -5,7 +5,7 @@
 //! time before it acts, as a call to the API server or to AWS does.
 
 use crate::runtime::VirtualClock;
-use crate::world::{EvictAnswer, World};
+use crate::world::World;
 use costop_core::ports::{
     Clock, CloudPort, ClusterPort, Evicted, ResponseRecord, StandbyInstance, StepRecord, StorePort,
     StreamEntry, WarmPoolPort,
@@ -104,35 +104,12 @@ impl ClusterPort for SimPorts {
         self.call(|w| w.taint_standby(node, mode)).await.map_err(SimError)
     }
 
-    /// As the kube adapter: a budget's refusal (429) is retried with backoff
-    /// from 250 ms, doubling to 5 s, until the deadline.
-    async fn evict(&self, pod: &str, deadline: Millis) -> Result<Evicted, SimError> {
-        let mut backoff = Duration::from_millis(250);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.call(|w| w.evict_request(pod)).await {
-                EvictAnswer::Evicted => return Ok(Evicted::Accepted { attempts }),
-                EvictAnswer::Gone => return Ok(Evicted::AlreadyGone),
-                EvictAnswer::Refused => {
-                    let left = deadline.saturating_sub(self.clock.now_ms());
-                    if left == 0 {
-                        return Err(SimError(format!(
-                            "{pod}: a disruption budget refused {attempts} evictions until the deadline"
-                        )));
-                    }
-                    self.clock.sleep(backoff.min(Duration::from_millis(left))).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+    async fn evict(&self, pod: &str) -> Result<Evicted, SimError> {
+        Ok(self.call(|w| w.evict_request(pod)).await)
     }
 
     async fn delete_doomed_pod(&self, pod: &str) -> Result<Evicted, SimError> {
-        Ok(match self.call(|w| w.delete_request(pod)).await {
-            EvictAnswer::Gone => Evicted::AlreadyGone,
-            _ => Evicted::Accepted { attempts: 1 },
-        })
+        Ok(self.call(|w| w.delete_request(pod)).await)
     }
 
     async fn forget_node(&self, node: &str) -> Result<usize, SimError> {

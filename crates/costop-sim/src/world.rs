@@ -13,7 +13,7 @@ use crate::timings::ms;
 use costop_core::listed::{Listed, Nodes, Pods};
 use costop_core::model::{INTERRUPTION_TAINT, STANDBY_TAINT};
 use costop_core::notice::InstanceAction;
-use costop_core::ports::{StandbyInstance, StandbyStage};
+use costop_core::ports::{Evicted, StandbyInstance, StandbyStage};
 use costop_core::time::{Millis, DAY, MINUTE, SECOND, SPOT_NOTICE_LEAD};
 use costop_core::Plan;
 use costop_core::{
@@ -275,17 +275,6 @@ pub struct Detection {
     pub signal: Signal,
     /// When the node goes (interruptions), or went (state changes).
     pub deadline: Millis,
-}
-
-/// How the world answers one eviction request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvictAnswer {
-    /// Accepted: the pod terminates.
-    Evicted,
-    /// Refused by a disruption budget (HTTP 429).
-    Refused,
-    /// No such pod any more.
-    Gone,
 }
 
 /// A node being drained back out of service.
@@ -2630,22 +2619,22 @@ impl World {
     /// (`budget::may_evict`): a Ready pod goes only if the rest of its
     /// workload still meet `minAvailable`; a starting one only while the
     /// budget is met.
-    pub fn evict_request(&mut self, name: &str) -> EvictAnswer {
+    pub fn evict_request(&mut self, name: &str) -> Evicted {
         self.remove_pod(name, true)
     }
 
     /// A plain delete of a pod (its grace period kept, its budget not
     /// asked), as the API server answers it: what
     /// `ClusterPort::delete_doomed_pod` sends.
-    pub fn delete_request(&mut self, name: &str) -> EvictAnswer {
+    pub fn delete_request(&mut self, name: &str) -> Evicted {
         self.remove_pod(name, false)
     }
 
-    fn remove_pod(&mut self, name: &str, ask_budget: bool) -> EvictAnswer {
-        let Some(p) = self.live_pod(name) else { return EvictAnswer::Gone };
+    fn remove_pod(&mut self, name: &str, ask_budget: bool) -> Evicted {
+        let Some(p) = self.live_pod(name) else { return Evicted::AlreadyGone };
         let pod = &self.pods[p as usize];
         if !matches!(pod.state, PodState::Starting | PodState::Ready | PodState::Pending) {
-            return EvictAnswer::Gone;
+            return Evicted::AlreadyGone;
         }
         let evicted = match pod.state {
             PodState::Ready => EvictedPod::Ready,
@@ -2653,11 +2642,11 @@ impl World {
             _ => EvictedPod::Exempt,
         };
         if ask_budget && self.budget(pod.workload).is_some_and(|b| !budget::may_evict(evicted, &b)) {
-            return EvictAnswer::Refused;
+            return Evicted::Refused;
         }
         self.evict(p);
         self.changed();
-        EvictAnswer::Evicted
+        Evicted::Accepted
     }
 
     /// Raise a Deployment's replicas by `by`, marked `key`: nothing when
@@ -3533,7 +3522,7 @@ mod fairness {
             })
             .unwrap();
         let name = w.pods[p].name.clone();
-        assert_eq!(w.evict_request(&name), EvictAnswer::Evicted);
+        assert_eq!(w.evict_request(&name), Evicted::Accepted);
         assert_eq!(w.pods[p].serve, Serve::Live, "the old world took it out of the load balancer at once");
         let removed = w.now + ms(w.cfg.world.endpoint_removal_s);
         w.run_events_at(removed);
@@ -3553,11 +3542,11 @@ mod fairness {
             })
             .unwrap();
         let name = w.pods[p].name.clone();
-        assert_eq!(w.evict_request(&name), EvictAnswer::Refused);
+        assert_eq!(w.evict_request(&name), Evicted::Refused);
         assert_eq!(w.pods[p].state, PodState::Ready);
-        assert_eq!(w.delete_request(&name), EvictAnswer::Evicted);
+        assert_eq!(w.delete_request(&name), Evicted::Accepted);
         assert_ne!(w.pods[p].state, PodState::Ready, "the delete did not take it");
-        assert_eq!(w.delete_request(&name), EvictAnswer::Gone);
+        assert_eq!(w.delete_request(&name), Evicted::AlreadyGone);
     }
 
     #[test]

@@ -1,0 +1,340 @@
+//! Evicting a set of pods within their disruption budgets.
+//!
+//! Each request is one attempt ([`ClusterPort::evict`]); when a budget
+//! refuses, the pod's next attempt is kept as data (a time in a queue),
+//! not as a future sleeping between attempts. A whole pool's pods (51,000
+//! in the full-size burst of `costop bench burst`) may be refused at once
+//! and wait for their budgets; each then costs a few words, and no more
+//! than [`ASKED_AT_ONCE`] requests of one set are on their way at a time.
+//!
+//! The rules (which the simulator runs too, as it runs the executor):
+//! - a refused pod is asked again after 250 ms, then twice as long each
+//!   time up to 5 s (client-go's eviction helpers and `kubectl drain` retry
+//!   a 429 after 5 s; a pool's notice has 120 s, so the first retries come
+//!   sooner), never later than its give-up time;
+//! - a pod its workload replaces (a lead is given) is deleted once its
+//!   eviction is refused at or after its give-up time (`lead` before the
+//!   deadline), while the deadline is ahead; asked at or past its give-up
+//!   time already, it is deleted at once, no eviction asked;
+//! - a pod without a lead is asked until the deadline and then left;
+//! - an error that is not a budget's refusal ends the pod's attempts
+//!   (before its give-up time; at or after it, the pod is deleted).
+
+use costop_core::ports::{Clock, ClusterPort, Evicted};
+use costop_core::time::Millis;
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+/// How soon a refused eviction is asked again the first time.
+pub(crate) const FIRST_RETRY: Millis = 250;
+
+/// The longest wait between two attempts of one pod.
+pub(crate) const LONGEST_RETRY: Millis = 5_000;
+
+/// Requests of one set of pods on their way at once. The adapter bounds
+/// the requests in flight across every response (the Kubernetes client's
+/// own limit); this bounds what one set holds while it waits its turn, so
+/// a burst of a thousand responses holds thousands of small futures, not
+/// one per pod.
+pub(crate) const ASKED_AT_ONCE: usize = 8;
+
+/// What became of the pods a set of evictions asked for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct EvictionTally {
+    pub evicted: usize,
+    pub gone: usize,
+    /// Deleted near the deadline, after their evictions were refused.
+    pub deleted: usize,
+    /// Not evicted (nor deleted): each pod with why.
+    pub refused: Vec<(String, String)>,
+}
+
+impl EvictionTally {
+    pub fn plus(mut self, other: EvictionTally) -> EvictionTally {
+        self.evicted += other.evicted;
+        self.gone += other.gone;
+        self.deleted += other.deleted;
+        self.refused.extend(other.refused);
+        self
+    }
+}
+
+/// What a pod is asked for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Ask {
+    Evict,
+    Delete,
+}
+
+/// One pod's attempts so far.
+#[derive(Debug, Clone, Copy)]
+struct Attempts {
+    refused: u32,
+    next_wait: Millis,
+    /// When refusals stop being retried (`deadline - lead`).
+    give_up: Millis,
+    /// Whether it is deleted once refused at or after `give_up`.
+    deletes: bool,
+}
+
+/// Every pod's next request and when it is due: the pure half of
+/// [`evict_pods`], fed the answers and the time.
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    deadline: Millis,
+    pods: Vec<Attempts>,
+    /// (due, pod, what): the earliest first, then by pod order.
+    due: BinaryHeap<Reverse<(Millis, usize, Ask)>>,
+    tally: EvictionTally,
+}
+
+impl Schedule {
+    /// Pods with their leads (0: never deleted), all due `now`.
+    pub fn new(now: Millis, deadline: Millis, leads: impl IntoIterator<Item = Millis>) -> Self {
+        let pods: Vec<Attempts> = leads
+            .into_iter()
+            .map(|lead| Attempts {
+                refused: 0,
+                next_wait: FIRST_RETRY,
+                give_up: deadline.saturating_sub(lead),
+                deletes: lead > 0,
+            })
+            .collect();
+        let mut schedule = Self { deadline, pods, due: BinaryHeap::new(), tally: EvictionTally::default() };
+        for i in 0..schedule.pods.len() {
+            // Past the give-up time already (its wave waited for its surge
+            // until then): an eviction would be asked only to be refused.
+            let ask = if schedule.delete_now(i, now) { Ask::Delete } else { Ask::Evict };
+            schedule.due.push(Reverse((now, i, ask)));
+        }
+        schedule
+    }
+
+    fn delete_now(&self, i: usize, now: Millis) -> bool {
+        let p = &self.pods[i];
+        p.deletes && (p.give_up..self.deadline).contains(&now)
+    }
+
+    /// The next request due at `now`, taken off the schedule.
+    pub fn next_due(&mut self, now: Millis) -> Option<(usize, Ask)> {
+        match self.due.peek() {
+            Some(Reverse((at, _, _))) if *at <= now => self.due.pop().map(|Reverse((_, i, ask))| (i, ask)),
+            _ => None,
+        }
+    }
+
+    /// When the next request not yet taken is due.
+    pub fn wakes_at(&self) -> Option<Millis> {
+        self.due.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// The answer to pod `i`'s request `ask`, come at `now`.
+    pub fn answered(&mut self, i: usize, pod: &str, ask: Ask, answer: Result<Evicted, String>, now: Millis) {
+        let refused = |p: &Attempts| -> String {
+            match p.refused {
+                0 => String::new(),
+                n => format!("a disruption budget refused {n} evictions; then "),
+            }
+        };
+        match (ask, answer) {
+            (Ask::Evict, Ok(Evicted::Accepted)) => self.tally.evicted += 1,
+            (Ask::Delete, Ok(Evicted::Accepted)) => self.tally.deleted += 1,
+            (_, Ok(Evicted::AlreadyGone)) => self.tally.gone += 1,
+            (Ask::Evict, Ok(Evicted::Refused)) => {
+                let delete_now = self.delete_now(i, now);
+                let p = &mut self.pods[i];
+                p.refused += 1;
+                if now < p.give_up {
+                    let at = now.saturating_add(p.next_wait).min(p.give_up);
+                    p.next_wait = (p.next_wait * 2).min(LONGEST_RETRY);
+                    self.due.push(Reverse((at, i, Ask::Evict)));
+                } else if delete_now {
+                    self.due.push(Reverse((now, i, Ask::Delete)));
+                } else {
+                    let why =
+                        format!("a disruption budget refused {} evictions until the time allowed", p.refused);
+                    self.tally.refused.push((pod.to_string(), why));
+                }
+            }
+            (Ask::Evict, Err(x)) if self.delete_now(i, now) => {
+                tracing::debug!(pod, error = %x, "eviction failed at its give-up time; deleting");
+                self.due.push(Reverse((now, i, Ask::Delete)));
+            }
+            (Ask::Evict, Err(x)) => {
+                let why = format!("{}{x}", refused(&self.pods[i]));
+                self.tally.refused.push((pod.to_string(), why));
+            }
+            (Ask::Delete, Ok(Evicted::Refused)) => {
+                let why = format!("{}the delete before the deadline was refused", refused(&self.pods[i]));
+                self.tally.refused.push((pod.to_string(), why));
+            }
+            (Ask::Delete, Err(x)) => {
+                let why = format!("{}the delete before the deadline failed: {x}", refused(&self.pods[i]));
+                self.tally.refused.push((pod.to_string(), why));
+            }
+        }
+    }
+
+    /// Whether every pod has its answer.
+    #[cfg(test)]
+    pub fn is_done(&self) -> bool {
+        self.due.is_empty()
+    }
+
+    /// What came of every pod.
+    pub fn into_tally(self) -> EvictionTally {
+        self.tally
+    }
+}
+
+/// Evict `pods` (each with its lead, see [`Schedule::new`]) by `deadline`
+/// under the rules in this module's doc. Pods are asked in their order;
+/// refused ones again when due, [`ASKED_AT_ONCE`] requests at a time.
+pub(crate) async fn evict_pods<K: ClusterPort, C: Clock>(
+    cluster: &K,
+    clock: &C,
+    pods: &[&String],
+    leads: impl IntoIterator<Item = Millis>,
+    deadline: Millis,
+) -> EvictionTally {
+    let mut schedule = Schedule::new(clock.now_ms(), deadline, leads);
+    let mut asked = FuturesUnordered::new();
+    loop {
+        let now = clock.now_ms();
+        while asked.len() < ASKED_AT_ONCE {
+            let Some((i, ask)) = schedule.next_due(now) else { break };
+            let pod: &str = pods[i];
+            asked.push(async move {
+                let answer = match ask {
+                    Ask::Evict => cluster.evict(pod).await,
+                    // Boxed: few pods are ever deleted, and every request
+                    // waiting its turn would hold room for the delete's
+                    // state (a request and an Event, 3.4 KB in the
+                    // Kubernetes adapter).
+                    Ask::Delete => Box::pin(cluster.delete_doomed_pod(pod)).await,
+                };
+                (i, ask, answer.map_err(|e| e.to_string()))
+            });
+        }
+        let wake = if asked.len() < ASKED_AT_ONCE { schedule.wakes_at() } else { None };
+        let answer = match (asked.is_empty(), wake) {
+            (true, None) => return schedule.into_tally(),
+            (true, Some(at)) => {
+                clock.sleep(Duration::from_millis(at.saturating_sub(now))).await;
+                None
+            }
+            (false, None) => asked.next().await,
+            (false, Some(at)) => {
+                let sleep = std::pin::pin!(clock.sleep(Duration::from_millis(at.saturating_sub(now))));
+                match futures::future::select(asked.next(), sleep).await {
+                    futures::future::Either::Left((answer, _)) => answer,
+                    futures::future::Either::Right(((), _)) => None,
+                }
+            }
+        };
+        if let Some((i, ask, answer)) = answer {
+            schedule.answered(i, pods[i], ask, answer, clock.now_ms());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> Result<Evicted, String> {
+        Ok(Evicted::Refused)
+    }
+
+    #[test]
+    fn a_refused_pod_is_asked_again_sooner_first_then_every_five_seconds_until_it_gives_up() {
+        let mut s = Schedule::new(0, 30_000, [0]);
+        let mut asked_at = Vec::new();
+        let mut now = 0;
+        while let Some(at) = s.wakes_at() {
+            now = at;
+            let (i, ask) = s.next_due(now).unwrap();
+            assert_eq!((i, ask), (0, Ask::Evict));
+            asked_at.push(now);
+            s.answered(i, "default/a", ask, refused(), now);
+        }
+        assert_eq!(asked_at, [0, 250, 750, 1_750, 3_750, 7_750, 12_750, 17_750, 22_750, 27_750, 30_000]);
+        assert_eq!(now, 30_000);
+        let tally = s.into_tally();
+        assert_eq!(tally.refused.len(), 1);
+        assert!(tally.refused[0].1.contains("refused 11 evictions"), "{:?}", tally.refused);
+    }
+
+    #[test]
+    fn a_pod_with_a_lead_is_deleted_once_refused_at_its_give_up_time_and_not_after_the_deadline() {
+        // Give-up at 15 s: refused then, it is deleted.
+        let mut s = Schedule::new(0, 20_000, [5_000]);
+        loop {
+            let now = s.wakes_at().unwrap();
+            let (i, ask) = s.next_due(now).unwrap();
+            if ask == Ask::Delete {
+                assert_eq!(now, 15_000);
+                s.answered(i, "default/db-0", ask, Ok(Evicted::Accepted), now);
+                break;
+            }
+            s.answered(i, "default/db-0", ask, refused(), now);
+        }
+        assert!(s.is_done());
+        assert_eq!(s.into_tally(), EvictionTally { deleted: 1, ..Default::default() });
+
+        // Refused (or failing) only once the deadline has passed: left.
+        let mut s = Schedule::new(20_000, 20_000, [5_000]);
+        let (i, ask) = s.next_due(20_000).unwrap();
+        assert_eq!(ask, Ask::Evict, "past the deadline a pod is not deleted");
+        s.answered(i, "default/db-0", ask, Err("boom".into()), 20_000);
+        assert!(s.is_done());
+        assert_eq!(s.into_tally().refused, [("default/db-0".to_string(), "boom".to_string())]);
+    }
+
+    #[test]
+    fn a_pod_asked_past_its_give_up_time_is_deleted_at_once_and_an_early_error_ends_its_attempts() {
+        let mut s = Schedule::new(16_000, 20_000, [5_000, 0, 5_000]);
+        let mut asks = Vec::new();
+        while let Some(next) = s.next_due(16_000) {
+            asks.push(next);
+        }
+        assert_eq!(asks, [(0, Ask::Delete), (1, Ask::Evict), (2, Ask::Delete)]);
+        s.answered(0, "default/a", Ask::Delete, Ok(Evicted::AlreadyGone), 16_050);
+        s.answered(1, "default/b", Ask::Evict, Err("the API server is down".into()), 16_050);
+        s.answered(2, "default/c", Ask::Delete, Err("forbidden".into()), 16_050);
+        assert!(s.is_done());
+        let tally = s.into_tally();
+        assert_eq!((tally.gone, tally.deleted), (1, 0));
+        assert_eq!(
+            tally.refused,
+            [
+                ("default/b".to_string(), "the API server is down".to_string()),
+                ("default/c".to_string(), "the delete before the deadline failed: forbidden".to_string())
+            ]
+        );
+
+        // An error before the give-up time deletes nothing, even with a lead.
+        let mut s = Schedule::new(0, 20_000, [5_000]);
+        let (i, ask) = s.next_due(0).unwrap();
+        s.answered(i, "default/a", ask, refused(), 50);
+        let (i, ask) = s.next_due(300).unwrap();
+        s.answered(i, "default/a", ask, Err("boom".into()), 350);
+        assert!(s.is_done());
+        let why = &s.into_tally().refused[0].1;
+        assert_eq!(why, "a disruption budget refused 1 evictions; then boom");
+    }
+
+    #[test]
+    fn pods_are_asked_in_order_and_a_later_retry_waits_behind_what_is_due() {
+        let mut s = Schedule::new(0, 60_000, [0, 0, 0]);
+        assert_eq!(s.next_due(0), Some((0, Ask::Evict)));
+        s.answered(0, "default/a", Ask::Evict, refused(), 10);
+        assert_eq!(s.next_due(10), Some((1, Ask::Evict)));
+        assert_eq!(s.next_due(10), Some((2, Ask::Evict)));
+        assert_eq!(s.next_due(10), None, "the refused one is due at 260 ms");
+        assert_eq!(s.wakes_at(), Some(260));
+        assert_eq!(s.next_due(260), Some((0, Ask::Evict)));
+    }
+}
