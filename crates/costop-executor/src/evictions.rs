@@ -14,8 +14,9 @@
 //!   sooner), never later than its give-up time;
 //! - a pod its workload replaces (a lead is given) is deleted once its
 //!   eviction is refused at or after its give-up time (`lead` before the
-//!   deadline), while the deadline is ahead; asked at or past its give-up
-//!   time already, it is deleted at once, no eviction asked;
+//!   deadline), while the deadline is ahead; one whose turn comes at or
+//!   past its give-up time (its wave waited for its surge, or a burst's
+//!   requests for their turn) is deleted then, no eviction asked;
 //! - a pod without a lead is asked until the deadline and then left;
 //! - an error that is not a budget's refusal ends the pod's attempts
 //!   (before its give-up time; at or after it, the pod is deleted).
@@ -117,10 +118,15 @@ impl Schedule {
         p.deletes && (p.give_up..self.deadline).contains(&now)
     }
 
-    /// The next request due at `now`, taken off the schedule.
+    /// The next request due at `now`, taken off the schedule. An eviction
+    /// whose turn comes only at or past its pod's give-up time (a burst's
+    /// requests wait for their turn) is a delete by then.
     pub fn next_due(&mut self, now: Millis) -> Option<(usize, Ask)> {
         match self.due.peek() {
-            Some(Reverse((at, _, _))) if *at <= now => self.due.pop().map(|Reverse((_, i, ask))| (i, ask)),
+            Some(Reverse((at, _, _))) if *at <= now => self.due.pop().map(|Reverse((_, i, ask))| {
+                let ask = if self.delete_now(i, now) { Ask::Delete } else { ask };
+                (i, ask)
+            }),
             _ => None,
         }
     }
@@ -324,6 +330,13 @@ mod tests {
         assert!(s.is_done());
         let why = &s.into_tally().refused[0].1;
         assert_eq!(why, "a disruption budget refused 1 evictions; then boom");
+    }
+
+    #[test]
+    fn an_eviction_whose_turn_comes_past_the_give_up_time_is_a_delete() {
+        let mut s = Schedule::new(0, 20_000, [5_000, 0]);
+        assert_eq!(s.next_due(15_000), Some((0, Ask::Delete)), "its pod is replaced: deleted");
+        assert_eq!(s.next_due(15_000), Some((1, Ask::Evict)), "a bare pod is only evicted");
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct BurstBench {
     pub time_scale: f64,
     /// How long to wait for the world to settle and for the responses.
     pub timeout: Duration,
+    /// The server's configuration file (`costop --config FILE bench burst`:
+    /// the server runs with it, e.g. another `[policy]`); none: defaults.
+    pub server_config: Option<PathBuf>,
 }
 
 /// A child process, killed when dropped.
@@ -89,7 +92,13 @@ fn start_emu(dir: &Path, bench: &BurstBench) -> Result<(Proc, String, PathBuf)> 
 
 /// Starts the server; `COSTOP_BENCH_SERVER_WRAPPER` (a program such as
 /// `heaptrack`) runs it under that program, to profile it in the burst.
-fn start_server(dir: &Path, kubeconfig: &Path, redis_url: &str, listen: &str) -> Result<Proc> {
+fn start_server(
+    dir: &Path,
+    kubeconfig: &Path,
+    redis_url: &str,
+    listen: &str,
+    config: Option<&Path>,
+) -> Result<Proc> {
     let exe = std::env::current_exe()?;
     let mut command = match std::env::var_os("COSTOP_BENCH_SERVER_WRAPPER") {
         Some(wrapper) => {
@@ -99,6 +108,9 @@ fn start_server(dir: &Path, kubeconfig: &Path, redis_url: &str, listen: &str) ->
         }
         None => Command::new(exe),
     };
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
     let child = command
         .args(["server", "--listen", listen, "--redis-url", redis_url, "--identity", "bench", "--kubeconfig"])
         .arg(kubeconfig)
@@ -228,7 +240,7 @@ async fn run(bench: BurstBench) -> Result<()> {
     let redis = costop_store::redis_server::RedisServer::start()
         .context("redis-server (scripts/deps installs it)")?;
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
-    let server = start_server(&dir, &kubeconfig, &redis.url(), &listen)?;
+    let server = start_server(&dir, &kubeconfig, &redis.url(), &listen, bench.server_config.as_deref())?;
     let server_url = format!("http://{listen}");
     let log = dir.join("server.log");
     let server_pid = server.0.id();
@@ -425,6 +437,7 @@ async fn run(bench: BurstBench) -> Result<()> {
         "settle_s": round(settle_s),
         "server_ready_s": round(server_ready_s),
         "store": "redis",
+        "server_config": bench.server_config.as_ref().map(|p| p.display().to_string()),
         "paths": "HTTP (authenticated with each agent pod's token); not the Redis stream",
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "cores_note": "the emulator, the server, Redis and this client share every core",

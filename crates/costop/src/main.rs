@@ -365,6 +365,7 @@ fn run(cli: Cli) -> Result<()> {
                 parallel: args.parallel,
                 time_scale: args.time_scale,
                 timeout: std::time::Duration::from_secs(args.timeout_s),
+                server_config: cli.config.clone(),
             })
         }
         Command::Bench(BenchCommand::Queue(args)) => bench::queue(&config, args.notices),
