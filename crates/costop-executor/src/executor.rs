@@ -535,10 +535,9 @@ where
         let names: Vec<String> = workloads.iter().cloned().collect();
         let bridged = bridge && !names.is_empty() && self.cloud.bridge(&names, true).await.is_ok();
         let until = self.clock.now_ms() + RETIRE_DRAIN;
-        let pods: Vec<&String> = pods.iter().collect();
-        let tally =
-            evict_pods(self.cluster.as_ref(), self.clock.as_ref(), &pods, pods.iter().map(|_| 0), until)
-                .await;
+        // Within the budgets only: nothing is deleted (no lead).
+        let pods: Vec<(&String, Millis)> = pods.iter().map(|p| (p, 0)).collect();
+        let tally = evict_pods(self.cluster.as_ref(), self.clock.as_ref(), &pods, until).await;
         let failed = tally.refused.first().map(|(pod, why)| format!("{pod}: {why}"));
         if bridged {
             self.wait_until(until, |v| whole(v, &workloads, node, &[])).await;
@@ -575,14 +574,16 @@ where
     /// it starts elsewhere in time. A bare pod, or a Job's, gains nothing
     /// from going early and is only evicted, until the deadline.
     async fn evict_all(&self, pods: &[&String], deadline: Millis) -> EvictionTally {
-        let leads: Vec<Millis> = {
+        // The snapshot is not kept while the pods are evicted: a burst's
+        // thousand responses would keep a thousand alive.
+        let with_leads: Vec<(&String, Millis)> = {
             let view = self.cluster.view();
             let replaced = |pod: &str| {
                 view.pod(pod).and_then(|p| p.workload.as_deref()).is_some_and(|w| view.workload(w).is_some())
             };
-            pods.iter().map(|p| if replaced(p) { self.waits.delete_doomed_before } else { 0 }).collect()
+            pods.iter().map(|p| (*p, if replaced(p) { self.waits.delete_doomed_before } else { 0 })).collect()
         };
-        evict_pods(self.cluster.as_ref(), self.clock.as_ref(), pods, leads, deadline).await
+        evict_pods(self.cluster.as_ref(), self.clock.as_ref(), &with_leads, deadline).await
     }
 
     /// Mark the nodes launched under `key` scale-down-disabled as they
@@ -1560,7 +1561,27 @@ mod tests {
         assert!((2..=crate::evictions::ASKED_AT_ONCE).contains(&most), "{most} evictions asked at once");
         let give_up = deadline - Waits::default().delete_doomed_before;
         let deleted = cluster.deleted.lock().unwrap().clone();
-        assert!(deleted.iter().all(|(_, at)| (give_up..deadline).contains(at)), "{deleted:?}");
+        assert!(deleted.iter().all(|(_, at)| *at == give_up), "{deleted:?}");
+    }
+
+    /// A burst's requests wait for their turn at once (27,000 at full
+    /// size): the rare delete before the deadline must not make every one
+    /// of them as large as its own state.
+    #[test]
+    fn a_waiting_eviction_does_not_hold_room_for_the_delete() {
+        let clock = Arc::new(Stepping::default());
+        let cluster = Recording::new(clock.clone(), surge_never_ready(), 0);
+        let delete = std::mem::size_of_val(&cluster.delete_doomed_pod("default/db-0"));
+        assert!(delete > 4096, "the fake's delete holds {delete} bytes");
+        let ask = crate::evictions::Ask::Evict;
+        let waiting = std::mem::size_of_val(&crate::evictions::ask_once(
+            &cluster,
+            clock.as_ref(),
+            "default/db-0",
+            ask,
+            None,
+        ));
+        assert!(waiting < 1024, "a request's future is {waiting} bytes");
     }
 
     /// Every open response of a burst (1,700 at full size) waits at once:

@@ -53,7 +53,9 @@ pub struct Timings {
     pub volume_move_s: f64,
     /// One API call (Kubernetes or AWS), milliseconds. Estimate: 50 ms.
     pub api_call_ms: f64,
-    /// A refused eviction (budget) is retried after this.
+    /// A refused eviction (budget) is retried after this by the simulated
+    /// world's own drains (nodes it takes back out of service); costop's
+    /// executor keeps its own schedule (`costop-executor` evictions.rs).
     pub eviction_retry_s: f64,
     /// A weighted route change reaches the load balancer, plus a function
     /// cold start (100 ms–1 s reported): 2 s.

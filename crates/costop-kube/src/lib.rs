@@ -1,9 +1,12 @@
 //! costop's Cluster port on kube-rs: watch-backed caches (reflectors) of
-//! nodes, pods, Deployments and budgets; taint and cordon; budget-keeping
-//! eviction with backoff; placeholder pods; Kubernetes Events.
+//! nodes, pods, Deployments and budgets; taint and cordon; evictions (one
+//! request a call: a budget's refusal, HTTP 429, is `Evicted::Refused`, and
+//! the executor decides when to ask again); placeholder pods; Kubernetes
+//! Events.
 //!
-//! It never deletes a pod to get around a budget: a refused eviction is
-//! retried until the caller's deadline, then reported.
+//! It deletes a pod around its budget only when asked to
+//! (`delete_doomed_pod`: its node goes at a known deadline), and says so
+//! on the pod.
 
 pub mod apis;
 pub mod batch;
@@ -84,7 +87,8 @@ fn api_err(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube:
 #[derive(Clone)]
 pub struct KubeCluster {
     client: Client,
-    /// For cordons: a client of its own (see [`KubeCluster::with_urgent_client`]).
+    /// For cordons and the deletes before a deadline: a client of its own
+    /// (see [`KubeCluster::with_urgent_client`]).
     urgent: Client,
     nodes: Arc<Table<NodeRec>>,
     pods: Arc<Table<PodRec>>,
@@ -104,9 +108,11 @@ pub struct KubeCluster {
     memo: Arc<std::sync::Mutex<Option<Memo>>>,
     /// Held while a view is built.
     building: Arc<std::sync::Mutex<()>>,
-    /// Turns to send an eviction or a delete before the deadline (see
-    /// [`KubeCluster::evict`]).
+    /// Turns to send an eviction (see [`KubeCluster::evict`]).
     evicting: Arc<tokio::sync::Semaphore>,
+    /// Turns to send a delete before the deadline (see
+    /// [`KubeCluster::delete_doomed_pod`]).
+    deleting: Arc<tokio::sync::Semaphore>,
     /// Events being recorded, and how many were dropped (see
     /// [`KubeCluster::record_event`]).
     events: Arc<EventLane>,
@@ -562,6 +568,7 @@ impl KubeCluster {
         let (volumes, f) = reflect(Api::<PersistentVolume>::all(client.clone()), health.clone(), 5);
         let (statefulsets, g) =
             reflect_optional(client.clone(), apis.clone(), health.clone(), 6, |a: &Apis| a.statefulsets);
+        let limits = ClientLimits::from_env().unwrap_or_default();
         let (replicasets, h) =
             reflect_optional(client.clone(), apis.clone(), health.clone(), 7, |a: &Apis| a.replicasets);
         Self {
@@ -581,19 +588,23 @@ impl KubeCluster {
             changes,
             memo: Arc::default(),
             building: Arc::default(),
-            evicting: Arc::new(tokio::sync::Semaphore::new(
-                ClientLimits::from_env().unwrap_or_default().max_in_flight,
-            )),
+            evicting: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),
+            // Half the urgent client's requests in flight: the other half
+            // stays free for cordons and token reviews.
+            deleting: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.div_ceil(2))),
             events: Arc::default(),
             surges: Arc::default(),
             headroom: Arc::default(),
         }
     }
 
-    /// Cordon (taint and cordon) through `client`, a client of its own
-    /// (its own requests in flight and per second): in a burst, every
-    /// response's cordon, what stops new pods landing, goes out at once
-    /// instead of waiting behind the evictions of the responses before it.
+    /// Cordon (taint and cordon), and delete pods before their node's
+    /// deadline, through `client`, a client of its own (its own requests
+    /// in flight and per second): in a burst, every response's cordon,
+    /// what stops new pods landing, goes out at once instead of waiting
+    /// behind the evictions of the responses before it, and so does each
+    /// delete at its pod's give-up time (behind the evictions of a whole
+    /// pool it came after the deadline, and the pod stayed).
     pub fn with_urgent_client(mut self, client: Client) -> Self {
         self.urgent = client;
         self
@@ -1161,14 +1172,14 @@ impl ClusterPort for KubeCluster {
         let (ns, name) = split_pod(pod)?;
         let node = self.node_of_pod(ns, name);
         // The pod's own grace period: its application shuts down as on an
-        // eviction, only its budget is not asked. In turn with the
-        // evictions: a whole pool's pods may be deleted at once (51,000 at
-        // full size), and each request waiting to be sent held its state
-        // (the server's peak went from 340 to 530 MB).
-        let turn = self.evicting.acquire().await;
+        // eviction, only its budget is not asked. Through the urgent
+        // client, not behind the evictions, and in turns of its own: a
+        // whole pool's pods may be deleted at once (51,000 at full size),
+        // and a request's state exists only while it is sent.
+        let turn = self.deleting.acquire().await;
         let deleted = Box::pin(async {
             // What the delete answers (the pod, 2 KB) is not kept.
-            Api::<Pod>::namespaced(self.client.clone(), ns)
+            Api::<Pod>::namespaced(self.urgent.clone(), ns)
                 .delete(name, &DeleteParams::default())
                 .await
                 .map(drop)
