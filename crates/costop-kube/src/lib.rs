@@ -87,8 +87,7 @@ fn api_err(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube:
 #[derive(Clone)]
 pub struct KubeCluster {
     client: Client,
-    /// For cordons and the deletes before a deadline: a client of its own
-    /// (see [`KubeCluster::with_urgent_client`]).
+    /// For cordons: a client of its own (see [`KubeCluster::with_urgent_client`]).
     urgent: Client,
     nodes: Arc<Table<NodeRec>>,
     pods: Arc<Table<PodRec>>,
@@ -108,11 +107,9 @@ pub struct KubeCluster {
     memo: Arc<std::sync::Mutex<Option<Memo>>>,
     /// Held while a view is built.
     building: Arc<std::sync::Mutex<()>>,
-    /// Turns to send an eviction (see [`KubeCluster::evict`]).
+    /// Turns to send an eviction or a delete before the deadline (see
+    /// [`KubeCluster::evict`]).
     evicting: Arc<tokio::sync::Semaphore>,
-    /// Turns to send a delete before the deadline (see
-    /// [`KubeCluster::delete_doomed_pod`]).
-    deleting: Arc<tokio::sync::Semaphore>,
     /// Events being recorded, and how many were dropped (see
     /// [`KubeCluster::record_event`]).
     events: Arc<EventLane>,
@@ -589,22 +586,16 @@ impl KubeCluster {
             memo: Arc::default(),
             building: Arc::default(),
             evicting: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),
-            // Half the urgent client's requests in flight: the other half
-            // stays free for cordons and token reviews.
-            deleting: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.div_ceil(2))),
             events: Arc::default(),
             surges: Arc::default(),
             headroom: Arc::default(),
         }
     }
 
-    /// Cordon (taint and cordon), and delete pods before their node's
-    /// deadline, through `client`, a client of its own (its own requests
-    /// in flight and per second): in a burst, every response's cordon,
-    /// what stops new pods landing, goes out at once instead of waiting
-    /// behind the evictions of the responses before it, and so does each
-    /// delete at its pod's give-up time (behind the evictions of a whole
-    /// pool it came after the deadline, and the pod stayed).
+    /// Cordon (taint and cordon) through `client`, a client of its own
+    /// (its own requests in flight and per second): in a burst, every
+    /// response's cordon, what stops new pods landing, goes out at once
+    /// instead of waiting behind the evictions of the responses before it.
     pub fn with_urgent_client(mut self, client: Client) -> Self {
         self.urgent = client;
         self
@@ -1172,14 +1163,17 @@ impl ClusterPort for KubeCluster {
         let (ns, name) = split_pod(pod)?;
         let node = self.node_of_pod(ns, name);
         // The pod's own grace period: its application shuts down as on an
-        // eviction, only its budget is not asked. Through the urgent
-        // client, not behind the evictions, and in turns of its own: a
-        // whole pool's pods may be deleted at once (51,000 at full size),
-        // and a request's state exists only while it is sent.
-        let turn = self.deleting.acquire().await;
+        // eviction, only its budget is not asked. In turn with the
+        // evictions (at a pod's give-up time the executor gives up its
+        // eviction still waiting for a turn, so in a burst the turns then
+        // go to the deletes): a whole pool's pods may be deleted at once
+        // (51,000 at full size), and a request's state exists only while
+        // it is sent. The rate the client allows is kept: the cordons'
+        // own client stays free for the notices still coming.
+        let turn = self.evicting.acquire().await;
         let deleted = Box::pin(async {
             // What the delete answers (the pod, 2 KB) is not kept.
-            Api::<Pod>::namespaced(self.urgent.clone(), ns)
+            Api::<Pod>::namespaced(self.client.clone(), ns)
                 .delete(name, &DeleteParams::default())
                 .await
                 .map(drop)

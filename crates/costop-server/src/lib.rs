@@ -1202,9 +1202,8 @@ pub async fn run(config: ServerConfig, shutdown: watch::Receiver<bool>) -> Resul
     let api_url = kube_config.cluster_url.to_string();
     tracing::info!(url = api_url, "Kubernetes API");
     let lease_config = kube_config.clone();
-    // Cordons and the deletes before a deadline through a client of
-    // their own: never behind evictions. Token reviews too: they stand
-    // before every notice's cordon.
+    // Cordons through a client of their own: never behind evictions.
+    // Token reviews too: they stand before every notice's cordon.
     let urgent = KubeCluster::client_from_config(kube_config.clone())?;
     let client = KubeCluster::client_from_config(kube_config)?;
     let me = leader::Candidate::new(&config.identity).advertising(advertise);
