@@ -52,7 +52,7 @@ const NO_ANSWER_BY_GIVE_UP: &str = "no answer to the eviction by the give-up tim
 pub(crate) struct EvictionTally {
     pub evicted: usize,
     pub gone: usize,
-    /// Deleted near the deadline, after their evictions were refused.
+    /// Deleted near the deadline: not evicted by their give-up time.
     pub deleted: usize,
     /// Not evicted (nor deleted): each pod with why.
     pub refused: Vec<(String, String)>,
@@ -81,9 +81,9 @@ pub(crate) enum Ask {
 struct Attempts {
     refused: u32,
     next_wait: Millis,
-    /// When refusals stop being retried (`deadline - lead`).
+    /// When evictions stop being asked (`deadline - lead`).
     give_up: Millis,
-    /// Whether it is deleted once refused at or after `give_up`.
+    /// Whether it is deleted if not evicted by `give_up`.
     deletes: bool,
 }
 
