@@ -21,7 +21,10 @@
 //!   sent (the pod goes with its node) and the pod is reported left;
 //! - a pod without a lead is asked until the deadline and then left;
 //! - an error that is not a budget's refusal before the give-up time ends
-//!   the pod's attempts.
+//!   the pod's attempts;
+//! - no request is waited for past the deadline (nor an eviction of a pod
+//!   with a lead past its give-up time): a stuck one would hold one of its
+//!   set's turns.
 
 use costop_core::ports::{Clock, ClusterPort, Evicted};
 use costop_core::time::Millis;
@@ -42,10 +45,6 @@ pub(crate) const LONGEST_RETRY: Millis = 5_000;
 /// a burst of a thousand responses holds thousands of small futures, not
 /// one per pod.
 pub(crate) const ASKED_AT_ONCE: usize = 8;
-
-/// Why an eviction waited for past its pod's give-up time counts as failed
-/// (and its pod is deleted).
-const NO_ANSWER_BY_GIVE_UP: &str = "no answer to the eviction by the give-up time";
 
 /// What became of the pods a set of evictions asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -147,13 +146,21 @@ impl Schedule {
         }
     }
 
-    /// Until when a request is waited for: an eviction of a pod to be
-    /// deleted at its give-up time, until then (in a burst a request may
-    /// wait its turn in the adapter longer than that, and its answer would
-    /// come too late for the delete); any other, until it is answered.
-    pub fn answer_by(&self, i: usize, ask: Ask) -> Option<Millis> {
+    /// Until when a request asked at `now` is waited for, and what its
+    /// time is called: an eviction of a pod to be deleted at its give-up
+    /// time, until then (in a burst a request may wait its turn in the
+    /// adapter longer than that, and its answer would come too late for
+    /// the delete); any other, until the deadline, after which its answer
+    /// changes nothing (a stuck request would otherwise hold one of the
+    /// set's turns for as long as the client waits); one asked at the
+    /// deadline (the last eviction of a pod without a lead), until answered.
+    pub fn answer_by(&self, i: usize, ask: Ask, now: Millis) -> Option<(Millis, &'static str)> {
         let p = &self.pods[i];
-        (ask == Ask::Evict && p.deletes).then_some(p.give_up)
+        if ask == Ask::Evict && p.deletes {
+            Some((p.give_up, "the give-up time"))
+        } else {
+            (now < self.deadline).then_some((self.deadline, "the deadline"))
+        }
     }
 
     /// When the next request not yet taken is due.
@@ -238,7 +245,7 @@ pub(crate) async fn evict_pods<K: ClusterPort, C: Clock>(
         while asked.len() < ASKED_AT_ONCE {
             let Some((i, ask)) = schedule.next_due(now, pods) else { break };
             let pod: &str = pods[i];
-            let answer_by = schedule.answer_by(i, ask);
+            let answer_by = schedule.answer_by(i, ask, now);
             asked.push(async move { (i, ask, ask_once(cluster, clock, pod, ask, answer_by).await) });
         }
         let wake = if asked.len() < ASKED_AT_ONCE { schedule.wakes_at() } else { None };
@@ -263,7 +270,8 @@ pub(crate) async fn evict_pods<K: ClusterPort, C: Clock>(
     }
 }
 
-/// Send one request for `pod`, waited for until `answer_by` at most.
+/// Send one request for `pod`, waited for until `answer_by` at most (a
+/// time and its name, for the error).
 /// Every request of a burst waiting its turn is one of these (27,000 at
 /// once at full size, 8 for each of 3,400 sets): the delete's own state is
 /// boxed, so that the evictions, nearly all of them, do not hold room for
@@ -273,7 +281,7 @@ pub(crate) async fn ask_once<K: ClusterPort, C: Clock>(
     clock: &C,
     pod: &str,
     ask: Ask,
-    answer_by: Option<Millis>,
+    answer_by: Option<(Millis, &'static str)>,
 ) -> Result<Evicted, String> {
     let request = async {
         match ask {
@@ -281,11 +289,11 @@ pub(crate) async fn ask_once<K: ClusterPort, C: Clock>(
             Ask::Delete => Box::pin(cluster.delete_doomed_pod(pod)).await,
         }
     };
-    let Some(by) = answer_by else { return request.await.map_err(|e| e.to_string()) };
+    let Some((by, name)) = answer_by else { return request.await.map_err(|e| e.to_string()) };
     let late = clock.sleep(Duration::from_millis(by.saturating_sub(clock.now_ms())));
     match futures::future::select(std::pin::pin!(request), std::pin::pin!(late)).await {
         futures::future::Either::Left((answer, _)) => answer.map_err(|e| e.to_string()),
-        futures::future::Either::Right(((), _)) => Err(NO_ANSWER_BY_GIVE_UP.to_string()),
+        futures::future::Either::Right(((), _)) => Err(format!("no answer by {name}")),
     }
 }
 
@@ -370,8 +378,11 @@ mod tests {
         s.next_due(0, &pods).unwrap();
         s.answered(0, pods[0], Ask::Evict, refused(), 15_200);
         assert_eq!(s.next_due(15_200, &pods), Some((0, Ask::Delete)), "so does a refusal");
-        assert_eq!(s.answer_by(0, Ask::Evict), Some(15_000), "an eviction is waited for until give-up");
-        assert_eq!(s.answer_by(0, Ask::Delete), None);
+        assert_eq!(s.answer_by(0, Ask::Evict, 0), Some((15_000, "the give-up time")));
+        assert_eq!(s.answer_by(0, Ask::Delete, 15_000), Some((20_000, "the deadline")));
+        let s = Schedule::new(0, 20_000, [0]);
+        assert_eq!(s.answer_by(0, Ask::Evict, 0), Some((20_000, "the deadline")), "no lead");
+        assert_eq!(s.answer_by(0, Ask::Evict, 20_000), None, "the last one, at the deadline");
 
         // Refused (or failing) only once the deadline has passed: left.
         let mut s = Schedule::new(20_000, 20_000, [5_000]);

@@ -1357,6 +1357,8 @@ mod tests {
         marks: Mutex<Vec<(String, bool, Millis)>>,
         /// Pods whose budget refuses every eviction.
         refused: HashSet<String>,
+        /// Pods whose eviction is never answered (a stuck request).
+        hangs: HashSet<String>,
         deleted: Mutex<Vec<(String, Millis)>>,
         /// Pods said to be left on their node, with why.
         warned: Mutex<Vec<(String, String)>>,
@@ -1376,6 +1378,7 @@ mod tests {
                 evicted: Mutex::new(Vec::new()),
                 marks: Mutex::new(Vec::new()),
                 refused: HashSet::new(),
+                hangs: HashSet::new(),
                 deleted: Mutex::new(Vec::new()),
                 warned: Mutex::new(Vec::new()),
                 answers_after_a_turn: false,
@@ -1414,6 +1417,9 @@ mod tests {
                 tokio::task::yield_now().await;
             }
             self.asking.fetch_sub(1, Ordering::SeqCst);
+            if self.hangs.contains(pod) {
+                return std::future::pending().await;
+            }
             if self.refused.contains(pod) {
                 return Ok(Evicted::Refused);
             }
@@ -1562,6 +1568,78 @@ mod tests {
         let give_up = deadline - Waits::default().delete_doomed_before;
         let deleted = cluster.deleted.lock().unwrap().clone();
         assert!(deleted.iter().all(|(_, at)| *at == give_up), "{deleted:?}");
+    }
+
+    /// Requests that are never answered (a stuck connection) hold their
+    /// set's turns only until their pod's give-up time (a lead: the pod is
+    /// deleted then) or the deadline (none: it is reported left). While
+    /// eight are stuck the set's later pods wait, so the good ones come
+    /// first here.
+    /// tokio's clock: in a test started paused, time moves on when every
+    /// task waits, and waits that overlap take the longest of them, not
+    /// their sum (as [`Stepping`] would).
+    struct PausedClock(tokio::time::Instant);
+
+    impl Clock for PausedClock {
+        fn now_ms(&self) -> Millis {
+            self.0.elapsed().as_millis() as Millis
+        }
+        async fn sleep(&self, d: Duration) {
+            tokio::time::sleep(d).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stuck_requests_are_given_up_and_do_not_stall_their_set() {
+        let clock = Arc::new(Stepping::default());
+        let mut view = surge_never_ready();
+        let template = (*view.pods[0]).clone();
+        let mut cluster = Recording::new(clock.clone(), ClusterView::default(), 0);
+        let names: Vec<String> = (0..12).map(|i| format!("default/p-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            let mut pod = template.clone();
+            pod.name = name.as_str().into();
+            // The first four are evicted; the next four are bare pods (no
+            // lead) and the last four replaced (a lead), and those hang.
+            if (4..8).contains(&i) {
+                pod.workload = None;
+            }
+            view.pods.push(pod.into());
+            if i >= 4 {
+                cluster.hangs.insert(name.clone());
+            }
+        }
+        cluster.view = Arc::new(view);
+        let cluster = Arc::new(cluster);
+        let exec = Executor {
+            store: Arc::new(MemoryStore::new()),
+            cluster: cluster.clone(),
+            cloud: Arc::new(NoCalls),
+            clock: Arc::new(PausedClock(tokio::time::Instant::now())),
+            observer: Arc::new(crate::NoObserver),
+            returns_standbys: false,
+            open: Arc::new(OpenResponses::default()),
+            no_move: Default::default(),
+            waits: Waits::default(),
+        };
+        let pods: Vec<&String> = names.iter().collect();
+        let tally = tokio::time::timeout(Duration::from_secs(600), exec.evict_all(&pods, 120_000))
+            .await
+            .expect("the set stalled behind its stuck requests");
+        let deleted = cluster.deleted.lock().unwrap().len();
+        assert_eq!(deleted, 4, "the replaced pods are deleted at their give-up time");
+        assert_eq!(
+            exec.clock.now_ms(),
+            120_000,
+            "the bare pods' requests were waited for until the deadline"
+        );
+        assert_eq!((tally.evicted, tally.deleted), (4, 4), "{:?}", tally.refused);
+        let mut left: Vec<(String, String)> = tally.refused;
+        left.sort();
+        let mut expected: Vec<(String, String)> =
+            names[4..8].iter().map(|n| (n.clone(), "no answer by the deadline".to_string())).collect();
+        expected.sort();
+        assert_eq!(left, expected);
     }
 
     /// A burst's requests wait for their turn at once (27,000 at full
