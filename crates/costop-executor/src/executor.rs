@@ -1220,6 +1220,16 @@ mod tests {
         cloud: Arc<C>,
         clock: Arc<Stepping>,
     ) -> Executor<MemoryStore, K, C, Stepping> {
+        test_executor(cluster, cloud, clock)
+    }
+
+    /// An executor over `cluster` and `cloud` on `clock`, with a store in
+    /// memory and no warm-pool keeper.
+    fn test_executor<K: ClusterPort + Send + Sync + 'static, C: CloudPort + 'static, T: Clock + 'static>(
+        cluster: Arc<K>,
+        cloud: Arc<C>,
+        clock: Arc<T>,
+    ) -> Executor<MemoryStore, K, C, T> {
         Executor {
             store: Arc::new(MemoryStore::new()),
             cluster,
@@ -1570,11 +1580,6 @@ mod tests {
         assert!(deleted.iter().all(|(_, at)| *at == give_up), "{deleted:?}");
     }
 
-    /// Requests that are never answered (a stuck connection) hold their
-    /// set's turns only until their pod's give-up time (a lead: the pod is
-    /// deleted then) or the deadline (none: it is reported left). While
-    /// eight are stuck the set's later pods wait, so the good ones come
-    /// first here.
     /// tokio's clock: in a test started paused, time moves on when every
     /// task waits, and waits that overlap take the longest of them, not
     /// their sum (as [`Stepping`] would).
@@ -1589,6 +1594,11 @@ mod tests {
         }
     }
 
+    /// Requests that are never answered (a stuck connection) hold their
+    /// set's turns only until their pod's give-up time (a lead: the pod is
+    /// deleted then) or the deadline (none: it is reported left). While
+    /// eight are stuck the set's later pods wait, so the good ones come
+    /// first here.
     #[tokio::test(start_paused = true)]
     async fn stuck_requests_are_given_up_and_do_not_stall_their_set() {
         let clock = Arc::new(Stepping::default());
@@ -1611,17 +1621,8 @@ mod tests {
         }
         cluster.view = Arc::new(view);
         let cluster = Arc::new(cluster);
-        let exec = Executor {
-            store: Arc::new(MemoryStore::new()),
-            cluster: cluster.clone(),
-            cloud: Arc::new(NoCalls),
-            clock: Arc::new(PausedClock(tokio::time::Instant::now())),
-            observer: Arc::new(crate::NoObserver),
-            returns_standbys: false,
-            open: Arc::new(OpenResponses::default()),
-            no_move: Default::default(),
-            waits: Waits::default(),
-        };
+        let paused = Arc::new(PausedClock(tokio::time::Instant::now()));
+        let exec = test_executor(cluster.clone(), Arc::new(NoCalls), paused);
         let pods: Vec<&String> = names.iter().collect();
         let tally = tokio::time::timeout(Duration::from_secs(600), exec.evict_all(&pods, 120_000))
             .await
