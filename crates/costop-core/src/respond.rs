@@ -364,6 +364,12 @@ fn plan_evictions(plan: &mut Plan, view: &ClusterView, displaced: &[&PodView], s
             plan.steps.push(Step::Evict { pods, wave: i as u32 });
         }
     }
+    // A node with nothing to evict still gets a (last) wave: it takes the
+    // pods bound to the node between the plan and the cordon (see the
+    // executor's late arrivals), which would otherwise die with it.
+    if !plan.steps.iter().any(|s| matches!(s, Step::Evict { .. })) {
+        plan.steps.push(Step::Evict { pods: Vec::new(), wave: 0 });
+    }
 }
 
 /// Idempotency key of the capacity that replaces a node: the same for the

@@ -247,6 +247,12 @@ proptest! {
             }
         }
         let last_evict = plan.steps.iter().rposition(|s| s.kind() == "evict");
+        // Every plan has a wave, even for a node with nothing to evict: the
+        // last one takes the pods bound there after the plan.
+        prop_assert!(last_evict.is_some(), "no eviction wave: {:?}", plan.steps);
+        if view.workload_pods_on(&node.name).next().is_none() {
+            prop_assert!(plan.steps.contains(&Step::Evict { pods: vec![], wave: 0 }), "{:?}", plan.steps);
+        }
         // Surge, then evict, then take the surge back.
         if let (Some(s), Some(e)) = (at("surge"), first_evict) {
             prop_assert!(s < e, "surged after the first eviction");

@@ -940,6 +940,10 @@ pub fn would_do(step: &Step, returns_standbys: bool) -> String {
             "would shift the traffic of {} back from their functions once their pods are Ready",
             list(workloads)
         ),
+        Step::Evict { pods, wave } if pods.is_empty() => format!(
+            "would evict the pods bound to the node after this plan was made, if any (wave {wave}), within \
+             their budgets"
+        ),
         Step::Evict { pods, wave } => {
             format!(
                 "would evict {} pods (wave {wave}) within their budgets (deleting those still refused shortly \
@@ -1546,6 +1550,23 @@ mod tests {
             Some(deadline - SURGE_EVICT_BEFORE_DEADLINE),
             "{deleted:?}"
         );
+    }
+
+    /// Pods bound to the node after the plan was made (between the notice
+    /// and the cordon) are evicted by the last wave, also when the plan had
+    /// nothing else to evict (a node empty at the notice): left alone they
+    /// would die with it.
+    #[tokio::test]
+    async fn pods_that_landed_after_the_plan_are_evicted_even_from_a_node_planned_empty() {
+        let clock = Arc::new(Stepping::default());
+        let cluster = Arc::new(Recording::new(clock.clone(), surge_never_ready(), 0));
+        let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
+        let plan = interruption_plan(120_000, vec![Step::Evict { pods: vec![], wave: 0 }]);
+        exec.execute_new(Arc::new(plan), 0).await;
+        let mut evicted: Vec<String> =
+            cluster.evicted.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
+        evicted.sort();
+        assert_eq!(evicted, ["default/db-0", "default/web-1"]);
     }
 
     /// A whole pool's pods may be refused by their budgets at once (51,000
