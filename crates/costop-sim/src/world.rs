@@ -2094,6 +2094,9 @@ impl World {
             self.set_serve(p, Serve::Live);
         }
         self.check_incidents(w);
+        // A watch shows a pod's Ready condition as it turns: costop's view
+        // (and what waits on it) sees it too.
+        self.changed();
     }
 
     fn set_unready(&mut self, p: u32) {
@@ -3527,6 +3530,48 @@ mod fairness {
         let removed = w.now + ms(w.cfg.world.endpoint_removal_s);
         w.run_events_at(removed);
         assert_eq!(w.pods[p].serve, Serve::No);
+    }
+
+    /// A pod turning Ready is a change costop's view shows (a watch
+    /// delivers it) and that wakes what waits on the view, such as a wave
+    /// waiting for its surge to be Ready.
+    #[test]
+    fn costops_view_shows_a_pod_turning_ready() {
+        let mut w = World::new(cfg(3), three_zones(), Strategy::Costop);
+        let p = (0..w.pods.len())
+            .find(|&i| {
+                w.pods[i].state == PodState::Ready && !w.workloads[w.pods[i].workload as usize].placeholder
+            })
+            .unwrap();
+        let workload = w.pods[p].workload;
+        assert_eq!(w.evict_request(&w.pods[p].name.clone()), Evicted::Accepted);
+        let until = w.now + 120_000;
+        let starting = loop {
+            w.settle();
+            let found = (0..w.pods.len() as u32).find(|&i| {
+                let pod = &w.pods[i as usize];
+                pod.workload == workload && pod.state == PodState::Starting
+            });
+            if let Some(i) = found {
+                break i;
+            }
+            let next = w.next_event_at().filter(|t| *t <= until).expect("a replacement starts");
+            w.run_events_at(next);
+        };
+        let ready_in_view = |w: &mut World| {
+            let view = w.view();
+            view.pods
+                .iter()
+                .filter(|p| p.ready && p.name.as_str() == pod_name(starting, w.pods[starting as usize].gen))
+                .count()
+        };
+        w.advance_to(w.now + WATCH_LAG);
+        assert_eq!(ready_in_view(&mut w), 0);
+        let version = w.version();
+        w.pod_ready(starting);
+        assert!(w.version() > version, "turning Ready did not move the view's version");
+        w.advance_to(w.now + WATCH_LAG);
+        assert_eq!(ready_in_view(&mut w), 1, "the view does not show the pod Ready");
     }
 
     #[test]
