@@ -12,7 +12,7 @@ use costop_core::ports::{Clock, CloudPort, ClusterPort, StorePort};
 use costop_core::time::Millis;
 use costop_core::{respond, ClusterView, Notice, Plan, PlanError, Policy, Step};
 use futures::future::join_all;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -207,6 +207,24 @@ fn surged_workloads(plan: &Plan) -> Vec<&str> {
         .flatten()
         .map(|(w, _)| w.as_str())
         .collect()
+}
+
+/// The surged workloads whose last pods the plan evicts in `wave` (pods
+/// looked up in `view`, taken before the wave's evictions).
+fn surges_ending_with(plan: &Plan, view: &ClusterView, surged: &[&str], wave: u32) -> Vec<String> {
+    let mut last: BTreeMap<&str, u32> = BTreeMap::new();
+    for step in &plan.steps {
+        let Step::Evict { pods, wave: w } = step else { continue };
+        for pod in pods {
+            if let Some(workload) = view.pod(pod).and_then(|p| p.workload.as_deref()) {
+                if let Some(s) = surged.iter().find(|s| **s == workload) {
+                    let at = last.entry(s).or_insert(*w);
+                    *at = (*at).max(*w);
+                }
+            }
+        }
+    }
+    last.into_iter().filter(|(_, w)| *w == wave).map(|(s, _)| s.to_string()).collect()
 }
 
 /// The highest eviction wave of the plan, if it evicts at all.
@@ -684,6 +702,21 @@ where
         }
     }
 
+    /// Lower back the surge of each of `workloads` (this plan's; a later
+    /// [`Step::EndSurge`] finds them done). A failure is logged: that step
+    /// tries again.
+    async fn end_surges_after(&self, plan: &Plan, surged: &[&str], workloads: &[String]) {
+        if surged.is_empty() || workloads.is_empty() {
+            return;
+        }
+        let key = plan.notice.to_string();
+        for w in workloads {
+            if let Err(e) = self.cluster.end_surge(w, &key).await {
+                tracing::warn!(workload = %w, error = %e, "cannot lower a surge back after its wave; the plan's last step tries again");
+            }
+        }
+    }
+
     /// Run one eviction wave (see [`Step::Evict`]). Surge, then evict:
     /// the pods of a surged workload go once every surged workload has all
     /// its replicas (the extra ones included) Ready, or shortly before the
@@ -710,6 +743,7 @@ where
             })
         };
         let last = last_wave(plan) == Some(wave);
+        let ends_here = surges_ending_with(plan, &self.cluster.view(), &surged, wave);
         let now = self.evict_all(&at_once, deadline);
         let later = async {
             if after_surge.is_empty() && !last {
@@ -730,7 +764,13 @@ where
             // took).
             let late = if last { late_arrivals(plan, &self.cluster.view()) } else { Vec::new() };
             let pods: Vec<&String> = after_surge.iter().copied().chain(&late).collect();
-            self.evict_all(&pods, deadline).await
+            let tally = self.evict_all(&pods, deadline).await;
+            // A workload's old pods gone, its surge ends with the wave that
+            // took the last of them, not with the plan's slowest wave: the
+            // evicted pods' replacements (the surge still counted) would
+            // wait as Pending and have the node autoscaler launch for them.
+            self.end_surges_after(plan, &surged, &ends_here).await;
+            tally
         };
         let (first, second) = futures::future::join(now, later).await;
         let tally = first.plus(second);
@@ -856,7 +896,13 @@ where
                         ended += 1;
                     }
                 }
-                Ok(format!("ok: {ended} of {} deployments lowered back", workloads.len()))
+                Ok(match workloads.len() - ended {
+                    0 => format!("ok: {ended} of {} deployments lowered back", workloads.len()),
+                    before => format!(
+                        "ok: {ended} of {} deployments lowered back ({before} already, with their last wave)",
+                        workloads.len()
+                    ),
+                })
             }
             // `run_recorded` runs a wave itself, unboxed; this arm is what
             // any other caller of `run_step` gets, the same wave.
@@ -1374,6 +1420,8 @@ mod tests {
         /// Pods whose eviction is never answered (a stuck request).
         hangs: HashSet<String>,
         deleted: Mutex<Vec<(String, Millis)>>,
+        /// Workloads whose surge was lowered back, and when.
+        ended: Mutex<Vec<(String, Millis)>>,
         /// Pods said to be left on their node, with why.
         warned: Mutex<Vec<(String, String)>>,
         /// Whether an eviction answers only after a turn of the runtime.
@@ -1394,6 +1442,7 @@ mod tests {
                 refused: HashSet::new(),
                 hangs: HashSet::new(),
                 deleted: Mutex::new(Vec::new()),
+                ended: Mutex::new(Vec::new()),
                 warned: Mutex::new(Vec::new()),
                 answers_after_a_turn: false,
                 asking: AtomicUsize::new(0),
@@ -1461,8 +1510,11 @@ mod tests {
         async fn forget_node(&self, node: &str) -> Result<usize, std::io::Error> {
             panic!("forgot {node}")
         }
-        async fn end_surge(&self, _: &str, _: &str) -> Result<bool, std::io::Error> {
-            Ok(true)
+        async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, std::io::Error> {
+            let mut ended = self.ended.lock().unwrap();
+            let first = !ended.iter().any(|(w, _)| w == workload);
+            ended.push((workload.to_string(), self.clock.now_ms()));
+            Ok(first)
         }
         async fn scale_placeholders(&self, _: u32) -> Result<(), std::io::Error> {
             panic!("scaled placeholders")
@@ -1550,6 +1602,38 @@ mod tests {
             Some(deadline - SURGE_EVICT_BEFORE_DEADLINE),
             "{deleted:?}"
         );
+    }
+
+    /// A surge ends with the wave that evicted its workload's last old
+    /// pods, not with the plan's slowest wave (here a StatefulSet pod its
+    /// budget keeps until the give-up time): the evicted pods' replacements
+    /// would otherwise wait as Pending, the surge still counted, and have
+    /// the node autoscaler launch for them.
+    #[tokio::test]
+    async fn a_surge_ends_with_the_wave_that_took_its_workloads_old_pods() {
+        let clock = Arc::new(Stepping::default());
+        let mut view = surge_never_ready();
+        view.workloads[0].replicas = 1; // web's surge is Ready
+        let mut cluster = Recording::new(clock.clone(), view, 0);
+        cluster.refused.insert("default/db-0".into());
+        let cluster = Arc::new(cluster);
+        let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
+        let deadline = 120_000;
+        let plan = interruption_plan(
+            deadline,
+            vec![
+                Step::Surge { workloads: vec![("web".into(), 1)] },
+                Step::Evict { pods: vec!["default/web-1".into()], wave: 0 },
+                Step::Evict { pods: vec!["default/db-0".into()], wave: 1 },
+                Step::EndSurge { workloads: vec![("web".into(), 1)] },
+            ],
+        );
+        exec.execute_new(Arc::new(plan), 0).await;
+        let ended = cluster.ended.lock().unwrap().clone();
+        let deleted = cluster.deleted.lock().unwrap().clone();
+        let give_up = deadline - Waits::default().delete_doomed_before;
+        assert_eq!(deleted, [("default/db-0".to_string(), give_up)]);
+        assert!(ended.first().is_some_and(|(w, at)| w == "web" && *at < 1_000), "{ended:?}");
     }
 
     /// Pods bound to the node after the plan was made (between the notice
