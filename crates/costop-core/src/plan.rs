@@ -74,7 +74,9 @@ pub enum Step {
     },
     /// Take a [`Step::Surge`] back once the old pods are evicted: lower the
     /// replicas by what the surge added (the controller then deletes the
-    /// pods it made for the evicted ones, still pending, first).
+    /// pods it made for the evicted ones, still pending, first). The
+    /// executor lowers a Deployment whose pods one wave evicts as soon as
+    /// that wave is done; this step lowers what is left.
     EndSurge {
         /// Deployment name → replicas the surge added.
         workloads: Vec<(String, u32)>,

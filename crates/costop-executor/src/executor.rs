@@ -70,6 +70,11 @@ const VOLUME_WAIT_LIMIT: Millis = 10 * 60 * 1000;
 /// about 10 s for endpoints to drop the pods, so they stop in time.
 const SURGE_EVICT_BEFORE_DEADLINE: Millis = 40 * 1000;
 
+/// How long after its start the last wave looks again for pods bound to
+/// the node after the plan: the cache a view is read from may show a
+/// binding made just before the cordon a moment after it.
+const LATE_ARRIVALS_AGAIN_AFTER: Millis = 2_000;
+
 /// How long a node retired after a rebalance recommendation may take to
 /// drain within its pods' budgets.
 const RETIRE_DRAIN: Millis = 10 * 60 * 1000;
@@ -209,22 +214,24 @@ fn surged_workloads(plan: &Plan) -> Vec<&str> {
         .collect()
 }
 
-/// The surged workloads whose last pods the plan evicts in `wave` (pods
-/// looked up in `view`, taken before the wave's evictions).
-fn surges_ending_with(plan: &Plan, view: &ClusterView, surged: &[&str], wave: u32) -> Vec<String> {
-    let mut last: BTreeMap<&str, u32> = BTreeMap::new();
+/// The surged workloads whose pods the plan evicts in `wave` and in no
+/// other (pods looked up in `view`, taken before the wave's evictions):
+/// their surge can end with this wave. A workload split across waves
+/// keeps its surge until the plan's [`Step::EndSurge`]: the waves run at
+/// once, and a refused pod of an earlier wave may still be asked after a
+/// later wave is done.
+fn surges_only_in(plan: &Plan, view: &ClusterView, surged: &[&str], wave: u32) -> Vec<String> {
+    let mut waves: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
     for step in &plan.steps {
         let Step::Evict { pods, wave: w } = step else { continue };
         for pod in pods {
-            if let Some(workload) = view.pod(pod).and_then(|p| p.workload.as_deref()) {
-                if let Some(s) = surged.iter().find(|s| **s == workload) {
-                    let at = last.entry(s).or_insert(*w);
-                    *at = (*at).max(*w);
-                }
+            let workload = view.pod(pod).and_then(|p| p.workload.as_deref());
+            if let Some(s) = workload.and_then(|w| surged.iter().find(|s| **s == w)) {
+                waves.entry(s).or_default().insert(*w);
             }
         }
     }
-    last.into_iter().filter(|(_, w)| *w == wave).map(|(s, _)| s.to_string()).collect()
+    waves.into_iter().filter(|(_, w)| w.len() == 1 && w.contains(&wave)).map(|(s, _)| s.to_string()).collect()
 }
 
 /// The highest eviction wave of the plan, if it evicts at all.
@@ -703,18 +710,23 @@ where
     }
 
     /// Lower back the surge of each of `workloads` (this plan's; a later
-    /// [`Step::EndSurge`] finds them done). A failure is logged: that step
-    /// tries again.
-    async fn end_surges_after(&self, plan: &Plan, surged: &[&str], workloads: &[String]) {
-        if surged.is_empty() || workloads.is_empty() {
-            return;
-        }
+    /// [`Step::EndSurge`] finds them done) and say how many were lowered.
+    /// A failure is logged: that step tries again.
+    async fn end_surges(&self, plan: &Plan, workloads: &[String]) -> usize {
         let key = plan.notice.to_string();
+        let mut lowered = 0;
         for w in workloads {
-            if let Err(e) = self.cluster.end_surge(w, &key).await {
-                tracing::warn!(workload = %w, error = %e, "cannot lower a surge back after its wave; the plan's last step tries again");
+            match self.cluster.end_surge(w, &key).await {
+                Ok(true) => lowered += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    workload = %w,
+                    error = %e,
+                    "cannot lower a surge back after its wave; the plan's last step tries again"
+                ),
             }
         }
+        lowered
     }
 
     /// Run one eviction wave (see [`Step::Evict`]). Surge, then evict:
@@ -735,19 +747,20 @@ where
         deadline: Millis,
     ) -> Result<String, String> {
         let surged = surged_workloads(plan);
-        let (after_surge, at_once): (Vec<&String>, Vec<&String>) = {
+        let started = self.clock.now_ms();
+        let (after_surge, at_once, ends_here) = {
             let view = self.cluster.view();
-            pods.iter().partition(|p| {
+            let (after_surge, at_once): (Vec<&String>, Vec<&String>) = pods.iter().partition(|p| {
                 let workload = view.pod(p).and_then(|p| p.workload.as_deref());
                 workload.is_some_and(|w| surged.contains(&w))
-            })
+            });
+            (after_surge, at_once, surges_only_in(plan, &view, &surged, wave))
         };
         let last = last_wave(plan) == Some(wave);
-        let ends_here = surges_ending_with(plan, &self.cluster.view(), &surged, wave);
         let now = self.evict_all(&at_once, deadline);
         let later = async {
             if after_surge.is_empty() && !last {
-                return EvictionTally::default();
+                return (EvictionTally::default(), 0);
             }
             if !surged.is_empty() {
                 let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
@@ -764,23 +777,44 @@ where
             // took).
             let late = if last { late_arrivals(plan, &self.cluster.view()) } else { Vec::new() };
             let pods: Vec<&String> = after_surge.iter().copied().chain(&late).collect();
-            let tally = self.evict_all(&pods, deadline).await;
-            // A workload's old pods gone, its surge ends with the wave that
-            // took the last of them, not with the plan's slowest wave: the
-            // evicted pods' replacements (the surge still counted) would
-            // wait as Pending and have the node autoscaler launch for them.
-            self.end_surges_after(plan, &surged, &ends_here).await;
-            tally
+            let mut tally = self.evict_all(&pods, deadline).await;
+            // A workload's old pods gone, its surge ends with their wave,
+            // not with the plan's slowest one: the evicted pods'
+            // replacements (the surge still counted) would wait as Pending
+            // and have the node autoscaler launch for them.
+            let lowered = if ends_here.is_empty() { 0 } else { self.end_surges(plan, &ends_here).await };
+            if last {
+                // Once more when the cache has caught up past the cordon:
+                // a pod bound just before it may have come into view only
+                // after the first look.
+                let again = started.saturating_add(LATE_ARRIVALS_AGAIN_AFTER);
+                let now = self.clock.now_ms();
+                if now < again {
+                    self.clock.sleep(Duration::from_millis(again - now)).await;
+                }
+                let later_still: Vec<String> = late_arrivals(plan, &self.cluster.view())
+                    .into_iter()
+                    .filter(|p| !late.contains(p))
+                    .collect();
+                if !later_still.is_empty() {
+                    let pods: Vec<&String> = later_still.iter().collect();
+                    tally = tally.plus(self.evict_all(&pods, deadline).await);
+                }
+            }
+            (tally, lowered)
         };
-        let (first, second) = futures::future::join(now, later).await;
+        let (first, (second, lowered)) = futures::future::join(now, later).await;
         let tally = first.plus(second);
-        let summary = format!(
+        let mut summary = format!(
             "evicted {}, deleted before the deadline {}, already gone {}, not evicted {}",
             tally.evicted,
             tally.deleted,
             tally.gone,
             tally.refused.len()
         );
+        if lowered > 0 {
+            summary.push_str(&format!("; the surge of {lowered} deployments lowered back with this wave"));
+        }
         if tally.refused.is_empty() {
             return Ok(format!("ok: {summary}"));
         }
@@ -899,7 +933,8 @@ where
                 Ok(match workloads.len() - ended {
                     0 => format!("ok: {ended} of {} deployments lowered back", workloads.len()),
                     before => format!(
-                        "ok: {ended} of {} deployments lowered back ({before} already, with their last wave)",
+                        "ok: {ended} of {} deployments lowered back ({before} had none of this response's \
+                         surge left: lowered with their wave, or never raised)",
                         workloads.len()
                     ),
                 })
@@ -1420,8 +1455,9 @@ mod tests {
         /// Pods whose eviction is never answered (a stuck request).
         hangs: HashSet<String>,
         deleted: Mutex<Vec<(String, Millis)>>,
-        /// Workloads whose surge was lowered back, and when.
-        ended: Mutex<Vec<(String, Millis)>>,
+        /// Workloads whose surge was lowered back, when, and how many pods
+        /// had been deleted by then.
+        ended: Mutex<Vec<(String, Millis, usize)>>,
         /// Pods said to be left on their node, with why.
         warned: Mutex<Vec<(String, String)>>,
         /// Whether an eviction answers only after a turn of the runtime.
@@ -1511,9 +1547,10 @@ mod tests {
             panic!("forgot {node}")
         }
         async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, std::io::Error> {
+            let deleted = self.deleted.lock().unwrap().len();
             let mut ended = self.ended.lock().unwrap();
-            let first = !ended.iter().any(|(w, _)| w == workload);
-            ended.push((workload.to_string(), self.clock.now_ms()));
+            let first = !ended.iter().any(|(w, _, _)| w == workload);
+            ended.push((workload.to_string(), self.clock.now_ms(), deleted));
             Ok(first)
         }
         async fn scale_placeholders(&self, _: u32) -> Result<(), std::io::Error> {
@@ -1633,7 +1670,66 @@ mod tests {
         let deleted = cluster.deleted.lock().unwrap().clone();
         let give_up = deadline - Waits::default().delete_doomed_before;
         assert_eq!(deleted, [("default/db-0".to_string(), give_up)]);
-        assert!(ended.first().is_some_and(|(w, at)| w == "web" && *at < 1_000), "{ended:?}");
+        assert!(ended.first().is_some_and(|(w, at, _)| w == "web" && *at < 1_000), "{ended:?}");
+    }
+
+    /// A workload whose pods are split across waves keeps its surge until
+    /// the plan's last step: the waves run at once, and an earlier wave's
+    /// refused pod is still asked after a later wave is done.
+    #[tokio::test(start_paused = true)]
+    async fn a_surge_split_across_waves_ends_with_the_plan() {
+        let clock = Arc::new(Stepping::default());
+        let mut view = surge_never_ready();
+        view.workloads[0].replicas = 1; // web's surge is Ready
+        let mut second = (*view.pods[0]).clone();
+        second.name = "default/web-2".into();
+        view.pods = vec![view.pods[0].clone(), second.into()].into();
+        let mut cluster = Recording::new(clock.clone(), view, 0);
+        cluster.refused.insert("default/web-1".into());
+        let cluster = Arc::new(cluster);
+        // tokio's paused time: the waves' waits overlap, as they do.
+        let paused = Arc::new(PausedClock(tokio::time::Instant::now()));
+        let exec = test_executor(cluster.clone(), Arc::new(NoCalls), paused);
+        let plan = interruption_plan(
+            120_000,
+            vec![
+                Step::Surge { workloads: vec![("web".into(), 2)] },
+                Step::Evict { pods: vec!["default/web-1".into()], wave: 0 },
+                Step::Evict { pods: vec!["default/web-2".into()], wave: 1 },
+                Step::EndSurge { workloads: vec![("web".into(), 2)] },
+            ],
+        );
+        exec.execute_new(Arc::new(plan), 0).await;
+        let evicted: Vec<String> = cluster.evicted.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
+        let deleted: Vec<String> = cluster.deleted.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(
+            (evicted, deleted),
+            (vec!["default/web-2".to_string()], vec!["default/web-1".to_string()])
+        );
+        let ended = cluster.ended.lock().unwrap().clone();
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].2, 1, "lowered while web-1 was still asked: {ended:?}");
+    }
+
+    /// The last wave looks for late arrivals again once the view has
+    /// caught up: here the pod comes into view a second after the wave
+    /// starts, and is evicted then.
+    #[tokio::test]
+    async fn a_late_arrival_seen_only_after_the_first_look_is_evicted_too() {
+        let clock = Arc::new(Stepping::default());
+        let cluster = Arc::new(Recording::new(clock.clone(), surge_never_ready(), 1_000));
+        let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
+        let plan = interruption_plan(120_000, vec![Step::Evict { pods: vec![], wave: 0 }]);
+        exec.execute_new(Arc::new(plan), 0).await;
+        let evicted = cluster.evicted.lock().unwrap().clone();
+        assert_eq!(evicted.len(), 2, "{evicted:?}");
+        assert!(evicted.iter().all(|(_, at)| *at == LATE_ARRIVALS_AGAIN_AFTER), "{evicted:?}");
+    }
+
+    #[test]
+    fn an_empty_wave_says_it_takes_the_pods_that_land_after_the_plan() {
+        let said = would_do(&Step::Evict { pods: vec![], wave: 0 }, false);
+        assert!(said.contains("bound to the node after this plan was made"), "{said}");
     }
 
     /// Pods bound to the node after the plan was made (between the notice
