@@ -782,7 +782,7 @@ where
             // not with the plan's slowest one: the evicted pods'
             // replacements (the surge still counted) would wait as Pending
             // and have the node autoscaler launch for them.
-            let lowered = if ends_here.is_empty() { 0 } else { self.end_surges(plan, &ends_here).await };
+            let lowered = self.end_surges(plan, &ends_here).await;
             if last {
                 // Once more when the cache has caught up past the cordon:
                 // a pod bound just before it may have come into view only
@@ -1616,14 +1616,7 @@ mod tests {
         let cluster = Arc::new(Recording::new(clock.clone(), surge_never_ready(), 0));
         let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
         let deadline = 120_000;
-        let plan = interruption_plan(
-            deadline,
-            vec![
-                Step::Surge { workloads: vec![("web".into(), 1)] },
-                Step::Evict { pods: vec!["default/web-1".into(), "default/db-0".into()], wave: 0 },
-                Step::EndSurge { workloads: vec![("web".into(), 1)] },
-            ],
-        );
+        let plan = web_surge_plan(deadline, 1, &[&["default/web-1", "default/db-0"]]);
         exec.execute_new(Arc::new(plan), 0).await;
         let evicted = cluster.evicted.lock().unwrap().clone();
         let deleted = cluster.deleted.lock().unwrap().clone();
@@ -1656,15 +1649,7 @@ mod tests {
         let cluster = Arc::new(cluster);
         let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
         let deadline = 120_000;
-        let plan = interruption_plan(
-            deadline,
-            vec![
-                Step::Surge { workloads: vec![("web".into(), 1)] },
-                Step::Evict { pods: vec!["default/web-1".into()], wave: 0 },
-                Step::Evict { pods: vec!["default/db-0".into()], wave: 1 },
-                Step::EndSurge { workloads: vec![("web".into(), 1)] },
-            ],
-        );
+        let plan = web_surge_plan(deadline, 1, &[&["default/web-1"], &["default/db-0"]]);
         exec.execute_new(Arc::new(plan), 0).await;
         let ended = cluster.ended.lock().unwrap().clone();
         let deleted = cluster.deleted.lock().unwrap().clone();
@@ -1690,15 +1675,7 @@ mod tests {
         // tokio's paused time: the waves' waits overlap, as they do.
         let paused = Arc::new(PausedClock(tokio::time::Instant::now()));
         let exec = test_executor(cluster.clone(), Arc::new(NoCalls), paused);
-        let plan = interruption_plan(
-            120_000,
-            vec![
-                Step::Surge { workloads: vec![("web".into(), 2)] },
-                Step::Evict { pods: vec!["default/web-1".into()], wave: 0 },
-                Step::Evict { pods: vec!["default/web-2".into()], wave: 1 },
-                Step::EndSurge { workloads: vec![("web".into(), 2)] },
-            ],
-        );
+        let plan = web_surge_plan(120_000, 2, &[&["default/web-1"], &["default/web-2"]]);
         exec.execute_new(Arc::new(plan), 0).await;
         let evicted: Vec<String> = cluster.evicted.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
         let deleted: Vec<String> = cluster.deleted.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
@@ -1894,6 +1871,21 @@ mod tests {
     }
 
     /// The plan of a spot interruption of node-1 (instance i-1) due at `deadline`.
+    /// An interruption plan that surges `web` by `by`, evicts `waves`
+    /// (wave `i` takes `waves[i]`) and then ends the surge.
+    fn web_surge_plan(deadline: Millis, by: u32, waves: &[&[&str]]) -> Plan {
+        let surge = vec![("web".to_string(), by)];
+        let evictions = waves.iter().enumerate().map(|(i, pods)| Step::Evict {
+            pods: pods.iter().map(|p| p.to_string()).collect(),
+            wave: i as u32,
+        });
+        let steps = std::iter::once(Step::Surge { workloads: surge.clone() })
+            .chain(evictions)
+            .chain([Step::EndSurge { workloads: surge }])
+            .collect();
+        interruption_plan(deadline, steps)
+    }
+
     fn interruption_plan(deadline: Millis, steps: Vec<Step>) -> Plan {
         Plan {
             notice: costop_core::NoticeKey {

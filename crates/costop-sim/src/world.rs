@@ -3516,14 +3516,19 @@ mod fairness {
         assert_eq!(w.karpenter_pick_pool(Some(0)), Some(0), "the risky pool is the only one left in zone a");
     }
 
-    #[test]
-    fn an_evicted_pod_keeps_serving_until_its_endpoint_is_removed() {
-        let mut w = World::new(cfg(3), three_zones(), Strategy::Costop);
-        let p = (0..w.pods.len())
+    /// A Ready pod of a workload (not a placeholder).
+    fn a_ready_workload_pod(w: &World) -> usize {
+        (0..w.pods.len())
             .find(|&i| {
                 w.pods[i].state == PodState::Ready && !w.workloads[w.pods[i].workload as usize].placeholder
             })
-            .unwrap();
+            .expect("a Ready workload pod")
+    }
+
+    #[test]
+    fn an_evicted_pod_keeps_serving_until_its_endpoint_is_removed() {
+        let mut w = World::new(cfg(3), three_zones(), Strategy::Costop);
+        let p = a_ready_workload_pod(&w);
         let name = w.pods[p].name.clone();
         assert_eq!(w.evict_request(&name), Evicted::Accepted);
         assert_eq!(w.pods[p].serve, Serve::Live, "the old world took it out of the load balancer at once");
@@ -3538,11 +3543,7 @@ mod fairness {
     #[test]
     fn costops_view_shows_a_pod_turning_ready() {
         let mut w = World::new(cfg(3), three_zones(), Strategy::Costop);
-        let p = (0..w.pods.len())
-            .find(|&i| {
-                w.pods[i].state == PodState::Ready && !w.workloads[w.pods[i].workload as usize].placeholder
-            })
-            .unwrap();
+        let p = a_ready_workload_pod(&w);
         let workload = w.pods[p].workload;
         assert_eq!(w.evict_request(&w.pods[p].name.clone()), Evicted::Accepted);
         let until = w.now + 120_000;
@@ -3581,11 +3582,7 @@ mod fairness {
             wl.min_available = wl.replicas; // every eviction refused
         }
         w.settle();
-        let p = (0..w.pods.len())
-            .find(|&i| {
-                w.pods[i].state == PodState::Ready && !w.workloads[w.pods[i].workload as usize].placeholder
-            })
-            .unwrap();
+        let p = a_ready_workload_pod(&w);
         let name = w.pods[p].name.clone();
         assert_eq!(w.evict_request(&name), Evicted::Refused);
         assert_eq!(w.pods[p].state, PodState::Ready);
