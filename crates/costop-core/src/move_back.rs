@@ -13,7 +13,7 @@ use crate::notice::NoticeKey;
 use crate::plan::{Plan, Step};
 use crate::policy::Policy;
 use crate::pools::{choose_pools, in_cooldown, pool_cap, pool_score};
-use crate::respond::restore_key;
+use crate::respond::{restore_key, retirement};
 use crate::time::{Millis, MINUTE};
 use std::collections::BTreeMap;
 
@@ -155,8 +155,12 @@ pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis) -> Option<M
 /// cheaper pool (under the node's restore key, so an interruption of the
 /// node meanwhile launches nothing more), then, once the other nodes have
 /// room for its pods (within [`MOVE_SETTLE`]), drain the node within
-/// budgets and end it, unless an interruption is being answered for it.
-pub fn move_plan(m: &Move, policy: &Policy, now: Millis) -> Plan {
+/// budgets (its Deployments surged first, see [`Step::RetireNode`]) and
+/// end it, unless an interruption is being answered for it.
+pub fn move_plan(m: &Move, view: &ClusterView, policy: &Policy, now: Millis) -> Plan {
+    let mut steps =
+        vec![Step::RestoreCapacity { key: restore_key(&m.instance_id), pools: vec![(m.to.clone(), 1)] }];
+    steps.extend(retirement(view, &m.node, now + MOVE_SETTLE, policy));
     Plan {
         notice: NoticeKey {
             instance_id: m.instance_id.clone(),
@@ -165,15 +169,7 @@ pub fn move_plan(m: &Move, policy: &Policy, now: Millis) -> Plan {
         },
         node: m.node.clone(),
         deadline: None,
-        steps: vec![
-            Step::RestoreCapacity { key: restore_key(&m.instance_id), pools: vec![(m.to.clone(), 1)] },
-            Step::RetireNode {
-                node: m.node.clone(),
-                after: now + MOVE_SETTLE,
-                bridge: policy.bridge_enabled,
-                once_room: true,
-            },
-        ],
+        steps,
         unevictable: Vec::new(),
     }
 }
@@ -251,7 +247,7 @@ mod tests {
         assert_eq!(m.from, PoolId::new("a", "z3"));
         assert!(m.to.zone == "z1" || m.to.zone == "z2", "{m:?}");
         assert!((m.score_ratio - 1.0 / 3.0).abs() < 1e-9);
-        let plan = move_plan(&m, &policy(), 1_000);
+        let plan = move_plan(&m, &drifted(), &policy(), 1_000);
         assert_eq!(plan.notice.kind, MOVE_BACK_KIND);
         assert!(
             matches!(&plan.steps[0], Step::RestoreCapacity { key, pools } if key == "restore:i-4" && pools == &vec![(m.to.clone(), 1)])

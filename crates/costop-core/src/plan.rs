@@ -115,25 +115,28 @@ pub enum Step {
         placeholders: u32,
     },
     /// Keep the node autoscaler from removing the nodes launched under
-    /// `key` (a rebalance recommendation's early replacements, empty until
-    /// the interruption comes) until `until`: each is marked
-    /// scale-down-disabled once it has joined, and unmarked at `until`.
-    /// Cluster Autoscaler removes a node empty for 10 minutes
-    /// (`--scale-down-unneeded-time`), less than the recommendation's window.
+    /// `key` until `until`: each is marked scale-down-disabled once it has
+    /// joined, and unmarked at `until`. Cluster Autoscaler removes a node
+    /// empty for 10 minutes (`--scale-down-unneeded-time`). No longer
+    /// planned: a rebalance recommendation's replacement, once held empty
+    /// for the window, now takes its node's pods as soon as it joins
+    /// ([`Step::RetireNode`] with `once_room`). Kept so that plans recorded
+    /// by an earlier version resume.
     HoldReplacements {
         /// Idempotency key the replacements were launched under.
         key: String,
         /// End of the recommendation's window (Unix ms).
         until: Millis,
     },
-    /// After a rebalance recommendation launched the node's replacement:
-    /// if at `after` the node is still here and no interruption is being
+    /// After a rebalance recommendation or a move launched the node's
+    /// replacement: if the node is still here and no interruption is being
     /// answered for it, drain it within budgets and end its instance, so the
-    /// early capacity does not stay as extra.
+    /// new capacity does not stay as extra.
     RetireNode {
         /// Node name.
         node: String,
-        /// End of the recommendation's window (Unix ms).
+        /// When it is drained (or, `once_room`, the latest it waits for
+        /// room; Unix ms).
         after: Millis,
         /// Bridge the node's workloads to their functions while it drains.
         #[serde(default)]
@@ -143,6 +146,14 @@ pub enum Step {
         /// at `after`; with no room by `after` the node stays.
         #[serde(default)]
         once_room: bool,
+        /// Surge, then evict (as an interruption's waves do): these
+        /// Deployments, by their pods on the node, are raised before its
+        /// pods are evicted, which waits for the extra pods to be Ready,
+        /// so no workload serves with fewer Ready pods while the node
+        /// drains. Lowered back once it is drained, and by the plan's
+        /// [`Step::EndSurge`] after it (which finds them done, or retries).
+        #[serde(default)]
+        surges: Vec<(String, u32)>,
     },
 }
 

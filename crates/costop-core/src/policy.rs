@@ -89,12 +89,18 @@ pub struct Policy {
     pub bridge_threshold: f64,
     /// Whether traffic bridging to functions is used at all. Default true.
     pub bridge_enabled: bool,
-    /// Act on rebalance recommendations: launch the replacement early (the
-    /// node keeps serving). Default true.
+    /// Act on rebalance recommendations: launch the replacement at once
+    /// and, as soon as it gives the node's pods room, drain the node
+    /// within budgets (its Deployments surged first) and end it, as EC2
+    /// Auto Scaling's Capacity Rebalancing replaces an at-risk instance
+    /// (Amazon EC2 Auto Scaling User Guide, "Capacity Rebalancing"). An
+    /// interruption that follows finds nothing to take; a recommendation
+    /// no interruption follows costs one move. The node is never cordoned
+    /// before its replacement has joined. Default true.
     pub act_on_rebalance: bool,
-    /// Minutes after a rebalance recommendation that its node, if no
-    /// interruption came, is retired (drained and ended) so the early
-    /// replacement is not extra capacity. Default 15.
+    /// Minutes a rebalance recommendation's node waits for its replacement
+    /// to give its pods room; with none by then it stays (and so does the
+    /// replacement, for the node autoscaler to use or remove). Default 15.
     pub rebalance_window_minutes: u64,
     /// Deregister the doomed node's targets from the load balancer once its
     /// pods are evicted (they leave it one by one as they terminate). Default true.

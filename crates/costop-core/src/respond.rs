@@ -28,11 +28,10 @@ pub enum PlanError {
 /// placeholder room; move volumes; evict in
 /// waves that keep every disruption budget; only then deregister the node
 /// from load balancers; return standbys and burstable nodes, shift
-/// traffic back, restore headroom. A rebalance recommendation, if the policy acts on it, only
-/// launches the replacement early, keeps the node autoscaler from removing
-/// it while it waits empty, and, when no interruption follows within the
-/// policy's window, retires the node it was launched for (never a cordon on
-/// a recommendation alone).
+/// traffic back, restore headroom. A rebalance recommendation, if the
+/// policy acts on it, launches the replacement and retires the node as
+/// soon as the replacement gives its pods room (see [`Step::RetireNode`]):
+/// no cordon before the replacement has joined.
 pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis) -> Result<Plan, PlanError> {
     let node = view
         .node_by_instance(&notice.instance_id)
@@ -50,15 +49,7 @@ pub fn respond(view: &ClusterView, notice: &Notice, policy: &Policy, now: Millis
                 push_restore_capacity(&mut plan, view, node, &restore_key(&node.instance_id), policy, now);
                 if plan.steps_of("restore-capacity").next().is_some() {
                     let after = now.saturating_add(policy.rebalance_window_minutes * MINUTE);
-                    let bridge = policy.bridge_enabled;
-                    plan.steps
-                        .push(Step::HoldReplacements { key: restore_key(&node.instance_id), until: after });
-                    plan.steps.push(Step::RetireNode {
-                        node: node.name.to_string(),
-                        after,
-                        bridge,
-                        once_room: false,
-                    });
+                    plan.steps.extend(retirement(view, &node.name, after, policy));
                 }
             }
         }
@@ -301,6 +292,29 @@ fn plan_volumes(
             });
         }
     }
+}
+
+/// The steps that retire `node` once other nodes have room for its pods
+/// (its replacement has joined), by `after` at the latest (or it stays):
+/// [`Step::RetireNode`], its Deployments surged first when the policy
+/// surges, then the [`Step::EndSurge`] that makes sure they are lowered.
+pub(crate) fn retirement(view: &ClusterView, node: &str, after: Millis, policy: &Policy) -> Vec<Step> {
+    let surges = if policy.surge_before_evict {
+        surge_counts(view, &view.workload_pods_on(node).collect::<Vec<_>>())
+    } else {
+        Vec::new()
+    };
+    let mut steps = vec![Step::RetireNode {
+        node: node.to_string(),
+        after,
+        bridge: policy.bridge_enabled,
+        once_room: true,
+        surges: surges.clone(),
+    }];
+    if !surges.is_empty() {
+        steps.push(Step::EndSurge { workloads: surges });
+    }
+    steps
 }
 
 /// The Deployments among the displaced pods' workloads and how many of

@@ -292,7 +292,7 @@ fn unknown_instance_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn rebalance_prelaunches_and_retires_later_but_never_cordons() {
+fn rebalance_prelaunches_and_retires_the_node_once_there_is_room() {
     let view = {
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         cluster().new_tree(&mut runner).unwrap().current()
@@ -305,25 +305,44 @@ fn rebalance_prelaunches_and_retires_later_but_never_cordons() {
         source: NoticeSource::Agent,
     };
     let plan = respond(&view, &notice, &Policy::default(), 5).unwrap();
+    // The node's Deployments, by their pods on it: what its drain surges.
+    let mut surges: Vec<(String, u32)> = Vec::new();
+    for p in view.workload_pods_on(&node.name) {
+        let Some(w) = p.workload.as_deref().filter(|w| view.workload(w).is_some_and(|w| w.surgeable)) else {
+            continue;
+        };
+        match surges.iter_mut().find(|(s, _)| s == w) {
+            Some((_, n)) => *n += 1,
+            None => surges.push((w.to_string(), 1)),
+        }
+    }
+    surges.sort();
     let kinds: Vec<_> = plan.steps.iter().map(|s| s.kind()).collect();
-    assert_eq!(kinds, vec!["restore-capacity", "hold-replacements", "retire-node"]);
-    // The early replacement is kept from the node autoscaler's scale-down
-    // of empty nodes for the window.
+    if surges.is_empty() {
+        assert_eq!(kinds, vec!["restore-capacity", "retire-node"]);
+    } else {
+        assert_eq!(kinds, vec!["restore-capacity", "retire-node", "end-surge"]);
+        assert_eq!(plan.steps[2], Step::EndSurge { workloads: surges.clone() });
+    }
+    // No cordon at the recommendation: the node is drained once its
+    // replacement has joined (the others have room for its pods), within
+    // the window, surged first, and ended.
     assert_eq!(
         plan.steps[1],
-        Step::HoldReplacements { key: respond::restore_key(&node.instance_id), until: 5 + 15 * 60_000 }
-    );
-    assert_eq!(
-        plan.steps[2],
         Step::RetireNode {
             node: node.name.to_string(),
             after: 5 + 15 * 60_000,
             bridge: true,
-            once_room: false
+            once_room: true,
+            surges
         }
     );
     let off = Policy { act_on_rebalance: false, ..Policy::default() };
     assert!(respond(&view, &notice, &off, 5).unwrap().steps.is_empty());
+    let no_surge = Policy { surge_before_evict: false, ..Policy::default() };
+    let plan = respond(&view, &notice, &no_surge, 5).unwrap();
+    assert!(matches!(&plan.steps[1], Step::RetireNode { surges, .. } if surges.is_empty()));
+    assert_eq!(plan.steps.len(), 2);
 }
 
 proptest! {

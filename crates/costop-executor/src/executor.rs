@@ -79,6 +79,19 @@ const LATE_ARRIVALS_AGAIN_AFTER: Millis = 2_000;
 /// drain within its pods' budgets.
 const RETIRE_DRAIN: Millis = 10 * 60 * 1000;
 
+/// Longest a retirement waits for its surged pods to be Ready before it
+/// evicts anyway (within the budgets): as long as a node takes to join
+/// and a pod to start, twice over.
+const RETIRE_SURGE_WAIT: Millis = 3 * 60 * 1000;
+
+/// How a [`Step::RetireNode`] goes (its fields, but the node).
+struct Retirement<'a> {
+    after: Millis,
+    bridge: bool,
+    once_room: bool,
+    surges: &'a [(String, u32)],
+}
+
 /// How often a hold looks for replacements that have joined, and for how
 /// long after it starts (a Spot node joins in well under a minute; after
 /// this none launched for the key is still to come).
@@ -201,6 +214,15 @@ fn whole(view: &ClusterView, workloads: &BTreeSet<String>, node: &str, staying: 
     })
 }
 
+/// Whether each of `workloads` has all its replicas (a surge's extra ones
+/// included) Ready.
+fn all_replicas_ready(view: &ClusterView, workloads: &[impl AsRef<str>]) -> bool {
+    workloads.iter().all(|w| {
+        let wanted = view.workload(w.as_ref()).map_or(0, |x| x.replicas as usize);
+        view.pods.lookups().ready(w.as_ref()) >= wanted
+    })
+}
+
 /// The workloads the plan surges (see [`Step::Surge`]).
 fn surged_workloads(plan: &Plan) -> Vec<&str> {
     plan.steps
@@ -317,8 +339,10 @@ where
             return None;
         }
         let now = self.clock.now_ms();
-        let chosen = self.no_move.choose(&self.cluster.view(), policy, now)?;
-        let plan = costop_core::move_back::move_plan(&chosen, policy, now);
+        let view = self.cluster.view();
+        let chosen = self.no_move.choose(&view, policy, now)?;
+        let plan = costop_core::move_back::move_plan(&chosen, &view, policy, now);
+        drop(view);
         match self.store.save_plan(&plan).await {
             Ok(true) => Some(plan),
             Ok(false) => None,
@@ -532,14 +556,11 @@ where
     /// its pods), drain a node a rebalance recommendation or a move
     /// replaced and end it, unless it is gone or an interruption is being
     /// answered for it (its taint) by then. Its workloads are bridged to their
-    /// functions (when `bridge`) until their pods are Ready elsewhere.
-    async fn retire(
-        &self,
-        node: &str,
-        after: Millis,
-        bridge: bool,
-        once_room: bool,
-    ) -> Result<String, String> {
+    /// functions (when `bridge`) until their pods are Ready elsewhere; its
+    /// Deployments in `surges` are raised (under `key`) before their pods
+    /// are evicted and lowered back once the node is drained.
+    async fn retire(&self, key: &str, node: &str, how: Retirement<'_>) -> Result<String, String> {
+        let Retirement { after, bridge, once_room, surges } = how;
         let answered = |v: &ClusterView| v.node(node).is_none_or(|n| n.has_taint(INTERRUPTION_TAINT));
         let room = |v: &ClusterView| once_room && costop_core::move_back::room_elsewhere(v, node);
         self.wait_until(after, |v| answered(v) || room(v)).await;
@@ -553,16 +574,48 @@ where
             ));
         }
         self.cluster.taint_and_cordon(node).await.map_err(|e| e.to_string())?;
+        let cordoned_at = self.clock.now_ms();
         let view = self.cluster.view();
-        let pods: Vec<String> = view.workload_pods_on(node).map(|p| p.name.to_string()).collect();
         let workloads: BTreeSet<String> =
             view.workload_pods_on(node).filter_map(|p| p.workload.as_deref().map(String::from)).collect();
         let names: Vec<String> = workloads.iter().cloned().collect();
+        // A surged Deployment's pods go once its extra pods are Ready; the
+        // others at once, as in a response's waves.
+        let (after_surge, at_once): (Vec<String>, Vec<String>) =
+            view.workload_pods_on(node).map(|p| p.name.to_string()).partition(|p| {
+                let workload = view.pod(p).and_then(|p| p.workload.as_deref());
+                workload.is_some_and(|w| surges.iter().any(|(s, _)| s == w))
+            });
+        drop(view);
         let bridged = bridge && !names.is_empty() && self.cloud.bridge(&names, true).await.is_ok();
         let until = self.clock.now_ms() + RETIRE_DRAIN;
         // Within the budgets only: nothing is deleted (no lead).
-        let pods: Vec<(&String, Millis)> = pods.iter().map(|p| (p, 0)).collect();
-        let tally = evict_pods(self.cluster.as_ref(), self.clock.as_ref(), &pods, until).await;
+        let at_once: Vec<(&String, Millis)> = at_once.iter().map(|p| (p, 0)).collect();
+        let now = evict_pods(self.cluster.as_ref(), self.clock.as_ref(), &at_once, until);
+        let later = async {
+            let surged = self.surge_and_wait(key, surges, until).await;
+            let pods: Vec<(&String, Millis)> = after_surge.iter().map(|p| (p, 0)).collect();
+            let tally = evict_pods(self.cluster.as_ref(), self.clock.as_ref(), &pods, until).await;
+            self.end_surges(key, &surged).await;
+            tally
+        };
+        let (first, second) = futures::future::join(now, later).await;
+        let mut tally = first.plus(second);
+        // A pod bound just before the cordon may come into view only after
+        // the first look; ended with the node, it would die serving.
+        let again = cordoned_at.saturating_add(LATE_ARRIVALS_AGAIN_AFTER);
+        let now = self.clock.now_ms();
+        if now < again {
+            self.clock.sleep(Duration::from_millis(again - now)).await;
+        }
+        let late: Vec<String> = (self.cluster.view().workload_pods_on(node))
+            .map(|p| p.name.to_string())
+            .filter(|p| !at_once.iter().any(|(asked, _)| *asked == p) && !after_surge.contains(p))
+            .collect();
+        if !late.is_empty() {
+            let pods: Vec<(&String, Millis)> = late.iter().map(|p| (p, 0)).collect();
+            tally = tally.plus(evict_pods(self.cluster.as_ref(), self.clock.as_ref(), &pods, until).await);
+        }
         let failed = tally.refused.first().map(|(pod, why)| format!("{pod}: {why}"));
         if bridged {
             self.wait_until(until, |v| whole(v, &workloads, node, &[])).await;
@@ -577,7 +630,7 @@ where
         let n = view.node(node).ok_or_else(|| format!("node {node} not in the cluster"))?;
         let ended = self.cloud.retire_node(n).await.map_err(|e| e.to_string())?;
         self.cluster.delete_node(node).await.map_err(|e| e.to_string())?;
-        Ok(format!("ok: no interruption followed; {ended}"))
+        Ok(format!("ok: drained, no interruption came; {ended}"))
     }
 
     /// The pods the plan leaves on its node (no budget lets them go):
@@ -709,14 +762,35 @@ where
         }
     }
 
+    /// Raise each of `surges` (under `key`) and wait, until `until` or
+    /// [`RETIRE_SURGE_WAIT`] at the latest, for every one raised to have
+    /// all its replicas Ready; the ones raised, to lower back. A failure
+    /// is logged: the pods are then evicted within their budgets alone.
+    async fn surge_and_wait(&self, key: &str, surges: &[(String, u32)], until: Millis) -> Vec<String> {
+        let raised = join_all(surges.iter().map(|(w, by)| self.cluster.surge(w, key, *by))).await;
+        let mut surged = Vec::new();
+        for ((w, _), r) in surges.iter().zip(raised) {
+            match r {
+                Ok(_) => surged.push(w.clone()),
+                Err(e) => {
+                    tracing::warn!(workload = %w, error = %e, "cannot surge before a retirement; evicting within the budget")
+                }
+            }
+        }
+        if !surged.is_empty() {
+            let by = until.min(self.clock.now_ms().saturating_add(RETIRE_SURGE_WAIT));
+            self.wait_until(by, |v| all_replicas_ready(v, &surged)).await;
+        }
+        surged
+    }
+
     /// Lower back the surge of each of `workloads` (this plan's; a later
     /// [`Step::EndSurge`] finds them done) and say how many were lowered.
     /// A failure is logged: that step tries again.
-    async fn end_surges(&self, plan: &Plan, workloads: &[String]) -> usize {
-        let key = plan.notice.to_string();
+    async fn end_surges(&self, key: &str, workloads: &[String]) -> usize {
         let mut lowered = 0;
         for w in workloads {
-            match self.cluster.end_surge(w, &key).await {
+            match self.cluster.end_surge(w, key).await {
                 Ok(true) => lowered += 1,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(
@@ -764,13 +838,7 @@ where
             }
             if !surged.is_empty() {
                 let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
-                self.wait_until(by, |v| {
-                    surged.iter().all(|w| {
-                        let wanted = v.workload(w).map_or(0, |x| x.replicas as usize);
-                        v.pods.lookups().ready(w) >= wanted
-                    })
-                })
-                .await;
+                self.wait_until(by, |v| all_replicas_ready(v, &surged)).await;
             }
             // The last wave also takes the pods that landed on the
             // node after the plan was made (bound before the cordon
@@ -782,7 +850,7 @@ where
             // not with the plan's slowest one: the evicted pods'
             // replacements (the surge still counted) would wait as Pending
             // and have the node autoscaler launch for them.
-            let lowered = self.end_surges(plan, &ends_here).await;
+            let lowered = self.end_surges(&plan.notice.to_string(), &ends_here).await;
             if last {
                 // Once more when the cache has caught up past the cordon:
                 // a pod bound just before it may have come into view only
@@ -950,8 +1018,9 @@ where
             } else {
                 format!("deferred: {node} stays in service (no warm-pool keeper runs)")
             }),
-            Step::RetireNode { node, after, bridge, once_room } => {
-                self.retire(node, *after, *bridge, *once_room).await
+            Step::RetireNode { node, after, bridge, once_room, surges } => {
+                let how = Retirement { after: *after, bridge: *bridge, once_room: *once_room, surges };
+                self.retire(&plan.notice.to_string(), node, how).await
             }
             Step::HoldReplacements { key, until } => self.hold_replacements(key, *until).await,
             Step::RestoreHeadroom { placeholders } => {
@@ -1055,8 +1124,13 @@ pub fn would_do(step: &Step, returns_standbys: bool) -> String {
                 format!("would leave {node} in service (no warm-pool keeper runs)")
             }
         }
-        Step::RetireNode { node, after, bridge, once_room } => format!(
-            "would drain {node}{} and end its instance {} {} unless an interruption follows",
+        Step::RetireNode { node, after, bridge, once_room, surges } => format!(
+            "would drain {node}{}{} and end its instance {} {} unless an interruption follows",
+            if surges.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} deployments surged first)", surges.len())
+            },
             if *bridge { " (its workloads bridged to their functions)" } else { "" },
             if *once_room { "once other nodes have room for its pods, by" } else { "at" },
             costop_core::time::format_rfc3339(*after)
@@ -1433,7 +1507,8 @@ mod tests {
         let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
         // A node a recommendation replaced is to be retired at 15 min; it is
         // interrupted at 1 min, and the retirement is skipped then.
-        let outcome = exec.retire("node-1", 15 * 60_000, false, false).await;
+        let how = Retirement { after: 15 * 60_000, bridge: false, once_room: false, surges: &[] };
+        let outcome = exec.retire("rebalance", "node-1", how).await;
         assert!(outcome.as_ref().is_ok_and(|o| o.starts_with("skipped")), "{outcome:?}");
         assert!(clock.now_ms() < 62_000, "noticed at {} ms", clock.now_ms());
         // Looking each second would have taken 60 looks.
@@ -1465,6 +1540,12 @@ mod tests {
         /// Evictions on their way now, and the most at once.
         asking: AtomicUsize,
         most_asking: AtomicUsize,
+        /// Surges raised, and when.
+        surged: Mutex<Vec<(String, Millis)>>,
+        /// Whether a Node may be deleted (else a deletion is a failure)
+        /// and the ones deleted.
+        deletes_nodes: bool,
+        nodes_deleted: Mutex<Vec<String>>,
     }
 
     impl Recording {
@@ -1483,6 +1564,9 @@ mod tests {
                 answers_after_a_turn: false,
                 asking: AtomicUsize::new(0),
                 most_asking: AtomicUsize::new(0),
+                surged: Mutex::new(Vec::new()),
+                deletes_nodes: false,
+                nodes_deleted: Mutex::new(Vec::new()),
             }
         }
     }
@@ -1535,12 +1619,13 @@ mod tests {
             self.deleted.lock().unwrap().push((pod.to_string(), self.clock.now_ms()));
             Ok(Evicted::Accepted)
         }
-        async fn surge(&self, _: &str, _: &str, _: u32) -> Result<bool, std::io::Error> {
+        async fn surge(&self, workload: &str, _: &str, _: u32) -> Result<bool, std::io::Error> {
             // As large across an await as the Kubernetes adapter's (a read
             // and a patch): see `a_waiting_response_holds_little`.
             let request = std::hint::black_box([0u8; 8192]);
             self.clock.sleep(Duration::ZERO).await;
             std::hint::black_box(&request);
+            self.surged.lock().unwrap().push((workload.to_string(), self.clock.now_ms()));
             Ok(true)
         }
         async fn forget_node(&self, node: &str) -> Result<usize, std::io::Error> {
@@ -1566,7 +1651,9 @@ mod tests {
             0
         }
         async fn delete_node(&self, node: &str) -> Result<(), std::io::Error> {
-            panic!("deleted {node}")
+            assert!(self.deletes_nodes, "deleted {node}");
+            self.nodes_deleted.lock().unwrap().push(node.to_string());
+            Ok(())
         }
         async fn node_event(&self, _: &str, _: &str, _: &str) -> Result<(), std::io::Error> {
             Ok(())
@@ -1632,6 +1719,78 @@ mod tests {
             Some(deadline - SURGE_EVICT_BEFORE_DEADLINE),
             "{deleted:?}"
         );
+    }
+
+    /// A cloud that ends any instance it is asked to.
+    struct EndsInstances;
+
+    impl CloudPort for EndsInstances {
+        type Error = Never;
+        async fn deregister_targets(&self, _: &NodeView) -> Result<String, Never> {
+            panic!("deregistered targets")
+        }
+        async fn wake_standby(&self, _: &NodeView, _: Option<&str>) -> Result<String, Never> {
+            panic!("woke a standby")
+        }
+        async fn move_volume(&self, _: &str, _: &NodeView, _: bool, _: bool) -> Result<String, Never> {
+            panic!("moved a volume")
+        }
+        async fn bridge(&self, _: &[String], _: bool) -> Result<String, Never> {
+            panic!("bridged traffic")
+        }
+        async fn restore_capacity(&self, _: &str, _: &[(PoolId, u32)]) -> Result<String, Never> {
+            panic!("launched capacity")
+        }
+        async fn retire_node(&self, node: &NodeView) -> Result<String, Never> {
+            Ok(format!("{} terminated", node.name))
+        }
+    }
+
+    /// A retirement (a rebalance recommendation's, a move's) surges the
+    /// node's Deployments first and evicts their pods once the extra
+    /// replicas are Ready, or after [`RETIRE_SURGE_WAIT`] at the latest;
+    /// the StatefulSet's pod goes at once; the surge is lowered once the
+    /// node is drained, and the node ended.
+    #[tokio::test]
+    async fn a_retirement_surges_first_and_lowers_the_surge_once_drained() {
+        for (surge_ready, evicted_at) in [(true, 0), (false, RETIRE_SURGE_WAIT)] {
+            let clock = Arc::new(Stepping::default());
+            let mut view = surge_never_ready();
+            if surge_ready {
+                view.workloads[0].replicas = 1;
+            }
+            view.nodes = vec![NodeView {
+                name: "node-1".into(),
+                instance_id: "i-1".into(),
+                pool: PoolId::new("m5.large", "us-east-1b"),
+                capacity_type: costop_core::CapacityType::Spot,
+                allocatable: costop_core::Resources::new(2000, 8192),
+                price_per_hour: 0.04,
+                unschedulable: false,
+                taints: vec![],
+                ready: true,
+                in_load_balancer: false,
+            }]
+            .into();
+            let mut cluster = Recording::new(clock.clone(), view, 0);
+            cluster.deletes_nodes = true;
+            let cluster = Arc::new(cluster);
+            let exec = stepping_executor(cluster.clone(), Arc::new(EndsInstances), clock.clone());
+            let surges = [("web".to_string(), 1)];
+            let how = Retirement { after: 0, bridge: false, once_room: false, surges: &surges };
+            let outcome = exec.retire("move", "node-1", how).await;
+            assert_eq!(outcome, Ok("ok: drained, no interruption came; node-1 terminated".to_string()));
+            assert_eq!(*cluster.surged.lock().unwrap(), [("web".to_string(), 0)]);
+            let evicted = cluster.evicted.lock().unwrap().clone();
+            let at = |pod: &str| evicted.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
+            assert_eq!((at("default/db-0"), at("default/web-1")), (Some(0), Some(evicted_at)), "{evicted:?}");
+            let ended = cluster.ended.lock().unwrap().clone();
+            assert!(
+                matches!(ended.as_slice(), [(w, t, _)] if w == "web" && *t >= evicted_at),
+                "surge ready {surge_ready}: {ended:?}"
+            );
+            assert_eq!(*cluster.nodes_deleted.lock().unwrap(), ["node-1".to_string()]);
+        }
     }
 
     /// A surge ends with the wave that evicted its workload's last old
