@@ -94,9 +94,11 @@ pub struct Policy {
     /// within budgets (its Deployments surged first) and end it, as EC2
     /// Auto Scaling's Capacity Rebalancing replaces an at-risk instance
     /// (Amazon EC2 Auto Scaling User Guide, "Capacity Rebalancing"). An
-    /// interruption that follows finds nothing to take; a recommendation
-    /// no interruption follows costs one move. The node is never cordoned
-    /// before its replacement has joined. Default true.
+    /// interruption that follows finds the node gone or going (its own
+    /// response then takes over); a recommendation no interruption follows
+    /// costs one move. The node is cordoned only once the nodes not being
+    /// retired have room for its pods, its replacement's room among them.
+    /// Default true.
     pub act_on_rebalance: bool,
     /// Minutes a rebalance recommendation's node waits for its replacement
     /// to give its pods room; with none by then it stays (and so does the

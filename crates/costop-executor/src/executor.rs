@@ -10,7 +10,7 @@ use costop_core::model::INTERRUPTION_TAINT;
 use costop_core::move_back::Move;
 use costop_core::ports::{Clock, CloudPort, ClusterPort, StorePort};
 use costop_core::time::Millis;
-use costop_core::{respond, ClusterView, Notice, Plan, PlanError, Policy, Step};
+use costop_core::{respond, ClusterView, Notice, NoticeKey, Plan, PlanError, Policy, Step};
 use futures::future::join_all;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -322,8 +322,10 @@ where
         policy: &Policy,
         now: Millis,
     ) -> Result<Plan, PlanError> {
-        // A recommendation only launches a replacement: the claims of the
-        // other responses do not change it, and copying the view is not free.
+        // A recommendation launches a replacement and retires its node once
+        // there is room (judged when it runs, not now): the claims of the
+        // other responses do not change the plan, and copying the view is
+        // not free.
         if matches!(notice.kind, costop_core::NoticeKind::RebalanceRecommendation { .. }) {
             return respond(view, notice, policy, now);
         }
@@ -559,10 +561,18 @@ where
     /// functions (when `bridge`) until their pods are Ready elsewhere; its
     /// Deployments in `surges` are raised (under `key`) before their pods
     /// are evicted and lowered back once the node is drained.
-    async fn retire(&self, key: &str, node: &str, how: Retirement<'_>) -> Result<String, String> {
+    ///
+    /// An interruption is told by its open response, not by the node's
+    /// taint: the retirement's own cordon puts the same taint on, and a
+    /// retirement resumed after a restart carries on draining. Room is
+    /// looked for outside the nodes other responses are retiring.
+    async fn retire(&self, key: &NoticeKey, node: &str, how: Retirement<'_>) -> Result<String, String> {
         let Retirement { after, bridge, once_room, surges } = how;
-        let answered = |v: &ClusterView| v.node(node).is_none_or(|n| n.has_taint(INTERRUPTION_TAINT));
-        let room = |v: &ClusterView| once_room && costop_core::move_back::room_elsewhere(v, node);
+        let answered = |v: &ClusterView| v.node(node).is_none() || self.open.interrupted(node);
+        let room = |v: &ClusterView| {
+            once_room && costop_core::move_back::room_elsewhere(v, node, &self.open.retiring_besides(key))
+        };
+        let key = &key.to_string();
         self.wait_until(after, |v| answered(v) || room(v)).await;
         let view = self.cluster.view();
         if answered(&view) {
@@ -625,6 +635,9 @@ where
         }
         if let Some(e) = failed {
             return Err(format!("{node} not retired: {e}"));
+        }
+        if self.open.interrupted(node) {
+            return Ok(format!("drained; not ended: {node} was interrupted meanwhile, its response goes on"));
         }
         let view = self.cluster.view();
         let n = view.node(node).ok_or_else(|| format!("node {node} not in the cluster"))?;
@@ -767,6 +780,13 @@ where
     /// all its replicas Ready; the ones raised, to lower back. A failure
     /// is logged: the pods are then evicted within their budgets alone.
     async fn surge_and_wait(&self, key: &str, surges: &[(String, u32)], until: Millis) -> Vec<String> {
+        // Ready counted against the replicas before the surge and the
+        // surge itself: the view may show the old count a while longer.
+        let wanted: Vec<(String, usize)> = {
+            let view = self.cluster.view();
+            let replicas = |w: &str| view.workload(w).map_or(0, |x| x.replicas as usize);
+            surges.iter().map(|(w, by)| (w.clone(), replicas(w) + *by as usize)).collect()
+        };
         let raised = join_all(surges.iter().map(|(w, by)| self.cluster.surge(w, key, *by))).await;
         let mut surged = Vec::new();
         for ((w, _), r) in surges.iter().zip(raised) {
@@ -779,7 +799,12 @@ where
         }
         if !surged.is_empty() {
             let by = until.min(self.clock.now_ms().saturating_add(RETIRE_SURGE_WAIT));
-            self.wait_until(by, |v| all_replicas_ready(v, &surged)).await;
+            self.wait_until(by, |v| {
+                (wanted.iter()).filter(|(w, _)| surged.contains(w)).all(|(w, n)| {
+                    v.pods.lookups().ready(w) >= (*n).max(v.workload(w).map_or(0, |x| x.replicas as usize))
+                })
+            })
+            .await;
         }
         surged
     }
@@ -1020,7 +1045,7 @@ where
             }),
             Step::RetireNode { node, after, bridge, once_room, surges } => {
                 let how = Retirement { after: *after, bridge: *bridge, once_room: *once_room, surges };
-                self.retire(&plan.notice.to_string(), node, how).await
+                self.retire(&plan.notice, node, how).await
             }
             Step::HoldReplacements { key, until } => self.hold_replacements(key, *until).await,
             Step::RestoreHeadroom { placeholders } => {
@@ -1404,40 +1429,39 @@ mod tests {
 
     /// A cluster whose node-1 is tainted for an interruption at 60 s, and
     /// which tells of changes: waiting for one moves the clock to 60 s.
-    struct TaintedAtOneMinute {
+    /// A cluster whose node-1 is gone after one minute (its instance
+    /// reclaimed), and which tells when its view changes.
+    struct GoneAtOneMinute {
         clock: Arc<Stepping>,
         before: Arc<ClusterView>,
         after: Arc<ClusterView>,
         looks: AtomicUsize,
     }
 
-    impl TaintedAtOneMinute {
+    impl GoneAtOneMinute {
         fn new(clock: Arc<Stepping>) -> Self {
-            let node = |taints: Vec<costop_core::model::Taint>| NodeView {
+            let node = NodeView {
                 name: "node-1".into(),
                 instance_id: "i-1".into(),
                 pool: PoolId::new("m5.large", "us-east-1b"),
                 capacity_type: costop_core::CapacityType::Spot,
                 allocatable: costop_core::Resources::new(2000, 8192),
                 price_per_hour: 0.04,
-                unschedulable: !taints.is_empty(),
-                taints,
+                unschedulable: false,
+                taints: vec![],
                 ready: true,
                 in_load_balancer: true,
             };
-            let view = |n| Arc::new(ClusterView { nodes: vec![n].into(), ..ClusterView::default() });
-            let taint =
-                costop_core::model::Taint { key: INTERRUPTION_TAINT.into(), effect: "NoSchedule".into() };
             Self {
                 clock,
-                before: view(node(vec![])),
-                after: view(node(vec![taint])),
+                before: Arc::new(ClusterView { nodes: vec![node].into(), ..ClusterView::default() }),
+                after: Arc::new(ClusterView::default()),
                 looks: AtomicUsize::new(0),
             }
         }
     }
 
-    impl ClusterPort for TaintedAtOneMinute {
+    impl ClusterPort for GoneAtOneMinute {
         type Error = Never;
         fn view(&self) -> Arc<ClusterView> {
             self.looks.fetch_add(1, Ordering::SeqCst);
@@ -1503,12 +1527,17 @@ mod tests {
     #[tokio::test]
     async fn a_wait_wakes_when_the_cluster_changes_instead_of_looking_each_second() {
         let clock = Arc::new(Stepping::default());
-        let cluster = Arc::new(TaintedAtOneMinute::new(clock.clone()));
+        let cluster = Arc::new(GoneAtOneMinute::new(clock.clone()));
         let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
         // A node a recommendation replaced is to be retired at 15 min; it is
-        // interrupted at 1 min, and the retirement is skipped then.
+        // gone at 1 min, and the retirement is skipped then.
         let how = Retirement { after: 15 * 60_000, bridge: false, once_room: false, surges: &[] };
-        let outcome = exec.retire("rebalance", "node-1", how).await;
+        let key = costop_core::NoticeKey {
+            instance_id: "i-1".into(),
+            kind: "rebalance-recommendation".into(),
+            stated_time: 0,
+        };
+        let outcome = exec.retire(&key, "node-1", how).await;
         assert!(outcome.as_ref().is_ok_and(|o| o.starts_with("skipped")), "{outcome:?}");
         assert!(clock.now_ms() < 62_000, "noticed at {} ms", clock.now_ms());
         // Looking each second would have taken 60 looks.
@@ -1542,6 +1571,10 @@ mod tests {
         most_asking: AtomicUsize,
         /// Surges raised, and when.
         surged: Mutex<Vec<(String, Millis)>>,
+        /// The view shown once a surge was raised, if another.
+        after_surge: Option<Arc<ClusterView>>,
+        /// Pods evicted by the time each surge was lowered.
+        evicted_when_ended: Mutex<Vec<usize>>,
         /// Whether a Node may be deleted (else a deletion is a failure)
         /// and the ones deleted.
         deletes_nodes: bool,
@@ -1565,6 +1598,8 @@ mod tests {
                 asking: AtomicUsize::new(0),
                 most_asking: AtomicUsize::new(0),
                 surged: Mutex::new(Vec::new()),
+                after_surge: None,
+                evicted_when_ended: Mutex::new(Vec::new()),
                 deletes_nodes: false,
                 nodes_deleted: Mutex::new(Vec::new()),
             }
@@ -1574,7 +1609,10 @@ mod tests {
     impl ClusterPort for Recording {
         type Error = std::io::Error;
         fn view(&self) -> Arc<ClusterView> {
-            if self.clock.now_ms() >= self.shown_from {
+            if let Some(after) = self.after_surge.as_ref().filter(|_| !self.surged.lock().unwrap().is_empty())
+            {
+                after.clone()
+            } else if self.clock.now_ms() >= self.shown_from {
                 self.view.clone()
             } else {
                 Arc::new(ClusterView::default())
@@ -1633,6 +1671,7 @@ mod tests {
         }
         async fn end_surge(&self, workload: &str, _: &str) -> Result<bool, std::io::Error> {
             let deleted = self.deleted.lock().unwrap().len();
+            self.evicted_when_ended.lock().unwrap().push(self.evicted.lock().unwrap().len());
             let mut ended = self.ended.lock().unwrap();
             let first = !ended.iter().any(|(w, _, _)| w == workload);
             ended.push((workload.to_string(), self.clock.now_ms(), deleted));
@@ -1748,49 +1787,111 @@ mod tests {
 
     /// A retirement (a rebalance recommendation's, a move's) surges the
     /// node's Deployments first and evicts their pods once the extra
-    /// replicas are Ready, or after [`RETIRE_SURGE_WAIT`] at the latest;
-    /// the StatefulSet's pod goes at once; the surge is lowered once the
-    /// node is drained, and the node ended.
+    /// replicas are Ready (counted from the replicas before the surge: a
+    /// view still showing the old count does not pass), or after
+    /// [`RETIRE_SURGE_WAIT`] at the latest; the StatefulSet's pod goes at
+    /// once; the surge is lowered once the node is drained, and the node
+    /// ended.
     #[tokio::test]
     async fn a_retirement_surges_first_and_lowers_the_surge_once_drained() {
-        for (surge_ready, evicted_at) in [(true, 0), (false, RETIRE_SURGE_WAIT)] {
+        let node = NodeView {
+            name: "node-1".into(),
+            instance_id: "i-1".into(),
+            pool: PoolId::new("m5.large", "us-east-1b"),
+            capacity_type: costop_core::CapacityType::Spot,
+            allocatable: costop_core::Resources::new(2000, 8192),
+            price_per_hour: 0.04,
+            unschedulable: false,
+            taints: vec![],
+            ready: true,
+            in_load_balancer: false,
+        };
+        // Before the surge: web has its one replica, Ready, on node-1.
+        let mut before = surge_never_ready();
+        before.workloads[0].replicas = 1;
+        before.nodes = vec![node].into();
+        // Once raised: two replicas, the new one Ready elsewhere.
+        let mut raised = before.clone();
+        raised.workloads[0].replicas = 2;
+        let mut extra = (*raised.pods[0]).clone();
+        extra.name = "default/web-2".into();
+        extra.node = Some("node-2".into());
+        raised.pods.push(extra.into());
+        for (surge_comes, evicted_at) in [(true, 0), (false, RETIRE_SURGE_WAIT)] {
             let clock = Arc::new(Stepping::default());
-            let mut view = surge_never_ready();
-            if surge_ready {
-                view.workloads[0].replicas = 1;
-            }
-            view.nodes = vec![NodeView {
-                name: "node-1".into(),
-                instance_id: "i-1".into(),
-                pool: PoolId::new("m5.large", "us-east-1b"),
-                capacity_type: costop_core::CapacityType::Spot,
-                allocatable: costop_core::Resources::new(2000, 8192),
-                price_per_hour: 0.04,
-                unschedulable: false,
-                taints: vec![],
-                ready: true,
-                in_load_balancer: false,
-            }]
-            .into();
-            let mut cluster = Recording::new(clock.clone(), view, 0);
+            let mut cluster = Recording::new(clock.clone(), before.clone(), 0);
+            cluster.after_surge = surge_comes.then(|| Arc::new(raised.clone()));
             cluster.deletes_nodes = true;
             let cluster = Arc::new(cluster);
             let exec = stepping_executor(cluster.clone(), Arc::new(EndsInstances), clock.clone());
             let surges = [("web".to_string(), 1)];
             let how = Retirement { after: 0, bridge: false, once_room: false, surges: &surges };
-            let outcome = exec.retire("move", "node-1", how).await;
+            let key = costop_core::NoticeKey {
+                instance_id: "i-1".into(),
+                kind: "move-back".into(),
+                stated_time: 0,
+            };
+            let outcome = exec.retire(&key, "node-1", how).await;
             assert_eq!(outcome, Ok("ok: drained, no interruption came; node-1 terminated".to_string()));
             assert_eq!(*cluster.surged.lock().unwrap(), [("web".to_string(), 0)]);
             let evicted = cluster.evicted.lock().unwrap().clone();
             let at = |pod: &str| evicted.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
-            assert_eq!((at("default/db-0"), at("default/web-1")), (Some(0), Some(evicted_at)), "{evicted:?}");
-            let ended = cluster.ended.lock().unwrap().clone();
-            assert!(
-                matches!(ended.as_slice(), [(w, t, _)] if w == "web" && *t >= evicted_at),
-                "surge ready {surge_ready}: {ended:?}"
+            assert_eq!(
+                (at("default/db-0"), at("default/web-1")),
+                (Some(0), Some(evicted_at)),
+                "surge comes {surge_comes}: {evicted:?}"
             );
+            // Lowered once, after both pods were evicted.
+            let ended: Vec<String> =
+                cluster.ended.lock().unwrap().iter().map(|(w, _, _)| w.clone()).collect();
+            assert_eq!(ended, ["web".to_string()]);
+            assert_eq!(*cluster.evicted_when_ended.lock().unwrap(), [2]);
             assert_eq!(*cluster.nodes_deleted.lock().unwrap(), ["node-1".to_string()]);
         }
+    }
+
+    /// A retirement's node that an interruption's response came for while
+    /// it drained is left to that response: drained, not ended.
+    #[tokio::test(start_paused = true)]
+    async fn a_retirement_leaves_a_node_interrupted_meanwhile_to_its_response() {
+        let clock = Arc::new(Stepping::default());
+        let mut view = surge_never_ready();
+        view.nodes = vec![NodeView {
+            name: "node-1".into(),
+            instance_id: "i-1".into(),
+            pool: PoolId::new("m5.large", "us-east-1b"),
+            capacity_type: costop_core::CapacityType::Spot,
+            allocatable: costop_core::Resources::new(2000, 8192),
+            price_per_hour: 0.04,
+            unschedulable: false,
+            taints: vec![],
+            ready: true,
+            in_load_balancer: false,
+        }]
+        .into();
+        let mut cluster = Recording::new(clock.clone(), view, 0);
+        cluster.deletes_nodes = true;
+        let cluster = Arc::new(cluster);
+        // tokio's paused time: the retirement waits while the response opens.
+        let paused = Arc::new(PausedClock(tokio::time::Instant::now()));
+        let exec = test_executor(cluster.clone(), Arc::new(EndsInstances), paused);
+        // The interruption's response opens while web's surge is awaited.
+        let interruption = Arc::new(interruption_plan(120_000, vec![]));
+        let surges = [("web".to_string(), 1)];
+        let how = Retirement { after: 0, bridge: false, once_room: false, surges: &surges };
+        let key =
+            costop_core::NoticeKey { instance_id: "i-1".into(), kind: "move-back".into(), stated_time: 0 };
+        let open = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            exec.open.opened(&interruption, vec![]);
+        };
+        let (outcome, ()) = futures::future::join(exec.retire(&key, "node-1", how), open).await;
+        assert_eq!(
+            outcome,
+            Ok("drained; not ended: node-1 was interrupted meanwhile, its response goes on".to_string())
+        );
+        assert!(cluster.nodes_deleted.lock().unwrap().is_empty());
+        assert_eq!(cluster.ended.lock().unwrap().len(), 1, "the surge is lowered all the same");
     }
 
     /// A surge ends with the wave that evicted its workload's last old

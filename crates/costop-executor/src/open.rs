@@ -42,6 +42,13 @@ pub struct Claimed {
     view: ClusterView,
 }
 
+/// Whether a plan only retires its node (a rebalance recommendation's,
+/// a move's) rather than answering its interruption.
+fn retires_only(plan: &Plan) -> bool {
+    plan.notice.kind == "rebalance-recommendation"
+        || plan.notice.kind == costop_core::move_back::MOVE_BACK_KIND
+}
+
 impl OpenResponses {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NoticeKey, (Arc<Plan>, Progress)>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -81,6 +88,27 @@ impl OpenResponses {
     /// Whether an open plan answers a notice of this kind label.
     pub fn any_of_kind(&self, kind: &str) -> bool {
         self.lock().keys().any(|k| k.kind == kind)
+    }
+
+    /// Whether a response to an interruption of `node` (a Spot notice, a
+    /// scheduled event, a state change) is open: not a rebalance
+    /// recommendation's or a move's, which only retire it.
+    pub fn interrupted(&self, node: &str) -> bool {
+        self.lock().values().any(|(plan, _)| plan.node == node && !retires_only(plan))
+    }
+
+    /// The nodes that open responses other than `key`'s are retiring
+    /// (their [`Step::RetireNode`] has not run to its end yet).
+    pub fn retiring_besides(&self, key: &NoticeKey) -> Vec<String> {
+        (self.lock().iter())
+            .filter(|(k, _)| *k != key)
+            .flat_map(|(_, (plan, done))| {
+                plan.steps.iter().zip(done).filter_map(|(s, d)| match s {
+                    Step::RetireNode { node, .. } if d.is_none() => Some(node.clone()),
+                    _ => None,
+                })
+            })
+            .collect()
     }
 
     /// Whether some open response still has a claim to make (a cordon,
