@@ -214,12 +214,13 @@ fn whole(view: &ClusterView, workloads: &BTreeSet<String>, node: &str, staying: 
     })
 }
 
-/// Whether each of `workloads` has all its replicas (a surge's extra ones
-/// included) Ready.
-fn all_replicas_ready(view: &ClusterView, workloads: &[impl AsRef<str>]) -> bool {
-    workloads.iter().all(|w| {
-        let wanted = view.workload(w.as_ref()).map_or(0, |x| x.replicas as usize);
-        view.pods.lookups().ready(w.as_ref()) >= wanted
+/// Whether each workload has all its replicas (a surge's extra ones
+/// included) Ready, and at least the count given with it (what it is to
+/// have once a surge shows in the view).
+fn all_replicas_ready<'w>(view: &ClusterView, workloads: impl IntoIterator<Item = (&'w str, usize)>) -> bool {
+    workloads.into_iter().all(|(w, at_least)| {
+        let wanted = view.workload(w).map_or(0, |x| x.replicas as usize);
+        view.pods.lookups().ready(w) >= wanted.max(at_least)
     })
 }
 
@@ -799,12 +800,8 @@ where
         }
         if !surged.is_empty() {
             let by = until.min(self.clock.now_ms().saturating_add(RETIRE_SURGE_WAIT));
-            self.wait_until(by, |v| {
-                (wanted.iter()).filter(|(w, _)| surged.contains(w)).all(|(w, n)| {
-                    v.pods.lookups().ready(w) >= (*n).max(v.workload(w).map_or(0, |x| x.replicas as usize))
-                })
-            })
-            .await;
+            let raised = wanted.iter().filter(|(w, _)| surged.contains(w)).map(|(w, n)| (w.as_str(), *n));
+            self.wait_until(by, |v| all_replicas_ready(v, raised.clone())).await;
         }
         surged
     }
@@ -863,7 +860,7 @@ where
             }
             if !surged.is_empty() {
                 let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
-                self.wait_until(by, |v| all_replicas_ready(v, &surged)).await;
+                self.wait_until(by, |v| all_replicas_ready(v, surged.iter().map(|w| (*w, 0)))).await;
             }
             // The last wave also takes the pods that landed on the
             // node after the plan was made (bound before the cordon
@@ -1249,6 +1246,22 @@ mod tests {
         }
     }
 
+    /// A Ready m5.large Spot node in us-east-1b that takes pods.
+    fn spot_node(name: &str, instance_id: &str, in_load_balancer: bool) -> NodeView {
+        NodeView {
+            name: name.into(),
+            instance_id: instance_id.into(),
+            pool: PoolId::new("m5.large", "us-east-1b"),
+            capacity_type: costop_core::CapacityType::Spot,
+            allocatable: costop_core::Resources::new(2000, 8192),
+            price_per_hour: 0.04,
+            unschedulable: false,
+            taints: vec![],
+            ready: true,
+            in_load_balancer,
+        }
+    }
+
     /// A cloud that refuses every call.
     struct NoCalls;
 
@@ -1440,18 +1453,7 @@ mod tests {
 
     impl GoneAtOneMinute {
         fn new(clock: Arc<Stepping>) -> Self {
-            let node = NodeView {
-                name: "node-1".into(),
-                instance_id: "i-1".into(),
-                pool: PoolId::new("m5.large", "us-east-1b"),
-                capacity_type: costop_core::CapacityType::Spot,
-                allocatable: costop_core::Resources::new(2000, 8192),
-                price_per_hour: 0.04,
-                unschedulable: false,
-                taints: vec![],
-                ready: true,
-                in_load_balancer: true,
-            };
+            let node = spot_node("node-1", "i-1", true);
             Self {
                 clock,
                 before: Arc::new(ClusterView { nodes: vec![node].into(), ..ClusterView::default() }),
@@ -1760,31 +1762,6 @@ mod tests {
         );
     }
 
-    /// A cloud that ends any instance it is asked to.
-    struct EndsInstances;
-
-    impl CloudPort for EndsInstances {
-        type Error = Never;
-        async fn deregister_targets(&self, _: &NodeView) -> Result<String, Never> {
-            panic!("deregistered targets")
-        }
-        async fn wake_standby(&self, _: &NodeView, _: Option<&str>) -> Result<String, Never> {
-            panic!("woke a standby")
-        }
-        async fn move_volume(&self, _: &str, _: &NodeView, _: bool, _: bool) -> Result<String, Never> {
-            panic!("moved a volume")
-        }
-        async fn bridge(&self, _: &[String], _: bool) -> Result<String, Never> {
-            panic!("bridged traffic")
-        }
-        async fn restore_capacity(&self, _: &str, _: &[(PoolId, u32)]) -> Result<String, Never> {
-            panic!("launched capacity")
-        }
-        async fn retire_node(&self, node: &NodeView) -> Result<String, Never> {
-            Ok(format!("{} terminated", node.name))
-        }
-    }
-
     /// A retirement (a rebalance recommendation's, a move's) surges the
     /// node's Deployments first and evicts their pods once the extra
     /// replicas are Ready (counted from the replicas before the surge: a
@@ -1794,18 +1771,7 @@ mod tests {
     /// ended.
     #[tokio::test]
     async fn a_retirement_surges_first_and_lowers_the_surge_once_drained() {
-        let node = NodeView {
-            name: "node-1".into(),
-            instance_id: "i-1".into(),
-            pool: PoolId::new("m5.large", "us-east-1b"),
-            capacity_type: costop_core::CapacityType::Spot,
-            allocatable: costop_core::Resources::new(2000, 8192),
-            price_per_hour: 0.04,
-            unschedulable: false,
-            taints: vec![],
-            ready: true,
-            in_load_balancer: false,
-        };
+        let node = spot_node("node-1", "i-1", false);
         // Before the surge: web has its one replica, Ready, on node-1.
         let mut before = surge_never_ready();
         before.workloads[0].replicas = 1;
@@ -1823,7 +1789,11 @@ mod tests {
             cluster.after_surge = surge_comes.then(|| Arc::new(raised.clone()));
             cluster.deletes_nodes = true;
             let cluster = Arc::new(cluster);
-            let exec = stepping_executor(cluster.clone(), Arc::new(EndsInstances), clock.clone());
+            let exec = stepping_executor(
+                cluster.clone(),
+                Arc::new(FewCalls { ends_instances: true }),
+                clock.clone(),
+            );
             let surges = [("web".to_string(), 1)];
             let how = Retirement { after: 0, bridge: false, once_room: false, surges: &surges };
             let key = costop_core::NoticeKey {
@@ -1856,25 +1826,13 @@ mod tests {
     async fn a_retirement_leaves_a_node_interrupted_meanwhile_to_its_response() {
         let clock = Arc::new(Stepping::default());
         let mut view = surge_never_ready();
-        view.nodes = vec![NodeView {
-            name: "node-1".into(),
-            instance_id: "i-1".into(),
-            pool: PoolId::new("m5.large", "us-east-1b"),
-            capacity_type: costop_core::CapacityType::Spot,
-            allocatable: costop_core::Resources::new(2000, 8192),
-            price_per_hour: 0.04,
-            unschedulable: false,
-            taints: vec![],
-            ready: true,
-            in_load_balancer: false,
-        }]
-        .into();
+        view.nodes = vec![spot_node("node-1", "i-1", false)].into();
         let mut cluster = Recording::new(clock.clone(), view, 0);
         cluster.deletes_nodes = true;
         let cluster = Arc::new(cluster);
         // tokio's paused time: the retirement waits while the response opens.
         let paused = Arc::new(PausedClock(tokio::time::Instant::now()));
-        let exec = test_executor(cluster.clone(), Arc::new(EndsInstances), paused);
+        let exec = test_executor(cluster.clone(), Arc::new(FewCalls { ends_instances: true }), paused);
         // The interruption's response opens while web's surge is awaited.
         let interruption = Arc::new(interruption_plan(120_000, vec![]));
         let surges = [("web".to_string(), 1)];
@@ -2214,10 +2172,14 @@ mod tests {
         );
     }
 
-    /// A cloud that launched i-7 under `restore:i-1`.
-    struct LaunchedOne;
+    /// A cloud that launched i-7 under `restore:i-1` and, when
+    /// `ends_instances`, ends any instance it is asked to; every other call
+    /// is a failure.
+    struct FewCalls {
+        ends_instances: bool,
+    }
 
-    impl CloudPort for LaunchedOne {
+    impl CloudPort for FewCalls {
         type Error = Never;
         async fn deregister_targets(&self, _: &NodeView) -> Result<String, Never> {
             panic!("deregistered targets")
@@ -2237,30 +2199,21 @@ mod tests {
         async fn launched_under(&self, key: &str) -> Result<Vec<String>, Never> {
             Ok(if key == "restore:i-1" { vec!["i-7".into()] } else { vec![] })
         }
-        async fn retire_node(&self, _: &NodeView) -> Result<String, Never> {
-            panic!("retired a node")
+        async fn retire_node(&self, node: &NodeView) -> Result<String, Never> {
+            assert!(self.ends_instances, "retired {}", node.name);
+            Ok(format!("{} terminated", node.name))
         }
     }
 
     #[tokio::test]
     async fn an_early_replacement_is_held_from_scale_down_once_joined_until_the_window_ends() {
         let clock = Arc::new(Stepping::default());
-        let node = NodeView {
-            name: "node-7".into(),
-            instance_id: "i-7".into(),
-            pool: PoolId::new("m5.large", "us-east-1b"),
-            capacity_type: costop_core::CapacityType::Spot,
-            allocatable: costop_core::Resources::new(2000, 8192),
-            price_per_hour: 0.04,
-            unschedulable: false,
-            taints: vec![],
-            ready: true,
-            in_load_balancer: true,
-        };
+        let node = spot_node("node-7", "i-7", true);
         // The replacement (node-7, instance i-7) joins 30 s after the launch.
         let joined = ClusterView { nodes: vec![node].into(), ..ClusterView::default() };
         let cluster = Arc::new(Recording::new(clock.clone(), joined, 30_000));
-        let exec = stepping_executor(cluster.clone(), Arc::new(LaunchedOne), clock.clone());
+        let exec =
+            stepping_executor(cluster.clone(), Arc::new(FewCalls { ends_instances: false }), clock.clone());
         let until = 15 * 60_000;
         let plan = Arc::new(Plan {
             notice: costop_core::NoticeKey {
