@@ -131,7 +131,8 @@ pub enum Step {
     /// After a rebalance recommendation or a move launched the node's
     /// replacement: if the node is still here and no interruption is being
     /// answered for it, drain it within budgets and end its instance, so the
-    /// new capacity does not stay as extra.
+    /// new capacity does not stay as extra. A node that cannot be drained
+    /// (its budgets refuse for 10 minutes) or ended is uncordoned again.
     RetireNode {
         /// Node name.
         node: String,

@@ -43,6 +43,11 @@ pub trait ClusterPort {
     /// Cordon the node and add the `costop.io/interruption:NoSchedule` taint.
     fn taint_and_cordon(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// Take the `costop.io/interruption` taint off a node and uncordon it:
+    /// a retirement that could not drain or end it gives it back to
+    /// service rather than leave it cordoned for good.
+    fn untaint_and_uncordon(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
     /// Take the `costop.io/standby` taint off a node (and uncordon it): it
     /// serves as on-demand capacity (label `costop.io/capacity-type=on-demand`).
     fn untaint_standby(&self, node: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;

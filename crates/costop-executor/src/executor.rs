@@ -635,16 +635,33 @@ where
             }
         }
         if let Some(e) = failed {
-            return Err(format!("{node} not retired: {e}"));
+            return Err(self.give_back(node, format!("{node} not retired: {e}")).await);
         }
         if self.open.interrupted(node) {
             return Ok(format!("drained; not ended: {node} was interrupted meanwhile, its response goes on"));
         }
         let view = self.cluster.view();
         let n = view.node(node).ok_or_else(|| format!("node {node} not in the cluster"))?;
-        let ended = self.cloud.retire_node(n).await.map_err(|e| e.to_string())?;
+        let ended = match self.cloud.retire_node(n).await {
+            Ok(ended) => ended,
+            Err(e) => return Err(self.give_back(node, format!("{node} not ended: {e}")).await),
+        };
         self.cluster.delete_node(node).await.map_err(|e| e.to_string())?;
         Ok(format!("ok: drained, no interruption came; {ended}"))
+    }
+
+    /// A retirement that could not drain or end `node` gives it back to
+    /// service (interruption taint off, uncordoned), unless an
+    /// interruption's response has it now: a node left cordoned would hold
+    /// capacity nobody can use. `why` with what became of the node.
+    async fn give_back(&self, node: &str, why: String) -> String {
+        if self.open.interrupted(node) {
+            return format!("{why}; left cordoned: an interruption's response has it");
+        }
+        match self.cluster.untaint_and_uncordon(node).await {
+            Ok(()) => format!("{why}; uncordoned, it stays in service"),
+            Err(e) => format!("{why}; and it could not be uncordoned: {e}"),
+        }
     }
 
     /// The pods the plan leaves on its node (no budget lets them go):
@@ -1201,6 +1218,9 @@ mod tests {
         async fn taint_and_cordon(&self, node: &str) -> Result<(), Never> {
             panic!("dry run tainted {node}")
         }
+        async fn untaint_and_uncordon(&self, node: &str) -> Result<(), Never> {
+            panic!("dry run uncordoned {node}")
+        }
         async fn untaint_standby(&self, node: &str) -> Result<(), Never> {
             panic!("dry run untainted {node}")
         }
@@ -1482,6 +1502,9 @@ mod tests {
         async fn taint_and_cordon(&self, node: &str) -> Result<(), Never> {
             panic!("tainted {node}: the interruption's response does that")
         }
+        async fn untaint_and_uncordon(&self, node: &str) -> Result<(), Never> {
+            panic!("uncordoned {node}")
+        }
         async fn untaint_standby(&self, node: &str) -> Result<(), Never> {
             panic!("untainted {node}")
         }
@@ -1581,6 +1604,8 @@ mod tests {
         /// and the ones deleted.
         deletes_nodes: bool,
         nodes_deleted: Mutex<Vec<String>>,
+        /// Nodes given back to service (untainted and uncordoned).
+        uncordoned: Mutex<Vec<String>>,
     }
 
     impl Recording {
@@ -1604,6 +1629,7 @@ mod tests {
                 evicted_when_ended: Mutex::new(Vec::new()),
                 deletes_nodes: false,
                 nodes_deleted: Mutex::new(Vec::new()),
+                uncordoned: Mutex::new(Vec::new()),
             }
         }
     }
@@ -1621,6 +1647,10 @@ mod tests {
             }
         }
         async fn taint_and_cordon(&self, _: &str) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+        async fn untaint_and_uncordon(&self, node: &str) -> Result<(), std::io::Error> {
+            self.uncordoned.lock().unwrap().push(node.to_string());
             Ok(())
         }
         async fn untaint_standby(&self, node: &str) -> Result<(), std::io::Error> {
@@ -1818,6 +1848,33 @@ mod tests {
             assert_eq!(*cluster.evicted_when_ended.lock().unwrap(), [2]);
             assert_eq!(*cluster.nodes_deleted.lock().unwrap(), ["node-1".to_string()]);
         }
+    }
+
+    /// A retirement whose evictions a budget refuses for the whole drain
+    /// gives its node back: uncordoned, not ended, its surge lowered.
+    #[tokio::test]
+    async fn a_retirement_that_cannot_drain_gives_its_node_back() {
+        let clock = Arc::new(Stepping::default());
+        let mut view = surge_never_ready();
+        view.nodes = vec![spot_node("node-1", "i-1", false)].into();
+        let mut cluster = Recording::new(clock.clone(), view, 0);
+        cluster.refused.insert("default/db-0".into());
+        let cluster = Arc::new(cluster);
+        // Ends no instance: a call to end node-1 fails the test.
+        let exec =
+            stepping_executor(cluster.clone(), Arc::new(FewCalls { ends_instances: false }), clock.clone());
+        let surges = [("web".to_string(), 1)];
+        let how = Retirement { after: 0, bridge: false, once_room: false, surges: &surges };
+        let key =
+            costop_core::NoticeKey { instance_id: "i-1".into(), kind: "move-back".into(), stated_time: 0 };
+        let outcome = exec.retire(&key, "node-1", how).await;
+        let failed = outcome.expect_err("the drain cannot finish");
+        assert!(failed.starts_with("node-1 not retired: default/db-0"), "{failed}");
+        assert!(failed.ends_with("; uncordoned, it stays in service"), "{failed}");
+        assert_eq!(*cluster.uncordoned.lock().unwrap(), ["node-1".to_string()]);
+        assert!(cluster.nodes_deleted.lock().unwrap().is_empty());
+        assert_eq!(cluster.ended.lock().unwrap().len(), 1, "the surge is lowered");
+        assert!(clock.now_ms() >= RETIRE_DRAIN, "gave up at {} ms", clock.now_ms());
     }
 
     /// A retirement's node that an interruption's response came for while

@@ -368,6 +368,9 @@ mod tests {
         async fn taint_and_cordon(&self, _: &str) -> Result<(), Never> {
             Ok(())
         }
+        async fn untaint_and_uncordon(&self, node: &str) -> Result<(), Never> {
+            panic!("uncordoned {node}: the warm-pool keeper retires nothing")
+        }
         async fn untaint_standby(&self, _: &str) -> Result<(), Never> {
             Ok(())
         }

@@ -1092,6 +1092,14 @@ impl ClusterPort for KubeCluster {
         .await
     }
 
+    async fn untaint_and_uncordon(&self, node: &str) -> Result<(), KubeError> {
+        self.patch_node(&self.client, node, "untaint and uncordon", |n| {
+            set_taint(n, INTERRUPTION_TAINT, false);
+            n.spec.get_or_insert_with(Default::default).unschedulable = None;
+        })
+        .await
+    }
+
     async fn untaint_standby(&self, node: &str) -> Result<(), KubeError> {
         self.patch_node(&self.client, node, "untaint standby", |n| {
             set_taint(n, STANDBY_TAINT, false);

@@ -102,7 +102,7 @@ async fn reflector_sees_a_cordon_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn taint_cordon_and_standby_taints_are_idempotent() {
+async fn taint_cordon_uncordon_and_standby_taints_are_idempotent() {
     let emu = emulator(2, vec![]).await;
     let cluster = adapter(&emu).await;
     cluster.taint_and_cordon("node-0").await.unwrap();
@@ -112,6 +112,17 @@ async fn taint_cordon_and_standby_taints_are_idempotent() {
     assert_eq!(spec.unschedulable, Some(true));
     let taints = spec.taints.unwrap();
     assert_eq!(taints.iter().filter(|t| t.key == "costop.io/interruption").count(), 1);
+    // A retirement that cannot drain node-0 gives it back.
+    cluster.untaint_and_uncordon("node-0").await.unwrap();
+    cluster.untaint_and_uncordon("node-0").await.unwrap();
+    let spec = Api::<Node>::all(cluster.client().clone()).get("node-0").await.unwrap().spec.unwrap();
+    assert_ne!(spec.unschedulable, Some(true));
+    assert!(!spec.taints.unwrap_or_default().iter().any(|t| t.key == "costop.io/interruption"));
+    until("node-0 schedulable in the view", Duration::from_secs(2), || {
+        cluster.view().node("node-0").filter(|n| !n.unschedulable).map(|_| ())
+    })
+    .await;
+    cluster.taint_and_cordon("node-0").await.unwrap();
 
     cluster.taint_standby("node-1", costop_core::StandbyMode::Stopped).await.unwrap();
     let n1 = Api::<Node>::all(cluster.client().clone()).get("node-1").await.unwrap();

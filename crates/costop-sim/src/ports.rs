@@ -96,6 +96,10 @@ impl ClusterPort for SimPorts {
         self.call(|w| w.taint_and_cordon(node)).await.map_err(SimError)
     }
 
+    async fn untaint_and_uncordon(&self, node: &str) -> Result<(), SimError> {
+        self.call(|w| w.untaint_and_uncordon(node)).await.map_err(SimError)
+    }
+
     async fn untaint_standby(&self, node: &str) -> Result<(), SimError> {
         self.call(|w| w.untaint_standby(node)).await.map_err(SimError)
     }

@@ -2576,6 +2576,15 @@ impl World {
         Ok(())
     }
 
+    /// Take the interruption taint off and uncordon: new pods may land again.
+    pub fn untaint_and_uncordon(&mut self, name: &str) -> Result<(), String> {
+        let n = self.node_index(name).ok_or_else(|| format!("node {name} not found"))?;
+        self.nodes[n as usize].unschedulable = false;
+        self.schedule_dirty = true;
+        self.changed();
+        Ok(())
+    }
+
     /// Take the standby taint off (and uncordon): it serves as on-demand capacity.
     pub fn untaint_standby(&mut self, name: &str) -> Result<(), String> {
         let n = self.node_index(name).ok_or_else(|| format!("node {name} not found"))?;
