@@ -877,7 +877,9 @@ where
             }
             if !surged.is_empty() {
                 let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
-                self.wait_until(by, |v| all_replicas_ready(v, surged.iter().map(|w| (*w, 0)))).await;
+                let wanted: Vec<(&str, usize)> =
+                    surged.iter().map(|w| (*w, self.open.surge_target(&plan.notice, w))).collect();
+                self.wait_until(by, |v| all_replicas_ready(v, wanted.iter().copied())).await;
             }
             // The last wave also takes the pods that landed on the
             // node after the plan was made (bound before the cordon
@@ -1017,16 +1019,27 @@ where
             }
             Step::Surge { workloads } => {
                 let key = plan.notice.to_string();
+                // Counted before the surge: the waves wait for this many
+                // Ready, not for what a view that lags the surge shows.
+                let before: Vec<usize> = {
+                    let view = self.cluster.view();
+                    workloads
+                        .iter()
+                        .map(|(w, _)| view.workload(w).map_or(0, |x| x.replicas as usize))
+                        .collect()
+                };
                 // All at once: in a burst the adapter can then patch each
                 // Deployment once for every response that surges it.
                 let raised = join_all(workloads.iter().map(|(w, by)| self.cluster.surge(w, &key, *by))).await;
-                let mut added = 0;
-                for r in raised {
+                let mut added = Vec::new();
+                for (((w, by), before), r) in workloads.iter().zip(before).zip(raised) {
                     if r.map_err(|x| e(&x))? {
-                        added += 1;
+                        added.push((w.clone(), before + *by as usize));
                     }
                 }
-                Ok(format!("ok: {added} of {} deployments raised", workloads.len()))
+                let count = added.len();
+                self.open.surged_to(&plan.notice, added);
+                Ok(format!("ok: {count} of {} deployments raised", workloads.len()))
             }
             Step::EndSurge { workloads } => {
                 let key = plan.notice.to_string();
@@ -1768,6 +1781,21 @@ mod tests {
         }
     }
 
+    /// `view` with `extra` more web pods Ready on node-2 (a surge's), and
+    /// web's replicas (the ones before the surge) as they stand.
+    fn with_extra_web_ready(mut view: ClusterView, extra: usize) -> ClusterView {
+        let web = view.pods.iter().find(|p| p.workload.as_deref() == Some("web")).map(|p| (**p).clone());
+        let mut pods: Vec<Arc<costop_core::PodView>> = view.pods.iter().cloned().collect();
+        for i in 0..extra {
+            let mut pod = web.clone().expect("a web pod");
+            pod.name = format!("default/web-surge-{i}").into();
+            pod.node = Some("node-2".into());
+            pods.push(pod.into());
+        }
+        view.pods = pods.into();
+        view
+    }
+
     #[tokio::test]
     async fn pods_of_workloads_not_surged_are_evicted_without_waiting_for_the_surge() {
         let clock = Arc::new(Stepping::default());
@@ -1785,6 +1813,31 @@ mod tests {
         // with no eviction asked first.
         assert_eq!(at("default/db-0", &evicted), Some(0), "{evicted:?}");
         assert_eq!(at("default/web-1", &evicted), None, "{evicted:?}");
+        assert_eq!(
+            at("default/web-1", &deleted),
+            Some(deadline - SURGE_EVICT_BEFORE_DEADLINE),
+            "{deleted:?}"
+        );
+    }
+
+    /// A wave's surged pods wait for the surge's extra replicas counted
+    /// from the replicas before it: a view that still shows the old count
+    /// (web: 1 replica, Ready) does not let them go at once.
+    #[tokio::test]
+    async fn a_wave_waits_for_its_surge_even_while_the_view_shows_the_old_count() {
+        let clock = Arc::new(Stepping::default());
+        let mut view = surge_never_ready();
+        view.workloads[0].replicas = 1;
+        let cluster = Arc::new(Recording::new(clock.clone(), view, 0));
+        let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
+        let deadline = 120_000;
+        let plan = web_surge_plan(deadline, 1, &[&["default/web-1", "default/db-0"]]);
+        exec.execute_new(Arc::new(plan), 0).await;
+        let evicted = cluster.evicted.lock().unwrap().clone();
+        let deleted = cluster.deleted.lock().unwrap().clone();
+        let at = |pod: &str, list: &[(String, Millis)]| list.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
+        assert_eq!(at("default/db-0", &evicted), Some(0), "{evicted:?}");
+        assert_eq!(at("default/web-1", &evicted), None, "went before its surge: {evicted:?}");
         assert_eq!(
             at("default/web-1", &deleted),
             Some(deadline - SURGE_EVICT_BEFORE_DEADLINE),
@@ -1918,7 +1971,8 @@ mod tests {
     async fn a_surge_ends_with_the_wave_that_took_its_workloads_old_pods() {
         let clock = Arc::new(Stepping::default());
         let mut view = surge_never_ready();
-        view.workloads[0].replicas = 1; // web's surge is Ready
+        view.workloads[0].replicas = 1;
+        let view = with_extra_web_ready(view, 1); // web's surge is Ready
         let mut cluster = Recording::new(clock.clone(), view, 0);
         cluster.refused.insert("default/db-0".into());
         let cluster = Arc::new(cluster);
@@ -1940,10 +1994,10 @@ mod tests {
     async fn a_surge_split_across_waves_ends_with_the_plan() {
         let clock = Arc::new(Stepping::default());
         let mut view = surge_never_ready();
-        view.workloads[0].replicas = 1; // web's surge is Ready
         let mut second = (*view.pods[0]).clone();
         second.name = "default/web-2".into();
         view.pods = vec![view.pods[0].clone(), second.into()].into();
+        let view = with_extra_web_ready(view, 2); // web's surge is Ready
         let mut cluster = Recording::new(clock.clone(), view, 0);
         cluster.refused.insert("default/web-1".into());
         let cluster = Arc::new(cluster);

@@ -28,7 +28,11 @@ type Progress = Vec<Option<Millis>>;
 /// The open responses of this process, with how far each has run; and
 /// the last view their claims were applied to (see [`OpenResponses::claimed`]).
 #[derive(Debug, Default)]
-pub struct OpenResponses(Mutex<BTreeMap<NoticeKey, (Arc<Plan>, Progress)>>, Mutex<Option<Claimed>>);
+pub struct OpenResponses(
+    Mutex<BTreeMap<NoticeKey, (Arc<Plan>, Progress)>>,
+    Mutex<Option<Claimed>>,
+    Mutex<BTreeMap<NoticeKey, Vec<(String, usize)>>>,
+);
 
 /// A view's nodes, pods and workloads with these claims applied.
 #[derive(Debug)]
@@ -73,6 +77,22 @@ impl OpenResponses {
     /// A response has ended.
     pub fn closed(&self, key: &NoticeKey) {
         self.lock().remove(key);
+        self.2.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// The response `key` raised these Deployments: each is to have this
+    /// many replicas Ready (its count before the surge plus the surge)
+    /// before its old pods go, whatever count a lagging view still shows.
+    pub fn surged_to(&self, key: &NoticeKey, wanted: Vec<(String, usize)>) {
+        self.2.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().extend(wanted);
+    }
+
+    /// What [`Self::surged_to`] recorded for `workload` under `key` (0 when
+    /// nothing was: a response resumed after its surge ran elsewhere).
+    pub fn surge_target(&self, key: &NoticeKey, workload: &str) -> usize {
+        (self.2.lock().unwrap_or_else(|e| e.into_inner()).get(key))
+            .and_then(|targets| targets.iter().find(|(w, _)| w == workload))
+            .map_or(0, |(_, n)| *n)
     }
 
     /// How many responses are open.
