@@ -127,6 +127,11 @@ pub struct NodeView {
     pub ready: bool,
     /// Whether its targets are registered in the load balancer.
     pub in_load_balancer: bool,
+    /// A warm standby's instance (costop labels the ones it keeps), on
+    /// standby or woken into service: the warm-pool keeper alone returns
+    /// it; a move back to Spot leaves it alone.
+    #[serde(default)]
+    pub standby_instance: bool,
 }
 
 impl NodeView {

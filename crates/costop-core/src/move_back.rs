@@ -66,24 +66,13 @@ pub fn room_elsewhere(view: &ClusterView, node: &str, retiring: &[String]) -> bo
 /// `policy.move_back_saving` of its pool's risk-adjusted price.
 ///
 /// Nothing moves while a pod waits for room (the cluster is short, not
-/// dear) or while a node whose replacement was launched early still
-/// stands (its replacement is room spoken for), from a node that is cordoned, being answered or not Ready, or
+/// dear) or while a node an open response retires still stands (see
+/// `moves_allowed`), from a node that is cordoned, being answered or not Ready, or
 /// into a pool that cannot launch, is cooling down after a reclaim, is
 /// dearer than on-demand, or would go over the cap on one pool's share. A
 /// node holding a pod with a volume only moves within its zone.
-pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis) -> Option<Move> {
-    if policy.move_back_saving >= 1.0 {
-        return None;
-    }
-    if view.unbound_pods().any(|p| !p.placeholder && !p.daemon) {
-        return None;
-    }
-    // A node whose replacement was launched ahead of its end (a rebalance
-    // recommendation's early launch, an interruption's restore, a move)
-    // still stands: the replacement's room is spoken for, and an empty
-    // replacement is exactly what a move would pick first.
-    let awaited = |n: &NodeView| view.capacity_requests.contains(&restore_key(&n.instance_id));
-    if view.nodes.iter().any(awaited) {
+pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis, retiring: &[String]) -> Option<Move> {
+    if !moves_allowed(view, policy, retiring) || view.unbound_pods().any(|p| !p.placeholder && !p.daemon) {
         return None;
     }
     let spot = |n: &&NodeView| n.capacity_type == CapacityType::Spot && !n.unschedulable;
@@ -159,6 +148,91 @@ pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis) -> Option<M
     best
 }
 
+/// Whether anything may move now: moves are on, and no node an open
+/// response is retiring (`retiring`: a rebalance recommendation's, whose
+/// replacement was launched ahead of its end, or a move's) still stands:
+/// the replacement's room is spoken for, and an empty replacement is
+/// exactly what a move would pick first. A retirement that ended without
+/// its node (no room in time) no longer holds moves back.
+fn moves_allowed(view: &ClusterView, policy: &Policy, retiring: &[String]) -> bool {
+    policy.move_back_saving < 1.0 && !retiring.iter().any(|r| view.node(r).is_some())
+}
+
+/// The moves worth making now: every on-demand fallback node that can go
+/// back to Spot (see [`choose_fallback_moves`]), all at once, or else the
+/// one Spot move (see [`choose_move`]).
+pub fn choose_moves(view: &ClusterView, policy: &Policy, now: Millis, retiring: &[String]) -> Vec<Move> {
+    let fallbacks = choose_fallback_moves(view, policy, now, retiring);
+    if !fallbacks.is_empty() {
+        return fallbacks;
+    }
+    choose_move(view, policy, now, retiring).into_iter().collect()
+}
+
+/// On-demand nodes launched when no Spot pool could take the pods (the
+/// node autoscaler's fallback), moved back to Spot as soon as pools can
+/// launch again, all at once: each to the pool a replacement would go to
+/// (`choose_pools`, the others' moves counted), when that pool's
+/// risk-adjusted price is at least `move_back_saving` below the node's
+/// on-demand price. The cluster autoscaler never does this (it only
+/// removes nodes it finds unneeded), and a drain within budgets alone
+/// fails requests of workloads that run close to their capacity: a move
+/// surges first (see [`Step::RetireNode`]). Warm standbys woken into
+/// service are the warm-pool keeper's, and stay; so do cordoned nodes,
+/// nodes being answered and nodes not Ready. A node holding a pod with a
+/// volume moves only within its zone. Pods waiting for room do not hold
+/// these moves back (as they do a Spot move): the Spot node comes first
+/// and is room for them, and the on-demand node goes only once the other
+/// nodes can hold its pods and the waiting ones; its replacement is
+/// launched under the node's restore key, so a move tried again launches
+/// nothing more.
+pub fn choose_fallback_moves(
+    view: &ClusterView,
+    policy: &Policy,
+    now: Millis,
+    retiring: &[String],
+) -> Vec<Move> {
+    let fallback = |n: &&NodeView| {
+        n.capacity_type == CapacityType::OnDemand
+            && !n.standby_instance
+            && n.ready
+            && !n.unschedulable
+            && !n.has_taint(INTERRUPTION_TAINT)
+    };
+    if !view.nodes.iter().any(|n| fallback(&n)) || !moves_allowed(view, policy, retiring) {
+        return Vec::new();
+    }
+    let mut layout: BTreeMap<PoolId, u32> = BTreeMap::new();
+    let spot_nodes = view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot && !n.unschedulable);
+    for n in spot_nodes {
+        *layout.entry(n.pool.clone()).or_default() += 1;
+    }
+    let mut moves = Vec::new();
+    for node in view.nodes.iter().filter(fallback) {
+        let on_demand = view.pool(&node.pool).map_or(node.price_per_hour, |p| p.on_demand_price);
+        let zonal = view.workload_pods_on(&node.name).any(|p| !p.volumes.is_empty());
+        let allowed: Vec<crate::PoolView> =
+            view.pools.iter().filter(|p| !zonal || p.id.zone == node.pool.zone).cloned().collect();
+        // Where a replacement would go: under the cap where a pool can
+        // take it, the other moves counted.
+        let chosen = choose_pools(&allowed, &layout, 1, &[], policy, now);
+        let Some(to) = chosen.keys().next().and_then(|id| view.pool(id)) else { continue };
+        let ratio = pool_score(to, policy) / on_demand.max(f64::MIN_POSITIVE);
+        if ratio > 1.0 - policy.move_back_saving {
+            continue;
+        }
+        *layout.entry(to.id.clone()).or_default() += 1;
+        moves.push(Move {
+            node: node.name.to_string(),
+            instance_id: node.instance_id.to_string(),
+            from: node.pool.clone(),
+            to: to.id.clone(),
+            score_ratio: ratio,
+        });
+    }
+    moves
+}
+
 /// The plan that carries a move out: launch the replacement in the
 /// cheaper pool (under the node's restore key, so an interruption of the
 /// node meanwhile launches nothing more), then, once the other nodes have
@@ -211,6 +285,7 @@ mod tests {
             taints: vec![],
             ready: true,
             in_load_balancer: true,
+            standby_instance: false,
         }
     }
 
@@ -249,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_node_in_a_dear_pool_moves_to_the_cheapest_pool_with_room() {
-        let m = choose_move(&drifted(), &policy(), 0).expect("a move");
+        let m = choose_move(&drifted(), &policy(), 0, &[]).expect("a move");
         // The dear pool's node with the fewest pods moves, to a cheap pool under the cap (3 of 6).
         assert_eq!(m.node, "n4");
         assert_eq!(m.from, PoolId::new("a", "z3"));
@@ -272,30 +347,30 @@ mod tests {
         for n in view.nodes.iter_mut().filter(|n| n.pool.zone == "z3") {
             n.price_per_hour = 0.33;
         }
-        assert_eq!(choose_move(&view, &policy(), 0), None, "a 9 % saving is under the 15 % default");
+        assert_eq!(choose_move(&view, &policy(), 0, &[]), None, "a 9 % saving is under the 15 % default");
         // Cap of one pool at a third of six: both cheap pools hold two already.
         let tight = Policy { max_pool_share: 0.34, ..Policy::default() };
-        assert_eq!(choose_move(&drifted(), &tight, 0), None);
+        assert_eq!(choose_move(&drifted(), &tight, 0, &[]), None);
     }
 
     #[test]
     fn nothing_moves_while_pods_wait_or_into_pools_that_cannot_take_it() {
         let mut waiting = drifted();
         waiting.pods.push(pod("pending", None).into());
-        assert_eq!(choose_move(&waiting, &policy(), 0), None);
+        assert_eq!(choose_move(&waiting, &policy(), 0, &[]), None);
 
         let mut closed = drifted();
         closed.pools[0].launchable = false;
         closed.pools[1].last_interruption = Some(0);
         assert_eq!(
-            choose_move(&closed, &policy(), MINUTE),
+            choose_move(&closed, &policy(), MINUTE, &[]),
             None,
             "one pool cannot launch, the other cools down"
         );
-        assert!(choose_move(&closed, &policy(), 10 * MINUTE).is_some(), "after the cooldown it can");
+        assert!(choose_move(&closed, &policy(), 10 * MINUTE, &[]).is_some(), "after the cooldown it can");
 
         let off = Policy { move_back_saving: 1.0, ..policy() };
-        assert_eq!(choose_move(&drifted(), &off, 0), None);
+        assert_eq!(choose_move(&drifted(), &off, 0, &[]), None);
     }
 
     #[test]
@@ -304,11 +379,10 @@ mod tests {
         for n in view.nodes.iter_mut().filter(|n| n.pool.zone == "z3") {
             n.taints.push(crate::Taint { key: INTERRUPTION_TAINT.into(), effect: "NoSchedule".into() });
         }
-        assert_eq!(choose_move(&view, &policy(), 0), None);
-        let mut view = drifted();
-        view.capacity_requests.insert(restore_key("i-4"));
-        view.capacity_requests.insert(restore_key("i-5"));
-        assert_eq!(choose_move(&view, &policy(), 0), None);
+        assert_eq!(choose_move(&view, &policy(), 0, &[]), None);
+        // Being retired by open responses (moves of theirs, say).
+        let view = drifted();
+        assert_eq!(choose_move(&view, &policy(), 0, &["n4".to_string(), "n5".to_string()]), None);
     }
 
     #[test]
@@ -316,11 +390,16 @@ mod tests {
         // n0, in a cheap pool, had a rebalance recommendation: its
         // replacement runs, empty, and is spoken for until n0 is gone.
         let mut view = drifted();
-        view.capacity_requests.insert(restore_key("i-0"));
-        assert_eq!(choose_move(&view, &policy(), 0), None);
+        let retiring = ["n0".to_string()];
+        assert_eq!(choose_move(&view, &policy(), 0, &retiring), None);
         // Once n0 is gone the dear pool's nodes may move again.
         view.nodes = view.nodes.iter().filter(|n| n.name != "n0").cloned().collect::<Vec<_>>().into();
-        assert!(choose_move(&view, &policy(), 0).is_some());
+        assert!(choose_move(&view, &policy(), 0, &retiring).is_some());
+        // So they may once its retirement ended without it (no room in
+        // time): its restore key alone holds nothing back.
+        let mut view = drifted();
+        view.capacity_requests.insert(restore_key("i-0"));
+        assert!(choose_move(&view, &policy(), 0, &[]).is_some());
     }
 
     #[test]
@@ -365,6 +444,65 @@ mod tests {
         assert!(!room_elsewhere(&draining, "n5", &all_but_n0));
     }
 
+    /// `drifted` with n4 and n5 on-demand fallbacks (same type and zones),
+    /// and n3 a woken standby.
+    fn with_fallbacks() -> ClusterView {
+        let mut view = drifted();
+        for n in view.nodes.iter_mut() {
+            if n.name == "n4" || n.name == "n5" || n.name == "n3" {
+                n.capacity_type = CapacityType::OnDemand;
+                n.price_per_hour = 1.0;
+            }
+            n.standby_instance = n.name == "n3";
+        }
+        view
+    }
+
+    #[test]
+    fn on_demand_fallbacks_all_move_back_to_spot_at_once_but_not_woken_standbys() {
+        let view = with_fallbacks();
+        // Spot nodes z1 2, z2 1; with the two fallbacks a cap of 3 (0.7 of
+        // five): both move, one to each cheap pool.
+        let roomy = Policy { max_pool_share: 0.7, ..Policy::default() };
+        let moves = choose_moves(&view, &roomy, 0, &[]);
+        let nodes: Vec<&str> = moves.iter().map(|m| m.node.as_str()).collect();
+        assert_eq!(nodes, ["n4", "n5"], "{moves:?}");
+        assert!(moves.iter().all(|m| m.to.zone != "z3" && m.score_ratio < 0.5), "{moves:?}");
+        // At half of five (2), z1 is full and z2 takes one: n5 stays, the
+        // dear pool (0.9 of 1.0 on demand) saving too little.
+        let moved: Vec<String> = choose_moves(&view, &policy(), 0, &[]).into_iter().map(|m| m.node).collect();
+        assert_eq!(moved, ["n4"]);
+        // Each plan launches in Spot and retires its node, surged first.
+        let plan = move_plan(&moves[0], &view, &policy(), 0);
+        assert!(matches!(&plan.steps[0], Step::RestoreCapacity { key, .. } if key == "restore:i-4"));
+        assert!(matches!(&plan.steps[1], Step::RetireNode { node, once_room: true, .. } if node == "n4"));
+    }
+
+    #[test]
+    fn fallbacks_wait_for_retirements_and_launchable_pools_not_for_pending_pods() {
+        // A pod waiting for room holds a Spot move back, not a fallback's.
+        let mut waiting = with_fallbacks();
+        waiting.pods.push(pod("pending", None).into());
+        assert_eq!(choose_fallback_moves(&waiting, &policy(), 0, &[]).len(), 1);
+        assert!(choose_fallback_moves(&waiting, &policy(), 0, &["n2".to_string()]).is_empty());
+        let mut closed = with_fallbacks();
+        for p in closed.pools.iter_mut() {
+            p.launchable = false;
+        }
+        assert!(choose_fallback_moves(&closed, &policy(), 0, &[]).is_empty());
+        // A fallback whose pods hold volumes stays in its zone: z3 has only
+        // the dear pool (0.9 of 1.0 on demand, under the 15 % saving).
+        let mut zonal = with_fallbacks();
+        for p in zonal.pods.iter_mut() {
+            std::sync::Arc::make_mut(p).volumes.push(VolumeView {
+                volume_id: "vol-1".into(),
+                zone: "z3".into(),
+                attached_to: None,
+            });
+        }
+        assert!(choose_fallback_moves(&zonal, &policy(), 0, &[]).is_empty());
+    }
+
     #[test]
     fn a_node_holding_a_volume_moves_only_within_its_zone() {
         let mut view = drifted();
@@ -375,10 +513,10 @@ mod tests {
                 attached_to: None,
             });
         }
-        assert_eq!(choose_move(&view, &policy(), 0), None, "no cheaper pool in z3");
+        assert_eq!(choose_move(&view, &policy(), 0, &[]), None, "no cheaper pool in z3");
         let cheap_z3 = pool("b", "z3", 0.3);
         view.pools.push(cheap_z3);
-        let m = choose_move(&view, &policy(), 0).expect("a move within z3");
+        let m = choose_move(&view, &policy(), 0, &[]).expect("a move within z3");
         assert_eq!(m.to, PoolId::new("b", "z3"));
     }
 }

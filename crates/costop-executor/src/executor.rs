@@ -145,14 +145,15 @@ fn displaced_workloads(plan: &Plan, view: &ClusterView) -> BTreeSet<String> {
 }
 
 /// The last snapshot on which a move round found no move, the policy it
-/// went by and which pools were cooling down. [`choose_move`] is a pure
+/// went by, which pools were cooling down and which nodes open responses
+/// were retiring. [`choose_move`] is a pure
 /// function of the snapshot, the policy and the time, and reads the time
 /// only to tell which pools cool down: a round on the same snapshot, by the
 /// same policy, with the same pools cooling down finds no move either, and
 /// does not look again (a round a minute, and a snapshot of every pod to
 /// look through each time).
 ///
-/// [`choose_move`]: costop_core::move_back::choose_move
+/// [`choose_move`]: costop_core::move_back::choose_moves
 #[derive(Default)]
 pub struct NoMoveMemo(std::sync::Mutex<Option<NoMove>>);
 
@@ -163,6 +164,7 @@ struct NoMove {
     view: Weak<ClusterView>,
     policy: Policy,
     cooling: Vec<bool>,
+    retiring: Vec<String>,
 }
 
 impl NoMoveMemo {
@@ -171,20 +173,33 @@ impl NoMoveMemo {
         view.pools.iter().map(|p| costop_core::pools::in_cooldown(p, policy, now)).collect()
     }
 
-    /// The move worth making on `view` at `now` (see [`costop_core::move_back::choose_move`]),
+    /// The moves worth making on `view` at `now` (see [`costop_core::move_back::choose_moves`]),
     /// not looked for again when the last look found none in the same state.
-    fn choose(&self, view: &Arc<ClusterView>, policy: &Policy, now: Millis) -> Option<Move> {
+    fn choose(
+        &self,
+        view: &Arc<ClusterView>,
+        policy: &Policy,
+        now: Millis,
+        retiring: &[String],
+    ) -> Vec<Move> {
         let cooling = Self::cooling(view, policy, now);
         let mut memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let same = memo.as_ref().is_some_and(|m| {
-            std::ptr::eq(m.view.as_ptr(), Arc::as_ptr(view)) && m.policy == *policy && m.cooling == cooling
+            std::ptr::eq(m.view.as_ptr(), Arc::as_ptr(view))
+                && m.policy == *policy
+                && m.cooling == cooling
+                && m.retiring == retiring
         });
         if same {
-            return None;
+            return Vec::new();
         }
-        let chosen = costop_core::move_back::choose_move(view, policy, now);
-        *memo =
-            chosen.is_none().then(|| NoMove { view: Arc::downgrade(view), policy: policy.clone(), cooling });
+        let chosen = costop_core::move_back::choose_moves(view, policy, now, retiring);
+        *memo = chosen.is_empty().then(|| NoMove {
+            view: Arc::downgrade(view),
+            policy: policy.clone(),
+            cooling,
+            retiring: retiring.to_vec(),
+        });
         chosen
     }
 }
@@ -333,36 +348,48 @@ where
         respond(&self.open.claimed(view, now), notice, policy, now)
     }
 
-    /// Between responses: the plan that moves one Spot node to a cheaper
-    /// pool (see [`costop_core::move_back`]), saved, to be run with
-    /// [`Self::execute`]. None while a response has claims to make or
-    /// another move is under way, or when no move is worth it.
-    pub async fn next_move(&self, policy: &Policy) -> Option<Plan> {
+    /// Between responses: the plans that move capacity back to cheap
+    /// Spot pools (see [`costop_core::move_back::choose_moves`]: every
+    /// on-demand fallback node at once, or one Spot node), saved, to be
+    /// run with [`Self::execute`]. None while a response has claims to
+    /// make or another move is under way, or when no move is worth it.
+    pub async fn next_moves(&self, policy: &Policy) -> Vec<Plan> {
         if self.open.busy() || self.open.any_of_kind(costop_core::move_back::MOVE_BACK_KIND) {
-            return None;
+            return Vec::new();
         }
         let now = self.clock.now_ms();
         let view = self.cluster.view();
-        let chosen = self.no_move.choose(&view, policy, now)?;
-        let plan = costop_core::move_back::move_plan(&chosen, &view, policy, now);
+        let chosen = self.no_move.choose(&view, policy, now, &self.open.retiring());
+        let plans: Vec<Plan> =
+            chosen.iter().map(|m| costop_core::move_back::move_plan(m, &view, policy, now)).collect();
         drop(view);
-        match self.store.save_plan(&plan).await {
-            Ok(true) => Some(plan),
-            Ok(false) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, node = %chosen.node, "cannot record a move; not moving");
-                None
+        let mut saved = Vec::new();
+        for plan in plans {
+            match self.store.save_plan(&plan).await {
+                Ok(true) => saved.push(plan),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, node = %plan.node, "cannot record a move; not moving it")
+                }
             }
         }
+        saved
     }
 
-    /// One round of moving capacity back: the move worth making now, if
-    /// any, run to its end. Whether a move ran. The server and the
-    /// simulator call it every [`MOVE_ROUND`] between responses.
+    /// One round of moving capacity back: the moves worth making now, if
+    /// any, run together to their end. Whether a move ran. The server and
+    /// the simulator call it every [`MOVE_ROUND`] between responses.
     pub async fn move_once(&self, policy: &Policy) -> bool {
-        let Some(plan) = self.next_move(policy).await else { return false };
-        tracing::info!(node = %plan.node, steps = ?plan.steps, "moving a Spot node to a cheaper pool");
-        self.execute(Arc::new(plan), self.clock.now_ms()).await;
+        let plans = self.next_moves(policy).await;
+        if plans.is_empty() {
+            return false;
+        }
+        let now = self.clock.now_ms();
+        join_all(plans.into_iter().map(|plan| {
+            tracing::info!(node = %plan.node, steps = ?plan.steps, "moving a node to a cheaper Spot pool");
+            self.execute(Arc::new(plan), now)
+        }))
+        .await;
         true
     }
 
@@ -1292,6 +1319,7 @@ mod tests {
             taints: vec![],
             ready: true,
             in_load_balancer,
+            standby_instance: false,
         }
     }
 

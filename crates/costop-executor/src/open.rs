@@ -117,6 +117,19 @@ impl OpenResponses {
         self.lock().values().any(|(plan, _)| plan.node == node && !retires_only(plan))
     }
 
+    /// The nodes open responses are retiring (their [`Step::RetireNode`]
+    /// has not run to its end yet).
+    pub fn retiring(&self) -> Vec<String> {
+        (self.lock().values())
+            .flat_map(|(plan, done)| {
+                plan.steps.iter().zip(done).filter_map(|(s, d)| match s {
+                    Step::RetireNode { node, .. } if d.is_none() => Some(node.clone()),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
     /// The nodes that open responses other than `key`'s are retiring
     /// (their [`Step::RetireNode`] has not run to its end yet).
     pub fn retiring_besides(&self, key: &NoticeKey) -> Vec<String> {

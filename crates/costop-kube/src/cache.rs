@@ -340,6 +340,8 @@ impl NodeRec {
                 ready,
                 in_load_balancer: label(labels, "node.kubernetes.io/exclude-from-external-load-balancers")
                     .is_none(),
+                // costop labels the standbys it keeps, and only them.
+                standby_instance: own_label.is_some_and(|l| l != "burstable"),
             },
             uid: metadata.uid.clone(),
         }

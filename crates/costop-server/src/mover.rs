@@ -1,6 +1,7 @@
-//! Moving Spot capacity back to cheap pools, while this replica leads:
+//! Moving capacity back to cheap Spot pools, while this replica leads:
 //! a round every [`costop_executor::MOVE_ROUND`] asks the executor for the
-//! move worth making (`costop_core::move_back`) and runs it as a response,
+//! moves worth making (`costop_core::move_back`: on-demand fallbacks, or
+//! a node in a dear Spot pool) and runs each as a response,
 //! recorded like one, so a new leader resumes it and leadership loss stops it.
 
 use crate::ServerState;
@@ -15,8 +16,8 @@ pub(crate) async fn move_back(st: Arc<ServerState>, mut shutdown: watch::Receive
     loop {
         let ready = st.is_leader() && st.resumed.load(Ordering::SeqCst) && !st.dry_run;
         if ready && !st.responding() {
-            if let Some(plan) = st.exec.next_move(&st.policy).await {
-                tracing::info!(node = %plan.node, "moving a Spot node to a cheaper pool");
+            for plan in st.exec.next_moves(&st.policy).await {
+                tracing::info!(node = %plan.node, "moving a node to a cheaper Spot pool");
                 let now = st.exec.clock.now_ms();
                 st.spawn_response(plan, now, true);
             }

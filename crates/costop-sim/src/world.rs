@@ -918,6 +918,21 @@ impl World {
                     .or_default() += 1;
             }
             eprintln!("[{}] launches by type/zone/capacity {launches:?}", self.strategy.name());
+            // On-demand node-hours by kind (fallback, woken standby, other).
+            let mut od: BTreeMap<&str, (u32, f64)> = BTreeMap::new();
+            for n in self.nodes.iter().filter(|n| n.capacity == CapacityType::OnDemand) {
+                let kind = if n.fallback {
+                    "fallback"
+                } else if n.standby_stage.is_some() {
+                    "standby"
+                } else {
+                    "other"
+                };
+                let e = od.entry(kind).or_default();
+                e.0 += 1;
+                e.1 += (n.lifetime.1.unwrap_or(self.now) - n.lifetime.0) as f64 / 3_600_000.0;
+            }
+            eprintln!("[{}] on-demand nodes and node-hours by kind {od:?}", self.strategy.name());
             // Spot node-hours and the money paid per pool (at each pool's mean price).
             let mut hours = vec![0.0; self.market.pools.len()];
             for n in self.nodes.iter().filter(|n| n.capacity == CapacityType::Spot) {
@@ -1641,12 +1656,21 @@ impl World {
         self.push(self.now + detect, Ev::LbDetect(n));
     }
 
-    /// Move on-demand fallback nodes back to Spot: launch a Spot node, and
-    /// once it is Ready drain the fallback node (budgets kept) and end it.
+    /// The node provisioner's round: nodes for pending pods, unneeded
+    /// nodes removed, and (Karpenter only) on-demand fallback nodes moved
+    /// back to Spot: launch a Spot node, and once it is Ready drain the
+    /// fallback node (budgets kept) and end it.
     fn consolidate(&mut self) {
         self.push(self.now + self.consolidate_every(), Ev::Consolidate);
         self.provision_for_pending();
         self.remove_empty_nodes();
+        // Karpenter replaces an on-demand fallback node with Spot once Spot
+        // can launch (consolidation). The cluster autoscaler of costop's
+        // cluster never does (it only removes nodes it finds unneeded):
+        // costop's own move-back does, surging first.
+        if self.strategy != Strategy::ReplaceOnNotice {
+            return;
+        }
         let draining: Vec<u32> = self.drains.iter().map(|d| d.node).collect();
         let fallbacks: Vec<u32> = (self.live.iter().copied())
             .filter(|n| {
@@ -2941,9 +2965,9 @@ impl World {
         Ok(())
     }
 
-    /// Drains of on-demand fallback nodes back to Spot (Karpenter's
-    /// consolidation; the node autoscaler's for costop): evict within
-    /// budgets, then end the node. One that cannot empty within its
+    /// Drains of unneeded nodes (the node autoscaler's scale-down) and of
+    /// on-demand fallback nodes back to Spot (Karpenter's consolidation):
+    /// evict within budgets, then end the node. One that cannot empty within its
     /// deadline is given back to service and tried again later.
     fn advance_drains(&mut self) {
         let mut i = 0;
@@ -3044,6 +3068,7 @@ impl World {
             taints,
             ready: !lost && n.state == NodeState::Ready,
             in_load_balancer: n.in_lb,
+            standby_instance: n.standby_stage.is_some(),
         }
     }
 
