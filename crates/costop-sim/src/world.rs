@@ -298,6 +298,9 @@ struct Incident {
     /// were first seen Pending while the incident was open, and the most
     /// CPU they requested at once (millicores).
     pinned_waits: Option<(Millis, u64)>,
+    /// Requests failed while it was the latest open incident, and of
+    /// those the ones sent to vanished targets.
+    failed: (f64, f64),
 }
 
 /// One strategy's outcome.
@@ -1145,6 +1148,12 @@ impl World {
         }
         self.requests_total += self.total_rate * dt;
         self.requests_failed += self.fail_rate * dt;
+        // For `COSTOP_DEBUG_INCIDENTS`: what failed while incidents were
+        // open goes to the latest one.
+        if let Some(&i) = self.open_incidents.last() {
+            self.incidents[i].failed.0 += self.fail_rate * dt;
+            self.incidents[i].failed.1 += self.fail_dead_rate * dt;
+        }
         self.failed_dead += self.fail_dead_rate * dt;
         self.requests_bridged += self.bridge_rate * dt;
         let per_request = catalog::LAMBDA_USD_PER_REQUEST
@@ -1513,6 +1522,7 @@ impl World {
                 missed: missed_count,
                 latest,
                 pinned_waits: None,
+                failed: (0.0, 0.0),
             });
         }
         self.doomed_batches.push(hit);
@@ -2221,13 +2231,15 @@ impl World {
                         )
                     });
                     eprintln!(
-                        "[{}] incident t={} took {} s (missed {}, latest +{} s), last workload {}{waits}",
+                        "[{}] incident t={} took {} s (missed {}, latest +{} s), last workload {}{waits}, failed {:.0} (to vanished targets {:.0})",
                         self.strategy.name(),
                         inc.start / 1000,
                         (now - inc.start) / 1000,
                         inc.missed,
                         inc.latest / 1000,
-                        self.workloads[w as usize].name
+                        self.workloads[w as usize].name,
+                        inc.failed.0,
+                        inc.failed.1
                     );
                 }
             }
