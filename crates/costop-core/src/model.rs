@@ -127,7 +127,8 @@ pub struct NodeView {
     pub ready: bool,
     /// Whether its targets are registered in the load balancer.
     pub in_load_balancer: bool,
-    /// A warm standby's instance (costop labels the ones it keeps), on
+    /// A warm standby's instance (in Kubernetes, the label
+    /// `costop.io/standby-instance` costop puts on a node it parks), on
     /// standby or woken into service: the warm-pool keeper alone returns
     /// it; a move back to Spot leaves it alone.
     #[serde(default)]
