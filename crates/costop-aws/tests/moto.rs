@@ -59,7 +59,7 @@ async fn standby_from_a_cloned_template_is_stopped_retyped_and_started() {
         taints: vec![],
         ready: false,
         in_load_balancer: false,
-        standby_instance: false,
+        fallback: false,
     };
     let done = c.wake_standby(&node, Some("m5.xlarge")).await.unwrap();
     assert!(done.contains("started"), "{done}");
@@ -166,7 +166,7 @@ fn node_view(name: &str, instance: &str, zone: &str) -> costop_core::NodeView {
         taints: vec![],
         ready: true,
         in_load_balancer: false,
-        standby_instance: false,
+        fallback: false,
     }
 }
 
@@ -388,7 +388,7 @@ async fn the_warm_pool_launches_twins_parks_them_and_terminates_surplus() {
         taints: vec![],
         ready: true,
         in_load_balancer: true,
-        standby_instance: false,
+        fallback: false,
     };
     // Two launches clone the template once (a second clone would add a version).
     let a = WarmPoolPort::launch_standby(&c, &twin, "us-east-1b", "m5.2xlarge").await.unwrap();

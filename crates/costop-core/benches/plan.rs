@@ -54,7 +54,7 @@ fn cluster() -> ClusterView {
             taints: vec![],
             ready: true,
             in_load_balancer: true,
-            standby_instance: false,
+            fallback: false,
         })
         .collect();
     let workloads: Vec<WorkloadView> = (0..NODES * PODS_PER_NODE / REPLICAS)

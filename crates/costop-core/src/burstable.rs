@@ -75,7 +75,7 @@ mod tests {
             },
             ready: true,
             in_load_balancer: false,
-            standby_instance: false,
+            fallback: false,
         }
     }
 
@@ -118,7 +118,7 @@ mod tests {
         let spot = |name: &str, zone: &str| NodeView {
             pool: PoolId::new("m5.xlarge", zone),
             in_load_balancer: true,
-            standby_instance: false,
+            fallback: false,
             ..node(name, zone, CapacityType::Spot, false)
         };
         let pod = |name: &str, node: &str| PodView {

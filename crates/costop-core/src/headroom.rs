@@ -425,7 +425,7 @@ mod tests {
             taints: vec![],
             ready: true,
             in_load_balancer: true,
-            standby_instance: false,
+            fallback: false,
         }
     }
 

@@ -127,12 +127,13 @@ pub struct NodeView {
     pub ready: bool,
     /// Whether its targets are registered in the load balancer.
     pub in_load_balancer: bool,
-    /// A warm standby's instance (in Kubernetes, the label
-    /// `costop.io/standby-instance` costop puts on a node it parks), on
-    /// standby or woken into service: the warm-pool keeper alone returns
-    /// it; a move back to Spot leaves it alone.
+    /// An on-demand node launched because no Spot pool could take the
+    /// pods (in Kubernetes, the label `costop.io/fallback=true` on the
+    /// node group or NodePool that backs Spot up): costop moves it back
+    /// to Spot once a pool can take it. On-demand nodes without it (the
+    /// floor under critical pods, warm standbys) are never moved.
     #[serde(default)]
-    pub standby_instance: bool,
+    pub fallback: bool,
 }
 
 impl NodeView {

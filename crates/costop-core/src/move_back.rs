@@ -4,9 +4,11 @@
 //! reclaim, or while the cheap pools cannot launch, that is often a dear
 //! pool, and nothing else brings it back. Between responses costop moves
 //! one node at a time from a pool whose risk-adjusted price is well above
-//! the best pool that can take it now: its replacement is launched first,
-//! and the node is drained within its budgets and ended only once the
-//! replacement had time to join (the steps a rebalance recommendation uses).
+//! the best pool that can take it now, or every on-demand fallback node at
+//! once when Spot can take them again: the replacement is launched first,
+//! and the node is drained within its budgets (surged first) and ended
+//! only once the other nodes have room for its pods (the steps a
+//! rebalance recommendation uses).
 
 use crate::model::{CapacityType, ClusterView, NodeView, PoolId, Resources, INTERRUPTION_TAINT};
 use crate::notice::NoticeKey;
@@ -26,6 +28,18 @@ pub const MOVE_BACK_KIND: &str = "move-back";
 /// pods on the other nodes by then, the node stays where it is.
 pub const MOVE_SETTLE: Millis = 5 * MINUTE;
 
+/// What holds moves back besides the cluster itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Held<'a> {
+    /// Nodes open responses are retiring: while one stands nothing moves
+    /// (see `moves_allowed`).
+    pub retiring: &'a [String],
+    /// Nodes whose last move ended without them (no room in time, or the
+    /// drain was refused and the node given back): not moved again for a
+    /// while, so a move that cannot finish is not tried every round.
+    pub resting: &'a [String],
+}
+
 /// One move: a Spot node, the pool it leaves and the pool it goes to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Move {
@@ -44,18 +58,22 @@ pub struct Move {
 /// Whether the nodes that take pods, other than `node` and the other
 /// nodes being retired (`retiring`), have free room for the workload pods
 /// on `node`, the pods waiting for room, and those still on the retiring
-/// nodes already cordoned (both CPU and memory, summed: a move waits for
-/// its replacement by this). A pool whose nodes all got a rebalance
-/// recommendation so drains onto its replacements, not onto its own
-/// nodes' room.
-pub fn room_elsewhere(view: &ClusterView, node: &str, retiring: &[String]) -> bool {
+/// nodes already cordoned or about to be (`draining`: their retirement
+/// found room and goes; the view may not show their cordon yet). Both
+/// CPU and memory, summed: a move waits for its replacement by this. A
+/// pool whose nodes all got a rebalance recommendation so drains onto
+/// its replacements, not onto its own nodes' room.
+pub fn room_elsewhere(view: &ClusterView, node: &str, retiring: &[String], draining: &[String]) -> bool {
     let retiring_here = |name: &str| retiring.iter().any(|r| r == name);
     let free = (view.nodes.iter())
         .filter(|n| n.name != node && n.accepts_pods() && !retiring_here(&n.name))
         .fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
     let waiting = view.unbound_pods().filter(|p| !p.daemon && !p.placeholder);
+    let going = |n: &NodeView| {
+        (n.unschedulable && retiring_here(&n.name)) || draining.iter().any(|d| *d == n.name.as_str())
+    };
     let draining = (view.nodes.iter())
-        .filter(|n| n.name != node && n.unschedulable && retiring_here(&n.name))
+        .filter(|n| n.name != node && going(n))
         .flat_map(|n| view.workload_pods_on(&n.name));
     let need = (view.workload_pods_on(node).chain(waiting).chain(draining))
         .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
@@ -71,8 +89,9 @@ pub fn room_elsewhere(view: &ClusterView, node: &str, retiring: &[String]) -> bo
 /// into a pool that cannot launch, is cooling down after a reclaim, is
 /// dearer than on-demand, or would go over the cap on one pool's share. A
 /// node holding a pod with a volume only moves within its zone.
-pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis, retiring: &[String]) -> Option<Move> {
-    if !moves_allowed(view, policy, retiring) || view.unbound_pods().any(|p| !p.placeholder && !p.daemon) {
+pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis, held: Held) -> Option<Move> {
+    if !moves_allowed(view, policy, held.retiring) || view.unbound_pods().any(|p| !p.placeholder && !p.daemon)
+    {
         return None;
     }
     let spot = |n: &&NodeView| n.capacity_type == CapacityType::Spot && !n.unschedulable;
@@ -94,7 +113,10 @@ pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis, retiring: &
         .nodes
         .iter()
         .filter(spot)
-        .filter(|n| n.ready && !n.has_taint(INTERRUPTION_TAINT) && worth(n))
+        .filter(|n| {
+            n.ready && !n.has_taint(INTERRUPTION_TAINT) && !held.resting.contains(&n.name.to_string())
+        })
+        .filter(|n| worth(n))
         .collect();
     if candidates.is_empty() {
         return None;
@@ -161,45 +183,40 @@ fn moves_allowed(view: &ClusterView, policy: &Policy, retiring: &[String]) -> bo
 /// The moves worth making now: every on-demand fallback node that can go
 /// back to Spot (see [`choose_fallback_moves`]), all at once, or else the
 /// one Spot move (see [`choose_move`]).
-pub fn choose_moves(view: &ClusterView, policy: &Policy, now: Millis, retiring: &[String]) -> Vec<Move> {
-    let fallbacks = choose_fallback_moves(view, policy, now, retiring);
+pub fn choose_moves(view: &ClusterView, policy: &Policy, now: Millis, held: Held) -> Vec<Move> {
+    let fallbacks = choose_fallback_moves(view, policy, now, held);
     if !fallbacks.is_empty() {
         return fallbacks;
     }
-    choose_move(view, policy, now, retiring).into_iter().collect()
+    choose_move(view, policy, now, held).into_iter().collect()
 }
 
 /// On-demand nodes launched when no Spot pool could take the pods (the
-/// node autoscaler's fallback), moved back to Spot as soon as pools can
+/// node autoscaler's fallback: [`NodeView::fallback`]), moved back to Spot as soon as pools can
 /// launch again, all at once: each to the pool a replacement would go to
 /// (`choose_pools`, the others' moves counted), when that pool's
 /// risk-adjusted price is at least `move_back_saving` below the node's
 /// on-demand price. The cluster autoscaler never does this (it only
 /// removes nodes it finds unneeded), and a drain within budgets alone
 /// fails requests of workloads that run close to their capacity: a move
-/// surges first (see [`Step::RetireNode`]). Warm standbys woken into
-/// service are the warm-pool keeper's, and stay; so do cordoned nodes,
-/// nodes being answered and nodes not Ready. A node holding a pod with a
+/// surges first (see [`Step::RetireNode`]). Other on-demand nodes (the
+/// floor under critical pods, warm standbys) stay; so do cordoned nodes,
+/// nodes being answered, nodes not Ready and nodes resting after a move
+/// that could not finish. A node holding a pod with a
 /// volume moves only within its zone. Pods waiting for room do not hold
 /// these moves back (as they do a Spot move): the Spot node comes first
 /// and is room for them, and the on-demand node goes only once the other
-/// nodes can hold its pods and the waiting ones; its replacement is
-/// launched under the node's restore key, so a move tried again launches
-/// nothing more.
-pub fn choose_fallback_moves(
-    view: &ClusterView,
-    policy: &Policy,
-    now: Millis,
-    retiring: &[String],
-) -> Vec<Move> {
+/// nodes can hold its pods and the waiting ones.
+pub fn choose_fallback_moves(view: &ClusterView, policy: &Policy, now: Millis, held: Held) -> Vec<Move> {
     let fallback = |n: &&NodeView| {
         n.capacity_type == CapacityType::OnDemand
-            && !n.standby_instance
+            && n.fallback
             && n.ready
             && !n.unschedulable
             && !n.has_taint(INTERRUPTION_TAINT)
+            && !held.resting.iter().any(|r| *r == n.name.as_str())
     };
-    if !view.nodes.iter().any(|n| fallback(&n)) || !moves_allowed(view, policy, retiring) {
+    if !view.nodes.iter().any(|n| fallback(&n)) || !moves_allowed(view, policy, held.retiring) {
         return Vec::new();
     }
     let mut layout: BTreeMap<PoolId, u32> = BTreeMap::new();
@@ -285,7 +302,7 @@ mod tests {
             taints: vec![],
             ready: true,
             in_load_balancer: true,
-            standby_instance: false,
+            fallback: false,
         }
     }
 
@@ -324,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_node_in_a_dear_pool_moves_to_the_cheapest_pool_with_room() {
-        let m = choose_move(&drifted(), &policy(), 0, &[]).expect("a move");
+        let m = choose_move(&drifted(), &policy(), 0, Held::default()).expect("a move");
         // The dear pool's node with the fewest pods moves, to a cheap pool under the cap (3 of 6).
         assert_eq!(m.node, "n4");
         assert_eq!(m.from, PoolId::new("a", "z3"));
@@ -347,30 +364,37 @@ mod tests {
         for n in view.nodes.iter_mut().filter(|n| n.pool.zone == "z3") {
             n.price_per_hour = 0.33;
         }
-        assert_eq!(choose_move(&view, &policy(), 0, &[]), None, "a 9 % saving is under the 15 % default");
+        assert_eq!(
+            choose_move(&view, &policy(), 0, Held::default()),
+            None,
+            "a 9 % saving is under the 15 % default"
+        );
         // Cap of one pool at a third of six: both cheap pools hold two already.
         let tight = Policy { max_pool_share: 0.34, ..Policy::default() };
-        assert_eq!(choose_move(&drifted(), &tight, 0, &[]), None);
+        assert_eq!(choose_move(&drifted(), &tight, 0, Held::default()), None);
     }
 
     #[test]
     fn nothing_moves_while_pods_wait_or_into_pools_that_cannot_take_it() {
         let mut waiting = drifted();
         waiting.pods.push(pod("pending", None).into());
-        assert_eq!(choose_move(&waiting, &policy(), 0, &[]), None);
+        assert_eq!(choose_move(&waiting, &policy(), 0, Held::default()), None);
 
         let mut closed = drifted();
         closed.pools[0].launchable = false;
         closed.pools[1].last_interruption = Some(0);
         assert_eq!(
-            choose_move(&closed, &policy(), MINUTE, &[]),
+            choose_move(&closed, &policy(), MINUTE, Held::default()),
             None,
             "one pool cannot launch, the other cools down"
         );
-        assert!(choose_move(&closed, &policy(), 10 * MINUTE, &[]).is_some(), "after the cooldown it can");
+        assert!(
+            choose_move(&closed, &policy(), 10 * MINUTE, Held::default()).is_some(),
+            "after the cooldown it can"
+        );
 
         let off = Policy { move_back_saving: 1.0, ..policy() };
-        assert_eq!(choose_move(&drifted(), &off, 0, &[]), None);
+        assert_eq!(choose_move(&drifted(), &off, 0, Held::default()), None);
     }
 
     #[test]
@@ -379,10 +403,11 @@ mod tests {
         for n in view.nodes.iter_mut().filter(|n| n.pool.zone == "z3") {
             n.taints.push(crate::Taint { key: INTERRUPTION_TAINT.into(), effect: "NoSchedule".into() });
         }
-        assert_eq!(choose_move(&view, &policy(), 0, &[]), None);
+        assert_eq!(choose_move(&view, &policy(), 0, Held::default()), None);
         // Being retired by open responses (moves of theirs, say).
         let view = drifted();
-        assert_eq!(choose_move(&view, &policy(), 0, &["n4".to_string(), "n5".to_string()]), None);
+        let retiring = ["n4".to_string(), "n5".to_string()];
+        assert_eq!(choose_move(&view, &policy(), 0, Held { retiring: &retiring, ..Held::default() }), None);
     }
 
     #[test]
@@ -391,61 +416,69 @@ mod tests {
         // replacement runs, empty, and is spoken for until n0 is gone.
         let mut view = drifted();
         let retiring = ["n0".to_string()];
-        assert_eq!(choose_move(&view, &policy(), 0, &retiring), None);
+        let held = Held { retiring: &retiring, ..Held::default() };
+        assert_eq!(choose_move(&view, &policy(), 0, held), None);
         // Once n0 is gone the dear pool's nodes may move again.
         view.nodes = view.nodes.iter().filter(|n| n.name != "n0").cloned().collect::<Vec<_>>().into();
-        assert!(choose_move(&view, &policy(), 0, &retiring).is_some());
+        assert!(choose_move(&view, &policy(), 0, held).is_some());
         // So they may once its retirement ended without it (no room in
         // time): its restore key alone holds nothing back.
         let mut view = drifted();
         view.capacity_requests.insert(restore_key("i-0"));
-        assert!(choose_move(&view, &policy(), 0, &[]).is_some());
+        assert!(choose_move(&view, &policy(), 0, Held::default()).is_some());
     }
 
     #[test]
     fn room_elsewhere_counts_free_room_on_the_nodes_that_take_pods() {
         let mut view = drifted();
         // n5's two pods (2 CPU) fit in the five other nodes' room.
-        assert!(room_elsewhere(&view, "n5", &[]));
+        assert!(room_elsewhere(&view, "n5", &[], &[]));
         for n in view.nodes.iter_mut().filter(|n| n.name != "n5") {
             n.unschedulable = true;
         }
-        assert!(!room_elsewhere(&view, "n5", &[]), "cordoned nodes take no pods");
+        assert!(!room_elsewhere(&view, "n5", &[], &[]), "cordoned nodes take no pods");
         view.nodes[0].unschedulable = false;
-        assert!(room_elsewhere(&view, "n5", &[]));
+        assert!(room_elsewhere(&view, "n5", &[], &[]));
         // A pending pod needs room too: 4 CPU free on n0, 3 wanted, then 5.
         view.pods.push(pod("waiting", None).into());
-        assert!(room_elsewhere(&view, "n5", &[]));
+        assert!(room_elsewhere(&view, "n5", &[], &[]));
         view.pods.push(pod("waiting2", None).into());
         view.pods.push(pod("waiting3", None).into());
-        assert!(!room_elsewhere(&view, "n5", &[]));
+        assert!(!room_elsewhere(&view, "n5", &[], &[]));
     }
 
     #[test]
     fn room_elsewhere_leaves_out_the_other_nodes_being_retired() {
         let view = drifted();
-        assert!(room_elsewhere(&view, "n5", &[]));
+        assert!(room_elsewhere(&view, "n5", &[], &[]));
         // Every other node is being retired too: none of their room counts.
         let others: Vec<String> =
             (view.nodes.iter()).filter(|n| n.name != "n5").map(|n| n.name.to_string()).collect();
-        assert!(!room_elsewhere(&view, "n5", &others));
+        assert!(!room_elsewhere(&view, "n5", &others, &[]));
         // One node left out of the retirements: its room counts again, but
         // a retiring node already cordoned brings its pods as need.
         let all_but_n0: Vec<String> = others.iter().filter(|n| *n != "n0").cloned().collect();
-        assert!(room_elsewhere(&view, "n5", &all_but_n0));
+        assert!(room_elsewhere(&view, "n5", &all_but_n0, &[]));
         // n4 drains three pods of 1 CPU: with n5's two, more than n0's 4 free.
         let mut draining = view.clone();
         draining.pods.push(pod("p4b", Some("n4")).into());
         draining.pods.push(pod("p4c", Some("n4")).into());
-        assert!(room_elsewhere(&draining, "n5", &all_but_n0), "n4 not cordoned yet: it looks for itself");
+        assert!(
+            room_elsewhere(&draining, "n5", &all_but_n0, &[]),
+            "n4 not cordoned yet: it looks for itself"
+        );
+        // Its retirement found room and goes, its cordon not in view yet:
+        // its pods count as need all the same.
+        assert!(!room_elsewhere(&draining, "n5", &all_but_n0, &["n4".to_string()]));
         for n in draining.nodes.iter_mut().filter(|n| n.name != "n0" && n.name != "n5") {
             n.unschedulable = true;
         }
-        assert!(!room_elsewhere(&draining, "n5", &all_but_n0));
+        assert!(!room_elsewhere(&draining, "n5", &all_but_n0, &[]));
     }
 
     /// `drifted` with n4 and n5 on-demand fallbacks (same type and zones),
-    /// and n3 a woken standby.
+    /// and n3 an on-demand node of another kind (a standby woken, or the
+    /// floor under critical pods).
     fn with_fallbacks() -> ClusterView {
         let mut view = drifted();
         for n in view.nodes.iter_mut() {
@@ -453,24 +486,25 @@ mod tests {
                 n.capacity_type = CapacityType::OnDemand;
                 n.price_per_hour = 1.0;
             }
-            n.standby_instance = n.name == "n3";
+            n.fallback = n.name == "n4" || n.name == "n5";
         }
         view
     }
 
     #[test]
-    fn on_demand_fallbacks_all_move_back_to_spot_at_once_but_not_woken_standbys() {
+    fn on_demand_fallbacks_all_move_back_to_spot_at_once_but_no_other_on_demand_node() {
         let view = with_fallbacks();
         // Spot nodes z1 2, z2 1; with the two fallbacks a cap of 3 (0.7 of
         // five): both move, one to each cheap pool.
         let roomy = Policy { max_pool_share: 0.7, ..Policy::default() };
-        let moves = choose_moves(&view, &roomy, 0, &[]);
+        let moves = choose_moves(&view, &roomy, 0, Held::default());
         let nodes: Vec<&str> = moves.iter().map(|m| m.node.as_str()).collect();
         assert_eq!(nodes, ["n4", "n5"], "{moves:?}");
         assert!(moves.iter().all(|m| m.to.zone != "z3" && m.score_ratio < 0.5), "{moves:?}");
         // At half of five (2), z1 is full and z2 takes one: n5 stays, the
         // dear pool (0.9 of 1.0 on demand) saving too little.
-        let moved: Vec<String> = choose_moves(&view, &policy(), 0, &[]).into_iter().map(|m| m.node).collect();
+        let moved: Vec<String> =
+            choose_moves(&view, &policy(), 0, Held::default()).into_iter().map(|m| m.node).collect();
         assert_eq!(moved, ["n4"]);
         // Each plan launches in Spot and retires its node, surged first.
         let plan = move_plan(&moves[0], &view, &policy(), 0);
@@ -483,13 +517,22 @@ mod tests {
         // A pod waiting for room holds a Spot move back, not a fallback's.
         let mut waiting = with_fallbacks();
         waiting.pods.push(pod("pending", None).into());
-        assert_eq!(choose_fallback_moves(&waiting, &policy(), 0, &[]).len(), 1);
-        assert!(choose_fallback_moves(&waiting, &policy(), 0, &["n2".to_string()]).is_empty());
+        assert_eq!(choose_fallback_moves(&waiting, &policy(), 0, Held::default()).len(), 1);
+        let retiring = ["n2".to_string()];
+        let held = Held { retiring: &retiring, ..Held::default() };
+        assert!(choose_fallback_moves(&waiting, &policy(), 0, held).is_empty());
+        // A fallback resting after a move that could not finish stays;
+        // the other takes its place under the cap.
+        let resting = ["n4".to_string()];
+        let held = Held { resting: &resting, ..Held::default() };
+        let moved: Vec<String> =
+            choose_fallback_moves(&waiting, &policy(), 0, held).into_iter().map(|m| m.node).collect();
+        assert_eq!(moved, ["n5"]);
         let mut closed = with_fallbacks();
         for p in closed.pools.iter_mut() {
             p.launchable = false;
         }
-        assert!(choose_fallback_moves(&closed, &policy(), 0, &[]).is_empty());
+        assert!(choose_fallback_moves(&closed, &policy(), 0, Held::default()).is_empty());
         // A fallback whose pods hold volumes stays in its zone: z3 has only
         // the dear pool (0.9 of 1.0 on demand, under the 15 % saving).
         let mut zonal = with_fallbacks();
@@ -500,7 +543,7 @@ mod tests {
                 attached_to: None,
             });
         }
-        assert!(choose_fallback_moves(&zonal, &policy(), 0, &[]).is_empty());
+        assert!(choose_fallback_moves(&zonal, &policy(), 0, Held::default()).is_empty());
     }
 
     #[test]
@@ -513,10 +556,10 @@ mod tests {
                 attached_to: None,
             });
         }
-        assert_eq!(choose_move(&view, &policy(), 0, &[]), None, "no cheaper pool in z3");
+        assert_eq!(choose_move(&view, &policy(), 0, Held::default()), None, "no cheaper pool in z3");
         let cheap_z3 = pool("b", "z3", 0.3);
         view.pools.push(cheap_z3);
-        let m = choose_move(&view, &policy(), 0, &[]).expect("a move within z3");
+        let m = choose_move(&view, &policy(), 0, Held::default()).expect("a move within z3");
         assert_eq!(m.to, PoolId::new("b", "z3"));
     }
 }

@@ -181,7 +181,7 @@ mod tests {
             },
             ready: true,
             in_load_balancer: true,
-            standby_instance: false,
+            fallback: false,
         }
     }
 

@@ -55,7 +55,7 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
                     },
                     ready: !standby,
                     in_load_balancer: !standby,
-                    standby_instance: false,
+                    fallback: false,
                 });
             }
             for i in 0..burstables {
@@ -70,7 +70,7 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
                     taints: vec![Taint { key: "costop.io/standby".into(), effect: "NoSchedule".into() }],
                     ready: true,
                     in_load_balancer: false,
-                    standby_instance: false,
+                    fallback: false,
                 });
             }
             for (i, (replicas, min_available)) in workloads.iter().enumerate() {
@@ -408,7 +408,7 @@ fn an_early_replacement_that_no_longer_gives_room_is_launched_again() {
         taints: vec![],
         ready: true,
         in_load_balancer: true,
-        standby_instance: false,
+        fallback: false,
     };
     let pod = |i: usize| PodView {
         name: format!("db-{i}").into(),

@@ -5,7 +5,7 @@
 
 use crate::evictions::{evict_pods, EvictionTally};
 use crate::observe::ResponseObserver;
-use crate::open::OpenResponses;
+use crate::open::{OpenResponses, SurgeTarget};
 use costop_core::model::INTERRUPTION_TAINT;
 use costop_core::move_back::Move;
 use costop_core::ports::{Clock, CloudPort, ClusterPort, StorePort};
@@ -21,6 +21,12 @@ use std::time::Duration;
 /// [`Executor::move_once`]): prices and pools' launchability change over
 /// minutes, and each move takes [`costop_core::move_back::MOVE_SETTLE`].
 pub const MOVE_ROUND: Duration = Duration::from_secs(60);
+
+/// How long a node whose move ended without it (no room for its pods in
+/// time, or its drain refused and the node given back) is left out of
+/// moves: an hour, so a move that cannot finish is not launched and
+/// drained again every round.
+pub const MOVE_REST: Millis = 60 * 60 * 1000;
 
 /// The executor's wait rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,17 +151,20 @@ fn displaced_workloads(plan: &Plan, view: &ClusterView) -> BTreeSet<String> {
 }
 
 /// The last snapshot on which a move round found no move, the policy it
-/// went by, which pools were cooling down and which nodes open responses
-/// were retiring. [`choose_move`] is a pure
+/// went by, which pools were cooling down, which nodes open responses
+/// were retiring and which were resting. [`choose_moves`] is a pure
 /// function of the snapshot, the policy and the time, and reads the time
 /// only to tell which pools cool down: a round on the same snapshot, by the
 /// same policy, with the same pools cooling down finds no move either, and
 /// does not look again (a round a minute, and a snapshot of every pod to
 /// look through each time).
 ///
-/// [`choose_move`]: costop_core::move_back::choose_moves
+/// [`choose_moves`]: costop_core::move_back::choose_moves
+///
+/// It also keeps the nodes resting from moves (see [`MOVE_REST`]): a
+/// node's move that ended without it is not tried again until then.
 #[derive(Default)]
-pub struct NoMoveMemo(std::sync::Mutex<Option<NoMove>>);
+pub struct NoMoveMemo(std::sync::Mutex<Option<NoMove>>, std::sync::Mutex<BTreeMap<String, Millis>>);
 
 /// What [`NoMoveMemo`] holds. The weak reference keeps the snapshot's
 /// address taken (a later snapshot can never be mistaken for it) without
@@ -165,9 +174,23 @@ struct NoMove {
     policy: Policy,
     cooling: Vec<bool>,
     retiring: Vec<String>,
+    resting: Vec<String>,
 }
 
 impl NoMoveMemo {
+    /// `node`'s move ended without it: no move of it until `until`.
+    fn rest(&self, node: &str, until: Millis) {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).insert(node.to_string(), until);
+    }
+
+    /// The nodes resting from moves at `now` (those whose rest is over
+    /// are forgotten).
+    fn resting(&self, now: Millis) -> Vec<String> {
+        let mut resting = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        resting.retain(|_, until| *until > now);
+        resting.keys().cloned().collect()
+    }
+
     /// Which of the view's pools cool down at `now`.
     fn cooling(view: &ClusterView, policy: &Policy, now: Millis) -> Vec<bool> {
         view.pools.iter().map(|p| costop_core::pools::in_cooldown(p, policy, now)).collect()
@@ -183,22 +206,26 @@ impl NoMoveMemo {
         retiring: &[String],
     ) -> Vec<Move> {
         let cooling = Self::cooling(view, policy, now);
+        let resting = self.resting(now);
         let mut memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let same = memo.as_ref().is_some_and(|m| {
             std::ptr::eq(m.view.as_ptr(), Arc::as_ptr(view))
                 && m.policy == *policy
                 && m.cooling == cooling
                 && m.retiring == retiring
+                && m.resting == resting
         });
         if same {
             return Vec::new();
         }
-        let chosen = costop_core::move_back::choose_moves(view, policy, now, retiring);
+        let held = costop_core::move_back::Held { retiring, resting: &resting };
+        let chosen = costop_core::move_back::choose_moves(view, policy, now, held);
         *memo = chosen.is_empty().then(|| NoMove {
             view: Arc::downgrade(view),
             policy: policy.clone(),
             cooling,
             retiring: retiring.to_vec(),
+            resting,
         });
         chosen
     }
@@ -227,6 +254,11 @@ fn whole(view: &ClusterView, workloads: &BTreeSet<String>, node: &str, staying: 
         let off_node = ready(w).saturating_sub(on_node.get(w.as_str()).copied().unwrap_or(0));
         off_node >= replicas(w)
     })
+}
+
+/// The replicas the view shows for `workload` (0 for one it does not know).
+fn replicas_of(view: &ClusterView, workload: &str) -> usize {
+    view.workload(workload).map_or(0, |x| x.replicas as usize)
 }
 
 /// Whether each workload has all its replicas (a surge's extra ones
@@ -352,7 +384,8 @@ where
     /// Spot pools (see [`costop_core::move_back::choose_moves`]: every
     /// on-demand fallback node at once, or one Spot node), saved, to be
     /// run with [`Self::execute`]. None while a response has claims to
-    /// make or another move is under way, or when no move is worth it.
+    /// make or another move is under way, or when no move is worth it;
+    /// nodes whose last move ended without them rest ([`MOVE_REST`]).
     pub async fn next_moves(&self, policy: &Policy) -> Vec<Plan> {
         if self.open.busy() || self.open.any_of_kind(costop_core::move_back::MOVE_BACK_KIND) {
             return Vec::new();
@@ -597,19 +630,32 @@ where
     async fn retire(&self, key: &NoticeKey, node: &str, how: Retirement<'_>) -> Result<String, String> {
         let Retirement { after, bridge, once_room, surges } = how;
         let answered = |v: &ClusterView| v.node(node).is_none() || self.open.interrupted(node);
-        let room = |v: &ClusterView| {
-            once_room && costop_core::move_back::room_elsewhere(v, node, &self.open.retiring_besides(key))
+        let room = |v: &ClusterView, draining: &[String]| {
+            costop_core::move_back::room_elsewhere(v, node, &self.open.retiring_besides(key), draining)
         };
+        let notice = key;
         let key = &key.to_string();
-        self.wait_until(after, |v| answered(v) || room(v)).await;
-        let view = self.cluster.view();
-        if answered(&view) {
-            return Ok(format!("skipped: {node} was interrupted (or is gone); its replacement stays"));
-        }
-        if once_room && !room(&view) {
-            return Ok(format!(
-                "skipped: no room for {node}'s pods on other nodes by the deadline; it stays"
-            ));
+        loop {
+            let looks_roomy = |v: &ClusterView| once_room && room(v, &self.open.draining_besides(node));
+            self.wait_until(after, |v| answered(v) || looks_roomy(v)).await;
+            let view = self.cluster.view();
+            if answered(&view) {
+                return Ok(format!("skipped: {node} was interrupted (or is gone); its replacement stays"));
+            }
+            // The room is claimed under one lock with the other
+            // retirements' claims: several waking on the same view change
+            // do not all take the same room.
+            if !once_room || self.open.claim_room(node, |draining| room(&view, draining)) {
+                break;
+            }
+            if self.clock.now_ms() >= after {
+                self.rest_if_moved(notice, node);
+                return Ok(format!(
+                    "skipped: no room for {node}'s pods on other nodes by the deadline; it stays"
+                ));
+            }
+            // Another retirement took the room first: wait for more.
+            self.clock.sleep(Duration::from_secs(1)).await;
         }
         self.cluster.taint_and_cordon(node).await.map_err(|e| e.to_string())?;
         let cordoned_at = self.clock.now_ms();
@@ -662,7 +708,7 @@ where
             }
         }
         if let Some(e) = failed {
-            return Err(self.give_back(node, format!("{node} not retired: {e}")).await);
+            return Err(self.give_back(notice, node, format!("{node} not retired: {e}")).await);
         }
         if self.open.interrupted(node) {
             return Ok(format!("drained; not ended: {node} was interrupted meanwhile, its response goes on"));
@@ -671,7 +717,7 @@ where
         let n = view.node(node).ok_or_else(|| format!("node {node} not in the cluster"))?;
         let ended = match self.cloud.retire_node(n).await {
             Ok(ended) => ended,
-            Err(e) => return Err(self.give_back(node, format!("{node} not ended: {e}")).await),
+            Err(e) => return Err(self.give_back(notice, node, format!("{node} not ended: {e}")).await),
         };
         self.cluster.delete_node(node).await.map_err(|e| e.to_string())?;
         Ok(format!("ok: drained, no interruption came; {ended}"))
@@ -681,13 +727,34 @@ where
     /// service (interruption taint off, uncordoned), unless an
     /// interruption's response has it now: a node left cordoned would hold
     /// capacity nobody can use. `why` with what became of the node.
-    async fn give_back(&self, node: &str, why: String) -> String {
+    async fn give_back(&self, key: &NoticeKey, node: &str, why: String) -> String {
         if self.open.interrupted(node) {
             return format!("{why}; left cordoned: an interruption's response has it");
         }
-        match self.cluster.untaint_and_uncordon(node).await {
+        self.rest_if_moved(key, node);
+        let given = match self.cluster.untaint_and_uncordon(node).await {
             Ok(()) => format!("{why}; uncordoned, it stays in service"),
-            Err(e) => format!("{why}; and it could not be uncordoned: {e}"),
+            Err(e) => return format!("{why}; and it could not be uncordoned: {e}"),
+        };
+        // An interruption's response that opened meanwhile found the node
+        // already cordoned, and cordons nothing again: cordon it back.
+        if self.open.interrupted(node) {
+            return match self.cluster.taint_and_cordon(node).await {
+                Ok(()) => format!("{why}; cordoned again: an interruption's response has it now"),
+                Err(e) => {
+                    format!("{why}; uncordoned, and an interruption came: cordoning it again failed: {e}")
+                }
+            };
+        }
+        given
+    }
+
+    /// A move's node that stays (no room in time, or given back) rests
+    /// from moves for [`MOVE_REST`], so a move that cannot finish is not
+    /// tried again every round.
+    fn rest_if_moved(&self, key: &NoticeKey, node: &str) {
+        if key.kind == costop_core::move_back::MOVE_BACK_KIND {
+            self.no_move.rest(node, self.clock.now_ms().saturating_add(MOVE_REST));
         }
     }
 
@@ -826,17 +893,23 @@ where
     /// is logged: the pods are then evicted within their budgets alone.
     async fn surge_and_wait(&self, key: &str, surges: &[(String, u32)], until: Millis) -> Vec<String> {
         // Ready counted against the replicas before the surge and the
-        // surge itself: the view may show the old count a while longer.
-        let wanted: Vec<(String, usize)> = {
+        // surge itself (see `SurgeTarget`): the view may show the old
+        // count a while longer. A surge already there (a resumed
+        // retirement) waits for the view's count.
+        let before: Vec<usize> = {
             let view = self.cluster.view();
-            let replicas = |w: &str| view.workload(w).map_or(0, |x| x.replicas as usize);
-            surges.iter().map(|(w, by)| (w.clone(), replicas(w) + *by as usize)).collect()
+            surges.iter().map(|(w, _)| replicas_of(&view, w)).collect()
         };
         let raised = join_all(surges.iter().map(|(w, by)| self.cluster.surge(w, key, *by))).await;
         let mut surged = Vec::new();
-        for ((w, _), r) in surges.iter().zip(raised) {
+        let mut targets = Vec::new();
+        for (((w, by), before), r) in surges.iter().zip(before).zip(raised) {
             match r {
-                Ok(_) => surged.push(w.clone()),
+                Ok(added) => {
+                    surged.push(w.clone());
+                    let target = if added { before + *by as usize } else { 0 };
+                    targets.push((w.as_str(), SurgeTarget::new(target)));
+                }
                 Err(e) => {
                     tracing::warn!(workload = %w, error = %e, "cannot surge before a retirement; evicting within the budget")
                 }
@@ -844,8 +917,10 @@ where
         }
         if !surged.is_empty() {
             let by = until.min(self.clock.now_ms().saturating_add(RETIRE_SURGE_WAIT));
-            let raised = wanted.iter().filter(|(w, _)| surged.contains(w)).map(|(w, n)| (w.as_str(), *n));
-            self.wait_until(by, |v| all_replicas_ready(v, raised.clone())).await;
+            self.wait_until(by, |v| {
+                all_replicas_ready(v, targets.iter().map(|(w, t)| (*w, t.wanted(replicas_of(v, w)))))
+            })
+            .await;
         }
         surged
     }
@@ -904,9 +979,12 @@ where
             }
             if !surged.is_empty() {
                 let by = deadline.saturating_sub(SURGE_EVICT_BEFORE_DEADLINE);
-                let wanted: Vec<(&str, usize)> =
+                let targets: Vec<(&str, SurgeTarget)> =
                     surged.iter().map(|w| (*w, self.open.surge_target(&plan.notice, w))).collect();
-                self.wait_until(by, |v| all_replicas_ready(v, wanted.iter().copied())).await;
+                self.wait_until(by, |v| {
+                    all_replicas_ready(v, targets.iter().map(|(w, t)| (*w, t.wanted(replicas_of(v, w)))))
+                })
+                .await;
             }
             // The last wave also takes the pods that landed on the
             // node after the plan was made (bound before the cordon
@@ -1061,7 +1139,7 @@ where
                 let mut added = Vec::new();
                 for (((w, by), before), r) in workloads.iter().zip(before).zip(raised) {
                     if r.map_err(|x| e(&x))? {
-                        added.push((w.clone(), before + *by as usize));
+                        added.push((w.clone(), SurgeTarget::new(before + *by as usize)));
                     }
                 }
                 let count = added.len();
@@ -1319,7 +1397,7 @@ mod tests {
             taints: vec![],
             ready: true,
             in_load_balancer,
-            standby_instance: false,
+            fallback: false,
         }
     }
 
@@ -1953,9 +2031,36 @@ mod tests {
         assert!(failed.starts_with("node-1 not retired: default/db-0"), "{failed}");
         assert!(failed.ends_with("; uncordoned, it stays in service"), "{failed}");
         assert_eq!(*cluster.uncordoned.lock().unwrap(), ["node-1".to_string()]);
+        assert_eq!(exec.no_move.resting(clock.now_ms()), ["node-1".to_string()], "a move given back rests");
         assert!(cluster.nodes_deleted.lock().unwrap().is_empty());
         assert_eq!(cluster.ended.lock().unwrap().len(), 1, "the surge is lowered");
         assert!(clock.now_ms() >= RETIRE_DRAIN, "gave up at {} ms", clock.now_ms());
+    }
+
+    /// A move whose node finds no room by its deadline leaves the node
+    /// resting from moves for [`MOVE_REST`]; so does one given back.
+    #[tokio::test]
+    async fn a_move_that_cannot_finish_rests_its_node() {
+        let clock = Arc::new(Stepping::default());
+        let mut view = surge_never_ready();
+        view.nodes = vec![spot_node("node-1", "i-1", false)].into();
+        let cluster = Arc::new(Recording::new(clock.clone(), view, 0));
+        let exec =
+            stepping_executor(cluster.clone(), Arc::new(FewCalls { ends_instances: false }), clock.clone());
+        // node-1 is the only node: no room elsewhere, ever.
+        let how = Retirement { after: 60_000, bridge: false, once_room: true, surges: &[] };
+        let key =
+            costop_core::NoticeKey { instance_id: "i-1".into(), kind: "move-back".into(), stated_time: 0 };
+        let outcome = exec.retire(&key, "node-1", how).await.expect("skipped, not failed");
+        assert!(outcome.starts_with("skipped: no room"), "{outcome}");
+        assert_eq!(exec.no_move.resting(clock.now_ms()), ["node-1".to_string()]);
+        assert!(exec.no_move.resting(clock.now_ms() + MOVE_REST).is_empty(), "rested an hour");
+        // A rebalance recommendation's retirement rests nothing.
+        let exec = stepping_executor(cluster, Arc::new(FewCalls { ends_instances: false }), clock.clone());
+        let key = costop_core::NoticeKey { kind: "rebalance-recommendation".into(), ..key };
+        let how = Retirement { after: clock.now_ms() + 60_000, bridge: false, once_room: true, surges: &[] };
+        exec.retire(&key, "node-1", how).await.expect("skipped");
+        assert!(exec.no_move.resting(clock.now_ms()).is_empty());
     }
 
     /// A retirement's node that an interruption's response came for while

@@ -22,6 +22,40 @@ pub const CLAIM_SETTLES_MS: Millis = 5_000;
 /// EC2 instances commonly join and turn Ready within a minute (estimate).
 pub const LAUNCH_SETTLES_MS: Millis = 60_000;
 
+/// The Ready count a response's surge of one Deployment waits for (see
+/// [`OpenResponses::surged_to`]).
+#[derive(Debug, Clone, Default)]
+pub struct SurgeTarget {
+    /// The Deployment's replicas before the surge, plus the surge.
+    pub target: usize,
+    /// Whether a view has shown `target` replicas (or more) since.
+    pub seen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SurgeTarget {
+    /// A target of `target` replicas, not seen yet.
+    pub fn new(target: usize) -> Self {
+        Self { target, seen: Arc::default() }
+    }
+
+    /// The Ready count to wait for on a view that shows `shown` replicas:
+    /// the target until a view has shown it once (a view lagging the
+    /// surge shows the count before it), then the view's own count
+    /// (another response's surge of the same Deployment may be lowered
+    /// meanwhile, and the target would then never come).
+    pub fn wanted(&self, shown: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        if shown >= self.target {
+            self.seen.store(true, Ordering::SeqCst);
+        }
+        if self.seen.load(Ordering::SeqCst) {
+            0
+        } else {
+            self.target
+        }
+    }
+}
+
 /// Each step's state: not run (`None`), or when it was done.
 type Progress = Vec<Option<Millis>>;
 
@@ -31,7 +65,8 @@ type Progress = Vec<Option<Millis>>;
 pub struct OpenResponses(
     Mutex<BTreeMap<NoticeKey, (Arc<Plan>, Progress)>>,
     Mutex<Option<Claimed>>,
-    Mutex<BTreeMap<NoticeKey, Vec<(String, usize)>>>,
+    Mutex<BTreeMap<NoticeKey, Vec<(String, SurgeTarget)>>>,
+    Mutex<BTreeSet<String>>,
 );
 
 /// A view's nodes, pods and workloads with these claims applied.
@@ -76,23 +111,54 @@ impl OpenResponses {
 
     /// A response has ended.
     pub fn closed(&self, key: &NoticeKey) {
-        self.lock().remove(key);
+        let plan = self.lock().remove(key).map(|(plan, _)| plan);
         self.2.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        if let Some(plan) = plan {
+            let mut draining = self.3.lock().unwrap_or_else(|e| e.into_inner());
+            for step in &plan.steps {
+                if let Step::RetireNode { node, .. } = step {
+                    draining.remove(node);
+                }
+            }
+        }
     }
 
-    /// The response `key` raised these Deployments: each is to have this
-    /// many replicas Ready (its count before the surge plus the surge)
-    /// before its old pods go, whatever count a lagging view still shows.
-    pub fn surged_to(&self, key: &NoticeKey, wanted: Vec<(String, usize)>) {
+    /// Claim room for `node`'s retirement: `fits` is asked, under one lock
+    /// with every other claim, with the other nodes whose retirement has
+    /// claimed room (their pods count as need, cordoned in the view or
+    /// not yet), and `node` joins them when it fits. Retirements waking on
+    /// the same view change so never count the same room twice. The claim
+    /// lasts until the response closes.
+    pub fn claim_room(&self, node: &str, fits: impl FnOnce(&[String]) -> bool) -> bool {
+        let mut draining = self.3.lock().unwrap_or_else(|e| e.into_inner());
+        let others: Vec<String> = draining.iter().filter(|d| *d != node).cloned().collect();
+        let claimed = fits(&others);
+        if claimed {
+            draining.insert(node.to_string());
+        }
+        claimed
+    }
+
+    /// The nodes other than `node` whose retirement claimed room (see
+    /// [`Self::claim_room`]).
+    pub fn draining_besides(&self, node: &str) -> Vec<String> {
+        let draining = self.3.lock().unwrap_or_else(|e| e.into_inner());
+        draining.iter().filter(|d| *d != node).cloned().collect()
+    }
+
+    /// The response `key` raised these Deployments: each is to have its
+    /// target Ready before its old pods go (see [`SurgeTarget::wanted`]).
+    pub fn surged_to(&self, key: &NoticeKey, wanted: Vec<(String, SurgeTarget)>) {
         self.2.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().extend(wanted);
     }
 
-    /// What [`Self::surged_to`] recorded for `workload` under `key` (0 when
-    /// nothing was: a response resumed after its surge ran elsewhere).
-    pub fn surge_target(&self, key: &NoticeKey, workload: &str) -> usize {
+    /// What [`Self::surged_to`] recorded for `workload` under `key` (a
+    /// target of 0 when nothing was: a response resumed after its surge
+    /// ran elsewhere waits for the view's count).
+    pub fn surge_target(&self, key: &NoticeKey, workload: &str) -> SurgeTarget {
         (self.2.lock().unwrap_or_else(|e| e.into_inner()).get(key))
             .and_then(|targets| targets.iter().find(|(w, _)| w == workload))
-            .map_or(0, |(_, n)| *n)
+            .map_or_else(SurgeTarget::default, |(_, t)| t.clone())
     }
 
     /// How many responses are open.
@@ -344,6 +410,17 @@ mod tests {
 
     /// A launch shows only as a Ready node, so it counts as room on its way
     /// for about a minute after the launch call, not the 5 s of other claims.
+    /// A surge's target holds until a view shows it once; then the view's
+    /// own count does (another surge of the Deployment may be lowered).
+    #[test]
+    fn a_surge_target_holds_until_a_view_shows_it() {
+        let t = SurgeTarget::new(12);
+        assert_eq!(t.wanted(11), 12, "a view lagging the surge");
+        assert_eq!(t.wanted(12), 0, "shown: the view's count rules");
+        assert_eq!(t.wanted(11), 0, "another response's surge lowered: not waited for");
+        assert_eq!(SurgeTarget::default().wanted(3), 0, "nothing recorded");
+    }
+
     #[test]
     fn a_launch_counts_as_room_on_its_way_until_its_node_is_likely_ready() {
         let open = OpenResponses::default();

@@ -484,7 +484,7 @@ mod tests {
             taints: Vec::new(),
             ready: true,
             in_load_balancer: true,
-            standby_instance: false,
+            fallback: false,
         }
     }
 

@@ -9,7 +9,7 @@
 //! by the decoder, never built) and a record is about two hundred bytes.
 
 use crate::view::parse_provider_id;
-use crate::{CAPACITY_LABEL, PLACEHOLDER_CLASS, STANDBY_INSTANCE_LABEL};
+use crate::{CAPACITY_LABEL, FALLBACK_LABEL, PLACEHOLDER_CLASS};
 use costop_core::model::{CapacityType, NodeView, PoolId, Resources, Taint, STANDBY_TAINT};
 use costop_core::quantity::{cpu_millis, memory_mib};
 use costop_core::Name;
@@ -340,7 +340,7 @@ impl NodeRec {
                 ready,
                 in_load_balancer: label(labels, "node.kubernetes.io/exclude-from-external-load-balancers")
                     .is_none(),
-                standby_instance: label(labels, STANDBY_INSTANCE_LABEL).is_some(),
+                fallback: label(labels, FALLBACK_LABEL) == Some("true"),
             },
             uid: metadata.uid.clone(),
         }
@@ -626,19 +626,19 @@ mod tests {
         assert_eq!(v.pool, PoolId::new("m5.xlarge", "us-east-1a"));
         assert_eq!(v.capacity_type, CapacityType::Spot);
         assert_eq!(v.allocatable, Resources::new(3920, 15 * 1024));
-        assert!(v.unschedulable && v.ready && v.in_load_balancer && !v.standby_instance);
+        assert!(v.unschedulable && v.ready && v.in_load_balancer && !v.fallback);
         assert_eq!(v.taints, vec![Taint { key: "k".into(), effect: "NoSchedule".into() }]);
-        // A standby woken into service: on-demand, still costop's standby.
-        let woken = serde_json::from_value::<NodeLite>(serde_json::json!({
+        // An on-demand node of the group that backs Spot up.
+        let fallback = serde_json::from_value::<NodeLite>(serde_json::json!({
             "metadata": {"name": "node-2", "labels": {
-                CAPACITY_LABEL: "on-demand", STANDBY_INSTANCE_LABEL: "true"}},
+                "eks.amazonaws.com/capacityType": "ON_DEMAND", FALLBACK_LABEL: "true"}},
             "spec": {"providerID": "aws:///us-east-1a/i-0123456789abcdef1"},
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
         .unwrap()
         .rec
         .view;
-        assert_eq!(woken.capacity_type, CapacityType::OnDemand);
-        assert!(woken.standby_instance);
+        assert_eq!(fallback.capacity_type, CapacityType::OnDemand);
+        assert!(fallback.fallback);
     }
 
     #[test]

@@ -52,10 +52,11 @@ pub const SCALE_DOWN_DISABLED: &str = "cluster-autoscaler.kubernetes.io/scale-do
 /// Node label recording how costop treats a node: `spot`, `on-demand`,
 /// `standby-running`, `standby-stopped`, `burstable`.
 pub const CAPACITY_LABEL: &str = "costop.io/capacity-type";
-/// The label costop puts on a node it keeps as a warm standby, kept once
-/// the standby is woken into service: the warm-pool keeper alone returns
-/// such a node (see `NodeView::standby_instance`).
-pub const STANDBY_INSTANCE_LABEL: &str = "costop.io/standby-instance";
+/// Node label (value `true`) of on-demand nodes launched because no Spot
+/// pool could take the pods, put on the node group or NodePool that backs
+/// Spot up: costop moves such nodes back to Spot once a pool can take
+/// them (see `NodeView::fallback`).
+pub const FALLBACK_LABEL: &str = "costop.io/fallback";
 
 /// An adapter failure, naming the action and the object.
 #[derive(Debug, thiserror::Error)]
@@ -1116,10 +1117,6 @@ impl ClusterPort for KubeCluster {
     async fn taint_standby(&self, node: &str, mode: StandbyMode) -> Result<(), KubeError> {
         self.patch_node(&self.client, node, "taint standby", |n| {
             set_taint(n, STANDBY_TAINT, true);
-            n.metadata
-                .labels
-                .get_or_insert_with(Default::default)
-                .insert(STANDBY_INSTANCE_LABEL.into(), "true".into());
             set_taint(n, INTERRUPTION_TAINT, false);
             n.spec.get_or_insert_with(Default::default).unschedulable = None;
             set_capacity_label(

@@ -127,7 +127,7 @@ mod tests {
             taints: vec![],
             ready: true,
             in_load_balancer: true,
-            standby_instance: false,
+            fallback: false,
         };
         let pod = |name: &str, node: &str| PodView {
             name: name.into(),

@@ -1692,10 +1692,7 @@ impl World {
             })
             .collect();
         for n in fallbacks {
-            let pool = match self.strategy {
-                Strategy::Costop | Strategy::CostopBurstable => self.costop_pick_pool(None),
-                _ => self.karpenter_pick_pool(Some(self.nodes[n as usize].zone)),
-            };
+            let pool = self.karpenter_pick_pool(Some(self.nodes[n as usize].zone));
             let Some(launched) = pool.and_then(|p| self.launch(p)) else { return };
             self.nodes[n as usize].consolidation_tried = Some(self.now);
             self.drains.push(Drain {
@@ -3080,7 +3077,7 @@ impl World {
             taints,
             ready: !lost && n.state == NodeState::Ready,
             in_load_balancer: n.in_lb,
-            standby_instance: n.standby_stage.is_some(),
+            fallback: n.fallback && n.capacity == CapacityType::OnDemand,
         }
     }
 

@@ -178,7 +178,7 @@ pub fn queue(config: &super::config::Config, notices: u32) -> Result<()> {
                 taints: vec![],
                 ready: true,
                 in_load_balancer: true,
-                standby_instance: false,
+                fallback: false,
             });
         }
         let now = costop_core::time::format_rfc3339(
