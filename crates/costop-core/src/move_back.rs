@@ -58,22 +58,18 @@ pub struct Move {
 /// Whether the nodes that take pods, other than `node` and the other
 /// nodes being retired (`retiring`), have free room for the workload pods
 /// on `node`, the pods waiting for room, and those still on the retiring
-/// nodes already cordoned or about to be (`draining`: their retirement
-/// found room and goes; the view may not show their cordon yet). Both
-/// CPU and memory, summed: a move waits for its replacement by this. A
-/// pool whose nodes all got a rebalance recommendation so drains onto
-/// its replacements, not onto its own nodes' room.
-pub fn room_elsewhere(view: &ClusterView, node: &str, retiring: &[String], draining: &[String]) -> bool {
+/// nodes already cordoned (both CPU and memory, summed: a move waits for
+/// its replacement by this). A pool whose nodes all got a rebalance
+/// recommendation so drains onto its replacements, not onto its own
+/// nodes' room.
+pub fn room_elsewhere(view: &ClusterView, node: &str, retiring: &[String]) -> bool {
     let retiring_here = |name: &str| retiring.iter().any(|r| r == name);
     let free = (view.nodes.iter())
         .filter(|n| n.name != node && n.accepts_pods() && !retiring_here(&n.name))
         .fold(Resources::default(), |acc, n| acc.plus(&view.free_on(n)));
     let waiting = view.unbound_pods().filter(|p| !p.daemon && !p.placeholder);
-    let going = |n: &NodeView| {
-        (n.unschedulable && retiring_here(&n.name)) || draining.iter().any(|d| *d == n.name.as_str())
-    };
     let draining = (view.nodes.iter())
-        .filter(|n| n.name != node && going(n))
+        .filter(|n| n.name != node && n.unschedulable && retiring_here(&n.name))
         .flat_map(|n| view.workload_pods_on(&n.name));
     let need = (view.workload_pods_on(node).chain(waiting).chain(draining))
         .fold(Resources::default(), |acc, p| acc.plus(&p.requests));
@@ -432,48 +428,42 @@ mod tests {
     fn room_elsewhere_counts_free_room_on_the_nodes_that_take_pods() {
         let mut view = drifted();
         // n5's two pods (2 CPU) fit in the five other nodes' room.
-        assert!(room_elsewhere(&view, "n5", &[], &[]));
+        assert!(room_elsewhere(&view, "n5", &[]));
         for n in view.nodes.iter_mut().filter(|n| n.name != "n5") {
             n.unschedulable = true;
         }
-        assert!(!room_elsewhere(&view, "n5", &[], &[]), "cordoned nodes take no pods");
+        assert!(!room_elsewhere(&view, "n5", &[]), "cordoned nodes take no pods");
         view.nodes[0].unschedulable = false;
-        assert!(room_elsewhere(&view, "n5", &[], &[]));
+        assert!(room_elsewhere(&view, "n5", &[]));
         // A pending pod needs room too: 4 CPU free on n0, 3 wanted, then 5.
         view.pods.push(pod("waiting", None).into());
-        assert!(room_elsewhere(&view, "n5", &[], &[]));
+        assert!(room_elsewhere(&view, "n5", &[]));
         view.pods.push(pod("waiting2", None).into());
         view.pods.push(pod("waiting3", None).into());
-        assert!(!room_elsewhere(&view, "n5", &[], &[]));
+        assert!(!room_elsewhere(&view, "n5", &[]));
     }
 
     #[test]
     fn room_elsewhere_leaves_out_the_other_nodes_being_retired() {
         let view = drifted();
-        assert!(room_elsewhere(&view, "n5", &[], &[]));
+        assert!(room_elsewhere(&view, "n5", &[]));
         // Every other node is being retired too: none of their room counts.
         let others: Vec<String> =
             (view.nodes.iter()).filter(|n| n.name != "n5").map(|n| n.name.to_string()).collect();
-        assert!(!room_elsewhere(&view, "n5", &others, &[]));
+        assert!(!room_elsewhere(&view, "n5", &others));
         // One node left out of the retirements: its room counts again, but
         // a retiring node already cordoned brings its pods as need.
         let all_but_n0: Vec<String> = others.iter().filter(|n| *n != "n0").cloned().collect();
-        assert!(room_elsewhere(&view, "n5", &all_but_n0, &[]));
+        assert!(room_elsewhere(&view, "n5", &all_but_n0));
         // n4 drains three pods of 1 CPU: with n5's two, more than n0's 4 free.
         let mut draining = view.clone();
         draining.pods.push(pod("p4b", Some("n4")).into());
         draining.pods.push(pod("p4c", Some("n4")).into());
-        assert!(
-            room_elsewhere(&draining, "n5", &all_but_n0, &[]),
-            "n4 not cordoned yet: it looks for itself"
-        );
-        // Its retirement found room and goes, its cordon not in view yet:
-        // its pods count as need all the same.
-        assert!(!room_elsewhere(&draining, "n5", &all_but_n0, &["n4".to_string()]));
+        assert!(room_elsewhere(&draining, "n5", &all_but_n0), "n4 not cordoned yet: it looks for itself");
         for n in draining.nodes.iter_mut().filter(|n| n.name != "n0" && n.name != "n5") {
             n.unschedulable = true;
         }
-        assert!(!room_elsewhere(&draining, "n5", &all_but_n0, &[]));
+        assert!(!room_elsewhere(&draining, "n5", &all_but_n0));
     }
 
     /// `drifted` with n4 and n5 on-demand fallbacks (same type and zones),

@@ -66,7 +66,6 @@ pub struct OpenResponses(
     Mutex<BTreeMap<NoticeKey, (Arc<Plan>, Progress)>>,
     Mutex<Option<Claimed>>,
     Mutex<BTreeMap<NoticeKey, Vec<(String, SurgeTarget)>>>,
-    Mutex<BTreeSet<String>>,
 );
 
 /// A view's nodes, pods and workloads with these claims applied.
@@ -111,39 +110,8 @@ impl OpenResponses {
 
     /// A response has ended.
     pub fn closed(&self, key: &NoticeKey) {
-        let plan = self.lock().remove(key).map(|(plan, _)| plan);
+        self.lock().remove(key);
         self.2.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-        if let Some(plan) = plan {
-            let mut draining = self.3.lock().unwrap_or_else(|e| e.into_inner());
-            for step in &plan.steps {
-                if let Step::RetireNode { node, .. } = step {
-                    draining.remove(node);
-                }
-            }
-        }
-    }
-
-    /// Claim room for `node`'s retirement: `fits` is asked, under one lock
-    /// with every other claim, with the other nodes whose retirement has
-    /// claimed room (their pods count as need, cordoned in the view or
-    /// not yet), and `node` joins them when it fits. Retirements waking on
-    /// the same view change so never count the same room twice. The claim
-    /// lasts until the response closes.
-    pub fn claim_room(&self, node: &str, fits: impl FnOnce(&[String]) -> bool) -> bool {
-        let mut draining = self.3.lock().unwrap_or_else(|e| e.into_inner());
-        let others: Vec<String> = draining.iter().filter(|d| *d != node).cloned().collect();
-        let claimed = fits(&others);
-        if claimed {
-            draining.insert(node.to_string());
-        }
-        claimed
-    }
-
-    /// The nodes other than `node` whose retirement claimed room (see
-    /// [`Self::claim_room`]).
-    pub fn draining_besides(&self, node: &str) -> Vec<String> {
-        let draining = self.3.lock().unwrap_or_else(|e| e.into_inner());
-        draining.iter().filter(|d| *d != node).cloned().collect()
     }
 
     /// The response `key` raised these Deployments: each is to have its
