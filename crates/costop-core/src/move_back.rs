@@ -91,10 +91,7 @@ pub fn choose_move(view: &ClusterView, policy: &Policy, now: Millis, held: Held)
         return None;
     }
     let spot = |n: &&NodeView| n.capacity_type == CapacityType::Spot && !n.unschedulable;
-    let mut layout: BTreeMap<PoolId, u32> = BTreeMap::new();
-    for n in view.nodes.iter().filter(spot) {
-        *layout.entry(n.pool.clone()).or_default() += 1;
-    }
+    let layout = spot_layout(view);
     let targets: Vec<crate::PoolView> =
         view.pools.iter().filter(|p| p.launchable && !in_cooldown(p, policy, now)).cloned().collect();
     if targets.is_empty() {
@@ -215,11 +212,7 @@ pub fn choose_fallback_moves(view: &ClusterView, policy: &Policy, now: Millis, h
     if !view.nodes.iter().any(|n| fallback(&n)) || !moves_allowed(view, policy, held.retiring) {
         return Vec::new();
     }
-    let mut layout: BTreeMap<PoolId, u32> = BTreeMap::new();
-    let spot_nodes = view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot && !n.unschedulable);
-    for n in spot_nodes {
-        *layout.entry(n.pool.clone()).or_default() += 1;
-    }
+    let mut layout = spot_layout(view);
     let mut moves = Vec::new();
     for node in view.nodes.iter().filter(fallback) {
         let on_demand = view.pool(&node.pool).map_or(node.price_per_hour, |p| p.on_demand_price);
@@ -244,6 +237,15 @@ pub fn choose_fallback_moves(view: &ClusterView, policy: &Policy, now: Millis, h
         });
     }
     moves
+}
+
+/// Spot nodes that take pods, per pool.
+fn spot_layout(view: &ClusterView) -> BTreeMap<PoolId, u32> {
+    let mut layout: BTreeMap<PoolId, u32> = BTreeMap::new();
+    for n in view.nodes.iter().filter(|n| n.capacity_type == CapacityType::Spot && !n.unschedulable) {
+        *layout.entry(n.pool.clone()).or_default() += 1;
+    }
+    layout
 }
 
 /// The plan that carries a move out: launch the replacement in the
@@ -526,19 +528,12 @@ mod tests {
         // A fallback whose pods hold volumes stays in its zone: z3 has only
         // the dear pool (0.9 of 1.0 on demand, under the 15 % saving).
         let mut zonal = with_fallbacks();
-        for p in zonal.pods.iter_mut() {
-            std::sync::Arc::make_mut(p).volumes.push(VolumeView {
-                volume_id: "vol-1".into(),
-                zone: "z3".into(),
-                attached_to: None,
-            });
-        }
+        pin_pods_to_z3(&mut zonal);
         assert!(choose_fallback_moves(&zonal, &policy(), 0, Held::default()).is_empty());
     }
 
-    #[test]
-    fn a_node_holding_a_volume_moves_only_within_its_zone() {
-        let mut view = drifted();
+    /// Give every pod of `view` a volume in zone z3.
+    fn pin_pods_to_z3(view: &mut ClusterView) {
         for p in view.pods.iter_mut() {
             std::sync::Arc::make_mut(p).volumes.push(VolumeView {
                 volume_id: "vol-1".into(),
@@ -546,6 +541,12 @@ mod tests {
                 attached_to: None,
             });
         }
+    }
+
+    #[test]
+    fn a_node_holding_a_volume_moves_only_within_its_zone() {
+        let mut view = drifted();
+        pin_pods_to_z3(&mut view);
         assert_eq!(choose_move(&view, &policy(), 0, Held::default()), None, "no cheaper pool in z3");
         let cheap_z3 = pool("b", "z3", 0.3);
         view.pools.push(cheap_z3);

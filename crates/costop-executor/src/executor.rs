@@ -1897,53 +1897,36 @@ mod tests {
         view
     }
 
+    /// A wave's surged pods wait for the surge's extra replicas, counted
+    /// from the replicas before it, even while the view still shows the
+    /// old count (web: 1 replica, Ready); the other pods go at once.
     #[tokio::test]
     async fn pods_of_workloads_not_surged_are_evicted_without_waiting_for_the_surge() {
-        let clock = Arc::new(Stepping::default());
-        let cluster = Arc::new(Recording::new(clock.clone(), surge_never_ready(), 0));
-        let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
-        let deadline = 120_000;
-        let plan = web_surge_plan(deadline, 1, &[&["default/web-1", "default/db-0"]]);
-        exec.execute_new(Arc::new(plan), 0).await;
-        let evicted = cluster.evicted.lock().unwrap().clone();
-        let deleted = cluster.deleted.lock().unwrap().clone();
-        let at = |pod: &str, list: &[(String, Millis)]| list.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
-        // db is not surged: it goes at once. web waits for its surge, here
-        // until 40 s before the deadline: past the time its eviction would
-        // be given up for a delete (45 s before), so it is deleted then,
-        // with no eviction asked first.
-        assert_eq!(at("default/db-0", &evicted), Some(0), "{evicted:?}");
-        assert_eq!(at("default/web-1", &evicted), None, "{evicted:?}");
-        assert_eq!(
-            at("default/web-1", &deleted),
-            Some(deadline - SURGE_EVICT_BEFORE_DEADLINE),
-            "{deleted:?}"
-        );
-    }
-
-    /// A wave's surged pods wait for the surge's extra replicas counted
-    /// from the replicas before it: a view that still shows the old count
-    /// (web: 1 replica, Ready) does not let them go at once.
-    #[tokio::test]
-    async fn a_wave_waits_for_its_surge_even_while_the_view_shows_the_old_count() {
-        let clock = Arc::new(Stepping::default());
-        let mut view = surge_never_ready();
-        view.workloads[0].replicas = 1;
-        let cluster = Arc::new(Recording::new(clock.clone(), view, 0));
-        let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
-        let deadline = 120_000;
-        let plan = web_surge_plan(deadline, 1, &[&["default/web-1", "default/db-0"]]);
-        exec.execute_new(Arc::new(plan), 0).await;
-        let evicted = cluster.evicted.lock().unwrap().clone();
-        let deleted = cluster.deleted.lock().unwrap().clone();
-        let at = |pod: &str, list: &[(String, Millis)]| list.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
-        assert_eq!(at("default/db-0", &evicted), Some(0), "{evicted:?}");
-        assert_eq!(at("default/web-1", &evicted), None, "went before its surge: {evicted:?}");
-        assert_eq!(
-            at("default/web-1", &deleted),
-            Some(deadline - SURGE_EVICT_BEFORE_DEADLINE),
-            "{deleted:?}"
-        );
+        let mut old_count = surge_never_ready();
+        old_count.workloads[0].replicas = 1;
+        for view in [surge_never_ready(), old_count] {
+            let clock = Arc::new(Stepping::default());
+            let cluster = Arc::new(Recording::new(clock.clone(), view, 0));
+            let exec = stepping_executor(cluster.clone(), Arc::new(NoCalls), clock.clone());
+            let deadline = 120_000;
+            let plan = web_surge_plan(deadline, 1, &[&["default/web-1", "default/db-0"]]);
+            exec.execute_new(Arc::new(plan), 0).await;
+            let evicted = cluster.evicted.lock().unwrap().clone();
+            let deleted = cluster.deleted.lock().unwrap().clone();
+            let at =
+                |pod: &str, list: &[(String, Millis)]| list.iter().find(|(p, _)| p == pod).map(|(_, t)| *t);
+            // db is not surged: it goes at once. web waits for its surge, here
+            // until 40 s before the deadline: past the time its eviction would
+            // be given up for a delete (45 s before), so it is deleted then,
+            // with no eviction asked first.
+            assert_eq!(at("default/db-0", &evicted), Some(0), "{evicted:?}");
+            assert_eq!(at("default/web-1", &evicted), None, "went before its surge: {evicted:?}");
+            assert_eq!(
+                at("default/web-1", &deleted),
+                Some(deadline - SURGE_EVICT_BEFORE_DEADLINE),
+                "{deleted:?}"
+            );
+        }
     }
 
     /// A retirement (a rebalance recommendation's, a move's) surges the

@@ -154,21 +154,20 @@ impl OpenResponses {
     /// The nodes open responses are retiring (their [`Step::RetireNode`]
     /// has not run to its end yet).
     pub fn retiring(&self) -> Vec<String> {
-        (self.lock().values())
-            .flat_map(|(plan, done)| {
-                plan.steps.iter().zip(done).filter_map(|(s, d)| match s {
-                    Step::RetireNode { node, .. } if d.is_none() => Some(node.clone()),
-                    _ => None,
-                })
-            })
-            .collect()
+        self.retiring_except(None)
     }
 
     /// The nodes that open responses other than `key`'s are retiring
     /// (their [`Step::RetireNode`] has not run to its end yet).
     pub fn retiring_besides(&self, key: &NoticeKey) -> Vec<String> {
+        self.retiring_except(Some(key))
+    }
+
+    /// The nodes open responses other than `key`'s (all, when none) are
+    /// retiring.
+    fn retiring_except(&self, key: Option<&NoticeKey>) -> Vec<String> {
         (self.lock().iter())
-            .filter(|(k, _)| *k != key)
+            .filter(|(k, _)| key != Some(*k))
             .flat_map(|(_, (plan, done))| {
                 plan.steps.iter().zip(done).filter_map(|(s, d)| match s {
                     Step::RetireNode { node, .. } if d.is_none() => Some(node.clone()),
